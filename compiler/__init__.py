@@ -1,0 +1,31 @@
+"""flatgrad: trace a NumPy function, differentiate it, and emit flat forward/backward code.
+
+    prog = compiler.gradient(f, *example_args)   # a GradientProgram
+    print(prog.source)                            # the emitted module
+    value, grads = prog.value_and_grad(*args)
+
+See README.md for the command line and the emitted module's layout.
+"""
+
+from compiler.errors import FlatgradError
+from compiler.ir import Graph
+from compiler.program import GradientProgram, check_grad, grad, gradient, value_and_grad
+from compiler.tracer import GATES, trace
+
+__version__ = "0.1.0"
+
+sigmoid = GATES["sigmoid"]
+relu = GATES["relu"]
+
+__all__ = [
+    "FlatgradError",
+    "GradientProgram",
+    "Graph",
+    "check_grad",
+    "grad",
+    "gradient",
+    "relu",
+    "sigmoid",
+    "trace",
+    "value_and_grad",
+]

@@ -1,0 +1,247 @@
+"""Codegen: turn a differentiated graph into the source of a Python module.
+
+Each equation becomes one assignment statement: the op table's expression for it (forward
+expression or local-gradient rule) parsed once, its names substituted as syntax trees, and
+rendered with astor through `unparse`, the one place flatgrad turns a tree into text. The
+module's layout (docstring, imports, functions, decorators) lives in the Jinja template
+`templates/module.py.j2`, which receives finished lines and decides nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import functools
+import math
+import operator
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import jinja2
+
+from compiler.ir import Atom, Const, Eqn, Graph, Var
+from compiler.ops import OPS
+
+with warnings.catch_warnings():  # astor 0.8.1 (its last release) warns on import on 3.12+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import astor
+
+JIT_BACKENDS = ("numba",)
+TEMPLATE = "module.py.j2"
+
+
+def unparse(node: ast.AST) -> str:
+    """Source text of a statement or module tree. Every rendering goes through here."""
+    return astor.to_source(node).rstrip("\n")
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(expr: str) -> ast.expr:
+    return ast.parse(expr, mode="eval").body
+
+
+def _constant(value: object) -> ast.expr:
+    """A literal as the parser would build it (`-2.0` is a unary minus applied to 2.0)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        name = "nan" if math.isnan(value) else "inf"
+        node: ast.expr = ast.Attribute(ast.Name("np", ast.Load()), name, ast.Load())
+        return ast.UnaryOp(ast.USub(), node) if value < 0 else node
+    return ast.parse(repr(value), mode="eval").body
+
+
+_FOLDABLE = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.USub: operator.neg,
+}
+
+
+class _Substitute(ast.NodeTransformer):
+    """Replace a rule's names by operands, folding arithmetic on two literals (`2 - 1` -> 1)."""
+
+    def __init__(self, bindings: dict[str, ast.expr]) -> None:
+        self.bindings = bindings
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        return copy.deepcopy(self.bindings.get(node.id, node))
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.expr:
+        self.generic_visit(node)
+        fold = _FOLDABLE.get(type(node.op))
+        left, right = _literal(node.left), _literal(node.right)
+        if fold is None or left is None or right is None:
+            return node
+        return _constant(fold(left, right))
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.expr:
+        self.generic_visit(node)
+        operand = _literal(node.operand)
+        if isinstance(node.op, ast.USub) and isinstance(node.operand, ast.UnaryOp) and operand is not None:
+            return _constant(-operand)
+        return node
+
+
+def _literal(node: ast.expr) -> int | float | None:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _literal(node.operand)
+        return None if inner is None else -inner
+    return None
+
+
+def _operand(atom: Atom) -> ast.expr:
+    return _constant(atom.value) if isinstance(atom, Const) else ast.Name(atom.name, ast.Load())
+
+
+def expression(eqn: Eqn) -> ast.expr:
+    """The right-hand side of `eqn` as a syntax tree."""
+    row = OPS[eqn.op]
+    if eqn.rule is not None:
+        names, text = row.rule_names(eqn.rule), row.grads[eqn.rule]
+    else:
+        names = row.params
+        scalar = eqn.out.shape == () and row.scalar_forward is not None
+        text = row.scalar_forward if scalar else row.forward
+    bindings = {name: _operand(a) for name, a in zip(names, eqn.inputs)}
+    tree = _Substitute(bindings).visit(copy.deepcopy(_parsed(text)))
+    if eqn.accumulate is not None:
+        tree = ast.BinOp(ast.Name(eqn.accumulate.name, ast.Load()), ast.Add(), tree)
+    return tree
+
+
+def statement(eqn: Eqn) -> str:
+    """`eqn` as one line of Python: `grad_w1 = x1 * grad_s1`."""
+    return unparse(ast.Assign([ast.Name(eqn.out.name, ast.Store())], expression(eqn), lineno=0))
+
+
+def _load(name: str) -> ast.Name:
+    return ast.Name(name, ast.Load())
+
+
+def _tuple(names: Sequence[str]) -> ast.Tuple:
+    return ast.Tuple([_load(name) for name in names], ast.Load())
+
+
+def _assign(target: ast.expr, value: ast.expr) -> str:
+    return unparse(ast.Assign([target], value, lineno=0))
+
+
+def _return(*values: ast.expr) -> str:
+    value = values[0] if len(values) == 1 else ast.Tuple(list(values), ast.Load())
+    return unparse(ast.Return(value))
+
+
+def cached_values(graph: Graph) -> tuple[Var, ...]:
+    """What the backward equations read from the forward pass, in forward order."""
+    read = {id(a) for eqn in graph.backward_eqns[1:] for a in eqn.reads if isinstance(a, Var)}
+    candidates = list(graph.inputs) + [eqn.out for eqn in graph.forward_eqns]
+    return tuple(v for v in candidates if id(v) in read)
+
+
+def describe(v: Var) -> str:
+    """`float64 scalar` or `float32[4, 3]`."""
+    return f"{v.dtype} scalar" if v.shape == () else f"{v.dtype}[{', '.join(map(str, v.shape))}]"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where an emitted module came from, for its header."""
+
+    function: str  # the traced function's name, e.g. `neuron`
+    source: str  # `examples/neuron.py:neuron`
+    command: str  # the command that regenerates the module
+
+
+@dataclass(frozen=True)
+class Function:
+    """One emitted function: what the template lays out."""
+
+    name: str
+    params: tuple[str, ...]
+    doc: str
+    sections: tuple[tuple[str, tuple[str, ...]], ...]  # (comment, lines); an empty comment prints none
+
+
+def _signature(name: str, params: Sequence[str]) -> str:
+    return f"{name}({', '.join(params)})"
+
+
+def functions(graph: Graph, provenance: Provenance) -> tuple[Function, ...]:
+    """The module's functions, their bodies finished lines."""
+    params = tuple(v.name for v in graph.inputs)
+    output = graph.outputs[0].name
+    grads = _tuple([g.name for g in graph.outputs[1:]])
+    grads_text = "(" + ", ".join(g.name for g in graph.outputs[1:]) + ("," if len(grads.elts) == 1 else "") + ")"
+    seed, *backward = graph.backward_eqns
+    forward_lines = tuple(statement(e) for e in graph.forward_eqns)
+    backward_lines = tuple(statement(e) for e in backward)
+    cache = _tuple([v.name for v in cached_values(graph)])
+    unpack = (_assign(cache, _load("cache")),) if cache.elts else ()
+    call = _signature(provenance.function, params)
+    recompute = ast.Subscript(ast.Call(_load("value_and_grad"), list(map(_load, params)), []), ast.Constant(1))
+    return (
+        Function("forward", params, f"Return {call}.", (("", forward_lines + (_return(_load(output)),)),)),
+        Function(
+            "value_and_grad",
+            params,
+            f"Return ({output}, {grads_text}): the value of {call} and its gradients.",
+            (
+                ("forward pass", forward_lines),
+                ("backward pass", (statement(seed), *backward_lines, _return(_load(output), grads))),
+            ),
+        ),
+        Function("grad", params, f"Return {grads_text}, the gradients of {call}.", (("", (_return(recompute),)),)),
+        Function(
+            "forward_with_cache",
+            params,
+            f"Return ({output}, cache): the value of {call} and what `backward` reads.",
+            (("", (*forward_lines, _assign(ast.Name("cache", ast.Store()), cache), _return(_load(output), _load("cache")))),),
+        ),
+        Function(
+            "backward",
+            (seed.out.name, "cache"),
+            f"Return {grads_text} from the upstream gradient {seed.out.name} and `forward_with_cache`'s cache.",
+            (("", (*unpack, *backward_lines, _return(grads))),),
+        ),
+    )
+
+
+def _environment() -> jinja2.Environment:
+    here = Path(__file__).resolve().parent
+    # In a wheel the templates ship inside the package; in a source checkout they sit beside it.
+    search = [str(here / "templates"), str(here.parent / "templates")]
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(search),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    return _environment().get_template(TEMPLATE)
+
+
+def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None) -> str:
+    """The whole module for a differentiated graph (see `autodiff.differentiate`)."""
+    if jit not in (None, *JIT_BACKENDS):
+        raise ValueError(f"jit must be None or one of {JIT_BACKENDS}, not {jit!r}")
+    return _template().render(
+        provenance=provenance,
+        jit=jit,
+        inputs=[(v.name, describe(v)) for v in graph.inputs],
+        output=graph.outputs[0].name,
+        grads=[g.name for g in graph.outputs[1:]],
+        seed=graph.backward_eqns[0].out.name,
+        constants=[(name, repr(value)) for name, value in graph.constants],
+        cache=[(v.name, describe(v)) for v in cached_values(graph)],
+        signature=_signature(provenance.function, [v.name for v in graph.inputs]),
+        functions=functions(graph, provenance),
+    )

@@ -1,0 +1,30 @@
+"""The errors flatgrad raises. All derive from `FlatgradError`."""
+
+from __future__ import annotations
+
+
+class FlatgradError(Exception):
+    """Base class of every error flatgrad raises on purpose."""
+
+
+class TracingError(FlatgradError):
+    """The user's function does something that cannot be traced into straight-line code.
+
+    The message names the operation and the user's file:line, and says what to write instead.
+    """
+
+
+class UnsupportedOperationError(TracingError):
+    """A NumPy function, ufunc or operator that has no row in the op table."""
+
+
+class BranchOnTracedValueError(TracingError):
+    """Python control flow (`if`, `while`, `and`, `max()`) asked a traced value for a bool."""
+
+
+class ConcreteValueError(TracingError):
+    """`float()`, `int()` or a `math.*` function asked for the number behind a traced value."""
+
+
+class SignatureError(FlatgradError):
+    """Arguments that do not fit the function or the program (count, type, `wrt` names)."""

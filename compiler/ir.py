@@ -1,0 +1,187 @@
+"""The intermediate representation: values, equations and graphs.
+
+Every stage of flatgrad (tracer, autodiff, passes, codegen) reads and writes these few frozen
+dataclasses. A `Graph` is straight-line code in static single assignment form: each `Var` is
+bound by exactly one equation (or is an input), and equations appear in execution order.
+
+Names are part of the IR because the emitted code is for people: a `Var` carries the name it
+will have in the generated source. Two distinct variables may share a name only when the later
+one rebinds it (gradient accumulation, `grad_x = grad_x + ...`), and the verifier checks that
+no equation reads a variable whose name has since been rebound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from compiler.errors import FlatgradError
+from compiler.ops import OPS
+
+
+@dataclass(frozen=True, eq=False)
+class Var:
+    """A value in the graph: its name in the emitted code, its shape and its NumPy dtype.
+
+    Equality is identity: two variables with the same name (a rebinding) are still distinct.
+    """
+
+    name: str
+    shape: tuple[int, ...] = ()
+    dtype: str = "float64"
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Const:
+    """A literal operand (a Python number baked into the code)."""
+
+    value: Union[float, int, bool]
+
+    @property
+    def dtype(self) -> str:
+        if isinstance(self.value, bool):
+            return "bool"
+        return "int64" if isinstance(self.value, int) else "float64"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return ()
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+Atom = Union[Var, Const]
+
+
+@dataclass(frozen=True)
+class Loc:
+    """Where in the user's source an equation was traced."""
+
+    file: str
+    line: int
+    function: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Eqn:
+    """One gate: `out = op(*inputs)`.
+
+    `rule` is None for the op's forward expression; otherwise it names the op parameter whose
+    local gradient this equation computes (a backward gate), and `inputs` are bound, in order,
+    to the names that gradient rule uses (see `ops.Op.rule_names`). When `accumulate` is set
+    the equation adds its result to that earlier gradient: `out = accumulate + rule(...)`.
+    """
+
+    op: str
+    inputs: tuple[Atom, ...]
+    out: Var
+    rule: str | None = None
+    accumulate: Var | None = None
+    loc: Loc | None = None
+
+    @property
+    def reads(self) -> tuple[Atom, ...]:
+        """Every operand, the accumulated gradient included."""
+        return self.inputs + ((self.accumulate,) if self.accumulate is not None else ())
+
+    def __str__(self) -> str:
+        args = ", ".join(repr(a) for a in self.inputs)
+        head = self.op if self.rule is None else f"{self.op}.grad[{self.rule}]"
+        text = f"{self.out.name} = {head}({args})"
+        if self.accumulate is not None:
+            text = f"{self.out.name} = {self.accumulate.name} + {head}({args})"
+        return text
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Straight-line code: inputs, equations in order, outputs.
+
+    `n_forward` is the number of forward equations when the graph holds a backward pass too
+    (`eqns[n_forward:]` then start with the seed `grad_<output> = 1.0`); None for a forward
+    graph.
+    """
+
+    inputs: tuple[Var, ...]
+    eqns: tuple[Eqn, ...]
+    outputs: tuple[Var, ...]
+    n_forward: int | None = None
+    constants: tuple[tuple[str, object], ...] = field(default=())
+
+    @property
+    def forward_eqns(self) -> tuple[Eqn, ...]:
+        return self.eqns if self.n_forward is None else self.eqns[: self.n_forward]
+
+    @property
+    def backward_eqns(self) -> tuple[Eqn, ...]:
+        return () if self.n_forward is None else self.eqns[self.n_forward :]
+
+    def __str__(self) -> str:
+        def typed(v: Var) -> str:
+            shape = ",".join(str(n) for n in v.shape)
+            return f"{v.name}:{v.dtype}[{shape}]"
+
+        lines = ["{ lambda " + ", ".join(typed(v) for v in self.inputs) + " ."]
+        for i, eqn in enumerate(self.eqns):
+            if self.n_forward is not None and i == self.n_forward:
+                lines.append("  # backward")
+            lines.append(f"  {eqn}")
+        lines.append("  in (" + ", ".join(v.name for v in self.outputs) + ") }")
+        return "\n".join(lines)
+
+
+class IRError(FlatgradError):
+    """The IR broke one of its invariants: a bug in flatgrad, not in the user's code."""
+
+
+def verify(graph: Graph) -> Graph:
+    """Check the graph's invariants and return it unchanged; raise IRError on the first breach.
+
+    Checked: every op is in the table; forward equations have the op's arity and backward ones
+    bind exactly the names their rule uses; every variable is bound once and before use; no
+    equation reads a variable whose name a later binding has taken over; outputs are bound.
+    """
+    bound: dict[int, Var] = {}
+    current: dict[str, Var] = {}
+
+    def bind(v: Var, where: str) -> None:
+        if id(v) in bound:
+            raise IRError(f"{where}: {v.name} is bound twice")
+        bound[id(v)] = v
+        current[v.name] = v
+
+    def read(a: Atom, where: str) -> None:
+        if isinstance(a, Const):
+            return
+        if id(a) not in bound:
+            raise IRError(f"{where}: {a.name} is read before it is bound")
+        if current[a.name] is not a:
+            raise IRError(f"{where}: {a.name} is read after its name was rebound")
+
+    for v in graph.inputs:
+        bind(v, "inputs")
+    for i, eqn in enumerate(graph.eqns):
+        where = f"equation {i} ({eqn})"
+        if eqn.op not in OPS:
+            raise IRError(f"{where}: unknown op {eqn.op!r}")
+        row = OPS[eqn.op]
+        expected = len(row.params) if eqn.rule is None else len(row.rule_names(eqn.rule))
+        if len(eqn.inputs) != expected:
+            raise IRError(f"{where}: {len(eqn.inputs)} operands, {eqn.op} takes {expected}")
+        for a in eqn.reads:
+            read(a, where)
+        if eqn.accumulate is not None and eqn.accumulate.name != eqn.out.name:
+            raise IRError(f"{where}: accumulation must rebind {eqn.accumulate.name}")
+        bind(eqn.out, where)
+    for v in graph.outputs:
+        read(v, "outputs")
+    if graph.n_forward is not None and not 0 <= graph.n_forward <= len(graph.eqns):
+        raise IRError(f"n_forward={graph.n_forward} is out of range")
+    return graph

@@ -1,0 +1,93 @@
+"""How values are named in the emitted code. Every name flatgrad prints is decided here.
+
+The rules, in the order they are applied:
+
+1. Inputs keep their parameter names.
+2. A value bound to a local variable in the user's function keeps that variable's name
+   (`h = np.maximum(0, X @ W1)` gives `h`). A name bound to several values in turn (a loop,
+   `h = h * w`) names them `h`, `h_1`, `h_2`, ... in forward order.
+3. The returned value keeps its source name if it has one, else it is `L` (the lecture's loss).
+4. Every other intermediate is `s0, s1, ...`, numbered in forward order.
+5. The gradient of `v` is `grad_v`. Accumulating into a gradient rebinds the same name.
+6. A name never shadows what the emitted module uses: Python keywords and builtins, `np`,
+   `numba`, the module's own functions and `cache`. A name that is taken or reserved gets the
+   first free suffix `_1`, `_2`, ... Counters decide names, never object identities, so the
+   same function always gives the same names.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+from typing import Iterable, Sequence
+
+# Names the emitted module defines or imports itself.
+MODULE_NAMES = (
+    "np",
+    "numba",
+    "forward",
+    "forward_with_cache",
+    "backward",
+    "value_and_grad",
+    "grad",
+    "cache",
+)
+
+RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins)) | frozenset(
+    MODULE_NAMES
+)
+
+OUTPUT_NAME = "L"
+TEMPORARY_PREFIX = "s"
+GRAD_PREFIX = "grad_"
+
+
+class Namer:
+    """Hands out distinct names in one module's namespace."""
+
+    def __init__(self, taken: Iterable[str] = ()) -> None:
+        self._taken: set[str] = set(taken)
+
+    def claim(self, wanted: str) -> str:
+        """`wanted` if it is free, else `wanted_1`, `wanted_2`, ..."""
+        name = wanted
+        suffix = 0
+        while name in self._taken or name in RESERVED or not name.isidentifier():
+            suffix += 1
+            name = f"{wanted}_{suffix}"
+        self._taken.add(name)
+        return name
+
+    def temporaries(self) -> Iterable[str]:
+        """`s0, s1, ...`, skipping names already taken."""
+        index = 0
+        while True:
+            name = f"{TEMPORARY_PREFIX}{index}"
+            index += 1
+            if name not in self._taken and name not in RESERVED:
+                self._taken.add(name)
+                yield name
+
+    def grad_name(self, forward_name: str) -> str:
+        return self.claim(GRAD_PREFIX + forward_name)
+
+
+def forward_names(
+    params: Sequence[str], hints: Sequence[str | None], output_index: int | None
+) -> tuple[list[str], list[str]]:
+    """Names for the inputs and for each traced value (rules 1-4).
+
+    `hints[i]` is the source name of value i (None if it was never bound to a local), and
+    `output_index` the position of the returned value among them. Returns the input names and
+    the value names.
+    """
+    namer = Namer()
+    input_names = [namer.claim(p) for p in params]
+    names: list[str | None] = [None] * len(hints)
+    for i, hint in enumerate(hints):
+        if hint is not None:
+            names[i] = namer.claim(hint)
+    if output_index is not None and names[output_index] is None:
+        names[output_index] = namer.claim(OUTPUT_NAME)
+    fresh = namer.temporaries()
+    return input_names, [name if name is not None else next(fresh) for name in names]
