@@ -173,19 +173,26 @@ def _resolve_wrt(graph: Graph, wrt: str | Sequence[str] | None, label: str) -> t
     return names
 
 
-def _provenance(f: Callable, graph: Graph, wrt: tuple[str, ...], jit: str | None) -> Provenance:
-    try:
-        file = display_path(inspect.getsourcefile(f) or "<unknown>")
-    except TypeError:
-        file = "<unknown>"
-    qualname = getattr(f, "__qualname__", getattr(f, "__name__", "f"))
-    command = [f"flatgrad emit {file}:{qualname}"]
-    command += [f"--arg {v.name}={spec_text(v)}" for v in graph.inputs]
+def provenance(
+    f: Callable, graph: Graph, wrt: tuple[str, ...], jit: str | None, source: str | None = None, output: str | None = None
+) -> Provenance:
+    """Where a module comes from (`source`, default: `f`'s file and name) and the `flatgrad emit`
+    command that regenerates it (writing to `output`, when given)."""
+    if source is None:
+        try:
+            file = display_path(inspect.getsourcefile(f) or "<unknown>")
+        except TypeError:
+            file = "<unknown>"
+        source = f"{file}:{getattr(f, '__qualname__', getattr(f, '__name__', 'f'))}"
+    command = [f"flatgrad emit {source}"]
+    command += [f"--arg {v.name}={spec_text(v)}" for v in graph.inputs if spec_text(v) != "f64"]
     if wrt != _default_wrt(graph):
         command.append(f"--wrt {','.join(wrt)}")
     if jit:
         command.append(f"--jit {jit}")
-    return Provenance(getattr(f, "__name__", "f"), f"{file}:{qualname}", " ".join(command))
+    if output:
+        command.append(f"-o {output}")
+    return Provenance(getattr(f, "__name__", "f"), source, " ".join(command))
 
 
 def _check_jit(jit: str | None) -> None:
@@ -201,15 +208,16 @@ def build(
     kwargs: dict,
     wrt: str | Sequence[str] | None = None,
     jit: str | None = None,
-    provenance: Provenance | None = None,
+    source: str | None = None,
+    output: str | None = None,
 ) -> GradientProgram:
-    """The pipeline behind `gradient`, with the module's provenance open to the CLI."""
+    """The pipeline behind `gradient`; the CLI names the module's `source` and `output` file."""
     _check_jit(jit)
     forward = trace(f, *args, **kwargs)
     names = _resolve_wrt(forward, wrt, f"{getattr(f, '__qualname__', f)}()")
     graph = differentiate(forward, names)
-    provenance = provenance or _provenance(f, graph, names, jit)
-    return GradientProgram(graph, emit_module(graph, provenance, jit), names, jit)
+    origin = provenance(f, graph, names, jit, source, output)
+    return GradientProgram(graph, emit_module(graph, origin, jit), names, jit)
 
 
 def gradient(

@@ -35,17 +35,18 @@ from compiler.errors import (
 from compiler.ir import Const, Eqn, Graph, Loc, Var
 from compiler.ops import OPS, Op
 
-_LIBRARY_DIRS = tuple(
-    os.path.dirname(os.path.abspath(module.__file__)) + os.sep
-    for module in (sys.modules[__name__.rsplit(".", 1)[0]], np)
-)
+# Frames in these files are flatgrad's or NumPy's, not the user's: they neither name values
+# nor locate errors. (The rest of the `compiler` package is never on the stack while the
+# user's function runs, except the demo's functions, which are user code here.)
+_LIBRARY_FILE = os.path.abspath(__file__)
+_LIBRARY_DIRS = (os.path.dirname(os.path.abspath(np.__file__)) + os.sep, "<__array")
 _NOT_A_DEPTH = 1 << 30
 
 
 def _is_library(filename: str, cache: dict[str, bool] = {}) -> bool:  # noqa: B006 - a memo
     hit = cache.get(filename)
     if hit is None:
-        hit = cache[filename] = filename.startswith(_LIBRARY_DIRS) or filename.startswith("<__array")
+        hit = cache[filename] = filename == _LIBRARY_FILE or filename.startswith(_LIBRARY_DIRS)
     return hit
 
 
