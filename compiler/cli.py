@@ -12,6 +12,7 @@ import inspect
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -33,7 +34,7 @@ class UsageError(FlatgradError):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + message
-        raise UsageError(f"{message} (see flatgrad {self.prog.split()[-1]} --help)")
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def parse_spec(name: str, spec: str | None, seed: int) -> Any:
@@ -206,10 +207,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if os.environ.get("FLATGRAD_TRACEBACK"):
             raise
-        kind = "" if isinstance(error, FlatgradError) else f"{type(error).__name__}: "
         message = " ".join(str(error).split()) or type(error).__name__
-        print(f"flatgrad: error: {kind}{message}", file=sys.stderr)
+        if not isinstance(error, FlatgradError):
+            message = f"{_raised_at(error)}{type(error).__name__}: {message}"
+        print(f"flatgrad: error: {message}", file=sys.stderr)
         return 2
+
+
+def _raised_at(error: BaseException) -> str:
+    """`file:line: ` of the innermost frame outside flatgrad where `error` was raised, if any."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith(package)]
+    return f"{display_path(frames[-1].filename)}:{frames[-1].lineno}: " if frames else ""
 
 
 if __name__ == "__main__":

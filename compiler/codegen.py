@@ -60,7 +60,11 @@ _FOLDABLE = {
 
 
 class _Substitute(ast.NodeTransformer):
-    """Replace a rule's names by operands, folding arithmetic on two literals (`2 - 1` -> 1)."""
+    """Replace a rule's names by operands, folding arithmetic on literals.
+
+    `2 - 1` becomes `1` and `x ** 1` becomes `x`, so a rule such as `y * x ** (y - 1)` reads
+    `2 * x` for a constant exponent 2. Both rewrites are exact in floating point.
+    """
 
     def __init__(self, bindings: dict[str, ast.expr]) -> None:
         self.bindings = bindings
@@ -72,6 +76,8 @@ class _Substitute(ast.NodeTransformer):
         self.generic_visit(node)
         fold = _FOLDABLE.get(type(node.op))
         left, right = _literal(node.left), _literal(node.right)
+        if isinstance(node.op, ast.Pow) and right == 1:
+            return node.left
         if fold is None or left is None or right is None:
             return node
         return _constant(fold(left, right))
@@ -109,7 +115,9 @@ def expression(eqn: Eqn) -> ast.expr:
     bindings = {name: _operand(a) for name, a in zip(names, eqn.inputs)}
     tree = _Substitute(bindings).visit(copy.deepcopy(_parsed(text)))
     if eqn.accumulate is not None:
-        tree = ast.BinOp(ast.Name(eqn.accumulate.name, ast.Load()), ast.Add(), tree)
+        # `grad_x + -t` reads better as `grad_x - t`, and is the same number
+        negated = isinstance(tree, ast.UnaryOp) and isinstance(tree.op, ast.USub)
+        tree = ast.BinOp(_load(eqn.accumulate.name), ast.Sub() if negated else ast.Add(), tree.operand if negated else tree)
     return tree
 
 
@@ -233,9 +241,13 @@ def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None) ->
     """The whole module for a differentiated graph (see `autodiff.differentiate`)."""
     if jit not in (None, *JIT_BACKENDS):
         raise ValueError(f"jit must be None or one of {JIT_BACKENDS}, not {jit!r}")
+    uses_numpy = any(
+        isinstance(node, ast.Name) and node.id == "np" for eqn in graph.eqns for node in ast.walk(expression(eqn))
+    )
     return _template().render(
         provenance=provenance,
         jit=jit,
+        uses_numpy=uses_numpy,
         inputs=[(v.name, describe(v)) for v in graph.inputs],
         output=graph.outputs[0].name,
         grads=[g.name for g in graph.outputs[1:]],

@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import inspect
 import os
+import sys
 import tempfile
 import types
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ def load_module(source: str) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # numba's on-disk cache finds a function's globals by module name
     spec.loader.exec_module(module)
     _LOADED[digest] = module
     return module

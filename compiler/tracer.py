@@ -166,7 +166,7 @@ def _concrete(kind: str) -> ConcreteValueError:
 
 def _unsupported(what: str, instead: str | None = None) -> UnsupportedOperationError:
     if instead is None:
-        instead = "write it with the supported operations: " + ", ".join(supported_operations())
+        instead = "write it with the arithmetic and comparison operators or " + ", ".join(supported_operations())
     return UnsupportedOperationError(
         _at_user_line(f"{what} has no rule in flatgrad's op table; {instead}")
     )
@@ -446,7 +446,7 @@ def _check_output(fn: Callable, recorder: _Recorder, result: Any, inputs: dict[s
     if value.shape != ():
         raise SignatureError(f"{label} returns an array of shape {value.shape}; it must return a scalar")
     if np.dtype(value.dtype).kind != "f":
-        raise SignatureError(f"{label} returns a {value.dtype} value; it must return a float scalar")
+        raise SignatureError(f"{label} returns a value of dtype {value.dtype}; it must return a float scalar")
     if result._index < len(inputs):  # the output is an input itself: copy it into a gate
         result = _apply(OPS["pos"], (result,))
     return result._index

@@ -1,0 +1,125 @@
+"""Bad input gets a clear FlatgradError naming the operation, the user's file:line, and the fix."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.errors import (
+    BranchOnTracedValueError,
+    ConcreteValueError,
+    SignatureError,
+    UnsupportedOperationError,
+)
+
+
+def line_of(fn, marker: str) -> str:
+    """`test_errors.py:N` for the line of `fn`'s source containing `marker`."""
+    import inspect
+
+    lines, start = inspect.getsourcelines(fn)
+    offset = next(i for i, line in enumerate(lines) if marker in line)
+    return f"test_errors.py:{start + offset}"
+
+
+def branch(x):
+    if x > 0:  # BRANCH
+        return x
+    return -x
+
+
+def builtin_max(x, y):
+    return max(x, y)  # MAX
+
+
+def to_float(x):
+    return float(x) * 2.0  # FLOAT
+
+
+def to_int(x):
+    return x * int(x)  # INT
+
+
+def uses_math(x):
+    return math.exp(x)  # MATH
+
+
+def uses_sum(x):
+    return np.sum(x)  # SUM
+
+
+def uses_cbrt(x):
+    return np.cbrt(x)  # CBRT
+
+
+def ufunc_out(x):
+    return np.exp(x, dtype=np.float64)  # OUT
+
+
+@pytest.mark.parametrize(
+    "fn, marker, error, fix",
+    [
+        (branch, "BRANCH", BranchOnTracedValueError, "np.where"),
+        (builtin_max, "MAX", BranchOnTracedValueError, "np.maximum"),
+        (to_float, "FLOAT", ConcreteValueError, "float()"),
+        (to_int, "INT", ConcreteValueError, "int()"),
+        (uses_math, "MATH", ConcreteValueError, "np.exp"),
+        (uses_sum, "SUM", UnsupportedOperationError, "np.sum"),
+        (uses_cbrt, "CBRT", UnsupportedOperationError, "np.cbrt"),
+        (ufunc_out, "OUT", UnsupportedOperationError, "dtype="),
+    ],
+    ids=lambda p: getattr(p, "__name__", None) if callable(p) else None,
+)
+def test_tracing_errors_name_the_line_and_the_fix(fn, marker, error, fix):
+    with pytest.raises(error) as raised:
+        compiler.gradient(fn, 1.0, *([2.0] if fn is builtin_max else []))
+    message = str(raised.value)
+    assert isinstance(raised.value, compiler.FlatgradError)
+    assert line_of(fn, marker) in message
+    assert fix in message
+
+
+def test_unsupported_lists_what_is_supported():
+    with pytest.raises(UnsupportedOperationError, match="np.exp"):
+        compiler.gradient(uses_cbrt, 1.0)
+
+
+@pytest.mark.parametrize(
+    "fn, args, match",
+    [
+        (lambda x: (x, x), (1.0,), "must return one scalar"),
+        (lambda x: 3.0, (1.0,), "does not depend on its inputs"),
+        (lambda x: x > 1.0, (1.0,), "must return a float scalar"),
+        (lambda x: x * 2.0, ("a",), "flatgrad traces numbers"),
+        (lambda x: x * 2.0, (True,), "is a bool"),
+        (lambda x: x * 2.0, (np.ones(3),), "scalar functions only"),
+        (lambda x: x * 2.0, (1.0, 2.0), "do not fit"),
+        (lambda *xs: xs[0], (1.0,), "give each input its own parameter"),
+        (lambda n: n * 0.5, (3,), "no float input"),
+        (lambda n: n * 2, (3,), "dtype int64"),
+    ],
+)
+def test_signature_errors(fn, args, match):
+    with pytest.raises(SignatureError, match=match):
+        compiler.gradient(fn, *args)
+
+
+def test_bad_jit_backend():
+    with pytest.raises(compiler.FlatgradError, match="not a backend"):
+        compiler.gradient(lambda x: x * x, 1.0, jit="cuda")
+
+
+def test_array_conversion_is_refused():
+    with pytest.raises(UnsupportedOperationError, match="np.array"):
+        compiler.gradient(lambda x, y: np.array([x, y]).sum(), 1.0, 2.0)
+
+
+def test_errors_leave_no_profile_hook_behind():
+    before = sys.getprofile()
+    with pytest.raises(compiler.FlatgradError):
+        compiler.gradient(branch, 1.0)
+    assert sys.getprofile() is before

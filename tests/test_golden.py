@@ -1,0 +1,52 @@
+"""Golden files: generated/ holds what `flatgrad emit` makes of examples/, byte for byte.
+
+Regenerate them after an intended change to the emitted code, then read the diff:
+
+    FLATGRAD_REGENERATE=1 python -m pytest tests/test_golden.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from compiler.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (example function, extra `flatgrad emit` options) -> generated/<name>[_numba].py
+GOLDEN = [
+    (f"examples/{stem}.py:{stem}", jit)
+    for stem in ("simple", "neuron", "staged")
+    for jit in ([], ["--jit", "numba"])
+]
+
+
+def golden_path(target: str, options: list[str]) -> str:
+    name = target.rsplit(":", 1)[1]
+    return f"generated/{name}{'_numba' if options else ''}.py"
+
+
+@pytest.mark.parametrize("target, options", GOLDEN, ids=[golden_path(*g) for g in GOLDEN])
+def test_generated_matches_emit(target, options, tmp_path, monkeypatch, capsys):
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    assert main(["emit", target, *options]) == 0
+    expected = golden_path(target, options)
+    assert capsys.readouterr().out.strip() == f"wrote {expected}"
+    emitted = (tmp_path / expected).read_text()
+    golden = ROOT / expected
+    if os.environ.get("FLATGRAD_REGENERATE"):
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(emitted)
+    assert golden.is_file(), f"{expected} is missing: regenerate with FLATGRAD_REGENERATE=1"
+    assert emitted == golden.read_text(), f"{expected} differs from what emit makes: see the module docstring"
+
+
+def test_every_generated_file_has_an_example():
+    expected = {golden_path(*g) for g in GOLDEN}
+    present = {f"generated/{p.name}" for p in (ROOT / "generated").glob("*.py")}
+    assert present == expected
