@@ -62,8 +62,8 @@ _FOLDABLE = {
 class _Substitute(ast.NodeTransformer):
     """Replace a rule's names by operands, folding arithmetic on literals.
 
-    `2 - 1` becomes `1` and `x ** 1` becomes `x`, so a rule such as `y * x ** (y - 1)` reads
-    `2 * x` for a constant exponent 2. Both rewrites are exact in floating point.
+    `2 - (2 != 0)` becomes `1` and `x ** 1` becomes `x`, so pow's rule reads `2 * x` for a
+    constant exponent 2. Every rewrite is exact in floating point.
     """
 
     def __init__(self, bindings: dict[str, ast.expr]) -> None:
@@ -82,6 +82,14 @@ class _Substitute(ast.NodeTransformer):
             return node
         return _constant(fold(left, right))
 
+    def visit_Compare(self, node: ast.Compare) -> ast.expr:
+        self.generic_visit(node)
+        compare = _COMPARABLE.get(type(node.ops[0])) if len(node.ops) == 1 else None
+        left, right = _literal(node.left), _literal(node.comparators[0])
+        if compare is None or left is None or right is None:
+            return node
+        return _constant(compare(left, right))
+
     def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.expr:
         self.generic_visit(node)
         operand = _literal(node.operand)
@@ -90,13 +98,32 @@ class _Substitute(ast.NodeTransformer):
         return node
 
 
+_COMPARABLE = {ast.Eq: operator.eq, ast.NotEq: operator.ne}
+
+
 def _literal(node: ast.expr) -> int | float | None:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float, bool):
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         inner = _literal(node.operand)
         return None if inner is None else -inner
     return None
+
+
+# NumPy dtypes a Python literal already has; a scalar form's literals take any other output dtype.
+_PYTHON_DTYPES = ("float64", "int64", "bool")
+
+
+class _TypedLiterals(ast.NodeTransformer):
+    """`1.0` -> `np.float32(1.0)`: keeps a float32 scalar's seed and fills float32."""
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = dtype
+
+    def visit_Constant(self, node: ast.Constant) -> ast.expr:
+        if type(node.value) not in (int, float):
+            return node
+        return ast.Call(ast.Attribute(_load("np"), self.dtype, ast.Load()), [node], [])
 
 
 def _operand(atom: Atom) -> ast.expr:
@@ -113,7 +140,10 @@ def expression(eqn: Eqn) -> ast.expr:
         scalar = eqn.out.shape == () and row.scalar_forward is not None
         text = row.scalar_forward if scalar else row.forward
     bindings = {name: _operand(a) for name, a in zip(names, eqn.inputs)}
-    tree = _Substitute(bindings).visit(copy.deepcopy(_parsed(text)))
+    tree = copy.deepcopy(_parsed(text))
+    if eqn.rule is None and text == row.scalar_forward and eqn.out.dtype not in _PYTHON_DTYPES:
+        tree = _TypedLiterals(eqn.out.dtype).visit(tree)
+    tree = _Substitute(bindings).visit(tree)
     if eqn.accumulate is not None:
         # `grad_x + -t` reads better as `grad_x - t`, and is the same number
         negated = isinstance(tree, ast.UnaryOp) and isinstance(tree.op, ast.USub)

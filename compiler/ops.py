@@ -7,7 +7,8 @@ line reads as the lecture writes it: `grad_w1 = x1 * grad_s1`. What a backward g
 the forward pass (the cache) is derived from the names its rule uses.
 
 The tracer maps operators, ufuncs, array functions and `compiler.<gate>` calls to rows through
-the `operators`/`reflected`/`ufuncs`/`functions`/`gate` fields; autodiff applies `grads`;
+the `operators`/`reflected`/`ufuncs`/`functions`/`gate` fields and checks that `bool_params`
+get bools; autodiff applies `grads`;
 codegen renders `forward` and `grads`; the tests draw inputs from `domain`. No other module
 lists operations.
 """
@@ -41,6 +42,7 @@ class Op:
     gate: bool = False
     domain: tuple[Interval, ...] = ()
     scalar_forward: str | None = None
+    bool_params: tuple[str, ...] = ()
 
     def rule_names(self, wrt: str) -> tuple[str, ...]:
         """The names the local gradient with respect to `wrt` reads, in canonical order."""
@@ -101,7 +103,8 @@ _ROWS = (
        operators=("__neg__",), ufuncs=("negative",), domain=_X),
     Op("pos", ("x",), "x", {"x": "grad"}, pattern="copy: passes the gradient through",
        operators=("__pos__",), ufuncs=("positive",), domain=_X),
-    Op("pow", ("x", "y"), "x ** y", {"x": "y * x ** (y - 1) * grad", "y": "np.log(x) * out * grad"},
+    # `y - (y != 0)` is y - 1, except for y == 0, where x ** 0 == 1 has gradient 0 even at x == 0
+    Op("pow", ("x", "y"), "x ** y", {"x": "y * x ** (y - (y != 0)) * grad", "y": "np.log(x) * out * grad"},
        pattern="pow gate: y x^(y-1) for the base, log(x) x^y for the exponent",
        operators=("__pow__",), reflected=("__rpow__",), ufuncs=("power",),
        domain=((0.2, 3.0), (-2.0, 2.0))),
@@ -148,7 +151,7 @@ _ROWS = (
        {"x": "cond * grad", "y": "(1 - cond) * grad"},
        pattern="where gate: router (to x where cond holds, else to y)",
        functions=("where",), domain=(None, (-3.0, 3.0), (-3.0, 3.0)),
-       scalar_forward="x if cond else y"),
+       scalar_forward="x if cond else y", bool_params=("cond",)),
     # Fills made by autodiff, not by user code: the seed of the backward pass, and the
     # gradient of an input the output does not depend on.
     Op("ones_like", ("x",), "np.ones_like(x)", pattern="seed: d(out)/d(out) = 1",

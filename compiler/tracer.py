@@ -300,8 +300,19 @@ def _apply(row: Op, args: tuple[Any, ...]) -> Traced:
         o.value if isinstance(o, Const) else np.ones(recorder.values[o].shape, recorder.values[o].dtype)
         for o in operands
     ]
+    for param, sample in zip(row.params, samples):
+        if param in row.bool_params and np.asarray(sample).dtype != bool:
+            raise TracingError(
+                _at_user_line(
+                    f"{row.name}'s {param} must be a bool (a comparison), not {np.asarray(sample).dtype}; "
+                    f"write a comparison such as `{param} != 0`"
+                )
+            )
     with np.errstate(all="ignore"):
-        result = np.asarray(row.compute(*samples))
+        try:
+            result = np.asarray(row.compute(*samples))
+        except (TypeError, ValueError) as error:
+            raise TracingError(_at_user_line(f"{row.name} of these operands fails in NumPy: {error}")) from None
     out = recorder.new_value(result.shape, result.dtype.name)
     recorder.record(row, tuple(operands), out)
     return out

@@ -25,7 +25,11 @@ import pytest
 
 import compiler
 from compiler import ir
+from compiler.errors import TracingError
 from compiler.ops import OPS, Op
+
+# autograd warns when asked for the gradient of an input the function ignores (x * x wrt y)
+pytestmark = pytest.mark.filterwarnings("ignore:Output seems independent of input:UserWarning")
 
 FD_RTOL, FD_ATOL = 1e-6, 1e-6
 AG_RTOL, AG_ATOL = 1e-10, 1e-12
@@ -302,7 +306,10 @@ def constant_cases() -> list:
         entries = [("operator", d) for d in row.operators] + [("ufunc", u) for u in row.ufuncs]
         for kind, name in entries:
             for side in ("left", "right"):
-                tag = f"{row.name}-{label(kind, name)}-const-{side}"
+                reached = name
+                if kind == "operator" and side == "left" and f"__r{name[2:]}" in row.reflected:
+                    reached = f"__r{name[2:]}"  # 2.0 + x calls x.__radd__(2.0)
+                tag = f"{row.name}-{label(kind, reached)}-const-{side}"
                 params.append(pytest.param(row, kind, name, side, id=tag))
     return params
 
@@ -343,6 +350,11 @@ def test_constant_operand(row, kind, name, side):
             return anp.where(cond, x * 2.0, x * 3.0)
 
     prog = build(f, 1.0)
+    if row.grads:  # one gate, with the constant where it was written
+        (eqn,) = prog.graph.forward_eqns
+        assert eqn.op == row.name
+        assert eqn.inputs[const_index] == ir.Const(constant)
+        assert eqn.inputs[traced_index] is prog.graph.inputs[0]
     for _ in range(DRAWS):
         while True:
             (x,) = draw(rng, [interval])
@@ -545,20 +557,43 @@ def test_gates_compute_on_plain_numbers():
                 assert_close_to_autograd(getattr(compiler, row.name)(x), expected)
 
 
-# --- bugs found -----------------------------------------------------------------------------
+# --- found by these tests, now fixed ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="where's rules `cond * grad` / `(1 - cond) * grad` assume a bool cond; a float or "
-    "int cond (NumPy truthiness) is traced and runs forward correctly but scales the gradient",
-)
 @pytest.mark.parametrize("cond", [0.5, 2], ids=["float-cond", "int-cond"])
-def test_where_with_a_non_bool_condition(cond):
-    def f(c, x, y):
-        return np.where(c, x, y)
+def test_where_refuses_a_non_bool_condition(cond):
+    """where's rules route by a bool; NumPy's truthiness of other numbers is a clear error."""
 
-    prog = compiler.gradient(f, cond, 1.0, 2.0, wrt=("x", "y"))
-    value, grads = prog.value_and_grad(cond, 1.0, 2.0)
-    assert float(value) == 1.0
-    assert [float(g) for g in grads] == [1.0, 0.0]
+    def f(c, x, y):
+        return np.where(c, x, y)  # WHERE
+
+    with pytest.raises(TracingError, match=r"test_ops.py:\d+: where's cond must be a bool"):
+        compiler.gradient(f, cond, 1.0, 2.0, wrt=("x", "y"))
+    fixed = compiler.gradient(lambda c, x, y: np.where(c != 0, x, y), cond, 1.0, 2.0, wrt=("x", "y"))
+    assert [float(g) for g in fixed.grad(cond, 1.0, 2.0)] == [1.0, 0.0]
+
+
+def _polynomial(x):
+    total = 0.0
+    for n, c in enumerate((3.0, 2.0, 0.5)):  # 3 + 2 x + 0.5 x^2, written as course code writes it
+        total = total + c * x**n
+    return total
+
+
+@pytest.mark.parametrize("zero", [0.0, np.float64(0.0)], ids=["float", "float64"])
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_pow_with_exponent_zero_at_zero(zero):
+    assert float(build(lambda x: x**0, 1.0).grad(zero)[0]) == 0.0
+    assert float(build(_polynomial, 1.0).grad(zero)[0]) == 2.0
+
+
+def test_float32_scalars_keep_float32_gradients():
+    prog = build(lambda x: x * 2.0, np.float32(1.0))
+    assert "grad_L = np.float32(1.0)" in prog.source
+    (grad,) = prog.grad(np.float32(1.5))
+    assert type(grad) is np.float32 and grad == 2.0
+
+
+def test_numpy_type_errors_become_tracing_errors():
+    with pytest.raises(TracingError, match=r"test_ops.py:\d+: sub of these operands fails in NumPy"):
+        compiler.gradient(lambda x, y: x * ((x > y) - (y > x)), 1.0, 2.0)
