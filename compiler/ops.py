@@ -51,6 +51,17 @@ class Op:
     def differentiable(self, param: str) -> bool:
         return param in self.grads
 
+    def entry_points(self) -> tuple[tuple[str, str], ...]:
+        """Every way user code reaches this op, as (kind, name): kind is `operator`, `reflected`,
+        `ufunc`, `function` or `gate`. Empty for the fills autodiff makes."""
+        return (
+            tuple(("operator", d) for d in self.operators)
+            + tuple(("reflected", d) for d in self.reflected)
+            + tuple(("ufunc", u) for u in self.ufuncs)
+            + tuple(("function", f) for f in self.functions)
+            + ((("gate", self.name),) if self.gate else ())
+        )
+
     def compute(self, *args: object) -> object:
         """Evaluate the forward expression on concrete numbers or arrays."""
         return _compiled(self.forward, self.params)(*args)

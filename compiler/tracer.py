@@ -173,12 +173,11 @@ def _unsupported(what: str, instead: str | None = None) -> UnsupportedOperationE
 
 
 def supported_operations() -> list[str]:
-    """What user code may call on traced values, as it is written in user code."""
-    names: list[str] = []
-    for row in OPS.values():
-        names += [f"np.{u}" for u in row.ufuncs] + [f"np.{f}" for f in row.functions]
-        names += [f"compiler.{row.name}"] if row.gate else []
-    return names
+    """The NumPy functions and gates user code may call on traced values, as it spells them."""
+    spelled = {"ufunc": "np.{}", "function": "np.{}", "gate": "compiler.{}"}
+    return [
+        spelled[kind].format(name) for row in OPS.values() for kind, name in row.entry_points() if kind in spelled
+    ]
 
 
 def _innermost_user_frame() -> types.FrameType | None:

@@ -15,6 +15,9 @@ if str(EXAMPLES) not in sys.path:
     sys.path.insert(0, str(EXAMPLES))
 
 
-@pytest.fixture
-def root() -> Path:
-    return ROOT
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Emitted modules (and numba's cache of them) go to a temporary folder, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FLATGRAD_CACHE_DIR", str(tmp_path_factory.mktemp("flatgrad-cache")))
+        yield

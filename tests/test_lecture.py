@@ -135,7 +135,6 @@ def test_outer_name_beats_helper_name():
 
 def test_names_never_shadow_the_module():
     def f(x, y):
-        np_ = x  # noqa: F841 - an alias, not a new value
         grad = x * y  # a builtin-free but module-reserved name
         forward = grad + 1.0
         return forward * y

@@ -38,36 +38,12 @@ KINK_MARGIN = 1e-3  # drawn inputs keep this far from each other and from 0 (tie
 COND_DOMAIN = (-3.0, 3.0)  # the two floats compared to make a bool input (a None domain entry)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _private_cache(tmp_path_factory):
-    """Emitted modules go to a temporary folder, not the user's cache."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FLATGRAD_CACHE_DIR", str(tmp_path_factory.mktemp("flatgrad-cache")))
-        yield
-
-
 # --- the table, read ------------------------------------------------------------------------
 
 
-def reachable(row: Op) -> bool:
-    """Whether user code can call the row (the autodiff fills cannot)."""
-    return bool(row.operators or row.reflected or row.ufuncs or row.functions or row.gate)
-
-
-ROWS = [row for row in OPS.values() if reachable(row)]
+ROWS = [row for row in OPS.values() if row.entry_points()]
 DIFFERENTIABLE = [row for row in ROWS if row.grads]
 COMPARISONS = [row for row in ROWS if not row.grads]
-
-
-def entry_points(row: Op) -> list[tuple[str, str]]:
-    """(kind, name) of every way user code reaches the row."""
-    return (
-        [("operator", d) for d in row.operators]
-        + [("reflected", d) for d in row.reflected]
-        + [("ufunc", u) for u in row.ufuncs]
-        + [("function", f) for f in row.functions]
-        + ([("gate", row.name)] if row.gate else [])
-    )
 
 
 def label(kind: str, name: str) -> str:
@@ -90,7 +66,7 @@ def cases(rows: list[Op]) -> list:
     return [
         pytest.param(row, kind, name, id=f"{row.name}-{label(kind, name)}")
         for row in rows
-        for kind, name in entry_points(row)
+        for kind, name in row.entry_points()
     ]
 
 
@@ -176,7 +152,7 @@ def test_row_is_well_formed(row):
     for param in row.grads:
         assert set(row.rule_names(param)) <= set(row.params) | {"out", "grad"}
         assert "grad" in row.rule_names(param), "a local gradient multiplies the upstream one"
-    if reachable(row):
+    if row.entry_points():
         assert len(row.domain) == len(row.params)
         for interval in row.domain:
             assert interval is None or interval[0] < interval[1]

@@ -44,34 +44,12 @@ KINK_MARGIN = 1e-6  # relative distance kept from a kink (x == y in max/min, x =
 RTOL, ATOL = 1e-9, 1e-9
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _private_cache(tmp_path_factory):
-    """Emitted modules go to a temporary folder, not the user's cache."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FLATGRAD_CACHE_DIR", str(tmp_path_factory.mktemp("flatgrad-cache")))
-        yield
-
-
 # --- the table, read ------------------------------------------------------------------------
 
 
-def reachable(row: Op) -> bool:
-    return bool(row.operators or row.reflected or row.ufuncs or row.functions or row.gate)
-
-
-DIFFERENTIABLE = [row for row in OPS.values() if reachable(row) and row.grads]
-COMPARISONS = [row for row in OPS.values() if reachable(row) and not row.grads]
+DIFFERENTIABLE = [row for row in OPS.values() if row.entry_points() and row.grads]
+COMPARISONS = [row for row in OPS.values() if row.entry_points() and not row.grads]
 WIDE = (-3.0, 3.0)  # a domain at least this wide takes any value that keeps the program finite
-
-
-def entry_points(row: Op) -> list[tuple[str, str]]:
-    return (
-        [("operator", d) for d in row.operators]
-        + [("reflected", d) for d in row.reflected]
-        + [("ufunc", u) for u in row.ufuncs]
-        + [("function", f) for f in row.functions]
-        + ([("gate", row.name)] if row.gate else [])
-    )
 
 
 def caller(kind: str, name: str):
@@ -216,7 +194,7 @@ def programs(draw) -> Program:
 
     for _ in range(draw(st.integers(3, 8))):
         row = draw(st.sampled_from(DIFFERENTIABLE))
-        kind, name = draw(st.sampled_from(entry_points(row)))
+        kind, name = draw(st.sampled_from(row.entry_points()))
         # which float operands are constants: never all of them, never `self` of a reflected dunder
         floats = [i for i, interval in enumerate(row.domain) if interval is not None]
         constant = {i: len(floats) > 1 and draw(st.integers(0, 4)) == 0 for i in floats}
@@ -228,7 +206,7 @@ def programs(draw) -> Program:
         for i, interval in enumerate(row.domain):
             if interval is None:
                 cmp = draw(st.sampled_from(COMPARISONS))
-                cmp_kind, cmp_name = draw(st.sampled_from(entry_points(cmp)))
+                cmp_kind, cmp_name = draw(st.sampled_from(cmp.entry_points()))
                 operands.append(Cond(cmp, cmp_kind, cmp_name, ref(), ref()))
             elif constant[i]:
                 operands.append(draw(st.floats(*interval)))
