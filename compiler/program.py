@@ -123,9 +123,10 @@ class GradientProgram:
         if len(args) != len(names):
             raise SignatureError(f"the program takes {len(names)} arguments ({', '.join(names)}), got {len(args)}")
         for var, value in zip(self.graph.inputs, args):
-            if np.shape(value) != var.shape:
+            shape = () if type(value) in (float, int) else np.shape(value)  # np.shape(float) is slow
+            if shape != var.shape:
                 raise SignatureError(
-                    f"argument {var.name!r} has shape {np.shape(value)}, but the program was traced "
+                    f"argument {var.name!r} has shape {shape}, but the program was traced "
                     f"for shape {var.shape}; trace again with such an example"
                 )
         return args
