@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Sequence
 
 from compiler.errors import SignatureError
-from compiler.ir import Eqn, Graph, Var
+import numpy as np
+
+from compiler.ir import Const, Eqn, Graph, Var
 from compiler.naming import Namer
 from compiler.ops import OPS
 
@@ -30,13 +32,29 @@ def active_values(forward: Graph, wrt: Sequence[Var]) -> set[int]:
     return active
 
 
+def _sample(v: Var | Const) -> object:
+    """A stand-in of the value's shape and dtype (zeros index safely, ones divide safely)."""
+    if isinstance(v, Const):
+        return v.value
+    return (np.zeros if np.dtype(v.dtype).kind in "iub" else np.ones)(v.shape, v.dtype)
+
+
+def _static_types(bindings: dict[str, Var | Const]) -> tuple[tuple[str, object], ...]:
+    """The shapes and dtypes a rule may read as `x.shape`, `x.dtype`: codegen writes them in."""
+    return tuple(
+        (f"{name}.{attr}", getattr(v, attr)) for name, v in bindings.items() for attr in ("shape", "dtype")
+    )
+
+
 def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
     """Append the backward pass of `forward` with respect to the inputs named in `wrt`.
 
     The result's outputs are the forward output followed by one gradient per `wrt` name, in
     that order; `n_forward` marks where the backward equations start. Within one gate the
     gradients of the function's own inputs are written first, then those of intermediates,
-    each group in argument order. An input the output does not depend on gets a zero gradient.
+    each group in argument order. Where an operand was broadcast against the gate's output,
+    its gradient is summed back to the operand's shape. An input the output does not depend on
+    gets a zero gradient.
     """
     by_name = {v.name: v for v in forward.inputs}
     unknown = [name for name in wrt if name not in by_name]
@@ -47,15 +65,46 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
     namer = Namer(taken=[v.name for v in forward.inputs] + [e.out.name for e in forward.eqns])
     grad_names: dict[int, str] = {}
     gradients: dict[int, Var] = {}
+    backward: list[Eqn] = []
 
-    def gradient_var(of: Var) -> Var:
+    def grad_name(of: Var) -> str:
         if id(of) not in grad_names:
             grad_names[id(of)] = namer.grad_name(of.name)
-        return Var(grad_names[id(of)], of.shape, of.dtype)
+        return grad_names[id(of)]
+
+    def contribute(of: Var, eqn: Eqn, rule: str, operands: tuple, bindings: dict) -> None:
+        """Append `of`'s gradient term from one gate: the rule, summed to `of`'s shape if broadcast."""
+        row = OPS[eqn.op]
+        sample = np.asarray(row.evaluate_rule(rule, {k: _sample(v) for k, v in bindings.items()}, eqn.static))
+        previous = gradients.get(id(of))
+        lead = tuple(range(sample.ndim - len(of.shape)))
+        kept = tuple(
+            i for i, (mine, theirs) in enumerate(zip(of.shape, sample.shape[len(lead):])) if mine == 1 and theirs != 1
+        )
+        reductions = [(op, axes) for op, axes in (("sum", lead), ("sum_keep", kept)) if axes]
+        # the last step adds onto an earlier gradient; steps before it need a name of their own
+        temporary = namer.claim(f"{grad_name(of)}_term") if previous is not None and reductions else grad_name(of)
+        dtype = sample.dtype.name
+        term = Var(temporary if reductions else grad_name(of), sample.shape, dtype)
+        params = eqn.params + _static_types(bindings)
+        backward.append(
+            Eqn(eqn.op, operands, term, rule=rule, accumulate=None if reductions else previous, loc=eqn.loc, params=params)
+        )
+        for step, (op, axes) in enumerate(reductions):
+            reduce_row = OPS[op]
+            static = reduce_row.normalize((term.shape,), {"axis": axes, "keepdims": op == "sum_keep"})
+            last = step == len(reductions) - 1
+            shape = np.asarray(reduce_row.compute(np.ones(term.shape), **static)).shape
+            reduced = Var(grad_name(of) if last else temporary, shape, dtype)
+            backward.append(
+                Eqn(op, (term,), reduced, accumulate=previous if last else None, loc=eqn.loc, params=tuple(static.items()))
+            )
+            term = reduced
+        gradients[id(of)] = term
 
     (output,) = forward.outputs
-    seed = gradient_var(output)
-    backward = [Eqn("ones_like", (output,), seed)]
+    seed = Var(grad_name(output), output.shape, output.dtype)
+    backward.append(Eqn("ones_like", (output,), seed))
     gradients[id(output)] = seed
     is_input = {id(v) for v in forward.inputs}
 
@@ -73,16 +122,12 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
         targets.sort(key=lambda target: id(target[1]) not in is_input)  # stable: inputs first
         for param, a in targets:
             operands = tuple(bindings[name] for name in row.rule_names(param))
-            grad = gradient_var(a)
-            backward.append(
-                Eqn(eqn.op, operands, grad, rule=param, accumulate=gradients.get(id(a)), loc=eqn.loc)
-            )
-            gradients[id(a)] = grad
+            contribute(a, eqn, param, operands, bindings)
 
     results = []
     for v in wrt_vars:
         if id(v) not in gradients:
-            zero = gradient_var(v)
+            zero = Var(grad_name(v), v.shape, v.dtype)
             backward.append(Eqn("zeros_like", (v,), zero))
             gradients[id(v)] = zero
         results.append(gradients[id(v)])

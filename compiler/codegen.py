@@ -21,8 +21,12 @@ from typing import Sequence
 
 import jinja2
 
+import numpy as np
+
+from compiler.errors import FlatgradError
+from compiler.helpers import HELPERS, helper_source
 from compiler.ir import Atom, Const, Eqn, Graph, Var
-from compiler.ops import OPS
+from compiler.ops import OPS, IndexOperand
 
 with warnings.catch_warnings():  # astor 0.8.1 (its last release) warns on import on 3.12+
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -42,8 +46,45 @@ def _parsed(expr: str) -> ast.expr:
     return ast.parse(expr, mode="eval").body
 
 
-def _constant(value: object) -> ast.expr:
-    """A literal as the parser would build it (`-2.0` is a unary minus applied to 2.0)."""
+def _np(attribute: str) -> ast.Attribute:
+    return ast.Attribute(_load("np"), attribute, ast.Load())
+
+
+def _call(function: ast.expr, *args: ast.expr) -> ast.Call:
+    return ast.Call(function, list(args), [])
+
+
+def _array_constant(value: np.ndarray) -> ast.expr:
+    """An array literal the way a person writes it: `np.arange(4)`, `np.eye(3)`, `np.full(...)`."""
+    if value.ndim == 1 and value.dtype.kind in "iu" and np.array_equal(value, np.arange(len(value))):
+        return _call(_np("arange"), _constant(len(value)))
+    if value.ndim == 2 and value.shape[0] == value.shape[1] and np.array_equal(value, np.eye(len(value))):
+        return _call(_np("eye"), _constant(len(value)))
+    if value.size and np.all(value == value.flat[0]):
+        return _call(_np("full"), _constant(value.shape), _constant(value.flat[0].item()))
+    return ast.Call(_np("array"), [_constant(value.tolist())], [ast.keyword("dtype", _np(value.dtype.name))])
+
+
+def _constant(value: object, subscript: bool = False) -> ast.expr:
+    """A literal as the parser would build it (`-2.0` is a unary minus applied to 2.0).
+
+    Inside a subscript a slice is written `a:b`; elsewhere `slice(a, b)`.
+    """
+    if isinstance(value, np.ndarray):
+        return _array_constant(value)
+    if isinstance(value, tuple):
+        return ast.Tuple([_constant(v, subscript) for v in value], ast.Load())
+    if isinstance(value, slice):
+        bounds = [None if b is None else _constant(b) for b in (value.start, value.stop, value.step)]
+        if subscript:
+            return ast.Slice(*bounds)
+        while len(bounds) > 1 and bounds[-1] is None:
+            bounds.pop()
+        return _call(_load("slice"), *(b if b is not None else ast.Constant(None) for b in bounds))
+    if value is Ellipsis:
+        return ast.Constant(Ellipsis)
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         name = "nan" if math.isnan(value) else "inf"
         node: ast.expr = ast.Attribute(ast.Name("np", ast.Load()), name, ast.Load())
@@ -55,6 +96,7 @@ _FOLDABLE = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv,
     ast.USub: operator.neg,
 }
 
@@ -66,11 +108,43 @@ class _Substitute(ast.NodeTransformer):
     constant exponent 2. Every rewrite is exact in floating point.
     """
 
-    def __init__(self, bindings: dict[str, ast.expr]) -> None:
+    def __init__(self, bindings: dict[str, ast.expr], static: dict[str, object], types: dict[str, object]) -> None:
         self.bindings = bindings
+        self.static = static
+        self.types = types
 
     def visit_Name(self, node: ast.Name) -> ast.expr:
+        if node.id in self.static:
+            return self._static(self.static[node.id], subscript=False)
         return copy.deepcopy(self.bindings.get(node.id, node))
+
+    def _static(self, value: object, subscript: bool) -> ast.expr:
+        if isinstance(value, IndexOperand):
+            return copy.deepcopy(self.bindings[value.name])
+        if isinstance(value, tuple):
+            if subscript and len(value) == 1:
+                return self._static(value[0], subscript)
+            return ast.Tuple([self._static(v, subscript) for v in value], ast.Load())
+        return _constant(value, subscript)
+
+    def visit_Subscript(self, node: ast.Subscript) -> ast.expr:
+        if isinstance(node.slice, ast.Name) and node.slice.id in self.static:
+            node.value = self.visit(node.value)
+            node.slice = self._static(self.static[node.slice.id], subscript=True)
+            return node
+        return self.generic_visit(node)
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.expr:
+        """`x.shape`, `x.size`, `x.ndim` and `x.dtype` are known: write them in as literals."""
+        if isinstance(node.value, ast.Name) and f"{node.value.id}.shape" in self.types:
+            shape = self.types[f"{node.value.id}.shape"]
+            dtype = self.types[f"{node.value.id}.dtype"]
+            known = {"shape": shape, "size": int(np.prod(shape)), "ndim": len(shape)}  # type: ignore[arg-type]
+            if node.attr in known:
+                return _constant(known[node.attr])
+            if node.attr == "dtype":
+                return _np(str(dtype))
+        return self.generic_visit(node)
 
     def visit_BinOp(self, node: ast.BinOp) -> ast.expr:
         self.generic_visit(node)
@@ -130,20 +204,33 @@ def _operand(atom: Atom) -> ast.expr:
     return _constant(atom.value) if isinstance(atom, Const) else ast.Name(atom.name, ast.Load())
 
 
-def expression(eqn: Eqn) -> ast.expr:
-    """The right-hand side of `eqn` as a syntax tree."""
+def _types(bindings: dict[str, Atom]) -> dict[str, object]:
+    return {f"{name}.{attr}": getattr(a, attr) for name, a in bindings.items() for attr in ("shape", "dtype")}
+
+
+def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
+    """The right-hand side of `eqn` as a syntax tree, for a backend."""
     row = OPS[eqn.op]
+    if jit == "numba" and row.numba_when is not None:
+        ndims = tuple(len(a.shape) for a in eqn.inputs[: len(row.params)]) if eqn.rule is None else ()
+        if eqn.rule is None and not row.numba_when(ndims, eqn.static):
+            where = f"{eqn.loc}: " if eqn.loc else ""
+            raise FlatgradError(
+                f"{where}{row.name} with {_show_static(eqn)} has no numba lowering yet; use jit=None (NumPy) here"
+            )
     if eqn.rule is not None:
-        names, text = row.rule_names(eqn.rule), row.grads[eqn.rule]
+        names, text = row.rule_names(eqn.rule), row.rule(eqn.rule, jit)
     else:
         names = row.params
-        scalar = eqn.out.shape == () and row.scalar_forward is not None
-        text = row.scalar_forward if scalar else row.forward
-    bindings = {name: _operand(a) for name, a in zip(names, eqn.inputs)}
+        text = row.forward_text(eqn.out.shape == (), jit)
+    operands = dict(zip(names, eqn.inputs))
+    bindings = {name: _operand(a) for name, a in operands.items()}
+    types = _types(operands | {"out": eqn.out}) | {k: v for k, v in eqn.params if "." in k}
+    static = {k: v for k, v in eqn.params if "." not in k}
     tree = copy.deepcopy(_parsed(text))
     if eqn.rule is None and text == row.scalar_forward and eqn.out.dtype not in _PYTHON_DTYPES:
         tree = _TypedLiterals(eqn.out.dtype).visit(tree)
-    tree = _Substitute(bindings).visit(tree)
+    tree = _Substitute(bindings, static, types).visit(tree)
     if eqn.accumulate is not None:
         # `grad_x + -t` reads better as `grad_x - t`, and is the same number
         negated = isinstance(tree, ast.UnaryOp) and isinstance(tree.op, ast.USub)
@@ -151,9 +238,13 @@ def expression(eqn: Eqn) -> ast.expr:
     return tree
 
 
-def statement(eqn: Eqn) -> str:
+def _show_static(eqn: Eqn) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in eqn.params if "." not in k) or "these operands"
+
+
+def statement(eqn: Eqn, jit: str | None = None) -> str:
     """`eqn` as one line of Python: `grad_w1 = x1 * grad_s1`."""
-    return unparse(ast.Assign([ast.Name(eqn.out.name, ast.Store())], expression(eqn), lineno=0))
+    return unparse(ast.Assign([ast.Name(eqn.out.name, ast.Store())], expression(eqn, jit), lineno=0))
 
 
 def _load(name: str) -> ast.Name:
@@ -208,15 +299,15 @@ def _signature(name: str, params: Sequence[str]) -> str:
     return f"{name}({', '.join(params)})"
 
 
-def functions(graph: Graph, provenance: Provenance) -> tuple[Function, ...]:
+def functions(graph: Graph, provenance: Provenance, jit: str | None = None) -> tuple[Function, ...]:
     """The module's functions, their bodies finished lines."""
     params = tuple(v.name for v in graph.inputs)
     output = graph.outputs[0].name
     grads = _tuple([g.name for g in graph.outputs[1:]])
     grads_text = "(" + ", ".join(g.name for g in graph.outputs[1:]) + ("," if len(grads.elts) == 1 else "") + ")"
     seed, *backward = graph.backward_eqns
-    forward_lines = tuple(statement(e) for e in graph.forward_eqns)
-    backward_lines = tuple(statement(e) for e in backward)
+    forward_lines = tuple(statement(e, jit) for e in graph.forward_eqns)
+    backward_lines = tuple(statement(e, jit) for e in backward)
     cache = _tuple([v.name for v in cached_values(graph)])
     unpack = (_assign(cache, _load("cache")),) if cache.elts else ()
     call = _signature(provenance.function, params)
@@ -229,7 +320,7 @@ def functions(graph: Graph, provenance: Provenance) -> tuple[Function, ...]:
             f"Return ({output}, {grads_text}): the value of {call} and its gradients.",
             (
                 ("forward pass", forward_lines),
-                ("backward pass", (statement(seed), *backward_lines, _return(_load(output), grads))),
+                ("backward pass", (statement(seed, jit), *backward_lines, _return(_load(output), grads))),
             ),
         ),
         Function("grad", params, f"Return {grads_text}, the gradients of {call}.", (("", (_return(recompute),)),)),
@@ -271,13 +362,15 @@ def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None) ->
     """The whole module for a differentiated graph (see `autodiff.differentiate`)."""
     if jit not in (None, *JIT_BACKENDS):
         raise ValueError(f"jit must be None or one of {JIT_BACKENDS}, not {jit!r}")
-    uses_numpy = any(
-        isinstance(node, ast.Name) and node.id == "np" for eqn in graph.eqns for node in ast.walk(expression(eqn))
-    )
+    trees = [expression(eqn, jit) for eqn in graph.eqns]
+    called = {node.func.id for tree in trees for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    helpers = [helper_source(name) for name in HELPERS if name in called]
+    uses_numpy = bool(helpers) or any(isinstance(node, ast.Name) and node.id == "np" for tree in trees for node in ast.walk(tree))
     return _template().render(
         provenance=provenance,
         jit=jit,
         uses_numpy=uses_numpy,
+        helpers=helpers,
         inputs=[(v.name, describe(v)) for v in graph.inputs],
         output=graph.outputs[0].name,
         grads=[g.name for g in graph.outputs[1:]],
@@ -285,5 +378,5 @@ def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None) ->
         constants=[(name, repr(value)) for name, value in graph.constants],
         cache=[(v.name, describe(v)) for v in cached_values(graph)],
         signature=_signature(provenance.function, [v.name for v in graph.inputs]),
-        functions=functions(graph, provenance),
+        functions=functions(graph, provenance, jit),
     )

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
+import numpy as np
+
 from compiler.errors import FlatgradError
 from compiler.ops import OPS
 
@@ -34,23 +36,27 @@ class Var:
         return self.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Const:
-    """A literal operand (a Python number baked into the code)."""
+    """A literal operand: a Python number, or a NumPy array, baked into the code."""
 
-    value: Union[float, int, bool]
+    value: Union[float, int, bool, np.ndarray]
 
     @property
     def dtype(self) -> str:
+        if isinstance(self.value, np.ndarray):
+            return self.value.dtype.name
         if isinstance(self.value, bool):
             return "bool"
         return "int64" if isinstance(self.value, int) else "float64"
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return ()
+        return self.value.shape if isinstance(self.value, np.ndarray) else ()
 
     def __repr__(self) -> str:
+        if isinstance(self.value, np.ndarray):
+            return f"const:{self.dtype}{list(self.shape)}"
         return repr(self.value)
 
 
@@ -85,6 +91,12 @@ class Eqn:
     rule: str | None = None
     accumulate: Var | None = None
     loc: Loc | None = None
+    params: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def static(self) -> dict[str, object]:
+        """The static parameters (axis, shape, index, ...) by name."""
+        return dict(self.params)
 
     @property
     def reads(self) -> tuple[Atom, ...]:
@@ -93,11 +105,23 @@ class Eqn:
 
     def __str__(self) -> str:
         args = ", ".join(repr(a) for a in self.inputs)
+        shown = [f"{k}={_show(v)}" for k, v in self.params if "." not in k]
+        args += ("; " + ", ".join(shown)) if shown else ""
         head = self.op if self.rule is None else f"{self.op}.grad[{self.rule}]"
         text = f"{self.out.name} = {head}({args})"
         if self.accumulate is not None:
             text = f"{self.out.name} = {self.accumulate.name} + {head}({args})"
         return text
+
+
+def _show(value: object) -> str:
+    """A static parameter as the listing prints it (slices as `a:b`)."""
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_show(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, slice):
+        parts = ["" if p is None else str(p) for p in (value.start, value.stop, value.step)]
+        return ":".join(parts[:2] if value.step is None else parts)
+    return repr(value)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ import builtins
 import keyword
 from typing import Iterable, Sequence
 
+from compiler.helpers import HELPERS
+
 # Names the emitted module defines or imports itself.
 MODULE_NAMES = (
     "np",
@@ -33,7 +35,7 @@ MODULE_NAMES = (
     "cache",
 )
 
-RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins)) | frozenset(
+RESERVED = frozenset(HELPERS) | frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins)) | frozenset(
     MODULE_NAMES
 )
 

@@ -22,6 +22,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from compiler.helpers import HELPERS
+
 # A closed interval the tests draw an input from; None for inputs that are not drawn (bools).
 Interval = tuple[float, float] | None
 
@@ -43,10 +45,41 @@ class Op:
     domain: tuple[Interval, ...] = ()
     scalar_forward: str | None = None
     bool_params: tuple[str, ...] = ()
+    inplace: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    attributes: tuple[str, ...] = ()
+    static: tuple[str, ...] = ()
+    signature: str | None = None
+    method_signature: str | None = None
+    when: Callable[[tuple[int, ...], Mapping[str, object]], bool] | None = None
+    normalize: Callable[[tuple[tuple[int, ...], ...], dict], dict] | None = None
+    numba_forward: str | None = None
+    numba_grads: Mapping[str, str] = field(default_factory=dict)
+    numba_when: Callable[[tuple[int, ...], Mapping[str, object]], bool] | None = None
+    helpers: tuple[str, ...] = ()
+    numba_helpers: tuple[str, ...] = ()
+    shapes: tuple[tuple[int, ...], ...] = ()
+    view: bool = False
 
     def rule_names(self, wrt: str) -> tuple[str, ...]:
-        """The names the local gradient with respect to `wrt` reads, in canonical order."""
-        return _names_used(self.grads[wrt], self.params + ("out", "grad"))
+        """The operands the local gradient with respect to `wrt` reads, in canonical order.
+
+        A name read only for its static `.shape`, `.size`, `.ndim` or `.dtype` is not an
+        operand: codegen writes those in as literals, and the cache does not keep the array.
+        """
+        names = _names_used(self.grads[wrt], self.params + ("out", "grad") + self.static)
+        arrays = INDEX_PARAMS if "index" in names else ()  # the index reads the index arrays
+        return tuple(n for n in self.params + ("out", "grad") if n in names or n in arrays)
+
+    def rule(self, wrt: str, jit: str | None = None) -> str:
+        """The text of the local gradient with respect to `wrt`, for a backend."""
+        return self.numba_grads.get(wrt, self.grads[wrt]) if jit == "numba" else self.grads[wrt]
+
+    def forward_text(self, scalar: bool, jit: str | None = None) -> str:
+        """The text of the forward expression, for a scalar output or not, for a backend."""
+        if scalar and self.scalar_forward is not None:
+            return self.scalar_forward
+        return self.numba_forward if jit == "numba" and self.numba_forward else self.forward
 
     def differentiable(self, param: str) -> bool:
         return param in self.grads
@@ -59,29 +92,170 @@ class Op:
             + tuple(("reflected", d) for d in self.reflected)
             + tuple(("ufunc", u) for u in self.ufuncs)
             + tuple(("function", f) for f in self.functions)
+            + tuple(("method", m) for m in self.methods)
+            + tuple(("attribute", a) for a in self.attributes)
+            + tuple(("inplace", d) for d in self.inplace)
             + ((("gate", self.name),) if self.gate else ())
         )
 
-    def compute(self, *args: object) -> object:
+    def accepts(self, ndims: tuple[int, ...], static: Mapping[str, object]) -> bool:
+        """Whether this row handles a call with operands of these ranks and these static values."""
+        return self.when is None or self.when(ndims, static)
+
+    def compute(self, *args: object, **static: object) -> object:
         """Evaluate the forward expression on concrete numbers or arrays."""
-        return _compiled(self.forward, self.params)(*args)
+        operands = dict(zip(self.params, args))
+        static = {k: resolve_index_operands(v, operands) for k, v in static.items()}
+        return _compiled(self.forward, self.params + self.static)(*args, **static)
+
+
+    def evaluate_rule(self, wrt: str, bindings: Mapping[str, object], static: Mapping[str, object]) -> object:
+        """Evaluate the local gradient with respect to `wrt` on concrete operands.
+
+        `bindings` holds the row's params, `out` and `grad`; used to learn a gradient's shape.
+        """
+        names = self.params + ("out", "grad") + self.static
+        values = {**bindings, **{k: resolve_index_operands(v, bindings) for k, v in static.items()}}
+        return _compiled(self.grads[wrt], names)(**{n: values.get(n) for n in names})
+
+
+STATIC_ATTRIBUTES = ("shape", "size", "ndim", "dtype")
+# Indexing rows name their index-array operands i and j; a static `index` refers to them.
+INDEX_PARAMS = ("i", "j")
 
 
 @functools.lru_cache(maxsize=None)
 def _names_used(expr: str, candidates: tuple[str, ...]) -> tuple[str, ...]:
-    used = {node.id for node in ast.walk(ast.parse(expr, mode="eval")) if isinstance(node, ast.Name)}
+    tree = ast.parse(expr, mode="eval")
+    static_reads = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr in STATIC_ATTRIBUTES and isinstance(node.value, ast.Name)
+    }
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in static_reads}
     return tuple(name for name in candidates if name in used)
 
 
 @functools.lru_cache(maxsize=None)
 def _compiled(expr: str, params: tuple[str, ...]) -> Callable[..., object]:
     code = compile(f"lambda {', '.join(params)}: {expr}", f"<flatgrad op: {expr}>", "eval")
-    return eval(code, {"np": np})  # the table's own expressions, never user input
+    return eval(code, {"np": np, **HELPERS})  # the table's own expressions, never user input
 
 
 _X = ((-3.0, 3.0),)
 _XY = ((-3.0, 3.0), (-3.0, 3.0))
 _POSITIVE = ((0.1, 5.0),)
+
+
+@dataclass(frozen=True)
+class IndexOperand:
+    """Stands, in a static index, for the index array passed as the operand named `name`."""
+
+    name: str
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def resolve_index_operands(value: object, operands: Mapping[str, object]) -> object:
+    """`value` with each IndexOperand replaced by the operand it names."""
+    if isinstance(value, IndexOperand):
+        return operands[value.name]
+    if isinstance(value, tuple):
+        return tuple(resolve_index_operands(v, operands) for v in value)
+    return value
+
+
+def _ranks(ranks: tuple[int, ...]) -> Callable[[tuple[int, ...], Mapping[str, object]], bool]:
+    return lambda ndims, static: ndims == ranks
+
+
+def _arrays(count: int, operands: int = 1) -> Callable[[tuple[int, ...], Mapping[str, object]], bool]:
+    """Indexing rows: `operands` values indexed or written, then `count` index arrays."""
+    return lambda ndims, static: len(ndims) == operands + count
+
+
+def _bound(value: object, default: float) -> float:
+    return default if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _reshape(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
+    shape = static["shape"]
+    if isinstance(shape, tuple) and len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]  # x.reshape((3, 4)) as well as x.reshape(3, 4)
+    shape = tuple(int(n) for n in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+    size = int(np.prod(shapes[0]))
+    if shape.count(-1) == 1:
+        known = int(np.prod([n for n in shape if n != -1]))
+        shape = tuple(size // known if n == -1 else n for n in shape)
+    return {"shape": shape}
+
+
+def _axes(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
+    """Reductions: `axis` as None, one non-negative int or a sorted tuple; `keepdims` as a bool."""
+    ndim = len(shapes[0])
+    axis, keepdims = static["axis"], bool(static["keepdims"])
+    if axis is None:
+        return {"axis": tuple(range(ndim)) if keepdims else None, "keepdims": keepdims}
+    axes = tuple(sorted({int(a) % ndim for a in (axis if isinstance(axis, (tuple, list)) else (axis,))}))
+    return {"axis": axes[0] if len(axes) == 1 else axes, "keepdims": keepdims}
+
+
+def _reductions() -> tuple[Op, ...]:
+    """sum, mean, max and min: one row for all axes, one for some axes, one for keepdims."""
+    rows = []
+    count = "(x.size // out.size)"
+    picks = (
+        ("_all", lambda nd, st: st["axis"] is None),
+        ("", lambda nd, st: st["axis"] is not None and not st["keepdims"]),
+        ("_keep", lambda nd, st: st["keepdims"]),
+    )
+    for kind, pattern in (
+        ("sum", "sum gate: distributes the gradient to every element"),
+        ("mean", "mean gate: distributes the gradient, divided by the count"),
+        ("max", "max gate: router to the maxima (ties share the gradient equally)"),
+        ("min", "min gate: router to the minima (ties share the gradient equally)"),
+    ):
+        divide = f" / {count}" if kind == "mean" else ""
+        chooses = kind in ("max", "min")
+        for suffix, when in picks:
+            if suffix == "_all":
+                forward = f"np.{kind}(x)"
+                grad = "(x == out) / np.sum(x == out) * grad" if chooses else f"np.full(x.shape, grad{divide})"
+                numba_forward, numba_grad, numba_helpers = None, None, ()
+            elif suffix == "":
+                forward = f"np.{kind}(x, axis=axis)"
+                spread = "np.expand_dims(grad, axis)"
+                mask = "(x == np.expand_dims(out, axis))"
+                grad = (
+                    f"{mask} / np.sum({mask}, axis=axis, keepdims=True) * {spread}"
+                    if chooses
+                    else f"np.broadcast_to({spread}{divide}, x.shape)"
+                )
+                numba_forward = {"sum": None, "mean": f"np.sum(x, axis=axis){divide}"}.get(kind, f"{kind}_along(x, axis)")
+                numba_grad = f"{mask} / np.expand_dims(np.sum({mask}, axis=axis), axis) * {spread}" if chooses else None
+                numba_helpers = (f"{kind}_along",) if chooses else ()
+            else:
+                forward = f"np.{kind}(x, axis=axis, keepdims=True)"
+                grad = (
+                    "(x == out) / np.sum(x == out, axis=axis, keepdims=True) * grad"
+                    if chooses
+                    else f"np.broadcast_to(grad{divide}, x.shape)"
+                )
+                reduced = f"{kind}_along(x, axis)" if chooses else "np.sum(x, axis=axis)"
+                numba_forward = f"({reduced}{divide}).reshape(out.shape)" if divide else f"{reduced}.reshape(out.shape)"
+                numba_grad = "(x == out) / np.sum(x == out, axis=axis).reshape(out.shape) * grad" if chooses else None
+                numba_helpers = (f"{kind}_along",) if chooses else ()
+            rows.append(
+                Op(f"{kind}{suffix}", ("x",), forward, {"x": grad}, pattern=pattern,
+                   functions=(kind,), methods=(kind,), static=("axis", "keepdims"),
+                   signature="x, axis=None, keepdims=False", when=when, normalize=_axes,
+                   numba_forward=numba_forward, numba_grads={"x": numba_grad} if numba_grad else {},
+                   numba_helpers=numba_helpers,
+                   numba_when=(lambda nd, st: nd[0] == 2 and isinstance(st["axis"], int)) if numba_helpers else None,
+                   domain=_X, shapes=((3, 4),))
+            )
+    return tuple(rows)
 
 
 def _comparison(name: str, symbol: str, dunder: str, ufunc: str) -> Op:
@@ -98,17 +272,17 @@ def _comparison(name: str, symbol: str, dunder: str, ufunc: str) -> Op:
 
 _ROWS = (
     Op("add", ("x", "y"), "x + y", {"x": "grad", "y": "grad"},
-       pattern="add gate: distributor", operators=("__add__",), reflected=("__radd__",),
+       pattern="add gate: distributor", operators=("__add__",), reflected=("__radd__",), inplace=("__iadd__",),
        ufuncs=("add",), domain=_XY),
     Op("sub", ("x", "y"), "x - y", {"x": "grad", "y": "-grad"},
        pattern="sub gate: distributor, negated for the subtrahend",
-       operators=("__sub__",), reflected=("__rsub__",), ufuncs=("subtract",), domain=_XY),
+       operators=("__sub__",), reflected=("__rsub__",), inplace=("__isub__",), ufuncs=("subtract",), domain=_XY),
     Op("mul", ("x", "y"), "x * y", {"x": "y * grad", "y": "x * grad"},
-       pattern="mul gate: swap multiplier", operators=("__mul__",), reflected=("__rmul__",),
+       pattern="mul gate: swap multiplier", operators=("__mul__",), reflected=("__rmul__",), inplace=("__imul__",),
        ufuncs=("multiply",), domain=_XY),
     Op("div", ("x", "y"), "x / y", {"x": "1 / y * grad", "y": "-x / y ** 2 * grad"},
        pattern="div gate: 1/y for the numerator, -x/y^2 for the denominator",
-       operators=("__truediv__",), reflected=("__rtruediv__",), ufuncs=("divide",),
+       operators=("__truediv__",), reflected=("__rtruediv__",), inplace=("__itruediv__",), ufuncs=("divide",),
        domain=((-3.0, 3.0), (0.5, 3.0))),
     Op("neg", ("x",), "-x", {"x": "-grad"}, pattern="neg gate: flips the sign",
        operators=("__neg__",), ufuncs=("negative",), domain=_X),
@@ -163,12 +337,65 @@ _ROWS = (
        pattern="where gate: router (to x where cond holds, else to y)",
        functions=("where",), domain=(None, (-3.0, 3.0), (-3.0, 3.0)),
        scalar_forward="x if cond else y", bool_params=("cond",)),
-    # Fills made by autodiff, not by user code: the seed of the backward pass, and the
-    # gradient of an input the output does not depend on.
+    # Fills: the seed of the backward pass, the gradient of an input the output does not
+    # depend on, and np.ones_like / np.zeros_like in user code.
     Op("ones_like", ("x",), "np.ones_like(x)", pattern="seed: d(out)/d(out) = 1",
-       scalar_forward="1.0"),
+       functions=("ones_like",), scalar_forward="1.0", domain=_X),
     Op("zeros_like", ("x",), "np.zeros_like(x)", pattern="no path from this input to the output",
-       scalar_forward="0.0"),
+       functions=("zeros_like",), scalar_forward="0.0", domain=_X),
+    Op("copy", ("x",), "x.copy()", {"x": "grad"}, pattern="copy: passes the gradient through",
+       functions=("copy",), methods=("copy",), domain=_X, shapes=((3, 2),)),
+    Op("clip", ("x",), "np.clip(x, lo, hi)", {"x": "((x >= lo) & (x <= hi)) * grad"},
+       pattern="clip gate: router (to x where it lies within the bounds)",
+       functions=("clip",), methods=("clip",), static=("lo", "hi"), signature="x, lo, hi",
+       normalize=lambda shapes, st: {"lo": _bound(st["lo"], -np.inf), "hi": _bound(st["hi"], np.inf)},
+       domain=_X),
+    # Matrix products: one row per operand rank, chosen by `when`.
+    *(
+        Op(name, ("x", "y"), "x @ y", rules, pattern=f"matmul gate ({kind}): swap multiplier, transposed",
+           operators=("__matmul__",), reflected=("__rmatmul__",), functions=("matmul", "dot"),
+           when=_ranks(ranks), domain=_XY, shapes=shapes)
+        for name, kind, ranks, rules, shapes in (
+            ("matmul", "matrix @ matrix", (2, 2), {"x": "grad @ y.T", "y": "x.T @ grad"}, ((3, 4), (4, 2))),
+            ("matvec", "matrix @ vector", (2, 1), {"x": "np.outer(grad, y)", "y": "x.T @ grad"}, ((3, 4), (4,))),
+            ("vecmat", "vector @ matrix", (1, 2), {"x": "y @ grad", "y": "np.outer(x, grad)"}, ((4,), (4, 2))),
+            ("inner", "vector @ vector", (1, 1), {"x": "y * grad", "y": "x * grad"}, ((4,), (4,))),
+        )
+    ),
+    Op("transpose", ("x",), "x.T", {"x": "grad.T"}, pattern="transpose: the gradient transposed back",
+       attributes=("T",), functions=("transpose",), methods=("transpose",), domain=_X, shapes=((3, 2),),
+       view=True),
+    Op("reshape", ("x",), "x.reshape(shape)", {"x": "grad.reshape(x.shape)"},
+       pattern="reshape: the gradient reshaped back", functions=("reshape",), methods=("reshape",),
+       static=("shape",), signature="x, shape", method_signature="x, *shape", normalize=_reshape,
+       domain=_X, shapes=((3, 2),), view=True),
+    *_reductions(),
+    # Indexing, by how many index arrays the index holds (their operands are i and j).
+    Op("getitem", ("x",), "x[index]", {"x": "scatter(x.shape, index, grad, x.dtype)"},
+       pattern="index gate: the gradient written back where the values came from",
+       operators=("__getitem__",), static=("index",), when=_arrays(0), helpers=("scatter",),
+       domain=_X, shapes=((3, 4),), view=True),
+    Op("take", ("x", "i"), "x[index]", {"x": "add_at(x.shape, index, grad, x.dtype)"},
+       pattern="gather gate: the gradient added back where the values came from (repeats add up)",
+       operators=("__getitem__",), static=("index",), when=_arrays(1), helpers=("add_at",),
+       numba_grads={"x": "add_rows(x.shape, i, grad, x.dtype)"}, numba_helpers=("add_rows",),
+       numba_when=lambda ndims, st: st["index"] == (IndexOperand("i"),),
+       domain=(_X[0], None), shapes=((3, 4), (5,))),
+    Op("take2", ("x", "i", "j"), "x[index]", {"x": "add_at(x.shape, index, grad, x.dtype)"},
+       pattern="gather gate: the gradient added back where the values came from (repeats add up)",
+       operators=("__getitem__",), static=("index",), when=_arrays(2), helpers=("add_at",),
+       numba_grads={"x": "add_pairs(x.shape, i, j, grad, x.dtype)"}, numba_helpers=("add_pairs",),
+       numba_when=lambda ndims, st: st["index"] == (IndexOperand("i"), IndexOperand("j")),
+       domain=(_X[0], None, None), shapes=((3, 4), (5,), (5,))),
+    # `x[index] = v`, traced as a new value: x with v written in (x itself is not changed).
+    *(
+        Op(name, ("x", "v") + arrays, "updated(x, index, v)", {"x": "updated(grad, index, 0)", "v": "grad[index]"},
+           pattern="write gate: the gradient of the overwritten places goes to v, the rest to x",
+           operators=("__setitem__",), static=("index",), when=_arrays(len(arrays), operands=2),
+           helpers=("updated",), domain=(_X[0], _X[0]) + (None,) * len(arrays),
+           shapes=((3, 4), ()) + ((5,),) * len(arrays))
+        for name, arrays in (("setitem", ()), ("put", ("i",)), ("put2", ("i", "j")))
+    ),
 )
 
 OPS: Mapping[str, Op] = {row.name: row for row in _ROWS}

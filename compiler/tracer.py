@@ -13,6 +13,7 @@ file:line and what to write instead.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import linecache
 import os
@@ -33,13 +34,17 @@ from compiler.errors import (
     UnsupportedOperationError,
 )
 from compiler.ir import Const, Eqn, Graph, Loc, Var
-from compiler.ops import OPS, Op
+from compiler.ops import OPS, IndexOperand, Op
 
-# Frames in these files are flatgrad's or NumPy's, not the user's: they neither name values
+# Frames in these files are flatgrad's, NumPy's or the standard library's, not the user's: they neither name values
 # nor locate errors. (The rest of the `compiler` package is never on the stack while the
 # user's function runs, except the demo's functions, which are user code here.)
 _LIBRARY_FILE = os.path.abspath(__file__)
-_LIBRARY_DIRS = (os.path.dirname(os.path.abspath(np.__file__)) + os.sep, "<__array")
+_LIBRARY_DIRS = (
+    os.path.dirname(os.path.abspath(np.__file__)) + os.sep,
+    os.path.dirname(os.path.abspath(inspect.__file__)) + os.sep,  # the standard library
+    "<__array",
+)
 _NOT_A_DEPTH = 1 << 30
 
 
@@ -65,13 +70,19 @@ class _Value:
 class Traced:
     """A stand-in for a number during tracing. Operations on it are recorded, not computed."""
 
-    __slots__ = ("_recorder", "_index")
+    __slots__ = ("_recorder", "_index", "_base", "_base_version", "_version", "_updated_at")
     __array_priority__ = 1000.0
     __hash__ = object.__hash__  # __eq__ records a comparison, so keep identity hashing
 
-    def __init__(self, recorder: _Recorder, index: int) -> None:
+    def __init__(self, recorder: _Recorder, index: int, base: Traced | None = None) -> None:
         self._recorder = recorder
         self._index = index
+        # A view (slice, .T, reshape) remembers its base and the base's version when taken:
+        # an in-place update of the base makes the view stale, and using it is an error.
+        self._base = base
+        self._base_version = base._version if base is not None else 0
+        self._version = 0
+        self._updated_at = ""
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -90,29 +101,55 @@ class Traced:
 
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Traced:
         label = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
-        row = _UFUNC_ROWS.get(ufunc.__name__)
-        if row is None or method != "__call__":
+        if method != "__call__":
             raise _unsupported(label)
         if kwargs:
             raise _unsupported(f"{label}(..., {', '.join(kwargs)}=...)", "pass only the operands")
-        return _apply(row, inputs)
+        return _call("ufunc", ufunc.__name__, inputs, {})
 
     def __array_function__(self, func: Callable, types: Any, args: tuple, kwargs: dict) -> Traced:
-        label = f"np.{func.__name__}"
-        row = _FUNCTION_ROWS.get(func.__name__)
-        if row is None:
-            raise _unsupported(label)
-        if kwargs or len(args) != len(row.params):
-            raise _unsupported(
-                f"{label} with {len(args)} positional and {len(kwargs)} keyword arguments",
-                f"call it as {label}({', '.join(row.params)})",
+        return _call("function", func.__name__, args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if ("method", name) in _ENTRY_ROWS:
+            return lambda *args, **kwargs: _call("method", name, (self, *args), kwargs)
+        if ("attribute", name) in _ENTRY_ROWS:
+            return _call("attribute", name, (self,), {})
+        raise AttributeError(f"traced values have no attribute {name!r}")
+
+    def __getitem__(self, index: Any) -> Traced:
+        static, arrays = _parse_index(index)
+        return _call("operator", "__getitem__", (self, *arrays), {}, {"index": static})
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        static, arrays = _parse_index(index)
+        self._update(_call("operator", "__setitem__", (self, value, *arrays), {}, {"index": static}))
+
+    def _update(self, result: Traced) -> Traced:
+        """Rebind this array to `result`: an in-place update traced as a new value."""
+        if self._base is not None:
+            raise TracingError(
+                _at_user_line(
+                    "writing into a view (a slice, .T or reshape of another array) cannot be traced: "
+                    "the write would have to reach the array it views; copy it first (`v = a[...].copy()`) "
+                    "or write into the array itself"
+                )
             )
-        return _apply(row, args)
+        if result.shape != self.shape:
+            raise TracingError(
+                _at_user_line(f"an in-place update would change shape {self.shape} to {result.shape}")
+            )
+        self._index = result._index
+        self._version += 1
+        self._updated_at = _at_user_line("").rstrip(": ")
+        return self
 
     def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
         raise _unsupported(
-            "converting a traced value to a NumPy array (np.array, np.asarray)",
-            "keep traced values as they are and combine them with operators and NumPy functions",
+            "converting a traced value to a NumPy array (np.array, np.asarray, or indexing a NumPy "
+            "array by a traced index)",
+            "keep traced values as they are; for a one-hot of labels y write (y[:, None] == np.arange(C)), "
+            "and make an array you index by traced values an input of the function",
         )
 
     def __bool__(self) -> bool:
@@ -136,6 +173,9 @@ class Traced:
     def __index__(self) -> int:
         raise _concrete("int")
 
+    def __iter__(self) -> Any:
+        raise _unsupported("iterating over a traced array", "index it (a[i]) or use array operations")
+
     def __complex__(self) -> complex:
         raise _concrete("complex")
 
@@ -143,7 +183,13 @@ class Traced:
         raise _unsupported("round()")
 
     def __len__(self) -> int:
-        raise _unsupported("len() of a traced scalar")
+        if not self.shape:
+            raise _unsupported("len() of a traced scalar")
+        return self.shape[0]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
 
 
 def _concrete(kind: str) -> ConcreteValueError:
@@ -208,8 +254,84 @@ def display_path(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
-_UFUNC_ROWS = {u: row for row in OPS.values() for u in row.ufuncs}
-_FUNCTION_ROWS = {f: row for row in OPS.values() for f in row.functions}
+# Every (kind, name) user code reaches, with its rows: several rows share an entry point when
+# `Op.when` tells them apart (np.sum with and without an axis, `@` by operand rank, indexing).
+_ENTRY_ROWS: dict[tuple[str, str], list[Op]] = {}
+for _row in OPS.values():
+    for _entry in _row.entry_points():
+        _ENTRY_ROWS.setdefault(_entry, []).append(_row)
+
+_LABELS = {"ufunc": "np.{}", "function": "np.{}", "method": ".{}()", "attribute": ".{}", "gate": "compiler.{}"}
+
+
+@functools.lru_cache(maxsize=None)
+def _signature(text: str) -> inspect.Signature:
+    namespace: dict[str, Any] = {}
+    exec(f"def _({text}): pass", namespace)  # the table's own signatures, never user input
+    return inspect.signature(namespace["_"])
+
+
+def _call(kind: str, name: str, args: tuple, kwargs: dict, static: dict | None = None) -> Traced:
+    """Record the row behind entry point (kind, name) applied to these arguments."""
+    rows = _ENTRY_ROWS.get((kind, name))
+    label = _LABELS.get(kind, "{}").format(name)
+    if rows is None:
+        raise _unsupported(label)
+    first = rows[0]
+    if static is None:
+        text = (first.method_signature if kind == "method" else None) or first.signature or ", ".join(first.params)
+        try:
+            bound = _signature(text).bind(*args, **kwargs)
+        except TypeError as error:
+            raise _unsupported(f"{label} called with these arguments ({error})", f"call it as {label}({text})") from None
+        bound.apply_defaults()
+        operands = tuple(bound.arguments[p] for p in first.params)
+        static = {k: bound.arguments[k] for k in first.static}
+    else:
+        operands = args
+    shapes = tuple(np.shape(a) if not isinstance(a, Traced) else a.shape for a in operands)
+    if first.normalize is not None:
+        static = first.normalize(shapes, dict(static))
+    ndims = tuple(len(shape) for shape in shapes)
+    for row in rows:
+        if row.accepts(ndims, static):
+            return _apply(row, operands, static)
+    raise _unsupported(f"{label} on operands of {', '.join(f'{n}-d' for n in ndims)} shape")
+
+
+def _parse_index(index: Any) -> tuple[tuple, list]:
+    """A static index (slices, ints, None, ...) and the index arrays it holds, in order.
+
+    Each array's place in the static index holds an `IndexOperand` naming the operand (i, j).
+    """
+    parts = index if isinstance(index, tuple) else (index,)
+    static: list[Any] = []
+    arrays: list[Any] = []
+    for part in parts:
+        if isinstance(part, Traced) or isinstance(part, (list, np.ndarray)) and np.ndim(part) > 0:
+            dtype = part.dtype if isinstance(part, Traced) else np.asarray(part).dtype
+            if dtype.kind not in "iu":
+                raise _unsupported(
+                    f"indexing with a {dtype} array",
+                    "index with integer arrays, slices, integers and None (a boolean mask has a "
+                    "data-dependent shape: use np.where(mask, a, 0) instead)",
+                )
+            if len(arrays) == 2:
+                raise _unsupported("an index with more than two index arrays")
+            static.append(IndexOperand("ij"[len(arrays)]))
+            arrays.append(part if isinstance(part, Traced) else np.asarray(part))
+        elif isinstance(part, slice):
+            bounds = (part.start, part.stop, part.step)
+            if any(isinstance(b, Traced) for b in bounds):
+                raise _unsupported("a slice with traced bounds", "slice with Python integers")
+            static.append(slice(*(None if b is None else int(b) for b in bounds)))
+        elif part is None or part is Ellipsis:
+            static.append(part)
+        elif isinstance(part, (int, np.integer)) and not isinstance(part, (bool, np.bool_)):
+            static.append(int(part))
+        else:
+            raise _unsupported(f"an index of type {type(part).__name__}")
+    return tuple(static), arrays
 
 
 class _Recorder:
@@ -217,12 +339,12 @@ class _Recorder:
 
     def __init__(self, stop_frame: types.FrameType) -> None:
         self.values: list[_Value] = []
-        self.eqns: list[tuple[Op, tuple[int | Const, ...], int, Loc | None]] = []
+        self.eqns: list[tuple[Op, tuple[int | Const, ...], int, Loc | None, dict]] = []
         self._stop_frame = stop_frame
 
-    def new_value(self, shape: tuple[int, ...], dtype: str) -> Traced:
+    def new_value(self, shape: tuple[int, ...], dtype: str, base: Traced | None = None) -> Traced:
         self.values.append(_Value(shape, dtype))
-        return Traced(self, len(self.values) - 1)
+        return Traced(self, len(self.values) - 1, base)
 
     def user_frames(self) -> list[types.FrameType]:
         """The user's frames from the innermost out to the traced function's own."""
@@ -234,11 +356,11 @@ class _Recorder:
             frame = frame.f_back
         return frames
 
-    def record(self, row: Op, operands: tuple[int | Const, ...], out: Traced) -> None:
+    def record(self, row: Op, operands: tuple[int | Const, ...], out: Traced, static: dict) -> None:
         frames = self.user_frames()
         self.name_locals(frames)
         loc = _location(frames[0]) if frames else None
-        self.eqns.append((row, operands, out._index, loc))
+        self.eqns.append((row, operands, out._index, loc, static))
 
     def name_locals(self, frames: list[types.FrameType]) -> None:
         """Give each traced value the name of a local variable that holds it.
@@ -273,6 +395,15 @@ def _operand(recorder: _Recorder | None, value: Any) -> tuple[_Recorder | None, 
     if isinstance(value, Traced):
         if recorder is not None and value._recorder is not recorder:
             raise TracingError(_at_user_line("values from two different traces meet in one operation"))
+        base = value._base
+        if base is not None and base._version != value._base_version:
+            raise TracingError(
+                _at_user_line(
+                    f"this value is a view (a slice, .T or reshape) of an array that was updated in place "
+                    f"after the view was taken (at {base._updated_at}), so in NumPy it would have changed too; "
+                    "take the view after the update, or copy it first (`v = a[...].copy()`)"
+                )
+            )
         return value._recorder, value._index
     if isinstance(value, (bool, np.bool_)):
         return recorder, Const(bool(value))
@@ -280,25 +411,36 @@ def _operand(recorder: _Recorder | None, value: Any) -> tuple[_Recorder | None, 
         return recorder, Const(int(value))
     if isinstance(value, (float, np.floating)):
         return recorder, Const(float(value))
-    if isinstance(value, np.ndarray) and value.shape == ():
-        return _operand(recorder, value[()])
+    if isinstance(value, (np.ndarray, list)):
+        array = np.asarray(value)
+        if array.shape == ():
+            return _operand(recorder, array[()])
+        if array.dtype.kind in "biuf":
+            return recorder, Const(array)
     raise _unsupported(
-        f"an operand of type {type(value).__name__}",
-        "only numbers and traced values can be combined (arrays arrive with array support)",
+        f"an operand of type {type(value).__name__}", "combine traced values with numbers and NumPy arrays"
     )
 
 
-def _apply(row: Op, args: tuple[Any, ...]) -> Traced:
+def _sample(recorder: _Recorder, operand: int | Const) -> Any:
+    """A stand-in value of the operand's shape and dtype, to work out an op's result type."""
+    if isinstance(operand, Const):
+        return operand.value
+    value = recorder.values[operand]
+    # zeros index every axis safely; ones keep log and division finite
+    return (np.zeros if np.dtype(value.dtype).kind in "iub" else np.ones)(value.shape, value.dtype)
+
+
+def _apply(row: Op, args: tuple[Any, ...], static: dict | None = None) -> Traced:
+    static = static or {}
     recorder = None
     operands = []
     for arg in args:
         recorder, operand = _operand(recorder, arg)
         operands.append(operand)
-    assert recorder is not None, "an op is applied only when a traced value takes part"
-    samples = [
-        o.value if isinstance(o, Const) else np.ones(recorder.values[o].shape, recorder.values[o].dtype)
-        for o in operands
-    ]
+    if recorder is None:  # only constants: NumPy computes it (e.g. `np.eye(3)[0]` reached us)
+        return row.compute(*(o.value for o in operands), **static)
+    samples = [_sample(recorder, o) for o in operands]
     for param, sample in zip(row.params, samples):
         if param in row.bool_params and np.asarray(sample).dtype != bool:
             raise TracingError(
@@ -309,31 +451,39 @@ def _apply(row: Op, args: tuple[Any, ...]) -> Traced:
             )
     with np.errstate(all="ignore"):
         try:
-            result = np.asarray(row.compute(*samples))
-        except (TypeError, ValueError) as error:
+            result = np.asarray(row.compute(*samples, **static))
+        except (TypeError, ValueError, IndexError) as error:
             raise TracingError(_at_user_line(f"{row.name} of these operands fails in NumPy: {error}")) from None
-    out = recorder.new_value(result.shape, result.dtype.name)
-    recorder.record(row, tuple(operands), out)
+    base = args[0] if row.view and isinstance(args[0], Traced) else None
+    if base is not None and base._base is not None:
+        base = base._base  # a view of a view views the same base
+    out = recorder.new_value(result.shape, result.dtype.name, base=base)
+    recorder.record(row, tuple(operands), out, static)
     return out
 
 
-def _operator(row: Op, reflected: bool) -> Callable[..., Traced]:
-    if reflected:
-        return lambda self, other: _apply(row, (other, self))
-    return lambda self, *others: _apply(row, (self, *others))
+def _operator(kind: str, dunder: str) -> Callable[..., Traced]:
+    if kind == "reflected":
+        return lambda self, other: _call(kind, dunder, (other, self), {})
+    if kind == "inplace":
+        # arrays are updated in place (every name for the array sees it); scalars are rebound
+        def inplace(self: Traced, other: Any) -> Traced:
+            result = _call(kind, dunder, (self, other), {})
+            return self._update(result) if self.shape else result
+
+        return inplace
+    return lambda self, *others: _call(kind, dunder, (self, *others), {})
 
 
-for _row in OPS.values():
-    for _dunder in _row.operators:
-        setattr(Traced, _dunder, _operator(_row, reflected=False))
-    for _dunder in _row.reflected:
-        setattr(Traced, _dunder, _operator(_row, reflected=True))
+for (_kind, _name), _rows in _ENTRY_ROWS.items():
+    if _kind in ("operator", "reflected", "inplace") and _name not in ("__getitem__", "__setitem__"):
+        setattr(Traced, _name, _operator(_kind, _name))
 
 
 def _gate(row: Op) -> Callable[..., Any]:
     def gate(*args: Any) -> Any:
         if any(isinstance(a, Traced) for a in args):
-            return _apply(row, args)
+            return _call("gate", row.name, args, {})
         return row.compute(*args)
 
     gate.__name__ = gate.__qualname__ = row.name
@@ -362,22 +512,15 @@ class ExampleSpec:
 def example_spec(name: str, value: Any) -> ExampleSpec:
     """The shape and dtype of an example argument; a clear error for anything else."""
     if isinstance(value, (bool, np.bool_)):
-        raise SignatureError(f"argument {name!r} is a bool; flatgrad traces numbers")
-    if isinstance(value, (int, np.integer)):
-        return ExampleSpec((), "int64" if isinstance(value, int) else np.dtype(type(value)).name)
+        raise SignatureError(f"argument {name!r} is a bool; flatgrad traces numbers and arrays")
+    if isinstance(value, int):
+        return ExampleSpec((), "int64")
     if isinstance(value, float):
         return ExampleSpec((), "float64")
-    if isinstance(value, np.floating):
-        return ExampleSpec((), np.dtype(type(value)).name)
-    if isinstance(value, np.ndarray) and value.dtype.kind in "fiu":
-        if value.shape != ():
-            raise SignatureError(
-                f"argument {name!r} is an array of shape {value.shape}; this version of flatgrad "
-                "traces scalar functions only (pass a number)"
-            )
-        return ExampleSpec((), value.dtype.name)
+    if isinstance(value, (np.ndarray, np.number)) and np.asarray(value).dtype.kind in "fiu":
+        return ExampleSpec(tuple(np.shape(value)), np.asarray(value).dtype.name)
     raise SignatureError(
-        f"argument {name!r} is a {type(value).__name__}; flatgrad traces numbers "
+        f"argument {name!r} is a {type(value).__name__}; flatgrad traces numbers and numeric arrays "
         "(bind other arguments with functools.partial or a default)"
     )
 
@@ -466,7 +609,7 @@ def _build_graph(
     recorder: _Recorder, params: list[str], output: int, constants: tuple[tuple[str, object], ...]
 ) -> Graph:
     n_inputs = len(params)
-    produced = [out for _, _, out, _ in recorder.eqns]
+    produced = [eqn[2] for eqn in recorder.eqns]
     hints = [recorder.values[i].hint for i in produced]
     input_names, value_names = naming.forward_names(params, hints, produced.index(output))
     names = dict(zip(range(n_inputs), input_names)) | dict(zip(produced, value_names))
@@ -479,7 +622,7 @@ def _build_graph(
         return operand if isinstance(operand, Const) else variables[operand]
 
     eqns = tuple(
-        Eqn(row.name, tuple(atom(o) for o in operands), variables[out], loc=loc)
-        for row, operands, out, loc in recorder.eqns
+        Eqn(row.name, tuple(atom(o) for o in operands), variables[out], loc=loc, params=tuple(static.items()))
+        for row, operands, out, loc, static in recorder.eqns
     )
     return Graph(tuple(variables[i] for i in range(n_inputs)), eqns, (variables[output],), constants=constants)
