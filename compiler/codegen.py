@@ -37,8 +37,11 @@ TEMPLATE = "module.py.j2"
 
 
 def unparse(node: ast.AST) -> str:
-    """Source text of a statement or module tree. Every rendering goes through here."""
-    return astor.to_source(node).rstrip("\n")
+    """Source text of a statement or module tree. Every rendering goes through here.
+
+    astor would wrap long lines; a gate stays on one line, so its lines are joined as they come.
+    """
+    return astor.to_source(node, pretty_source="".join).rstrip("\n")
 
 
 @functools.lru_cache(maxsize=None)
