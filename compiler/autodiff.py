@@ -14,7 +14,7 @@ from typing import Sequence
 from compiler.errors import SignatureError
 import numpy as np
 
-from compiler.ir import Const, Eqn, Graph, Var
+from compiler.ir import Const, Eqn, Graph, Var, stand_in
 from compiler.naming import Namer
 from compiler.ops import OPS
 
@@ -33,10 +33,7 @@ def active_values(forward: Graph, wrt: Sequence[Var]) -> set[int]:
 
 
 def _sample(v: Var | Const) -> object:
-    """A stand-in of the value's shape and dtype (zeros index safely, ones divide safely)."""
-    if isinstance(v, Const):
-        return v.value
-    return (np.zeros if np.dtype(v.dtype).kind in "iub" else np.ones)(v.shape, v.dtype)
+    return v.value if isinstance(v, Const) else stand_in(v.shape, v.dtype)
 
 
 def _static_types(bindings: dict[str, Var | Const]) -> tuple[tuple[str, object], ...]:

@@ -63,6 +63,15 @@ class Const:
 Atom = Union[Var, Const]
 
 
+def stand_in(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """A concrete value of this shape and dtype, to learn what an expression makes of it.
+
+    Integers and bools are zeros (an index of 0 is always in bounds); floats are ones (finite
+    under log and division).
+    """
+    return (np.zeros if np.dtype(dtype).kind in "iub" else np.ones)(shape, dtype)
+
+
 @dataclass(frozen=True)
 class Loc:
     """Where in the user's source an equation was traced."""

@@ -33,7 +33,7 @@ from compiler.errors import (
     TracingError,
     UnsupportedOperationError,
 )
-from compiler.ir import Const, Eqn, Graph, Loc, Var
+from compiler.ir import Const, Eqn, Graph, Loc, Var, stand_in
 from compiler.ops import OPS, IndexOperand, Op
 
 # Frames in these files are flatgrad's, NumPy's or the standard library's, not the user's: they neither name values
@@ -427,8 +427,7 @@ def _sample(recorder: _Recorder, operand: int | Const) -> Any:
     if isinstance(operand, Const):
         return operand.value
     value = recorder.values[operand]
-    # zeros index every axis safely; ones keep log and division finite
-    return (np.zeros if np.dtype(value.dtype).kind in "iub" else np.ones)(value.shape, value.dtype)
+    return stand_in(value.shape, value.dtype)
 
 
 def _apply(row: Op, args: tuple[Any, ...], static: dict | None = None) -> Traced:
