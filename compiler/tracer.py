@@ -34,7 +34,7 @@ from compiler.errors import (
     UnsupportedOperationError,
 )
 from compiler.ir import Const, Eqn, Graph, Loc, Var, stand_in
-from compiler.ops import OPS, IndexOperand, Op
+from compiler.ops import INDEX_PARAMS, OPS, IndexOperand, Op
 
 # Frames in these files are flatgrad's, NumPy's or the standard library's, not the user's: they neither name values
 # nor locate errors. (The rest of the `compiler` package is never on the stack while the
@@ -316,9 +316,9 @@ def _parse_index(index: Any) -> tuple[tuple, list]:
                     "index with integer arrays, slices, integers and None (a boolean mask has a "
                     "data-dependent shape: use np.where(mask, a, 0) instead)",
                 )
-            if len(arrays) == 2:
+            if len(arrays) == len(INDEX_PARAMS):
                 raise _unsupported("an index with more than two index arrays")
-            static.append(IndexOperand("ij"[len(arrays)]))
+            static.append(IndexOperand(INDEX_PARAMS[len(arrays)]))
             arrays.append(part if isinstance(part, Traced) else np.asarray(part))
         elif isinstance(part, slice):
             bounds = (part.start, part.stop, part.step)

@@ -1,96 +1,514 @@
 """The op table, tested from the table.
 
-Every row user code can reach is tested through every entry point it declares (operator
-dunders, reflected dunders, ufuncs, array functions, `compiler.<gate>`), on inputs drawn from
-the row's own `domain`, against two independent oracles:
+Every row user code can reach is tested through every entry point it declares (operators,
+reflected and in-place dunders, ufuncs, array functions, methods, attributes, `compiler.<gate>`),
+on inputs drawn from the row's own `domain`, against two independent oracles:
 
 - central finite differences of the user's function run by plain NumPy, and
 - HIPS autograd differentiating the row's own `forward` expression with `np` bound to
-  `autograd.numpy`.
+  `autograd.numpy` (autograd cannot write in place, so `updated(x, index, v)` -- the rows for
+  `x[index] = v` -- is given to it as a functional update, and `x.copy()` as `np.array(x)`).
 
-Comparison rows pass no gradient, so they are tested as the condition of `np.where`. The
-rows autodiff makes itself (`ones_like`, `zeros_like`) have no entry point and are skipped.
+The rows written for scalars (those without example `shapes`) are also run across broadcasting
+shapes: scalar, vector (3,), row (1, 3), column (4, 1) and matrix (4, 3), paired for binary
+rows. Array rows run on their own example `shapes`; their static arguments (axis, keepdims,
+shape, clip bounds, the index of an indexing row) are drawn from a few candidates per static
+*name* and kept where the row's `when` accepts them, so `when` decides which row each call
+reaches, and the test checks that the traced equation is that row. An array output is reduced
+to a scalar as `np.sum(out * W)` with fixed random weights `W`, so each output element sends a
+different gradient back.
+
+Comparison rows pass no gradient, so they are tested as the condition of `np.where`; the fills
+(`np.ones_like`, `np.zeros_like`) are tested as a term added to a differentiable one.
 `ir.verify` runs on every graph built here.
+
+Bugs found by these tests and not fixed yet are strict xfails: the table cases they break are
+listed in `KNOWN_BUGS`, each next to a minimal reproduction at the end of the file.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
+import itertools
 import operator
+import re
 import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
+from autograd.tracer import getval
 
 import compiler
 from compiler import ir
 from compiler.errors import TracingError
-from compiler.ops import OPS, Op
+from compiler.ops import INDEX_PARAMS, OPS, IndexOperand, Op, resolve_index_operands
 
 # autograd warns when asked for the gradient of an input the function ignores (x * x wrt y)
 pytestmark = pytest.mark.filterwarnings("ignore:Output seems independent of input:UserWarning")
 
 FD_RTOL, FD_ATOL = 1e-6, 1e-6
 AG_RTOL, AG_ATOL = 1e-10, 1e-12
-DRAWS = 4
-KINK_MARGIN = 1e-3  # drawn inputs keep this far from each other and from 0 (ties and kinks)
-COND_DOMAIN = (-3.0, 3.0)  # the two floats compared to make a bool input (a None domain entry)
+DRAWS = 3
+KINK_MARGIN = 1e-3  # drawn inputs keep this far from each other, from 0 and from static bounds
+COND_DOMAIN = (-3.0, 3.0)  # the two floats compared to make a bool input (a bool param's None domain)
+HERE = Path(__file__).name
 
 
 # --- the table, read ------------------------------------------------------------------------
 
 
 ROWS = [row for row in OPS.values() if row.entry_points()]
+
+
+def makes_bools(row: Op) -> bool:
+    """A comparison: no gradient, a bool output."""
+    return not row.grads and np.asarray(row.compute(*[0.5] * len(row.params))).dtype == bool
+
+
 DIFFERENTIABLE = [row for row in ROWS if row.grads]
-COMPARISONS = [row for row in ROWS if not row.grads]
+COMPARISONS = [row for row in ROWS if makes_bools(row)]
+FILLS = [row for row in ROWS if not row.grads and not makes_bools(row)]
+
+
+def is_elementwise(row: Op) -> bool:
+    """A row written for numbers, which NumPy broadcasts: it has no example shapes."""
+    return not row.shapes
+
+
+def index_params(row: Op) -> tuple[str, ...]:
+    return tuple(p for p in row.params if p in INDEX_PARAMS)
+
+
+def writes(row: Op) -> bool:
+    return ("operator", "__setitem__") in row.entry_points()
 
 
 def label(kind: str, name: str) -> str:
-    return {"ufunc": f"np.{name}", "function": f"np.{name}", "gate": f"compiler.{name}"}.get(kind, name)
+    return {"ufunc": f"np.{name}", "function": f"np.{name}", "method": f".{name}()", "attribute": f".{name}",
+            "gate": f"compiler.{name}"}.get(kind, name)
 
 
-def caller(kind: str, name: str):
-    """A function applying the entry point to the row's arguments, in the row's param order."""
-    if kind == "operator":
-        return getattr(operator, name.strip("_"))  # __add__ -> operator.add, __neg__ -> operator.neg
-    if kind == "reflected":
-        return lambda a, b: getattr(b, name)(a)  # b.__radd__(a) computes a + b
-    if kind in ("ufunc", "function"):
-        return getattr(np, name)
-    assert kind == "gate"
-    return getattr(compiler, name)
+def rng_for(*key: object) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32("/".join(map(str, key)).encode()))
 
 
-def cases(rows: list[Op]) -> list:
+def weights(shape: tuple[int, ...], dtype=np.float64) -> np.ndarray:
+    """Fixed weights that reduce an output of `shape` to a scalar, np.sum(out * W)."""
+    return rng_for("weights", shape).uniform(0.5, 1.5, shape).astype(dtype)
+
+
+# --- shapes and static arguments ------------------------------------------------------------
+
+# Broadcasting shapes of the elementwise rows, by arity: scalar, vector, row, column, matrix.
+BROADCAST_SHAPES = {
+    1: [((),), ((3,),), ((1, 3),), ((4, 1),), ((4, 3),)],
+    2: [
+        ((), ()), ((4, 3), (4, 3)), ((4, 3), (3,)), ((3,), (4, 3)), ((4, 1), (1, 3)),
+        ((1, 3), (4, 1)), ((), (4, 3)), ((4, 3), ()), ((4, 3), (4, 1)), ((1, 3), (3,)),
+    ],
+    3: [((), (), ()), ((4, 3), (3,), (4, 1)), ((4, 1), (), (1, 3)), ((3,), (4, 3), ()), ((), (4, 1), (4, 3))],
+}
+
+# Candidates for each static parameter, by its name; a row keeps those its `when` accepts.
+AXES = (None, 0, 1, -1, (0, 1))
+CLIP_BOUNDS = ((-1.0, 1.0), (None, 0.5), (-0.5, None))
+# Indices as user code writes them; `i` and `j` are index arrays (the rows' operands i and j).
+INDEX_TEXTS = (
+    "1", "-1", ":, 2", "1:3", "1:", ":, 2:", "::2, 1:", "None, 0", "..., 1", "0, 1", "::-1, -2",
+    "i", ":, i", "i, 2", "-1, i", "i, 1:3", "i, j",
+)
+
+
+def reshape_targets(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    size = int(np.prod(shape))
+    return [(size,), (-1,), tuple(reversed(shape)), (1, -1)]
+
+
+def parse_index(text: str) -> tuple:
+    """The static index the tracer should record for `x[text]`: index arrays as IndexOperands."""
+    return eval(f"np.index_exp[{text}]", {"np": np, **{n: IndexOperand(n) for n in INDEX_PARAMS}})
+
+
+def normalized(row: Op, shapes: tuple, static: dict) -> dict:
+    return row.normalize(shapes, dict(static)) if row.normalize else dict(static)
+
+
+def static_candidates(row: Op, shapes: tuple) -> list[dict]:
+    """The static arguments a call of `row` is tried with, as user code passes them."""
+    names = set(row.static)
+    if not names:
+        return [{}]
+    if names == {"axis", "keepdims"}:
+        raw = [{"axis": a, "keepdims": k} for k in (False, True) for a in AXES]
+    elif names == {"lo", "hi"}:
+        raw = [{"lo": lo, "hi": hi} for lo, hi in CLIP_BOUNDS]
+    elif names == {"shape"}:
+        raw = [{"shape": s} for s in reshape_targets(shapes[0])]
+    else:
+        raise AssertionError(f"no candidates for the static params {row.static} of {row.name}")
+    ndims = tuple(len(s) for s in shapes)
+    return [s for s in raw if row.accepts(ndims, normalized(row, shapes, s))]
+
+
+# --- cases: one call of one entry point -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call: a row reached through one entry point, with operand shapes and statics.
+
+    `shapes` holds one shape per row param (a bool's is that of the two floats compared to
+    make it; an index array's is its length). Indexing rows carry their index as written
+    (`index`), with the index arrays passed as int inputs or, with `const_index`, baked in.
+    """
+
+    row: Op
+    kind: str
+    name: str
+    shapes: tuple[tuple[int, ...], ...]
+    static: tuple[tuple[str, Any], ...] = ()
+    index: str | None = None
+    const_index: bool = False
+
+    def __str__(self) -> str:
+        parts = [self.row.name, label(self.kind, self.name)]
+        parts.append("x".join(f"({','.join(map(str, s))})" for s in self.shapes))
+        parts += [f"{k}={v!r}".replace(" ", "") for k, v in self.static]
+        if self.index is not None:
+            parts.append(f"[{self.index}]".replace(" ", "") + ("const" if self.const_index else ""))
+        return "-".join(parts)
+
+    @property
+    def entry(self) -> tuple[str, str, str]:
+        return (self.row.name, self.kind, self.name)
+
+    def static_dict(self) -> dict:
+        """The static arguments as the tracer should record them."""
+        if self.index is not None:
+            return {"index": parse_index(self.index)}
+        values = tuple(s for p, s in zip(self.row.params, self.shapes) if p not in INDEX_PARAMS)
+        return normalized(self.row, values, dict(self.static))
+
+
+def inplace_fits(shapes: tuple) -> bool:
+    """`x op= y` keeps x's shape in NumPy (a scalar x is rebound instead)."""
+    return shapes[0] == () or np.broadcast_shapes(*shapes) == shapes[0]
+
+
+def elementwise_cases(row: Op) -> list[Case]:
+    cases = []
+    for kind, name in row.entry_points():
+        for shapes in BROADCAST_SHAPES[len(row.params)]:
+            if kind == "inplace" and not inplace_fits(shapes):
+                continue
+            for static in static_candidates(row, shapes):
+                cases.append(Case(row, kind, name, shapes, tuple(static.items())))
+    return cases
+
+
+def index_cases(row: Op) -> list[Case]:
+    """Indices with as many index arrays as the row takes (its `when` decides); writes get
+    distinct positions (see test_repeated_writes_*), and values of several shapes."""
+    n_values = len(row.params) - len(index_params(row))
+    value_ndims = tuple(len(s) for s in row.shapes[:n_values])
+    cases = []
+    for text in INDEX_TEXTS:
+        static = parse_index(text)
+        arrays = [part for part in static if isinstance(part, IndexOperand)]
+        if not row.accepts(value_ndims + (1,) * len(arrays), {"index": static}):
+            continue
+        x_shape = row.shapes[0]
+        lengths = [row.shapes[row.params.index(p)] for p in index_params(row)]
+        value_shapes = [()]
+        if writes(row):
+            if len(arrays) == 1:  # distinct positions along one axis: at most that axis's length
+                axis = static.index(arrays[0])
+                lengths = [(min(lengths[0][0], x_shape[axis]),)]
+            target = np.zeros(x_shape)[resolve_index_operands(static, {p: np.zeros(n, int) for p, n in zip(index_params(row), lengths)})].shape
+            value_shapes = list(dict.fromkeys([row.shapes[1], target, target[-1:]]))
+        for kind, name in row.entry_points():
+            for const_index in (False, True) if arrays else (False,):
+                for v in value_shapes:
+                    shapes = (x_shape, v) + tuple(lengths) if writes(row) else (x_shape, *lengths)
+                    cases.append(Case(row, kind, name, shapes, (), text, const_index))
+    return cases
+
+
+def array_cases(row: Op) -> list[Case]:
+    if "index" in row.static:
+        return index_cases(row)
     return [
-        pytest.param(row, kind, name, id=f"{row.name}-{label(kind, name)}")
-        for row in rows
+        Case(row, kind, name, row.shapes, tuple(static.items()))
         for kind, name in row.entry_points()
+        for static in static_candidates(row, row.shapes)
     ]
 
 
-def oracle_forward(row: Op):
-    """The row's forward expression as a function, with `np` bound to autograd.numpy."""
-    return eval(f"lambda {', '.join(row.params)}: {row.forward}", {"np": anp})
+def cases_of(row: Op) -> list[Case]:
+    return elementwise_cases(row) if is_elementwise(row) else array_cases(row)
 
 
-def rng_for(*key: str) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32("/".join(key).encode()))
+GRADIENT_CASES = [case for row in DIFFERENTIABLE for case in cases_of(row)]
+COMPARISON_CASES = [case for row in COMPARISONS for case in elementwise_cases(row)]
+FILL_CASES = [case for row in FILLS for case in cases_of(row)]
 
 
-def away_from_kinks(values: list[float]) -> bool:
-    return all(abs(v) > KINK_MARGIN for v in values) and all(
-        abs(a - b) > KINK_MARGIN for i, a in enumerate(values) for b in values[i + 1 :]
-    )
+# Table cases that fail because of a flatgrad bug; each bug has a minimal xfail reproduction below.
+MATMUL_UFUNC = "np.matmul is a ufunc: it reaches __array_ufunc__, where the table has no `matmul` entry"
+FLOAT32_MASK = "float32 gradients come back float64: max/min's `(x == out) / np.sum(x == out)`, where's `1 - cond`"
+OPEN_SLICE = "a slice `1:` outside a subscript is emitted as `slice(1)`, which is `:1`"
+FLOAT32_FULL = "a float32 constant array of equal values is emitted as np.full(shape, value), which is float64"
 
 
-def draw(rng: np.random.Generator, intervals: list[tuple[float, float]]) -> list[float]:
-    """One point of the box `intervals`, away from ties and from 0."""
+def open_slice(index: str | None) -> bool:
+    """An index with a slice `a:` (start, no stop, no step)."""
+    parts = parse_index(index) if index is not None else ()
+    return any(isinstance(p, slice) and p.start is not None and p.stop is None and p.step is None for p in parts)
+
+
+def known_bug(case: Case, test: str) -> str | None:
+    row, kind, name = case.entry
+    if name == "matmul" and kind == "function":
+        return MATMUL_UFUNC
+    if open_slice(case.index):
+        return OPEN_SLICE
+    if test == "float32" and (name in ("max", "min") or row == "where"):
+        return FLOAT32_MASK
+    if test == "float32" and sample_output_shape(case) and np.prod(sample_output_shape(case)) == 1:
+        return FLOAT32_FULL  # the weights reducing a one-element output
+    return None
+
+
+def params(cases: list[Case], test: str) -> list:
+    out = []
+    for case in cases:
+        reason = known_bug(case, test)
+        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+        out.append(pytest.param(case, id=str(case), marks=marks))
+    return out
+
+
+# --- the user's function for a case, and its autograd twin -----------------------------------
+
+
+def augmented(row: Op, target: str, value: str) -> str:
+    """`x += y` for a row whose forward is `x + y`: the statement is the forward's operator."""
+    body = ast.parse(row.forward, mode="eval").body
+    assert isinstance(body, ast.BinOp), f"{row.name} has an in-place entry but no binary operator"
+    return ast.unparse(ast.AugAssign(ast.Name(target, ast.Store()), body.op, ast.Name(value, ast.Load())))
+
+
+@functools.lru_cache(maxsize=None)
+def _signature(text: str) -> inspect.Signature:
+    namespace: dict = {}
+    exec(f"def _({text}): pass", namespace)
+    return inspect.signature(namespace["_"])
+
+
+def spelled_static(row: Op, kind: str, static: dict) -> list[str]:
+    """The static arguments as a call writes them: positional, `*shape`, or keywords that
+    differ from their defaults (`np.sum(x, axis=1)`, `x.reshape(2, 3)`, `np.clip(x, -1.0, 1.0)`)."""
+    text = (row.method_signature if kind == "method" else None) or row.signature
+    if not text:
+        return []
+    parts = []
+    for p in _signature(text).parameters.values():
+        if p.name in row.params:
+            continue
+        value = static[p.name]
+        if p.kind is p.VAR_POSITIONAL:
+            parts += [repr(v) for v in value]
+        elif p.default is p.empty:
+            parts.append(repr(value))
+        elif value != p.default:
+            parts.append(f"{p.name}={value!r}")
+    return parts
+
+
+def call_lines(case: Case, operands: list[str]) -> tuple[list[str], str]:
+    """Lines of user code applying the case's entry point, and the name of the result."""
+    row, kind, name, static = case.row, case.kind, case.name, dict(case.static)
+    if kind == "inplace":
+        return [augmented(row, operands[0], operands[1])], operands[0]
+    if (kind, name) == ("operator", "__setitem__"):
+        return [f"{operands[0]}[{case.index}] = {operands[1]}"], operands[0]
+    if (kind, name) == ("operator", "__getitem__"):
+        expr = f"{operands[0]}[{case.index}]"
+    elif kind == "operator":
+        expr = f"_op({', '.join(operands)})"  # __add__ -> operator.add, __neg__ -> operator.neg
+    elif kind == "reflected":
+        expr = f"{operands[1]}.{name}({operands[0]})"  # y.__radd__(x) computes x + y
+    elif kind in ("ufunc", "function"):
+        expr = f"np.{name}({', '.join(operands + spelled_static(row, kind, static))})"
+    elif kind == "method":
+        expr = f"{operands[0]}.{name}({', '.join(operands[1:] + spelled_static(row, kind, static))})"
+    elif kind == "attribute":
+        expr = f"{operands[0]}.{name}"
+    else:
+        assert kind == "gate", kind
+        expr = f"compiler.{name}({', '.join(operands)})"
+    return [f"out = {expr}"], "out"
+
+
+def functional_update(x, index, v):
+    """`x[index] = v` as autograd can differentiate it: no write, the last write wins."""
+    positions = np.arange(np.size(getval(x))).reshape(anp.shape(x))[index]
+    placed = v * np.ones(positions.shape)
+    last = {int(p): k for k, p in enumerate(np.ravel(positions))}
+    scatter = np.zeros((np.size(getval(x)), positions.size))
+    scatter[list(last), list(last.values())] = 1.0
+    written = scatter.sum(axis=1)
+    flat = anp.reshape(x, (-1,)) * (1.0 - written) + anp.dot(scatter, anp.reshape(placed, (-1,)))
+    return anp.reshape(flat, anp.shape(x))
+
+
+AUTOGRAD_SPELLINGS = {"x.copy()": "np.array(x)"}  # autograd has no rule for ndarray.copy
+AUTOGRAD_NAMESPACE = {"np": anp, "updated": functional_update}
+
+
+@functools.lru_cache(maxsize=None)
+def oracle_forward(row: Op) -> Callable:
+    """The row's forward expression over its params and statics, with np bound to autograd.numpy."""
+    text = AUTOGRAD_SPELLINGS.get(row.forward, row.forward)
+    return eval(f"lambda {', '.join(row.params + row.static)}: {text}", dict(AUTOGRAD_NAMESPACE))
+
+
+@dataclass
+class UserFunction:
+    case: Case
+    f: Callable  # the user's function, calling the entry point
+    oracle: Callable  # the same function for autograd, through the row's forward expression
+    names: tuple[str, ...]  # f's parameters
+    floats: tuple[str, ...]  # its float parameters (what flatgrad differentiates)
+    constants: dict  # index arrays baked into f
+    out_shape: tuple[int, ...]
+    source: str
+
+    def examples(self, dtype=np.float64) -> list:
+        shapes = self.input_shapes()
+        return [
+            (np.ones(shapes[n], dtype) if shapes[n] else dtype(1.0)) if n in self.floats else np.zeros(shapes[n], np.int64)
+            for n in self.names
+        ]
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {}
+        for p, shape in zip(self.case.row.params, self.case.shapes):
+            if p in self.case.row.bool_params:
+                shapes[f"{p}_a"] = shapes[f"{p}_b"] = shape
+            else:
+                shapes[p] = shape
+        return shapes
+
+
+def draw_index_arrays(case: Case, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Index arrays for the case's index: repeats for a gather (they must add up), distinct
+    positions for a write; some spelled negative."""
+    row = case.row
+    static = parse_index(case.index)
+    names = index_params(row)
+    if not names:
+        return {}
+    sizes = [case.shapes[0][static.index(IndexOperand(n))] for n in names]
+    length = case.shapes[row.params.index(names[0])][0]
+    if writes(row):
+        combos = list(itertools.product(*map(range, sizes)))
+        positions = np.array([combos[k] for k in rng.choice(len(combos), length, replace=False)]).T
+    else:
+        positions = np.stack([rng.integers(0, n, length) for n in sizes])
+        positions[:, -1] = positions[:, 0]  # at least one position gathered twice
+    negative = rng.random(positions.shape) < 0.3
+    spelled = np.where(negative, positions - np.array(sizes)[:, None], positions)
+    return {n: spelled[k].astype(np.int64) for k, n in enumerate(names)}
+
+
+def sample_output_shape(case: Case) -> tuple[int, ...]:
+    row = case.row
+    samples = []
+    for p, shape in zip(row.params, case.shapes):
+        if p in row.bool_params:
+            samples.append(np.ones(shape, bool))
+        elif p in INDEX_PARAMS:
+            samples.append(np.zeros(shape, np.int64))
+        else:
+            samples.append(np.full(shape, 0.5) if shape else 0.5)
+    return np.shape(row.compute(*samples, **case.static_dict()))
+
+
+def user_function(case: Case, dtype=np.float64) -> UserFunction:
+    row = case.row
+    names: list[str] = []
+    floats: list[str] = []
+    lines: list[str] = []
+    constants = draw_index_arrays(case, rng_for(case, "const")) if case.const_index else {}
+    for p in row.params:
+        if p in row.bool_params:
+            names += [f"{p}_a", f"{p}_b"]
+            floats += [f"{p}_a", f"{p}_b"]
+            lines.append(f"{p} = {p}_a > {p}_b")
+        elif p in INDEX_PARAMS:
+            if not case.const_index:
+                names.append(p)
+        else:
+            names.append(p)
+            floats.append(p)
+    call, result = call_lines(case, list(row.params))
+    out_shape = sample_output_shape(case)
+    W = weights(out_shape, dtype)
+    ret = f"np.sum({result} * _W)" if out_shape else result
+    source = f"def f({', '.join(names)}):\n" + "".join(f"    {line}\n" for line in lines + call) + f"    return {ret}\n"
+    op = getattr(operator, case.name.strip("_"), None) if case.kind == "operator" else None
+    namespace = {"np": np, "compiler": compiler, "_op": op, "_W": W, **constants}
+    exec(compile(source, f"<{case}>", "exec"), namespace)
+
+    forward = oracle_forward(row)
+    static = case.static_dict()
+
+    def oracle(*args):
+        values = dict(zip(names, args)) | constants
+        row_args = [
+            np.greater(getval(values[f"{p}_a"]), getval(values[f"{p}_b"])) if p in row.bool_params else values[p]
+            for p in row.params
+        ]
+        if is_elementwise(row) and out_shape:  # autograd's np.where does not sum a broadcast gradient back
+            row_args = [a * np.ones(out_shape) if p in floats else a for p, a in zip(row.params, row_args)]
+        operands = dict(zip(row.params, row_args))
+        out = forward(*row_args, **{k: resolve_index_operands(v, operands) for k, v in static.items()})
+        return anp.sum(out * W) if out_shape else out
+
+    return UserFunction(case, namespace["f"], oracle, tuple(names), tuple(floats), constants, out_shape, source)
+
+
+def away_from_kinks(values: np.ndarray, extra: tuple[float, ...] = ()) -> bool:
+    """All values (and 0 and `extra`) at least KINK_MARGIN apart: no ties, no kinks."""
+    points = np.sort(np.concatenate([np.ravel(values), [0.0], extra]))
+    return bool(np.all(np.diff(points) > KINK_MARGIN))
+
+
+def draw_args(user: UserFunction, rng: np.random.Generator) -> list:
+    """Arguments for f: floats from the row's domain (scalars as np.float64), index arrays."""
+    row, case = user.case, user.case
+    shapes = user.input_shapes()
+    intervals = {}
+    for p, interval in zip(case.row.params, case.row.domain):
+        if p in case.row.bool_params:
+            intervals[f"{p}_a"] = intervals[f"{p}_b"] = COND_DOMAIN
+        elif interval is not None:
+            intervals[p] = interval
+    bounds = tuple(float(v) for _, v in row.static if isinstance(v, float))
     while True:
-        values = [float(rng.uniform(lo, hi)) for lo, hi in intervals]
-        if away_from_kinks(values):
-            return values
+        floats = {n: rng.uniform(*intervals[n], shapes[n]) for n in user.floats}
+        if away_from_kinks(np.concatenate([np.ravel(v) for v in floats.values()]), bounds):
+            break
+    arrays = draw_index_arrays(case, rng) if case.index is not None and not case.const_index else {}
+    return [np.float64(floats[n]) if n in floats and not shapes[n] else floats.get(n, arrays.get(n)) for n in user.names]
 
 
 # --- oracles and checks -----------------------------------------------------------------------
@@ -104,43 +522,71 @@ def build(f, *examples, **kwargs) -> compiler.GradientProgram:
     return prog
 
 
-def central_differences(f, args: list[float]) -> list[float]:
-    """Central differences of `f` run by NumPy on float64 scalars."""
-    grads = []
+def copies(args) -> list:
+    return [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+
+
+def central_differences(f, args: list, position: int) -> np.ndarray:
+    """d f / d args[position], element by element, f run by NumPy on float64 copies."""
+    base = np.array(args[position], dtype=np.float64)
+    grad = np.zeros(base.shape)
     with np.errstate(all="raise"):
-        for i, a in enumerate(args):
-            step = 1e-6 * max(1.0, abs(a))
-            up = [np.float64(v) for v in args]
-            down = list(up)
-            up[i], down[i] = np.float64(a + step), np.float64(a - step)
-            grads.append(float((f(*up) - f(*down)) / (2 * step)))
-    return grads
+        for element in np.ndindex(base.shape):
+            step = 1e-6 * max(1.0, abs(base[element]))
+            values = []
+            for sign in (1, -1):
+                moved = base.copy()
+                moved[element] += sign * step
+                arguments = copies(args)
+                arguments[position] = moved[()] if moved.ndim == 0 else moved
+                values.append(f(*arguments))
+            grad[element] = (values[0] - values[1]) / (2 * step)
+    return grad
 
 
-def check_against_fd(prog: compiler.GradientProgram, f, args: list[float]) -> None:
-    """Value against NumPy running `f`, gradients against central differences; also checks
-    that Python floats and NumPy float64 inputs give the same results."""
+def run(prog: compiler.GradientProgram, args: list):
+    """prog.value_and_grad, checking that it leaves its arguments as they were."""
+    before = copies(args)
     value, grads = prog.value_and_grad(*args)
-    assert len(grads) == len(args)
+    for a, b in zip(args, before):
+        np.testing.assert_array_equal(a, b, err_msg="the emitted code wrote into an argument")
+    return value, grads
+
+
+def check_against_fd(prog: compiler.GradientProgram, f, names, args: list) -> None:
+    """Value against NumPy running `f`, gradients against central differences; with scalar
+    inputs, also that Python floats and NumPy float64 inputs give the same results."""
+    value, grads = run(prog, args)
+    assert len(grads) == len(prog.wrt)
     with np.errstate(all="raise"):
-        expected = f(*[np.float64(a) for a in args])
+        expected = f(*copies(args))
     np.testing.assert_allclose(float(value), float(expected), rtol=1e-13, atol=1e-15)
+    for name, grad in zip(prog.wrt, grads):
+        position = names.index(name)
+        assert np.shape(grad) == np.shape(args[position]), name
+        np.testing.assert_allclose(grad, central_differences(f, args, position), rtol=FD_RTOL, atol=FD_ATOL, err_msg=name)
+    if all(np.ndim(a) == 0 for a in args):
+        value_py, grads_py = prog.value_and_grad(*[float(a) for a in args])
+        assert float(value_py) == float(value)
+        assert [float(g) for g in grads_py] == [float(g) for g in grads]
+
+
+def assert_close_to_autograd(actual, expected, err_msg: str = "") -> None:
     np.testing.assert_allclose(
-        [float(g) for g in grads], central_differences(f, args), rtol=FD_RTOL, atol=FD_ATOL
-    )
-    value64, grads64 = prog.value_and_grad(*[np.float64(a) for a in args])
-    assert float(value64) == float(value)
-    assert [float(g) for g in grads64] == [float(g) for g in grads]
-
-
-def assert_close_to_autograd(actual, expected) -> None:
-    np.testing.assert_allclose(
-        np.asarray(actual, dtype=float), np.asarray(expected, dtype=float), rtol=AG_RTOL, atol=AG_ATOL
+        np.asarray(actual, dtype=float), np.asarray(expected, dtype=float), rtol=AG_RTOL, atol=AG_ATOL, err_msg=err_msg
     )
 
 
-def autograd_grads(fn, args: list[float], argnums) -> list[float]:
-    return [float(autograd.grad(fn, argnum=i)(*args)) for i in argnums]
+def autograd_grads(fn, args: list, argnums) -> list:
+    return [autograd.grad(fn, argnum=i)(*args) for i in argnums]
+
+
+def check_against_autograd(prog: compiler.GradientProgram, oracle, names, args: list) -> None:
+    value, grads = prog.value_and_grad(*args)
+    assert_close_to_autograd(value, oracle(*args))
+    positions = [names.index(n) for n in prog.wrt]
+    for name, grad, expected in zip(prog.wrt, grads, autograd_grads(oracle, args, positions)):
+        assert_close_to_autograd(grad, expected, err_msg=name)
 
 
 # --- the table is well formed ---------------------------------------------------------------
@@ -152,194 +598,201 @@ def test_row_is_well_formed(row):
     for param in row.grads:
         assert set(row.rule_names(param)) <= set(row.params) | {"out", "grad"}
         assert "grad" in row.rule_names(param), "a local gradient multiplies the upstream one"
+    assert row.entry_points() or not row.grads, "a differentiable row user code cannot reach"
     if row.entry_points():
         assert len(row.domain) == len(row.params)
-        for interval in row.domain:
+        for param, interval in zip(row.params, row.domain):
+            # a None domain is a bool or an index array, the only inputs not drawn from an interval
+            assert (interval is None) == (param in row.bool_params or param in INDEX_PARAMS), param
             assert interval is None or interval[0] < interval[1]
-    else:
-        assert row.name in ("ones_like", "zeros_like") and not row.grads
+    if row.shapes:
+        assert len(row.shapes) == len(row.params)
+    assert set(row.bool_params) <= set(row.params)
+    assert row.when is None or row.shapes, "a row chosen by `when` gives example shapes it accepts"
 
 
-def test_every_reachable_row_is_tested():
-    tested = {p.values[0].name for p in cases(ROWS)}
-    assert tested == {row.name for row in ROWS}
-    assert {row.name for row in OPS.values()} - tested == {"ones_like", "zeros_like"}
+def test_every_row_and_entry_point_is_tested():
+    tested = {case.entry for case in GRADIENT_CASES + COMPARISON_CASES + FILL_CASES}
+    declared = {(row.name, kind, name) for row in ROWS for kind, name in row.entry_points()}
+    assert tested == declared
+    assert {row.name for row in ROWS} == set(OPS)
+    assert set(DIFFERENTIABLE) | set(COMPARISONS) | set(FILLS) == set(ROWS)
+
+
+def test_each_static_candidate_reaches_exactly_one_row():
+    """For every call the tests make, exactly one row sharing the entry point accepts it."""
+    for case in GRADIENT_CASES:
+        values = tuple(s for p, s in zip(case.row.params, case.shapes) if p not in INDEX_PARAMS)
+        arrays = tuple(1 for p in case.row.params if p in INDEX_PARAMS)
+        ndims = tuple(len(s) for s in values) + arrays
+        static = case.static_dict()
+        sharing = [row for row in ROWS if (case.kind, case.name) in row.entry_points()]
+        accepting = [row.name for row in sharing if row.accepts(ndims, static)]
+        assert accepting == [case.row.name], str(case)
 
 
 # --- every differentiable row, through every entry point -------------------------------------
 
 
-def user_function(row: Op, kind: str, name: str):
-    """f(...) applying the entry point to fresh inputs; a None-domain (bool) param `p` becomes
-    `p_a > p_b` of two float inputs. Returns f and its parameter names."""
-    names = []
-    for param, interval in zip(row.params, row.domain):
-        names += [f"{param}_a", f"{param}_b"] if interval is None else [param]
-    arguments = ", ".join(
-        f"{param}_a > {param}_b" if interval is None else param
-        for param, interval in zip(row.params, row.domain)
-    )
-    namespace = {"_call": caller(kind, name)}
-    exec(f"def f({', '.join(names)}):\n    return _call({arguments})\n", namespace)
-    return namespace["f"], names
+def traced_eqn(prog: compiler.GradientProgram, row: Op) -> ir.Eqn:
+    """The first forward equation of `row` (the case's call comes before the weighting)."""
+    return next(e for e in prog.graph.forward_eqns if e.op == row.name)
 
 
-def input_intervals(row: Op) -> list[tuple[float, float]]:
-    intervals = []
-    for interval in row.domain:
-        intervals += [COND_DOMAIN, COND_DOMAIN] if interval is None else [interval]
-    return intervals
-
-
-def oracle_arguments(row: Op, args: list[float]) -> list:
-    """The row's arguments from the user function's inputs (bools from their comparison)."""
-    values, i = [], 0
-    for interval in row.domain:
-        if interval is None:
-            values.append(args[i] > args[i + 1])
-            i += 2
-        else:
-            values.append(args[i])
-            i += 1
-    return values
-
-
-@pytest.mark.parametrize("row, kind, name", cases(DIFFERENTIABLE))
-def test_gradient_of_every_entry_point(row, kind, name):
-    f, names = user_function(row, kind, name)
-    prog = build(f, *[1.0] * len(names))
-    assert prog.wrt == tuple(names)
-    oracle = oracle_forward(row)
-    rng = rng_for(row.name, kind, name)
+@pytest.mark.parametrize("case", params(GRADIENT_CASES, "gradient"))
+def test_gradient_of_every_entry_point(case):
+    user = user_function(case)
+    prog = build(user.f, *user.examples())
+    assert prog.wrt == user.floats, user.source
+    assert traced_eqn(prog, case.row).static == case.static_dict()
+    rng = rng_for(case)
     for _ in range(DRAWS):
-        args = draw(rng, input_intervals(row))
-        check_against_fd(prog, f, args)
-
-        value, grads = prog.value_and_grad(*args)
-        row_args = oracle_arguments(row, args)
-        assert_close_to_autograd(value, oracle(*row_args))
-        expected = dict.fromkeys(names, 0.0)  # the inputs of a bool get no gradient
-        for i, param in enumerate(row.params):
-            if param in row.grads:
-                expected[param] = autograd_grads(oracle, row_args, [i])[0]
-        assert_close_to_autograd(grads, [expected[n] for n in names])
+        args = draw_args(user, rng)
+        check_against_fd(prog, user.f, user.names, args)
+        check_against_autograd(prog, user.oracle, user.names, args)
 
 
-@pytest.mark.parametrize("row, kind, name", cases(COMPARISONS))
-def test_comparison_routes_where(row, kind, name):
-    cmp = caller(kind, name)
-
-    def f(x, y):
-        return np.where(cmp(x, y), x * 2.0, y * 3.0)
-
-    prog = build(f, 1.0, 1.0)
-    (comparison,) = [e for e in prog.graph.forward_eqns if e.op == row.name]
-    assert comparison.out.dtype == "bool"
-    assert isinstance(row.compute(1.0, 2.0), (bool, np.bool_))
-
-    oracle_cmp = oracle_forward(row)
+@pytest.mark.parametrize("case", params(COMPARISON_CASES, "comparison"))
+def test_comparison_routes_where(case):
+    """where(cmp(x, y), 2x, 3y): the comparison decides which branch gets the gradient."""
+    row = case.row
+    out_shape = np.broadcast_shapes(*case.shapes)
+    W = weights(out_shape)
+    call, result = call_lines(case, ["x", "y"])
+    namespace = {"np": np, "_op": getattr(operator, case.name.strip("_"), None), "_W": W}
+    exec(f"def f(x, y):\n    {call[0]}\n    return np.sum(np.where({result}, x * 2.0, y * 3.0) * _W)\n", namespace)
+    f = namespace["f"]
+    cmp = oracle_forward(row)
 
     def oracle(x, y):
-        return anp.where(oracle_cmp(x, y), x * 2.0, y * 3.0)
+        return anp.sum(anp.where(cmp(getval(x), getval(y)), x * 2.0, y * 3.0) * W)
 
-    rng = rng_for(row.name, kind, name)
+    prog = build(f, *[np.ones(s) if s else 1.0 for s in case.shapes])
+    comparison = traced_eqn(prog, row)
+    assert comparison.out.dtype == "bool" and comparison.out.shape == out_shape
+    rng = rng_for(case)
     for _ in range(DRAWS):
-        x, y = draw(rng, list(row.domain))
-        for args in ([x, y], [y, x]):  # both branches
-            check_against_fd(prog, f, args)
-            value, grads = prog.value_and_grad(*args)
-            assert_close_to_autograd(value, oracle(*args))
-            assert_close_to_autograd(grads, autograd_grads(oracle, args, [0, 1]))
-    # a tie: eq/ge/le take the first branch, ne/gt/lt the second
-    value, grads = prog.value_and_grad(1.5, 1.5)
-    taken = bool(row.compute(1.5, 1.5))
-    assert value == (3.0 if taken else 4.5)
-    assert [float(g) for g in grads] == ([2.0, 0.0] if taken else [0.0, 3.0])
+        while True:
+            x, y = (rng.uniform(*interval, shape) for interval, shape in zip(row.domain, case.shapes))
+            if away_from_kinks(np.concatenate([np.ravel(x), np.ravel(y)])):
+                break
+        x, y = (np.float64(v) if np.ndim(v) == 0 else v for v in (x, y))
+        for args in ([x, y], [y, x]) if case.shapes[0] == case.shapes[1] else ([x, y],):  # both branches
+            check_against_fd(prog, f, ["x", "y"], args)
+            check_against_autograd(prog, oracle, ["x", "y"], args)
+    # ties, where eq/ge/le take the first branch and ne/gt/lt the second
+    x = np.full(case.shapes[0], 1.5) if case.shapes[0] else 1.5
+    y = np.full(case.shapes[1], 1.5) if case.shapes[1] else 1.5
+    taken = np.broadcast_to(row.compute(1.5, 1.5), out_shape)
+    value, (grad_x, grad_y) = prog.value_and_grad(x, y)
+    assert float(value) == pytest.approx(float(np.sum(np.where(taken, 3.0, 4.5) * W)), rel=1e-14)
+    np.testing.assert_array_equal(grad_x, unbroadcast(np.where(taken, 2.0, 0.0) * W, np.shape(x)))
+    np.testing.assert_array_equal(grad_y, unbroadcast(np.where(taken, 0.0, 3.0) * W, np.shape(y)))
 
 
-@pytest.mark.parametrize("row, kind, name", cases(COMPARISONS))
-def test_comparison_of_a_value_with_itself(row, kind, name):
-    cmp = caller(kind, name)
+@pytest.mark.parametrize("row", COMPARISONS, ids=lambda row: row.name)
+@pytest.mark.parametrize("shape", [(), (4, 3)], ids=str)
+def test_comparison_of_a_value_with_itself(row, shape):
+    for kind, name in row.entry_points():
+        call, result = call_lines(Case(row, kind, name, (shape, shape)), ["x", "x"])
+        namespace = {"np": np, "_op": getattr(operator, name.strip("_"), None)}
+        exec(f"def f(x):\n    {call[0]}\n    return np.sum(np.where({result}, x * 2.0, x * 3.0))\n", namespace)
+        prog = build(namespace["f"], np.ones(shape) if shape else 1.0)
+        taken = bool(row.compute(0.7, 0.7))
+        x = np.full(shape, 0.7) if shape else 0.7
+        value, (grad,) = prog.value_and_grad(x)
+        assert float(value) == pytest.approx((1.4 if taken else 2.1) * max(1, np.size(x)), rel=1e-15)
+        np.testing.assert_array_equal(grad, np.full(shape, 2.0 if taken else 3.0))
 
-    def f(x):
-        return np.where(cmp(x, x), x * 2.0, x * 3.0)
 
-    prog = build(f, 1.0)
-    taken = bool(row.compute(0.7, 0.7))
-    value, (grad,) = prog.value_and_grad(0.7)
-    assert float(value) == pytest.approx(1.4 if taken else 2.1, rel=1e-15)
-    assert float(grad) == (2.0 if taken else 3.0)
+@pytest.mark.parametrize("case", params(FILL_CASES, "fill"))
+def test_fill_has_its_value_and_no_gradient(case):
+    """np.ones_like(x) / np.zeros_like(x): a constant of x's shape, through which no gradient flows."""
+    W = weights(case.shapes[0])
+    call, result = call_lines(case, ["x"])
+    namespace = {"np": np, "_W": W}
+    exec(f"def f(x):\n    {call[0]}\n    return np.sum((x * 2.0 + {result}) * _W)\n", namespace)
+    fill = oracle_forward(case.row)
+
+    def oracle(x):
+        return anp.sum((x * 2.0 + fill(x)) * W)
+
+    prog = build(namespace["f"], np.ones(case.shapes[0]) if case.shapes[0] else 1.0)
+    rng = rng_for(case)
+    for _ in range(DRAWS):
+        x = rng.uniform(*case.row.domain[0], case.shapes[0])
+        x = np.float64(x) if not case.shapes[0] else x
+        check_against_fd(prog, namespace["f"], ["x"], [x])
+        check_against_autograd(prog, oracle, ["x"], [x])
+        np.testing.assert_array_equal(prog.grad(x)[0], 2.0 * W)
 
 
 # --- a constant on either side ---------------------------------------------------------------
 
-BINARY = [row for row in ROWS if len(row.params) == 2]
-
 
 def constant_cases() -> list:
-    params = []
-    for row in BINARY:
-        entries = [("operator", d) for d in row.operators] + [("ufunc", u) for u in row.ufuncs]
-        for kind, name in entries:
-            for side in ("left", "right"):
-                reached = name
-                if kind == "operator" and side == "left" and f"__r{name[2:]}" in row.reflected:
-                    reached = f"__r{name[2:]}"  # 2.0 + x calls x.__radd__(2.0)
-                tag = f"{row.name}-{label(kind, reached)}-const-{side}"
-                params.append(pytest.param(row, kind, name, side, id=tag))
-    return params
+    """Binary rows of two floats: a Python float constant (elementwise rows) or a NumPy array
+    constant (broadcasting; matrix products with their example shapes) on either side."""
+    out = []
+    for row in DIFFERENTIABLE + COMPARISONS:
+        if len(row.params) != 2 or None in row.domain or (row.static and not is_elementwise(row)):
+            continue
+        shape_sets = [((), ()), ((4, 3), (3,)), ((3,), (4, 3)), ((4, 1), (1, 3))] if is_elementwise(row) else [row.shapes]
+        entries = [(k, n) for k, n in row.entry_points() if k in ("operator", "ufunc", "function", "inplace")]
+        for (kind, name), shapes, side in itertools.product(entries, shape_sets, ("left", "right")):
+            if kind == "inplace" and (side == "left" or not inplace_fits(shapes)):
+                continue
+            case = Case(row, kind, name, shapes)
+            bug = MATMUL_UFUNC if (name == "matmul" or (name == "__matmul__" and side == "left" and shapes[0])) else None
+            marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
+            out.append(pytest.param(case, side, id=f"{case}-const-{side}", marks=marks))
+    return out
 
 
-@pytest.mark.parametrize("row, kind, name, side", constant_cases())
-def test_constant_operand(row, kind, name, side):
-    """`2.0 * x`, `x * 2.0`, `np.add(2.0, x)`, ...; with a constant on the left an operator
-    reaches the row's reflected dunder (or, for a comparison, its mirror image)."""
-    call = caller(kind, name)
+@pytest.mark.parametrize("case, side", constant_cases())
+def test_constant_operand(case, side):
+    """`2.0 * x`, `x * C`, `np.add(C, x)`, `x @ C`, `x += C`...; a Python float on the left
+    reaches the reflected dunder, a NumPy array on the left the ufunc."""
+    row = case.row
     const_index = 0 if side == "left" else 1
     traced_index = 1 - const_index
-    rng = rng_for(row.name, kind, name, side)
-    constant = draw(rng, [row.domain[const_index]])[0]
-    interval = row.domain[traced_index]
+    rng = rng_for(case, side)
+    const_shape, traced_shape = case.shapes[const_index], case.shapes[traced_index]
+    while True:
+        constant = rng.uniform(*row.domain[const_index], const_shape)
+        if away_from_kinks(constant):
+            break
+    constant = float(constant) if not const_shape else constant
+    operands = ["_C", "x"] if side == "left" else ["x", "_C"]
+    call, result = call_lines(case, operands)
+    out_shape = np.broadcast_shapes(*case.shapes) if is_elementwise(row) else sample_output_shape(case)
+    W = weights(out_shape)
+    reduce = f"np.where({result}, x * 2.0, x * 3.0)" if not row.grads else result
+    namespace = {"np": np, "_op": getattr(operator, case.name.strip("_"), None), "_W": W, "_C": constant}
+    exec(f"def f(x):\n    {call[0]}\n    return np.sum({reduce} * _W)\n", namespace)
+    f = namespace["f"]
+    forward = oracle_forward(row)
 
-    def apply(x, c):
-        return call(c, x) if side == "left" else call(x, c)
+    def oracle(x):
+        value = forward(constant, x) if side == "left" else forward(x, constant)
+        if not row.grads:
+            value = anp.where(getval(value), x * 2.0, x * 3.0)
+        return anp.sum(value * W)
 
-    if row.grads:
-
-        def f(x):
-            return apply(x, constant)
-
-        oracle_op = oracle_forward(row)
-
-        def oracle(x):
-            return oracle_op(constant, x) if side == "left" else oracle_op(x, constant)
-
-    else:  # a comparison: route np.where with it
-
-        def f(x):
-            return np.where(apply(x, constant), x * 2.0, x * 3.0)
-
-        oracle_cmp = oracle_forward(row)
-
-        def oracle(x):
-            cond = oracle_cmp(constant, x) if side == "left" else oracle_cmp(x, constant)
-            return anp.where(cond, x * 2.0, x * 3.0)
-
-    prog = build(f, 1.0)
-    if row.grads:  # one gate, with the constant where it was written
-        (eqn,) = prog.graph.forward_eqns
-        assert eqn.op == row.name
-        assert eqn.inputs[const_index] == ir.Const(constant)
+    prog = build(f, np.ones(traced_shape) if traced_shape else 1.0)
+    if row.grads:  # one gate, with the constant where it was written (a comparison may mirror)
+        eqn = traced_eqn(prog, row)
+        assert isinstance(eqn.inputs[const_index], ir.Const)
+        np.testing.assert_array_equal(eqn.inputs[const_index].value, constant)
         assert eqn.inputs[traced_index] is prog.graph.inputs[0]
     for _ in range(DRAWS):
         while True:
-            (x,) = draw(rng, [interval])
-            if away_from_kinks([x, constant]):
+            x = rng.uniform(*row.domain[traced_index], traced_shape)
+            if away_from_kinks(np.concatenate([np.ravel(x), np.ravel(constant)])):
                 break
-        check_against_fd(prog, f, [x])
-        value, grads = prog.value_and_grad(x)
-        assert_close_to_autograd(value, oracle(x))
-        assert_close_to_autograd(grads, autograd_grads(oracle, [x], [0]))
+        x = np.float64(x) if not traced_shape else x
+        check_against_fd(prog, f, ["x"], [x])
+        check_against_autograd(prog, oracle, ["x"], [x])
 
 
 def special_constants(np):
@@ -372,20 +825,30 @@ def special_constants(np):
         "where(x>0.25,x,-2.0)": lambda x: np.where(x > 0.25, x, -2.0),
         "where(True,x,2.0)": lambda x: np.where(True, x, 2.0),
         "where(False,x,x*x)": lambda x: np.where(False, x, x * x),
+        "x*eye": lambda x: np.sum(x * np.eye(3)),
+        "arange@x": lambda x: np.sum(np.arange(3.0) * x),
+        "x[1]*2": lambda x: x[1] * 2.0,
+        "mean(x)*3": lambda x: np.mean(x) * 3,
     }
 
 
 @pytest.mark.parametrize("key", list(special_constants(np)))
-def test_special_constant(key):
+@pytest.mark.parametrize("shape", [(), (3, 3)], ids=str)
+def test_special_constant(key, shape):
     f, oracle = special_constants(np)[key], special_constants(anp)[key]
-    prog = build(f, 1.0)
-    for x in (-2.3, -0.7, 0.4, 1.9):
-        if key == "x**0.5" and x < 0:
-            continue
-        check_against_fd(prog, f, [x])
-        value, grads = prog.value_and_grad(x)
-        assert_close_to_autograd(value, oracle(x))
-        assert_close_to_autograd(grads, autograd_grads(oracle, [x], [0]))
+    if key in ("x[1]*2",) and not shape:
+        pytest.skip("indexes an array")
+    if np.ndim(f(np.ones(shape))):  # an array: summed to a scalar
+        f, oracle = (lambda fn, sum: lambda x: sum(fn(x)))(f, np.sum), (lambda fn: lambda x: anp.sum(fn(x)))(oracle)
+    prog = build(f, np.ones(shape) if shape else 1.0)
+    rng = rng_for(key, shape)
+    for _ in range(4):
+        x = rng.uniform(-2.3, 1.9, shape)
+        if "0.5" in key and "**" in key and "0.5**" not in key:
+            x = np.abs(x) + 0.1
+        x = np.float64(x) if not shape else x
+        check_against_fd(prog, f, ["x"], [x])
+        check_against_autograd(prog, oracle, ["x"], [x])
 
 
 # --- fan-out: one value used several times --------------------------------------------------
@@ -398,27 +861,51 @@ def shared_interval(row: Op) -> tuple[float, float]:
     return lo, hi
 
 
-@pytest.mark.parametrize("row, kind, name", cases([row for row in DIFFERENTIABLE if len(row.params) == 2]))
-def test_same_value_on_both_sides(row, kind, name):
-    """op(x, x): both local gradients accumulate into grad_x."""
-    call = caller(kind, name)
+def same_value_cases() -> list:
+    out = []
+    for row in DIFFERENTIABLE:
+        if len(row.params) != 2 or None in row.domain:
+            continue
+        if is_elementwise(row):
+            shapes = [(), (4, 3)]
+        elif row.shapes[0] == row.shapes[1]:
+            shapes = [row.shapes[0]]
+        else:
+            continue
+        for (kind, name), shape in itertools.product(row.entry_points(), shapes):
+            case = Case(row, kind, name, (shape, shape))
+            reason = known_bug(case, "same-value")
+            out.append(pytest.param(case, id=str(case), marks=[pytest.mark.xfail(strict=True, reason=reason)] if reason else []))
+    return out
 
-    def f(x):
-        return call(x, x)
 
-    oracle_op = oracle_forward(row)
+@pytest.mark.parametrize("case", same_value_cases())
+def test_same_value_on_both_sides(case):
+    """op(x, x), `x += x`: both local gradients accumulate into grad_x."""
+    row, shape = case.row, case.shapes[0]
+    out_shape = sample_output_shape(case)
+    W = weights(out_shape)
+    call, result = call_lines(case, ["x", "x"])
+    namespace = {"np": np, "compiler": compiler, "_op": getattr(operator, case.name.strip("_"), None), "_W": W}
+    ret = f"np.sum({result} * _W)" if out_shape else result
+    exec(f"def f(x):\n    {call[0]}\n    return {ret}\n", namespace)
+    f = namespace["f"]
+    forward = oracle_forward(row)
 
     def oracle(x):
-        return oracle_op(x, x)
+        out = forward(x, x)
+        return anp.sum(out * W) if out_shape else out
 
-    prog = build(f, 1.0)
-    rng = rng_for(row.name, kind, name, "fan-out")
+    prog = build(f, np.ones(shape) if shape else 1.0)
+    rng = rng_for(case, "fan-out")
     for _ in range(DRAWS):
-        args = draw(rng, [shared_interval(row)])
-        check_against_fd(prog, f, args)
-        value, grads = prog.value_and_grad(*args)
-        assert_close_to_autograd(value, oracle(*args))
-        assert_close_to_autograd(grads, autograd_grads(oracle, args, [0]))
+        while True:
+            x = rng.uniform(*shared_interval(row), shape)
+            if away_from_kinks(x):
+                break
+        x = np.float64(x) if not shape else x
+        check_against_fd(prog, f, ["x"], [x])
+        check_against_autograd(prog, oracle, ["x"], [x])
 
 
 def fan_out_programs(np, sigmoid):
@@ -469,12 +956,57 @@ def test_fan_out_against_autograd(key):
     oracle = fan_out_programs(anp, autograd_sigmoid)[key]
     prog = build(f, 1.0, 1.0)
     rng = rng_for("fan-out", key)
+    for _ in range(4):
+        args = [np.float64(v) for v in rng.uniform(-1.5, 1.5, 2)]
+        check_against_fd(prog, f, ["x", "y"], args)
+        check_against_autograd(prog, oracle, ["x", "y"], args)
+
+
+def array_programs(np, sigmoid):
+    """Array code as a course writes it: broadcasting, reductions, matrix products, fan-out."""
+
+    def two_layer(X, W1, b1, W2):
+        h = np.maximum(0.0, X @ W1 + b1)
+        scores = h @ W2
+        return np.sum(scores * scores) / X.shape[0]
+
+    def softmax_loss(X, W1, b1, W2):
+        scores = sigmoid(X @ W1 + b1) @ W2
+        shifted = scores - np.max(scores, axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        probs = exp / np.sum(exp, axis=1, keepdims=True)
+        return -np.mean(np.log(probs[np.arange(4), np.array([0, 1, 1, 0])]))
+
+    def standardize(X, W1, b1, W2):
+        centered = X - X.mean(axis=0)
+        scale = np.sqrt(np.mean(centered * centered, axis=0, keepdims=True) + 1e-5)
+        return np.sum((centered / scale) @ W1 * b1)
+
+    def gram(X, W1, b1, W2):
+        G = X.T @ X
+        return np.sum(G * G) + np.sum(W1.T @ G @ W1) + np.dot(b1, b1)
+
+    def reuse(X, W1, b1, W2):
+        h = np.tanh(X @ W1)
+        return np.sum(h * h.sum(axis=1, keepdims=True)) + np.sum(h @ W2 * h.mean(axis=1).reshape(4, 1))
+
+    return {"two_layer": two_layer, "softmax_loss": softmax_loss, "standardize": standardize, "gram": gram, "reuse": reuse}
+
+
+ARRAY_PROGRAM_SHAPES = ((4, 3), (3, 5), (5,), (5, 2))
+
+
+@pytest.mark.parametrize("key", list(array_programs(np, compiler.sigmoid)))
+def test_array_program_against_autograd(key):
+    f = array_programs(np, compiler.sigmoid)[key]
+    oracle = array_programs(anp, autograd_sigmoid)[key]
+    prog = build(f, *[np.ones(s) for s in ARRAY_PROGRAM_SHAPES])
+    names = [v.name for v in prog.graph.inputs]
+    rng = rng_for("array-program", key)
     for _ in range(DRAWS):
-        args = draw(rng, [(-1.5, 1.5), (-1.5, 1.5)])
-        check_against_fd(prog, f, args)
-        value, grads = prog.value_and_grad(*args)
-        assert_close_to_autograd(value, oracle(*args))
-        assert_close_to_autograd(grads, autograd_grads(oracle, args, [0, 1]))
+        args = [rng.uniform(-1.5, 1.5, s) for s in ARRAY_PROGRAM_SHAPES]
+        check_against_fd(prog, f, names, args)
+        check_against_autograd(prog, oracle, names, args)
 
 
 def test_accumulation_rebinds_the_gradient():
@@ -486,25 +1018,80 @@ def test_accumulation_rebinds_the_gradient():
     assert "grad_x += " not in prog.source
 
 
+def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum a gradient of a broadcast result back to an operand of `shape`."""
+    grad = np.asarray(grad)
+    grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
+    return grad.sum(axis=tuple(k for k, n in enumerate(shape) if n == 1), keepdims=True).reshape(shape)
+
+
+def test_broadcast_gradients_are_summed_back_to_each_shape():
+    """(4,1) + (1,3): each operand's gradient is the upstream one summed over its broadcast axes."""
+    W = weights((4, 3))
+    prog = build(lambda a, b: np.sum((a + b) * W), np.ones((4, 1)), np.ones((1, 3)))
+    grad_a, grad_b = prog.grad(np.zeros((4, 1)), np.zeros((1, 3)))
+    np.testing.assert_allclose(grad_a, W.sum(axis=1, keepdims=True), rtol=1e-15)
+    np.testing.assert_allclose(grad_b, W.sum(axis=0, keepdims=True), rtol=1e-15)
+    reductions = [e.op for e in prog.graph.backward_eqns if e.rule is None and e.op.startswith("sum")]
+    assert reductions == ["sum_keep", "sum_keep"]
+    prog = build(lambda v, s: np.sum((v * s) * W), np.ones(3), 1.0)  # (3,) and () against W's (4, 3)
+    grad_v, grad_s = prog.grad(np.ones(3), 2.0)
+    np.testing.assert_allclose(grad_v, 2.0 * W.sum(axis=0), rtol=1e-15)
+    assert np.shape(grad_s) == () and float(grad_s) == pytest.approx(W.sum(), rel=1e-14)
+
+
 # --- documented kinks: ties and zeros --------------------------------------------------------
 
+TIES_TO_FIRST = [row for row in DIFFERENTIABLE if "a tie goes to the first argument" in row.pattern]
+TIES_SHARED = [row for row in DIFFERENTIABLE if "ties share the gradient equally" in row.pattern]
 
-@pytest.mark.parametrize("ufunc", ["maximum", "minimum"])
-def test_tie_goes_to_the_first_argument(ufunc):
-    assert "a tie goes to the first argument" in OPS[ufunc].pattern
-    fn = getattr(np, ufunc)
-    prog = build(lambda x, y: fn(x, y), 1.0, 1.0)
-    for v in (-1.25, 0.0, 2.5):
-        value, grads = prog.value_and_grad(v, v)
-        assert float(value) == v
-        assert [float(g) for g in grads] == [1.0, 0.0]
-    # a constant on either side: the traced value gets the tie only when it comes first
-    first = build(lambda x: fn(x, 0.5), 1.0)
-    second = build(lambda x: fn(0.5, x), 1.0)
-    assert float(first.grad(0.5)[0]) == 1.0
-    assert float(second.grad(0.5)[0]) == 0.0
+
+def test_tie_rules_are_documented():
+    assert {row.name for row in TIES_TO_FIRST} == {"maximum", "minimum"}
+    assert {row.name for row in TIES_SHARED} == {f"{k}{s}" for k in ("max", "min") for s in ("_all", "", "_keep")}
+
+
+@pytest.mark.parametrize("case", params([c for row in TIES_TO_FIRST for c in cases_of(row)], "tie"))
+def test_tie_goes_to_the_first_argument(case):
+    """np.maximum / np.minimum: where x == y, x gets the whole gradient (also when broadcast)."""
+    user = user_function(case)
+    prog = build(user.f, *user.examples())
+    rng = rng_for(case, "ties")
+    W = weights(user.out_shape)
+    for _ in range(DRAWS):
+        x, y = (rng.integers(0, 3, s).astype(float) for s in case.shapes)  # ties everywhere
+        x, y = (np.float64(v) if np.ndim(v) == 0 else v for v in (x, y))
+        value, (grad_x, grad_y) = run(prog, [x, y])
+        out = case.row.compute(x, y)
+        first = out == np.broadcast_to(x, np.shape(out))  # x wins where the output is x
+        g = W if user.out_shape else 1.0
+        np.testing.assert_array_equal(grad_x, unbroadcast(np.where(first, g, 0.0), np.shape(x)))
+        np.testing.assert_array_equal(grad_y, unbroadcast(np.where(first, 0.0, g), np.shape(y)))
     # with the same value on both sides the whole gradient passes
-    assert float(build(lambda x: fn(x, x), 1.0).grad(0.5)[0]) == 1.0
+    call, result = call_lines(case, ["x", "x"])
+    namespace = {"np": np, "_op": getattr(operator, case.name.strip("_"), None)}
+    exec(f"def same(x):\n    {call[0]}\n    return np.sum({result})\n", namespace)
+    same = build(namespace["same"], np.ones(case.shapes[0]) if case.shapes[0] else 1.0)
+    np.testing.assert_array_equal(same.grad(np.full(case.shapes[0], 0.5))[0], np.ones(case.shapes[0]))
+
+
+@pytest.mark.parametrize("case", params([c for row in TIES_SHARED for c in cases_of(row)], "tie"))
+def test_ties_share_the_gradient_of_a_max_or_min(case):
+    """np.max / np.min and their methods: each tied extreme gets grad / count."""
+    user = user_function(case)
+    prog = build(user.f, *user.examples())
+    row, (shape,) = case.row, case.shapes
+    static = case.static_dict()
+    axes = tuple(range(len(shape))) if static["axis"] is None else np.atleast_1d(static["axis"]).tolist()
+    extreme = getattr(np, row.functions[0])
+    rng = rng_for(case, "ties")
+    for x in [rng.integers(0, 3, shape).astype(float) for _ in range(DRAWS)] + [np.ones(shape), np.eye(*shape)]:
+        value, (grad,) = run(prog, [x])
+        chosen = x == extreme(x, axis=tuple(axes), keepdims=True)
+        count = chosen.sum(axis=tuple(axes), keepdims=True)
+        upstream = np.reshape(weights(user.out_shape) if user.out_shape else 1.0, count.shape)
+        np.testing.assert_allclose(grad, chosen * upstream / count, rtol=1e-15, atol=0)
+        np.testing.assert_allclose(grad, autograd.grad(user.oracle)(x), rtol=1e-15, atol=0)  # autograd shares too
 
 
 def test_relu_gradient_is_zero_at_zero():
@@ -516,21 +1103,347 @@ def test_relu_gradient_is_zero_at_zero():
     assert float(prog.grad(-1e-300)[0]) == 0.0
     # np.maximum(x, 0.0) is the max gate: the tie at 0 goes to x, unlike relu
     assert float(build(lambda x: np.maximum(x, 0.0), 1.0).grad(0.0)[0]) == 1.0
+    x = np.array([-1.0, 0.0, -0.0, 2.0])
+    np.testing.assert_array_equal(build(lambda x: np.sum(compiler.relu(x)), x).grad(x)[0], [0.0, 0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(build(lambda x: np.sum(np.maximum(x, 0.0)), x).grad(x)[0], [0.0, 1.0, 1.0, 1.0])
 
 
 def test_abs_gradient_is_zero_at_zero():
     for entry in (abs, np.abs, np.absolute):
         assert float(build(lambda x: entry(x), 1.0).grad(0.0)[0]) == 0.0
+        x = np.array([-1.0, 0.0, 2.0])
+        np.testing.assert_array_equal(build(lambda x: np.sum(entry(x)), x).grad(x)[0], [-1.0, 0.0, 1.0])
 
 
-def test_gates_compute_on_plain_numbers():
+def test_clip_passes_the_gradient_at_its_bounds():
+    """clip's rule routes to x where lo <= x <= hi: at a bound the gradient passes."""
+    x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    prog = build(lambda x: np.sum(np.clip(x, -1.0, 1.0)), x)
+    np.testing.assert_array_equal(prog.grad(x)[0], [0.0, 1.0, 1.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("shape", [(), (4, 3)], ids=str)
+def test_gates_compute_on_plain_numbers(shape):
     """compiler.<gate> outside a trace evaluates the row's forward expression."""
-    rng = rng_for("gates")
+    rng = rng_for("gates", shape)
     for row in ROWS:
         if row.gate:
-            for x in draw(rng, [row.domain[0]] * 3):
-                expected = oracle_forward(row)(x)
-                assert_close_to_autograd(getattr(compiler, row.name)(x), expected)
+            x = rng.uniform(*row.domain[0], shape)
+            assert_close_to_autograd(getattr(compiler, row.name)(x), oracle_forward(row)(x))
+
+
+# --- gathers: repeated indices add up ----------------------------------------------------------
+
+
+def test_repeated_rows_of_a_gather_add_up():
+    """W[y] with y = [0, 2, 0] (an embedding lookup): row 0 gets both rows' gradients."""
+    G = weights((3, 4))
+
+    def f(W, y):
+        return np.sum(W[y] * G)
+
+    y = np.array([0, 2, 0])
+    prog = build(f, np.ones((3, 4)), y)
+    W = rng_for("embedding").uniform(-1, 1, (3, 4))
+    (grad,) = prog.grad(W, y)
+    np.testing.assert_allclose(grad, [G[0] + G[2], np.zeros(4), G[1]], rtol=1e-15)
+    (grad,) = prog.grad(W, np.array([1, 1, 1]))
+    np.testing.assert_allclose(grad, [np.zeros(4), G.sum(axis=0), np.zeros(4)], rtol=1e-15)
+
+
+def test_repeated_pairs_of_a_gather_add_up():
+    """x[i, j] with the pair (1, 2) three times."""
+    prog = build(lambda x, i, j: np.sum(x[i, j] * np.array([1.0, 2.0, 3.0, 4.0])), np.ones((3, 4)), np.zeros(4, int), np.zeros(4, int))
+    (grad,) = prog.grad(np.zeros((3, 4)), np.array([1, 0, 1, -2]), np.array([2, 0, -2, 2]))
+    expected = np.zeros((3, 4))
+    expected[1, 2], expected[0, 0] = 1.0 + 3.0 + 4.0, 2.0
+    np.testing.assert_array_equal(grad, expected)
+
+
+# --- in-place updates ----------------------------------------------------------------------------
+
+
+def line_of(fn, marker: str) -> int:
+    lines, start = inspect.getsourcelines(fn)
+    return start + next(k for k, line in enumerate(lines) if line.rstrip().endswith(f"# {marker}"))
+
+
+W43 = weights((4, 3))
+
+
+def aliased_update(np, a, b):
+    c = a
+    a += b  # NumPy updates the array both names refer to
+    return np.sum(c * W43) + np.sum(a * a)
+
+
+def rebinding_is_not_an_update(np, a, b):
+    c = a
+    a = a + b  # a new array: c keeps the old values
+    return np.sum(c * W43) + np.sum(a * a)
+
+
+def update_through_a_helper(np, a, b):
+    def scale(m):
+        m *= b  # writes into the caller's array
+        m -= 1.0
+
+    scale(a)
+    return np.sum(a * W43)
+
+
+def copy_is_not_updated(np, a, b):
+    c = a.copy()
+    a += b
+    return np.sum(c * W43) + np.sum(a * a)
+
+
+def gather_is_not_updated(np, a, b):
+    rows = a[np.array([0, 2, 2])]  # a copy, not a view
+    a[0] = b
+    return np.sum(rows * W43[:3]) + np.sum(a * W43)
+
+
+def view_used_before_the_update(np, a, b):
+    first = a[0]
+    total = np.sum(first * b)
+    a += 1.0
+    return total + np.sum(a * W43)
+
+
+def view_taken_after_the_update(np, a, b):
+    a *= b
+    return np.sum(a.T @ a)
+
+
+INPLACE_PROGRAMS = {
+    f.__name__: f
+    for f in (
+        aliased_update, rebinding_is_not_an_update, update_through_a_helper, copy_is_not_updated,
+        gather_is_not_updated, view_used_before_the_update, view_taken_after_the_update,
+    )
+}
+
+
+def functional(name: str) -> Callable:
+    """The same program written without in-place updates, for autograd."""
+
+    def aliased(a, b):
+        a = a + b
+        return anp.sum(a * W43) + anp.sum(a * a)
+
+    def helper(a, b):
+        return anp.sum((a * b - 1.0) * W43)
+
+    def copied(a, b):
+        return anp.sum(a * W43) + anp.sum((a + b) * (a + b))
+
+    def gathered(a, b):
+        rows = a[np.array([0, 2, 2])]
+        updated = anp.concatenate([b[None, :] * np.ones((1, 3)), a[1:]])
+        return anp.sum(rows * W43[:3]) + anp.sum(updated * W43)
+
+    def before(a, b):
+        return anp.sum(a[0] * b) + anp.sum((a + 1.0) * W43)
+
+    def after(a, b):
+        a = a * b
+        return anp.sum(anp.dot(a.T, a))
+
+    return {
+        "aliased_update": aliased, "rebinding_is_not_an_update": lambda a, b: rebinding_is_not_an_update(anp, a, b),
+        "update_through_a_helper": helper, "copy_is_not_updated": copied, "gather_is_not_updated": gathered,
+        "view_used_before_the_update": before, "view_taken_after_the_update": after,
+    }[name]
+
+
+@pytest.mark.parametrize("name", list(INPLACE_PROGRAMS))
+def test_inplace_update_follows_numpy(name):
+    f = functools.partial(INPLACE_PROGRAMS[name], np)
+    prog = build(lambda a, b: f(a, b), np.ones((4, 3)), np.ones(3))
+    oracle = functional(name)
+    rng = rng_for("inplace", name)
+    for _ in range(DRAWS):
+        args = [rng.uniform(-1.5, 1.5, (4, 3)), rng.uniform(0.5, 1.5, 3)]
+        check_against_fd(prog, f, ["a", "b"], args)
+        check_against_autograd(prog, oracle, ["a", "b"], args)
+
+
+def test_scalar_inplace_update_rebinds():
+    def f(x, y):
+        total = x
+        total += y  # a number: rebound, x keeps its value
+        total *= x
+        return total - x
+
+    prog = build(f, 1.0, 1.0)
+    value, grads = prog.value_and_grad(2.0, 3.0)
+    assert float(value) == (2.0 + 3.0) * 2.0 - 2.0
+    assert [float(g) for g in grads] == [2.0 * 2.0 + 3.0 - 1.0, 2.0]
+
+
+N_CLASSES = 4
+
+
+def svm_loss(X, W, y):
+    """The multiclass SVM loss as the course writes it."""
+    N = X.shape[0]
+    scores = X @ W
+    correct = scores[np.arange(N), y]
+    margins = np.maximum(0, scores - correct[:, None] + 1.0)
+    margins[np.arange(N), y] = 0  # the course idiom
+    return np.sum(margins) / N
+
+
+def svm_loss_functional(X, W, y):
+    N = X.shape[0]
+    scores = anp.dot(X, W)
+    correct = scores[np.arange(N), y]
+    margins = anp.maximum(0, scores - correct[:, None] + 1.0)
+    one_hot = y[:, None] == np.arange(N_CLASSES)
+    return anp.sum(anp.where(one_hot, 0.0, margins)) / N
+
+
+def softmax_gradient_idiom(S, y):
+    """`dscores[np.arange(N), y] -= 1` on a copy, then the copy used."""
+    N = S.shape[0]
+    d = np.exp(S)
+    d /= np.sum(d, axis=1, keepdims=True)
+    d[np.arange(N), y] -= 1
+    d /= N
+    return np.sum(d * d) + np.sum(d * S)
+
+
+def softmax_gradient_functional(S, y):
+    N = S.shape[0]
+    d = anp.exp(S)
+    d = d / anp.sum(d, axis=1, keepdims=True)
+    d = (d - (y[:, None] == np.arange(N_CLASSES))) / N
+    return anp.sum(d * d) + anp.sum(d * S)
+
+
+def test_course_idiom_margins_set_to_zero():
+    y = np.array([0, 3, 1, 3, 2])
+    prog = build(svm_loss, np.ones((5, 3)), np.ones((3, N_CLASSES)), y)
+    assert prog.wrt == ("X", "W")
+    assert [e.op for e in prog.graph.forward_eqns].count("put2") == 1
+    rng = rng_for("svm")
+    for _ in range(DRAWS):
+        args = [rng.uniform(-1, 1, (5, 3)), rng.uniform(-1, 1, (3, N_CLASSES)), rng.permutation(np.arange(5) % N_CLASSES)]
+        check_against_fd(prog, svm_loss, ["X", "W", "y"], args)
+        check_against_autograd(prog, svm_loss_functional, ["X", "W", "y"], args)
+
+
+def test_course_idiom_subtract_one_at_the_labels():
+    prog = build(softmax_gradient_idiom, np.ones((5, N_CLASSES)), np.zeros(5, int))
+    rng = rng_for("softmax-idiom")
+    for _ in range(DRAWS):
+        args = [rng.uniform(-2, 2, (5, N_CLASSES)), rng.integers(0, N_CLASSES, 5)]
+        check_against_fd(prog, softmax_gradient_idiom, ["S", "y"], args)
+        check_against_autograd(prog, softmax_gradient_functional, ["S", "y"], args)
+
+
+VIEW_ROWS = [row for row in ROWS if row.view]
+
+
+def view_makers() -> list:
+    """Every entry point of every view row, as a function of a (3, 4) array that takes a view."""
+    out = []
+    for row in VIEW_ROWS:
+        for case in array_cases(row):
+            if case.kind not in ("function", "method", "attribute", "operator") or case.const_index:
+                continue
+            shape = (3, 4)
+            static = case.static_dict()
+            if row.static == ("shape",):
+                static = {"shape": (4, 3)}
+                case = Case(row, case.kind, case.name, (shape,), (("shape", (4, 3)),))
+            if len(np.shape(row.compute(np.zeros(shape), **static))) == 0:
+                continue  # x[0, 1] is a number, not a view
+            call, result = call_lines(case, ["a"])
+            namespace = {"np": np}
+            exec(f"def make_view(a):\n    {call[0]}\n    return {result}\n", namespace)
+            out.append(pytest.param(namespace["make_view"], id=str(case)))
+    return out
+
+
+@pytest.mark.parametrize("make_view", view_makers())
+def test_writing_through_a_view_is_an_error(make_view):
+    def write(a):
+        v = make_view(a)
+        v[0] = 1.0  # WRITE
+        return np.sum(a)
+
+    def update(a):
+        v = make_view(a)
+        v += 1.0  # UPDATE
+        return np.sum(a)
+
+    for f, marker in ((write, "WRITE"), (update, "UPDATE")):
+        with pytest.raises(TracingError, match=rf"{HERE}:{line_of(f, marker)}: writing into a view"):
+            compiler.gradient(f, np.ones((3, 4)))
+
+
+@pytest.mark.parametrize("make_view", view_makers())
+def test_a_stale_view_is_an_error(make_view):
+    def updated_base(a):
+        v = make_view(a)
+        a += 1.0  # BASE-UPDATED
+        return np.sum(v * v)  # STALE
+
+    def written_base(a):
+        v = make_view(a)
+        a[1, 2] = 5.0  # BASE-UPDATED
+        return np.sum(v * v)  # STALE
+
+    def view_of_view(a):
+        v = make_view(a)
+        w = v[1:]
+        a -= 1.0  # BASE-UPDATED
+        return np.sum(w)  # STALE
+
+    for f in (updated_base, written_base, view_of_view):
+        stale, updated = line_of(f, "STALE"), line_of(f, "BASE-UPDATED")
+        pattern = rf"{HERE}:{stale}: this value is a view .* \(at [^)]*{HERE}:{updated}\)"
+        with pytest.raises(TracingError, match=pattern):
+            compiler.gradient(f, np.ones((3, 4)))
+
+
+# --- dtypes ----------------------------------------------------------------------------------
+
+
+def float32_cases() -> list[Case]:
+    """One case per row, entry point and static argument: its largest shapes."""
+    chosen: dict[tuple, Case] = {}
+    for case in GRADIENT_CASES + FILL_CASES:
+        key = (case.entry, case.static, case.index, case.const_index)
+        if key not in chosen or sum(map(np.size, map(np.zeros, case.shapes))) > sum(map(np.size, map(np.zeros, chosen[key].shapes))):
+            chosen[key] = case
+    return list(chosen.values())
+
+
+@pytest.mark.parametrize("case", params(float32_cases(), "float32"))
+def test_float32_inputs_keep_float32(case):
+    """float32 inputs: the value and every gradient are float32, as NumPy computes them."""
+    user = user_function(case, np.float32)
+    prog = build(user.f, *user.examples(np.float32))
+    args64 = draw_args(user, rng_for(case, "float32"))
+    args = [a.astype(np.float32) if n in user.floats and np.ndim(a) else np.float32(a) if n in user.floats else a
+            for n, a in zip(user.names, args64)]
+    value, grads = run(prog, args)
+    expected = user.f(*copies(args))
+    assert np.asarray(value).dtype == np.asarray(expected).dtype == np.float32
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    for name, grad in zip(prog.wrt, grads):
+        arg = args[user.names.index(name)]
+        assert np.asarray(grad).dtype == np.float32, name
+        assert np.shape(grad) == np.shape(arg)
+        if np.ndim(arg) == 0:
+            assert isinstance(grad, np.float32) or (isinstance(grad, np.ndarray) and grad.ndim == 0)
+    oracle_args = [np.asarray(a, np.float64)[()] if n in user.floats else a for n, a in zip(user.names, args)]
+    positions = [user.names.index(n) for n in prog.wrt]
+    for grad, expected in zip(grads, autograd_grads(user.oracle, oracle_args, positions)):
+        np.testing.assert_allclose(grad, expected, rtol=1e-3, atol=1e-3)
 
 
 # --- found by these tests, now fixed ---------------------------------------------------------
@@ -543,7 +1456,7 @@ def test_where_refuses_a_non_bool_condition(cond):
     def f(c, x, y):
         return np.where(c, x, y)  # WHERE
 
-    with pytest.raises(TracingError, match=r"test_ops.py:\d+: where's cond must be a bool"):
+    with pytest.raises(TracingError, match=rf"{HERE}:{line_of(f, 'WHERE')}: where's cond must be a bool"):
         compiler.gradient(f, cond, 1.0, 2.0, wrt=("x", "y"))
     fixed = compiler.gradient(lambda c, x, y: np.where(c != 0, x, y), cond, 1.0, 2.0, wrt=("x", "y"))
     assert [float(g) for g in fixed.grad(cond, 1.0, 2.0)] == [1.0, 0.0]
@@ -571,5 +1484,8 @@ def test_float32_scalars_keep_float32_gradients():
 
 
 def test_numpy_type_errors_become_tracing_errors():
-    with pytest.raises(TracingError, match=r"test_ops.py:\d+: sub of these operands fails in NumPy"):
+    with pytest.raises(TracingError, match=rf"{HERE}:\d+: sub of these operands fails in NumPy"):
         compiler.gradient(lambda x, y: x * ((x > y) - (y > x)), 1.0, 2.0)
+
+
+# --- known bugs: minimal reproductions -------------------------------------------------------
