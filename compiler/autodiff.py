@@ -70,29 +70,33 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
         return grad_names[id(of)]
 
     def contribute(of: Var, eqn: Eqn, rule: str, operands: tuple, bindings: dict) -> None:
-        """Append `of`'s gradient term from one gate: the rule, summed to `of`'s shape if broadcast."""
+        """Append `of`'s gradient term from one gate: the rule, then the steps that bring it to
+        `of`'s shape (a sum where `of` was broadcast) and dtype (a cast where the rule promoted
+        a float32 value), the last of them adding onto `of`'s earlier gradient, if any."""
         row = OPS[eqn.op]
         sample = np.asarray(row.evaluate_rule(rule, {k: _sample(v) for k, v in bindings.items()}, eqn.static))
-        previous = gradients.get(id(of))
         lead = tuple(range(sample.ndim - len(of.shape)))
         kept = tuple(
             i for i, (mine, theirs) in enumerate(zip(of.shape, sample.shape[len(lead):])) if mine == 1 and theirs != 1
         )
-        reductions = [(op, axes) for op, axes in (("sum", lead), ("sum_keep", kept)) if axes]
-        # the last step adds onto an earlier gradient; steps before it need a name of their own
-        temporary = namer.claim(f"{grad_name(of)}_term") if previous is not None and reductions else grad_name(of)
-        dtype = sample.dtype.name
-        term = Var(temporary if reductions else grad_name(of), sample.shape, dtype)
-        params = eqn.params + _static_types(bindings)
+        steps = [(op, {"axis": axes, "keepdims": op == "sum_keep"}) for op, axes in (("sum", lead), ("sum_keep", kept)) if axes]
+        if sample.dtype.name != of.dtype and np.dtype(of.dtype).kind == "f":
+            steps.append(("astype", {"dtype": np.dtype(of.dtype)}))
+        previous = gradients.get(id(of))
+        # the last step adds onto an earlier gradient; the steps before it need a name of their own
+        name = namer.claim(f"{grad_name(of)}_term") if previous is not None and steps else grad_name(of)
+        term = Var(name, sample.shape, sample.dtype.name)
         backward.append(
-            Eqn(eqn.op, operands, term, rule=rule, accumulate=None if reductions else previous, loc=eqn.loc, params=params)
+            Eqn(eqn.op, operands, term, rule=rule, accumulate=None if steps else previous, loc=eqn.loc,
+                params=eqn.params + _static_types(bindings))
         )
-        for step, (op, axes) in enumerate(reductions):
-            reduce_row = OPS[op]
-            static = reduce_row.normalize((term.shape,), {"axis": axes, "keepdims": op == "sum_keep"})
-            last = step == len(reductions) - 1
-            shape = np.asarray(reduce_row.compute(np.ones(term.shape), **static)).shape
-            reduced = Var(grad_name(of) if last else temporary, shape, dtype)
+        for index, (op, static) in enumerate(steps):
+            step_row = OPS[op]
+            if step_row.normalize is not None:
+                static = step_row.normalize((term.shape,), static)
+            result = np.asarray(step_row.compute(stand_in(term.shape, term.dtype), **static))
+            last = index == len(steps) - 1
+            reduced = Var(grad_name(of) if last else name, result.shape, result.dtype.name)
             backward.append(
                 Eqn(op, (term,), reduced, accumulate=previous if last else None, loc=eqn.loc, params=tuple(static.items()))
             )

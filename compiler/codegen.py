@@ -59,12 +59,14 @@ def _call(function: ast.expr, *args: ast.expr) -> ast.Call:
 
 def _array_constant(value: np.ndarray) -> ast.expr:
     """An array literal the way a person writes it: `np.arange(4)`, `np.eye(3)`, `np.full(...)`."""
+    default = value.dtype.name in ("float64", "int64")  # what NumPy makes of Python numbers
+    dtype = [] if default else [ast.keyword("dtype", _np(value.dtype.name))]
     if value.ndim == 1 and value.dtype.kind in "iu" and np.array_equal(value, np.arange(len(value))):
-        return _call(_np("arange"), _constant(len(value)))
+        return ast.Call(_np("arange"), [_constant(len(value))], dtype)
     if value.ndim == 2 and value.shape[0] == value.shape[1] and np.array_equal(value, np.eye(len(value))):
-        return _call(_np("eye"), _constant(len(value)))
+        return ast.Call(_np("eye"), [_constant(len(value))], dtype)
     if value.size and np.all(value == value.flat[0]):
-        return _call(_np("full"), _constant(value.shape), _constant(value.flat[0].item()))
+        return ast.Call(_np("full"), [_constant(value.shape), _constant(value.flat[0].item())], dtype)
     return ast.Call(_np("array"), [_constant(value.tolist())], [ast.keyword("dtype", _np(value.dtype.name))])
 
 
@@ -78,12 +80,15 @@ def _constant(value: object, subscript: bool = False) -> ast.expr:
     if isinstance(value, tuple):
         return ast.Tuple([_constant(v, subscript) for v in value], ast.Load())
     if isinstance(value, slice):
-        bounds = [None if b is None else _constant(b) for b in (value.start, value.stop, value.step)]
         if subscript:
-            return ast.Slice(*bounds)
-        while len(bounds) > 1 and bounds[-1] is None:
-            bounds.pop()
-        return _call(_load("slice"), *(b if b is not None else ast.Constant(None) for b in bounds))
+            return ast.Slice(*(None if b is None else _constant(b) for b in (value.start, value.stop, value.step)))
+        # slice(stop), slice(start, stop) or slice(start, stop, step): never drop a start
+        bounds = [value.start, value.stop, value.step]
+        if value.step is None:
+            bounds = [value.stop] if value.start is None else bounds[:2]
+        return _call(_load("slice"), *(_constant(b) for b in bounds))
+    if isinstance(value, np.dtype):
+        return _np(value.name)
     if value is Ellipsis:
         return ast.Constant(Ellipsis)
     if isinstance(value, np.generic):

@@ -50,6 +50,14 @@ def updated(x, index, values):
     return out
 
 
+def last_writes(shape, index):
+    """For `x[index] = v`: True where a write is the last to reach its place (indices repeat)."""
+    order = np.full(shape, -1)
+    ids = np.arange(order[index].size).reshape(order[index].shape)
+    order[index] = ids
+    return order[index] == ids
+
+
 def max_along(x, axis):
     """`np.max(x, axis=axis)` of a matrix, as loops numba compiles."""
     if axis == 0:
@@ -77,7 +85,8 @@ def min_along(x, axis):
 
 
 HELPERS = {
-    fn.__name__: fn for fn in (scatter, add_at, add_rows, add_pairs, updated, max_along, min_along)
+    fn.__name__: fn
+    for fn in (scatter, add_at, add_rows, add_pairs, updated, last_writes, max_along, min_along)
 }
 
 

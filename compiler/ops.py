@@ -333,7 +333,7 @@ _ROWS = (
     _comparison("eq", "==", "__eq__", "equal"),
     _comparison("ne", "!=", "__ne__", "not_equal"),
     Op("where", ("cond", "x", "y"), "np.where(cond, x, y)",
-       {"x": "cond * grad", "y": "(1 - cond) * grad"},
+       {"x": "cond * grad", "y": "np.logical_not(cond) * grad"},
        pattern="where gate: router (to x where cond holds, else to y)",
        functions=("where",), domain=(None, (-3.0, 3.0), (-3.0, 3.0)),
        scalar_forward="x if cond else y", bool_params=("cond",)),
@@ -343,6 +343,9 @@ _ROWS = (
        functions=("ones_like",), scalar_forward="1.0", domain=_X),
     Op("zeros_like", ("x",), "np.zeros_like(x)", pattern="no path from this input to the output",
        functions=("zeros_like",), scalar_forward="0.0", domain=_X),
+    # A cast autodiff inserts where a rule's result would leave the operand's dtype (float32).
+    Op("astype", ("x",), "x.astype(dtype)", pattern="cast back to the operand's dtype",
+       static=("dtype",), scalar_forward="dtype(x)"),
     Op("copy", ("x",), "x.copy()", {"x": "grad"}, pattern="copy: passes the gradient through",
        functions=("copy",), methods=("copy",), domain=_X, shapes=((3, 2),)),
     Op("clip", ("x",), "np.clip(x, lo, hi)", {"x": "((x >= lo) & (x <= hi)) * grad"},
@@ -353,7 +356,7 @@ _ROWS = (
     # Matrix products: one row per operand rank, chosen by `when`.
     *(
         Op(name, ("x", "y"), "x @ y", rules, pattern=f"matmul gate ({kind}): swap multiplier, transposed",
-           operators=("__matmul__",), reflected=("__rmatmul__",), functions=("matmul", "dot"),
+           operators=("__matmul__",), reflected=("__rmatmul__",), ufuncs=("matmul",), functions=("dot",),
            when=_ranks(ranks), domain=_XY, shapes=shapes)
         for name, kind, ranks, rules, shapes in (
             ("matmul", "matrix @ matrix", (2, 2), {"x": "grad @ y.T", "y": "x.T @ grad"}, ((3, 4), (4, 2))),
@@ -389,7 +392,9 @@ _ROWS = (
        domain=(_X[0], None, None), shapes=((3, 4), (5,), (5,))),
     # `x[index] = v`, traced as a new value: x with v written in (x itself is not changed).
     *(
-        Op(name, ("x", "v") + arrays, "updated(x, index, v)", {"x": "updated(grad, index, 0)", "v": "grad[index]"},
+        Op(name, ("x", "v") + arrays, "updated(x, index, v)",
+           # with index arrays a place may be written twice; only the last write reaches it
+           {"x": "updated(grad, index, 0)", "v": "grad[index] * last_writes(x.shape, index)" if arrays else "grad[index]"},
            pattern="write gate: the gradient of the overwritten places goes to v, the rest to x",
            operators=("__setitem__",), static=("index",), when=_arrays(len(arrays), operands=2),
            helpers=("updated",), domain=(_X[0], _X[0]) + (None,) * len(arrays),

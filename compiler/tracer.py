@@ -453,7 +453,8 @@ def _apply(row: Op, args: tuple[Any, ...], static: dict | None = None) -> Traced
             result = np.asarray(row.compute(*samples, **static))
         except (TypeError, ValueError, IndexError) as error:
             raise TracingError(_at_user_line(f"{row.name} of these operands fails in NumPy: {error}")) from None
-    base = args[0] if row.view and isinstance(args[0], Traced) else None
+    # a view shares its base's memory; a number read out of an array (x[0, 1]) is a copy
+    base = args[0] if row.view and isinstance(args[0], Traced) and result.ndim else None
     if base is not None and base._base is not None:
         base = base._base  # a view of a view views the same base
     out = recorder.new_value(result.shape, result.dtype.name, base=base)

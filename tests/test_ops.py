@@ -22,8 +22,7 @@ Comparison rows pass no gradient, so they are tested as the condition of `np.whe
 (`np.ones_like`, `np.zeros_like`) are tested as a term added to a differentiable one.
 `ir.verify` runs on every graph built here.
 
-Bugs found by these tests and not fixed yet are strict xfails: the table cases they break are
-listed in `KNOWN_BUGS`, each next to a minimal reproduction at the end of the file.
+Bugs these tests found keep their smallest reproduction at the end of the file.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ import functools
 import inspect
 import itertools
 import operator
-import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,7 +213,8 @@ def elementwise_cases(row: Op) -> list[Case]:
 
 def index_cases(row: Op) -> list[Case]:
     """Indices with as many index arrays as the row takes (its `when` decides); writes get
-    distinct positions (see test_repeated_writes_*), and values of several shapes."""
+    distinct positions (a repeated one is a known bug, see test_bug_repeated_*), and values of
+    several shapes: a number, the shape written, and its last axis (broadcast)."""
     n_values = len(row.params) - len(index_params(row))
     value_ndims = tuple(len(s) for s in row.shapes[:n_values])
     cases = []
@@ -231,7 +230,8 @@ def index_cases(row: Op) -> list[Case]:
             if len(arrays) == 1:  # distinct positions along one axis: at most that axis's length
                 axis = static.index(arrays[0])
                 lengths = [(min(lengths[0][0], x_shape[axis]),)]
-            target = np.zeros(x_shape)[resolve_index_operands(static, {p: np.zeros(n, int) for p, n in zip(index_params(row), lengths)})].shape
+            arrays_of = {p: np.zeros(n, int) for p, n in zip(index_params(row), lengths)}
+            target = np.zeros(x_shape)[resolve_index_operands(static, arrays_of)].shape
             value_shapes = list(dict.fromkeys([row.shapes[1], target, target[-1:]]))
         for kind, name in row.entry_points():
             for const_index in (False, True) if arrays else (False,):
@@ -260,38 +260,16 @@ COMPARISON_CASES = [case for row in COMPARISONS for case in elementwise_cases(ro
 FILL_CASES = [case for row in FILLS for case in cases_of(row)]
 
 
-# Table cases that fail because of a flatgrad bug; each bug has a minimal xfail reproduction below.
-MATMUL_UFUNC = "np.matmul is a ufunc: it reaches __array_ufunc__, where the table has no `matmul` entry"
-FLOAT32_MASK = "float32 gradients come back float64: max/min's `(x == out) / np.sum(x == out)`, where's `1 - cond`"
-OPEN_SLICE = "a slice `1:` outside a subscript is emitted as `slice(1)`, which is `:1`"
-FLOAT32_FULL = "a float32 constant array of equal values is emitted as np.full(shape, value), which is float64"
-
-
 def open_slice(index: str | None) -> bool:
     """An index with a slice `a:` (start, no stop, no step)."""
     parts = parse_index(index) if index is not None else ()
     return any(isinstance(p, slice) and p.start is not None and p.stop is None and p.step is None for p in parts)
 
 
-def known_bug(case: Case, test: str) -> str | None:
-    row, kind, name = case.entry
-    if name == "matmul" and kind == "function":
-        return MATMUL_UFUNC
-    if open_slice(case.index):
-        return OPEN_SLICE
-    if test == "float32" and (name in ("max", "min") or row == "where"):
-        return FLOAT32_MASK
-    if test == "float32" and sample_output_shape(case) and np.prod(sample_output_shape(case)) == 1:
-        return FLOAT32_FULL  # the weights reducing a one-element output
-    return None
-
-
 def params(cases: list[Case], test: str) -> list:
     out = []
     for case in cases:
-        reason = known_bug(case, test)
-        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-        out.append(pytest.param(case, id=str(case), marks=marks))
+        out.append(pytest.param(case, id=str(case)))
     return out
 
 
@@ -494,7 +472,7 @@ def away_from_kinks(values: np.ndarray, extra: tuple[float, ...] = ()) -> bool:
 
 def draw_args(user: UserFunction, rng: np.random.Generator) -> list:
     """Arguments for f: floats from the row's domain (scalars as np.float64), index arrays."""
-    row, case = user.case, user.case
+    case = user.case
     shapes = user.input_shapes()
     intervals = {}
     for p, interval in zip(case.row.params, case.row.domain):
@@ -502,7 +480,7 @@ def draw_args(user: UserFunction, rng: np.random.Generator) -> list:
             intervals[f"{p}_a"] = intervals[f"{p}_b"] = COND_DOMAIN
         elif interval is not None:
             intervals[p] = interval
-    bounds = tuple(float(v) for _, v in row.static if isinstance(v, float))
+    bounds = tuple(float(v) for _, v in case.static if isinstance(v, float))
     while True:
         floats = {n: rng.uniform(*intervals[n], shapes[n]) for n in user.floats}
         if away_from_kinks(np.concatenate([np.ravel(v) for v in floats.values()]), bounds):
@@ -615,7 +593,9 @@ def test_every_row_and_entry_point_is_tested():
     tested = {case.entry for case in GRADIENT_CASES + COMPARISON_CASES + FILL_CASES}
     declared = {(row.name, kind, name) for row in ROWS for kind, name in row.entry_points()}
     assert tested == declared
-    assert {row.name for row in ROWS} == set(OPS)
+    internal = {row.name for row in OPS.values() if not row.entry_points()}  # steps autodiff inserts
+    assert {row.name for row in ROWS} | internal == set(OPS)
+    assert all(not OPS[name].grads for name in internal), "an internal step is never differentiated"
     assert set(DIFFERENTIABLE) | set(COMPARISONS) | set(FILLS) == set(ROWS)
 
 
@@ -671,7 +651,7 @@ def test_comparison_routes_where(case):
     comparison = traced_eqn(prog, row)
     assert comparison.out.dtype == "bool" and comparison.out.shape == out_shape
     rng = rng_for(case)
-    for _ in range(DRAWS):
+    for _ in range(2):  # each draw checks both branches
         while True:
             x, y = (rng.uniform(*interval, shape) for interval, shape in zip(row.domain, case.shapes))
             if away_from_kinks(np.concatenate([np.ravel(x), np.ravel(y)])):
@@ -737,15 +717,13 @@ def constant_cases() -> list:
     for row in DIFFERENTIABLE + COMPARISONS:
         if len(row.params) != 2 or None in row.domain or (row.static and not is_elementwise(row)):
             continue
-        shape_sets = [((), ()), ((4, 3), (3,)), ((3,), (4, 3)), ((4, 1), (1, 3))] if is_elementwise(row) else [row.shapes]
+        shape_sets = [((), ()), ((4, 3), (3,)), ((3,), (4, 3))] if is_elementwise(row) else [row.shapes]
         entries = [(k, n) for k, n in row.entry_points() if k in ("operator", "ufunc", "function", "inplace")]
         for (kind, name), shapes, side in itertools.product(entries, shape_sets, ("left", "right")):
             if kind == "inplace" and (side == "left" or not inplace_fits(shapes)):
                 continue
             case = Case(row, kind, name, shapes)
-            bug = MATMUL_UFUNC if (name == "matmul" or (name == "__matmul__" and side == "left" and shapes[0])) else None
-            marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
-            out.append(pytest.param(case, side, id=f"{case}-const-{side}", marks=marks))
+            out.append(pytest.param(case, side, id=f"{case}-const-{side}"))
     return out
 
 
@@ -843,9 +821,9 @@ def test_special_constant(key, shape):
     prog = build(f, np.ones(shape) if shape else 1.0)
     rng = rng_for(key, shape)
     for _ in range(4):
-        x = rng.uniform(-2.3, 1.9, shape)
-        if "0.5" in key and "**" in key and "0.5**" not in key:
-            x = np.abs(x) + 0.1
+        x = rng.choice([-1.0, 1.0], shape) * rng.uniform(0.3, 2.3, shape)  # away from 0 (x**-2, 2/x)
+        if key == "x**0.5":
+            x = np.abs(x)
         x = np.float64(x) if not shape else x
         check_against_fd(prog, f, ["x"], [x])
         check_against_autograd(prog, oracle, ["x"], [x])
@@ -874,8 +852,7 @@ def same_value_cases() -> list:
             continue
         for (kind, name), shape in itertools.product(row.entry_points(), shapes):
             case = Case(row, kind, name, (shape, shape))
-            reason = known_bug(case, "same-value")
-            out.append(pytest.param(case, id=str(case), marks=[pytest.mark.xfail(strict=True, reason=reason)] if reason else []))
+            out.append(pytest.param(case, id=str(case)))
     return out
 
 
@@ -1347,23 +1324,27 @@ VIEW_ROWS = [row for row in ROWS if row.view]
 
 
 def view_makers() -> list:
-    """Every entry point of every view row, as a function of a (3, 4) array that takes a view."""
+    """Every entry point of every view row, as a function taking a view of a (3, 4) array."""
+    shape = (3, 4)
     out = []
     for row in VIEW_ROWS:
-        for case in array_cases(row):
-            if case.kind not in ("function", "method", "attribute", "operator") or case.const_index:
-                continue
-            shape = (3, 4)
-            static = case.static_dict()
-            if row.static == ("shape",):
-                static = {"shape": (4, 3)}
-                case = Case(row, case.kind, case.name, (shape,), (("shape", (4, 3)),))
-            if len(np.shape(row.compute(np.zeros(shape), **static))) == 0:
-                continue  # x[0, 1] is a number, not a view
-            call, result = call_lines(case, ["a"])
-            namespace = {"np": np}
-            exec(f"def make_view(a):\n    {call[0]}\n    return {result}\n", namespace)
-            out.append(pytest.param(namespace["make_view"], id=str(case)))
+        for kind, name in row.entry_points():
+            if "index" in row.static:
+                variants = [
+                    Case(row, kind, name, (shape,), (), text)
+                    for text in INDEX_TEXTS
+                    if row.accepts((len(shape),) + (1,) * sum(isinstance(p, IndexOperand) for p in parse_index(text)),
+                                   {"index": parse_index(text)})
+                ]
+            else:
+                variants = [Case(row, kind, name, (shape,), tuple(s.items())) for s in static_candidates(row, (shape,))]
+            for case in variants:
+                if not sample_output_shape(case):
+                    continue  # x[0, 1] is a number, not a view
+                call, result = call_lines(case, ["a"])
+                namespace = {"np": np}
+                exec(f"def make_view(a):\n    {call[0]}\n    return {result}\n", namespace)
+                out.append(pytest.param(namespace["make_view"], id=str(case)))
     return out
 
 
@@ -1413,12 +1394,12 @@ def test_a_stale_view_is_an_error(make_view):
 
 
 def float32_cases() -> list[Case]:
-    """One case per row, entry point and static argument: its largest shapes."""
+    """One case per row and entry point (rows differ by static arguments too): its largest shapes."""
     chosen: dict[tuple, Case] = {}
     for case in GRADIENT_CASES + FILL_CASES:
-        key = (case.entry, case.static, case.index, case.const_index)
-        if key not in chosen or sum(map(np.size, map(np.zeros, case.shapes))) > sum(map(np.size, map(np.zeros, chosen[key].shapes))):
-            chosen[key] = case
+        size = sum(int(np.prod(s)) for s in case.shapes)
+        if case.entry not in chosen or size > sum(int(np.prod(s)) for s in chosen[case.entry].shapes):
+            chosen[case.entry] = case
     return list(chosen.values())
 
 
@@ -1458,7 +1439,7 @@ def test_where_refuses_a_non_bool_condition(cond):
 
     with pytest.raises(TracingError, match=rf"{HERE}:{line_of(f, 'WHERE')}: where's cond must be a bool"):
         compiler.gradient(f, cond, 1.0, 2.0, wrt=("x", "y"))
-    fixed = compiler.gradient(lambda c, x, y: np.where(c != 0, x, y), cond, 1.0, 2.0, wrt=("x", "y"))
+    fixed = build(lambda c, x, y: np.where(c != 0, x, y), cond, 1.0, 2.0, wrt=("x", "y"))
     assert [float(g) for g in fixed.grad(cond, 1.0, 2.0)] == [1.0, 0.0]
 
 
@@ -1488,4 +1469,78 @@ def test_numpy_type_errors_become_tracing_errors():
         compiler.gradient(lambda x, y: x * ((x > y) - (y > x)), 1.0, 2.0)
 
 
-# --- known bugs: minimal reproductions -------------------------------------------------------
+# --- bugs these tests found, now fixed: their smallest reproductions ---------------------------
+
+
+def test_fixed_np_matmul_traces():
+    prog = compiler.gradient(lambda x, y: np.sum(np.matmul(x, y)), np.ones((2, 3)), np.ones((3, 2)))
+    np.testing.assert_array_equal(prog.grad(np.ones((2, 3)), np.ones((3, 2)))[0], np.full((2, 3), 2.0))
+
+
+def test_fixed_array_constant_at_the_left_of_matmul():
+    A = np.ones((2, 3))
+    prog = compiler.gradient(lambda x: np.sum(A @ x), np.ones((3, 2)))
+    np.testing.assert_array_equal(prog.grad(np.ones((3, 2)))[0], np.full((3, 2), 2.0))
+
+
+def test_fixed_open_slice_gradient_goes_to_the_wrong_rows():
+    prog = compiler.gradient(lambda x: np.sum(x[1:] * np.array([[1.0, 2.0]])), np.ones((2, 2)))
+    np.testing.assert_array_equal(prog.grad(np.ones((2, 2)))[0], [[0.0, 0.0], [1.0, 2.0]])
+
+
+def test_fixed_open_slice_write_changes_the_wrong_rows():
+    def f(x):
+        x[1:] = 0.0
+        return np.sum(x * np.array([[1.0], [2.0]]))
+
+    assert float(compiler.gradient(f, np.ones((2, 2))).forward(np.ones((2, 2)))) == f(np.ones((2, 2))) == 2.0
+
+
+def test_fixed_float32_max_gradient_is_float64():
+    (grad,) = compiler.gradient(lambda x: np.max(x), np.ones(3, np.float32)).grad(np.ones(3, np.float32))
+    assert grad.dtype == np.float32
+
+
+def test_fixed_float32_where_gradient_is_float64():
+    prog = compiler.gradient(lambda x, y: np.where(x > y, x, y), np.float32(1.0), np.float32(2.0))
+    assert [np.asarray(g).dtype for g in prog.grad(np.float32(1.0), np.float32(2.0))] == [np.float32] * 2
+
+
+def test_fixed_float32_constant_base_gradient_is_float64():
+    (grad,) = compiler.gradient(lambda x: 2.0**x, np.float32(1.0)).grad(np.float32(1.5))
+    assert np.asarray(grad).dtype == np.float32
+
+
+def test_fixed_float32_constant_array_becomes_float64():
+    W = np.full(3, 0.5, np.float32)
+    x = np.ones(3, np.float32)
+    value, (grad,) = compiler.gradient(lambda x: np.sum(x * W), x).value_and_grad(x)
+    assert np.asarray(value).dtype == grad.dtype == (x * W).dtype == np.float32
+
+
+def test_fixed_repeated_write_index_multiplies_the_gradient_of_v():
+    def f(x, v):
+        x[np.array([0, 0])] = v  # NumPy writes v into row 0 (twice, the same value)
+        return np.sum(x)
+
+    _, grad_v = compiler.gradient(f, np.ones((2, 3)), 1.0).grad(np.ones((2, 3)), 5.0)
+    assert float(grad_v) == 3.0  # d/dv of 3 v + 3 (flatgrad: 6.0)
+
+
+def test_fixed_repeated_index_update_multiplies_the_gradient():
+    def f(d):
+        d[np.array([0, 0])] -= 1.0  # NumPy subtracts 1 from row 0 once
+        return np.sum(d)
+
+    (grad,) = compiler.gradient(f, np.ones((2, 3))).grad(np.ones((2, 3)))
+    np.testing.assert_array_equal(grad, np.ones((2, 3)))  # flatgrad: row 0 gets 2
+
+
+def test_fixed_a_number_read_from_an_array_is_not_a_view():
+    def f(x):
+        old = x[0, 1]  # a copy in NumPy
+        x[0, 1] = old + 1.0
+        return np.sum(x) * old
+
+    x = np.full((2, 2), 2.0)
+    assert float(compiler.gradient(f, x).forward(x.copy())) == f(x.copy()) == 18.0
