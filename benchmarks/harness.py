@@ -27,7 +27,7 @@ import statistics
 import sys
 import timeit
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -221,6 +221,23 @@ def measure(candidates: Sequence[Candidate], settings: Settings, progress: bool 
     return timings
 
 
+def page_faults_per_call(candidate: Candidate, calls: int) -> float | None:
+    """Minor page faults per call of `candidate` over `calls` calls (None where the platform
+    does not count them): how often a call touches memory fresh from the operating system.
+    Each costs roughly a microsecond; large NumPy temporaries that the allocator hands back
+    to the OS after every call show up here."""
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return None
+    fn, args = candidate.fn, candidate.args
+    fn(*args)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn(*args)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+
+
 def time_once(call: Callable[[], Any]) -> tuple[Any, float]:
     """`(result, seconds)` of a single call: for one-off costs such as a first-call compile."""
     start = timeit.default_timer()
@@ -266,21 +283,24 @@ def render_table(
     timings: Sequence[Timing],
     baselines: Sequence[Baseline] = (),
     skipped: Sequence[Skipped] = (),
+    extra: Sequence[tuple[str, Mapping[str, str]]] = (),
 ) -> str:
     """A plain-text table: implementation, median and best per-call time, spread (half the
     range of the repeats, relative to the median), then one ratio column per baseline: this
-    row's time / the baseline's, as a `paired_ratio` (below 1 is faster than the baseline)."""
+    row's time / the baseline's, as a `paired_ratio` (below 1 is faster than the baseline),
+    then one column per `extra` entry (a header and the cell text by implementation name)."""
     by_name = {t.name: t for t in timings}
-    headers = ["implementation", "median/call", "best", "spread", *[b.header for b in baselines]]
+    headers = ["implementation", "median/call", "best", "spread", *[b.header for b in baselines], *[h for h, _ in extra]]
     rows = []
     for t in timings:
         row = [t.name, format_time(t.median), format_time(t.best), f"±{t.spread * 50:.0f}%"]
         for b in baselines:
             base = by_name.get(b.name)
             row.append(format_ratio(paired_ratio(t, base)) if base else "n/a")
+        row += [cells.get(t.name, "") for _, cells in extra]
         rows.append(row)
     for s in skipped:
-        rows.append([s.name, "skipped", "", "", *["" for _ in baselines]])
+        rows.append([s.name, "skipped", "", "", *["" for _ in baselines], *["" for _ in extra]])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:

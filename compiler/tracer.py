@@ -221,9 +221,8 @@ def _unsupported(what: str, instead: str | None = None) -> UnsupportedOperationE
 def supported_operations() -> list[str]:
     """The NumPy functions and gates user code may call on traced values, as it spells them."""
     spelled = {"ufunc": "np.{}", "function": "np.{}", "gate": "compiler.{}"}
-    return [
-        spelled[kind].format(name) for row in OPS.values() for kind, name in row.entry_points() if kind in spelled
-    ]
+    names = (spelled[kind].format(name) for row in OPS.values() for kind, name in row.entry_points() if kind in spelled)
+    return list(dict.fromkeys(names))  # rows that share an entry point list it once
 
 
 def _innermost_user_frame() -> types.FrameType | None:
