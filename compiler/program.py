@@ -105,6 +105,7 @@ class GradientProgram:
         self.wrt = wrt
         self.jit = jit
         self._module: types.ModuleType | None = None
+        self._dtypes = {v.name: np.dtype(v.dtype) for v in graph.inputs}
 
     @property
     def module(self) -> types.ModuleType:
@@ -130,7 +131,7 @@ class GradientProgram:
                     f"for shape {var.shape}; trace again with such an example"
                 )
             dtype = getattr(value, "dtype", None)
-            if dtype is not None and dtype.name != var.dtype:
+            if dtype is not None and dtype != self._dtypes[var.name]:  # dtype.name is slow
                 raise SignatureError(
                     f"argument {var.name!r} has dtype {dtype.name}, but the program was traced "
                     f"for {var.dtype}; pass {var.dtype} or trace again with such an example"
