@@ -224,27 +224,27 @@ def _reductions() -> tuple[Op, ...]:
                 grad = "(x == out) / np.sum(x == out) * grad" if chooses else f"np.full(x.shape, grad{divide})"
                 numba_forward, numba_grad, numba_helpers = None, None, ()
             elif suffix == "":
-                forward = f"np.{kind}(x, axis=axis)"
+                forward = f"x.{kind}(axis=axis)"  # the method: NumPy's function wrapper costs a call
                 spread = "np.expand_dims(grad, axis)"
                 mask = "(x == np.expand_dims(out, axis))"
                 grad = (
-                    f"{mask} / np.sum({mask}, axis=axis, keepdims=True) * {spread}"
+                    f"{mask} / {mask}.sum(axis=axis, keepdims=True) * {spread}"
                     if chooses
                     else f"np.broadcast_to({spread}{divide}, x.shape)"
                 )
-                numba_forward = {"sum": None, "mean": f"np.sum(x, axis=axis){divide}"}.get(kind, f"{kind}_along(x, axis)")
-                numba_grad = f"{mask} / np.expand_dims(np.sum({mask}, axis=axis), axis) * {spread}" if chooses else None
+                numba_forward = {"sum": None, "mean": f"x.sum(axis=axis){divide}"}.get(kind, f"{kind}_along(x, axis)")
+                numba_grad = f"{mask} / np.expand_dims({mask}.sum(axis=axis), axis) * {spread}" if chooses else None
                 numba_helpers = (f"{kind}_along",) if chooses else ()
             else:
-                forward = f"np.{kind}(x, axis=axis, keepdims=True)"
+                forward = f"x.{kind}(axis=axis, keepdims=True)"
                 grad = (
-                    "(x == out) / np.sum(x == out, axis=axis, keepdims=True) * grad"
+                    "(x == out) / (x == out).sum(axis=axis, keepdims=True) * grad"
                     if chooses
                     else f"np.broadcast_to(grad{divide}, x.shape)"
                 )
-                reduced = f"{kind}_along(x, axis)" if chooses else "np.sum(x, axis=axis)"
+                reduced = f"{kind}_along(x, axis)" if chooses else "x.sum(axis=axis)"
                 numba_forward = f"({reduced}{divide}).reshape(out.shape)" if divide else f"{reduced}.reshape(out.shape)"
-                numba_grad = "(x == out) / np.sum(x == out, axis=axis).reshape(out.shape) * grad" if chooses else None
+                numba_grad = "(x == out) / (x == out).sum(axis=axis).reshape(out.shape) * grad" if chooses else None
                 numba_helpers = (f"{kind}_along",) if chooses else ()
             rows.append(
                 Op(f"{kind}{suffix}", ("x",), forward, {"x": grad}, pattern=pattern,

@@ -32,10 +32,10 @@ def forward(X, y, W, b):
     """Return softmax(X, y, W, b)."""
     s0 = X @ W
     scores = s0 + b
-    s1 = np.max(scores, axis=1, keepdims=True)
+    s1 = scores.max(axis=1, keepdims=True)
     shifted = scores - s1
     exp_scores = np.exp(shifted)
-    s2 = np.sum(exp_scores, axis=1, keepdims=True)
+    s2 = exp_scores.sum(axis=1, keepdims=True)
     probs = exp_scores / s2
     s3 = probs[np.arange(8), y]
     s4 = np.log(s3)
@@ -54,10 +54,10 @@ def value_and_grad(X, y, W, b):
     # forward pass
     s0 = X @ W
     scores = s0 + b
-    s1 = np.max(scores, axis=1, keepdims=True)
+    s1 = scores.max(axis=1, keepdims=True)
     shifted = scores - s1
     exp_scores = np.exp(shifted)
-    s2 = np.sum(exp_scores, axis=1, keepdims=True)
+    s2 = exp_scores.sum(axis=1, keepdims=True)
     probs = exp_scores / s2
     s3 = probs[np.arange(8), y]
     s4 = np.log(s3)
@@ -84,15 +84,15 @@ def value_and_grad(X, y, W, b):
     grad_probs = add_at((8, 3), (np.arange(8), y), grad_s3, np.float64)
     grad_exp_scores = 1 / s2 * grad_probs
     grad_s2 = -exp_scores / s2 ** 2 * grad_probs
-    grad_s2 = np.sum(grad_s2, axis=1, keepdims=True)
+    grad_s2 = grad_s2.sum(axis=1, keepdims=True)
     grad_exp_scores = grad_exp_scores + np.broadcast_to(grad_s2, (8, 3))
     grad_shifted = exp_scores * grad_exp_scores
     grad_scores = grad_shifted
     grad_s1 = -grad_shifted
-    grad_s1 = np.sum(grad_s1, axis=1, keepdims=True)
-    grad_scores = grad_scores + (scores == s1) / np.sum(scores == s1, axis=1, keepdims=True) * grad_s1
+    grad_s1 = grad_s1.sum(axis=1, keepdims=True)
+    grad_scores = grad_scores + (scores == s1) / (scores == s1).sum(axis=1, keepdims=True) * grad_s1
     grad_b = grad_scores
-    grad_b = np.sum(grad_b, axis=0)
+    grad_b = grad_b.sum(axis=0)
     grad_s0 = grad_scores
     grad_W = grad_W + X.T @ grad_s0
     return L, (grad_W, grad_b)
@@ -107,10 +107,10 @@ def forward_with_cache(X, y, W, b):
     """Return (L, cache): the value of softmax(X, y, W, b) and what `backward` reads."""
     s0 = X @ W
     scores = s0 + b
-    s1 = np.max(scores, axis=1, keepdims=True)
+    s1 = scores.max(axis=1, keepdims=True)
     shifted = scores - s1
     exp_scores = np.exp(shifted)
-    s2 = np.sum(exp_scores, axis=1, keepdims=True)
+    s2 = exp_scores.sum(axis=1, keepdims=True)
     probs = exp_scores / s2
     s3 = probs[np.arange(8), y]
     s4 = np.log(s3)
@@ -141,15 +141,15 @@ def backward(grad_L, cache):
     grad_probs = add_at((8, 3), (np.arange(8), y), grad_s3, np.float64)
     grad_exp_scores = 1 / s2 * grad_probs
     grad_s2 = -exp_scores / s2 ** 2 * grad_probs
-    grad_s2 = np.sum(grad_s2, axis=1, keepdims=True)
+    grad_s2 = grad_s2.sum(axis=1, keepdims=True)
     grad_exp_scores = grad_exp_scores + np.broadcast_to(grad_s2, (8, 3))
     grad_shifted = exp_scores * grad_exp_scores
     grad_scores = grad_shifted
     grad_s1 = -grad_shifted
-    grad_s1 = np.sum(grad_s1, axis=1, keepdims=True)
-    grad_scores = grad_scores + (scores == s1) / np.sum(scores == s1, axis=1, keepdims=True) * grad_s1
+    grad_s1 = grad_s1.sum(axis=1, keepdims=True)
+    grad_scores = grad_scores + (scores == s1) / (scores == s1).sum(axis=1, keepdims=True) * grad_s1
     grad_b = grad_scores
-    grad_b = np.sum(grad_b, axis=0)
+    grad_b = grad_b.sum(axis=0)
     grad_s0 = grad_scores
     grad_W = grad_W + X.T @ grad_s0
     return grad_W, grad_b

@@ -55,7 +55,7 @@ def forward(X, y, W, b):
     s1 = max_along(scores, 1).reshape((8, 1))
     shifted = scores - s1
     exp_scores = np.exp(shifted)
-    s2 = np.sum(exp_scores, axis=1).reshape((8, 1))
+    s2 = exp_scores.sum(axis=1).reshape((8, 1))
     probs = exp_scores / s2
     s3 = probs[np.arange(8), y]
     s4 = np.log(s3)
@@ -78,7 +78,7 @@ def value_and_grad(X, y, W, b):
     s1 = max_along(scores, 1).reshape((8, 1))
     shifted = scores - s1
     exp_scores = np.exp(shifted)
-    s2 = np.sum(exp_scores, axis=1).reshape((8, 1))
+    s2 = exp_scores.sum(axis=1).reshape((8, 1))
     probs = exp_scores / s2
     s3 = probs[np.arange(8), y]
     s4 = np.log(s3)
@@ -105,15 +105,15 @@ def value_and_grad(X, y, W, b):
     grad_probs = add_pairs((8, 3), np.arange(8), y, grad_s3, np.float64)
     grad_exp_scores = 1 / s2 * grad_probs
     grad_s2 = -exp_scores / s2 ** 2 * grad_probs
-    grad_s2 = np.sum(grad_s2, axis=1).reshape((8, 1))
+    grad_s2 = grad_s2.sum(axis=1).reshape((8, 1))
     grad_exp_scores = grad_exp_scores + np.broadcast_to(grad_s2, (8, 3))
     grad_shifted = exp_scores * grad_exp_scores
     grad_scores = grad_shifted
     grad_s1 = -grad_shifted
-    grad_s1 = np.sum(grad_s1, axis=1).reshape((8, 1))
-    grad_scores = grad_scores + (scores == s1) / np.sum(scores == s1, axis=1).reshape((8, 1)) * grad_s1
+    grad_s1 = grad_s1.sum(axis=1).reshape((8, 1))
+    grad_scores = grad_scores + (scores == s1) / (scores == s1).sum(axis=1).reshape((8, 1)) * grad_s1
     grad_b = grad_scores
-    grad_b = np.sum(grad_b, axis=0)
+    grad_b = grad_b.sum(axis=0)
     grad_s0 = grad_scores
     grad_W = grad_W + X.T @ grad_s0
     return L, (grad_W, grad_b)
@@ -133,7 +133,7 @@ def forward_with_cache(X, y, W, b):
     s1 = max_along(scores, 1).reshape((8, 1))
     shifted = scores - s1
     exp_scores = np.exp(shifted)
-    s2 = np.sum(exp_scores, axis=1).reshape((8, 1))
+    s2 = exp_scores.sum(axis=1).reshape((8, 1))
     probs = exp_scores / s2
     s3 = probs[np.arange(8), y]
     s4 = np.log(s3)
@@ -165,15 +165,15 @@ def backward(grad_L, cache):
     grad_probs = add_pairs((8, 3), np.arange(8), y, grad_s3, np.float64)
     grad_exp_scores = 1 / s2 * grad_probs
     grad_s2 = -exp_scores / s2 ** 2 * grad_probs
-    grad_s2 = np.sum(grad_s2, axis=1).reshape((8, 1))
+    grad_s2 = grad_s2.sum(axis=1).reshape((8, 1))
     grad_exp_scores = grad_exp_scores + np.broadcast_to(grad_s2, (8, 3))
     grad_shifted = exp_scores * grad_exp_scores
     grad_scores = grad_shifted
     grad_s1 = -grad_shifted
-    grad_s1 = np.sum(grad_s1, axis=1).reshape((8, 1))
-    grad_scores = grad_scores + (scores == s1) / np.sum(scores == s1, axis=1).reshape((8, 1)) * grad_s1
+    grad_s1 = grad_s1.sum(axis=1).reshape((8, 1))
+    grad_scores = grad_scores + (scores == s1) / (scores == s1).sum(axis=1).reshape((8, 1)) * grad_s1
     grad_b = grad_scores
-    grad_b = np.sum(grad_b, axis=0)
+    grad_b = grad_b.sum(axis=0)
     grad_s0 = grad_scores
     grad_W = grad_W + X.T @ grad_s0
     return grad_W, grad_b
