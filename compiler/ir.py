@@ -210,8 +210,6 @@ def verify(graph: Graph) -> Graph:
             raise IRError(f"{where}: {len(eqn.inputs)} operands, {eqn.op} takes {expected}")
         for a in eqn.reads:
             read(a, where)
-        if eqn.accumulate is not None and eqn.accumulate.name != eqn.out.name:
-            raise IRError(f"{where}: accumulation must rebind {eqn.accumulate.name}")
         bind(eqn.out, where)
     for v in graph.outputs:
         read(v, "outputs")

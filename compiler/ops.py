@@ -8,7 +8,8 @@ the forward pass (the cache) is derived from the names its rule uses.
 
 The tracer maps operators, ufuncs, array functions and `compiler.<gate>` calls to rows through
 the `operators`/`reflected`/`ufuncs`/`functions`/`gate` fields and checks that `bool_params`
-get bools; autodiff applies `grads`;
+get bools; autodiff applies `grads`; the optimizer's gate fusion rewrites the forward patterns
+in `fuses` (calls of rows by name) into the row;
 codegen renders `forward` and `grads`; the tests draw inputs from `domain`. No other module
 lists operations.
 """
@@ -60,6 +61,7 @@ class Op:
     numba_helpers: tuple[str, ...] = ()
     shapes: tuple[tuple[int, ...], ...] = ()
     view: bool = False
+    fuses: tuple[str, ...] = ()
 
     def rule_names(self, wrt: str) -> tuple[str, ...]:
         """The operands the local gradient with respect to `wrt` reads, in canonical order.
@@ -317,9 +319,11 @@ _ROWS = (
        pattern="square gate: local gradient 2x", ufuncs=("square",), domain=_X),
     Op("sigmoid", ("x",), "1 / (1 + np.exp(-x))", {"x": "(1 - out) * out * grad"},
        pattern="sigmoid gate: local gradient (1 - s) s from its output", gate=True,
+       fuses=("div(1, add(1, exp(neg(x))))", "div(1, add(exp(neg(x)), 1))"),
        domain=((-4.0, 4.0),)),
+    # maximum(0, x) routes a tie to the 0, as relu does; maximum(x, 0) would route it to x
     Op("relu", ("x",), "np.maximum(x, 0.0)", {"x": "(x > 0) * grad"},
-       pattern="max gate: router (to x where x > 0)", gate=True, domain=_X),
+       pattern="max gate: router (to x where x > 0)", gate=True, domain=_X, fuses=("maximum(0, x)",)),
     Op("maximum", ("x", "y"), "np.maximum(x, y)", {"x": "(x >= y) * grad", "y": "(x < y) * grad"},
        pattern="max gate: router (a tie goes to the first argument)", ufuncs=("maximum",),
        domain=_XY),

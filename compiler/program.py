@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from compiler import passes
 from compiler.autodiff import differentiate
 from compiler.codegen import JIT_BACKENDS, Provenance, emit_module
 from compiler.errors import FlatgradError, SignatureError
@@ -99,11 +100,14 @@ class GradientProgram:
     the gradients are taken with respect to, in the order `grad` returns them.
     """
 
-    def __init__(self, graph: Graph, source: str, wrt: tuple[str, ...], jit: str | None) -> None:
+    def __init__(
+        self, graph: Graph, source: str, wrt: tuple[str, ...], jit: str | None, optimize: bool = False
+    ) -> None:
         self.graph = graph
         self.source = source
         self.wrt = wrt
         self.jit = jit
+        self.optimize = optimize
         self._module: types.ModuleType | None = None
         self._dtypes = {v.name: np.dtype(v.dtype) for v in graph.inputs}
 
@@ -184,7 +188,13 @@ def _resolve_wrt(graph: Graph, wrt: str | Sequence[str] | None, label: str) -> t
 
 
 def provenance(
-    f: Callable, graph: Graph, wrt: tuple[str, ...], jit: str | None, source: str | None = None, output: str | None = None
+    f: Callable,
+    graph: Graph,
+    wrt: tuple[str, ...],
+    jit: str | None,
+    source: str | None = None,
+    output: str | None = None,
+    optimize: bool = False,
 ) -> Provenance:
     """Where a module comes from (`source`, default: `f`'s file and name) and the `flatgrad emit`
     command that regenerates it (writing to `output`, when given)."""
@@ -200,6 +210,8 @@ def provenance(
         command.append(f"--wrt {','.join(wrt)}")
     if jit:
         command.append(f"--jit {jit}")
+    if optimize:
+        command.append("--optimize")
     if output:
         command.append(f"-o {output}")
     return Provenance(getattr(f, "__name__", "f"), source, " ".join(command))
@@ -220,14 +232,19 @@ def build(
     jit: str | None = None,
     source: str | None = None,
     output: str | None = None,
+    optimize: bool = False,
 ) -> GradientProgram:
     """The pipeline behind `gradient`; the CLI names the module's `source` and `output` file."""
     _check_jit(jit)
     forward = trace(f, *args, **kwargs)
     names = _resolve_wrt(forward, wrt, f"{getattr(f, '__qualname__', f)}()")
+    if optimize:
+        forward = passes.optimize_forward(forward)
     graph = differentiate(forward, names)
-    origin = provenance(f, graph, names, jit, source, output)
-    return GradientProgram(graph, emit_module(graph, origin, jit), names, jit)
+    if optimize:
+        graph = passes.optimize(graph)
+    origin = provenance(f, graph, names, jit, source, output, optimize)
+    return GradientProgram(graph, emit_module(graph, origin, jit), names, jit, optimize)
 
 
 def gradient(
@@ -235,22 +252,24 @@ def gradient(
     *example_args: Any,
     wrt: str | Sequence[str] | None = None,
     jit: str | None = None,
+    optimize: bool = False,
     **example_kwargs: Any,
 ) -> GradientProgram:
     """Trace `f` on example arguments, differentiate it and emit flat forward/backward code.
 
     Only the examples' shapes and dtypes matter. `wrt` is a parameter name or names (default:
     every float parameter); `jit="numba"` runs the emitted functions under
-    `numba.njit(cache=True)`.
+    `numba.njit(cache=True)`; `optimize=True` emits the leanest code instead of the lecture's
+    one gate per line (see `compiler.passes`).
     """
-    return build(f, example_args, example_kwargs, wrt, jit)
+    return build(f, example_args, example_kwargs, wrt, jit, optimize=optimize)
 
 
 def _signature_key(arguments: dict[str, Any]) -> tuple:
     return tuple((name, example_spec(name, value)) for name, value in arguments.items())
 
 
-def _lazy(f: Callable, wrt: str | Sequence[str] | None, jit: str | None, pick: Callable) -> Callable:
+def _lazy(f: Callable, wrt: str | Sequence[str] | None, jit: str | None, optimize: bool, pick: Callable) -> Callable:
     programs: dict[tuple, GradientProgram] = {}
 
     @functools.wraps(f)
@@ -259,7 +278,7 @@ def _lazy(f: Callable, wrt: str | Sequence[str] | None, jit: str | None, pick: C
         key = _signature_key(arguments)
         program = programs.get(key)
         if program is None:
-            program = programs[key] = build(f, args, kwargs, wrt, jit)
+            program = programs[key] = build(f, args, kwargs, wrt, jit, optimize=optimize)
         value, grads = program.value_and_grad(*arguments.values())
         return pick(value, grads[0] if isinstance(wrt, str) else grads)
 
@@ -267,17 +286,21 @@ def _lazy(f: Callable, wrt: str | Sequence[str] | None, jit: str | None, pick: C
     return transformed
 
 
-def grad(f: Callable, wrt: str | Sequence[str] | None = None, jit: str | None = None) -> Callable:
+def grad(
+    f: Callable, wrt: str | Sequence[str] | None = None, jit: str | None = None, optimize: bool = False
+) -> Callable:
     """A function computing `f`'s gradients, traced on first call per argument signature.
 
     With `wrt` a single name it returns that one gradient, else a tuple aligned with `wrt`.
     """
-    return _lazy(f, wrt, jit, lambda value, grads: grads)
+    return _lazy(f, wrt, jit, optimize, lambda value, grads: grads)
 
 
-def value_and_grad(f: Callable, wrt: str | Sequence[str] | None = None, jit: str | None = None) -> Callable:
+def value_and_grad(
+    f: Callable, wrt: str | Sequence[str] | None = None, jit: str | None = None, optimize: bool = False
+) -> Callable:
     """Like `grad`, returning `(value, gradients)`."""
-    return _lazy(f, wrt, jit, lambda value, grads: (value, grads))
+    return _lazy(f, wrt, jit, optimize, lambda value, grads: (value, grads))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,265 @@
+"""Optimizing passes for `optimize=True`: pure functions from a graph to a graph.
+
+Readable mode (the default) runs none of them: the lecture's one-gate-per-line code, copies
+and all. Optimize mode runs `optimize_forward` on the traced graph (before autodiff, so fused
+gates get their own simple local gradients) and `optimize` on the differentiated graph. Each
+pass keeps the graph's outputs, its numbers and the IR's invariants (`ir.verify`); the tests run
+the verifier after every pass.
+"""
+
+from __future__ import annotations
+
+import ast
+import bisect
+import functools
+from typing import Callable, Iterable
+
+import numpy as np
+
+from compiler.ir import Atom, Const, Eqn, Graph, Var, stand_in
+from compiler.ops import OPS
+
+Pass = Callable[[Graph], Graph]
+
+
+def _uses(graph: Graph) -> dict[int, int]:
+    """How many times each variable is read (outputs count as reads)."""
+    counts: dict[int, int] = {}
+    for eqn in graph.eqns:
+        for a in eqn.reads:
+            if isinstance(a, Var):
+                counts[id(a)] = counts.get(id(a), 0) + 1
+    for v in graph.outputs:
+        counts[id(v)] = counts.get(id(v), 0) + 1
+    return counts
+
+
+def _rebuild(graph: Graph, kept: Iterable[tuple[int, Eqn]], replace: dict[int, Atom]) -> Graph:
+    """The graph with only the `kept` (index, equation) pairs, reads renamed through `replace`."""
+
+    def sub(a: Atom) -> Atom:
+        while isinstance(a, Var) and id(a) in replace:
+            a = replace[id(a)]
+        return a
+
+    eqns, n_forward = [], 0
+    for index, eqn in kept:
+        accumulate = sub(eqn.accumulate) if eqn.accumulate is not None else None
+        assert accumulate is None or isinstance(accumulate, Var)
+        eqns.append(
+            Eqn(eqn.op, tuple(sub(a) for a in eqn.inputs), eqn.out, eqn.rule, accumulate, eqn.loc, eqn.params)
+        )
+        if graph.n_forward is not None and index < graph.n_forward:
+            n_forward += 1
+    outputs = tuple(sub(v) for v in graph.outputs)
+    assert all(isinstance(v, Var) for v in outputs)
+    return Graph(
+        graph.inputs, tuple(eqns), outputs,  # type: ignore[arg-type]
+        n_forward if graph.n_forward is not None else None, graph.constants,
+    )
+
+
+class _Positions:
+    """Where each variable is bound and last read, and where each name is bound, in one graph."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.bound = {id(e.out): i for i, e in enumerate(graph.eqns)}
+        self.last_read: dict[int, int] = {}
+        self.bindings: dict[str, list[int]] = {}
+        for i, eqn in enumerate(graph.eqns):
+            for a in eqn.reads:
+                if isinstance(a, Var):
+                    self.last_read[id(a)] = i
+            self.bindings.setdefault(eqn.out.name, []).append(i)
+        for v in graph.outputs:
+            self.last_read[id(v)] = len(graph.eqns)
+
+    def can_read_instead(self, old: Var, new: Var) -> bool:
+        """Whether every read of `old` can read `new` instead: `new`'s name is not bound again
+        before the last read of `old` (gradient accumulation rebinds names)."""
+        start, end = self.bound.get(id(new), -1), self.last_read.get(id(old), -1)
+        binds = self.bindings.get(new.name, [])
+        return bisect.bisect_right(binds, start) == bisect.bisect_left(binds, end)
+
+
+def eliminate_dead_code(graph: Graph) -> Graph:
+    """Drop every equation no output needs: unused forward values, and gradients of values that
+    lead to no requested input. Keeps: the outputs and everything they read."""
+    live = {id(v) for v in graph.outputs}
+    kept = []
+    for index in reversed(range(len(graph.eqns))):
+        eqn = graph.eqns[index]
+        if id(eqn.out) in live:
+            kept.append((index, eqn))
+            live.update(id(a) for a in eqn.reads if isinstance(a, Var))
+    return _rebuild(graph, reversed(kept), {})
+
+
+@functools.lru_cache(maxsize=None)
+def _copied_name(text: str) -> str | None:
+    """The operand an expression passes through unchanged (`x` for `x`, `grad` for `grad`)."""
+    node = ast.parse(text, mode="eval").body
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _copy_source(eqn: Eqn) -> Atom | None:
+    """If `eqn` only passes one operand through (`grad_s2 = grad_s3`), that operand."""
+    if eqn.accumulate is not None:
+        return None
+    row = OPS[eqn.op]
+    names = row.params if eqn.rule is None else row.rule_names(eqn.rule)
+    text = row.forward if eqn.rule is None else row.grads[eqn.rule]
+    copied = _copied_name(text)
+    source = dict(zip(names, eqn.inputs)).get(copied) if copied else None
+    if isinstance(source, Var) and (source.shape, source.dtype) == (eqn.out.shape, eqn.out.dtype):
+        return source
+    return None
+
+
+def propagate_copies(graph: Graph) -> Graph:
+    """Read the source of a copy (the add gate's `grad_s2 = grad_s3`) instead of the copy, and
+    drop the copy. Keeps: copies that are outputs (they carry the output's name) and copies whose
+    source's name is rebound before the copy's last read."""
+    outputs = {id(v) for v in graph.outputs}
+    positions = _Positions(graph)
+    replace: dict[int, Atom] = {}
+    kept = []
+    for index, eqn in enumerate(graph.eqns):
+        source = _copy_source(eqn)
+        while isinstance(source, Var) and id(source) in replace:
+            source = replace[id(source)]  # type: ignore[assignment]
+        if isinstance(source, Var) and id(eqn.out) not in outputs and positions.can_read_instead(eqn.out, source):
+            replace[id(eqn.out)] = source
+        else:
+            kept.append((index, eqn))
+    return _rebuild(graph, kept, replace)
+
+
+def _key(eqn: Eqn) -> tuple:
+    def atom(a: Atom) -> tuple:
+        if isinstance(a, Var):
+            return ("var", id(a))
+        value = a.value
+        if isinstance(value, np.ndarray):
+            return ("array", value.dtype.str, value.shape, value.tobytes())
+        return ("const", type(value).__name__, repr(value))
+
+    return (eqn.op, eqn.rule, tuple(atom(a) for a in eqn.inputs), repr(eqn.params))
+
+
+def eliminate_common_subexpressions(graph: Graph) -> Graph:
+    """Compute each distinct expression once, forward and backward alike: a later equation with
+    the same op, rule, operands and static parameters reads the earlier result. Keeps:
+    accumulations (they rebind a name) and the equations that bind outputs."""
+    outputs = {id(v) for v in graph.outputs}
+    positions = _Positions(graph)
+    first: dict[tuple, Var] = {}
+    replace: dict[int, Atom] = {}
+    kept = []
+    for index, eqn in enumerate(graph.eqns):
+        renamed = Eqn(
+            eqn.op,
+            tuple(replace.get(id(a), a) if isinstance(a, Var) else a for a in eqn.inputs),
+            eqn.out, eqn.rule, eqn.accumulate, eqn.loc, eqn.params,
+        )
+        key = _key(renamed)
+        earlier = first.get(key)
+        if (
+            earlier is not None
+            and eqn.accumulate is None
+            and id(eqn.out) not in outputs
+            and positions.can_read_instead(eqn.out, earlier)
+        ):
+            replace[id(eqn.out)] = earlier
+            continue
+        if eqn.accumulate is None:
+            first.setdefault(key, eqn.out)
+        kept.append((index, eqn))
+    return _rebuild(graph, kept, replace)
+
+
+# --- gate fusion (forward graphs) -------------------------------------------------------------
+
+
+def _pattern(text: str) -> ast.expr:
+    return ast.parse(text, mode="eval").body
+
+
+def _match(pattern: ast.expr, atom: Atom, producers: dict[int, Eqn], uses: dict[int, int],
+           bound: dict[str, Atom], inner: list[Var], top: bool) -> bool:
+    """Match `pattern` (calls of ops by name, constants, and variables) against `atom`."""
+    if isinstance(pattern, ast.Name):
+        previous = bound.setdefault(pattern.id, atom)
+        return previous is atom
+    if isinstance(pattern, ast.Constant):
+        return isinstance(atom, Const) and not isinstance(atom.value, np.ndarray) and atom.value == pattern.value
+    if not (isinstance(pattern, ast.Call) and isinstance(pattern.func, ast.Name) and isinstance(atom, Var)):
+        return False
+    eqn = producers.get(id(atom))
+    if eqn is None or eqn.op != pattern.func.id or len(eqn.inputs) != len(pattern.args):
+        return False
+    if not top:
+        if uses.get(id(atom), 0) != 1:
+            return False  # an inner value read elsewhere must stay
+        inner.append(atom)
+    return all(_match(p, a, producers, uses, bound, inner, False) for p, a in zip(pattern.args, eqn.inputs))
+
+
+def fuse_gates(graph: Graph) -> Graph:
+    """Rewrite a forward pattern into the one gate it spells (`1 / (1 + np.exp(-x))` into
+    sigmoid, `np.maximum(0, x)` into relu), from the op table's `fuses`. Keeps: the fused
+    value's name and every value read outside the pattern."""
+    assert graph.n_forward is None, "fusion runs on the forward graph, before autodiff"
+    producers = {id(e.out): e for e in graph.eqns}
+    uses = _uses(graph)
+    fused: dict[int, Eqn] = {}
+    dropped: set[int] = set()
+    for eqn in graph.eqns:
+        for row in OPS.values():
+            for text in row.fuses:
+                bound: dict[str, Atom] = {}
+                inner: list[Var] = []
+                if _match(_pattern(text), eqn.out, producers, uses, bound, inner, True):
+                    operands = tuple(bound[p] for p in row.params)
+                    sample = np.asarray(row.compute(*(_stand_in(a) for a in operands)))
+                    if (sample.shape, sample.dtype.name) == (eqn.out.shape, eqn.out.dtype):
+                        fused[id(eqn.out)] = Eqn(row.name, operands, eqn.out, loc=eqn.loc)
+                        dropped.update(id(v) for v in inner)
+                    break
+            if id(eqn.out) in fused:
+                break
+    kept = [
+        (i, fused.get(id(e.out), e)) for i, e in enumerate(graph.eqns) if id(e.out) not in dropped
+    ]
+    return _rebuild(graph, kept, {})
+
+
+def _stand_in(a: Atom) -> object:
+    return a.value if isinstance(a, Const) else stand_in(a.shape, a.dtype)
+
+
+def _run(graph: Graph, passes: Iterable[Pass], check: Callable[[Graph], Graph] | None) -> Graph:
+    for each in passes:
+        graph = each(graph)
+        if check is not None:
+            check(graph)
+    return graph
+
+
+FORWARD_PASSES: tuple[Pass, ...] = (fuse_gates, eliminate_dead_code)
+GRADIENT_PASSES: tuple[Pass, ...] = (
+    propagate_copies,
+    eliminate_common_subexpressions,
+    propagate_copies,
+    eliminate_dead_code,
+)
+
+
+def optimize_forward(graph: Graph, check: Callable[[Graph], Graph] | None = None) -> Graph:
+    """The forward passes, before autodiff; `check` (the verifier, in tests) runs after each."""
+    return _run(graph, FORWARD_PASSES, check)
+
+
+def optimize(graph: Graph, check: Callable[[Graph], Graph] | None = None) -> Graph:
+    """The passes over the differentiated graph; `check` runs after each."""
+    return _run(graph, GRADIENT_PASSES, check)
