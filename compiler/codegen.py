@@ -385,6 +385,7 @@ def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None) ->
         seed=graph.backward_eqns[0].out.name,
         constants=[(name, repr(value)) for name, value in graph.constants],
         cache=[(v.name, describe(v)) for v in cached_values(graph)],
+        cache_bytes=sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in cached_values(graph)),
         signature=_signature(provenance.function, [v.name for v in graph.inputs]),
         functions=functions(graph, provenance, jit),
     )

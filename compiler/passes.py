@@ -102,7 +102,7 @@ def _copied_name(text: str) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
-def _copy_source(eqn: Eqn) -> Atom | None:
+def copy_source(eqn: Eqn) -> Atom | None:
     """If `eqn` only passes one operand through (`grad_s2 = grad_s3`), that operand."""
     if eqn.accumulate is not None:
         return None
@@ -125,7 +125,7 @@ def propagate_copies(graph: Graph) -> Graph:
     replace: dict[int, Atom] = {}
     kept = []
     for index, eqn in enumerate(graph.eqns):
-        source = _copy_source(eqn)
+        source = copy_source(eqn)
         while isinstance(source, Var) and id(source) in replace:
             source = replace[id(source)]  # type: ignore[assignment]
         if isinstance(source, Var) and id(eqn.out) not in outputs and positions.can_read_instead(eqn.out, source):

@@ -10,7 +10,7 @@ Specialised for these inputs (only shapes and dtypes matter):
     b1: float64[8]
     W2: float64[8, 3]
     b2: float64[3]
-The backward pass caches: X, W2, h, s3.
+The backward pass caches X, W2, h, s3: 1152 bytes at these shapes.
 
     forward(...) -> L
     value_and_grad(...) -> (L, (grad_W1, grad_b1, grad_W2, grad_b2))

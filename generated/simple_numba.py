@@ -7,7 +7,7 @@ Specialised for these inputs (only shapes and dtypes matter):
     x: float64 scalar
     y: float64 scalar
     z: float64 scalar
-The backward pass caches: z, q.
+The backward pass caches z, q: 16 bytes at these shapes.
 
     forward(...) -> L
     value_and_grad(...) -> (L, (grad_x, grad_y, grad_z))

@@ -10,7 +10,7 @@ Specialised for these inputs (only shapes and dtypes matter):
     b: float64[3]
 Constants baked in from the function's globals and closure:
     REG = 0.001
-The backward pass caches: X, y, W, scores, s1, exp_scores, s2, s3.
+The backward pass caches X, y, W, scores, s1, exp_scores, s2, s3: 992 bytes at these shapes.
 
     forward(...) -> L
     value_and_grad(...) -> (L, (grad_W, grad_b))

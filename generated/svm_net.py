@@ -12,7 +12,7 @@ Specialised for these inputs (only shapes and dtypes matter):
     b2: float64[3]
 Constants baked in from the function's globals and closure:
     REG = 0.001
-The backward pass caches: X, y, W1, W2, s1, h, s5.
+The backward pass caches X, y, W1, W2, s1, h, s5: 1984 bytes at these shapes.
 
     forward(...) -> L
     value_and_grad(...) -> (L, (grad_W1, grad_b1, grad_W2, grad_b2))

@@ -28,17 +28,18 @@ EXAMPLES = {
     "softmax": ["--arg", "X=f64[8,4]", "--arg", "y=i64[8]", "--arg", "W=f64[4,3]", "--arg", "b=f64[3]", "--wrt", "W,b"],
     "mlp": ["--arg", "X=f64[8,4]", "--arg", "t=f64[8,3]", "--wrt", "W1,b1,W2,b2"] + _LAYERS,
 }
-# (example function, `flatgrad emit` options) -> generated/<name>[_numba].py
+# (example function, `flatgrad emit` options) -> generated/<name>[_optimized][_numba].py
 GOLDEN = [
-    (f"examples/{stem}.py:{stem}", options + jit)
+    (f"examples/{stem}.py:{stem}", options + variant)
     for stem, options in EXAMPLES.items()
-    for jit in ([], ["--jit", "numba"])
+    for variant in ([], ["--jit", "numba"], ["--optimize"])
 ]
 
 
 def golden_path(target: str, options: list[str]) -> str:
     name = target.rsplit(":", 1)[1]
-    return f"generated/{name}{'_numba' if '--jit' in options else ''}.py"
+    suffix = ("_optimized" if "--optimize" in options else "") + ("_numba" if "--jit" in options else "")
+    return f"generated/{name}{suffix}.py"
 
 
 @pytest.mark.parametrize("target, options", GOLDEN, ids=[golden_path(*g) for g in GOLDEN])

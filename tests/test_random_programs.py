@@ -37,7 +37,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import compiler
-from compiler import ir
+from compiler import ir, passes
+from compiler.autodiff import differentiate
 from autograd.tracer import getval
 
 from compiler.ops import OPS, Op
@@ -289,6 +290,16 @@ def pyflakes_messages(source: str) -> str:
 # --- the test -------------------------------------------------------------------------------
 
 
+def optimized_program(f, examples) -> compiler.GradientProgram:
+    """`f` in optimize mode, with the verifier run after every pass."""
+    forward = passes.optimize_forward(ir.verify(compiler.trace(f, *examples)), check=ir.verify)
+    passes.optimize(differentiate(forward, [v.name for v in forward.inputs if v.dtype == "float64"]), check=ir.verify)
+    optimized = compiler.gradient(f, *examples, optimize=True)
+    assert pyflakes_messages(optimized.source) == "", optimized.source
+    assert len(optimized.graph.eqns) <= len(compiler.gradient(f, *examples).graph.eqns)
+    return optimized
+
+
 @settings(derandomize=True, max_examples=250, deadline=None, database=None)
 @given(data=st.data())
 def test_random_program_against_autograd(data):
@@ -325,6 +336,14 @@ def test_random_program_against_autograd(data):
     )
     np.testing.assert_allclose(
         [float(g) for g in doubled], [2 * float(g) for g in grads], rtol=1e-15, atol=0, err_msg=str(program)
+    )
+
+    optimized = optimized_program(f, [1.0] * len(args))
+    with np.errstate(all="ignore"):
+        value, grads = optimized.value_and_grad(*args)
+    np.testing.assert_allclose(float(value), expected_value, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        [float(g) for g in grads], expected_grads, rtol=RTOL, atol=ATOL * scale, err_msg=f"optimized\n{program}"
     )
 
 
@@ -598,3 +617,11 @@ def test_random_array_program_against_autograd(data):
         scale = max(1.0, float(np.max(np.abs(expected))))
         np.testing.assert_allclose(grad, expected, rtol=RTOL, atol=ATOL * scale, err_msg=f"a{i}\n{program}")
         np.testing.assert_allclose(twice, 2 * np.asarray(grad), rtol=1e-15, atol=0, err_msg=str(program))
+
+    optimized = optimized_program(f, examples)
+    with np.errstate(all="ignore"):
+        value, grads = optimized.value_and_grad(*args)
+    np.testing.assert_allclose(float(value), expected_value, rtol=1e-12, atol=1e-12, err_msg=str(program))
+    for i, (grad, expected) in enumerate(zip(grads, expected_grads)):
+        scale = max(1.0, float(np.max(np.abs(expected))))
+        np.testing.assert_allclose(grad, expected, rtol=RTOL, atol=ATOL * scale, err_msg=f"optimized a{i}\n{program}")

@@ -1,0 +1,125 @@
+"""The optimizing passes, each on hand-written programs with before/after listings, and optimize
+mode on every example: same numbers, fewer operations, the verifier content after each pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler import passes
+from compiler.autodiff import differentiate
+from compiler.cli import example_arguments
+from compiler.ir import verify
+from test_golden import EXAMPLES, ROOT
+
+
+def body(graph) -> list[str]:
+    return str(graph).splitlines()[1:-1]
+
+
+def test_fuse_gates_spots_sigmoid_and_relu():
+    def f(x, w):
+        s = 1.0 / (1 + np.exp(-(x * w)))
+        return np.sum(np.maximum(0, s - 0.5))
+
+    before = compiler.trace(f, np.ones(3), 2.0)
+    assert [e.op for e in before.eqns] == ["mul", "neg", "exp", "add", "div", "sub", "maximum", "sum_all"]
+    after = verify(passes.fuse_gates(before))
+    assert body(after) == [
+        "  s0 = mul(x, w)",
+        "  s = sigmoid(s0)",
+        "  s4 = sub(s, 0.5)",  # names were given when tracing: s1..s3 went into the sigmoid
+        "  s5 = relu(s4)",
+        "  L = sum_all(s5; axis=None, keepdims=False)",
+    ]
+
+
+def test_fuse_gates_keeps_values_read_elsewhere_and_the_other_tie():
+    def f(x):
+        e = np.exp(-x)
+        return 1 / (1 + e) + e + np.maximum(x, 0.0)  # e is read twice; maximum(x, 0) ties to x
+
+    after = passes.fuse_gates(compiler.trace(f, 1.0))
+    assert [e.op for e in after.eqns] == [e.op for e in compiler.trace(f, 1.0).eqns]
+
+
+def test_dead_code_goes():
+    def f(x, y):
+        np.exp(x) * y  # computed and dropped: the point of the test
+        return x * y
+
+    before = compiler.trace(f, 1.0, 2.0)
+    assert len(before.eqns) == 3
+    assert body(verify(passes.eliminate_dead_code(before))) == ["  L = mul(x, y)"]
+
+
+def test_copies_propagate_but_outputs_keep_their_names():
+    graph = differentiate(compiler.trace(lambda x, y, z: (x + y) * z, 1.0, 2.0, 3.0), ["x", "y", "z"])
+    after = verify(passes.propagate_copies(graph))
+    assert body(after) == [
+        "  s0 = add(x, y)",
+        "  L = mul(s0, z)",
+        "  # backward",
+        "  grad_L = ones_like(L)",
+        "  grad_z = mul.grad[y](s0, grad_L)",
+        "  grad_s0 = mul.grad[x](z, grad_L)",
+        "  grad_x = add.grad[x](grad_s0)",  # outputs: the copies carry the gradients' names
+        "  grad_y = add.grad[y](grad_s0)",
+    ]
+
+
+def test_copies_are_not_read_past_a_rebinding_of_their_source():
+    def f(x):
+        a = x * 2.0
+        return a * a + a  # grad_a is accumulated twice
+
+    graph = differentiate(compiler.trace(f, 1.5), ["x"])
+    verify(passes.propagate_copies(graph))
+    assert compiler.gradient(f, 1.5, optimize=True).grad(1.5) == pytest.approx((8 * 1.5 + 2.0,))  # f = 4x^2 + 2x
+
+
+def test_common_subexpressions_are_computed_once():
+    def f(x, y):
+        a = np.exp(x) * y
+        b = np.exp(x) * y
+        return a + b
+
+    after = verify(passes.eliminate_common_subexpressions(compiler.trace(f, 1.0, 2.0)))
+    assert body(after) == ["  s0 = exp(x)", "  a = mul(s0, y)", "  L = add(a, a)"]
+
+
+def test_wrt_subset_emits_no_gradient_lines_for_the_others():
+    prog = compiler.gradient(lambda x, y: np.sin(x) * np.cos(y), 1.0, 2.0, wrt="y", optimize=True)
+    assert "grad_x" not in prog.source
+    assert "np.cos(x)" not in prog.source.split("# backward pass")[1]
+
+
+def _programs(stem: str, options: list[str]):
+    """An example's function, its example arguments, and its readable and optimized programs."""
+    module = __import__(stem)
+    args = example_arguments(getattr(module, stem), [v for k, v in zip(options, options[1:]) if k == "--arg"])
+    wrt = tuple(options[options.index("--wrt") + 1].split(",")) if "--wrt" in options else None
+    f = getattr(module, stem)
+    return f, args, compiler.gradient(f, **args, wrt=wrt), compiler.gradient(f, **args, wrt=wrt, optimize=True)
+
+
+@pytest.mark.parametrize("stem", list(EXAMPLES))
+def test_optimize_mode_on_every_example(stem):
+    f, args, readable, optimized = _programs(stem, EXAMPLES[stem])
+    # the cheap-gradient principle: forward and backward together cost at most 3x the forward
+    # (counting operations: the seed `grad_L = 1.0` and copies that name outputs compute nothing)
+    graph = optimized.graph
+    operations = [e for e in graph.eqns if e is not graph.backward_eqns[0] and passes.copy_source(e) is None]
+    assert len(operations) <= 3 * len(graph.forward_eqns)
+    assert len(optimized.graph.eqns) <= len(readable.graph.eqns)
+    assert "* 1.0\n" not in optimized.source and "* 1.0)" not in optimized.source
+    value, grads = optimized.value_and_grad(*args.values())
+    expected_value, expected_grads = readable.value_and_grad(*args.values())
+    assert value == pytest.approx(expected_value, rel=1e-12)
+    for ours, theirs in zip(grads, expected_grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+def test_optimized_goldens_exist():
+    assert all((ROOT / f"generated/{stem}_optimized.py").is_file() for stem in EXAMPLES)
