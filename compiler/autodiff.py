@@ -36,6 +36,23 @@ def _sample(v: Var | Const) -> object:
     return v.value if isinstance(v, Const) else stand_in(v.shape, v.dtype)
 
 
+_RULE_RESULTS: dict[tuple, np.ndarray] = {}
+
+
+def _rule_result(eqn: Eqn, rule: str, bindings: dict[str, Var | Const]) -> np.ndarray:
+    """A stand-in of the local gradient's value: its shape and dtype (memoized: unrolled loops
+    apply the same rule to values of the same types again and again)."""
+    key = (
+        eqn.op, rule, repr(eqn.params),
+        tuple((k, v.shape, v.dtype) if isinstance(v, Var) else (k, repr(v.value)) for k, v in bindings.items()),
+    )
+    if key not in _RULE_RESULTS:
+        samples = {k: _sample(v) for k, v in bindings.items()}
+        value = np.asarray(OPS[eqn.op].evaluate_rule(rule, samples, eqn.static))
+        _RULE_RESULTS[key] = stand_in(value.shape, value.dtype.name)
+    return _RULE_RESULTS[key]
+
+
 def _static_types(bindings: dict[str, Var | Const]) -> tuple[tuple[str, object], ...]:
     """The shapes and dtypes a rule may read as `x.shape`, `x.dtype`: codegen writes them in."""
     return tuple(
@@ -73,8 +90,7 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
         """Append `of`'s gradient term from one gate: the rule, then the steps that bring it to
         `of`'s shape (a sum where `of` was broadcast) and dtype (a cast where the rule promoted
         a float32 value), the last of them adding onto `of`'s earlier gradient, if any."""
-        row = OPS[eqn.op]
-        sample = np.asarray(row.evaluate_rule(rule, {k: _sample(v) for k, v in bindings.items()}, eqn.static))
+        sample = _rule_result(eqn, rule, bindings)
         lead = tuple(range(sample.ndim - len(of.shape)))
         kept = tuple(
             i for i, (mine, theirs) in enumerate(zip(of.shape, sample.shape[len(lead):])) if mine == 1 and theirs != 1

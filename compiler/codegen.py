@@ -14,6 +14,7 @@ import copy
 import functools
 import math
 import operator
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,9 +251,65 @@ def _show_static(eqn: Eqn) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in eqn.params if "." not in k) or "these operands"
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """One equation as a line of Python, with the names it calls (helpers, `np`)."""
+
+    text: str
+    calls: frozenset[str]
+    uses_numpy: bool
+
+
+# Rendering goes through astor once per distinct gate shape: unrolled loops repeat the same
+# equations under other names, so a line is rendered with placeholder names and the real ones
+# are put in afterwards. Both are identifiers, so the swap cannot change how the line parses.
+_PLACEHOLDER = "__flatgrad_{}__"
+_PLACEHOLDERS = re.compile(r"__flatgrad_(\d+)__")
+_RENDERED: dict[tuple, Rendered] = {}
+
+
+def _shape_key(eqn: Eqn) -> tuple:
+    def atom(a: Atom) -> tuple:
+        if isinstance(a, Var):
+            return ("var", a.shape, a.dtype)
+        value = a.value
+        if isinstance(value, np.ndarray):
+            return ("array", value.dtype.str, value.shape, value.tobytes())
+        return ("const", type(value).__name__, repr(value))
+
+    return (
+        eqn.op, eqn.rule, tuple(atom(a) for a in eqn.inputs), eqn.out.shape, eqn.out.dtype,
+        eqn.accumulate is not None, repr(eqn.params),
+    )
+
+
+def render(eqn: Eqn, jit: str | None = None) -> Rendered:
+    """`eqn` as one line of Python: `grad_w1 = x1 * grad_s1`."""
+    names = [eqn.out.name] + [a.name for a in eqn.inputs if isinstance(a, Var)]
+    names += [eqn.accumulate.name] if eqn.accumulate is not None else []
+    key = (_shape_key(eqn), jit)
+    template = _RENDERED.get(key)
+    if template is None:
+        counter = iter(range(len(names)))
+
+        def placeholder(v: Var) -> Var:
+            return Var(_PLACEHOLDER.format(next(counter)), v.shape, v.dtype)
+
+        out = placeholder(eqn.out)
+        inputs = tuple(placeholder(a) if isinstance(a, Var) else a for a in eqn.inputs)
+        accumulate = placeholder(eqn.accumulate) if eqn.accumulate is not None else None
+        tree = expression(Eqn(eqn.op, inputs, out, eqn.rule, accumulate, eqn.loc, eqn.params), jit)
+        calls = frozenset(n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name))
+        uses_numpy = any(isinstance(n, ast.Name) and n.id == "np" for n in ast.walk(tree))
+        text = unparse(ast.Assign([ast.Name(out.name, ast.Store())], tree, lineno=0))
+        template = _RENDERED[key] = Rendered(text, calls, uses_numpy)
+    text = _PLACEHOLDERS.sub(lambda match: names[int(match.group(1))], template.text)
+    return Rendered(text, template.calls, template.uses_numpy)
+
+
 def statement(eqn: Eqn, jit: str | None = None) -> str:
     """`eqn` as one line of Python: `grad_w1 = x1 * grad_s1`."""
-    return unparse(ast.Assign([ast.Name(eqn.out.name, ast.Store())], expression(eqn, jit), lineno=0))
+    return render(eqn, jit).text
 
 
 def _load(name: str) -> ast.Name:
@@ -370,10 +427,10 @@ def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None) ->
     """The whole module for a differentiated graph (see `autodiff.differentiate`)."""
     if jit not in (None, *JIT_BACKENDS):
         raise ValueError(f"jit must be None or one of {JIT_BACKENDS}, not {jit!r}")
-    trees = [expression(eqn, jit) for eqn in graph.eqns]
-    called = {node.func.id for tree in trees for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    rendered = [render(eqn, jit) for eqn in graph.eqns]
+    called = set().union(*(r.calls for r in rendered))
     helpers = [helper_source(name) for name in HELPERS if name in called]
-    uses_numpy = bool(helpers) or any(isinstance(node, ast.Name) and node.id == "np" for tree in trees for node in ast.walk(tree))
+    uses_numpy = bool(helpers) or any(r.uses_numpy for r in rendered)
     return _template().render(
         provenance=provenance,
         jit=jit,

@@ -49,14 +49,18 @@ class Namer:
 
     def __init__(self, taken: Iterable[str] = ()) -> None:
         self._taken: set[str] = set(taken)
+        self._suffix: dict[str, int] = {}  # the last suffix tried per wanted name: claims stay O(1)
 
     def claim(self, wanted: str) -> str:
         """`wanted` if it is free, else `wanted_1`, `wanted_2`, ..."""
         name = wanted
-        suffix = 0
+        suffix = self._suffix.get(wanted, 0)
+        if suffix:
+            name = f"{wanted}_{suffix}"
         while name in self._taken or name in RESERVED or not name.isidentifier():
             suffix += 1
             name = f"{wanted}_{suffix}"
+        self._suffix[wanted] = suffix
         self._taken.add(name)
         return name
 

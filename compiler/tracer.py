@@ -340,6 +340,7 @@ class _Recorder:
         self.values: list[_Value] = []
         self.eqns: list[tuple[Op, tuple[int | Const, ...], int, Loc | None, dict]] = []
         self._stop_frame = stop_frame
+        self._stack: list[tuple[types.FrameType, int]] = []  # the user's frames at the last op
 
     def new_value(self, shape: tuple[int, ...], dtype: str, base: Traced | None = None) -> Traced:
         self.values.append(_Value(shape, dtype))
@@ -357,17 +358,27 @@ class _Recorder:
 
     def record(self, row: Op, operands: tuple[int | Const, ...], out: Traced, static: dict) -> None:
         frames = self.user_frames()
-        self.name_locals(frames)
+        depths = {id(frame): len(frames) - 1 - i for i, frame in enumerate(frames)}
+        # frames on the last op's stack that have returned since: their final bindings name too
+        self.name_locals([(f, d) for f, d in self._stack if id(f) not in depths or depths[id(f)] != d])
+        self._stack = [(frame, depths[id(frame)]) for frame in frames]
+        self.name_locals(self._stack)
         loc = _location(frames[0]) if frames else None
         self.eqns.append((row, operands, out._index, loc, static))
 
-    def name_locals(self, frames: list[types.FrameType]) -> None:
+    def finish(self) -> None:
+        """After the function returned: the bindings its frames (and helpers') ended with."""
+        self.name_locals(self._stack)
+        self._stack = []
+
+    def name_locals(self, frames: list[tuple[types.FrameType, int]]) -> None:
         """Give each traced value the name of a local variable that holds it.
 
-        An outer frame's name beats an inner one's (`h = layer(x)` names the result `h`, not the
-        helper's `out`); a helper's parameters name nothing, since they only alias.
+        `frames` pairs each user frame with its depth (0 for the traced function). An outer
+        frame's name beats an inner one's (`h = layer(x)` names the result `h`, not the helper's
+        `out`); a helper's parameters name nothing, since they only alias.
         """
-        for depth, frame in enumerate(reversed(frames)):
+        for frame, depth in frames:
             code = frame.f_code
             params = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount] if depth else ()
             for name, value in frame.f_locals.items():
@@ -376,18 +387,6 @@ class _Recorder:
                 record = self.values[value._index]
                 if depth < record.hint_depth and name.isidentifier():
                     record.hint, record.hint_depth = name, depth
-
-    def profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
-        """sys.setprofile hook: a returning user frame's last bindings name values too."""
-        if event == "return" and not _is_library(frame.f_code.co_filename):
-            frames = []
-            walk: types.FrameType | None = frame
-            while walk is not None and walk is not self._stop_frame:
-                if not _is_library(walk.f_code.co_filename):
-                    frames.append(walk)
-                walk = walk.f_back
-            if walk is self._stop_frame:
-                self.name_locals(frames)
 
 
 def _operand(recorder: _Recorder | None, value: Any) -> tuple[_Recorder | None, int | Const]:
@@ -429,15 +428,22 @@ def _sample(recorder: _Recorder, operand: int | Const) -> Any:
     return stand_in(value.shape, value.dtype)
 
 
-def _apply(row: Op, args: tuple[Any, ...], static: dict | None = None) -> Traced:
-    static = static or {}
-    recorder = None
-    operands = []
-    for arg in args:
-        recorder, operand = _operand(recorder, arg)
-        operands.append(operand)
-    if recorder is None:  # only constants: NumPy computes it (e.g. `np.eye(3)[0]` reached us)
-        return row.compute(*(o.value for o in operands), **static)
+_RESULT_TYPES: dict[tuple, np.ndarray] = {}
+
+
+def _result_type(row: Op, recorder: _Recorder, operands: list[int | Const], static: dict) -> np.ndarray:
+    """A stand-in of the op's result, from stand-ins of its operands: its shape and dtype.
+
+    Memoized by the operands' types, so an unrolled loop asks NumPy once per kind of step."""
+    kinds = tuple(
+        ("const", repr(o.value)) if isinstance(o, Const) and not isinstance(o.value, np.ndarray)
+        else ("array", id(o)) if isinstance(o, Const)
+        else (recorder.values[o].shape, recorder.values[o].dtype)
+        for o in operands
+    )
+    key = (row.name, kinds, repr(static))
+    if key in _RESULT_TYPES:
+        return _RESULT_TYPES[key]
     samples = [_sample(recorder, o) for o in operands]
     for param, sample in zip(row.params, samples):
         if param in row.bool_params and np.asarray(sample).dtype != bool:
@@ -452,6 +458,22 @@ def _apply(row: Op, args: tuple[Any, ...], static: dict | None = None) -> Traced
             result = np.asarray(row.compute(*samples, **static))
         except (TypeError, ValueError, IndexError) as error:
             raise TracingError(_at_user_line(f"{row.name} of these operands fails in NumPy: {error}")) from None
+    result = stand_in(result.shape, result.dtype.name)
+    if not any(kind[0] == "array" for kind in kinds):  # a constant array's id may be reused later
+        _RESULT_TYPES[key] = result
+    return result
+
+
+def _apply(row: Op, args: tuple[Any, ...], static: dict | None = None) -> Traced:
+    static = static or {}
+    recorder = None
+    operands = []
+    for arg in args:
+        recorder, operand = _operand(recorder, arg)
+        operands.append(operand)
+    if recorder is None:  # only constants: NumPy computes it (e.g. `np.eye(3)[0]` reached us)
+        return row.compute(*(o.value for o in operands), **static)
+    result = _result_type(row, recorder, operands, static)
     # a view shares its base's memory; a number read out of an array (x[0, 1]) is a copy
     base = args[0] if row.view and isinstance(args[0], Traced) and result.ndim else None
     if base is not None and base._base is not None:
@@ -570,12 +592,10 @@ def trace(fn: Callable, *args: Any, **kwargs: Any) -> Graph:
     specs = {name: example_spec(name, value) for name, value in arguments.items()}
     recorder = _Recorder(stop_frame=sys._getframe(0))
     stand_ins = {name: recorder.new_value(spec.shape, spec.dtype) for name, spec in specs.items()}
-    previous_profile = sys.getprofile()
-    sys.setprofile(recorder.profile)
     try:
         result = fn(**stand_ins) if _all_keyword_safe(fn) else fn(*stand_ins.values())
     finally:
-        sys.setprofile(previous_profile)
+        recorder.finish()
     output = _check_output(fn, recorder, result, stand_ins)
     return _build_graph(recorder, list(stand_ins), output, baked_constants(fn))
 
