@@ -159,7 +159,7 @@ def format_check(rows: Sequence[CheckRow], tolerance: float) -> tuple[str, bool]
 def cmd_check(args: argparse.Namespace) -> int:
     fn, _, _ = load_function(args.target)
     examples = example_arguments(fn, args.arg)
-    table, ok = format_check(check_rows(fn, wrt=_wrt(args.wrt), **examples), args.tolerance)
+    table, ok = format_check(check_rows(fn, wrt=_wrt(args.wrt), optimize=args.optimize, **examples), args.tolerance)
     print(table)
     return 0 if ok else 1
 

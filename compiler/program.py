@@ -8,7 +8,9 @@ lets numba cache its compiled code (`numba.njit(cache=True)` needs a file to cac
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import hashlib
 import importlib.util
 import inspect
@@ -18,7 +20,7 @@ import tempfile
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -236,6 +238,33 @@ def build(
 ) -> GradientProgram:
     """The pipeline behind `gradient`; the CLI names the module's `source` and `output` file."""
     _check_jit(jit)
+    with _collector_paused():
+        return _build(f, args, kwargs, wrt, jit, source, output, optimize)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector: tracing makes many small objects and no garbage cycles,
+    and collections that walk every live object would make large programs quadratic."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _build(
+    f: Callable,
+    args: tuple,
+    kwargs: dict,
+    wrt: str | Sequence[str] | None,
+    jit: str | None,
+    source: str | None,
+    output: str | None,
+    optimize: bool,
+) -> GradientProgram:
     forward = trace(f, *args, **kwargs)
     names = _resolve_wrt(forward, wrt, f"{getattr(f, '__qualname__', f)}()")
     if optimize:
@@ -337,9 +366,11 @@ def central_difference(f: Callable, arguments: dict[str, Any], name: str, elemen
     return (at(x + step) - at(x - step)) / (2 * step)
 
 
-def check_rows(f: Callable, *args: Any, wrt: str | Sequence[str] | None = None, **kwargs: Any) -> list[CheckRow]:
+def check_rows(
+    f: Callable, *args: Any, wrt: str | Sequence[str] | None = None, optimize: bool = False, **kwargs: Any
+) -> list[CheckRow]:
     """flatgrad's gradient of `f` beside central differences of `f` itself, one row per input."""
-    program = build(f, args, kwargs, wrt)
+    program = build(f, args, kwargs, wrt, optimize=optimize)
     arguments = bind_arguments(f, args, kwargs)
     grads = program.grad(*arguments.values())
     rng = np.random.default_rng(0)
