@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 sigmoid = GATES["sigmoid"]
 relu = GATES["relu"]
+softmax = GATES["softmax"]
 
 __all__ = [
     "FlatgradError",
@@ -26,6 +27,7 @@ __all__ = [
     "gradient",
     "relu",
     "sigmoid",
+    "softmax",
     "trace",
     "value_and_grad",
 ]

@@ -58,6 +58,26 @@ def last_writes(shape, index):
     return order[index] == ids
 
 
+def softmax(x, axis):
+    """exp(x) / sum(exp(x)) along `axis`, shifted by the maximum so that exp cannot overflow."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def softmax_along(x, axis):
+    """`softmax(x, axis)` of a matrix, as loops numba compiles."""
+    out = np.empty_like(x)
+    if axis == 1:
+        for i in range(x.shape[0]):
+            e = np.exp(x[i] - np.max(x[i]))
+            out[i] = e / e.sum()
+    else:
+        for j in range(x.shape[1]):
+            e = np.exp(x[:, j] - np.max(x[:, j]))
+            out[:, j] = e / e.sum()
+    return out
+
+
 def max_along(x, axis):
     """`np.max(x, axis=axis)` of a matrix, as loops numba compiles."""
     if axis == 0:
@@ -86,7 +106,7 @@ def min_along(x, axis):
 
 HELPERS = {
     fn.__name__: fn
-    for fn in (scatter, add_at, add_rows, add_pairs, updated, last_writes, max_along, min_along)
+    for fn in (scatter, add_at, add_rows, add_pairs, updated, last_writes, softmax, softmax_along, max_along, min_along)
 }
 
 

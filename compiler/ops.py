@@ -203,6 +203,11 @@ def _axes(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
     return {"axis": axes[0] if len(axes) == 1 else axes, "keepdims": keepdims}
 
 
+def _one_axis(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
+    """`axis` as one non-negative int."""
+    return {"axis": int(static["axis"]) % max(len(shapes[0]), 1)}
+
+
 def _reductions() -> tuple[Op, ...]:
     """sum, mean, max and min: one row for all axes, one for some axes, one for keepdims."""
     rows = []
@@ -321,6 +326,18 @@ _ROWS = (
        pattern="sigmoid gate: local gradient (1 - s) s from its output", gate=True,
        fuses=("div(1, add(1, exp(neg(x))))", "div(1, add(exp(neg(x)), 1))"),
        domain=((-4.0, 4.0),)),
+    # softmax along an axis; optimize mode fuses it from exp(x - max) / sum(exp(x - max))
+    Op("softmax", ("x",), "softmax(x, axis)", {"x": "out * (grad - (out * grad).sum(axis=axis, keepdims=True))"},
+       pattern="softmax gate: local gradient out * (grad - sum(out * grad)), from its output", gate=True,
+       static=("axis",), signature="x, axis=-1", normalize=_one_axis, helpers=("softmax",),
+       numba_forward="softmax_along(x, axis)",
+       numba_grads={"x": "out * (grad - np.expand_dims((out * grad).sum(axis=axis), axis))"},
+       numba_helpers=("softmax_along",), numba_when=lambda ndims, st: ndims == (2,),
+       fuses=(
+           "div(exp(sub(x, max_keep(x, axis=axis))), sum_keep(exp(sub(x, max_keep(x, axis=axis))), axis=axis))",
+           "div(exp(x), sum_keep(exp(x), axis=axis))",
+       ),
+       domain=_X, shapes=((3, 4),)),
     # maximum(0, x) routes a tie to the 0, as relu does; maximum(x, 0) would route it to x
     Op("relu", ("x",), "np.maximum(x, 0.0)", {"x": "(x > 0) * grad"},
        pattern="max gate: router (to x where x > 0)", gate=True, domain=_X, fuses=("maximum(0, x)",)),

@@ -185,24 +185,51 @@ def _pattern(text: str) -> ast.expr:
     return ast.parse(text, mode="eval").body
 
 
-def _match(pattern: ast.expr, atom: Atom, producers: dict[int, Eqn], uses: dict[int, int],
-           bound: dict[str, Atom], inner: list[Var], top: bool) -> bool:
-    """Match `pattern` (calls of ops by name, constants, and variables) against `atom`."""
-    if isinstance(pattern, ast.Name):
-        previous = bound.setdefault(pattern.id, atom)
-        return previous is atom
-    if isinstance(pattern, ast.Constant):
-        return isinstance(atom, Const) and not isinstance(atom.value, np.ndarray) and atom.value == pattern.value
-    if not (isinstance(pattern, ast.Call) and isinstance(pattern.func, ast.Name) and isinstance(atom, Var)):
-        return False
-    eqn = producers.get(id(atom))
-    if eqn is None or eqn.op != pattern.func.id or len(eqn.inputs) != len(pattern.args):
-        return False
-    if not top:
-        if uses.get(id(atom), 0) != 1:
-            return False  # an inner value read elsewhere must stay
-        inner.append(atom)
-    return all(_match(p, a, producers, uses, bound, inner, False) for p, a in zip(pattern.args, eqn.inputs))
+class _Match:
+    """One attempt to match a fusion pattern against the value an equation makes.
+
+    A pattern is an expression of op calls by row name (`div(1, add(1, exp(neg(x))))`),
+    numbers, and names: a name in an operand place binds an operand, a name given to a keyword
+    binds a static parameter (`sum_keep(e, axis=axis)`). A subpattern that appears twice must
+    be the same value both times. Every value inside the pattern must be read only inside it.
+    """
+
+    def __init__(self, producers: dict[int, Eqn], uses: dict[int, int]) -> None:
+        self.producers = producers
+        self.uses = uses
+        self.operands: dict[str, Atom] = {}
+        self.static: dict[str, object] = {}
+        self.inner: dict[int, int] = {}  # inner value -> reads of it inside the pattern
+        self.seen: dict[str, Atom] = {}
+
+    def __call__(self, pattern: ast.expr, atom: Atom, top: bool = True) -> bool:
+        if isinstance(pattern, ast.Name):
+            return self.operands.setdefault(pattern.id, atom) is atom
+        if isinstance(pattern, ast.Constant):
+            return isinstance(atom, Const) and not isinstance(atom.value, np.ndarray) and atom.value == pattern.value
+        if not (isinstance(pattern, ast.Call) and isinstance(pattern.func, ast.Name) and isinstance(atom, Var)):
+            return False
+        if not top:
+            self.inner[id(atom)] = self.inner.get(id(atom), 0) + 1
+        shape = ast.dump(pattern)
+        if shape in self.seen:
+            return self.seen[shape] is atom
+        self.seen[shape] = atom
+        eqn = self.producers.get(id(atom))
+        if eqn is None or eqn.op != pattern.func.id or len(eqn.inputs) != len(pattern.args):
+            return False
+        static = eqn.static
+        for keyword in pattern.keywords:
+            name = keyword.value.id if isinstance(keyword.value, ast.Name) else None
+            if name is None or keyword.arg not in static:
+                return False
+            if self.static.setdefault(name, static[keyword.arg]) != static[keyword.arg]:
+                return False
+        return all(self(p, a, top=False) for p, a in zip(pattern.args, eqn.inputs))
+
+    def self_contained(self) -> bool:
+        """Whether no value inside the pattern is read from outside it."""
+        return all(self.uses.get(v, 0) == reads for v, reads in self.inner.items())
 
 
 def fuse_gates(graph: Graph) -> Graph:
@@ -217,14 +244,15 @@ def fuse_gates(graph: Graph) -> Graph:
     for eqn in graph.eqns:
         for row in OPS.values():
             for text in row.fuses:
-                bound: dict[str, Atom] = {}
-                inner: list[Var] = []
-                if _match(_pattern(text), eqn.out, producers, uses, bound, inner, True):
-                    operands = tuple(bound[p] for p in row.params)
-                    sample = np.asarray(row.compute(*(_stand_in(a) for a in operands)))
-                    if (sample.shape, sample.dtype.name) == (eqn.out.shape, eqn.out.dtype):
-                        fused[id(eqn.out)] = Eqn(row.name, operands, eqn.out, loc=eqn.loc)
-                        dropped.update(id(v) for v in inner)
+                match = _Match(producers, uses)
+                if not (match(_pattern(text), eqn.out) and match.self_contained()):
+                    continue
+                operands = tuple(match.operands[p] for p in row.params)
+                static = {k: match.static[k] for k in row.static}
+                sample = np.asarray(row.compute(*(_stand_in(a) for a in operands), **static))
+                if (sample.shape, sample.dtype.name) == (eqn.out.shape, eqn.out.dtype):
+                    fused[id(eqn.out)] = Eqn(row.name, operands, eqn.out, loc=eqn.loc, params=tuple(static.items()))
+                    dropped.update(match.inner)
                     break
             if id(eqn.out) in fused:
                 break

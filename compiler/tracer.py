@@ -294,6 +294,8 @@ def _call(kind: str, name: str, args: tuple, kwargs: dict, static: dict | None =
     ndims = tuple(len(shape) for shape in shapes)
     for row in rows:
         if row.accepts(ndims, static):
+            if not any(isinstance(a, Traced) for a in operands):  # a gate on plain numbers
+                return row.compute(*operands, **static)
             return _apply(row, operands, static)
     raise _unsupported(f"{label} on operands of {', '.join(f'{n}-d' for n in ndims)} shape")
 
@@ -471,8 +473,7 @@ def _apply(row: Op, args: tuple[Any, ...], static: dict | None = None) -> Traced
     for arg in args:
         recorder, operand = _operand(recorder, arg)
         operands.append(operand)
-    if recorder is None:  # only constants: NumPy computes it (e.g. `np.eye(3)[0]` reached us)
-        return row.compute(*(o.value for o in operands), **static)
+    assert recorder is not None, "_call computes ops without a traced operand itself"
     result = _result_type(row, recorder, operands, static)
     # a view shares its base's memory; a number read out of an array (x[0, 1]) is a copy
     base = args[0] if row.view and isinstance(args[0], Traced) and result.ndim else None
@@ -502,10 +503,8 @@ for (_kind, _name), _rows in _ENTRY_ROWS.items():
 
 
 def _gate(row: Op) -> Callable[..., Any]:
-    def gate(*args: Any) -> Any:
-        if any(isinstance(a, Traced) for a in args):
-            return _call("gate", row.name, args, {})
-        return row.compute(*args)
+    def gate(*args: Any, **kwargs: Any) -> Any:
+        return _call("gate", row.name, args, kwargs)
 
     gate.__name__ = gate.__qualname__ = row.name
     gate.__doc__ = (

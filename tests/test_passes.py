@@ -123,3 +123,19 @@ def test_optimize_mode_on_every_example(stem):
 
 def test_optimized_goldens_exist():
     assert all((ROOT / f"generated/{stem}_optimized.py").is_file() for stem in EXAMPLES)
+
+
+def test_softmax_is_fused_with_its_simple_gradient_in_numpy_and_numba():
+    """exp(x - max) / sum(exp(x - max)) becomes one softmax gate; numba gets its loop helper."""
+    f, args, readable, optimized = _programs("softmax", EXAMPLES["softmax"])
+    lines = [line.strip() for line in optimized.source.splitlines()]
+    assert "probs = softmax(scores, 1)" in lines
+    assert "grad_scores = probs * (grad_probs - (probs * grad_probs).sum(axis=1, keepdims=True))" in lines
+    assert not any(line.startswith(("shifted =", "exp_scores =")) for line in lines)
+    jitted = compiler.gradient(f, **args, wrt=("W", "b"), optimize=True, jit="numba")
+    assert "def softmax_along(" in jitted.source
+    value, grads = jitted.value_and_grad(*args.values())
+    expected_value, expected_grads = readable.value_and_grad(*args.values())
+    assert value == pytest.approx(expected_value, rel=1e-12)
+    for ours, theirs in zip(grads, expected_grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-14)
