@@ -104,7 +104,7 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
         term = Var(name, sample.shape, sample.dtype.name)
         backward.append(
             Eqn(eqn.op, operands, term, rule=rule, accumulate=None if steps else previous, loc=eqn.loc,
-                params=eqn.params + _static_types(bindings))
+                params=eqn.params + _static_types(bindings), gate=eqn.out.name)
         )
         for index, (op, static) in enumerate(steps):
             step_row = OPS[op]
@@ -114,7 +114,8 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
             last = index == len(steps) - 1
             reduced = Var(grad_name(of) if last else name, result.shape, result.dtype.name)
             backward.append(
-                Eqn(op, (term,), reduced, accumulate=previous if last else None, loc=eqn.loc, params=tuple(static.items()))
+                Eqn(op, (term,), reduced, accumulate=previous if last else None, loc=eqn.loc,
+                    params=tuple(static.items()), gate=eqn.out.name)
             )
             term = reduced
         gradients[id(of)] = term

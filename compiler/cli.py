@@ -129,7 +129,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise UsageError(f"{out} is a folder; name a .py file with -o")
     program = build(
-        fn, (), examples, _wrt(args.wrt), args.jit, f"{file}:{name}", display_path(str(out)), args.optimize
+        fn, (), examples, _wrt(args.wrt), args.jit, f"{file}:{name}", display_path(str(out)), args.optimize,
+        args.explain,
     )
     write_atomically(out, program.source)
     print(f"wrote {display_path(str(out))}")
@@ -139,7 +140,9 @@ def cmd_emit(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     fn, file, name = load_function(args.target)
     examples = example_arguments(fn, args.arg)
-    program = build(fn, (), examples, _wrt(args.wrt), args.jit, f"{file}:{name}", optimize=args.optimize)
+    program = build(
+        fn, (), examples, _wrt(args.wrt), args.jit, f"{file}:{name}", optimize=args.optimize, explain=args.explain
+    )
     sys.stdout.write(program.source)
     return 0
 
@@ -179,6 +182,9 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wrt", metavar="a,b", help="differentiate with respect to these inputs only")
     parser.add_argument(
         "--optimize", action="store_true", help="emit the leanest code instead of one gate per line"
+    )
+    parser.add_argument(
+        "--explain", action="store_true", help="comment each backward line with its gate and chain rule"
     )
 
 

@@ -364,15 +364,55 @@ def _signature(name: str, params: Sequence[str]) -> str:
     return f"{name}({', '.join(params)})"
 
 
-def functions(graph: Graph, provenance: Provenance, jit: str | None = None) -> tuple[Function, ...]:
-    """The module's functions, their bodies finished lines."""
+def explanation(eqn: Eqn, gates: dict[str, str]) -> str:
+    """What a backward line does, for a learner: its gate, the gate's pattern, the forward line
+    it differentiates, and the chain rule it applies (local gradient times upstream)."""
+    if eqn.gate is None:
+        return "the seed: the gradient of the output with respect to itself is 1"
+    forward = gates[eqn.gate]
+    row = OPS[eqn.op]
+    if eqn.rule is None:  # a step autodiff added after a gate's rule
+        what = {
+            "astype": f"casts the gradient back to {eqn.out.dtype}, the dtype of the value",
+        }.get(eqn.op, f"sums the gradient over the axes `{forward.split(' = ')[0]}`'s operand was broadcast along")
+        return f"{what} (`{forward}`)"
+    tree = expression(eqn)
+    if eqn.accumulate is not None:
+        tree = tree.right
+    upstream_var = dict(zip(row.rule_names(eqn.rule), eqn.inputs))["grad"]
+    upstream = upstream_var.name if isinstance(upstream_var, Var) else repr(upstream_var)
+    rule = unparse(ast.Expr(tree))
+    if rule == upstream:
+        chain = f"passes upstream {upstream} through"
+    elif isinstance(tree, ast.UnaryOp) and unparse(ast.Expr(tree.operand)) == upstream:
+        chain = f"local -1 × upstream {upstream}"
+    elif isinstance(tree, ast.BinOp) and isinstance(tree.op, ast.Mult) and unparse(ast.Expr(tree.right)) == upstream:
+        chain = f"local {unparse(ast.Expr(tree.left))} × upstream {upstream}"
+    else:
+        chain = f"chain rule: {rule}"
+    if eqn.accumulate is not None:
+        chain += f", added to {eqn.accumulate.name} (the value feeds several gates)"
+    return f"{row.pattern} at `{forward}` — {chain}"
+
+
+def functions(
+    graph: Graph, provenance: Provenance, jit: str | None = None, explain: bool = False
+) -> tuple[Function, ...]:
+    """The module's functions, their bodies finished lines (with `explain`, each backward line
+    carries a comment saying which gate it differentiates and how)."""
     params = tuple(v.name for v in graph.inputs)
     output = graph.outputs[0].name
     grads = _tuple([g.name for g in graph.outputs[1:]])
     grads_text = "(" + ", ".join(g.name for g in graph.outputs[1:]) + ("," if len(grads.elts) == 1 else "") + ")"
     seed, *backward = graph.backward_eqns
     forward_lines = tuple(statement(e, jit) for e in graph.forward_eqns)
-    backward_lines = tuple(statement(e, jit) for e in backward)
+    gates = {e.out.name: line for e, line in zip(graph.forward_eqns, forward_lines)}
+
+    def backward_line(eqn: Eqn) -> str:
+        line = statement(eqn, jit)
+        return f"{line}  # {explanation(eqn, gates)}" if explain else line
+
+    backward_lines = tuple(backward_line(e) for e in backward)
     cache = _tuple([v.name for v in cached_values(graph)])
     unpack = (_assign(cache, _load("cache")),) if cache.elts else ()
     call = _signature(provenance.function, params)
@@ -385,7 +425,7 @@ def functions(graph: Graph, provenance: Provenance, jit: str | None = None) -> t
             f"Return ({output}, {grads_text}): the value of {call} and its gradients.",
             (
                 ("forward pass", forward_lines),
-                ("backward pass", (statement(seed, jit), *backward_lines, _return(_load(output), grads))),
+                ("backward pass", (backward_line(seed), *backward_lines, _return(_load(output), grads))),
             ),
         ),
         Function("grad", params, f"Return {grads_text}, the gradients of {call}.", (("", (_return(recompute),)),)),
@@ -423,7 +463,7 @@ def _template() -> jinja2.Template:
     return _environment().get_template(TEMPLATE)
 
 
-def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None) -> str:
+def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None, explain: bool = False) -> str:
     """The whole module for a differentiated graph (see `autodiff.differentiate`)."""
     if jit not in (None, *JIT_BACKENDS):
         raise ValueError(f"jit must be None or one of {JIT_BACKENDS}, not {jit!r}")
@@ -444,5 +484,5 @@ def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None) ->
         cache=[(v.name, describe(v)) for v in cached_values(graph)],
         cache_bytes=sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in cached_values(graph)),
         signature=_signature(provenance.function, [v.name for v in graph.inputs]),
-        functions=functions(graph, provenance, jit),
+        functions=functions(graph, provenance, jit, explain),
     )

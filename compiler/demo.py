@@ -35,7 +35,7 @@ def walk_through(title: str, f: Callable, args: tuple[float, ...]) -> str:
     """One example: the function, its flat code, its value and gradients, and a gradient check."""
     from compiler.cli import format_check  # the check table is the CLI's, shared with `check`
 
-    program = gradient(f, *args)
+    program = gradient(f, *args, explain=True)
     value, grads = program.value_and_grad(*args)
     names = [v.name for v in program.graph.inputs]
     point = ", ".join(f"{n}={_number(a)}" for n, a in zip(names, args))
@@ -46,7 +46,8 @@ def walk_through(title: str, f: Callable, args: tuple[float, ...]) -> str:
             "",
             textwrap.indent(inspect.getsource(f), "    ").rstrip(),
             "",
-            "flatgrad traces it into one gate per line, then walks back from the output:",
+            "flatgrad traces it into one gate per line, then walks back from the output, each backward",
+            "line a gate's local gradient times the gradient flowing into the gate from above:",
             "",
             textwrap.indent(inspect.getsource(program.module.value_and_grad), "    ").rstrip(),
             "",

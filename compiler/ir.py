@@ -101,6 +101,7 @@ class Eqn:
     accumulate: Var | None = None
     loc: Loc | None = None
     params: tuple[tuple[str, object], ...] = ()
+    gate: str | None = None  # backward equations: the name of the forward gate's output
 
     @property
     def static(self) -> dict[str, object]:

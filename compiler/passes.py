@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import bisect
+import dataclasses
 import functools
 from typing import Callable, Iterable
 
@@ -46,9 +47,7 @@ def _rebuild(graph: Graph, kept: Iterable[tuple[int, Eqn]], replace: dict[int, A
     for index, eqn in kept:
         accumulate = sub(eqn.accumulate) if eqn.accumulate is not None else None
         assert accumulate is None or isinstance(accumulate, Var)
-        eqns.append(
-            Eqn(eqn.op, tuple(sub(a) for a in eqn.inputs), eqn.out, eqn.rule, accumulate, eqn.loc, eqn.params)
-        )
+        eqns.append(dataclasses.replace(eqn, inputs=tuple(sub(a) for a in eqn.inputs), accumulate=accumulate))
         if graph.n_forward is not None and index < graph.n_forward:
             n_forward += 1
     outputs = tuple(sub(v) for v in graph.outputs)
@@ -157,10 +156,8 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
     replace: dict[int, Atom] = {}
     kept = []
     for index, eqn in enumerate(graph.eqns):
-        renamed = Eqn(
-            eqn.op,
-            tuple(replace.get(id(a), a) if isinstance(a, Var) else a for a in eqn.inputs),
-            eqn.out, eqn.rule, eqn.accumulate, eqn.loc, eqn.params,
+        renamed = dataclasses.replace(
+            eqn, inputs=tuple(replace.get(id(a), a) if isinstance(a, Var) else a for a in eqn.inputs)
         )
         key = _key(renamed)
         earlier = first.get(key)

@@ -197,6 +197,7 @@ def provenance(
     source: str | None = None,
     output: str | None = None,
     optimize: bool = False,
+    explain: bool = False,
 ) -> Provenance:
     """Where a module comes from (`source`, default: `f`'s file and name) and the `flatgrad emit`
     command that regenerates it (writing to `output`, when given)."""
@@ -214,6 +215,8 @@ def provenance(
         command.append(f"--jit {jit}")
     if optimize:
         command.append("--optimize")
+    if explain:
+        command.append("--explain")
     if output:
         command.append(f"-o {output}")
     return Provenance(getattr(f, "__name__", "f"), source, " ".join(command))
@@ -235,11 +238,12 @@ def build(
     source: str | None = None,
     output: str | None = None,
     optimize: bool = False,
+    explain: bool = False,
 ) -> GradientProgram:
     """The pipeline behind `gradient`; the CLI names the module's `source` and `output` file."""
     _check_jit(jit)
     with _collector_paused():
-        return _build(f, args, kwargs, wrt, jit, source, output, optimize)
+        return _build(f, args, kwargs, wrt, jit, source, output, optimize, explain)
 
 
 @contextlib.contextmanager
@@ -264,6 +268,7 @@ def _build(
     source: str | None,
     output: str | None,
     optimize: bool,
+    explain: bool,
 ) -> GradientProgram:
     forward = trace(f, *args, **kwargs)
     names = _resolve_wrt(forward, wrt, f"{getattr(f, '__qualname__', f)}()")
@@ -272,8 +277,8 @@ def _build(
     graph = differentiate(forward, names)
     if optimize:
         graph = passes.optimize(graph)
-    origin = provenance(f, graph, names, jit, source, output, optimize)
-    return GradientProgram(graph, emit_module(graph, origin, jit), names, jit, optimize)
+    origin = provenance(f, graph, names, jit, source, output, optimize, explain)
+    return GradientProgram(graph, emit_module(graph, origin, jit, explain), names, jit, optimize)
 
 
 def gradient(
@@ -282,6 +287,7 @@ def gradient(
     wrt: str | Sequence[str] | None = None,
     jit: str | None = None,
     optimize: bool = False,
+    explain: bool = False,
     **example_kwargs: Any,
 ) -> GradientProgram:
     """Trace `f` on example arguments, differentiate it and emit flat forward/backward code.
@@ -289,9 +295,10 @@ def gradient(
     Only the examples' shapes and dtypes matter. `wrt` is a parameter name or names (default:
     every float parameter); `jit="numba"` runs the emitted functions under
     `numba.njit(cache=True)`; `optimize=True` emits the leanest code instead of the lecture's
-    one gate per line (see `compiler.passes`).
+    one gate per line (see `compiler.passes`); `explain=True` comments each backward line with
+    its gate, the gate's pattern and the chain rule it applies.
     """
-    return build(f, example_args, example_kwargs, wrt, jit, optimize=optimize)
+    return build(f, example_args, example_kwargs, wrt, jit, optimize=optimize, explain=explain)
 
 
 def _signature_key(arguments: dict[str, Any]) -> tuple:

@@ -164,3 +164,9 @@ def test_errors_exit_nonzero_from_a_real_process(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "generated").exists()
+
+
+def test_show_explain(workdir, capsys):
+    code, out, _ = run(capsys, "show", "examples/simple.py:simple", "--explain")
+    assert code == 0
+    assert "grad_z = q * grad_L  # mul gate: swap multiplier at `L = q * z` — local q × upstream grad_L" in out
