@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from compiler import demo
+from compiler import demo, display
 from compiler.errors import FlatgradError
 from compiler.program import GENERATED_MARKER, CheckRow, build, check_rows, write_atomically
 from compiler.tracer import display_path
@@ -143,7 +143,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     program = build(
         fn, (), examples, _wrt(args.wrt), args.jit, f"{file}:{name}", optimize=args.optimize, explain=args.explain
     )
-    sys.stdout.write(program.source)
+    sys.stdout.write(display.for_terminal(program.source, sys.stdout))
     return 0
 
 

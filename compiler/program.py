@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from compiler import passes
+from compiler import display, passes
 from compiler.autodiff import differentiate
 from compiler.codegen import JIT_BACKENDS, Provenance, emit_module
 from compiler.errors import FlatgradError, SignatureError
@@ -159,6 +159,10 @@ class GradientProgram:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the module to `path` (atomically) and return the path."""
         return write_atomically(path, self.source)
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows a program as its highlighted source."""
+        return display.as_html(self.source, repr(self))
 
     def __repr__(self) -> str:
         inputs = ", ".join(v.name for v in self.graph.inputs)

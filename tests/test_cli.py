@@ -170,3 +170,19 @@ def test_show_explain(workdir, capsys):
     code, out, _ = run(capsys, "show", "examples/simple.py:simple", "--explain")
     assert code == 0
     assert "grad_z = q * grad_L  # mul gate: swap multiplier at `L = q * z` — local q × upstream grad_L" in out
+
+
+def test_show_highlights_on_a_terminal_only(workdir, capsys, monkeypatch):
+    code, out, _ = run(capsys, "show", "examples/simple.py:simple")
+    assert code == 0 and "\x1b[" not in out  # captured output is not a terminal
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    code, out, _ = run(capsys, "show", "examples/simple.py:simple")
+    assert code == 0 and "\x1b[" in out and "grad_q" in out
+
+
+def test_program_renders_as_highlighted_html_in_jupyter():
+    import compiler
+
+    html_text = compiler.gradient(lambda x, y: x * y, 1.0, 2.0)._repr_html_()
+    assert html_text.startswith("<div><b>&lt;GradientProgram") and "<span style=" in html_text
+    assert "grad_x" in html_text
