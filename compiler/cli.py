@@ -1,4 +1,4 @@
-"""The command line: `flatgrad emit | show | check | demo` (also `python -m compiler`).
+"""The command line: `flatgrad emit | show | check | graph | demo` (also `python -m compiler`).
 
 Bad input never shows a traceback: the CLI prints one line on stderr and exits 2 (a failed
 gradient check exits 1). Set FLATGRAD_TRACEBACK=1 to see the traceback behind an error.
@@ -18,9 +18,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from compiler import demo, display
+from compiler import demo, display, visualize
 from compiler.errors import FlatgradError
-from compiler.program import GENERATED_MARKER, CheckRow, build, check_rows, write_atomically
+from compiler.files import write_atomically
+from compiler.program import GENERATED_MARKER, CheckRow, build, check_rows
 from compiler.tracer import display_path
 
 DEFAULT_OUT_DIR = "generated"
@@ -167,6 +168,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    fn, file, name = load_function(args.target)
+    examples = example_arguments(fn, args.arg)
+    program = build(fn, (), examples, _wrt(args.wrt), None, f"{file}:{name}", optimize=args.optimize)
+    out = Path(args.output or f"{short_name(name)}.svg")
+    dot = visualize.dot_source(program.graph, tuple(examples.values()), f"{file}:{name}")
+    print(f"wrote {display_path(str(visualize.render(dot, out)))}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     sys.stdout.write(demo.run())
     return 0
@@ -205,6 +216,10 @@ def parser() -> argparse.ArgumentParser:
     _add_target_options(check)
     check.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="largest error accepted")
     check.set_defaults(run=cmd_check)
+    graph = commands.add_parser("graph", help="draw the graph with every value and gradient")
+    _add_target_options(graph)
+    graph.add_argument("-o", "--output", metavar="OUT.svg", help="OUT.svg, OUT.png or OUT.dot (default: FUNC.svg)")
+    graph.set_defaults(run=cmd_graph)
     show_demo = commands.add_parser("demo", help="walk through the lecture's two examples")
     show_demo.set_defaults(run=cmd_demo)
     return top

@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from compiler import display, passes
+from compiler import display, passes, visualize
+from compiler.files import write_atomically
 from compiler.autodiff import differentiate
 from compiler.codegen import JIT_BACKENDS, Provenance, emit_module
 from compiler.errors import FlatgradError, SignatureError
@@ -40,21 +41,6 @@ def spec_text(spec: ExampleSpec | Var) -> str:
     dtype = np.dtype(spec.dtype)
     short = f"{dtype.kind}{dtype.itemsize * 8}"
     return short + (f"[{','.join(map(str, spec.shape))}]" if spec.shape else "")
-
-
-def write_atomically(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` to `path` through a temporary file and a rename: never a half-written file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def cache_dir() -> Path:
@@ -159,6 +145,11 @@ class GradientProgram:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the module to `path` (atomically) and return the path."""
         return write_atomically(path, self.source)
+
+    def dot(self, *args: Any, **kwargs: Any) -> str:
+        """Graphviz DOT of the graph at `args`: each gate a node, each value an edge carrying its
+        forward value (green) and its gradient (red), as in the lecture's figures."""
+        return visualize.dot_source(self.graph, self._arguments(args, kwargs))
 
     def _repr_html_(self) -> str:
         """Jupyter shows a program as its highlighted source."""

@@ -1,0 +1,128 @@
+"""Pictures of backprop: the computational graph with every edge's value and gradient.
+
+As in the lecture's figures, each gate is a node labelled with its operation, each value an
+edge labelled with its name in the flat code, its forward value above (green) and its gradient
+below (red). `dot_source` writes Graphviz DOT; `render` turns it into SVG or PNG with the
+`graphviz` package and Graphviz's `dot` program.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from compiler.codegen import statement
+from compiler.errors import FlatgradError
+from compiler.files import write_atomically
+from compiler.helpers import HELPERS
+from compiler.ir import Const, Graph, Var
+from compiler.ops import OPS
+
+FORWARD_COLOUR = "darkgreen"
+GRADIENT_COLOUR = "red3"
+# How a gate is drawn: its operator where it has one, else the row's name.
+_SYMBOLS = {"add": "+", "sub": "−", "mul": "×", "div": "÷", "neg": "−x", "pow": "**", "matmul": "@",
+            "matvec": "@", "vecmat": "@", "inner": "@"}
+
+
+def evaluate(graph: Graph, args: Sequence[Any]) -> dict[str, Any]:
+    """Every name of the flat code, bound as running the emitted lines at `args` binds it
+    (a gradient that is accumulated ends with its total)."""
+    if len(args) != len(graph.inputs):
+        raise FlatgradError(f"the graph takes {len(graph.inputs)} arguments, got {len(args)}")
+    namespace: dict[str, Any] = {"np": np, **HELPERS}
+    namespace.update({v.name: a for v, a in zip(graph.inputs, args)})
+    code = "\n".join(statement(eqn) for eqn in graph.eqns)
+    exec(compile(code, "<flatgrad graph>", "exec"), namespace)  # flatgrad's own emitted lines
+    return namespace
+
+
+def gradient_names(graph: Graph) -> dict[int, str]:
+    """The name of each value's (final) gradient, by the value's id."""
+    forward = {e.out.name: e for e in graph.forward_eqns}
+    names: dict[int, str] = {}
+    if graph.backward_eqns:
+        names[id(graph.outputs[0])] = graph.backward_eqns[0].out.name
+    target: Var | None = None
+    for eqn in graph.backward_eqns[1:]:
+        if eqn.rule is not None and eqn.gate in forward:
+            gate = forward[eqn.gate]
+            operand = dict(zip(OPS[gate.op].params, gate.inputs))[eqn.rule]
+            target = operand if isinstance(operand, Var) else None
+        if target is not None:
+            names[id(target)] = eqn.out.name  # the last step binds the gradient's final name
+    return names
+
+
+def _number(value: Any) -> str:
+    array = np.asarray(value)
+    if array.shape == ():
+        return f"{float(array):.2f}"
+    return f"{array.dtype.name}[{','.join(map(str, array.shape))}]"
+
+
+def _edge_label(name: str, values: dict[str, Any], grad: str | None) -> str:
+    parts = [f"<b>{html.escape(name)}</b>"]
+    if name in values:
+        parts.append(f'<font color="{FORWARD_COLOUR}">{_number(values[name])}</font>')
+    if grad is not None and grad in values:
+        parts.append(f'<font color="{GRADIENT_COLOUR}">{_number(values[grad])}</font>')
+    return "<" + "<br/>".join(parts) + ">"
+
+
+def dot_source(graph: Graph, args: Sequence[Any], title: str = "") -> str:
+    """Graphviz DOT of the forward graph at `args`: gates as nodes, values as edges carrying the
+    forward value (green, above) and the gradient (red, below)."""
+    values = evaluate(graph, args)
+    grads = gradient_names(graph)
+    lines = [
+        "digraph flatgrad {",
+        "  rankdir=LR;",
+        '  node [fontname="Helvetica"]; edge [fontname="Helvetica", fontsize=11];',
+    ]
+    if title:
+        lines.append(f'  label="{title}"; labelloc=t;')
+    producer: dict[int, str] = {}
+    for i, v in enumerate(graph.inputs):
+        producer[id(v)] = f"in{i}"
+        lines.append(f'  in{i} [shape=plaintext, label="{v.name}"];')
+    for i, eqn in enumerate(graph.forward_eqns):
+        node = f"g{i}"
+        symbol = _SYMBOLS.get(eqn.op, eqn.op)
+        shape = "circle" if len(symbol) <= 2 else 'box, style="rounded"'
+        lines.append(f'  {node} [shape={shape}, label="{symbol}", tooltip="{eqn.op}"];')
+        for a in eqn.inputs:
+            if isinstance(a, Const):
+                continue  # constants are part of the gate
+            lines.append(f"  {producer[id(a)]} -> {node} [label={_edge_label(a.name, values, grads.get(id(a)))}];")
+        producer[id(eqn.out)] = node
+    output = graph.outputs[0]
+    lines.append(f'  out [shape=plaintext, label="{output.name}"];')
+    lines.append(f"  {producer[id(output)]} -> out [label={_edge_label(output.name, values, grads.get(id(output)))}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+FORMATS = ("dot", "svg", "png")
+
+
+def render(dot: str, path: str | Path) -> Path:
+    """Write `dot` to `path`: as DOT for `.dot`, drawn by Graphviz for `.svg` and `.png`."""
+    target = Path(path)
+    fmt = target.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise FlatgradError(f"{target}: write the graph as .dot, .svg or .png")
+    if fmt == "dot":
+        return write_atomically(target, dot)
+    if shutil.which("dot") is None:
+        raise FlatgradError(
+            f"drawing {target.name} needs Graphviz's `dot` program (Debian: apt-get install graphviz); "
+            "write a .dot file instead"
+        )
+    import graphviz
+
+    return write_atomically(target, graphviz.Source(dot).pipe(format=fmt))
