@@ -1,4 +1,4 @@
-"""The command line: `flatgrad emit | show | check | graph | demo` (also `python -m compiler`).
+"""The command line: `flatgrad emit | show | check | graph | report | demo` (`python -m compiler`).
 
 Bad input never shows a traceback: the CLI prints one line on stderr and exits 2 (a failed
 gradient check exits 1). Set FLATGRAD_TRACEBACK=1 to see the traceback behind an error.
@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from compiler import demo, display, visualize
+from compiler import demo, display, report, visualize
 from compiler.errors import FlatgradError
 from compiler.files import write_atomically
 from compiler.program import GENERATED_MARKER, CheckRow, build, check_rows
@@ -178,6 +178,15 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    fn, file, name = load_function(args.target)
+    examples = example_arguments(fn, args.arg)
+    out = Path(args.output or f"{short_name(name)}.html")
+    page = report.html_report(fn, examples, f"{file}:{name}", args.tolerance)
+    print(f"wrote {display_path(str(write_atomically(out, page)))}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     sys.stdout.write(demo.run())
     return 0
@@ -220,6 +229,11 @@ def parser() -> argparse.ArgumentParser:
     _add_target_options(graph)
     graph.add_argument("-o", "--output", metavar="OUT.svg", help="OUT.svg, OUT.png or OUT.dot (default: FUNC.svg)")
     graph.set_defaults(run=cmd_graph)
+    page = commands.add_parser("report", help="one HTML page: the graph, the flat code, the gradient check")
+    _add_target_options(page)
+    page.add_argument("-o", "--output", metavar="OUT.html", help="where to write it (default: FUNC.html)")
+    page.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="largest error accepted")
+    page.set_defaults(run=cmd_report)
     show_demo = commands.add_parser("demo", help="walk through the lecture's two examples")
     show_demo.set_defaults(run=cmd_demo)
     return top

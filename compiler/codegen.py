@@ -34,7 +34,7 @@ with warnings.catch_warnings():  # astor 0.8.1 (its last release) warns on impor
     import astor
 
 JIT_BACKENDS = ("numba",)
-TEMPLATE = "module.py.j2"
+TEMPLATE = "module.py.j2"  # the emitted module; templates/ holds the report's too
 
 
 def unparse(node: ast.AST) -> str:
@@ -454,13 +454,15 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        autoescape=False,
+        # the report is HTML and escapes what it shows; the emitted module is Python
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
     )
 
 
-@functools.lru_cache(maxsize=1)
-def _template() -> jinja2.Template:
-    return _environment().get_template(TEMPLATE)
+@functools.lru_cache(maxsize=None)
+def template(name: str) -> jinja2.Template:
+    """A template of `templates/` (the emitted module's, the report's)."""
+    return _environment().get_template(name)
 
 
 def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None, explain: bool = False) -> str:
@@ -471,7 +473,7 @@ def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None, ex
     called = set().union(*(r.calls for r in rendered))
     helpers = [helper_source(name) for name in HELPERS if name in called]
     uses_numpy = bool(helpers) or any(r.uses_numpy for r in rendered)
-    return _template().render(
+    return template(TEMPLATE).render(
         provenance=provenance,
         jit=jit,
         uses_numpy=uses_numpy,

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import shutil
+import tempfile
 import textwrap
+from pathlib import Path
 from typing import Callable
 
+from compiler import visualize
 from compiler.program import check_rows, gradient
 from compiler.tracer import GATES
 
@@ -61,6 +65,16 @@ def walk_through(title: str, f: Callable, args: tuple[float, ...]) -> str:
     )
 
 
+def draw_neuron(folder: Path) -> Path:
+    """The neuron's graph at the lecture's point, drawn (as DOT text without Graphviz)."""
+    _, f, args = EXAMPLES[1]
+    dot = visualize.dot_source(gradient(f, *args).graph, args, "the sigmoid neuron")
+    return visualize.render(dot, folder / ("neuron.svg" if shutil.which("dot") else "neuron.dot"))
+
+
 def run() -> str:
     """The whole demo as text."""
-    return "\n".join(walk_through(*example) for example in EXAMPLES)
+    path = draw_neuron(Path(tempfile.gettempdir()) / "flatgrad-demo")
+    return "\n".join(walk_through(*example) for example in EXAMPLES) + (
+        f"\nThe neuron's graph, every edge with its value (green) and gradient (red): {path}\n"
+    )

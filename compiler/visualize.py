@@ -58,7 +58,8 @@ def gradient_names(graph: Graph) -> dict[int, str]:
     return names
 
 
-def _number(value: Any) -> str:
+def describe_value(value: Any) -> str:
+    """A number to two decimals, an array as its dtype and shape."""
     array = np.asarray(value)
     if array.shape == ():
         return f"{float(array):.2f}"
@@ -68,9 +69,9 @@ def _number(value: Any) -> str:
 def _edge_label(name: str, values: dict[str, Any], grad: str | None) -> str:
     parts = [f"<b>{html.escape(name)}</b>"]
     if name in values:
-        parts.append(f'<font color="{FORWARD_COLOUR}">{_number(values[name])}</font>')
+        parts.append(f'<font color="{FORWARD_COLOUR}">{describe_value(values[name])}</font>')
     if grad is not None and grad in values:
-        parts.append(f'<font color="{GRADIENT_COLOUR}">{_number(values[grad])}</font>')
+        parts.append(f'<font color="{GRADIENT_COLOUR}">{describe_value(values[grad])}</font>')
     return "<" + "<br/>".join(parts) + ">"
 
 

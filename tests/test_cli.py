@@ -143,6 +143,8 @@ def test_demo_shows_both_lecture_examples(capsys):
     assert "grad_w0 = -0.1966, grad_x0 = 0.3932, grad_w1 = -0.3932, grad_x1 = -0.5898, grad_w2 = 0.1966" in out
     assert "grad_s3 = (1 - L) * L * grad_L" in out
     assert out.count(": ok") == 2
+    drawn = Path(out.rsplit("gradient (red): ", 1)[1].strip())
+    assert drawn.is_file() and drawn.suffix in (".svg", ".dot")
 
 
 def test_console_script_and_module_entry_points():
