@@ -14,7 +14,7 @@ from typing import Sequence
 from compiler.errors import SignatureError
 import numpy as np
 
-from compiler.ir import Const, Eqn, Graph, Var, stand_in
+from compiler.ir import MEMO_LIMIT, Const, Eqn, Graph, Var, stand_in, type_token
 from compiler.naming import Namer
 from compiler.ops import OPS
 
@@ -44,12 +44,14 @@ def _rule_result(eqn: Eqn, rule: str, bindings: dict[str, Var | Const]) -> np.nd
     apply the same rule to values of the same types again and again)."""
     key = (
         eqn.op, rule, repr(eqn.params),
-        tuple((k, v.shape, v.dtype) if isinstance(v, Var) else (k, repr(v.value)) for k, v in bindings.items()),
+        tuple((k, v.shape, v.dtype) if isinstance(v, Var) else (k, v.key()) for k, v in bindings.items()),
     )
     if key not in _RULE_RESULTS:
         samples = {k: _sample(v) for k, v in bindings.items()}
         value = np.asarray(OPS[eqn.op].evaluate_rule(rule, samples, eqn.static))
-        _RULE_RESULTS[key] = stand_in(value.shape, value.dtype.name)
+        if len(_RULE_RESULTS) > MEMO_LIMIT:
+            _RULE_RESULTS.clear()
+        _RULE_RESULTS[key] = type_token(value)
     return _RULE_RESULTS[key]
 
 

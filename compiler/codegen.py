@@ -26,7 +26,7 @@ import numpy as np
 
 from compiler.errors import FlatgradError
 from compiler.helpers import HELPERS, helper_source
-from compiler.ir import Atom, Const, Eqn, Graph, Var
+from compiler.ir import MEMO_LIMIT, Atom, Const, Eqn, Graph, Var
 from compiler.ops import OPS, IndexOperand
 
 with warnings.catch_warnings():  # astor 0.8.1 (its last release) warns on import on 3.12+
@@ -269,18 +269,8 @@ _RENDERED: dict[tuple, Rendered] = {}
 
 
 def _shape_key(eqn: Eqn) -> tuple:
-    def atom(a: Atom) -> tuple:
-        if isinstance(a, Var):
-            return ("var", a.shape, a.dtype)
-        value = a.value
-        if isinstance(value, np.ndarray):
-            return ("array", value.dtype.str, value.shape, value.tobytes())
-        return ("const", type(value).__name__, repr(value))
-
-    return (
-        eqn.op, eqn.rule, tuple(atom(a) for a in eqn.inputs), eqn.out.shape, eqn.out.dtype,
-        eqn.accumulate is not None, repr(eqn.params),
-    )
+    inputs = tuple(("var", a.shape, a.dtype) if isinstance(a, Var) else a.key() for a in eqn.inputs)
+    return (eqn.op, eqn.rule, inputs, eqn.out.shape, eqn.out.dtype, eqn.accumulate is not None, repr(eqn.params))
 
 
 def render(eqn: Eqn, jit: str | None = None) -> Rendered:
@@ -302,6 +292,8 @@ def render(eqn: Eqn, jit: str | None = None) -> Rendered:
         calls = frozenset(n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name))
         uses_numpy = any(isinstance(n, ast.Name) and n.id == "np" for n in ast.walk(tree))
         text = unparse(ast.Assign([ast.Name(out.name, ast.Store())], tree, lineno=0))
+        if len(_RENDERED) > MEMO_LIMIT:
+            _RENDERED.clear()
         template = _RENDERED[key] = Rendered(text, calls, uses_numpy)
     text = _PLACEHOLDERS.sub(lambda match: names[int(match.group(1))], template.text)
     return Rendered(text, template.calls, template.uses_numpy)

@@ -59,8 +59,23 @@ class Const:
             return f"const:{self.dtype}{list(self.shape)}"
         return repr(self.value)
 
+    def key(self) -> tuple:
+        """What makes two constants the same constant (for memo and CSE keys)."""
+        if isinstance(self.value, np.ndarray):
+            return ("array", self.value.dtype.str, self.value.shape, self.value.tobytes())
+        return ("const", type(self.value).__name__, repr(self.value))
+
 
 Atom = Union[Var, Const]
+
+
+def type_token(value: np.ndarray) -> np.ndarray:
+    """A value's shape and dtype as an array that takes no memory (a read-only broadcast)."""
+    return np.broadcast_to(np.zeros((), value.dtype), value.shape)
+
+
+# Memo tables keyed by shapes and dtypes stay small; past this many entries they start over.
+MEMO_LIMIT = 4096
 
 
 def stand_in(shape: tuple[int, ...], dtype: str) -> np.ndarray:

@@ -135,15 +135,8 @@ def propagate_copies(graph: Graph) -> Graph:
 
 
 def _key(eqn: Eqn) -> tuple:
-    def atom(a: Atom) -> tuple:
-        if isinstance(a, Var):
-            return ("var", id(a))
-        value = a.value
-        if isinstance(value, np.ndarray):
-            return ("array", value.dtype.str, value.shape, value.tobytes())
-        return ("const", type(value).__name__, repr(value))
-
-    return (eqn.op, eqn.rule, tuple(atom(a) for a in eqn.inputs), repr(eqn.params))
+    inputs = tuple(("var", id(a)) if isinstance(a, Var) else a.key() for a in eqn.inputs)
+    return (eqn.op, eqn.rule, inputs, repr(eqn.params))
 
 
 def eliminate_common_subexpressions(graph: Graph) -> Graph:

@@ -33,7 +33,7 @@ from compiler.errors import (
     TracingError,
     UnsupportedOperationError,
 )
-from compiler.ir import Const, Eqn, Graph, Loc, Var, stand_in
+from compiler.ir import MEMO_LIMIT, Const, Eqn, Graph, Loc, Var, stand_in, type_token
 from compiler.ops import INDEX_PARAMS, OPS, IndexOperand, Op
 
 # Frames in these files are flatgrad's, NumPy's or the standard library's, not the user's: they neither name values
@@ -438,10 +438,7 @@ def _result_type(row: Op, recorder: _Recorder, operands: list[int | Const], stat
 
     Memoized by the operands' types, so an unrolled loop asks NumPy once per kind of step."""
     kinds = tuple(
-        ("const", repr(o.value)) if isinstance(o, Const) and not isinstance(o.value, np.ndarray)
-        else ("array", id(o)) if isinstance(o, Const)
-        else (recorder.values[o].shape, recorder.values[o].dtype)
-        for o in operands
+        o.key() if isinstance(o, Const) else (recorder.values[o].shape, recorder.values[o].dtype) for o in operands
     )
     key = (row.name, kinds, repr(static))
     if key in _RESULT_TYPES:
@@ -460,9 +457,9 @@ def _result_type(row: Op, recorder: _Recorder, operands: list[int | Const], stat
             result = np.asarray(row.compute(*samples, **static))
         except (TypeError, ValueError, IndexError) as error:
             raise TracingError(_at_user_line(f"{row.name} of these operands fails in NumPy: {error}")) from None
-    result = stand_in(result.shape, result.dtype.name)
-    if not any(kind[0] == "array" for kind in kinds):  # a constant array's id may be reused later
-        _RESULT_TYPES[key] = result
+    if len(_RESULT_TYPES) > MEMO_LIMIT:
+        _RESULT_TYPES.clear()
+    result = _RESULT_TYPES[key] = type_token(result)
     return result
 
 
