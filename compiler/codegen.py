@@ -26,7 +26,7 @@ import numpy as np
 
 from compiler.errors import FlatgradError
 from compiler.helpers import HELPERS, helper_source
-from compiler.ir import MEMO_LIMIT, Atom, Const, Eqn, Graph, Var
+from compiler.ir import MEMO_LIMIT, Atom, Const, Eqn, Graph, Var, stand_in
 from compiler.ops import OPS, IndexOperand
 
 with warnings.catch_warnings():  # astor 0.8.1 (its last release) warns on import on 3.12+
@@ -117,10 +117,27 @@ class _Substitute(ast.NodeTransformer):
     constant exponent 2. Every rewrite is exact in floating point.
     """
 
-    def __init__(self, bindings: dict[str, ast.expr], static: dict[str, object], types: dict[str, object]) -> None:
+    def __init__(
+        self,
+        bindings: dict[str, ast.expr],
+        static: dict[str, object],
+        types: dict[str, object],
+        samples: dict[str, object] | None = None,
+    ) -> None:
         self.bindings = bindings
         self.static = static
         self.types = types
+        self.samples = samples or {}  # stand-ins of the operands, to learn a subexpression's type
+
+    def _type(self, node: ast.expr) -> tuple | None:
+        """The shape and dtype `node` evaluates to on the operands' stand-ins, if it can tell."""
+        try:
+            code = compile(ast.fix_missing_locations(ast.Expression(copy.deepcopy(node))), "<type>", "eval")
+            with np.errstate(all="ignore"):
+                value = np.asarray(eval(code, {"np": np, **HELPERS, **self.samples}))  # our own rule text
+        except Exception:
+            return None
+        return value.shape, value.dtype
 
     def visit_Name(self, node: ast.Name) -> ast.expr:
         if node.id in self.static:
@@ -162,8 +179,20 @@ class _Substitute(ast.NodeTransformer):
         if isinstance(node.op, ast.Pow) and right == 1:
             return node.left
         if fold is None or left is None or right is None:
-            return node
+            return self._drop_unit_factor(node, left, right)
         return _constant(fold(left, right))
+
+    def _drop_unit_factor(self, node: ast.BinOp, left: object, right: object) -> ast.expr:
+        """`e * 1.0` (or `1.0 * e`, `e / 1.0`) is `e` when `e` already has the product's type:
+        exact for every float, but not for a bool mask, which the product turns into floats."""
+        if isinstance(node.op, ast.Mult) and 1 in (left, right):
+            other = node.left if right == 1 else node.right
+        elif isinstance(node.op, ast.Div) and right == 1:
+            other = node.left
+        else:
+            return node
+        kept = self._type(other)
+        return other if kept is not None and kept == self._type(node) else node
 
     def visit_Compare(self, node: ast.Compare) -> ast.expr:
         self.generic_visit(node)
@@ -239,7 +268,8 @@ def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
     tree = copy.deepcopy(_parsed(text))
     if eqn.rule is None and text == row.scalar_forward and eqn.out.dtype not in _PYTHON_DTYPES:
         tree = _TypedLiterals(eqn.out.dtype).visit(tree)
-    tree = _Substitute(bindings, static, types).visit(tree)
+    samples = {a.name: stand_in(a.shape, a.dtype) for a in eqn.inputs if isinstance(a, Var)}
+    tree = _Substitute(bindings, static, types, samples).visit(tree)
     if eqn.accumulate is not None:
         # `grad_x + -t` reads better as `grad_x - t`, and is the same number
         negated = isinstance(tree, ast.UnaryOp) and isinstance(tree.op, ast.USub)

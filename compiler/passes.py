@@ -83,8 +83,11 @@ class _Positions:
 
 def eliminate_dead_code(graph: Graph) -> Graph:
     """Drop every equation no output needs: unused forward values, and gradients of values that
-    lead to no requested input. Keeps: the outputs and everything they read."""
+    lead to no requested input. Keeps: the outputs, everything they read, and the seed of the
+    backward pass (it is the upstream gradient `backward(grad_L, cache)` takes)."""
     live = {id(v) for v in graph.outputs}
+    if graph.n_forward is not None and graph.backward_eqns:
+        live.add(id(graph.backward_eqns[0].out))
     kept = []
     for index in reversed(range(len(graph.eqns))):
         eqn = graph.eqns[index]
@@ -102,7 +105,8 @@ def _copied_name(text: str) -> str | None:
 
 
 def copy_source(eqn: Eqn) -> Atom | None:
-    """If `eqn` only passes one operand through (`grad_s2 = grad_s3`), that operand."""
+    """If `eqn` only passes one operand through (`grad_s2 = grad_s3`), that operand (a value of
+    the same shape and dtype, or a number)."""
     if eqn.accumulate is not None:
         return None
     row = OPS[eqn.op]
@@ -112,6 +116,8 @@ def copy_source(eqn: Eqn) -> Atom | None:
     source = dict(zip(names, eqn.inputs)).get(copied) if copied else None
     if isinstance(source, Var) and (source.shape, source.dtype) == (eqn.out.shape, eqn.out.dtype):
         return source
+    if isinstance(source, Const) and eqn.out.shape == () and source.dtype == eqn.out.dtype:
+        return source
     return None
 
 
@@ -120,6 +126,7 @@ def propagate_copies(graph: Graph) -> Graph:
     drop the copy. Keeps: copies that are outputs (they carry the output's name) and copies whose
     source's name is rebound before the copy's last read."""
     outputs = {id(v) for v in graph.outputs}
+    accumulated = {id(e.accumulate) for e in graph.eqns if e.accumulate is not None}
     positions = _Positions(graph)
     replace: dict[int, Atom] = {}
     kept = []
@@ -127,7 +134,10 @@ def propagate_copies(graph: Graph) -> Graph:
         source = copy_source(eqn)
         while isinstance(source, Var) and id(source) in replace:
             source = replace[id(source)]  # type: ignore[assignment]
-        if isinstance(source, Var) and id(eqn.out) not in outputs and positions.can_read_instead(eqn.out, source):
+        readable = (  # an accumulation adds onto a variable, never onto a number
+            isinstance(source, Const) and id(eqn.out) not in accumulated
+        ) or (isinstance(source, Var) and positions.can_read_instead(eqn.out, source))
+        if readable and id(eqn.out) not in outputs:
             replace[id(eqn.out)] = source
         else:
             kept.append((index, eqn))

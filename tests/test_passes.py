@@ -89,6 +89,14 @@ def test_common_subexpressions_are_computed_once():
     assert body(after) == ["  s0 = exp(x)", "  a = mul(s0, y)", "  L = add(a, a)"]
 
 
+def test_the_seed_stays_the_upstream_gradient_of_backward():
+    """Even where no gradient reaches an input, backward(grad_L, cache) keeps its parameter."""
+    prog = compiler.gradient(lambda x, y: np.sin(x) * 2.0, 1.0, 2.0, optimize=True)
+    _, cache = prog.module.forward_with_cache(0.5, 2.0)
+    assert prog.module.backward(3.0, cache) == pytest.approx((3.0 * 2.0 * np.cos(0.5), 0.0))
+    assert "def backward(grad_L, cache):" in prog.source
+
+
 def test_wrt_subset_emits_no_gradient_lines_for_the_others():
     prog = compiler.gradient(lambda x, y: np.sin(x) * np.cos(y), 1.0, 2.0, wrt="y", optimize=True)
     assert "grad_x" not in prog.source

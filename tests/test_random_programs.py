@@ -341,6 +341,8 @@ def test_random_program_against_autograd(data):
     optimized = optimized_program(f, [1.0] * len(args))
     with np.errstate(all="ignore"):
         value, grads = optimized.value_and_grad(*args)
+        doubled = optimized.module.backward(2.0, optimized.module.forward_with_cache(*args)[1])
+    np.testing.assert_allclose([float(g) for g in doubled], [2 * float(g) for g in grads], rtol=1e-15, atol=0)
     np.testing.assert_allclose(float(value), expected_value, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(
         [float(g) for g in grads], expected_grads, rtol=RTOL, atol=ATOL * scale, err_msg=f"optimized\n{program}"
