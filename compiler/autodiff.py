@@ -14,7 +14,7 @@ from typing import Sequence
 from compiler.errors import SignatureError
 import numpy as np
 
-from compiler.ir import MEMO_LIMIT, Const, Eqn, Graph, Var, stand_in, type_token
+from compiler.ir import MEMO_LIMIT, Const, Eqn, Graph, Var, dtype_name, stand_in, type_token
 from compiler.naming import Namer
 from compiler.ops import OPS
 
@@ -98,12 +98,12 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
             i for i, (mine, theirs) in enumerate(zip(of.shape, sample.shape[len(lead):])) if mine == 1 and theirs != 1
         )
         steps = [(op, {"axis": axes, "keepdims": op == "sum_keep"}) for op, axes in (("sum", lead), ("sum_keep", kept)) if axes]
-        if sample.dtype.name != of.dtype and np.dtype(of.dtype).kind == "f":
+        if dtype_name(sample.dtype) != of.dtype and np.dtype(of.dtype).kind == "f":
             steps.append(("astype", {"dtype": np.dtype(of.dtype)}))
         previous = gradients.get(id(of))
         # the last step adds onto an earlier gradient; the steps before it need a name of their own
         name = namer.claim(f"{grad_name(of)}_term") if previous is not None and steps else grad_name(of)
-        term = Var(name, sample.shape, sample.dtype.name)
+        term = Var(name, sample.shape, dtype_name(sample.dtype))
         backward.append(
             Eqn(eqn.op, operands, term, rule=rule, accumulate=None if steps else previous, loc=eqn.loc,
                 params=eqn.params + _static_types(bindings), gate=eqn.out.name)
@@ -114,7 +114,7 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
                 static = step_row.normalize((term.shape,), static)
             result = np.asarray(step_row.compute(stand_in(term.shape, term.dtype), **static))
             last = index == len(steps) - 1
-            reduced = Var(grad_name(of) if last else name, result.shape, result.dtype.name)
+            reduced = Var(grad_name(of) if last else name, result.shape, dtype_name(result.dtype))
             backward.append(
                 Eqn(op, (term,), reduced, accumulate=previous if last else None, loc=eqn.loc,
                     params=tuple(static.items()), gate=eqn.out.name)

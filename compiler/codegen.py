@@ -18,7 +18,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jinja2
 
@@ -418,21 +418,26 @@ def explanation(eqn: Eqn, gates: dict[str, str]) -> str:
 
 
 def functions(
-    graph: Graph, provenance: Provenance, jit: str | None = None, explain: bool = False
+    graph: Graph,
+    provenance: Provenance,
+    jit: str | None = None,
+    explain: bool = False,
+    line: Callable[[Eqn], str] | None = None,
 ) -> tuple[Function, ...]:
     """The module's functions, their bodies finished lines (with `explain`, each backward line
-    carries a comment saying which gate it differentiates and how)."""
+    carries a comment saying which gate it differentiates and how). `line` renders one equation
+    (default: `statement`)."""
+    line = line or (lambda eqn: statement(eqn, jit))
     params = tuple(v.name for v in graph.inputs)
     output = graph.outputs[0].name
     grads = _tuple([g.name for g in graph.outputs[1:]])
     grads_text = "(" + ", ".join(g.name for g in graph.outputs[1:]) + ("," if len(grads.elts) == 1 else "") + ")"
     seed, *backward = graph.backward_eqns
-    forward_lines = tuple(statement(e, jit) for e in graph.forward_eqns)
-    gates = {e.out.name: line for e, line in zip(graph.forward_eqns, forward_lines)}
+    forward_lines = tuple(line(e) for e in graph.forward_eqns)
+    gates = {e.out.name: text for e, text in zip(graph.forward_eqns, forward_lines)}
 
     def backward_line(eqn: Eqn) -> str:
-        line = statement(eqn, jit)
-        return f"{line}  # {explanation(eqn, gates)}" if explain else line
+        return f"{line(eqn)}  # {explanation(eqn, gates)}" if explain else line(eqn)
 
     backward_lines = tuple(backward_line(e) for e in backward)
     cache = _tuple([v.name for v in cached_values(graph)])
@@ -491,10 +496,11 @@ def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None, ex
     """The whole module for a differentiated graph (see `autodiff.differentiate`)."""
     if jit not in (None, *JIT_BACKENDS):
         raise ValueError(f"jit must be None or one of {JIT_BACKENDS}, not {jit!r}")
-    rendered = [render(eqn, jit) for eqn in graph.eqns]
-    called = set().union(*(r.calls for r in rendered))
+    rendered = {id(eqn): render(eqn, jit) for eqn in graph.eqns}
+    called = set().union(*(r.calls for r in rendered.values()))
     helpers = [helper_source(name) for name in HELPERS if name in called]
-    uses_numpy = bool(helpers) or any(r.uses_numpy for r in rendered)
+    uses_numpy = bool(helpers) or any(r.uses_numpy for r in rendered.values())
+    cache = cached_values(graph)
     return template(TEMPLATE).render(
         provenance=provenance,
         jit=jit,
@@ -505,8 +511,8 @@ def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None, ex
         grads=[g.name for g in graph.outputs[1:]],
         seed=graph.backward_eqns[0].out.name,
         constants=[(name, repr(value)) for name, value in graph.constants],
-        cache=[(v.name, describe(v)) for v in cached_values(graph)],
-        cache_bytes=sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in cached_values(graph)),
+        cache=[(v.name, describe(v)) for v in cache],
+        cache_bytes=sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in cache),
         signature=_signature(provenance.function, [v.name for v in graph.inputs]),
-        functions=functions(graph, provenance, jit, explain),
+        functions=functions(graph, provenance, jit, explain, lambda eqn: rendered[id(eqn)].text),
     )

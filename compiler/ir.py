@@ -12,6 +12,7 @@ no equation reads a variable whose name has since been rebound.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -67,6 +68,12 @@ class Const:
 
 
 Atom = Union[Var, Const]
+
+
+@functools.lru_cache(maxsize=None)
+def dtype_name(dtype: np.dtype) -> str:
+    """`dtype.name`, remembered: NumPy computes that property anew on every access."""
+    return dtype.name
 
 
 def type_token(value: np.ndarray) -> np.ndarray:

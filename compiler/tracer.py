@@ -33,7 +33,7 @@ from compiler.errors import (
     TracingError,
     UnsupportedOperationError,
 )
-from compiler.ir import MEMO_LIMIT, Const, Eqn, Graph, Loc, Var, stand_in, type_token
+from compiler.ir import MEMO_LIMIT, Const, Eqn, Graph, Loc, Var, dtype_name, stand_in, type_token
 from compiler.ops import INDEX_PARAMS, OPS, IndexOperand, Op
 
 # Frames in these files are flatgrad's, NumPy's or the standard library's, not the user's: they neither name values
@@ -277,6 +277,8 @@ def _call(kind: str, name: str, args: tuple, kwargs: dict, static: dict | None =
     if rows is None:
         raise _unsupported(label)
     first = rows[0]
+    if static is None and not kwargs and not first.static and len(args) == len(first.params):
+        static = {}  # operands only, in order: nothing to bind (the common case, kept fast)
     if static is None:
         text = (first.method_signature if kind == "method" else None) or first.signature or ", ".join(first.params)
         try:
@@ -476,7 +478,7 @@ def _apply(row: Op, args: tuple[Any, ...], static: dict | None = None) -> Traced
     base = args[0] if row.view and isinstance(args[0], Traced) and result.ndim else None
     if base is not None and base._base is not None:
         base = base._base  # a view of a view views the same base
-    out = recorder.new_value(result.shape, result.dtype.name, base=base)
+    out = recorder.new_value(result.shape, dtype_name(result.dtype), base=base)
     recorder.record(row, tuple(operands), out, static)
     return out
 
