@@ -62,7 +62,6 @@ class Op:
     shapes: tuple[tuple[int, ...], ...] = ()
     view: bool = False
     fuses: tuple[str, ...] = ()
-    fuse_when: Callable[[Mapping[str, object], Mapping[str, object]], bool] | None = None
 
     def rule_names(self, wrt: str) -> tuple[str, ...]:
         """The operands the local gradient with respect to `wrt` reads, in canonical order.
@@ -204,19 +203,6 @@ def _axes(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
     return {"axis": axes[0] if len(axes) == 1 else axes, "keepdims": keepdims}
 
 
-def _one_label_per_row(operands: Mapping[str, object], static: Mapping[str, object]) -> bool:
-    """x[rows, labels] picks exactly one element of each row of a matrix: rows is np.arange."""
-    x, rows = operands["x"], operands["i"]
-    return (
-        static["axis"] == 1
-        and static["index"] == (IndexOperand("i"), IndexOperand("j"))
-        and len(getattr(x, "shape", ())) == 2
-        and isinstance(getattr(rows, "value", None), np.ndarray)
-        and np.array_equal(rows.value, np.arange(x.shape[0]))  # type: ignore[attr-defined]
-        and getattr(operands["j"], "shape", None) == (x.shape[0],)  # type: ignore[attr-defined]
-    )
-
-
 def _one_axis(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
     """`axis` as one non-negative int."""
     return {"axis": int(static["axis"]) % max(len(shapes[0]), 1)}
@@ -352,18 +338,6 @@ _ROWS = (
            "div(exp(x), sum_keep(exp(x), axis=axis))",
        ),
        domain=_X, shapes=((3, 4),)),
-    # -log(softmax(x)[rows, labels]): cross-entropy of a softmax, one label per row. Optimize mode
-    # fuses it, for its gradient (probs - onehot) * grad; no user code names it.
-    Op("softmax_xent", ("x", "i", "j"), "-np.log(softmax(x, axis)[index])",
-       {"x": "(softmax(x, axis) - scatter(x.shape, index, 1.0, x.dtype)) * np.expand_dims(grad, axis)"},
-       pattern="softmax cross-entropy gate: local gradient probs - onehot",
-       static=("axis", "index"), helpers=("softmax",),
-       numba_forward="-np.log(softmax_along(x, axis)[index])",
-       numba_grads={"x": "(softmax_along(x, axis) - scatter(x.shape, index, 1.0, x.dtype)) * np.expand_dims(grad, axis)"},
-       numba_helpers=("softmax_along",),
-       fuses=("neg(log(take2(softmax(x, axis=axis), i, j, index=index)))",),
-       fuse_when=lambda operands, st: _one_label_per_row(operands, st),
-       domain=(_X[0], None, None), shapes=((3, 4), (3,), (3,))),
     # maximum(0, x) routes a tie to the 0, as relu does; maximum(x, 0) would route it to x
     Op("relu", ("x",), "np.maximum(x, 0.0)", {"x": "(x > 0) * grad"},
        pattern="max gate: router (to x where x > 0)", gate=True, domain=_X, fuses=("maximum(0, x)",)),

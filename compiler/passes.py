@@ -249,8 +249,6 @@ def fuse_gates(graph: Graph) -> Graph:
                     continue
                 operands = tuple(match.operands[p] for p in row.params)
                 static = {k: match.static[k] for k in row.static}
-                if row.fuse_when is not None and not row.fuse_when(dict(zip(row.params, operands)), static):
-                    continue
                 sample = np.asarray(row.compute(*(_stand_in(a) for a in operands), **static))
                 if (sample.shape, sample.dtype.name) == (eqn.out.shape, eqn.out.dtype):
                     fused[id(eqn.out)] = Eqn(row.name, operands, eqn.out, loc=eqn.loc, params=tuple(static.items()))
@@ -276,9 +274,7 @@ def _run(graph: Graph, passes: Iterable[Pass], check: Callable[[Graph], Graph] |
     return graph
 
 
-# CSE first, so that a pattern's repeated part is one value (`np.exp(x)` written twice); fusion
-# twice, as a fused gate (softmax) can be part of a larger pattern (softmax cross-entropy)
-FORWARD_PASSES: tuple[Pass, ...] = (eliminate_common_subexpressions, fuse_gates, fuse_gates, eliminate_dead_code)
+FORWARD_PASSES: tuple[Pass, ...] = (fuse_gates, eliminate_dead_code)
 GRADIENT_PASSES: tuple[Pass, ...] = (
     propagate_copies,
     eliminate_common_subexpressions,
