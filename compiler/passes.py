@@ -274,7 +274,8 @@ def _run(graph: Graph, passes: Iterable[Pass], check: Callable[[Graph], Graph] |
     return graph
 
 
-FORWARD_PASSES: tuple[Pass, ...] = (fuse_gates, eliminate_dead_code)
+# CSE first, so that a pattern's repeated part is one value (`np.exp(x)` written twice)
+FORWARD_PASSES: tuple[Pass, ...] = (eliminate_common_subexpressions, fuse_gates, eliminate_dead_code)
 GRADIENT_PASSES: tuple[Pass, ...] = (
     propagate_copies,
     eliminate_common_subexpressions,

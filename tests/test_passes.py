@@ -147,3 +147,17 @@ def test_softmax_is_fused_with_its_simple_gradient_in_numpy_and_numba():
     assert value == pytest.approx(expected_value, rel=1e-12)
     for ours, theirs in zip(grads, expected_grads):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-14)
+
+
+def test_softmax_written_with_exp_twice_still_fuses():
+    """CSE runs before fusion, so `np.exp(s) / np.sum(np.exp(s), ...)` is one softmax gate."""
+
+    def f(scores):
+        shifted = scores - np.max(scores, axis=1, keepdims=True)
+        probs = np.exp(shifted) / np.sum(np.exp(shifted), axis=1, keepdims=True)
+        return np.sum(probs * np.arange(1.0, 4.0))
+
+    scores = np.random.default_rng(0).normal(size=(4, 3))
+    optimized = compiler.gradient(f, scores, optimize=True)
+    assert [e.op for e in optimized.graph.forward_eqns][0] == "softmax"
+    np.testing.assert_allclose(optimized.grad(scores)[0], compiler.gradient(f, scores).grad(scores)[0], rtol=1e-12)
