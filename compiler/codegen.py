@@ -417,6 +417,40 @@ def explanation(eqn: Eqn, gates: dict[str, str]) -> str:
     return f"{row.pattern} at `{forward}` — {chain}"
 
 
+# numba's compile time grows faster than linearly with a function's length: under numba a long
+# body is split into part functions of at most this many lines, called in turn.
+NUMBA_PART_LINES = 250
+
+
+def _reads(eqn: Eqn) -> list[str]:
+    return [a.name for a in eqn.reads if isinstance(a, Var)]
+
+
+def split_into_parts(
+    name: str, eqns: Sequence[Eqn], texts: Sequence[str], bound_before: Sequence[str], read_after: Sequence[str]
+) -> tuple[list[Function], list[str]]:
+    """Straight-line code as part functions of at most NUMBA_PART_LINES lines, and the lines that
+    call them in turn. Each part takes the names it reads that were bound before it and returns
+    the names it binds that are read after it (`read_after` counts as read after the end)."""
+    if len(eqns) <= NUMBA_PART_LINES:
+        return [], list(texts)
+    parts: list[Function] = []
+    calls: list[str] = []
+    available = set(bound_before)
+    for index, start in enumerate(range(0, len(eqns), NUMBA_PART_LINES)):
+        chunk = eqns[start : start + NUMBA_PART_LINES]
+        later = set(read_after).union(*(_reads(e) for e in eqns[start + NUMBA_PART_LINES :]))
+        takes = list(dict.fromkeys(n for e in chunk for n in _reads(e) if n in available))
+        gives = list(dict.fromkeys(e.out.name for e in chunk if e.out.name in later))
+        available.update(e.out.name for e in chunk)
+        part = f"_{name}_part{index}"
+        body = [*texts[start : start + NUMBA_PART_LINES], _return(_tuple(gives))]
+        parts.append(Function(part, tuple(takes), f"Lines {start + 1}-{start + len(chunk)} of `{name}`.", (("", tuple(body)),)))
+        call = ast.Call(_load(part), [_load(n) for n in takes], [])
+        calls.append(_assign(ast.Tuple([ast.Name(n, ast.Store()) for n in gives], ast.Store()), call) if gives else unparse(ast.Expr(call)))
+    return parts, calls
+
+
 def functions(
     graph: Graph,
     provenance: Provenance,
@@ -444,13 +478,32 @@ def functions(
     unpack = (_assign(cache, _load("cache")),) if cache.elts else ()
     call = _signature(provenance.function, params)
     recompute = ast.Subscript(ast.Call(_load("value_and_grad"), list(map(_load, params)), []), ast.Constant(1))
+    grad_names = [g.name for g in graph.outputs[1:]]
+    cached = [v.name for v in cached_values(graph)]
+    parts: list[Function] = []
+
+    def body(name: str, eqns: Sequence[Eqn], texts: Sequence[str], before: Sequence[str], after: Sequence[str]) -> tuple[str, ...]:
+        if jit != "numba":
+            return tuple(texts)
+        more, calls = split_into_parts(name, eqns, texts, before, after)
+        parts.extend(more)
+        return tuple(calls)
+
+    forward_eqns, backward_eqns = list(graph.forward_eqns), [seed, *backward]
+    everything = body(
+        "value_and_grad", forward_eqns + backward_eqns, (*forward_lines, backward_line(seed), *backward_lines),
+        params, [output, *grad_names],
+    )
+    split = jit == "numba" and len(everything) < len(forward_eqns) + len(backward_eqns)
     return (
-        Function("forward", params, f"Return {call}.", (("", forward_lines + (_return(_load(output)),)),)),
+        Function("forward", params, f"Return {call}.", (("", (*body("forward", forward_eqns, forward_lines, params, [output]), _return(_load(output)))),)),
         Function(
             "value_and_grad",
             params,
             f"Return ({output}, {grads_text}): the value of {call} and its gradients.",
-            (
+            (("", (*everything, _return(_load(output), grads))),)
+            if split
+            else (
                 ("forward pass", forward_lines),
                 ("backward pass", (backward_line(seed), *backward_lines, _return(_load(output), grads))),
             ),
@@ -460,14 +513,18 @@ def functions(
             "forward_with_cache",
             params,
             f"Return ({output}, cache): the value of {call} and what `backward` reads.",
-            (("", (*forward_lines, _assign(ast.Name("cache", ast.Store()), cache), _return(_load(output), _load("cache")))),),
+            (("", (
+                *body("forward_with_cache", forward_eqns, forward_lines, params, [output, *cached]),
+                _assign(ast.Name("cache", ast.Store()), cache), _return(_load(output), _load("cache")),
+            )),),
         ),
         Function(
             "backward",
             (seed.out.name, "cache"),
             f"Return {grads_text} from the upstream gradient {seed.out.name} and `forward_with_cache`'s cache.",
-            (("", (*unpack, *backward_lines, _return(grads))),),
+            (("", (*unpack, *body("backward", backward, backward_lines, [seed.out.name, *cached], grad_names), _return(grads))),),
         ),
+        *parts,
     )
 
 
