@@ -78,35 +78,22 @@ def softmax_along(x, axis):
     return out
 
 
-def max_along(x, axis):
-    """`np.max(x, axis=axis)` of a matrix, as loops numba compiles."""
+def extreme_along(x, axis, largest):
+    """`np.max(x, axis=axis)` (or `np.min` when not `largest`) of a matrix, as loops numba compiles."""
     if axis == 0:
         out = x[0].copy()
         for i in range(1, x.shape[0]):
-            out = np.maximum(out, x[i])
+            out = np.maximum(out, x[i]) if largest else np.minimum(out, x[i])
         return out
     out = np.empty(x.shape[0], x.dtype)
     for i in range(x.shape[0]):
-        out[i] = np.max(x[i])
-    return out
-
-
-def min_along(x, axis):
-    """`np.min(x, axis=axis)` of a matrix, as loops numba compiles."""
-    if axis == 0:
-        out = x[0].copy()
-        for i in range(1, x.shape[0]):
-            out = np.minimum(out, x[i])
-        return out
-    out = np.empty(x.shape[0], x.dtype)
-    for i in range(x.shape[0]):
-        out[i] = np.min(x[i])
+        out[i] = np.max(x[i]) if largest else np.min(x[i])
     return out
 
 
 HELPERS = {
     fn.__name__: fn
-    for fn in (scatter, add_at, add_rows, add_pairs, updated, last_writes, softmax, softmax_along, max_along, min_along)
+    for fn in (scatter, add_at, add_rows, add_pairs, updated, last_writes, softmax, softmax_along, extreme_along)
 }
 
 

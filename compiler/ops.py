@@ -57,8 +57,6 @@ class Op:
     numba_forward: str | None = None
     numba_grads: Mapping[str, str] = field(default_factory=dict)
     numba_when: Callable[[tuple[int, ...], Mapping[str, object]], bool] | None = None
-    helpers: tuple[str, ...] = ()
-    numba_helpers: tuple[str, ...] = ()
     shapes: tuple[tuple[int, ...], ...] = ()
     view: bool = False
     fuses: tuple[str, ...] = ()
@@ -229,7 +227,7 @@ def _reductions() -> tuple[Op, ...]:
             if suffix == "_all":
                 forward = f"np.{kind}(x)"
                 grad = "(x == out) / np.sum(x == out) * grad" if chooses else f"np.full(x.shape, grad{divide})"
-                numba_forward, numba_grad, numba_helpers = None, None, ()
+                numba_forward, numba_grad = None, None
             elif suffix == "":
                 forward = f"x.{kind}(axis=axis)"  # the method: NumPy's function wrapper costs a call
                 spread = "np.expand_dims(grad, axis)"
@@ -239,9 +237,9 @@ def _reductions() -> tuple[Op, ...]:
                     if chooses
                     else f"np.broadcast_to({spread}{divide}, x.shape)"
                 )
-                numba_forward = {"sum": None, "mean": f"x.sum(axis=axis){divide}"}.get(kind, f"{kind}_along(x, axis)")
+                along = f"extreme_along(x, axis, {kind == 'max'})"  # numba has no np.max(x, axis=...)
+                numba_forward = {"sum": None, "mean": f"x.sum(axis=axis){divide}"}.get(kind, along)
                 numba_grad = f"{mask} / np.expand_dims({mask}.sum(axis=axis), axis) * {spread}" if chooses else None
-                numba_helpers = (f"{kind}_along",) if chooses else ()
             else:
                 forward = f"x.{kind}(axis=axis, keepdims=True)"
                 grad = (
@@ -249,17 +247,15 @@ def _reductions() -> tuple[Op, ...]:
                     if chooses
                     else f"np.broadcast_to(grad{divide}, x.shape)"
                 )
-                reduced = f"{kind}_along(x, axis)" if chooses else "x.sum(axis=axis)"
+                reduced = f"extreme_along(x, axis, {kind == 'max'})" if chooses else "x.sum(axis=axis)"
                 numba_forward = f"({reduced}{divide}).reshape(out.shape)" if divide else f"{reduced}.reshape(out.shape)"
                 numba_grad = "(x == out) / (x == out).sum(axis=axis).reshape(out.shape) * grad" if chooses else None
-                numba_helpers = (f"{kind}_along",) if chooses else ()
             rows.append(
                 Op(f"{kind}{suffix}", ("x",), forward, {"x": grad}, pattern=pattern,
                    functions=(kind,), methods=(kind,), static=("axis", "keepdims"),
                    signature="x, axis=None, keepdims=False", when=when, normalize=_axes,
                    numba_forward=numba_forward, numba_grads={"x": numba_grad} if numba_grad else {},
-                   numba_helpers=numba_helpers,
-                   numba_when=(lambda nd, st: nd[0] == 2 and isinstance(st["axis"], int)) if numba_helpers else None,
+                   numba_when=(lambda nd, st: nd[0] == 2 and isinstance(st["axis"], int)) if chooses and suffix != "_all" else None,
                    domain=_X, shapes=((3, 4),))
             )
     return tuple(rows)
@@ -329,10 +325,9 @@ _ROWS = (
     # softmax along an axis; optimize mode fuses it from exp(x - max) / sum(exp(x - max))
     Op("softmax", ("x",), "softmax(x, axis)", {"x": "out * (grad - (out * grad).sum(axis=axis, keepdims=True))"},
        pattern="softmax gate: local gradient out * (grad - sum(out * grad)), from its output", gate=True,
-       static=("axis",), signature="x, axis=-1", normalize=_one_axis, helpers=("softmax",),
+       static=("axis",), signature="x, axis=-1", normalize=_one_axis,
        numba_forward="softmax_along(x, axis)",
-       numba_grads={"x": "out * (grad - np.expand_dims((out * grad).sum(axis=axis), axis))"},
-       numba_helpers=("softmax_along",), numba_when=lambda ndims, st: ndims == (2,),
+       numba_grads={"x": "out * (grad - np.expand_dims((out * grad).sum(axis=axis), axis))"}, numba_when=lambda ndims, st: ndims == (2,),
        fuses=(
            "div(exp(sub(x, max_keep(x, axis=axis))), sum_keep(exp(sub(x, max_keep(x, axis=axis))), axis=axis))",
            "div(exp(x), sum_keep(exp(x), axis=axis))",
@@ -397,18 +392,18 @@ _ROWS = (
     # Indexing, by how many index arrays the index holds (their operands are i and j).
     Op("getitem", ("x",), "x[index]", {"x": "scatter(x.shape, index, grad, x.dtype)"},
        pattern="index gate: the gradient written back where the values came from",
-       operators=("__getitem__",), static=("index",), when=_arrays(0), helpers=("scatter",),
+       operators=("__getitem__",), static=("index",), when=_arrays(0),
        domain=_X, shapes=((3, 4),), view=True),
     Op("take", ("x", "i"), "x[index]", {"x": "add_at(x.shape, index, grad, x.dtype)"},
        pattern="gather gate: the gradient added back where the values came from (repeats add up)",
-       operators=("__getitem__",), static=("index",), when=_arrays(1), helpers=("add_at",),
-       numba_grads={"x": "add_rows(x.shape, i, grad, x.dtype)"}, numba_helpers=("add_rows",),
+       operators=("__getitem__",), static=("index",), when=_arrays(1),
+       numba_grads={"x": "add_rows(x.shape, i, grad, x.dtype)"},
        numba_when=lambda ndims, st: st["index"] == (IndexOperand("i"),),
        domain=(_X[0], None), shapes=((3, 4), (5,))),
     Op("take2", ("x", "i", "j"), "x[index]", {"x": "add_at(x.shape, index, grad, x.dtype)"},
        pattern="gather gate: the gradient added back where the values came from (repeats add up)",
-       operators=("__getitem__",), static=("index",), when=_arrays(2), helpers=("add_at",),
-       numba_grads={"x": "add_pairs(x.shape, i, j, grad, x.dtype)"}, numba_helpers=("add_pairs",),
+       operators=("__getitem__",), static=("index",), when=_arrays(2),
+       numba_grads={"x": "add_pairs(x.shape, i, j, grad, x.dtype)"},
        numba_when=lambda ndims, st: st["index"] == (IndexOperand("i"), IndexOperand("j")),
        domain=(_X[0], None, None), shapes=((3, 4), (5,), (5,))),
     # `x[index] = v`, traced as a new value: x with v written in (x itself is not changed).
@@ -417,8 +412,7 @@ _ROWS = (
            # with index arrays a place may be written twice; only the last write reaches it
            {"x": "updated(grad, index, 0)", "v": "grad[index] * last_writes(x.shape, index)" if arrays else "grad[index]"},
            pattern="write gate: the gradient of the overwritten places goes to v, the rest to x",
-           operators=("__setitem__",), static=("index",), when=_arrays(len(arrays), operands=2),
-           helpers=("updated",), domain=(_X[0], _X[0]) + (None,) * len(arrays),
+           operators=("__setitem__",), static=("index",), when=_arrays(len(arrays), operands=2), domain=(_X[0], _X[0]) + (None,) * len(arrays),
            shapes=((3, 4), ()) + ((5,),) * len(arrays))
         for name, arrays in (("setitem", ()), ("put", ("i",)), ("put2", ("i", "j")))
     ),

@@ -34,16 +34,16 @@ def add_pairs(shape, rows, cols, values, dtype):
 
 
 @numba.njit(cache=True)
-def max_along(x, axis):
-    """`np.max(x, axis=axis)` of a matrix, as loops numba compiles."""
+def extreme_along(x, axis, largest):
+    """`np.max(x, axis=axis)` (or `np.min` when not `largest`) of a matrix, as loops numba compiles."""
     if axis == 0:
         out = x[0].copy()
         for i in range(1, x.shape[0]):
-            out = np.maximum(out, x[i])
+            out = np.maximum(out, x[i]) if largest else np.minimum(out, x[i])
         return out
     out = np.empty(x.shape[0], x.dtype)
     for i in range(x.shape[0]):
-        out[i] = np.max(x[i])
+        out[i] = np.max(x[i]) if largest else np.min(x[i])
     return out
 
 
@@ -52,7 +52,7 @@ def forward(X, y, W, b):
     """Return softmax(X, y, W, b)."""
     s0 = X @ W
     scores = s0 + b
-    s1 = max_along(scores, 1).reshape((8, 1))
+    s1 = extreme_along(scores, 1, True).reshape((8, 1))
     shifted = scores - s1
     exp_scores = np.exp(shifted)
     s2 = exp_scores.sum(axis=1).reshape((8, 1))
@@ -75,7 +75,7 @@ def value_and_grad(X, y, W, b):
     # forward pass
     s0 = X @ W
     scores = s0 + b
-    s1 = max_along(scores, 1).reshape((8, 1))
+    s1 = extreme_along(scores, 1, True).reshape((8, 1))
     shifted = scores - s1
     exp_scores = np.exp(shifted)
     s2 = exp_scores.sum(axis=1).reshape((8, 1))
@@ -130,7 +130,7 @@ def forward_with_cache(X, y, W, b):
     """Return (L, cache): the value of softmax(X, y, W, b) and what `backward` reads."""
     s0 = X @ W
     scores = s0 + b
-    s1 = max_along(scores, 1).reshape((8, 1))
+    s1 = extreme_along(scores, 1, True).reshape((8, 1))
     shifted = scores - s1
     exp_scores = np.exp(shifted)
     s2 = exp_scores.sum(axis=1).reshape((8, 1))

@@ -120,3 +120,18 @@ def test_numba_splits_long_functions_into_parts(monkeypatch):
     _, cache = jitted.module.forward_with_cache(3.0, -4.0)
     assert jitted.module.backward(2.0, cache) == pytest.approx(tuple(2 * g for g in expected_grads), rel=1e-12)
     assert pyflakes_messages(jitted.source, "parts") == ""
+
+
+def test_numba_lowers_max_and_min_along_an_axis():
+    import numpy as np
+
+    def f(x):
+        return np.sum(np.max(x, axis=1) * 2.0) + np.sum(np.min(x, axis=0, keepdims=True))
+
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    jitted = compiler.gradient(f, x, jit="numba")
+    assert "extreme_along(x, 1, True)" in jitted.source and "extreme_along(x, 0, False)" in jitted.source
+    value, (grad,) = jitted.value_and_grad(x)
+    expected_value, (expected,) = compiler.gradient(f, x).value_and_grad(x)
+    assert value == pytest.approx(expected_value, rel=1e-12)
+    np.testing.assert_allclose(grad, expected, rtol=1e-12)
