@@ -390,7 +390,9 @@ def explanation(eqn: Eqn, gates: dict[str, str]) -> str:
     """What a backward line does, for a learner: its gate, the gate's pattern, the forward line
     it differentiates, and the chain rule it applies (local gradient times upstream)."""
     if eqn.gate is None:
-        return "the seed: the gradient of the output with respect to itself is 1"
+        if eqn.op == "ones_like":
+            return "the seed: the gradient of the output with respect to itself is 1"
+        return "no path from this input to the output: its gradient is 0"
     forward = gates[eqn.gate]
     row = OPS[eqn.op]
     if eqn.rule is None:  # a step autodiff added after a gate's rule
@@ -457,10 +459,12 @@ def functions(
     jit: str | None = None,
     explain: bool = False,
     line: Callable[[Eqn], str] | None = None,
+    folded: Graph | None = None,
 ) -> tuple[Function, ...]:
     """The module's functions, their bodies finished lines (with `explain`, each backward line
     carries a comment saying which gate it differentiates and how). `line` renders one equation
-    (default: `statement`)."""
+    (default: `statement`). `value_and_grad` runs `folded`, the graph with its seed folded in
+    (`passes.fold_seed`), where given; `backward` always takes the seed as its argument."""
     line = line or (lambda eqn: statement(eqn, jit))
     params = tuple(v.name for v in graph.inputs)
     output = graph.outputs[0].name
@@ -489,12 +493,14 @@ def functions(
         parts.extend(more)
         return tuple(calls)
 
-    forward_eqns, backward_eqns = list(graph.forward_eqns), [seed, *backward]
-    everything = body(
-        "value_and_grad", forward_eqns + backward_eqns, (*forward_lines, backward_line(seed), *backward_lines),
-        params, [output, *grad_names],
+    forward_eqns = list(graph.forward_eqns)
+    inline = folded or graph
+    inline_forward = forward_lines if folded is None else tuple(line(e) for e in inline.forward_eqns)
+    inline_backward = (
+        (backward_line(seed), *backward_lines) if folded is None else tuple(backward_line(e) for e in inline.backward_eqns)
     )
-    split = jit == "numba" and len(everything) < len(forward_eqns) + len(backward_eqns)
+    everything = body("value_and_grad", inline.eqns, (*inline_forward, *inline_backward), params, [output, *grad_names])
+    split = jit == "numba" and len(everything) < len(inline.eqns)
     return (
         Function("forward", params, f"Return {call}.", (("", (*body("forward", forward_eqns, forward_lines, params, [output]), _return(_load(output)))),)),
         Function(
@@ -504,8 +510,8 @@ def functions(
             (("", (*everything, _return(_load(output), grads))),)
             if split
             else (
-                ("forward pass", forward_lines),
-                ("backward pass", (backward_line(seed), *backward_lines, _return(_load(output), grads))),
+                ("forward pass", inline_forward),
+                ("backward pass", (*inline_backward, _return(_load(output), grads))),
             ),
         ),
         Function("grad", params, f"Return {grads_text}, the gradients of {call}.", (("", (_return(recompute),)),)),
@@ -549,11 +555,14 @@ def template(name: str) -> jinja2.Template:
     return _environment().get_template(name)
 
 
-def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None, explain: bool = False) -> str:
-    """The whole module for a differentiated graph (see `autodiff.differentiate`)."""
+def emit_module(
+    graph: Graph, provenance: Provenance, jit: str | None = None, explain: bool = False, folded: Graph | None = None
+) -> str:
+    """The whole module for a differentiated graph (see `autodiff.differentiate`); `folded` is
+    the graph `value_and_grad` runs instead, with the seed folded in (`passes.fold_seed`)."""
     if jit not in (None, *JIT_BACKENDS):
         raise ValueError(f"jit must be None or one of {JIT_BACKENDS}, not {jit!r}")
-    rendered = {id(eqn): render(eqn, jit) for eqn in graph.eqns}
+    rendered = {id(eqn): render(eqn, jit) for eqn in graph.eqns + (folded.eqns if folded is not None else ())}
     called = set().union(*(r.calls for r in rendered.values()))
     helpers = [helper_source(name) for name in HELPERS if name in called]
     uses_numpy = bool(helpers) or any(r.uses_numpy for r in rendered.values())
@@ -571,5 +580,5 @@ def emit_module(graph: Graph, provenance: Provenance, jit: str | None = None, ex
         cache=[(v.name, describe(v)) for v in cache],
         cache_bytes=sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in cache),
         signature=_signature(provenance.function, [v.name for v in graph.inputs]),
-        functions=functions(graph, provenance, jit, explain, lambda eqn: rendered[id(eqn)].text),
+        functions=functions(graph, provenance, jit, explain, lambda eqn: rendered[id(eqn)].text, folded),
     )

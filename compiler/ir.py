@@ -179,6 +179,15 @@ class Graph:
     def backward_eqns(self) -> tuple[Eqn, ...]:
         return () if self.n_forward is None else self.eqns[self.n_forward :]
 
+    @property
+    def seed(self) -> Eqn | None:
+        """The backward pass's first equation, `grad_L = 1.0`; None in a forward graph, and in
+        one whose seed has been folded into the gates it reaches (`passes.fold_seed`)."""
+        first = self.backward_eqns[:1]
+        if first and first[0].op == "ones_like" and first[0].inputs == self.outputs[:1]:
+            return first[0]
+        return None
+
     def __str__(self) -> str:
         def typed(v: Var) -> str:
             shape = ",".join(str(n) for n in v.shape)

@@ -9,7 +9,8 @@ the forward pass (the cache) is derived from the names its rule uses.
 The tracer maps operators, ufuncs, array functions and `compiler.<gate>` calls to rows through
 the `operators`/`reflected`/`ufuncs`/`functions`/`gate` fields and checks that `bool_params`
 get bools; autodiff applies `grads`; the optimizer's gate fusion rewrites the forward patterns
-in `fuses` (calls of rows by name) into the row;
+in `fuses` (calls of rows by name) into the row, and its folding passes an operand through where
+the other is the number in `identity` (`x + 0`, `x * 1`);
 codegen renders `forward` and `grads`; the tests draw inputs from `domain`. No other module
 lists operations.
 """
@@ -60,6 +61,7 @@ class Op:
     shapes: tuple[tuple[int, ...], ...] = ()
     view: bool = False
     fuses: tuple[str, ...] = ()
+    identity: Mapping[str, float] = field(default_factory=dict)
 
     def rule_names(self, wrt: str) -> tuple[str, ...]:
         """The operands the local gradient with respect to `wrt` reads, in canonical order.
@@ -274,16 +276,16 @@ def _comparison(name: str, symbol: str, dunder: str, ufunc: str) -> Op:
 
 
 _ROWS = (
-    Op("add", ("x", "y"), "x + y", {"x": "grad", "y": "grad"},
+    Op("add", ("x", "y"), "x + y", {"x": "grad", "y": "grad"}, identity={"x": 0, "y": 0},
        pattern="add gate: distributor", operators=("__add__",), reflected=("__radd__",), inplace=("__iadd__",),
        ufuncs=("add",), domain=_XY),
-    Op("sub", ("x", "y"), "x - y", {"x": "grad", "y": "-grad"},
+    Op("sub", ("x", "y"), "x - y", {"x": "grad", "y": "-grad"}, identity={"y": 0},
        pattern="sub gate: distributor, negated for the subtrahend",
        operators=("__sub__",), reflected=("__rsub__",), inplace=("__isub__",), ufuncs=("subtract",), domain=_XY),
-    Op("mul", ("x", "y"), "x * y", {"x": "y * grad", "y": "x * grad"},
+    Op("mul", ("x", "y"), "x * y", {"x": "y * grad", "y": "x * grad"}, identity={"x": 1, "y": 1},
        pattern="mul gate: swap multiplier", operators=("__mul__",), reflected=("__rmul__",), inplace=("__imul__",),
        ufuncs=("multiply",), domain=_XY),
-    Op("div", ("x", "y"), "x / y", {"x": "1 / y * grad", "y": "-x / y ** 2 * grad"},
+    Op("div", ("x", "y"), "x / y", {"x": "1 / y * grad", "y": "-x / y ** 2 * grad"}, identity={"y": 1},
        pattern="div gate: 1/y for the numerator, -x/y^2 for the denominator",
        operators=("__truediv__",), reflected=("__rtruediv__",), inplace=("__itruediv__",), ufuncs=("divide",),
        domain=((-3.0, 3.0), (0.5, 3.0))),
@@ -293,6 +295,7 @@ _ROWS = (
        operators=("__pos__",), ufuncs=("positive",), domain=_X),
     # `y - (y != 0)` is y - 1, except for y == 0, where x ** 0 == 1 has gradient 0 even at x == 0
     Op("pow", ("x", "y"), "x ** y", {"x": "y * x ** (y - (y != 0)) * grad", "y": "np.log(x) * out * grad"},
+       identity={"y": 1},
        pattern="pow gate: y x^(y-1) for the base, log(x) x^y for the exponent",
        operators=("__pow__",), reflected=("__rpow__",), ufuncs=("power",),
        domain=((0.2, 3.0), (-2.0, 2.0))),
@@ -317,7 +320,7 @@ _ROWS = (
        pattern="tanh gate: local gradient 1 - tanh^2 from its output", ufuncs=("tanh",),
        domain=_X),
     Op("square", ("x",), "np.square(x)", {"x": "2 * x * grad"},
-       pattern="square gate: local gradient 2x", ufuncs=("square",), domain=_X),
+       pattern="square gate: local gradient 2x", ufuncs=("square",), fuses=("mul(x, x)",), domain=_X),
     Op("sigmoid", ("x",), "1 / (1 + np.exp(-x))", {"x": "(1 - out) * out * grad"},
        pattern="sigmoid gate: local gradient (1 - s) s from its output", gate=True,
        fuses=("div(1, add(1, exp(neg(x))))", "div(1, add(exp(neg(x)), 1))"),

@@ -86,8 +86,8 @@ def eliminate_dead_code(graph: Graph) -> Graph:
     lead to no requested input. Keeps: the outputs, everything they read, and the seed of the
     backward pass (it is the upstream gradient `backward(grad_L, cache)` takes)."""
     live = {id(v) for v in graph.outputs}
-    if graph.n_forward is not None and graph.backward_eqns:
-        live.add(id(graph.backward_eqns[0].out))
+    if graph.seed is not None:
+        live.add(id(graph.seed.out))
     kept = []
     for index in reversed(range(len(graph.eqns))):
         eqn = graph.eqns[index]
@@ -139,6 +139,81 @@ def propagate_copies(graph: Graph) -> Graph:
         ) or (isinstance(source, Var) and positions.can_read_instead(eqn.out, source))
         if readable and id(eqn.out) not in outputs:
             replace[id(eqn.out)] = source
+        else:
+            kept.append((index, eqn))
+    return _rebuild(graph, kept, replace)
+
+
+def _number(atom: Atom) -> object:
+    """The Python number a constant operand holds, or None (a variable, an array)."""
+    if isinstance(atom, Const) and not isinstance(atom.value, np.ndarray):
+        return atom.value
+    return None
+
+
+def _evaluated(eqn: Eqn, inputs: tuple[Atom, ...]) -> Const | None:
+    """A scalar equation whose operands are all numbers, as the number it computes: the same
+    expression on the same literals the emitted line would evaluate, so the same number."""
+    if eqn.out.shape != () or eqn.accumulate is not None or not all(isinstance(a, Const) for a in inputs):
+        return None
+    row = OPS[eqn.op]
+    values = [a.value for a in inputs]  # type: ignore[union-attr]
+    static = {k: v for k, v in eqn.params if "." not in k}
+    try:
+        with np.errstate(all="ignore"):
+            if eqn.rule is None:
+                result = np.asarray(row.compute(*values, **static))
+            else:
+                # a name the rule reads only for its shape or dtype (`np.full(x.shape, grad)`)
+                types = dict(eqn.params)
+                known = {
+                    k[: -len(".shape")]: stand_in(v, types[k[: -len(".shape")] + ".dtype"])
+                    for k, v in eqn.params if k.endswith(".shape")
+                }
+                bindings = known | dict(zip(row.rule_names(eqn.rule), values))
+                result = np.asarray(row.evaluate_rule(eqn.rule, bindings, static))
+    except ArithmeticError:  # `1 / 0` on Python numbers: leave it to raise where the user runs it
+        return None
+    folded = Const(result.item()) if result.shape == () else None
+    return folded if folded is not None and folded.dtype == eqn.out.dtype else None
+
+
+def _passed_through(eqn: Eqn, inputs: tuple[Atom, ...]) -> Atom | None:
+    """The operand a forward equation returns unchanged because the other is the op's identity
+    number (`x + 0`, `x * 1`, `x ** 1`), if it has the result's shape and dtype."""
+    row = OPS[eqn.op]
+    if eqn.rule is not None or not row.identity:
+        return None
+    operands = dict(zip(row.params, inputs))
+    for param, number in row.identity.items():
+        value = _number(operands[param])
+        if value is None or isinstance(value, bool) or value != number:
+            continue
+        (other,) = (a for p, a in operands.items() if p != param)
+        if (other.shape, other.dtype) == (eqn.out.shape, eqn.out.dtype):
+            return other
+    return None
+
+
+def fold_constants(graph: Graph) -> Graph:
+    """Compute at build time what reads only numbers (`grad_s5 = 1 / 8 * 1.0` is `0.125`), and
+    read `x` for `x + 0`, `x - 0`, `x * 1`, `x / 1` and `x ** 1`. Keeps: the equations that bind
+    outputs, values a gradient accumulates onto (`grad_x = grad_x + ...` needs a variable),
+    arrays (a folded array would be built again at each read), and every type: a value is
+    replaced only by one of its own shape and dtype."""
+    outputs = {id(v) for v in graph.outputs}
+    accumulated = {id(e.accumulate) for e in graph.eqns if e.accumulate is not None}
+    positions = _Positions(graph)
+    replace: dict[int, Atom] = {}
+    kept = []
+    for index, eqn in enumerate(graph.eqns):
+        inputs = tuple(replace.get(id(a), a) if isinstance(a, Var) else a for a in eqn.inputs)
+        folded = _evaluated(eqn, inputs) or _passed_through(eqn, inputs)
+        readable = (isinstance(folded, Const) and id(eqn.out) not in accumulated) or (
+            isinstance(folded, Var) and positions.can_read_instead(eqn.out, folded)
+        )
+        if readable and id(eqn.out) not in outputs:
+            replace[id(eqn.out)] = folded  # type: ignore[assignment]
         else:
             kept.append((index, eqn))
     return _rebuild(graph, kept, replace)
@@ -275,8 +350,11 @@ def _run(graph: Graph, passes: Iterable[Pass], check: Callable[[Graph], Graph] |
 
 
 # CSE first, so that a pattern's repeated part is one value (`np.exp(x)` written twice)
-FORWARD_PASSES: tuple[Pass, ...] = (eliminate_common_subexpressions, fuse_gates, eliminate_dead_code)
+FORWARD_PASSES: tuple[Pass, ...] = (
+    fold_constants, eliminate_common_subexpressions, fuse_gates, eliminate_dead_code,
+)
 GRADIENT_PASSES: tuple[Pass, ...] = (
+    fold_constants,
     propagate_copies,
     eliminate_common_subexpressions,
     propagate_copies,
@@ -292,3 +370,24 @@ def optimize_forward(graph: Graph, check: Callable[[Graph], Graph] | None = None
 def optimize(graph: Graph, check: Callable[[Graph], Graph] | None = None) -> Graph:
     """The passes over the differentiated graph; `check` runs after each."""
     return _run(graph, GRADIENT_PASSES, check)
+
+
+# After the seed is read as 1.0: what it makes foldable, then what that leaves unread
+SEED_PASSES: tuple[Pass, ...] = (fold_constants, propagate_copies, eliminate_dead_code)
+
+
+def fold_seed(graph: Graph, check: Callable[[Graph], Graph] | None = None) -> Graph:
+    """The graph `value_and_grad` runs: the seed `grad_L = 1.0` read as the number 1.0 and folded
+    into the gates it reaches (`grad_s3 = (1 - L) * L`, not `(1 - L) * L * grad_L`). The module's
+    `backward(grad_L, cache)` keeps the unfolded graph, as there the seed is its argument. Keeps:
+    a seed that is not a float64 number (a float32 seed is `np.float32(1.0)`, no Python literal)."""
+    seed = graph.seed
+    if (
+        seed is None
+        or seed.out.dtype != "float64"
+        or any(v is seed.out for v in graph.outputs)
+        or any(e.accumulate is seed.out for e in graph.eqns)
+    ):
+        return graph
+    unseeded = _rebuild(graph, ((i, e) for i, e in enumerate(graph.eqns) if e is not seed), {id(seed.out): Const(1.0)})
+    return _run(unseeded if check is None else check(unseeded), SEED_PASSES, check)

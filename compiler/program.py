@@ -270,10 +270,12 @@ def _build(
     if optimize:
         forward = passes.optimize_forward(forward)
     graph = differentiate(forward, names)
+    folded = None
     if optimize:
         graph = passes.optimize(graph)
+        folded = passes.fold_seed(graph)
     origin = provenance(f, graph, names, jit, source, output, optimize, explain)
-    return GradientProgram(graph, emit_module(graph, origin, jit, explain), names, jit, optimize)
+    return GradientProgram(graph, emit_module(graph, origin, jit, explain, folded), names, jit, optimize)
 
 
 def gradient(

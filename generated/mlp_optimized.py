@@ -47,8 +47,7 @@ def value_and_grad(X, t, W1, b1, W2, b2):
     L = np.mean(s4)
 
     # backward pass
-    grad_L = 1.0
-    grad_s4 = np.full((8, 3), grad_L / 24)
+    grad_s4 = np.full((8, 3), 1.0 / 24)
     grad_s3 = 2 * s3 * grad_s4
     grad_b2 = grad_s3.sum(axis=0)
     grad_W2 = h.T @ grad_s3

@@ -40,8 +40,7 @@ def value_and_grad(w0, x0, w1, x1, w2):
     L = 1 / (1 + np.exp(-s3))
 
     # backward pass
-    grad_L = 1.0
-    grad_s3 = (1 - L) * L * grad_L
+    grad_s3 = (1 - L) * L
     grad_w2 = grad_s3
     grad_w1 = x1 * grad_s3
     grad_x1 = w1 * grad_s3

@@ -31,9 +31,8 @@ def value_and_grad(x, y, z):
     L = q * z
 
     # backward pass
-    grad_L = 1.0
-    grad_z = q * grad_L
-    grad_q = z * grad_L
+    grad_z = q
+    grad_q = z
     grad_x = grad_q
     grad_y = grad_q
     return L, (grad_x, grad_y, grad_z)

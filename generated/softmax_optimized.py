@@ -44,7 +44,7 @@ def forward(X, y, W, b):
     correct_logprobs = -s4
     s5 = np.sum(correct_logprobs)
     data_loss = s5 / 8
-    s6 = W * W
+    s6 = np.square(W)
     s7 = np.sum(s6)
     reg_loss = 0.0005 * s7
     L = data_loss + reg_loss
@@ -62,19 +62,15 @@ def value_and_grad(X, y, W, b):
     correct_logprobs = -s4
     s5 = np.sum(correct_logprobs)
     data_loss = s5 / 8
-    s6 = W * W
+    s6 = np.square(W)
     s7 = np.sum(s6)
     reg_loss = 0.0005 * s7
     L = data_loss + reg_loss
 
     # backward pass
-    grad_L = 1.0
-    grad_s7 = 0.0005 * grad_L
-    grad_s6 = np.full((4, 3), grad_s7)
-    grad_W = W * grad_s6
-    grad_W = grad_W + W * grad_s6
-    grad_s5 = 1 / 8 * grad_L
-    grad_correct_logprobs = np.full((8,), grad_s5)
+    grad_s6 = np.full((4, 3), 0.0005)
+    grad_W = 2 * W * grad_s6
+    grad_correct_logprobs = np.full((8,), 0.125)
     grad_s4 = -grad_correct_logprobs
     grad_s3 = 1 / s3 * grad_s4
     grad_probs = add_at((8, 3), (np.arange(8), y), grad_s3, np.float64)
@@ -99,7 +95,7 @@ def forward_with_cache(X, y, W, b):
     correct_logprobs = -s4
     s5 = np.sum(correct_logprobs)
     data_loss = s5 / 8
-    s6 = W * W
+    s6 = np.square(W)
     s7 = np.sum(s6)
     reg_loss = 0.0005 * s7
     L = data_loss + reg_loss
@@ -112,8 +108,7 @@ def backward(grad_L, cache):
     X, y, W, probs, s3 = cache
     grad_s7 = 0.0005 * grad_L
     grad_s6 = np.full((4, 3), grad_s7)
-    grad_W = W * grad_s6
-    grad_W = grad_W + W * grad_s6
+    grad_W = 2 * W * grad_s6
     grad_s5 = 1 / 8 * grad_L
     grad_correct_logprobs = np.full((8,), grad_s5)
     grad_s4 = -grad_correct_logprobs

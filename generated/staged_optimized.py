@@ -43,9 +43,8 @@ def value_and_grad(x, y):
     f = num * invden
 
     # backward pass
-    grad_f = 1.0
-    grad_num = invden * grad_f
-    grad_invden = num * grad_f
+    grad_num = invden
+    grad_invden = num
     grad_den = -1.0 / den ** 2 * grad_invden
     grad_xpy = 2 * xpy * grad_den
     grad_x = grad_xpy + (1 - sigx) * sigx * grad_den

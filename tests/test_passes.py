@@ -89,6 +89,48 @@ def test_common_subexpressions_are_computed_once():
     assert body(after) == ["  s0 = exp(x)", "  a = mul(s0, y)", "  L = add(a, a)"]
 
 
+def test_constants_fold_and_identities_pass_their_operand_through():
+    def f(x, y):
+        a = x * 1 + 0
+        return (a - 0) / 1 * y ** 1
+
+    after = verify(passes.fold_constants(compiler.trace(f, 1.0, 2.0)))
+    assert body(after) == ["  L = mul(x, y)"]
+
+
+def test_folding_never_changes_a_type():
+    def f(x):
+        mask = (x > 0) * 1  # bool times 1 is an integer array: not the mask itself
+        return np.sum(x * 1.0 * mask)  # float32 times a Python 1.0 stays float32: folds
+
+    x = np.ones(3, np.float32)
+    after = verify(passes.fold_constants(compiler.trace(f, x)))
+    assert [e.op for e in after.eqns] == ["gt", "mul", "mul", "sum_all"]
+    assert "mul(x, 1.0)" not in str(after)
+
+
+def test_the_seed_is_folded_into_value_and_grad_only():
+    """value_and_grad reads the seed as 1.0 (`grad_s3 = (1 - L) * L`); backward(grad_L, cache)
+    keeps it as its parameter."""
+    from neuron import neuron
+
+    graph = passes.optimize(differentiate(compiler.trace(neuron, *[1.0] * 5), ["w0", "x0", "w1", "x1", "w2"]))
+    folded = verify(passes.fold_seed(graph, check=verify))
+    assert body(folded)[folded.n_forward + 1 : folded.n_forward + 2] == ["  grad_s3 = sigmoid.grad[x](L, 1.0)"]
+    prog = compiler.gradient(neuron, 2.0, -1.0, -3.0, -2.0, -3.0, optimize=True)
+    value_and_grad, backward = prog.source.split("def value_and_grad")[1].split("def backward")
+    assert "grad_L" not in value_and_grad and "grad_s3 = (1 - L) * L\n" in value_and_grad
+    assert "grad_s3 = (1 - L) * L * grad_L\n" in backward
+    _, cache = prog.module.forward_with_cache(2.0, -1.0, -3.0, -2.0, -3.0)
+    assert prog.module.backward(2.0, cache) == pytest.approx([2 * g for g in prog.grad(2.0, -1.0, -3.0, -2.0, -3.0)])
+
+
+def test_a_float32_seed_stays_a_line():
+    prog = compiler.gradient(lambda x: np.sum(x * x), np.ones(3, np.float32), optimize=True)
+    assert "grad_L = np.float32(1.0)" in prog.source.split("def value_and_grad")[1].split("def grad")[0]
+    assert prog.grad(np.arange(3, dtype=np.float32))[0].dtype == np.float32
+
+
 def test_the_seed_stays_the_upstream_gradient_of_backward():
     """Even where no gradient reaches an input, backward(grad_L, cache) keeps its parameter."""
     prog = compiler.gradient(lambda x, y: np.sin(x) * 2.0, 1.0, 2.0, optimize=True)

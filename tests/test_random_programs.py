@@ -293,7 +293,8 @@ def pyflakes_messages(source: str) -> str:
 def optimized_program(f, examples) -> compiler.GradientProgram:
     """`f` in optimize mode, with the verifier run after every pass."""
     forward = passes.optimize_forward(ir.verify(compiler.trace(f, *examples)), check=ir.verify)
-    passes.optimize(differentiate(forward, [v.name for v in forward.inputs if v.dtype == "float64"]), check=ir.verify)
+    graph = passes.optimize(differentiate(forward, [v.name for v in forward.inputs if v.dtype == "float64"]), check=ir.verify)
+    passes.fold_seed(graph, check=ir.verify)
     optimized = compiler.gradient(f, *examples, optimize=True)
     assert pyflakes_messages(optimized.source) == "", optimized.source
     assert len(optimized.graph.eqns) <= len(compiler.gradient(f, *examples).graph.eqns)
