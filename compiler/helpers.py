@@ -91,9 +91,57 @@ def extreme_along(x, axis, largest):
     return out
 
 
+def logsumexp(x, axis, keepdims):
+    """log(sum(exp(x))) along `axis`, shifted by the maximum so that exp cannot overflow."""
+    top = x.max(axis=axis, keepdims=True)
+    out = np.log(np.exp(x - top).sum(axis=axis, keepdims=True)) + top
+    return out if keepdims else out.squeeze(axis)
+
+
+def logsumexp_all(x):
+    """log(sum(exp(x))) over all of x, shifted by the maximum so that exp cannot overflow."""
+    top = np.max(x)
+    return np.log(np.sum(np.exp(x - top))) + top
+
+
+def logsumexp_along(x, axis):
+    """`logsumexp(x, axis, False)` of a matrix, as loops numba compiles."""
+    lines = x if axis == 1 else x.T
+    out = np.empty(lines.shape[0], x.dtype)
+    for i in range(lines.shape[0]):
+        top = np.max(lines[i])
+        out[i] = np.log(np.sum(np.exp(lines[i] - top))) + top
+    return out
+
+
+def log_softmax_pick_grad(probs, index, grad):
+    """The gradient of log(probs[index]) with respect to the scores whose softmax along axis 1
+    is `probs`, the index naming (rows, columns): onehot - probs, each row weighted by its
+    upstream gradient; a row picked more than once adds up."""
+    weights = np.zeros(probs.shape[0], probs.dtype)
+    np.add.at(weights, index[0], grad)
+    out = probs * -weights[:, None]
+    np.add.at(out, index, grad)
+    return out
+
+
+def log_softmax_pick_grad_pairs(probs, rows, cols, grad):
+    """`log_softmax_pick_grad` for the index `(rows, cols)`, as loops numba compiles."""
+    weights = np.zeros(probs.shape[0], probs.dtype)
+    for k in range(rows.shape[0]):
+        weights[rows[k]] += grad[k]
+    out = probs * -weights.reshape(-1, 1)
+    for k in range(rows.shape[0]):
+        out[rows[k], cols[k]] += grad[k]
+    return out
+
+
 HELPERS = {
     fn.__name__: fn
-    for fn in (scatter, add_at, add_rows, add_pairs, updated, last_writes, softmax, softmax_along, extreme_along)
+    for fn in (
+        scatter, add_at, add_rows, add_pairs, updated, last_writes, softmax, softmax_along, extreme_along,
+        logsumexp, logsumexp_all, logsumexp_along, log_softmax_pick_grad, log_softmax_pick_grad_pairs,
+    )
 }
 
 

@@ -61,6 +61,7 @@ class Op:
     shapes: tuple[tuple[int, ...], ...] = ()
     view: bool = False
     fuses: tuple[str, ...] = ()
+    fuse_when: Callable[[Mapping[str, object], Mapping[str, object]], bool] | None = None
     identity: Mapping[str, float] = field(default_factory=dict)
 
     def rule_names(self, wrt: str) -> tuple[str, ...]:
@@ -203,6 +204,42 @@ def _axes(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
     return {"axis": axes[0] if len(axes) == 1 else axes, "keepdims": keepdims}
 
 
+def _one_pick_per_row(operands: Mapping[str, object], static: Mapping[str, object]) -> bool:
+    """`probs[rows, cols]` of a matrix, rows and cols of one length, paired one to one."""
+    probs, rows, cols = (operands[name].shape for name in ("probs", "i", "j"))  # type: ignore[attr-defined]
+    return static["index"] == (IndexOperand("i"), IndexOperand("j")) and len(probs) == 2 and len(rows) == 1 and rows == cols
+
+
+def _logsumexp_rows() -> tuple[Op, ...]:
+    """log(sum(exp(x))) over all axes, some axes, and with keepdims: optimize mode fuses these
+    from the plain and from the max-shifted spelling into a stable gate whose local gradient is
+    exp(x - out), the softmax. No user code names them."""
+    stable = "add({top}, log({sum}(exp(sub(x, {top})){keys})))"
+    rows = []
+    for suffix, top, summed, keys in (("_all", "max_all(x)", "sum_all", ""), ("_keep", "max_keep(x, axis=axis)", "sum_keep", ", axis=axis")):
+        shifted = stable.format(top=top, sum=summed, keys=keys)
+        commuted = "add(log({sum}(exp(sub(x, {top})){keys})), {top})".format(top=top, sum=summed, keys=keys)
+        forward = "logsumexp_all(x)" if suffix == "_all" else "logsumexp(x, axis, True)"
+        rows.append(
+            Op(f"logsumexp{suffix}", ("x",), forward, {"x": "np.exp(x - out) * grad"},
+               pattern="log-sum-exp gate: local gradient exp(x - out), the softmax of x, from its output",
+               static=() if suffix == "_all" else ("axis",),
+               numba_forward=None if suffix == "_all" else "logsumexp_along(x, axis).reshape(out.shape)",
+               numba_when=None if suffix == "_all" else lambda nd, st: nd == (2,) and isinstance(st["axis"], int),
+               fuses=(f"log({summed}(exp(x){keys}))", shifted, commuted),
+               domain=_X, shapes=((3, 4),))
+        )
+    rows.append(
+        Op("logsumexp", ("x",), "logsumexp(x, axis, False)",
+           {"x": "np.exp(x - np.expand_dims(out, axis)) * np.expand_dims(grad, axis)"},
+           pattern="log-sum-exp gate: local gradient exp(x - out), the softmax of x, from its output",
+           static=("axis",), numba_forward="logsumexp_along(x, axis)",
+           numba_when=lambda nd, st: nd == (2,) and isinstance(st["axis"], int),
+           fuses=("log(sum(exp(x), axis=axis))",), domain=_X, shapes=((3, 4),))
+    )
+    return tuple(rows)
+
+
 def _one_axis(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
     """`axis` as one non-negative int."""
     return {"axis": int(static["axis"]) % max(len(shapes[0]), 1)}
@@ -336,6 +373,16 @@ _ROWS = (
            "div(exp(x), sum_keep(exp(x), axis=axis))",
        ),
        domain=_X, shapes=((3, 4),)),
+    # log(softmax(x)[rows, labels]): the log-probability of each row's label, whose negative is
+    # cross-entropy. Optimize mode fuses it for its local gradient onehot - probs; the softmax
+    # stays a line of its own, as that output is what this gate reads. No user code names it.
+    Op("log_softmax_pick", ("x", "probs", "i", "j"), "np.log(probs[index])",
+       {"x": "log_softmax_pick_grad(probs, index, grad)"},
+       pattern="softmax cross-entropy gate: local gradient onehot - probs, from the softmax's output",
+       static=("index",), numba_grads={"x": "log_softmax_pick_grad_pairs(probs, i, j, grad)"},
+       fuses=("log(take2(probs := softmax(x, axis=1), i, j, index=index))",), fuse_when=_one_pick_per_row,
+       shapes=((3, 4), (3, 4), (3,), (3,))),
+    *_logsumexp_rows(),
     # maximum(0, x) routes a tie to the 0, as relu does; maximum(x, 0) would route it to x
     Op("relu", ("x",), "np.maximum(x, 0.0)", {"x": "(x > 0) * grad"},
        pattern="max gate: router (to x where x > 0)", gate=True, domain=_X, fuses=("maximum(0, x)",)),

@@ -265,8 +265,10 @@ class _Match:
 
     A pattern is an expression of op calls by row name (`div(1, add(1, exp(neg(x))))`),
     numbers, and names: a name in an operand place binds an operand, a name given to a keyword
-    binds a static parameter (`sum_keep(e, axis=axis)`). A subpattern that appears twice must
-    be the same value both times. Every value inside the pattern must be read only inside it.
+    binds a static parameter (`sum_keep(e, axis=axis)`), a number given to a keyword must be its
+    value (`softmax(x, axis=1)`). A subpattern that appears twice must be the same value both
+    times. Every value inside the pattern must be read only inside it, except a named one
+    (`probs := softmax(x, axis=1)`): that value stays, and the fused gate reads it as an operand.
     """
 
     def __init__(self, producers: dict[int, Eqn], uses: dict[int, int]) -> None:
@@ -277,14 +279,18 @@ class _Match:
         self.inner: dict[int, int] = {}  # inner value -> reads of it inside the pattern
         self.seen: dict[str, Atom] = {}
 
-    def __call__(self, pattern: ast.expr, atom: Atom, top: bool = True) -> bool:
+    def __call__(self, pattern: ast.expr, atom: Atom, absorbed: bool = False, kept: bool = False) -> bool:
+        """Whether `atom` is the value `pattern` spells. An `absorbed` value disappears into the
+        fused gate; a `kept` one (a named value and what it reads) stays."""
         if isinstance(pattern, ast.Name):
             return self.operands.setdefault(pattern.id, atom) is atom
+        if isinstance(pattern, ast.NamedExpr):
+            return self(pattern.target, atom) and self(pattern.value, atom, kept=True)
         if isinstance(pattern, ast.Constant):
             return isinstance(atom, Const) and not isinstance(atom.value, np.ndarray) and atom.value == pattern.value
         if not (isinstance(pattern, ast.Call) and isinstance(pattern.func, ast.Name) and isinstance(atom, Var)):
             return False
-        if not top:
+        if absorbed:
             self.inner[id(atom)] = self.inner.get(id(atom), 0) + 1
         shape = ast.dump(pattern)
         if shape in self.seen:
@@ -295,12 +301,16 @@ class _Match:
             return False
         static = eqn.static
         for keyword in pattern.keywords:
-            name = keyword.value.id if isinstance(keyword.value, ast.Name) else None
-            if name is None or keyword.arg not in static:
+            if keyword.arg not in static:
                 return False
-            if self.static.setdefault(name, static[keyword.arg]) != static[keyword.arg]:
+            if isinstance(keyword.value, ast.Constant):
+                if static[keyword.arg] != keyword.value.value:
+                    return False
+            elif not isinstance(keyword.value, ast.Name):
                 return False
-        return all(self(p, a, top=False) for p, a in zip(pattern.args, eqn.inputs))
+            elif self.static.setdefault(keyword.value.id, static[keyword.arg]) != static[keyword.arg]:
+                return False
+        return all(self(p, a, absorbed=not kept, kept=kept) for p, a in zip(pattern.args, eqn.inputs))
 
     def self_contained(self) -> bool:
         """Whether no value inside the pattern is read from outside it."""
@@ -324,6 +334,8 @@ def fuse_gates(graph: Graph) -> Graph:
                     continue
                 operands = tuple(match.operands[p] for p in row.params)
                 static = {k: match.static[k] for k in row.static}
+                if row.fuse_when is not None and not row.fuse_when(dict(zip(row.params, operands)), static):
+                    continue
                 sample = np.asarray(row.compute(*(_stand_in(a) for a in operands), **static))
                 if (sample.shape, sample.dtype.name) == (eqn.out.shape, eqn.out.dtype):
                     fused[id(eqn.out)] = Eqn(row.name, operands, eqn.out, loc=eqn.loc, params=tuple(static.items()))
@@ -349,9 +361,10 @@ def _run(graph: Graph, passes: Iterable[Pass], check: Callable[[Graph], Graph] |
     return graph
 
 
-# CSE first, so that a pattern's repeated part is one value (`np.exp(x)` written twice)
+# CSE first, so that a pattern's repeated part is one value (`np.exp(x)` written twice); fusion
+# twice, as a fused gate can be part of a larger pattern (softmax, then cross-entropy)
 FORWARD_PASSES: tuple[Pass, ...] = (
-    fold_constants, eliminate_common_subexpressions, fuse_gates, eliminate_dead_code,
+    fold_constants, eliminate_common_subexpressions, fuse_gates, fuse_gates, eliminate_dead_code,
 )
 GRADIENT_PASSES: tuple[Pass, ...] = (
     fold_constants,

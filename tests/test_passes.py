@@ -3,6 +3,8 @@ mode on every example: same numbers, fewer operations, the verifier content afte
 
 from __future__ import annotations
 
+import autograd
+import autograd.numpy as anp
 import numpy as np
 import pytest
 
@@ -175,20 +177,107 @@ def test_optimized_goldens_exist():
     assert all((ROOT / f"generated/{stem}_optimized.py").is_file() for stem in EXAMPLES)
 
 
-def test_softmax_is_fused_with_its_simple_gradient_in_numpy_and_numba():
-    """exp(x - max) / sum(exp(x - max)) becomes one softmax gate; numba gets its loop helper."""
+def test_softmax_cross_entropy_is_fused_with_gradient_onehot_minus_probs_in_numpy_and_numba():
+    """exp(x - max) / sum(exp(x - max)) becomes one softmax gate, and the log of each row's picked
+    probability one gate whose backward reads the softmax's output: no softmax backward pass."""
     f, args, readable, optimized = _programs("softmax", EXAMPLES["softmax"])
     lines = [line.strip() for line in optimized.source.splitlines()]
     assert "probs = softmax(scores, 1)" in lines
-    assert "grad_scores = probs * (grad_probs - (probs * grad_probs).sum(axis=1, keepdims=True))" in lines
-    assert not any(line.startswith(("shifted =", "exp_scores =")) for line in lines)
+    assert "s4 = np.log(probs[np.arange(8), y])" in lines
+    assert "grad_scores = log_softmax_pick_grad(probs, (np.arange(8), y), grad_s4)" in lines
+    assert not any(line.startswith(("shifted =", "exp_scores =", "grad_probs =")) for line in lines)
     jitted = compiler.gradient(f, **args, wrt=("W", "b"), optimize=True, jit="numba")
-    assert "def softmax_along(" in jitted.source
+    assert "def softmax_along(" in jitted.source and "def log_softmax_pick_grad_pairs(" in jitted.source
     value, grads = jitted.value_and_grad(*args.values())
     expected_value, expected_grads = readable.value_and_grad(*args.values())
     assert value == pytest.approx(expected_value, rel=1e-12)
     for ours, theirs in zip(grads, expected_grads):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-14)
+
+
+def _against_autograd(make, *args, fused: str):
+    """`make(np)` in optimize mode: `fused` among its gates, and value and gradients as
+    autograd finds them for `make(autograd.numpy)`."""
+    prog = compiler.gradient(make(np), *args, optimize=True)
+    assert fused in [e.op for e in prog.graph.forward_eqns], str(prog.graph)
+    value, grads = prog.value_and_grad(*args)
+    assert value == pytest.approx(make(anp)(*args), rel=1e-12)
+    for i, ours in enumerate(grads):
+        np.testing.assert_allclose(ours, autograd.grad(make(anp), i)(*args), rtol=1e-10, atol=1e-12)
+    return prog
+
+
+def test_cross_entropy_fusion_keeps_other_reads_of_probs_and_repeated_rows():
+    rows, labels = np.array([0, 2, 2, 1]), np.array([1, 0, 3, 3])
+
+    def make(xp):
+        def f(scores):
+            e = xp.exp(scores - xp.max(scores, axis=1, keepdims=True))
+            probs = e / xp.sum(e, axis=1, keepdims=True)
+            return -xp.sum(xp.log(probs[rows, labels]) * xp.arange(1.0, 5.0)) + xp.sum(probs**2)
+
+        return f
+
+    prog = _against_autograd(make, np.random.default_rng(1).normal(size=(3, 4)), fused="log_softmax_pick")
+    assert "grad_probs" in prog.source  # probs**2 still sends its gradient through the softmax
+
+
+def test_cross_entropy_along_axis_0_is_not_fused():
+    def make(xp):
+        def f(scores):
+            e = xp.exp(scores)
+            probs = e / xp.sum(e, axis=0, keepdims=True)
+            return -xp.sum(xp.log(probs[np.arange(4), np.arange(4)]))
+
+        return f
+
+    prog = _against_autograd(make, np.random.default_rng(2).normal(size=(4, 4)), fused="softmax")
+    assert "log_softmax_pick" not in [e.op for e in prog.graph.eqns]
+
+
+@pytest.mark.parametrize(
+    "spelling, fused",
+    [
+        ("xp.log(xp.sum(xp.exp(x)))", "logsumexp_all"),
+        ("xp.max(x) + xp.log(xp.sum(xp.exp(x - xp.max(x))))", "logsumexp_all"),
+        ("xp.log(xp.sum(xp.exp(x), axis=1))", "logsumexp"),
+        ("xp.log(xp.sum(xp.exp(x), axis=0, keepdims=True))", "logsumexp_keep"),
+        ("xp.log(xp.sum(xp.exp(x - xp.max(x, axis=1, keepdims=True)), axis=1, keepdims=True)) + xp.max(x, axis=1, keepdims=True)", "logsumexp_keep"),
+    ],
+)
+def test_log_sum_exp_is_fused_from_each_spelling(spelling, fused):
+    def make(xp):
+        def f(x):
+            return xp.sum(xp.sin(eval(spelling, {"xp": xp, "x": x})))  # an upstream gradient that varies
+
+        return f
+
+    _against_autograd(make, np.random.default_rng(3).normal(size=(3, 4)), fused=fused)
+
+
+def test_fused_log_sum_exp_does_not_overflow():
+    def f(x):
+        return np.sum(np.log(np.sum(np.exp(x), axis=1)))
+
+    x = np.array([[1000.0, 1000.0], [-1000.0, -999.0]])
+    value, (grad,) = compiler.gradient(f, x, optimize=True).value_and_grad(x)
+    assert value == pytest.approx(1000 + np.log(2) - 999 + np.log1p(np.exp(-1)))
+    np.testing.assert_allclose(grad, [[0.5, 0.5], [1 / (1 + np.e), np.e / (1 + np.e)]])
+
+
+def test_log_sum_exp_under_numba():
+    def f(x):
+        top = np.max(x, axis=0, keepdims=True)
+        lse = top + np.log(np.sum(np.exp(x - top), axis=0, keepdims=True))
+        return np.sum(lse * np.arange(1.0, 5.0)) + np.sum(np.log(np.sum(np.exp(x), axis=1)))
+
+    x = np.random.default_rng(4).normal(size=(3, 4))
+    jitted = compiler.gradient(f, x, optimize=True, jit="numba")
+    assert {"logsumexp_keep", "logsumexp"} <= {e.op for e in jitted.graph.eqns}
+    value, (grad,) = jitted.value_and_grad(x)
+    expected_value, (expected,) = compiler.gradient(f, x).value_and_grad(x)
+    assert value == pytest.approx(expected_value, rel=1e-12)
+    np.testing.assert_allclose(grad, expected, rtol=1e-10)
 
 
 def test_softmax_written_with_exp_twice_still_fuses():
