@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from compiler.ir import Atom, Const, Eqn, Graph, Var, stand_in
-from compiler.ops import OPS
+from compiler.ops import OPS, Op
 
 Pass = Callable[[Graph], Graph]
 
@@ -45,9 +45,11 @@ def _rebuild(graph: Graph, kept: Iterable[tuple[int, Eqn]], replace: dict[int, A
 
     eqns, n_forward = [], 0
     for index, eqn in kept:
-        accumulate = sub(eqn.accumulate) if eqn.accumulate is not None else None
-        assert accumulate is None or isinstance(accumulate, Var)
-        eqns.append(dataclasses.replace(eqn, inputs=tuple(sub(a) for a in eqn.inputs), accumulate=accumulate))
+        if replace and any(id(a) in replace for a in eqn.reads):  # equations are frozen: share the rest
+            accumulate = sub(eqn.accumulate) if eqn.accumulate is not None else None
+            assert accumulate is None or isinstance(accumulate, Var)
+            eqn = dataclasses.replace(eqn, inputs=tuple(sub(a) for a in eqn.inputs), accumulate=accumulate)
+        eqns.append(eqn)
         if graph.n_forward is not None and index < graph.n_forward:
             n_forward += 1
     outputs = tuple(sub(v) for v in graph.outputs)
@@ -219,9 +221,10 @@ def fold_constants(graph: Graph) -> Graph:
     return _rebuild(graph, kept, replace)
 
 
-def _key(eqn: Eqn) -> tuple:
-    inputs = tuple(("var", id(a)) if isinstance(a, Var) else a.key() for a in eqn.inputs)
-    return (eqn.op, eqn.rule, inputs, repr(eqn.params))
+def _key(eqn: Eqn, inputs: tuple[Atom, ...]) -> tuple:
+    """What makes `eqn`, reading `inputs`, the same computation as another equation."""
+    operands = tuple(("var", id(a)) if isinstance(a, Var) else a.key() for a in inputs)
+    return (eqn.op, eqn.rule, operands, repr(eqn.params))
 
 
 def eliminate_common_subexpressions(graph: Graph) -> Graph:
@@ -234,10 +237,7 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
     replace: dict[int, Atom] = {}
     kept = []
     for index, eqn in enumerate(graph.eqns):
-        renamed = dataclasses.replace(
-            eqn, inputs=tuple(replace.get(id(a), a) if isinstance(a, Var) else a for a in eqn.inputs)
-        )
-        key = _key(renamed)
+        key = _key(eqn, tuple(replace.get(id(a), a) for a in eqn.inputs))
         earlier = first.get(key)
         if (
             earlier is not None
@@ -256,8 +256,22 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
 # --- gate fusion (forward graphs) -------------------------------------------------------------
 
 
-def _pattern(text: str) -> ast.expr:
-    return ast.parse(text, mode="eval").body
+@functools.lru_cache(maxsize=None)
+def _fusions() -> dict[str, tuple[tuple[Op, ast.Call], ...]]:
+    """The table's fusion patterns, parsed once, by the op of their outermost call: an equation
+    is tried only against the patterns that could end in it."""
+    by_top: dict[str, list[tuple[Op, ast.Call]]] = {}
+    for row in OPS.values():
+        for text in row.fuses:
+            tree = ast.parse(text, mode="eval").body
+            assert isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name), text
+            by_top.setdefault(tree.func.id, []).append((row, tree))
+    return {op: tuple(patterns) for op, patterns in by_top.items()}
+
+
+# A subpattern's structure, to see the same subpattern written twice (patterns are parsed once,
+# so their nodes live for good and key the cache by identity)
+_structure = functools.lru_cache(maxsize=None)(ast.dump)
 
 
 class _Match:
@@ -292,7 +306,7 @@ class _Match:
             return False
         if absorbed:
             self.inner[id(atom)] = self.inner.get(id(atom), 0) + 1
-        shape = ast.dump(pattern)
+        shape = _structure(pattern)
         if shape in self.seen:
             return self.seen[shape] is atom
         self.seen[shape] = atom
@@ -327,21 +341,18 @@ def fuse_gates(graph: Graph) -> Graph:
     fused: dict[int, Eqn] = {}
     dropped: set[int] = set()
     for eqn in graph.eqns:
-        for row in OPS.values():
-            for text in row.fuses:
-                match = _Match(producers, uses)
-                if not (match(_pattern(text), eqn.out) and match.self_contained()):
-                    continue
-                operands = tuple(match.operands[p] for p in row.params)
-                static = {k: match.static[k] for k in row.static}
-                if row.fuse_when is not None and not row.fuse_when(dict(zip(row.params, operands)), static):
-                    continue
-                sample = np.asarray(row.compute(*(_stand_in(a) for a in operands), **static))
-                if (sample.shape, sample.dtype.name) == (eqn.out.shape, eqn.out.dtype):
-                    fused[id(eqn.out)] = Eqn(row.name, operands, eqn.out, loc=eqn.loc, params=tuple(static.items()))
-                    dropped.update(match.inner)
-                    break
-            if id(eqn.out) in fused:
+        for row, pattern in _fusions().get(eqn.op, ()):
+            match = _Match(producers, uses)
+            if not (match(pattern, eqn.out) and match.self_contained()):
+                continue
+            operands = tuple(match.operands[p] for p in row.params)
+            static = {k: match.static[k] for k in row.static}
+            if row.fuse_when is not None and not row.fuse_when(dict(zip(row.params, operands)), static):
+                continue
+            sample = np.asarray(row.compute(*(_stand_in(a) for a in operands), **static))
+            if (sample.shape, sample.dtype.name) == (eqn.out.shape, eqn.out.dtype):
+                fused[id(eqn.out)] = Eqn(row.name, operands, eqn.out, loc=eqn.loc, params=tuple(static.items()))
+                dropped.update(match.inner)
                 break
     kept = [
         (i, fused.get(id(e.out), e)) for i, e in enumerate(graph.eqns) if id(e.out) not in dropped
@@ -370,7 +381,6 @@ GRADIENT_PASSES: tuple[Pass, ...] = (
     fold_constants,
     propagate_copies,
     eliminate_common_subexpressions,
-    propagate_copies,
     eliminate_dead_code,
 )
 
