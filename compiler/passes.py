@@ -123,27 +123,40 @@ def copy_source(eqn: Eqn) -> Atom | None:
     return None
 
 
-def propagate_copies(graph: Graph) -> Graph:
-    """Read the source of a copy (the add gate's `grad_s2 = grad_s3`) instead of the copy, and
-    drop the copy. Keeps: copies that are outputs (they carry the output's name) and copies whose
-    source's name is rebound before the copy's last read."""
+def _replace_values(graph: Graph, replacement: Callable[[Eqn, Callable[[Atom], Atom]], Atom | None]) -> Graph:
+    """Drop each equation for whose value `replacement` names another atom, and read that atom
+    instead. `replacement` gets the equation and a function giving what an operand now reads.
+    Keeps: equations that bind outputs (they carry the output's name), values a gradient
+    accumulates onto where the atom is a number (`grad_x = grad_x + ...` needs a variable), and
+    values where the atom is a variable whose name is rebound before their last read."""
     outputs = {id(v) for v in graph.outputs}
     accumulated = {id(e.accumulate) for e in graph.eqns if e.accumulate is not None}
     positions = _Positions(graph)
     replace: dict[int, Atom] = {}
+
+    def current(a: Atom) -> Atom:
+        while isinstance(a, Var) and id(a) in replace:
+            a = replace[id(a)]
+        return a
+
     kept = []
     for index, eqn in enumerate(graph.eqns):
-        source = copy_source(eqn)
-        while isinstance(source, Var) and id(source) in replace:
-            source = replace[id(source)]  # type: ignore[assignment]
-        readable = (  # an accumulation adds onto a variable, never onto a number
-            isinstance(source, Const) and id(eqn.out) not in accumulated
-        ) or (isinstance(source, Var) and positions.can_read_instead(eqn.out, source))
+        source = replacement(eqn, current)
+        source = current(source) if source is not None else None
+        readable = (isinstance(source, Const) and id(eqn.out) not in accumulated) or (
+            isinstance(source, Var) and positions.can_read_instead(eqn.out, source)
+        )
         if readable and id(eqn.out) not in outputs:
-            replace[id(eqn.out)] = source
+            replace[id(eqn.out)] = source  # type: ignore[assignment]
         else:
             kept.append((index, eqn))
     return _rebuild(graph, kept, replace)
+
+
+def propagate_copies(graph: Graph) -> Graph:
+    """Read the source of a copy (the add gate's `grad_s2 = grad_s3`) instead of the copy, and
+    drop the copy. Keeps what `_replace_values` keeps."""
+    return _replace_values(graph, lambda eqn, current: copy_source(eqn))
 
 
 def _number(atom: Atom) -> object:
@@ -199,26 +212,15 @@ def _passed_through(eqn: Eqn, inputs: tuple[Atom, ...]) -> Atom | None:
 
 def fold_constants(graph: Graph) -> Graph:
     """Compute at build time what reads only numbers (`grad_s5 = 1 / 8 * 1.0` is `0.125`), and
-    read `x` for `x + 0`, `x - 0`, `x * 1`, `x / 1` and `x ** 1`. Keeps: the equations that bind
-    outputs, values a gradient accumulates onto (`grad_x = grad_x + ...` needs a variable),
-    arrays (a folded array would be built again at each read), and every type: a value is
-    replaced only by one of its own shape and dtype."""
-    outputs = {id(v) for v in graph.outputs}
-    accumulated = {id(e.accumulate) for e in graph.eqns if e.accumulate is not None}
-    positions = _Positions(graph)
-    replace: dict[int, Atom] = {}
-    kept = []
-    for index, eqn in enumerate(graph.eqns):
-        inputs = tuple(replace.get(id(a), a) if isinstance(a, Var) else a for a in eqn.inputs)
-        folded = _evaluated(eqn, inputs) or _passed_through(eqn, inputs)
-        readable = (isinstance(folded, Const) and id(eqn.out) not in accumulated) or (
-            isinstance(folded, Var) and positions.can_read_instead(eqn.out, folded)
-        )
-        if readable and id(eqn.out) not in outputs:
-            replace[id(eqn.out)] = folded  # type: ignore[assignment]
-        else:
-            kept.append((index, eqn))
-    return _rebuild(graph, kept, replace)
+    read `x` for `x + 0`, `x - 0`, `x * 1`, `x / 1` and `x ** 1`. Keeps: arrays (a folded array
+    would be built again at each read), every type (a value is replaced only by one of its own
+    shape and dtype), and what `_replace_values` keeps."""
+
+    def folded(eqn: Eqn, current: Callable[[Atom], Atom]) -> Atom | None:
+        inputs = tuple(current(a) for a in eqn.inputs)
+        return _evaluated(eqn, inputs) or _passed_through(eqn, inputs)
+
+    return _replace_values(graph, folded)
 
 
 def _key(eqn: Eqn, inputs: tuple[Atom, ...]) -> tuple:
