@@ -242,3 +242,9 @@ def test_explain_names_each_backward_line_s_gate_and_forward_line():
     args = (np.array([0.1, 0.2, 0.3]), np.array([1.0, -1.0, 2.0]))
     for ours, theirs in zip(prog.grad(*args), plain.grad(*args)):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_explain_says_an_input_without_a_path_gets_zero():
+    prog = compiler.gradient(lambda x, y: np.sin(x), 1.0, 2.0, explain=True)
+    lines = [line for line in body(prog.source, "value_and_grad") if line.startswith("grad_y = ")]
+    assert lines == ["grad_y = 0.0  # no path from this input to the output: its gradient is 0"]
