@@ -13,7 +13,7 @@ import ast
 import bisect
 import dataclasses
 import functools
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -166,27 +166,30 @@ def _number(atom: Atom) -> object:
     return None
 
 
+def _evaluate(eqn: Eqn, values: Sequence[object]) -> np.ndarray:
+    """What `eqn`'s expression makes of these operand values (numbers, arrays or stand-ins)."""
+    row = OPS[eqn.op]
+    static = {k: v for k, v in eqn.params if "." not in k}
+    with np.errstate(all="ignore"):
+        if eqn.rule is None:
+            return np.asarray(row.compute(*values, **static))
+        # a name the rule reads only for its shape or dtype (`np.full(x.shape, grad)`)
+        types = dict(eqn.params)
+        known = {
+            k[: -len(".shape")]: stand_in(v, types[k[: -len(".shape")] + ".dtype"])
+            for k, v in eqn.params if k.endswith(".shape")
+        }
+        bindings = known | dict(zip(row.rule_names(eqn.rule), values))
+        return np.asarray(row.evaluate_rule(eqn.rule, bindings, static))
+
+
 def _evaluated(eqn: Eqn, inputs: tuple[Atom, ...]) -> Const | None:
     """A scalar equation whose operands are all numbers, as the number it computes: the same
     expression on the same literals the emitted line would evaluate, so the same number."""
     if eqn.out.shape != () or eqn.accumulate is not None or not all(isinstance(a, Const) for a in inputs):
         return None
-    row = OPS[eqn.op]
-    values = [a.value for a in inputs]  # type: ignore[union-attr]
-    static = {k: v for k, v in eqn.params if "." not in k}
     try:
-        with np.errstate(all="ignore"):
-            if eqn.rule is None:
-                result = np.asarray(row.compute(*values, **static))
-            else:
-                # a name the rule reads only for its shape or dtype (`np.full(x.shape, grad)`)
-                types = dict(eqn.params)
-                known = {
-                    k[: -len(".shape")]: stand_in(v, types[k[: -len(".shape")] + ".dtype"])
-                    for k, v in eqn.params if k.endswith(".shape")
-                }
-                bindings = known | dict(zip(row.rule_names(eqn.rule), values))
-                result = np.asarray(row.evaluate_rule(eqn.rule, bindings, static))
+        result = _evaluate(eqn, [a.value for a in inputs])  # type: ignore[union-attr]
     except ArithmeticError:  # `1 / 0` on Python numbers: leave it to raise where the user runs it
         return None
     folded = Const(result.item()) if result.shape == () else None
@@ -221,6 +224,68 @@ def fold_constants(graph: Graph) -> Graph:
         return _evaluated(eqn, inputs) or _passed_through(eqn, inputs)
 
     return _replace_values(graph, folded)
+
+
+@functools.lru_cache(maxsize=None)
+def _filled_name(text: str) -> str | None:
+    """The operand an expression repeats to fill an array (`grad` for `np.full(x.shape, grad)`)."""
+    node = ast.parse(text, mode="eval").body
+    if isinstance(node, ast.Call) and ast.unparse(node.func) == "np.full" and len(node.args) == 2:
+        return node.args[1].id if isinstance(node.args[1], ast.Name) else None
+    return None
+
+
+_ARITHMETIC = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Name, ast.Constant, ast.expr_context,
+               ast.operator, ast.unaryop, ast.cmpop)
+
+
+@functools.lru_cache(maxsize=None)
+def _arithmetic(text: str) -> bool:
+    """Whether an expression is operators on names and numbers only: NumPy and numba alike take
+    a number wherever it reads an array."""
+    return all(isinstance(node, _ARITHMETIC) for node in ast.walk(ast.parse(text, mode="eval")))
+
+
+def _texts(eqn: Eqn) -> tuple[str, ...]:
+    """Every expression `eqn` may be emitted as, whatever the backend and the result's shape."""
+    row = OPS[eqn.op]
+    if eqn.rule is not None:
+        return (row.grads[eqn.rule], row.numba_grads.get(eqn.rule, row.grads[eqn.rule]))
+    return tuple(text for text in (row.forward, row.numba_forward, row.scalar_forward) if text)
+
+
+def fill_source(eqn: Eqn) -> Atom | None:
+    """If `eqn` fills an array with one number (the sum gate's `grad_s6 = np.full((4, 3),
+    grad_s7)`), that number: a scalar operand of the array's dtype."""
+    if eqn.rule is None or eqn.accumulate is not None or not all(_filled_name(t) for t in _texts(eqn)):
+        return None
+    row = OPS[eqn.op]
+    source = dict(zip(row.rule_names(eqn.rule), eqn.inputs)).get(_filled_name(row.grads[eqn.rule]))
+    return source if source is not None and (source.shape, source.dtype) == ((), eqn.out.dtype) else None
+
+
+def broadcast_fills(graph: Graph) -> Graph:
+    """In arithmetic, read the number a fill repeats instead of the fill: `2 * W * grad_s7`, not
+    `2 * W * grad_s6` after `grad_s6 = np.full((4, 3), grad_s7)`; the arithmetic broadcasts it
+    to the same result. Keeps: the fill for every other reader (dead-code elimination drops it
+    when none is left), and each reader whose result would change shape or dtype
+    (`-grad_s6` alone is the fill's shape only because the fill is)."""
+    fills = {id(e.out): source for e in graph.eqns if (source := fill_source(e)) is not None}
+    if not fills:
+        return graph
+    positions = _Positions(graph)
+    kept = []
+    for index, eqn in enumerate(graph.eqns):
+        inputs = tuple(
+            fills[id(a)] if id(a) in fills and (isinstance(fills[id(a)], Const) or positions.can_read_instead(a, fills[id(a)])) else a  # type: ignore[arg-type]
+            for a in eqn.inputs
+        )
+        if inputs != eqn.inputs and all(_arithmetic(t) for t in _texts(eqn)):
+            result = _evaluate(eqn, [_stand_in(a) for a in inputs])
+            if (result.shape, result.dtype.name) == (eqn.out.shape, eqn.out.dtype):
+                eqn = dataclasses.replace(eqn, inputs=inputs)
+        kept.append((index, eqn))
+    return _rebuild(graph, kept, {})
 
 
 def _key(eqn: Eqn, inputs: tuple[Atom, ...]) -> tuple:
@@ -363,6 +428,7 @@ def fuse_gates(graph: Graph) -> Graph:
 
 
 def _stand_in(a: Atom) -> object:
+    """A concrete value of `a`'s type: a number as itself, a variable as ones or zeros."""
     return a.value if isinstance(a, Const) else stand_in(a.shape, a.dtype)
 
 
@@ -381,6 +447,7 @@ FORWARD_PASSES: tuple[Pass, ...] = (
 )
 GRADIENT_PASSES: tuple[Pass, ...] = (
     fold_constants,
+    broadcast_fills,
     propagate_copies,
     eliminate_common_subexpressions,
     eliminate_dead_code,
@@ -398,7 +465,7 @@ def optimize(graph: Graph, check: Callable[[Graph], Graph] | None = None) -> Gra
 
 
 # After the seed is read as 1.0: what it makes foldable, then what that leaves unread
-SEED_PASSES: tuple[Pass, ...] = (fold_constants, propagate_copies, eliminate_dead_code)
+SEED_PASSES: tuple[Pass, ...] = (fold_constants, broadcast_fills, propagate_copies, eliminate_dead_code)
 
 
 def fold_seed(graph: Graph, check: Callable[[Graph], Graph] | None = None) -> Graph:

@@ -70,8 +70,7 @@ def value_and_grad(X, y, W, b):
     L = data_loss + reg_loss
 
     # backward pass
-    grad_s6 = np.full((4, 3), 0.0005)
-    grad_W = 2 * W * grad_s6
+    grad_W = 2 * W * 0.0005
     grad_correct_logprobs = np.full((8,), 0.125)
     grad_s4 = -grad_correct_logprobs
     grad_scores = log_softmax_pick_grad(probs, (np.arange(8), y), grad_s4)
@@ -106,8 +105,7 @@ def backward(grad_L, cache):
     """Return (grad_W, grad_b) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
     X, y, W, probs = cache
     grad_s7 = 0.0005 * grad_L
-    grad_s6 = np.full((4, 3), grad_s7)
-    grad_W = 2 * W * grad_s6
+    grad_W = 2 * W * grad_s7
     grad_s5 = 1 / 8 * grad_L
     grad_correct_logprobs = np.full((8,), grad_s5)
     grad_s4 = -grad_correct_logprobs

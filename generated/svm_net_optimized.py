@@ -94,10 +94,8 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     L = data_loss + reg_loss
 
     # backward pass
-    grad_s9 = np.full((8, 3), 0.001)
-    grad_W2 = 2 * W2 * grad_s9
-    grad_s7 = np.full((4, 8), 0.001)
-    grad_W1 = 2 * W1 * grad_s7
+    grad_W2 = 2 * W2 * 0.001
+    grad_W1 = 2 * W1 * 0.001
     grad_margins_1 = np.full((8, 3), 0.125)
     grad_margins = updated(grad_margins_1, (np.arange(8), y), 0)
     grad_s5 = (s5 > 0) * grad_margins
@@ -149,10 +147,8 @@ def backward(grad_L, cache):
     """Return (grad_W1, grad_b1, grad_W2, grad_b2) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
     X, y, W1, W2, s1, h, s5 = cache
     grad_s11 = 0.001 * grad_L
-    grad_s9 = np.full((8, 3), grad_s11)
-    grad_W2 = 2 * W2 * grad_s9
-    grad_s7 = np.full((4, 8), grad_s11)
-    grad_W1 = 2 * W1 * grad_s7
+    grad_W2 = 2 * W2 * grad_s11
+    grad_W1 = 2 * W1 * grad_s11
     grad_s6 = 1 / 8 * grad_L
     grad_margins_1 = np.full((8, 3), grad_s6)
     grad_margins = updated(grad_margins_1, (np.arange(8), y), 0)

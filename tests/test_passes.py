@@ -111,6 +111,21 @@ def test_folding_never_changes_a_type():
     assert "mul(x, 1.0)" not in str(after)
 
 
+def test_arithmetic_reads_the_number_a_fill_repeats():
+    def f(W, v):
+        return 0.5 * np.sum(W * W) + np.sum(np.tanh(v)) + np.sum(-v)
+
+    graph = differentiate(passes.optimize_forward(compiler.trace(f, np.ones((2, 3)), np.ones(4))), ["W", "v"])
+    assert "  grad_s0 = sum_all.grad[x](grad_s1; axis=None, keepdims=False)" in body(graph)
+    after = verify(passes.eliminate_dead_code(verify(passes.broadcast_fills(graph))))
+    assert "  grad_W = square.grad[x](W, grad_s1)" in body(after)  # 2 * W * grad_s1
+    assert "  grad_v = grad_v + tanh.grad[x](s3, grad_s4)" in body(after)  # (1 - s3 ** 2) * grad_s4
+    # -grad alone would be a number, not v's shape: the fill stays for it
+    assert not any(line.startswith(("  grad_s0 = ", "  grad_s3 = ")) for line in body(after))
+    assert "  grad_s6 = sum_all.grad[x](grad_s7; axis=None, keepdims=False)" in body(after)
+    assert "  grad_v = neg.grad[x](grad_s6)" in body(after)
+
+
 def test_the_seed_is_folded_into_value_and_grad_only():
     """value_and_grad reads the seed as 1.0 (`grad_s3 = (1 - L) * L`); backward(grad_L, cache)
     keeps it as its parameter."""
