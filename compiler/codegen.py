@@ -291,42 +291,85 @@ class Rendered:
 
 
 # Rendering goes through astor once per distinct gate shape: unrolled loops repeat the same
-# equations under other names, so a line is rendered with placeholder names and the real ones
-# are put in afterwards. Both are identifiers, so the swap cannot change how the line parses.
+# equations under other names, so a line is rendered with placeholder names and made into a
+# format string, `{0} = {1} * {2}`, that the real names fill. Both are identifiers, so the swap
+# cannot change how the line parses.
 _PLACEHOLDER = "__flatgrad_{}__"
 _PLACEHOLDERS = re.compile(r"__flatgrad_(\d+)__")
-_RENDERED: dict[tuple, Rendered] = {}
 
 
-def _shape_key(eqn: Eqn) -> tuple:
-    inputs = tuple(("var", a.shape, a.dtype) if isinstance(a, Var) else a.key() for a in eqn.inputs)
-    return (eqn.op, eqn.rule, inputs, eqn.out.shape, eqn.out.dtype, eqn.accumulate is not None, repr(eqn.params))
+@dataclass(frozen=True, eq=False)
+class _LineForm:
+    """A rendered line with its names as format fields: {0} the output, then the operand
+    variables in order, then the gradient it accumulates onto."""
+
+    form: str
+    calls: frozenset[str]
+    uses_numpy: bool
+
+
+_FORMS: dict[tuple, _LineForm] = {}
+
+
+def _render_form(eqn: Eqn, jit: str | None) -> _LineForm:
+    """Render `eqn` with placeholder names through astor, and make the text a format string."""
+    counter = iter(range(len(eqn.inputs) + 2))
+
+    def placeholder(v: Var) -> Var:
+        return Var(_PLACEHOLDER.format(next(counter)), v.shape, v.dtype)
+
+    out = placeholder(eqn.out)
+    inputs = tuple(placeholder(a) if isinstance(a, Var) else a for a in eqn.inputs)
+    accumulate = placeholder(eqn.accumulate) if eqn.accumulate is not None else None
+    tree = expression(Eqn(eqn.op, inputs, out, eqn.rule, accumulate, eqn.loc, eqn.params), jit)
+    calls = frozenset(n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name))
+    uses_numpy = any(isinstance(n, ast.Name) and n.id == "np" for n in ast.walk(tree))
+    text = unparse(ast.Assign([ast.Name(out.name, ast.Store())], tree, lineno=0))
+    escaped = text.replace("{", "{{").replace("}", "}}")  # a literal brace stays one in the line
+    return _LineForm(_PLACEHOLDERS.sub(lambda match: "{" + match.group(1) + "}", escaped), calls, uses_numpy)
 
 
 def render(eqn: Eqn, jit: str | None = None) -> Rendered:
     """`eqn` as one line of Python: `grad_w1 = x1 * grad_s1`."""
-    names = [eqn.out.name] + [a.name for a in eqn.inputs if isinstance(a, Var)]
-    names += [eqn.accumulate.name] if eqn.accumulate is not None else []
-    key = (_shape_key(eqn), jit)
-    template = _RENDERED.get(key)
-    if template is None:
-        counter = iter(range(len(names)))
+    lines, (form,) = _render_lines((eqn,), jit)
+    return Rendered(lines[id(eqn)], form.calls, form.uses_numpy)
 
-        def placeholder(v: Var) -> Var:
-            return Var(_PLACEHOLDER.format(next(counter)), v.shape, v.dtype)
 
-        out = placeholder(eqn.out)
-        inputs = tuple(placeholder(a) if isinstance(a, Var) else a for a in eqn.inputs)
-        accumulate = placeholder(eqn.accumulate) if eqn.accumulate is not None else None
-        tree = expression(Eqn(eqn.op, inputs, out, eqn.rule, accumulate, eqn.loc, eqn.params), jit)
-        calls = frozenset(n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name))
-        uses_numpy = any(isinstance(n, ast.Name) and n.id == "np" for n in ast.walk(tree))
-        text = unparse(ast.Assign([ast.Name(out.name, ast.Store())], tree, lineno=0))
-        if len(_RENDERED) > MEMO_LIMIT:
-            _RENDERED.clear()
-        template = _RENDERED[key] = Rendered(text, calls, uses_numpy)
-    text = _PLACEHOLDERS.sub(lambda match: names[int(match.group(1))], template.text)
-    return Rendered(text, template.calls, template.uses_numpy)
+def _render_lines(eqns: Sequence[Eqn], jit: str | None) -> tuple[dict[int, str], list[_LineForm]]:
+    """Each equation's line, by the equation's id, and the distinct forms the lines took.
+
+    This runs once per equation of the module, so it is written for speed. The equations of
+    one kind share their params tuple (autodiff builds them so), so the tuple's repr, part of
+    the form's key, is worked out once per tuple, not once per line.
+    """
+    params_keys: dict[int, str] = {}
+    lines: dict[int, str] = {}
+    forms: dict[int, _LineForm] = {}
+    for eqn in eqns:
+        params_key = params_keys.get(id(eqn.params))
+        if params_key is None:
+            params_key = params_keys[id(eqn.params)] = repr(eqn.params)
+        out = eqn.out
+        names = [out.name]  # the fields of the form, in order
+        kinds = []  # what the form depends on, per operand
+        for a in eqn.inputs:
+            if isinstance(a, Var):
+                names.append(a.name)
+                kinds.append(("var", a.shape, a.dtype))
+            else:
+                kinds.append(a.key())
+        if eqn.accumulate is not None:
+            names.append(eqn.accumulate.name)
+        key = (eqn.op, eqn.rule, tuple(kinds), out.shape, out.dtype, eqn.accumulate is not None, params_key, jit)
+        form = _FORMS.get(key)
+        if form is None:
+            form = _render_form(eqn, jit)
+            if len(_FORMS) > MEMO_LIMIT:
+                _FORMS.clear()
+            _FORMS[key] = form
+        forms[id(form)] = form
+        lines[id(eqn)] = form.form.format(*names)
+    return lines, list(forms.values())
 
 
 def statement(eqn: Eqn, jit: str | None = None) -> str:
@@ -353,9 +396,13 @@ def _return(*values: ast.expr) -> str:
 
 def cached_values(graph: Graph) -> tuple[Var, ...]:
     """What the backward equations read from the forward pass, in forward order."""
-    read = {id(a) for eqn in graph.backward_eqns[1:] for a in eqn.reads if isinstance(a, Var)}
+    read: set[Atom] = set()  # Var and Const hash by identity
+    for eqn in graph.backward_eqns[1:]:
+        read.update(eqn.inputs)
+        if eqn.accumulate is not None:
+            read.add(eqn.accumulate)
     candidates = list(graph.inputs) + [eqn.out for eqn in graph.forward_eqns]
-    return tuple(v for v in candidates if id(v) in read)
+    return tuple([v for v in candidates if v in read])
 
 
 def describe(v: Var) -> str:
@@ -478,12 +525,12 @@ def functions(
         return f"{line(eqn)}  # {explanation(eqn, gates)}" if explain else line(eqn)
 
     backward_lines = tuple(backward_line(e) for e in backward)
-    cache = _tuple([v.name for v in cached_values(graph)])
+    cached = [v.name for v in cached_values(graph)]
+    cache = _tuple(cached)
     unpack = (_assign(cache, _load("cache")),) if cache.elts else ()
     call = _signature(provenance.function, params)
     recompute = ast.Subscript(ast.Call(_load("value_and_grad"), list(map(_load, params)), []), ast.Constant(1))
     grad_names = [g.name for g in graph.outputs[1:]]
-    cached = [v.name for v in cached_values(graph)]
     parts: list[Function] = []
 
     def body(name: str, eqns: Sequence[Eqn], texts: Sequence[str], before: Sequence[str], after: Sequence[str]) -> tuple[str, ...]:
@@ -562,10 +609,10 @@ def emit_module(
     the graph `value_and_grad` runs instead, with the seed folded in (`passes.fold_seed`)."""
     if jit not in (None, *JIT_BACKENDS):
         raise ValueError(f"jit must be None or one of {JIT_BACKENDS}, not {jit!r}")
-    rendered = {id(eqn): render(eqn, jit) for eqn in graph.eqns + (folded.eqns if folded is not None else ())}
-    called = set().union(*(r.calls for r in rendered.values()))
+    lines, forms = _render_lines(graph.eqns + (folded.eqns if folded is not None else ()), jit)
+    called = set().union(*(form.calls for form in forms))
     helpers = [helper_source(name) for name in HELPERS if name in called]
-    uses_numpy = bool(helpers) or any(r.uses_numpy for r in rendered.values())
+    uses_numpy = bool(helpers) or any(form.uses_numpy for form in forms)
     cache = cached_values(graph)
     return template(TEMPLATE).render(
         provenance=provenance,
@@ -578,7 +625,7 @@ def emit_module(
         seed=graph.backward_eqns[0].out.name,
         constants=[(name, repr(value)) for name, value in graph.constants],
         cache=[(v.name, describe(v)) for v in cache],
-        cache_bytes=sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in cache),
+        cache_bytes=sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in cache),
         signature=_signature(provenance.function, [v.name for v in graph.inputs]),
-        functions=functions(graph, provenance, jit, explain, lambda eqn: rendered[id(eqn)].text, folded),
+        functions=functions(graph, provenance, jit, explain, lambda eqn: lines[id(eqn)], folded),
     )

@@ -22,7 +22,14 @@ from compiler.errors import FlatgradError
 from compiler.ops import OPS
 
 
-@dataclass(frozen=True, eq=False)
+# A 100k-gate program makes hundreds of thousands of variables and equations, and the __init__
+# that dataclass generates for a frozen class sets each field through object.__setattr__, which
+# costs as much again as the rest of making one. Var and Eqn fill the instance dict directly
+# instead: the same fields, faster. They stay frozen (assigning a field raises), and __init__
+# takes the fields in order, as dataclasses.replace expects.
+
+
+@dataclass(frozen=True, eq=False, init=False)
 class Var:
     """A value in the graph: its name in the emitted code, its shape and its NumPy dtype.
 
@@ -32,6 +39,12 @@ class Var:
     name: str
     shape: tuple[int, ...] = ()
     dtype: str = "float64"
+
+    def __init__(self, name: str, shape: tuple[int, ...] = (), dtype: str = "float64") -> None:
+        fields = self.__dict__  # frozen, filled directly (see above)
+        fields["name"] = name
+        fields["shape"] = shape
+        fields["dtype"] = dtype
 
     def __repr__(self) -> str:
         return self.name
@@ -76,11 +89,6 @@ def dtype_name(dtype: np.dtype) -> str:
     return dtype.name
 
 
-def type_token(value: np.ndarray) -> np.ndarray:
-    """A value's shape and dtype as an array that takes no memory (a read-only broadcast)."""
-    return np.broadcast_to(np.zeros((), value.dtype), value.shape)
-
-
 # Memo tables keyed by shapes and dtypes stay small; past this many entries they start over.
 MEMO_LIMIT = 4096
 
@@ -106,7 +114,7 @@ class Loc:
         return f"{self.file}:{self.line}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Eqn:
     """One gate: `out = op(*inputs)`.
 
@@ -124,6 +132,27 @@ class Eqn:
     loc: Loc | None = None
     params: tuple[tuple[str, object], ...] = ()
     gate: str | None = None  # backward equations: the name of the forward gate's output
+
+    def __init__(
+        self,
+        op: str,
+        inputs: tuple[Atom, ...],
+        out: Var,
+        rule: str | None = None,
+        accumulate: Var | None = None,
+        loc: Loc | None = None,
+        params: tuple[tuple[str, object], ...] = (),
+        gate: str | None = None,
+    ) -> None:
+        fields = self.__dict__  # frozen, filled directly (see Var)
+        fields["op"] = op
+        fields["inputs"] = inputs
+        fields["out"] = out
+        fields["rule"] = rule
+        fields["accumulate"] = accumulate
+        fields["loc"] = loc
+        fields["params"] = params
+        fields["gate"] = gate
 
     @property
     def static(self) -> dict[str, object]:

@@ -33,7 +33,7 @@ from compiler.errors import (
     TracingError,
     UnsupportedOperationError,
 )
-from compiler.ir import MEMO_LIMIT, Const, Eqn, Graph, Loc, Var, dtype_name, stand_in, type_token
+from compiler.ir import MEMO_LIMIT, Const, Eqn, Graph, Loc, Var, dtype_name, stand_in
 from compiler.ops import INDEX_PARAMS, OPS, IndexOperand, Op
 
 # Frames in these files are flatgrad's, NumPy's or the standard library's, not the user's: they neither name values
@@ -48,18 +48,17 @@ _LIBRARY_DIRS = (
 _NOT_A_DEPTH = 1 << 30
 
 
-def _is_library(filename: str, cache: dict[str, bool] = {}) -> bool:  # noqa: B006 - a memo
-    hit = cache.get(filename)
+_library_files: dict[str, bool] = {}  # a memo of _is_library, which the tracer asks at every op
+
+
+def _is_library(filename: str) -> bool:
+    hit = _library_files.get(filename)
     if hit is None:
-        hit = cache[filename] = filename == _LIBRARY_FILE or filename.startswith(_LIBRARY_DIRS)
+        hit = _library_files[filename] = filename == _LIBRARY_FILE or filename.startswith(_LIBRARY_DIRS)
     return hit
 
 
-def _location(frame: types.FrameType) -> Loc:
-    return Loc(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
-
-
-@dataclass
+@dataclass(slots=True)
 class _Value:
     shape: tuple[int, ...]
     dtype: str
@@ -100,11 +99,10 @@ class Traced:
         return f"<traced {self.dtype}{list(self.shape)}>"
 
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Traced:
-        label = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
         if method != "__call__":
-            raise _unsupported(label)
+            raise _unsupported(f"np.{ufunc.__name__}.{method}")
         if kwargs:
-            raise _unsupported(f"{label}(..., {', '.join(kwargs)}=...)", "pass only the operands")
+            raise _unsupported(f"np.{ufunc.__name__}(..., {', '.join(kwargs)}=...)", "pass only the operands")
         return _call("ufunc", ufunc.__name__, inputs, {})
 
     def __array_function__(self, func: Callable, types: Any, args: tuple, kwargs: dict) -> Traced:
@@ -263,6 +261,27 @@ for _row in OPS.values():
 _LABELS = {"ufunc": "np.{}", "function": "np.{}", "method": ".{}()", "attribute": ".{}", "gate": "compiler.{}"}
 
 
+def _label(kind: str, name: str) -> str:
+    """An entry point as user code spells it, for error messages: `np.exp`, `.sum()`."""
+    return _LABELS.get(kind, "{}").format(name)
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    """np.shape(value), without NumPy's dispatch for the common operands (numbers, traced values)."""
+    if isinstance(value, Traced):
+        return value.shape
+    if isinstance(value, (int, float)):
+        return ()
+    return np.shape(value)
+
+
+def _any_traced(values: tuple) -> bool:
+    for value in values:
+        if isinstance(value, Traced):
+            return True
+    return False
+
+
 @functools.lru_cache(maxsize=None)
 def _signature(text: str) -> inspect.Signature:
     namespace: dict[str, Any] = {}
@@ -271,15 +290,18 @@ def _signature(text: str) -> inspect.Signature:
 
 
 def _call(kind: str, name: str, args: tuple, kwargs: dict, static: dict | None = None) -> Traced:
-    """Record the row behind entry point (kind, name) applied to these arguments."""
+    """Record the row behind entry point (kind, name) applied to these arguments.
+
+    Every entry point (an operator, `__array_ufunc__`, a gate, ...) calls this directly.
+    """
     rows = _ENTRY_ROWS.get((kind, name))
-    label = _LABELS.get(kind, "{}").format(name)
     if rows is None:
-        raise _unsupported(label)
+        raise _unsupported(_label(kind, name))
     first = rows[0]
     if static is None and not kwargs and not first.static and len(args) == len(first.params):
         static = {}  # operands only, in order: nothing to bind (the common case, kept fast)
     if static is None:
+        label = _label(kind, name)
         text = (first.method_signature if kind == "method" else None) or first.signature or ", ".join(first.params)
         try:
             bound = _signature(text).bind(*args, **kwargs)
@@ -290,16 +312,29 @@ def _call(kind: str, name: str, args: tuple, kwargs: dict, static: dict | None =
         static = {k: bound.arguments[k] for k in first.static}
     else:
         operands = args
-    shapes = tuple(np.shape(a) if not isinstance(a, Traced) else a.shape for a in operands)
+    if len(rows) == 1 and first.when is None and first.normalize is None:
+        row = first  # the one row, for any operands: choosing it needs no shapes (the common case)
+    else:
+        row, static = _choose_row(kind, name, rows, operands, static)
+    if not _any_traced(operands):  # a gate on plain numbers
+        return row.compute(*operands, **static)
+    # two frames up is the code that used the entry point: the search for the user's frames
+    # starts there, past the tracer's own (which would each need a frame object made)
+    return _apply(row, operands, static, sys._getframe(2))
+
+
+def _choose_row(kind: str, name: str, rows: list[Op], operands: tuple, static: dict) -> tuple[Op, dict]:
+    """The row that takes these operands (by their ranks and the static values), and the static
+    values as it takes them."""
+    first = rows[0]
+    shapes = tuple([_shape(a) for a in operands])
     if first.normalize is not None:
         static = first.normalize(shapes, dict(static))
-    ndims = tuple(len(shape) for shape in shapes)
+    ndims = tuple([len(shape) for shape in shapes])
     for row in rows:
         if row.accepts(ndims, static):
-            if not any(isinstance(a, Traced) for a in operands):  # a gate on plain numbers
-                return row.compute(*operands, **static)
-            return _apply(row, operands, static)
-    raise _unsupported(f"{label} on operands of {', '.join(f'{n}-d' for n in ndims)} shape")
+            return row, static
+    raise _unsupported(f"{_label(kind, name)} on operands of {', '.join(f'{n}-d' for n in ndims)} shape")
 
 
 def _parse_index(index: Any) -> tuple[tuple, list]:
@@ -345,30 +380,63 @@ class _Recorder:
         self.eqns: list[tuple[Op, tuple[int | Const, ...], int, Loc | None, dict]] = []
         self._stop_frame = stop_frame
         self._stack: list[tuple[types.FrameType, int]] = []  # the user's frames at the last op
+        self._locations: dict[tuple[str, int, str], Loc] = {}  # one Loc per source line
 
     def new_value(self, shape: tuple[int, ...], dtype: str, base: Traced | None = None) -> Traced:
         self.values.append(_Value(shape, dtype))
         return Traced(self, len(self.values) - 1, base)
 
-    def user_frames(self) -> list[types.FrameType]:
-        """The user's frames from the innermost out to the traced function's own."""
+    def user_frames(self, frame: types.FrameType | None) -> list[types.FrameType]:
+        """The user's frames from the innermost out to the traced function's own, searched from
+        `frame` outwards."""
         frames = []
-        frame = sys._getframe(1)
         while frame is not None and frame is not self._stop_frame:
-            if not _is_library(frame.f_code.co_filename):
+            filename = frame.f_code.co_filename
+            # _is_library's memo, read here first: this runs for every frame at every op
+            library = _library_files.get(filename)
+            if library is None:
+                library = _is_library(filename)
+            if not library:
                 frames.append(frame)
             frame = frame.f_back
         return frames
 
-    def record(self, row: Op, operands: tuple[int | Const, ...], out: Traced, static: dict) -> None:
-        frames = self.user_frames()
-        depths = {id(frame): len(frames) - 1 - i for i, frame in enumerate(frames)}
-        # frames on the last op's stack that have returned since: their final bindings name too
-        self.name_locals([(f, d) for f, d in self._stack if id(f) not in depths or depths[id(f)] != d])
-        self._stack = [(frame, depths[id(frame)]) for frame in frames]
+    def record(
+        self, row: Op, operands: tuple[int | Const, ...], out: Traced, static: dict, caller: types.FrameType | None
+    ) -> None:
+        """Record an op; `caller` is a frame at or inside the innermost user frame."""
+        frames = self.user_frames(caller)
+        if not self._is_last_stack(frames):
+            self._enter(frames)
         self.name_locals(self._stack)
-        loc = _location(frames[0]) if frames else None
+        loc = self._location(frames[0]) if frames else None
         self.eqns.append((row, operands, out._index, loc, static))
+
+    def _is_last_stack(self, frames: list[types.FrameType]) -> bool:
+        """Whether the user's frames are the last op's (the common case: the same code runs on),
+        so that no frame has returned and every depth stands."""
+        if len(frames) != len(self._stack):
+            return False
+        for frame, (last, _) in zip(frames, self._stack):
+            if frame is not last:
+                return False
+        return True
+
+    def _enter(self, frames: list[types.FrameType]) -> None:
+        """The user's stack changed since the last op: the frames that have returned since (or
+        moved) name values by their final bindings; then remember each frame's depth."""
+        depths = {id(frame): len(frames) - 1 - i for i, frame in enumerate(frames)}
+        self.name_locals([(f, d) for f, d in self._stack if depths.get(id(f)) != d])
+        self._stack = [(frame, depths[id(frame)]) for frame in frames]
+
+    def _location(self, frame: types.FrameType) -> Loc:
+        """Where `frame` is, as a Loc shared by every op traced at that line."""
+        code = frame.f_code
+        key = (code.co_filename, frame.f_lineno, code.co_name)
+        loc = self._locations.get(key)
+        if loc is None:
+            loc = self._locations[key] = Loc(*key)
+        return loc
 
     def finish(self) -> None:
         """After the function returned: the bindings its frames (and helpers') ended with."""
@@ -432,19 +500,21 @@ def _sample(recorder: _Recorder, operand: int | Const) -> Any:
     return stand_in(value.shape, value.dtype)
 
 
-_RESULT_TYPES: dict[tuple, np.ndarray] = {}
+_RESULT_TYPES: dict[tuple, tuple[tuple[int, ...], str]] = {}
 
 
-def _result_type(row: Op, recorder: _Recorder, operands: list[int | Const], static: dict) -> np.ndarray:
-    """A stand-in of the op's result, from stand-ins of its operands: its shape and dtype.
+def _result_type(
+    row: Op, recorder: _Recorder, operands: list[int | Const], static: dict
+) -> tuple[tuple[int, ...], str]:
+    """The shape and dtype of the op's result, worked out on stand-ins of its operands.
 
     Memoized by the operands' types, so an unrolled loop asks NumPy once per kind of step."""
-    kinds = tuple(
-        o.key() if isinstance(o, Const) else (recorder.values[o].shape, recorder.values[o].dtype) for o in operands
-    )
-    key = (row.name, kinds, repr(static))
-    if key in _RESULT_TYPES:
-        return _RESULT_TYPES[key]
+    values = recorder.values
+    kinds = tuple([o.key() if isinstance(o, Const) else (values[o].shape, values[o].dtype) for o in operands])
+    key = (row.name, kinds, repr(static) if static else "")
+    known = _RESULT_TYPES.get(key)
+    if known is not None:
+        return known
     samples = [_sample(recorder, o) for o in operands]
     for param, sample in zip(row.params, samples):
         if param in row.bool_params and np.asarray(sample).dtype != bool:
@@ -461,11 +531,13 @@ def _result_type(row: Op, recorder: _Recorder, operands: list[int | Const], stat
             raise TracingError(_at_user_line(f"{row.name} of these operands fails in NumPy: {error}")) from None
     if len(_RESULT_TYPES) > MEMO_LIMIT:
         _RESULT_TYPES.clear()
-    result = _RESULT_TYPES[key] = type_token(result)
-    return result
+    known = _RESULT_TYPES[key] = (result.shape, dtype_name(result.dtype))
+    return known
 
 
-def _apply(row: Op, args: tuple[Any, ...], static: dict | None = None) -> Traced:
+def _apply(row: Op, args: tuple[Any, ...], static: dict | None = None, caller: types.FrameType | None = None) -> Traced:
+    """Record `row` applied to `args`; `caller` is where to start looking for the user's frames
+    (by default, the frame that called this)."""
     static = static or {}
     recorder = None
     operands = []
@@ -473,13 +545,13 @@ def _apply(row: Op, args: tuple[Any, ...], static: dict | None = None) -> Traced
         recorder, operand = _operand(recorder, arg)
         operands.append(operand)
     assert recorder is not None, "_call computes ops without a traced operand itself"
-    result = _result_type(row, recorder, operands, static)
+    shape, dtype = _result_type(row, recorder, operands, static)
     # a view shares its base's memory; a number read out of an array (x[0, 1]) is a copy
-    base = args[0] if row.view and isinstance(args[0], Traced) and result.ndim else None
+    base = args[0] if row.view and isinstance(args[0], Traced) and shape else None
     if base is not None and base._base is not None:
         base = base._base  # a view of a view views the same base
-    out = recorder.new_value(result.shape, dtype_name(result.dtype), base=base)
-    recorder.record(row, tuple(operands), out, static)
+    out = recorder.new_value(shape, dtype, base=base)
+    recorder.record(row, tuple(operands), out, static, caller if caller is not None else sys._getframe(1))
     return out
 
 
@@ -626,20 +698,15 @@ def _build_graph(
     recorder: _Recorder, params: list[str], output: int, constants: tuple[tuple[str, object], ...]
 ) -> Graph:
     n_inputs = len(params)
+    values = recorder.values
     produced = [eqn[2] for eqn in recorder.eqns]
-    hints = [recorder.values[i].hint for i in produced]
+    hints = [values[i].hint for i in produced]
     input_names, value_names = naming.forward_names(params, hints, produced.index(output))
-    names = dict(zip(range(n_inputs), input_names)) | dict(zip(produced, value_names))
-    variables = {
-        index: Var(names[index], recorder.values[index].shape, recorder.values[index].dtype)
-        for index in names
-    }
-
-    def atom(operand: int | Const) -> Var | Const:
-        return operand if isinstance(operand, Const) else variables[operand]
-
-    eqns = tuple(
-        Eqn(row.name, tuple(atom(o) for o in operands), variables[out], loc=loc, params=tuple(static.items()))
-        for row, operands, out, loc, static in recorder.eqns
-    )
-    return Graph(tuple(variables[i] for i in range(n_inputs)), eqns, (variables[output],), constants=constants)
+    variables: dict[int, Var] = {}
+    for index, name in [*zip(range(n_inputs), input_names), *zip(produced, value_names)]:
+        variables[index] = Var(name, values[index].shape, values[index].dtype)
+    eqns = []
+    for row, operands, out, loc, static in recorder.eqns:
+        inputs = tuple([operand if isinstance(operand, Const) else variables[operand] for operand in operands])
+        eqns.append(Eqn(row.name, inputs, variables[out], None, None, loc, tuple(static.items())))
+    return Graph(tuple(variables[i] for i in range(n_inputs)), tuple(eqns), (variables[output],), constants=constants)
