@@ -405,6 +405,23 @@ def cached_values(graph: Graph) -> tuple[Var, ...]:
     return tuple([v for v in candidates if v in read])
 
 
+# The header names at most this many cached values; a long program's cache is summed up.
+HEADER_NAMES = 24
+
+
+def _listing(names: Sequence[str]) -> str:
+    """`a, b, c`, or for many names the first ones and how many more: a header stays readable."""
+    if len(names) <= HEADER_NAMES:
+        return ", ".join(names)
+    return f"{', '.join(names[:HEADER_NAMES])} and {len(names) - HEADER_NAMES} more"
+
+
+def _names(names: Sequence[str]) -> str:
+    """A tuple of names as an assignment writes it (`a, b` or `a,`), as `unparse` would, without
+    walking a tree of tens of thousands of names."""
+    return ", ".join(names) + ("," if len(names) == 1 else "")
+
+
 def describe(v: Var) -> str:
     """`float64 scalar` or `float32[4, 3]`."""
     return f"{v.dtype} scalar" if v.shape == () else f"{v.dtype}[{', '.join(map(str, v.shape))}]"
@@ -518,16 +535,15 @@ def functions(
     grads = _tuple([g.name for g in graph.outputs[1:]])
     grads_text = "(" + ", ".join(g.name for g in graph.outputs[1:]) + ("," if len(grads.elts) == 1 else "") + ")"
     seed, *backward = graph.backward_eqns
-    forward_lines = tuple(line(e) for e in graph.forward_eqns)
-    gates = {e.out.name: text for e, text in zip(graph.forward_eqns, forward_lines)}
+    forward_lines = tuple(map(line, graph.forward_eqns))
+    gates = {e.out.name: text for e, text in zip(graph.forward_eqns, forward_lines)} if explain else {}
 
     def backward_line(eqn: Eqn) -> str:
         return f"{line(eqn)}  # {explanation(eqn, gates)}" if explain else line(eqn)
 
-    backward_lines = tuple(backward_line(e) for e in backward)
+    backward_lines = tuple(map(backward_line, backward))
     cached = [v.name for v in cached_values(graph)]
-    cache = _tuple(cached)
-    unpack = (_assign(cache, _load("cache")),) if cache.elts else ()
+    unpack = (f"{_names(cached)} = cache",) if cached else ()
     call = _signature(provenance.function, params)
     recompute = ast.Subscript(ast.Call(_load("value_and_grad"), list(map(_load, params)), []), ast.Constant(1))
     grad_names = [g.name for g in graph.outputs[1:]]
@@ -568,7 +584,7 @@ def functions(
             f"Return ({output}, cache): the value of {call} and what `backward` reads.",
             (("", (
                 *body("forward_with_cache", forward_eqns, forward_lines, params, [output, *cached]),
-                _assign(ast.Name("cache", ast.Store()), cache), _return(_load(output), _load("cache")),
+                f"cache = {_names(cached)}" if cached else "cache = ()", _return(_load(output), _load("cache")),
             )),),
         ),
         Function(
@@ -624,7 +640,7 @@ def emit_module(
         grads=[g.name for g in graph.outputs[1:]],
         seed=graph.backward_eqns[0].out.name,
         constants=[(name, repr(value)) for name, value in graph.constants],
-        cache=[(v.name, describe(v)) for v in cache],
+        cache=_listing([v.name for v in cache]),
         cache_bytes=sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in cache),
         signature=_signature(provenance.function, [v.name for v in graph.inputs]),
         functions=functions(graph, provenance, jit, explain, lambda eqn: lines[id(eqn)], folded),

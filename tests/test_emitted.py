@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pyflakes.api import check as pyflakes_check
 from pyflakes.reporter import Reporter
@@ -135,3 +136,18 @@ def test_numba_lowers_max_and_min_along_an_axis():
     expected_value, (expected,) = compiler.gradient(f, x).value_and_grad(x)
     assert value == pytest.approx(expected_value, rel=1e-12)
     np.testing.assert_allclose(grad, expected, rtol=1e-12)
+
+
+def test_a_long_cache_is_summed_up_in_the_header():
+    def chain(x, w):
+        h = x
+        for _ in range(30):
+            h = np.tanh(h * w)
+        return h
+
+    prog = compiler.gradient(chain, 0.5, 0.9)
+    (line,) = [line for line in prog.source.splitlines() if line.startswith("The backward pass caches")]
+    assert line.startswith("The backward pass caches x, w, h, h_1, ") and " h_21 and 8 more: 256 bytes" in line
+    # the cache itself holds every value backward reads
+    _, cache = prog.module.forward_with_cache(0.5, 0.9)
+    assert len(cache) == 32
