@@ -64,6 +64,7 @@ class Op:
     fuse_when: Callable[[Mapping[str, object], Mapping[str, object]], bool] | None = None
     identity: Mapping[str, float] = field(default_factory=dict)
 
+    @functools.cache  # rows live as long as the table; every pass asks this per equation
     def rule_names(self, wrt: str) -> tuple[str, ...]:
         """The operands the local gradient with respect to `wrt` reads, in canonical order.
 

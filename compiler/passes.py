@@ -68,9 +68,11 @@ class _Positions:
         self.last_read: dict[int, int] = {}
         self.bindings: dict[str, list[int]] = {}
         for i, eqn in enumerate(graph.eqns):
-            for a in eqn.reads:
+            for a in eqn.inputs:
                 if isinstance(a, Var):
                     self.last_read[id(a)] = i
+            if eqn.accumulate is not None:
+                self.last_read[id(eqn.accumulate)] = i
             self.bindings.setdefault(eqn.out.name, []).append(i)
         for v in graph.outputs:
             self.last_read[id(v)] = len(graph.eqns)
@@ -288,10 +290,10 @@ def broadcast_fills(graph: Graph) -> Graph:
     return _rebuild(graph, kept, {})
 
 
-def _key(eqn: Eqn, inputs: tuple[Atom, ...]) -> tuple:
+def _key(eqn: Eqn, inputs: tuple[Atom, ...], params_key: str) -> tuple:
     """What makes `eqn`, reading `inputs`, the same computation as another equation."""
     operands = tuple(("var", id(a)) if isinstance(a, Var) else a.key() for a in inputs)
-    return (eqn.op, eqn.rule, operands, repr(eqn.params))
+    return (eqn.op, eqn.rule, operands, params_key)
 
 
 def eliminate_common_subexpressions(graph: Graph) -> Graph:
@@ -302,9 +304,13 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
     positions = _Positions(graph)
     first: dict[tuple, Var] = {}
     replace: dict[int, Atom] = {}
+    params_keys: dict[int, str] = {}
     kept = []
     for index, eqn in enumerate(graph.eqns):
-        key = _key(eqn, tuple(replace.get(id(a), a) for a in eqn.inputs))
+        params_key = params_keys.get(id(eqn.params))
+        if params_key is None:  # equations of one kind share their params tuple: one repr each
+            params_key = params_keys[id(eqn.params)] = repr(eqn.params)
+        key = _key(eqn, tuple(replace.get(id(a), a) for a in eqn.inputs), params_key)
         earlier = first.get(key)
         if (
             earlier is not None
