@@ -195,7 +195,7 @@ def _evaluated(eqn: Eqn, inputs: tuple[Atom, ...]) -> Const | None:
         result = _evaluate(eqn, [a.value for a in inputs])  # type: ignore[union-attr]
     except ArithmeticError:  # `1 / 0` on Python numbers: leave it to raise where the user runs it
         return None
-    folded = Const(result.item()) if result.shape == () else None
+    folded = Const(result.item()) if result.shape == () and result.dtype.kind in "biuf" else None  # not complex
     return folded if folded is not None and folded.dtype == eqn.out.dtype else None
 
 
