@@ -277,15 +277,23 @@ def broadcast_fills(graph: Graph) -> Graph:
     if not fills:
         return graph
     positions = _Positions(graph)
+
+    def number(a: Atom) -> Atom:
+        """The number `a` repeats, where `a` is a fill and its number is still readable."""
+        source = fills.get(id(a))
+        if source is None or not (isinstance(source, Const) or positions.can_read_instead(a, source)):  # type: ignore[arg-type]
+            return a
+        return source
+
     kept = []
     for index, eqn in enumerate(graph.eqns):
-        inputs = tuple(
-            fills[id(a)] if id(a) in fills and (isinstance(fills[id(a)], Const) or positions.can_read_instead(a, fills[id(a)])) else a  # type: ignore[arg-type]
-            for a in eqn.inputs
-        )
+        inputs = tuple(map(number, eqn.inputs))
         if inputs != eqn.inputs and all(_arithmetic(t) for t in _texts(eqn)):
-            result = _evaluate(eqn, [_stand_in(a) for a in inputs])
-            if (result.shape, result.dtype.name) == (eqn.out.shape, eqn.out.dtype):
+            try:
+                result = _evaluate(eqn, [_stand_in(a) for a in inputs])
+            except ArithmeticError:  # Python numbers divided by zero: leave the line as it is
+                result = None
+            if result is not None and (result.shape, result.dtype.name) == (eqn.out.shape, eqn.out.dtype):
                 eqn = dataclasses.replace(eqn, inputs=inputs)
         kept.append((index, eqn))
     return _rebuild(graph, kept, {})
