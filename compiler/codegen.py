@@ -238,6 +238,38 @@ class _TypedLiterals(ast.NodeTransformer):
         return ast.Call(ast.Attribute(_load("np"), self.dtype, ast.Load()), [node], [])
 
 
+def _constant_only(node: ast.expr) -> bool:
+    """Whether `node` is arithmetic on literal numbers alone (`2`, `-0.5`, `1 / 8`)."""
+    if isinstance(node, ast.Constant):
+        return type(node.value) in (int, float)
+    if isinstance(node, ast.UnaryOp):
+        return _constant_only(node.operand)
+    if isinstance(node, ast.BinOp):
+        return _constant_only(node.left) and _constant_only(node.right)
+    return False
+
+
+class _TypedArithmetic(ast.NodeTransformer):
+    """`x * 2.0` -> `x * np.float32(2.0)`, for numba: unlike NumPy, which lets a Python number
+    take the array's dtype, numba computes float32 with a Python number in float64. Only the
+    literal operands of arithmetic on values change; shapes, axes and indices stay as they are."""
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = dtype
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.expr:
+        if _constant_only(node):
+            return node  # one number, typed where it meets a value
+        self.generic_visit(node)
+        node.left, node.right = (self._typed(side) for side in (node.left, node.right))
+        return node
+
+    def _typed(self, side: ast.expr) -> ast.expr:
+        if not _constant_only(side):
+            return side
+        return ast.Call(ast.Attribute(_load("np"), self.dtype, ast.Load()), [side], [])
+
+
 def _operand(atom: Atom) -> ast.expr:
     return _constant(atom.value) if isinstance(atom, Const) else ast.Name(atom.name, ast.Load())
 
@@ -270,6 +302,8 @@ def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
         tree = _TypedLiterals(eqn.out.dtype).visit(tree)
     samples = {a.name: stand_in(a.shape, a.dtype) for a in eqn.inputs if isinstance(a, Var)}
     tree = _Substitute(bindings, static, types, samples).visit(tree)
+    if jit == "numba" and eqn.out.dtype == "float32":
+        tree = _TypedArithmetic(eqn.out.dtype).visit(tree)
     if eqn.accumulate is not None:
         # `grad_x + -t` reads better as `grad_x - t`, and is the same number
         negated = isinstance(tree, ast.UnaryOp) and isinstance(tree.op, ast.USub)

@@ -151,3 +151,23 @@ def test_a_long_cache_is_summed_up_in_the_header():
     # the cache itself holds every value backward reads
     _, cache = prog.module.forward_with_cache(0.5, 0.9)
     assert len(cache) == 32
+
+
+def test_float32_stays_float32_under_numba():
+    """numba computes float32 with a Python number in float64 (NumPy does not), and `@` refuses
+    mixed dtypes: the numbers in float32 arithmetic are written as np.float32."""
+
+    def f(W, x):
+        h = np.tanh(W @ x) * 2.0 + 1
+        return np.sum(h * h) / 3 + 0.5 * np.sum(W**2)
+
+    W = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    x = np.linspace(-1, 1, 4).astype(np.float32)
+    jitted = compiler.gradient(f, W, x, jit="numba")
+    assert "s2 = s1 * np.float32(2.0)" in jitted.source and "np.full((3, 4), grad_s7)" in jitted.source
+    value, grads = jitted.value_and_grad(W, x)
+    expected_value, expected_grads = compiler.gradient(f, W, x).value_and_grad(W, x)
+    assert value == pytest.approx(float(expected_value), rel=1e-6)
+    for ours, theirs in zip(grads, expected_grads):
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5)
