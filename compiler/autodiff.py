@@ -9,6 +9,7 @@ upstream gradient. A value used more than once sums its gradients by rebinding
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -50,38 +51,55 @@ class _Step:
 @dataclass(frozen=True)
 class _Contribution:
     """How one rule of one gate contributes to its operand's gradient, for operands of given
-    types: the rule's operand names, the local gradient's shape and dtype, the static types
-    codegen writes in, and the steps that follow the rule."""
+    types: the local gradient's shape and dtype, the static types codegen writes in, and the
+    steps that follow the rule."""
 
-    names: tuple[str, ...]
     shape: tuple[int, ...]
     dtype: str
     static_types: tuple[tuple[str, object], ...]
     steps: tuple[_Step, ...]
 
 
-# Unrolled loops apply the same rule to values of the same types again and again: work out each
-# kind of contribution once. Keyed by `_gate_key` and the rule.
-_CONTRIBUTIONS: dict[tuple, _Contribution] = {}
+@dataclass(frozen=True)
+class _Target:
+    """One operand of a gate that gets a gradient: its position among the gate's operands, the
+    rule, where the rule's operands come from (positions in the gate's operands followed by
+    `out` and `grad`), and how the rule's result reaches the operand's gradient."""
+
+    position: int
+    rule: str
+    picks: tuple[int, ...]
+    how: _Contribution
 
 
-def _gate_key(eqn: Eqn, bindings: dict[str, Var | Const]) -> tuple:
-    """What a gate's contributions depend on: its op, static parameters and the types of its
-    bindings (which are the op's parameters, `out` and `grad`, in that order)."""
-    types = tuple([(v.shape, v.dtype) if isinstance(v, Var) else v.key() for v in bindings.values()])
-    return (eqn.op, repr(eqn.params), types)
+# Unrolled loops apply the same gate to values of the same types again and again: work out each
+# kind of gate's backward plan once. Keyed as in `differentiate`.
+_PLANS: dict[tuple, tuple[_Target, ...]] = {}
 
 
-def _contribution(gate_key: tuple, eqn: Eqn, rule: str, bindings: dict[str, Var | Const]) -> _Contribution:
-    """The contribution of `eqn`'s rule for `rule` to that operand's gradient (memoized)."""
-    key = (gate_key, rule)
-    known = _CONTRIBUTIONS.get(key)
+def _plan(key: tuple, eqn: Eqn, upstream: Var, order: tuple[int, ...]) -> tuple[_Target, ...]:
+    """The targets of `eqn`'s backward gate, the operands at `order` (memoized by `key`)."""
+    known = _PLANS.get(key)
     if known is None:
-        known = _work_out_contribution(eqn, rule, bindings)
-        if len(_CONTRIBUTIONS) > MEMO_LIMIT:
-            _CONTRIBUTIONS.clear()
-        _CONTRIBUTIONS[key] = known
+        row = OPS[eqn.op]
+        bindings = dict(zip(row.params, eqn.inputs)) | {"out": eqn.out, "grad": upstream}
+        places = {name: i for i, name in enumerate(row.params + ("out", "grad"))}
+        known = tuple(
+            _Target(position, row.params[position], tuple(places[n] for n in row.rule_names(row.params[position])),
+                    _work_out_contribution(eqn, row.params[position], bindings))
+            for position in order
+        )
+        if len(_PLANS) > MEMO_LIMIT:
+            _PLANS.clear()
+        _PLANS[key] = known
     return known
+
+
+@functools.cache
+def _differentiable_positions(op: str) -> tuple[int, ...]:
+    """Where an op's operands with a local gradient sit among its operands."""
+    row = OPS[op]
+    return tuple(i for i, param in enumerate(row.params) if row.differentiable(param))
 
 
 def _work_out_contribution(eqn: Eqn, rule: str, bindings: dict[str, Var | Const]) -> _Contribution:
@@ -110,7 +128,7 @@ def _work_out_contribution(eqn: Eqn, rule: str, bindings: dict[str, Var | Const]
     static_types = tuple(
         (f"{name}.{attr}", getattr(v, attr)) for name, v in bindings.items() for attr in ("shape", "dtype")
     )
-    return _Contribution(row.rule_names(rule), sample.shape, dtype_name(sample.dtype), static_types, tuple(steps))
+    return _Contribution(sample.shape, dtype_name(sample.dtype), static_types, tuple(steps))
 
 
 def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
@@ -169,26 +187,32 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
     gradients[output] = seed
     is_input = set(forward.inputs)
 
+    params_keys: dict[int, str] = {}
     for eqn in reversed(forward.eqns):
         upstream = gradients.get(eqn.out)
         if upstream is None:
             continue
-        row = OPS[eqn.op]
+        inputs = eqn.inputs
         # the operands that get a gradient: the function's own inputs first, then the rest
-        inputs_first: list[tuple[str, Var]] = []
-        intermediates: list[tuple[str, Var]] = []
-        for param, a in zip(row.params, eqn.inputs):
-            if a in active and row.differentiable(param):
-                (inputs_first if a in is_input else intermediates).append((param, a))
-        if not inputs_first and not intermediates:
+        first: list[int] = []
+        rest: list[int] = []
+        for position in _differentiable_positions(eqn.op):
+            a = inputs[position]
+            if a in active:
+                (first if a in is_input else rest).append(position)
+        if not first and not rest:
             continue
-        bindings = dict(zip(row.params, eqn.inputs))
-        bindings["out"] = eqn.out
-        bindings["grad"] = upstream
-        gate_key = _gate_key(eqn, bindings)
-        for param, a in inputs_first + intermediates:
-            how = _contribution(gate_key, eqn, param, bindings)
-            contribute(a, eqn, param, tuple([bindings[name] for name in how.names]), how)
+        order = tuple(first + rest)
+        params_key = params_keys.get(id(eqn.params))
+        if params_key is None:
+            params_key = params_keys[id(eqn.params)] = repr(eqn.params)
+        kinds = tuple([(a.shape, a.dtype) if isinstance(a, Var) else a.key() for a in inputs])
+        out = eqn.out
+        key = (eqn.op, params_key, kinds, out.shape, out.dtype, upstream.shape, upstream.dtype, order)
+        values = inputs + (out, upstream)
+        for target in _plan(key, eqn, upstream, order):
+            picks = target.picks
+            contribute(inputs[target.position], eqn, target.rule, tuple([values[i] for i in picks]), target.how)
 
     results = []
     for v in wrt_vars:
