@@ -106,12 +106,14 @@ def test_source_is_independent_of_the_hash_seed():
     assert len(outputs) == 1
 
 
-def test_numba_splits_long_functions_into_parts(monkeypatch):
-    """numba compile time grows faster than a function's length: long bodies become parts."""
+@pytest.mark.parametrize("optimize", [False, True])
+def test_numba_splits_long_functions_into_parts(monkeypatch, optimize):
+    """numba compile time grows faster than a function's length: long bodies become parts (in
+    optimize mode, value_and_grad's body is the graph with the seed folded in)."""
     import compiler.codegen
 
-    monkeypatch.setattr(compiler.codegen, "NUMBA_PART_LINES", 8)
-    jitted = compiler.gradient(staged, 3.0, -4.0, jit="numba")
+    monkeypatch.setattr(compiler.codegen, "NUMBA_PART_LINES", 8 if not optimize else 4)
+    jitted = compiler.gradient(staged, 3.0, -4.0, jit="numba", optimize=optimize)
     assert "def _value_and_grad_part0(" in jitted.source and "def _backward_part0(" in jitted.source
     plain = compiler.gradient(staged, 3.0, -4.0)
     value, grads = jitted.value_and_grad(3.0, -4.0)
