@@ -22,14 +22,7 @@ from compiler.errors import FlatgradError
 from compiler.ops import OPS
 
 
-# A 100k-gate program makes hundreds of thousands of variables and equations, and the __init__
-# that dataclass generates for a frozen class sets each field through object.__setattr__, which
-# costs as much again as the rest of making one. Var and Eqn fill the instance dict directly
-# instead: the same fields, faster. They stay frozen (assigning a field raises), and __init__
-# takes the fields in order, as dataclasses.replace expects.
-
-
-@dataclass(frozen=True, eq=False, init=False)
+@dataclass(frozen=True, eq=False)
 class Var:
     """A value in the graph: its name in the emitted code, its shape and its NumPy dtype.
 
@@ -39,12 +32,6 @@ class Var:
     name: str
     shape: tuple[int, ...] = ()
     dtype: str = "float64"
-
-    def __init__(self, name: str, shape: tuple[int, ...] = (), dtype: str = "float64") -> None:
-        fields = self.__dict__  # frozen, filled directly (see above)
-        fields["name"] = name
-        fields["shape"] = shape
-        fields["dtype"] = dtype
 
     def __repr__(self) -> str:
         return self.name
@@ -144,7 +131,12 @@ class Eqn:
         params: tuple[tuple[str, object], ...] = (),
         gate: str | None = None,
     ) -> None:
-        fields = self.__dict__  # frozen, filled directly (see Var)
+        # A 100k-gate program makes hundreds of thousands of equations, and the __init__ that
+        # dataclass generates for a frozen class sets each of the eight fields through
+        # object.__setattr__, which costs as much again as the rest of making one. This fills
+        # the instance dict directly: the same fields, still frozen (assigning one raises), in
+        # the order dataclasses.replace passes them. (Var, with three fields, gains nothing.)
+        fields = self.__dict__
         fields["op"] = op
         fields["inputs"] = inputs
         fields["out"] = out
