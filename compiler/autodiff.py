@@ -16,7 +16,7 @@ from typing import Sequence
 from compiler.errors import SignatureError
 import numpy as np
 
-from compiler.ir import MEMO_LIMIT, Const, Eqn, Graph, Var, dtype_name, stand_in
+from compiler.ir import MEMO_LIMIT, Const, Eqn, Graph, Var, dtype_name, sample_of, stand_in
 from compiler.naming import Namer
 from compiler.ops import OPS
 
@@ -32,10 +32,6 @@ def active_values(forward: Graph, wrt: Sequence[Var]) -> set[Var]:
                 active.add(eqn.out)
                 break
     return active
-
-
-def _sample(v: Var | Const) -> object:
-    return v.value if isinstance(v, Const) else stand_in(v.shape, v.dtype)
 
 
 @dataclass(frozen=True)
@@ -108,7 +104,7 @@ def _work_out_contribution(eqn: Eqn, rule: str, bindings: dict[str, Var | Const]
     promoted a float32 value)."""
     row = OPS[eqn.op]
     of = bindings[rule]
-    sample = np.asarray(row.evaluate_rule(rule, {k: _sample(v) for k, v in bindings.items()}, eqn.static))
+    sample = np.asarray(row.evaluate_rule(rule, {k: sample_of(v) for k, v in bindings.items()}, eqn.static))
     lead = tuple(range(sample.ndim - len(of.shape)))
     kept = tuple(
         i for i, (mine, theirs) in enumerate(zip(of.shape, sample.shape[len(lead):])) if mine == 1 and theirs != 1

@@ -235,7 +235,7 @@ class _TypedLiterals(ast.NodeTransformer):
     def visit_Constant(self, node: ast.Constant) -> ast.expr:
         if type(node.value) not in (int, float):
             return node
-        return ast.Call(ast.Attribute(_load("np"), self.dtype, ast.Load()), [node], [])
+        return _call(_np(self.dtype), node)
 
 
 def _constant_only(node: ast.expr) -> bool:
@@ -267,7 +267,7 @@ class _TypedArithmetic(ast.NodeTransformer):
     def _typed(self, side: ast.expr) -> ast.expr:
         if not _constant_only(side):
             return side
-        return ast.Call(ast.Attribute(_load("np"), self.dtype, ast.Load()), [side], [])
+        return _call(_np(self.dtype), side)
 
 
 def _operand(atom: Atom) -> ast.expr:

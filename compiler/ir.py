@@ -89,6 +89,11 @@ def stand_in(shape: tuple[int, ...], dtype: str) -> np.ndarray:
     return (np.zeros if np.dtype(dtype).kind in "iub" else np.ones)(shape, dtype)
 
 
+def sample_of(atom: Atom) -> object:
+    """A concrete value of an operand's type: a constant as itself, a variable as its stand-in."""
+    return atom.value if isinstance(atom, Const) else stand_in(atom.shape, atom.dtype)
+
+
 @dataclass(frozen=True)
 class Loc:
     """Where in the user's source an equation was traced."""

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from compiler.ir import Atom, Const, Eqn, Graph, Var, stand_in
+from compiler.ir import Atom, Const, Eqn, Graph, Var, sample_of, stand_in
 from compiler.ops import OPS, Op
 
 Pass = Callable[[Graph], Graph]
@@ -290,7 +290,7 @@ def broadcast_fills(graph: Graph) -> Graph:
         inputs = tuple(map(number, eqn.inputs))
         if inputs != eqn.inputs and all(_arithmetic(t) for t in _texts(eqn)):
             try:
-                result = _evaluate(eqn, [_stand_in(a) for a in inputs])
+                result = _evaluate(eqn, [sample_of(a) for a in inputs])
             except ArithmeticError:  # Python numbers divided by zero: leave the line as it is
                 result = None
             if result is not None and (result.shape, result.dtype.name) == (eqn.out.shape, eqn.out.dtype):
@@ -431,7 +431,7 @@ def fuse_gates(graph: Graph) -> Graph:
             static = {k: match.static[k] for k in row.static}
             if row.fuse_when is not None and not row.fuse_when(dict(zip(row.params, operands)), static):
                 continue
-            sample = np.asarray(row.compute(*(_stand_in(a) for a in operands), **static))
+            sample = np.asarray(row.compute(*(sample_of(a) for a in operands), **static))
             if (sample.shape, sample.dtype.name) == (eqn.out.shape, eqn.out.dtype):
                 fused[id(eqn.out)] = Eqn(row.name, operands, eqn.out, loc=eqn.loc, params=tuple(static.items()))
                 dropped.update(match.inner)
@@ -440,11 +440,6 @@ def fuse_gates(graph: Graph) -> Graph:
         (i, fused.get(id(e.out), e)) for i, e in enumerate(graph.eqns) if id(e.out) not in dropped
     ]
     return _rebuild(graph, kept, {})
-
-
-def _stand_in(a: Atom) -> object:
-    """A concrete value of `a`'s type: a number as itself, a variable as ones or zeros."""
-    return a.value if isinstance(a, Const) else stand_in(a.shape, a.dtype)
 
 
 def _run(graph: Graph, passes: Iterable[Pass], check: Callable[[Graph], Graph] | None) -> Graph:
