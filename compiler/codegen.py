@@ -18,7 +18,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jinja2
 
@@ -365,36 +365,41 @@ def _render_form(eqn: Eqn, jit: str | None) -> _LineForm:
 
 def render(eqn: Eqn, jit: str | None = None) -> Rendered:
     """`eqn` as one line of Python: `grad_w1 = x1 * grad_s1`."""
-    lines, (form,) = _render_lines((eqn,), jit)
-    return Rendered(lines[id(eqn)], form.calls, form.uses_numpy)
+    (text,), (form,) = _render_lines((eqn,), jit)
+    return Rendered(text, form.calls, form.uses_numpy)
 
 
-def _render_lines(eqns: Sequence[Eqn], jit: str | None) -> tuple[dict[int, str], list[_LineForm]]:
-    """Each equation's line, by the equation's id, and the distinct forms the lines took.
+def _render_lines(eqns: Sequence[Eqn], jit: str | None) -> tuple[list[str], list[_LineForm]]:
+    """Each equation's line, in order, and the distinct forms the lines took.
 
-    This runs once per equation of the module, so it is written for speed. The equations of
-    one kind share their params tuple (autodiff builds them so), so the tuple's repr, part of
-    the form's key, is worked out once per tuple, not once per line.
+    This runs once per equation of the module, so it is written for speed: the form's key is
+    one flat tuple of what the line depends on besides names (op, rule, static parameters, the
+    types of its operands), and the equations of one kind share their params tuple (autodiff
+    builds them so), so the tuple's repr is worked out once per tuple, not once per line.
     """
     params_keys: dict[int, str] = {}
-    lines: dict[int, str] = {}
+    lines: list[str] = []
     forms: dict[int, _LineForm] = {}
     for eqn in eqns:
-        params_key = params_keys.get(id(eqn.params))
+        params = eqn.params
+        params_key = params_keys.get(id(params))
         if params_key is None:
-            params_key = params_keys[id(eqn.params)] = repr(eqn.params)
+            params_key = params_keys[id(params)] = repr(params)
         out = eqn.out
+        accumulate = eqn.accumulate
         names = [out.name]  # the fields of the form, in order
-        kinds = []  # what the form depends on, per operand
+        key = [eqn.op, eqn.rule, params_key, jit, out.shape, out.dtype, accumulate is None]
         for a in eqn.inputs:
-            if isinstance(a, Var):
+            if type(a) is Var:
                 names.append(a.name)
-                kinds.append(("var", a.shape, a.dtype))
+                key.append(a.shape)
+                key.append(a.dtype)
             else:
-                kinds.append(a.key())
-        if eqn.accumulate is not None:
-            names.append(eqn.accumulate.name)
-        key = (eqn.op, eqn.rule, tuple(kinds), out.shape, out.dtype, eqn.accumulate is not None, params_key, jit)
+                key.append(a.key())
+                key.append(None)
+        if accumulate is not None:
+            names.append(accumulate.name)
+        key = tuple(key)
         form = _FORMS.get(key)
         if form is None:
             form = _render_form(eqn, jit)
@@ -402,7 +407,7 @@ def _render_lines(eqns: Sequence[Eqn], jit: str | None) -> tuple[dict[int, str],
                 _FORMS.clear()
             _FORMS[key] = form
         forms[id(form)] = form
-        lines[id(eqn)] = form.form.format(*names)
+        lines.append(form.form.format(*names))
     return lines, list(forms.values())
 
 
@@ -556,27 +561,34 @@ def functions(
     provenance: Provenance,
     jit: str | None = None,
     explain: bool = False,
-    line: Callable[[Eqn], str] | None = None,
     folded: Graph | None = None,
+    texts: Sequence[str] | None = None,
+    cache: Sequence[Var] | None = None,
 ) -> tuple[Function, ...]:
     """The module's functions, their bodies finished lines (with `explain`, each backward line
-    carries a comment saying which gate it differentiates and how). `line` renders one equation
-    (default: `statement`). `value_and_grad` runs `folded`, the graph with its seed folded in
-    (`passes.fold_seed`), where given; `backward` always takes the seed as its argument."""
-    line = line or (lambda eqn: statement(eqn, jit))
+    carries a comment saying which gate it differentiates and how). `value_and_grad` runs
+    `folded`, the graph with its seed folded in (`passes.fold_seed`), where given; `backward`
+    always takes the seed as its argument. `texts` are the lines of `graph`'s equations followed
+    by `folded`'s, as `_render_lines` gives them, and `cache` is `cached_values(graph)` (each
+    worked out here when not given)."""
+    if texts is None:
+        texts, _ = _render_lines(graph.eqns + (folded.eqns if folded is not None else ()), jit)
+    n_forward = len(graph.forward_eqns)
     params = tuple(v.name for v in graph.inputs)
     output = graph.outputs[0].name
     grads = _tuple([g.name for g in graph.outputs[1:]])
     grads_text = "(" + ", ".join(g.name for g in graph.outputs[1:]) + ("," if len(grads.elts) == 1 else "") + ")"
     seed, *backward = graph.backward_eqns
-    forward_lines = tuple(map(line, graph.forward_eqns))
+    forward_lines = tuple(texts[:n_forward])
     gates = {e.out.name: text for e, text in zip(graph.forward_eqns, forward_lines)} if explain else {}
 
-    def backward_line(eqn: Eqn) -> str:
-        return f"{line(eqn)}  # {explanation(eqn, gates)}" if explain else line(eqn)
+    def backward_lines(eqns: Sequence[Eqn], lines: Sequence[str]) -> tuple[str, ...]:
+        if not explain:
+            return tuple(lines)
+        return tuple(f"{text}  # {explanation(eqn, gates)}" for eqn, text in zip(eqns, lines))
 
-    backward_lines = tuple(map(backward_line, backward))
-    cached = [v.name for v in cached_values(graph)]
+    own_backward = backward_lines(graph.backward_eqns, texts[n_forward : len(graph.eqns)])
+    cached = [v.name for v in (cached_values(graph) if cache is None else cache)]
     unpack = (f"{_names(cached)} = cache",) if cached else ()
     call = _signature(provenance.function, params)
     recompute = ast.Subscript(ast.Call(_load("value_and_grad"), list(map(_load, params)), []), ast.Constant(1))
@@ -592,10 +604,13 @@ def functions(
 
     forward_eqns = list(graph.forward_eqns)
     inline = folded or graph
-    inline_forward = forward_lines if folded is None else tuple(line(e) for e in inline.forward_eqns)
-    inline_backward = (
-        (backward_line(seed), *backward_lines) if folded is None else tuple(backward_line(e) for e in inline.backward_eqns)
-    )
+    if folded is None:
+        inline_forward, inline_backward = forward_lines, own_backward
+    else:
+        folded_texts = texts[len(graph.eqns) :]
+        n_inline = len(folded.forward_eqns)
+        inline_forward = tuple(folded_texts[:n_inline])
+        inline_backward = backward_lines(folded.backward_eqns, folded_texts[n_inline:])
     everything = body("value_and_grad", inline.eqns, (*inline_forward, *inline_backward), params, [output, *grad_names])
     split = jit == "numba" and len(everything) < len(inline.eqns)
     return (
@@ -625,7 +640,7 @@ def functions(
             "backward",
             (seed.out.name, "cache"),
             f"Return {grads_text} from the upstream gradient {seed.out.name} and `forward_with_cache`'s cache.",
-            (("", (*unpack, *body("backward", backward, backward_lines, [seed.out.name, *cached], grad_names), _return(grads))),),
+            (("", (*unpack, *body("backward", backward, own_backward[1:], [seed.out.name, *cached], grad_names), _return(grads))),),
         ),
         *parts,
     )
@@ -659,7 +674,7 @@ def emit_module(
     the graph `value_and_grad` runs instead, with the seed folded in (`passes.fold_seed`)."""
     if jit not in (None, *JIT_BACKENDS):
         raise ValueError(f"jit must be None or one of {JIT_BACKENDS}, not {jit!r}")
-    lines, forms = _render_lines(graph.eqns + (folded.eqns if folded is not None else ()), jit)
+    texts, forms = _render_lines(graph.eqns + (folded.eqns if folded is not None else ()), jit)
     called = set().union(*(form.calls for form in forms))
     helpers = [helper_source(name) for name in HELPERS if name in called]
     uses_numpy = bool(helpers) or any(form.uses_numpy for form in forms)
@@ -677,5 +692,5 @@ def emit_module(
         cache=_listing([v.name for v in cache]),
         cache_bytes=sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in cache),
         signature=_signature(provenance.function, [v.name for v in graph.inputs]),
-        functions=functions(graph, provenance, jit, explain, lambda eqn: lines[id(eqn)], folded),
+        functions=functions(graph, provenance, jit, explain, folded, texts, cache),
     )
