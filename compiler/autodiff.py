@@ -9,7 +9,6 @@ upstream gradient. A value used more than once sums its gradients by rebinding
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -60,12 +59,17 @@ class _Contribution:
 class _Target:
     """One operand of a gate that gets a gradient: its position among the gate's operands, the
     rule, where the rule's operands come from (positions in the gate's operands followed by
-    `out` and `grad`), and how the rule's result reaches the operand's gradient."""
+    `out` and `grad`, gathered by `pick`), and how the rule's result reaches the operand's
+    gradient."""
 
     position: int
     rule: str
     picks: tuple[int, ...]
     how: _Contribution
+
+    def pick(self, values: tuple) -> tuple:
+        """The rule's operands out of the gate's operands followed by `out` and `grad`."""
+        return tuple([values[i] for i in self.picks])
 
 
 # Unrolled loops apply the same gate to values of the same types again and again: work out each
@@ -73,29 +77,24 @@ class _Target:
 _PLANS: dict[tuple, tuple[_Target, ...]] = {}
 
 
-def _plan(key: tuple, eqn: Eqn, upstream: Var, order: tuple[int, ...]) -> tuple[_Target, ...]:
-    """The targets of `eqn`'s backward gate, the operands at `order` (memoized by `key`)."""
-    known = _PLANS.get(key)
-    if known is None:
-        row = OPS[eqn.op]
-        bindings = dict(zip(row.params, eqn.inputs)) | {"out": eqn.out, "grad": upstream}
-        places = {name: i for i, name in enumerate(row.params + ("out", "grad"))}
-        known = tuple(
-            _Target(position, row.params[position], tuple(places[n] for n in row.rule_names(row.params[position])),
-                    _work_out_contribution(eqn, row.params[position], bindings))
-            for position in order
-        )
-        if len(_PLANS) > MEMO_LIMIT:
-            _PLANS.clear()
-        _PLANS[key] = known
-    return known
+def _plan(eqn: Eqn, upstream: Var, order: tuple[int, ...]) -> tuple[_Target, ...]:
+    """The targets of `eqn`'s backward gate, the operands at `order`."""
+    row = OPS[eqn.op]
+    bindings = dict(zip(row.params, eqn.inputs)) | {"out": eqn.out, "grad": upstream}
+    places = {name: i for i, name in enumerate(row.params + ("out", "grad"))}
+    return tuple(
+        _Target(position, row.params[position], tuple(places[n] for n in row.rule_names(row.params[position])),
+                _work_out_contribution(eqn, row.params[position], bindings))
+        for position in order
+    )
 
 
-@functools.cache
-def _differentiable_positions(op: str) -> tuple[int, ...]:
-    """Where an op's operands with a local gradient sit among its operands."""
-    row = OPS[op]
-    return tuple(i for i, param in enumerate(row.params) if row.differentiable(param))
+def _order(eqn: Eqn, active: set[Var], is_input: set[Var]) -> tuple[int, ...]:
+    """The positions of the gate's operands that get a gradient: the function's own inputs
+    first, then the rest, each in argument order."""
+    row = OPS[eqn.op]
+    positions = [i for i, (param, a) in enumerate(zip(row.params, eqn.inputs)) if a in active and row.differentiable(param)]
+    return tuple(sorted(positions, key=lambda i: eqn.inputs[i] not in is_input))
 
 
 def _work_out_contribution(eqn: Eqn, rule: str, bindings: dict[str, Var | Const]) -> _Contribution:
@@ -185,30 +184,36 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
 
     params_keys: dict[int, str] = {}
     for eqn in reversed(forward.eqns):
-        upstream = gradients.get(eqn.out)
+        out = eqn.out
+        upstream = gradients.get(out)
         if upstream is None:
             continue
         inputs = eqn.inputs
-        # the operands that get a gradient: the function's own inputs first, then the rest
-        first: list[int] = []
-        rest: list[int] = []
-        for position in _differentiable_positions(eqn.op):
-            a = inputs[position]
-            if a in active:
-                (first if a in is_input else rest).append(position)
-        if not first and not rest:
-            continue
-        order = tuple(first + rest)
-        params_key = params_keys.get(id(eqn.params))
+        params = eqn.params
+        params_key = params_keys.get(id(params))
         if params_key is None:
-            params_key = params_keys[id(eqn.params)] = repr(eqn.params)
-        kinds = tuple([(a.shape, a.dtype) if isinstance(a, Var) else a.key() for a in inputs])
-        out = eqn.out
-        key = (eqn.op, params_key, kinds, out.shape, out.dtype, upstream.shape, upstream.dtype, order)
+            params_key = params_keys[id(params)] = repr(params)
+        # the key of the gate's plan: what its backward equations depend on besides names (its
+        # operands' types, and which of them get a gradient and are the function's own inputs)
+        key = [eqn.op, params_key, out.shape, out.dtype, upstream.shape, upstream.dtype]
+        for a in inputs:
+            if type(a) is Var:
+                key.append(a.shape)
+                key.append(a.dtype)
+                key.append((a in is_input) + 1 if a in active else 0)
+            else:
+                key.append(a.key())
+        key = tuple(key)
+        targets = _PLANS.get(key)
+        if targets is None:
+            targets = _PLANS[key] = _plan(eqn, upstream, _order(eqn, active, is_input))
+            if len(_PLANS) > MEMO_LIMIT:
+                _PLANS.clear()
+        if not targets:
+            continue
         values = inputs + (out, upstream)
-        for target in _plan(key, eqn, upstream, order):
-            picks = target.picks
-            contribute(inputs[target.position], eqn, target.rule, tuple([values[i] for i in picks]), target.how)
+        for target in targets:
+            contribute(inputs[target.position], eqn, target.rule, target.pick(values), target.how)
 
     results = []
     for v in wrt_vars:

@@ -53,15 +53,18 @@ class Namer:
 
     def claim(self, wanted: str) -> str:
         """`wanted` if it is free, else `wanted_1`, `wanted_2`, ..."""
-        name = wanted
-        suffix = self._suffix.get(wanted, 0)
-        if suffix:
-            name = f"{wanted}_{suffix}"
-        while name in self._taken or name in RESERVED or not name.isidentifier():
+        taken = self._taken
+        suffix = self._suffix.get(wanted)
+        if suffix is None and wanted not in taken and wanted not in RESERVED and wanted.isidentifier():
+            taken.add(wanted)  # free at the first try: the common case, kept fast
+            return wanted
+        suffix = suffix or 0
+        name = f"{wanted}_{suffix}" if suffix else wanted
+        while name in taken or name in RESERVED or not name.isidentifier():
             suffix += 1
             name = f"{wanted}_{suffix}"
         self._suffix[wanted] = suffix
-        self._taken.add(name)
+        taken.add(name)
         return name
 
     def temporaries(self) -> Iterable[str]:

@@ -45,7 +45,6 @@ _LIBRARY_DIRS = (
     os.path.dirname(os.path.abspath(inspect.__file__)) + os.sep,  # the standard library
     "<__array",
 )
-_NOT_A_DEPTH = 1 << 30
 
 
 _library_files: dict[str, bool] = {}  # a memo of _is_library, which the tracer asks at every op
@@ -56,14 +55,6 @@ def _is_library(filename: str) -> bool:
     if hit is None:
         hit = _library_files[filename] = filename == _LIBRARY_FILE or filename.startswith(_LIBRARY_DIRS)
     return hit
-
-
-@dataclass(slots=True)
-class _Value:
-    shape: tuple[int, ...]
-    dtype: str
-    hint: str | None = None
-    hint_depth: int = _NOT_A_DEPTH
 
 
 class Traced:
@@ -85,11 +76,11 @@ class Traced:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self._recorder.values[self._index].shape
+        return self._recorder.types[self._index][0]
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(self._recorder.values[self._index].dtype)
+        return np.dtype(self._recorder.types[self._index][1])
 
     @property
     def ndim(self) -> int:
@@ -372,19 +363,33 @@ def _parse_index(index: Any) -> tuple[tuple, list]:
     return tuple(static), arrays
 
 
+# A frame whose code can be suspended and resumed (a generator, a coroutine) may be called from
+# elsewhere after each resumption: the user's stack above it is not fixed while it lives.
+_RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
 class _Recorder:
-    """Collects values and equations while the user's function runs."""
+    """Collects values and equations while the user's function runs.
+
+    Value i has the shape and dtype `types[i]` (a tuple shared by the values of one type) and,
+    once bound to a local variable, `hints[i]`: that variable's name and its frame's depth.
+    """
 
     def __init__(self, stop_frame: types.FrameType) -> None:
-        self.values: list[_Value] = []
+        self.types: list[tuple[tuple[int, ...], str]] = []
+        self.hints: dict[int, tuple[str, int]] = {}
         self.eqns: list[tuple[Op, tuple[int | Const, ...], int, Loc | None, dict]] = []
         self._stop_frame = stop_frame
         self._stack: list[tuple[types.FrameType, int]] = []  # the user's frames at the last op
+        self._caller: types.FrameType | None = None  # the frame the last op's search started at
         self._locations: dict[tuple[str, int, str], Loc] = {}  # one Loc per source line
 
     def new_value(self, shape: tuple[int, ...], dtype: str, base: Traced | None = None) -> Traced:
-        self.values.append(_Value(shape, dtype))
-        return Traced(self, len(self.values) - 1, base)
+        return self.new_value_of_type((shape, dtype), base)
+
+    def new_value_of_type(self, type_: tuple[tuple[int, ...], str], base: Traced | None = None) -> Traced:
+        self.types.append(type_)
+        return Traced(self, len(self.types) - 1, base)
 
     def user_frames(self, frame: types.FrameType | None) -> list[types.FrameType]:
         """The user's frames from the innermost out to the traced function's own, searched from
@@ -405,11 +410,17 @@ class _Recorder:
         self, row: Op, operands: tuple[int | Const, ...], out: Traced, static: dict, caller: types.FrameType | None
     ) -> None:
         """Record an op; `caller` is a frame at or inside the innermost user frame."""
-        frames = self.user_frames(caller)
-        if not self._is_last_stack(frames):
-            self._enter(frames)
-        self.name_locals(self._stack)
-        loc = self._location(frames[0]) if frames else None
+        # A frame that is still running has the same callers as at the last op, so when the
+        # search starts at the same frame the user's stack stands (the common case: the same
+        # code runs on), unless that frame is resumable.
+        if caller is not self._caller or caller.f_code.co_flags & _RESUMABLE:
+            frames = self.user_frames(caller)
+            if not self._is_last_stack(frames):
+                self._enter(frames)
+            self._caller = caller
+        stack = self._stack
+        self.name_locals(stack)
+        loc = self._location(stack[0][0]) if stack else None
         self.eqns.append((row, operands, out._index, loc, static))
 
     def _is_last_stack(self, frames: list[types.FrameType]) -> bool:
@@ -442,6 +453,7 @@ class _Recorder:
         """After the function returned: the bindings its frames (and helpers') ended with."""
         self.name_locals(self._stack)
         self._stack = []
+        self._caller = None
 
     def name_locals(self, frames: list[tuple[types.FrameType, int]]) -> None:
         """Give each traced value the name of a local variable that holds it.
@@ -450,15 +462,16 @@ class _Recorder:
         frame's name beats an inner one's (`h = layer(x)` names the result `h`, not the helper's
         `out`); a helper's parameters name nothing, since they only alias.
         """
+        hints = self.hints
         for frame, depth in frames:
             code = frame.f_code
             params = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount] if depth else ()
             for name, value in frame.f_locals.items():
                 if type(value) is not Traced or value._recorder is not self or name in params:
                     continue
-                record = self.values[value._index]
-                if depth < record.hint_depth and name.isidentifier():
-                    record.hint, record.hint_depth = name, depth
+                known = hints.get(value._index)
+                if (known is None or depth < known[1]) and name.isidentifier():
+                    hints[value._index] = (name, depth)
 
 
 def _operand(recorder: _Recorder | None, value: Any) -> tuple[_Recorder | None, int | Const]:
@@ -496,8 +509,7 @@ def _sample(recorder: _Recorder, operand: int | Const) -> Any:
     """A stand-in value of the operand's shape and dtype, to work out an op's result type."""
     if isinstance(operand, Const):
         return operand.value
-    value = recorder.values[operand]
-    return stand_in(value.shape, value.dtype)
+    return stand_in(*recorder.types[operand])
 
 
 _RESULT_TYPES: dict[tuple, tuple[tuple[int, ...], str]] = {}
@@ -508,10 +520,13 @@ def _result_type(
 ) -> tuple[tuple[int, ...], str]:
     """The shape and dtype of the op's result, worked out on stand-ins of its operands.
 
-    Memoized by the operands' types, so an unrolled loop asks NumPy once per kind of step."""
-    values = recorder.values
-    kinds = tuple([o.key() if isinstance(o, Const) else (values[o].shape, values[o].dtype) for o in operands])
-    key = (row.name, kinds, repr(static) if static else "")
+    Memoized by the operands' types, so an unrolled loop asks NumPy once per kind of step (and
+    the values of one type share the tuple this returns)."""
+    types = recorder.types
+    key = [row.name, repr(static) if static else ""]
+    for o in operands:
+        key.append(o.key() if type(o) is Const else types[o])
+    key = tuple(key)
     known = _RESULT_TYPES.get(key)
     if known is not None:
         return known
@@ -542,15 +557,19 @@ def _apply(row: Op, args: tuple[Any, ...], static: dict | None = None, caller: t
     recorder = None
     operands = []
     for arg in args:
-        recorder, operand = _operand(recorder, arg)
-        operands.append(operand)
+        if type(arg) is Traced and arg._base is None and (recorder is None or arg._recorder is recorder):
+            recorder = arg._recorder  # a traced value that is no view: the common case, kept fast
+            operands.append(arg._index)
+        else:
+            recorder, operand = _operand(recorder, arg)
+            operands.append(operand)
     assert recorder is not None, "_call computes ops without a traced operand itself"
-    shape, dtype = _result_type(row, recorder, operands, static)
+    result_type = _result_type(row, recorder, operands, static)
     # a view shares its base's memory; a number read out of an array (x[0, 1]) is a copy
-    base = args[0] if row.view and isinstance(args[0], Traced) and shape else None
+    base = args[0] if row.view and isinstance(args[0], Traced) and result_type[0] else None
     if base is not None and base._base is not None:
         base = base._base  # a view of a view views the same base
-    out = recorder.new_value(shape, dtype, base=base)
+    out = recorder.new_value_of_type(result_type, base)
     recorder.record(row, tuple(operands), out, static, caller if caller is not None else sys._getframe(1))
     return out
 
@@ -684,11 +703,11 @@ def _check_output(fn: Callable, recorder: _Recorder, result: Any, inputs: dict[s
             f"{label} returns {result!r}, which does not depend on its inputs; "
             "there is no gradient to compute"
         )
-    value = recorder.values[result._index]
-    if value.shape != ():
-        raise SignatureError(f"{label} returns an array of shape {value.shape}; it must return a scalar")
-    if np.dtype(value.dtype).kind != "f":
-        raise SignatureError(f"{label} returns a value of dtype {value.dtype}; it must return a float scalar")
+    shape, dtype = recorder.types[result._index]
+    if shape != ():
+        raise SignatureError(f"{label} returns an array of shape {shape}; it must return a scalar")
+    if np.dtype(dtype).kind != "f":
+        raise SignatureError(f"{label} returns a value of dtype {dtype}; it must return a float scalar")
     if result._index < len(inputs):  # the output is an input itself: copy it into a gate
         result = _apply(OPS["pos"], (result,))
     return result._index
@@ -698,15 +717,17 @@ def _build_graph(
     recorder: _Recorder, params: list[str], output: int, constants: tuple[tuple[str, object], ...]
 ) -> Graph:
     n_inputs = len(params)
-    values = recorder.values
+    types = recorder.types
+    hints = recorder.hints
     produced = [eqn[2] for eqn in recorder.eqns]
-    hints = [values[i].hint for i in produced]
-    input_names, value_names = naming.forward_names(params, hints, produced.index(output))
-    variables: dict[int, Var] = {}
+    value_hints = [hints.get(i, (None,))[0] for i in produced]
+    input_names, value_names = naming.forward_names(params, value_hints, produced.index(output))
+    variables: list[Var | None] = [None] * len(types)
     for index, name in [*zip(range(n_inputs), input_names), *zip(produced, value_names)]:
-        variables[index] = Var(name, values[index].shape, values[index].dtype)
+        shape, dtype = types[index]
+        variables[index] = Var(name, shape, dtype)
     eqns = []
     for row, operands, out, loc, static in recorder.eqns:
-        inputs = tuple([operand if isinstance(operand, Const) else variables[operand] for operand in operands])
-        eqns.append(Eqn(row.name, inputs, variables[out], None, None, loc, tuple(static.items())))
-    return Graph(tuple(variables[i] for i in range(n_inputs)), tuple(eqns), (variables[output],), constants=constants)
+        inputs = tuple([operand if type(operand) is Const else variables[operand] for operand in operands])
+        eqns.append(Eqn(row.name, inputs, variables[out], None, None, loc, tuple(static.items()) if static else ()))
+    return Graph(tuple(variables[:n_inputs]), tuple(eqns), (variables[output],), constants=constants)
