@@ -49,21 +49,22 @@ class Namer:
 
     def __init__(self, taken: Iterable[str] = ()) -> None:
         self._taken: set[str] = set(taken)
-        self._suffix: dict[str, int] = {}  # the last suffix tried per wanted name: claims stay O(1)
+        self._suffix: dict[str, int] = {}  # the next suffix to try per wanted name: claims stay O(1)
 
     def claim(self, wanted: str) -> str:
         """`wanted` if it is free, else `wanted_1`, `wanted_2`, ..."""
         taken = self._taken
         suffix = self._suffix.get(wanted)
-        if suffix is None and wanted not in taken and wanted not in RESERVED and wanted.isidentifier():
-            taken.add(wanted)  # free at the first try: the common case, kept fast
-            return wanted
-        suffix = suffix or 0
-        name = f"{wanted}_{suffix}" if suffix else wanted
+        if suffix is None:
+            if wanted not in taken and wanted not in RESERVED and wanted.isidentifier():
+                taken.add(wanted)
+                return wanted
+            suffix = 1
+        name = f"{wanted}_{suffix}"
         while name in taken or name in RESERVED or not name.isidentifier():
             suffix += 1
             name = f"{wanted}_{suffix}"
-        self._suffix[wanted] = suffix
+        self._suffix[wanted] = suffix + 1  # the suffixes up to this one are all taken now
         taken.add(name)
         return name
 

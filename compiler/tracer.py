@@ -94,6 +94,9 @@ class Traced:
             raise _unsupported(f"np.{ufunc.__name__}.{method}")
         if kwargs:
             raise _unsupported(f"np.{ufunc.__name__}(..., {', '.join(kwargs)}=...)", "pass only the operands")
+        row = _PLAIN_ROWS.get(("ufunc", ufunc.__name__))
+        if row is not None and len(inputs) == len(row.params):
+            return _apply(row, inputs, {}, sys._getframe(1))
         return _call("ufunc", ufunc.__name__, inputs, {})
 
     def __array_function__(self, func: Callable, types: Any, args: tuple, kwargs: dict) -> Traced:
@@ -574,7 +577,23 @@ def _apply(row: Op, args: tuple[Any, ...], static: dict | None = None, caller: t
     return out
 
 
+# The entry points that take operands only and have one row whatever the operands (`*`,
+# np.tanh): a call to one binds and chooses nothing, so it goes straight to `_apply`.
+_PLAIN_ROWS: dict[tuple[str, str], Op] = {
+    entry: rows[0]
+    for entry, rows in _ENTRY_ROWS.items()
+    if len(rows) == 1 and rows[0].when is None and rows[0].normalize is None and not rows[0].static
+}
+
+
 def _operator(kind: str, dunder: str) -> Callable[..., Traced]:
+    plain = _PLAIN_ROWS.get((kind, dunder))
+    if plain is not None and kind == "reflected" and len(plain.params) == 2:
+        return lambda self, other: _apply(plain, (other, self), {}, sys._getframe(1))
+    if plain is not None and kind == "operator" and len(plain.params) == 2:
+        return lambda self, other: _apply(plain, (self, other), {}, sys._getframe(1))
+    if plain is not None and kind == "operator" and len(plain.params) == 1:
+        return lambda self: _apply(plain, (self,), {}, sys._getframe(1))
     if kind == "reflected":
         return lambda self, other: _call(kind, dunder, (other, self), {})
     if kind == "inplace":
