@@ -18,7 +18,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jinja2
 
@@ -326,20 +326,35 @@ class Rendered:
 
 # Rendering goes through astor once per distinct gate shape: unrolled loops repeat the same
 # equations under other names, so a line is rendered with placeholder names and made into a
-# format string, `{0} = {1} * {2}`, that the real names fill. Both are identifiers, so the swap
-# cannot change how the line parses.
+# function that puts the real names in their places, `{0} = {1} * {2}`. Both are identifiers,
+# so the swap cannot change how the line parses.
 _PLACEHOLDER = "__flatgrad_{}__"
 _PLACEHOLDERS = re.compile(r"__flatgrad_(\d+)__")
 
 
 @dataclass(frozen=True, eq=False)
 class _LineForm:
-    """A rendered line with its names as format fields: {0} the output, then the operand
-    variables in order, then the gradient it accumulates onto."""
+    """A rendered line with holes for its names: `fill(names)` is the line with names[0] as the
+    output, then the operand variables in order, then the gradient it accumulates onto."""
 
-    form: str
+    fill: Callable[[Sequence[str]], str]
     calls: frozenset[str]
     uses_numpy: bool
+
+
+def _filler(text: str) -> Callable[[Sequence[str]], str]:
+    """A function that fills the placeholders of `text` with names: `names[k]` for the k-th.
+
+    It is one f-string made from the text (whose literal pieces it reads as globals, so no
+    character of theirs is ever parsed): a line is filled in several times less than
+    `str.format` takes, which matters at a line per equation.
+    """
+    pieces = _PLACEHOLDERS.split(text)  # literal, index, literal, ..., literal
+    literals = {f"_{k}": piece for k, piece in enumerate(pieces) if k % 2 == 0 and piece}
+    fields = "".join(
+        ("{_%d}" % k if piece else "") if k % 2 == 0 else "{names[%d]}" % int(piece) for k, piece in enumerate(pieces)
+    )
+    return eval(f'lambda names: f"{fields}"', literals)  # the fields are ours: names and digits
 
 
 _FORMS: dict[tuple, _LineForm] = {}
@@ -359,8 +374,7 @@ def _render_form(eqn: Eqn, jit: str | None) -> _LineForm:
     calls = frozenset(n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name))
     uses_numpy = any(isinstance(n, ast.Name) and n.id == "np" for n in ast.walk(tree))
     text = unparse(ast.Assign([ast.Name(out.name, ast.Store())], tree, lineno=0))
-    escaped = text.replace("{", "{{").replace("}", "}}")  # a literal brace stays one in the line
-    return _LineForm(_PLACEHOLDERS.sub(lambda match: "{" + match.group(1) + "}", escaped), calls, uses_numpy)
+    return _LineForm(_filler(text), calls, uses_numpy)
 
 
 def render(eqn: Eqn, jit: str | None = None) -> Rendered:
@@ -407,7 +421,7 @@ def _render_lines(eqns: Sequence[Eqn], jit: str | None) -> tuple[list[str], list
                 _FORMS.clear()
             _FORMS[key] = form
         forms[id(form)] = form
-        lines.append(form.form.format(*names))
+        lines.append(form.fill(names))
     return lines, list(forms.values())
 
 
@@ -459,6 +473,11 @@ def _names(names: Sequence[str]) -> str:
     """A tuple of names as an assignment writes it (`a, b` or `a,`), as `unparse` would, without
     walking a tree of tens of thousands of names."""
     return ", ".join(names) + ("," if len(names) == 1 else "")
+
+
+@functools.cache
+def _itemsize(dtype: str) -> int:
+    return np.dtype(dtype).itemsize
 
 
 def describe(v: Var) -> str:
@@ -690,7 +709,7 @@ def emit_module(
         seed=graph.backward_eqns[0].out.name,
         constants=[(name, repr(value)) for name, value in graph.constants],
         cache=_listing([v.name for v in cache]),
-        cache_bytes=sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in cache),
+        cache_bytes=sum(math.prod(v.shape) * _itemsize(v.dtype) for v in cache),
         signature=_signature(provenance.function, [v.name for v in graph.inputs]),
         functions=functions(graph, provenance, jit, explain, folded, texts, cache),
     )

@@ -22,7 +22,7 @@ from compiler.errors import FlatgradError
 from compiler.ops import OPS
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True, init=False)
 class Var:
     """A value in the graph: its name in the emitted code, its shape and its NumPy dtype.
 
@@ -33,8 +33,19 @@ class Var:
     shape: tuple[int, ...] = ()
     dtype: str = "float64"
 
+    def __init__(self, name: str, shape: tuple[int, ...] = (), dtype: str = "float64") -> None:
+        # Every stage makes hundreds of thousands of these. The __init__ dataclass writes for a
+        # frozen class goes through object.__setattr__ once per field; setting each slot through
+        # its descriptor is the same thing at half the cost, and assigning a field still raises.
+        _set_name(self, name)
+        _set_shape(self, shape)
+        _set_dtype(self, dtype)
+
     def __repr__(self) -> str:
         return self.name
+
+
+_set_name, _set_shape, _set_dtype = (getattr(Var, f).__set__ for f in ("name", "shape", "dtype"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,7 +117,7 @@ class Loc:
         return f"{self.file}:{self.line}"
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, slots=True, init=False)
 class Eqn:
     """One gate: `out = op(*inputs)`.
 
@@ -136,20 +147,14 @@ class Eqn:
         params: tuple[tuple[str, object], ...] = (),
         gate: str | None = None,
     ) -> None:
-        # A 100k-gate program makes hundreds of thousands of equations, and the __init__ that
-        # dataclass generates for a frozen class sets each of the eight fields through
-        # object.__setattr__, which costs as much again as the rest of making one. This fills
-        # the instance dict directly: the same fields, still frozen (assigning one raises), in
-        # the order dataclasses.replace passes them. (Var, with three fields, gains nothing.)
-        fields = self.__dict__
-        fields["op"] = op
-        fields["inputs"] = inputs
-        fields["out"] = out
-        fields["rule"] = rule
-        fields["accumulate"] = accumulate
-        fields["loc"] = loc
-        fields["params"] = params
-        fields["gate"] = gate
+        _set_op(self, op)
+        _set_inputs(self, inputs)
+        _set_out(self, out)
+        _set_rule(self, rule)
+        _set_accumulate(self, accumulate)
+        _set_loc(self, loc)
+        _set_params(self, params)
+        _set_gate(self, gate)
 
     @property
     def static(self) -> dict[str, object]:
@@ -170,6 +175,12 @@ class Eqn:
         if self.accumulate is not None:
             text = f"{self.out.name} = {self.accumulate.name} + {head}({args})"
         return text
+
+
+
+_set_op, _set_inputs, _set_out, _set_rule, _set_accumulate, _set_loc, _set_params, _set_gate = (
+    getattr(Eqn, f).__set__ for f in ("op", "inputs", "out", "rule", "accumulate", "loc", "params", "gate")
+)
 
 
 def _show(value: object) -> str:
