@@ -28,9 +28,11 @@ def _uses(graph: Graph) -> dict[int, int]:
     """How many times each variable is read (outputs count as reads)."""
     counts: dict[int, int] = {}
     for eqn in graph.eqns:
-        for a in eqn.reads:
-            if isinstance(a, Var):
+        for a in eqn.inputs:
+            if type(a) is Var:
                 counts[id(a)] = counts.get(id(a), 0) + 1
+        if eqn.accumulate is not None:
+            counts[id(eqn.accumulate)] = counts.get(id(eqn.accumulate), 0) + 1
     for v in graph.outputs:
         counts[id(v)] = counts.get(id(v), 0) + 1
     return counts
@@ -45,13 +47,14 @@ def _rebuild(graph: Graph, kept: Iterable[tuple[int, Eqn]], replace: dict[int, A
         return a
 
     eqns, n_forward = [], 0
+    forward_end = -1 if graph.n_forward is None else graph.n_forward
     for index, eqn in kept:
-        if replace and any(id(a) in replace for a in eqn.reads):  # equations are frozen: share the rest
+        if replace and _reads_any(eqn, replace):  # equations are frozen: share the rest
             accumulate = sub(eqn.accumulate) if eqn.accumulate is not None else None
             assert accumulate is None or isinstance(accumulate, Var)
             eqn = dataclasses.replace(eqn, inputs=tuple(sub(a) for a in eqn.inputs), accumulate=accumulate)
         eqns.append(eqn)
-        if graph.n_forward is not None and index < graph.n_forward:
+        if index < forward_end:
             n_forward += 1
     outputs = tuple(sub(v) for v in graph.outputs)
     assert all(isinstance(v, Var) for v in outputs)
@@ -61,26 +64,49 @@ def _rebuild(graph: Graph, kept: Iterable[tuple[int, Eqn]], replace: dict[int, A
     )
 
 
+def _reads_any(eqn: Eqn, ids: dict[int, object] | set[int]) -> bool:
+    """Whether `eqn` reads a variable whose id is in `ids`."""
+    for a in eqn.inputs:
+        if id(a) in ids:
+            return True
+    return eqn.accumulate is not None and id(eqn.accumulate) in ids
+
+
 class _Positions:
-    """Where each variable is bound and last read, and where each name is bound, in one graph."""
+    """Where each variable is bound and last read, and where each name is bound, in one graph.
+
+    Worked out at the first question: most equations a pass looks at ask none."""
 
     def __init__(self, graph: Graph) -> None:
-        self.bound = {id(e.out): i for i, e in enumerate(graph.eqns)}
+        self._graph: Graph | None = graph
+        self.bound: dict[int, int] = {}
         self.last_read: dict[int, int] = {}
         self.bindings: dict[str, list[int]] = {}
+
+    def _work_out(self, graph: Graph) -> None:
+        bound, last_read, bindings = self.bound, self.last_read, self.bindings
         for i, eqn in enumerate(graph.eqns):
             for a in eqn.inputs:
-                if isinstance(a, Var):
-                    self.last_read[id(a)] = i
+                if type(a) is Var:
+                    last_read[id(a)] = i
             if eqn.accumulate is not None:
-                self.last_read[id(eqn.accumulate)] = i
-            self.bindings.setdefault(eqn.out.name, []).append(i)
+                last_read[id(eqn.accumulate)] = i
+            out = eqn.out
+            bound[id(out)] = i
+            binds = bindings.get(out.name)
+            if binds is None:
+                bindings[out.name] = [i]
+            else:
+                binds.append(i)
         for v in graph.outputs:
-            self.last_read[id(v)] = len(graph.eqns)
+            last_read[id(v)] = len(graph.eqns)
 
     def can_read_instead(self, old: Var, new: Var) -> bool:
         """Whether every read of `old` can read `new` instead: `new`'s name is not bound again
         before the last read of `old` (gradient accumulation rebinds names)."""
+        if self._graph is not None:
+            self._work_out(self._graph)
+            self._graph = None
         start, end = self.bound.get(id(new), -1), self.last_read.get(id(old), -1)
         binds = self.bindings.get(new.name, [])
         return bisect.bisect_right(binds, start) == bisect.bisect_left(binds, end)
@@ -94,11 +120,18 @@ def eliminate_dead_code(graph: Graph) -> Graph:
     if graph.seed is not None:
         live.add(id(graph.seed.out))
     kept = []
-    for index in reversed(range(len(graph.eqns))):
-        eqn = graph.eqns[index]
+    eqns = graph.eqns
+    for index in range(len(eqns) - 1, -1, -1):
+        eqn = eqns[index]
         if id(eqn.out) in live:
             kept.append((index, eqn))
-            live.update(id(a) for a in eqn.reads if isinstance(a, Var))
+            for a in eqn.inputs:
+                if type(a) is Var:
+                    live.add(id(a))
+            if eqn.accumulate is not None:
+                live.add(id(eqn.accumulate))
+    if len(kept) == len(eqns):
+        return graph  # nothing dead: the same graph
     return _rebuild(graph, reversed(kept), {})
 
 
@@ -153,7 +186,7 @@ def _replace_values(graph: Graph, replacement: Callable[[Eqn, Callable[[Atom], A
             replace[id(eqn.out)] = source  # type: ignore[assignment]
         else:
             kept.append((index, eqn))
-    return _rebuild(graph, kept, replace)
+    return _rebuild(graph, kept, replace) if replace else graph
 
 
 def propagate_copies(graph: Graph) -> Graph:
@@ -223,8 +256,11 @@ def fold_constants(graph: Graph) -> Graph:
     shape and dtype), and what `_replace_values` keeps."""
 
     def folded(eqn: Eqn, current: Callable[[Atom], Atom]) -> Atom | None:
-        inputs = tuple(current(a) for a in eqn.inputs)
-        return _evaluated(eqn, inputs) or _passed_through(eqn, inputs)
+        inputs = tuple([current(a) for a in eqn.inputs])
+        for a in inputs:
+            if type(a) is Const:  # both folds need a number among the operands
+                return _evaluated(eqn, inputs) or _passed_through(eqn, inputs)
+        return None
 
     return _replace_values(graph, folded)
 
@@ -249,21 +285,32 @@ def _arithmetic(text: str) -> bool:
     return all(isinstance(node, _ARITHMETIC) for node in ast.walk(ast.parse(text, mode="eval")))
 
 
-def _texts(eqn: Eqn) -> tuple[str, ...]:
-    """Every expression `eqn` may be emitted as, whatever the backend and the result's shape."""
-    row = OPS[eqn.op]
-    if eqn.rule is not None:
-        return (row.grads[eqn.rule], row.numba_grads.get(eqn.rule, row.grads[eqn.rule]))
+@functools.lru_cache(maxsize=None)
+def _texts(op: str, rule: str | None) -> tuple[str, ...]:
+    """Every expression an equation of `op` (and `rule`) may be emitted as, whatever the backend
+    and the result's shape."""
+    row = OPS[op]
+    if rule is not None:
+        return (row.grads[rule], row.numba_grads.get(rule, row.grads[rule]))
     return tuple(text for text in (row.forward, row.numba_forward, row.scalar_forward) if text)
+
+
+@functools.lru_cache(maxsize=None)
+def _filled_operand(op: str, rule: str) -> str | None:
+    """The operand a gradient rule repeats to fill an array, under every backend, or None."""
+    texts = _texts(op, rule)
+    return _filled_name(texts[0]) if all(_filled_name(t) for t in texts) else None
 
 
 def fill_source(eqn: Eqn) -> Atom | None:
     """If `eqn` fills an array with one number (the sum gate's `grad_s6 = np.full((4, 3),
     grad_s7)`), that number: a scalar operand of the array's dtype."""
-    if eqn.rule is None or eqn.accumulate is not None or not all(_filled_name(t) for t in _texts(eqn)):
+    if eqn.rule is None or eqn.accumulate is not None:
         return None
-    row = OPS[eqn.op]
-    source = dict(zip(row.rule_names(eqn.rule), eqn.inputs)).get(_filled_name(row.grads[eqn.rule]))
+    filled = _filled_operand(eqn.op, eqn.rule)
+    if filled is None:
+        return None
+    source = dict(zip(OPS[eqn.op].rule_names(eqn.rule), eqn.inputs)).get(filled)
     return source if source is not None and (source.shape, source.dtype) == ((), eqn.out.dtype) else None
 
 
@@ -288,7 +335,7 @@ def broadcast_fills(graph: Graph) -> Graph:
     kept = []
     for index, eqn in enumerate(graph.eqns):
         inputs = tuple(map(number, eqn.inputs))
-        if inputs != eqn.inputs and all(_arithmetic(t) for t in _texts(eqn)):
+        if inputs != eqn.inputs and all(_arithmetic(t) for t in _texts(eqn.op, eqn.rule)):
             try:
                 result = _evaluate(eqn, [sample_of(a) for a in inputs])
             except ArithmeticError:  # Python numbers divided by zero: leave the line as it is
@@ -297,12 +344,6 @@ def broadcast_fills(graph: Graph) -> Graph:
                 eqn = dataclasses.replace(eqn, inputs=inputs)
         kept.append((index, eqn))
     return _rebuild(graph, kept, {})
-
-
-def _key(eqn: Eqn, inputs: tuple[Atom, ...], params_key: str) -> tuple:
-    """What makes `eqn`, reading `inputs`, the same computation as another equation."""
-    operands = tuple(("var", id(a)) if isinstance(a, Var) else a.key() for a in inputs)
-    return (eqn.op, eqn.rule, operands, params_key)
 
 
 def eliminate_common_subexpressions(graph: Graph) -> Graph:
@@ -319,7 +360,15 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
         params_key = params_keys.get(id(eqn.params))
         if params_key is None:  # equations of one kind share their params tuple: one repr each
             params_key = params_keys[id(eqn.params)] = repr(eqn.params)
-        key = _key(eqn, tuple(replace.get(id(a), a) for a in eqn.inputs), params_key)
+        # what makes `eqn` the same computation as another equation: op, rule, static
+        # parameters, and operands (a variable by identity, through what replaced it)
+        key = [eqn.op, eqn.rule, params_key]
+        for a in eqn.inputs:
+            if type(a) is Var:
+                key.append(id(replace.get(id(a), a)))
+            else:
+                key.append(a.key())
+        key = tuple(key)
         earlier = first.get(key)
         if (
             earlier is not None
@@ -332,7 +381,7 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
         if eqn.accumulate is None:
             first.setdefault(key, eqn.out)
         kept.append((index, eqn))
-    return _rebuild(graph, kept, replace)
+    return _rebuild(graph, kept, replace) if replace else graph
 
 
 # --- gate fusion (forward graphs) -------------------------------------------------------------
