@@ -382,7 +382,7 @@ class _Recorder:
         self.types: list[tuple[tuple[int, ...], str]] = []
         self.hints: dict[int, tuple[str, int]] = {}
         self.eqns: list[tuple[Op, tuple[int | Const, ...], int, Loc | None, dict]] = []
-        self._stop_frame = stop_frame
+        self._stop_frame: types.FrameType | None = stop_frame
         self._stack: list[tuple[types.FrameType, int]] = []  # the user's frames at the last op
         self._caller: types.FrameType | None = None  # the frame the last op's search started at
         self._locations: dict[tuple[str, int, str], Loc] = {}  # one Loc per source line
@@ -451,6 +451,10 @@ class _Recorder:
         if loc is None:
             loc = self._locations[key] = Loc(*key)
         return loc
+
+    def release(self) -> None:
+        """Drop the reference to the tracing frame (and so the cycle through it)."""
+        self._stop_frame = None
 
     def finish(self) -> None:
         """After the function returned: the bindings its frames (and helpers') ended with."""
@@ -701,11 +705,16 @@ def trace(fn: Callable, *args: Any, **kwargs: Any) -> Graph:
     recorder = _Recorder(stop_frame=sys._getframe(0))
     stand_ins = {name: recorder.new_value(spec.shape, spec.dtype) for name, spec in specs.items()}
     try:
-        result = fn(**stand_ins) if _all_keyword_safe(fn) else fn(*stand_ins.values())
+        try:
+            result = fn(**stand_ins) if _all_keyword_safe(fn) else fn(*stand_ins.values())
+        finally:
+            recorder.finish()
+        output = _check_output(fn, recorder, result, stand_ins)
+        return _build_graph(recorder, list(stand_ins), output, baked_constants(fn))
     finally:
-        recorder.finish()
-    output = _check_output(fn, recorder, result, stand_ins)
-    return _build_graph(recorder, list(stand_ins), output, baked_constants(fn))
+        # The recorder holds this frame, which holds the recorder: let go, so that what it
+        # recorded is freed now, not at the collector's next run (compiler.gradient pauses it).
+        recorder.release()
 
 
 def _all_keyword_safe(fn: Callable) -> bool:
