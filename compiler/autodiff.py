@@ -9,8 +9,9 @@ upstream gradient. A value used more than once sums its gradients by rebinding
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from compiler.errors import SignatureError
 import numpy as np
@@ -58,18 +59,23 @@ class _Contribution:
 @dataclass(frozen=True)
 class _Target:
     """One operand of a gate that gets a gradient: its position among the gate's operands, the
-    rule, where the rule's operands come from (positions in the gate's operands followed by
-    `out` and `grad`, gathered by `pick`), and how the rule's result reaches the operand's
-    gradient."""
+    rule, `pick`, which takes the rule's operands out of the gate's operands followed by `out`
+    and `grad`, how the rule's result reaches the operand's gradient, and the backward
+    equation's static parameters (the gate's, then the types codegen writes in)."""
 
     position: int
     rule: str
-    picks: tuple[int, ...]
+    pick: Callable[[tuple], tuple]
     how: _Contribution
+    params: tuple[tuple[str, object], ...]
 
-    def pick(self, values: tuple) -> tuple:
-        """The rule's operands out of the gate's operands followed by `out` and `grad`."""
-        return tuple([values[i] for i in self.picks])
+
+def _picker(positions: tuple[int, ...]) -> Callable[[tuple], tuple]:
+    """A function that takes the items at `positions` out of a tuple, as a tuple."""
+    if len(positions) == 1:
+        (only,) = positions
+        return lambda values: (values[only],)
+    return operator.itemgetter(*positions)
 
 
 # Unrolled loops apply the same gate to values of the same types again and again: work out each
@@ -82,11 +88,15 @@ def _plan(eqn: Eqn, upstream: Var, order: tuple[int, ...]) -> tuple[_Target, ...
     row = OPS[eqn.op]
     bindings = dict(zip(row.params, eqn.inputs)) | {"out": eqn.out, "grad": upstream}
     places = {name: i for i, name in enumerate(row.params + ("out", "grad"))}
-    return tuple(
-        _Target(position, row.params[position], tuple(places[n] for n in row.rule_names(row.params[position])),
-                _work_out_contribution(eqn, row.params[position], bindings))
-        for position in order
-    )
+    targets = []
+    for position in order:
+        rule = row.params[position]
+        how = _work_out_contribution(eqn, rule, bindings)
+        # every backward equation of a plan shares one params tuple (codegen keys its cache of
+        # lines on it)
+        params = eqn.params + how.static_types
+        targets.append(_Target(position, rule, _picker(tuple(places[n] for n in row.rule_names(rule))), how, params))
+    return tuple(targets)
 
 
 def _order(eqn: Eqn, active: set[Var], is_input: set[Var]) -> tuple[int, ...]:
@@ -154,18 +164,18 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
             name = grad_names[of] = namer.grad_name(of.name)
         return name
 
-    def contribute(of: Var, eqn: Eqn, rule: str, operands: tuple, how: _Contribution) -> None:
+    def contribute(of: Var, eqn: Eqn, target: _Target, operands: tuple) -> None:
         """Append `of`'s gradient term from one gate: the rule, then its steps, the last of them
         adding onto `of`'s earlier gradient, if any."""
         previous = gradients.get(of)
+        how = target.how
         steps = how.steps
         # the last step adds onto an earlier gradient; the steps before it need a name of their own
         name = namer.claim(f"{grad_name(of)}_term") if previous is not None and steps else grad_name(of)
         term = Var(name, how.shape, how.dtype)
-        # without static parameters of its own, a backward equation shares its static types'
-        # tuple with every equation of its kind (codegen keys its cache of lines on it)
-        params = eqn.params + how.static_types if eqn.params else how.static_types
-        backward.append(Eqn(eqn.op, operands, term, rule, None if steps else previous, eqn.loc, params, eqn.out.name))
+        backward.append(
+            Eqn(eqn.op, operands, term, target.rule, None if steps else previous, eqn.loc, target.params, eqn.out.name)
+        )
         for index, step in enumerate(steps):
             last = index == len(steps) - 1
             reduced = Var(grad_name(of) if last else name, step.shape, step.dtype)
@@ -213,7 +223,18 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
             continue
         values = inputs + (out, upstream)
         for target in targets:
-            contribute(inputs[target.position], eqn, target.rule, target.pick(values), target.how)
+            of = inputs[target.position]
+            how = target.how
+            if how.steps:
+                contribute(of, eqn, target, target.pick(values))
+                continue
+            # no steps (the common case, kept fast): the rule's result is the gradient term
+            name = grad_names.get(of)
+            if name is None:
+                name = grad_names[of] = namer.grad_name(of.name)
+            term = Var(name, how.shape, how.dtype)
+            backward.append(Eqn(eqn.op, target.pick(values), term, target.rule, gradients.get(of), eqn.loc, target.params, out.name))
+            gradients[of] = term
 
     results = []
     for v in wrt_vars:
