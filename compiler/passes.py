@@ -142,16 +142,24 @@ def _copied_name(text: str) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
+@functools.lru_cache(maxsize=None)
+def _copied_position(op: str, rule: str | None) -> int | None:
+    """Where among an equation's operands is the one its expression passes through, if any."""
+    row = OPS[op]
+    names = row.params if rule is None else row.rule_names(rule)
+    copied = _copied_name(row.forward if rule is None else row.grads[rule])
+    return names.index(copied) if copied in names else None
+
+
 def copy_source(eqn: Eqn) -> Atom | None:
     """If `eqn` only passes one operand through (`grad_s2 = grad_s3`), that operand (a value of
     the same shape and dtype, or a number)."""
     if eqn.accumulate is not None:
         return None
-    row = OPS[eqn.op]
-    names = row.params if eqn.rule is None else row.rule_names(eqn.rule)
-    text = row.forward if eqn.rule is None else row.grads[eqn.rule]
-    copied = _copied_name(text)
-    source = dict(zip(names, eqn.inputs)).get(copied) if copied else None
+    position = _copied_position(eqn.op, eqn.rule)
+    if position is None:
+        return None
+    source = eqn.inputs[position]
     if isinstance(source, Var) and (source.shape, source.dtype) == (eqn.out.shape, eqn.out.dtype):
         return source
     if isinstance(source, Const) and eqn.out.shape == () and source.dtype == eqn.out.dtype:
@@ -171,8 +179,11 @@ def _replace_values(graph: Graph, replacement: Callable[[Eqn, Callable[[Atom], A
     replace: dict[int, Atom] = {}
 
     def current(a: Atom) -> Atom:
-        while isinstance(a, Var) and id(a) in replace:
-            a = replace[id(a)]
+        """What `a` reads now (only variables are replaced)."""
+        replaced = replace.get(id(a))
+        while replaced is not None:
+            a = replaced
+            replaced = replace.get(id(a))
         return a
 
     kept = []
@@ -256,9 +267,9 @@ def fold_constants(graph: Graph) -> Graph:
     shape and dtype), and what `_replace_values` keeps."""
 
     def folded(eqn: Eqn, current: Callable[[Atom], Atom]) -> Atom | None:
-        inputs = tuple([current(a) for a in eqn.inputs])
-        for a in inputs:
-            if type(a) is Const:  # both folds need a number among the operands
+        for a in eqn.inputs:
+            if type(current(a)) is Const:  # both folds need a number among the operands
+                inputs = tuple([current(a) for a in eqn.inputs])
                 return _evaluated(eqn, inputs) or _passed_through(eqn, inputs)
         return None
 
@@ -471,8 +482,9 @@ def fuse_gates(graph: Graph) -> Graph:
     uses = _uses(graph)
     fused: dict[int, Eqn] = {}
     dropped: set[int] = set()
+    fusions = _fusions()
     for eqn in graph.eqns:
-        for row, pattern in _fusions().get(eqn.op, ()):
+        for row, pattern in fusions.get(eqn.op, ()):
             match = _Match(producers, uses)
             if not (match(pattern, eqn.out) and match.self_contained()):
                 continue
