@@ -22,6 +22,17 @@ from compiler.errors import FlatgradError
 from compiler.ops import OPS
 
 
+def _slot_setters(cls: type, *fields: str) -> tuple:
+    """Each field's slot setter, for a frozen class's own __init__.
+
+    Every stage makes hundreds of thousands of variables and equations. The __init__ that
+    dataclass writes for a frozen class goes through object.__setattr__ once per field; setting
+    each slot through its descriptor does the same at about half the cost, and assigning a
+    field afterwards still raises FrozenInstanceError.
+    """
+    return tuple(getattr(cls, field).__set__ for field in fields)
+
+
 @dataclass(frozen=True, eq=False, slots=True, init=False)
 class Var:
     """A value in the graph: its name in the emitted code, its shape and its NumPy dtype.
@@ -34,10 +45,7 @@ class Var:
     dtype: str = "float64"
 
     def __init__(self, name: str, shape: tuple[int, ...] = (), dtype: str = "float64") -> None:
-        # Every stage makes hundreds of thousands of these. The __init__ dataclass writes for a
-        # frozen class goes through object.__setattr__ once per field; setting each slot through
-        # its descriptor is the same thing at half the cost, and assigning a field still raises.
-        _set_name(self, name)
+        _set_name(self, name)  # see _slot_setters
         _set_shape(self, shape)
         _set_dtype(self, dtype)
 
@@ -45,7 +53,7 @@ class Var:
         return self.name
 
 
-_set_name, _set_shape, _set_dtype = (getattr(Var, f).__set__ for f in ("name", "shape", "dtype"))
+_set_name, _set_shape, _set_dtype = _slot_setters(Var, "name", "shape", "dtype")
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,7 +155,7 @@ class Eqn:
         params: tuple[tuple[str, object], ...] = (),
         gate: str | None = None,
     ) -> None:
-        _set_op(self, op)
+        _set_op(self, op)  # see _slot_setters
         _set_inputs(self, inputs)
         _set_out(self, out)
         _set_rule(self, rule)
@@ -177,9 +185,8 @@ class Eqn:
         return text
 
 
-
-_set_op, _set_inputs, _set_out, _set_rule, _set_accumulate, _set_loc, _set_params, _set_gate = (
-    getattr(Eqn, f).__set__ for f in ("op", "inputs", "out", "rule", "accumulate", "loc", "params", "gate")
+_set_op, _set_inputs, _set_out, _set_rule, _set_accumulate, _set_loc, _set_params, _set_gate = _slot_setters(
+    Eqn, "op", "inputs", "out", "rule", "accumulate", "loc", "params", "gate"
 )
 
 
