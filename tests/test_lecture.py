@@ -133,6 +133,32 @@ def test_outer_name_beats_helper_name():
     assert lines[2] == "L = np.tanh(h)"
 
 
+def test_names_and_lines_follow_a_generator_resumed_from_different_frames():
+    # The tracer reuses the user's stack while ops come from the same frame; a generator's frame
+    # is called from elsewhere after each resumption, so its stack is looked up again.
+    def f(x, w):
+        def layers(h):
+            for _ in range(3):
+                h = np.tanh(h * w)
+                yield h
+
+        steps = layers(x)
+
+        def take(g):
+            out = next(g)
+            return out
+
+        a = take(steps)
+        b = next(steps)
+        c = take(steps)
+        return a + b * c
+
+    graph = compiler.trace(f, 0.5, 0.9)
+    assert [e.out.name for e in graph.eqns] == ["s0", "a", "s1", "b", "s2", "c", "s3", "L"]
+    assert [e.loc.function for e in graph.eqns] == ["layers"] * 6 + ["f", "f"]
+    assert compiler.check_grad(f, 0.5, 0.9) < 1e-6
+
+
 def test_names_never_shadow_the_module():
     def f(x, y):
         grad = x * y  # a builtin-free but module-reserved name
