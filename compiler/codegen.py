@@ -345,9 +345,9 @@ class _LineForm:
 def _filler(text: str) -> Callable[[Sequence[str]], str]:
     """A function that fills the placeholders of `text` with names: `names[k]` for the k-th.
 
-    It is one f-string made from the text (whose literal pieces it reads as globals, so no
-    character of theirs is ever parsed): a line is filled in several times less than
-    `str.format` takes, which matters at a line per equation.
+    It is one f-string built from the placeholders alone; it reads the text's literal pieces as
+    globals, so no character of the line is ever parsed as code. Filling a line this way takes
+    about a third of what `str.format` takes, which counts at a line per equation.
     """
     pieces = _PLACEHOLDERS.split(text)  # literal, index, literal, ..., literal
     literals = {f"_{k}": piece for k, piece in enumerate(pieces) if k % 2 == 0 and piece}
