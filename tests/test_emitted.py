@@ -173,3 +173,14 @@ def test_float32_stays_float32_under_numba():
     for ours, theirs in zip(grads, expected_grads):
         assert ours.dtype == np.float32
         np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+
+
+def test_a_line_form_keeps_every_character_but_its_placeholders():
+    # A line's form fills names into the rendered text; braces, quotes and backslashes in the
+    # text are literal pieces, never parsed.
+    from compiler.codegen import _filler
+
+    text = """__flatgrad_0__ = {'a': __flatgrad_1__}["b"] + f'{x}\\n' * __flatgrad_12__ + __flatgrad_1__"""
+    names = ["out", "x1", *[f"n{k}" for k in range(2, 12)], "last"]
+    assert _filler(text)(names) == """out = {'a': x1}["b"] + f'{x}\\n' * last + x1"""
+    assert _filler("no names at all")([]) == "no names at all"
