@@ -165,17 +165,20 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
         return name
 
     def contribute(of: Var, eqn: Eqn, target: _Target, operands: tuple) -> None:
-        """Append `of`'s gradient term from one gate: the rule, then its steps, the last of them
-        adding onto `of`'s earlier gradient, if any."""
+        """Append `of`'s gradient term from one gate: the rule, then its steps (a sum, a cast),
+        the last of them adding onto `of`'s earlier gradient, if any."""
         previous = gradients.get(of)
         how = target.how
         steps = how.steps
+        if not steps:  # the common case: the rule's result is the term, and adds on itself
+            term = Var(grad_name(of), how.shape, how.dtype)
+            backward.append(Eqn(eqn.op, operands, term, target.rule, previous, eqn.loc, target.params, eqn.out.name))
+            gradients[of] = term
+            return
         # the last step adds onto an earlier gradient; the steps before it need a name of their own
-        name = namer.claim(f"{grad_name(of)}_term") if previous is not None and steps else grad_name(of)
+        name = namer.claim(f"{grad_name(of)}_term") if previous is not None else grad_name(of)
         term = Var(name, how.shape, how.dtype)
-        backward.append(
-            Eqn(eqn.op, operands, term, target.rule, None if steps else previous, eqn.loc, target.params, eqn.out.name)
-        )
+        backward.append(Eqn(eqn.op, operands, term, target.rule, None, eqn.loc, target.params, eqn.out.name))
         for index, step in enumerate(steps):
             last = index == len(steps) - 1
             reduced = Var(grad_name(of) if last else name, step.shape, step.dtype)
@@ -223,18 +226,7 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
             continue
         values = inputs + (out, upstream)
         for target in targets:
-            of = inputs[target.position]
-            how = target.how
-            if how.steps:
-                contribute(of, eqn, target, target.pick(values))
-                continue
-            # no steps (the common case, kept fast): the rule's result is the gradient term
-            name = grad_names.get(of)
-            if name is None:
-                name = grad_names[of] = namer.grad_name(of.name)
-            term = Var(name, how.shape, how.dtype)
-            backward.append(Eqn(eqn.op, target.pick(values), term, target.rule, gradients.get(of), eqn.loc, target.params, out.name))
-            gradients[of] = term
+            contribute(inputs[target.position], eqn, target, target.pick(values))
 
     results = []
     for v in wrt_vars:
