@@ -7,9 +7,10 @@
 See README.md for the command line and the emitted module's layout.
 """
 
+from compiler.check import check_grad
 from compiler.errors import FlatgradError
 from compiler.ir import Graph
-from compiler.program import GradientProgram, check_grad, grad, gradient, value_and_grad
+from compiler.program import GradientProgram, grad, gradient, value_and_grad
 from compiler.tracer import GATES, trace
 
 __version__ = "0.1.0"

@@ -2,35 +2,38 @@
 
 Bad input never shows a traceback: the CLI prints one line on stderr and exits 2 (a failed
 gradient check exits 1). Set FLATGRAD_TRACEBACK=1 to see the traceback behind an error.
+
+Every option a subcommand accepts changes what it does; files are written under the policy of
+`compiler.files` (`--force` replaces a file flatgrad did not write, never the function's source).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib.util
 import inspect
+import linecache
 import os
 import re
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from compiler import demo, display, report, visualize
-from compiler.errors import FlatgradError
-from compiler.files import write_atomically
-from compiler.program import GENERATED_MARKER, CheckRow, build, check_rows
-from compiler.tracer import display_path
+from compiler import __version__, demo, display, report, visualize
+from compiler.check import check_inputs, check_rows, format_check
+from compiler.errors import FlatgradError, SignatureError, TracingError, UsageError
+from compiler.files import write_output
+from compiler.program import GradientProgram, build
+from compiler.tracer import ExampleSpec, display_path
 
 DEFAULT_OUT_DIR = "generated"
-DEFAULT_TOLERANCE = 1e-6
 _SPEC = re.compile(r"^(?P<kind>[fi])(?P<bits>16|32|64)(?:\[(?P<shape>[0-9, ]*)\])?$")
-
-
-class UsageError(FlatgradError):
-    """The command line itself is wrong."""
+_FORCE = "--force"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,10 +41,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def parse_spec(name: str, spec: str | None, seed: int) -> Any:
-    """An example value for `--arg NAME=SPEC`: a number, or a dtype and shape such as f64[4,3]."""
-    if spec is None or spec == "":
-        return float(np.random.default_rng(seed).uniform(0.5, 1.5))
+def parse_spec(name: str, spec: str) -> float | ExampleSpec:
+    """`--arg NAME=SPEC`: a number (kept as the value to check at), or a dtype and shape such as
+    f64[4,3] (values are drawn when checking)."""
     try:
         return float(spec)
     except ValueError:
@@ -53,10 +55,41 @@ def parse_spec(name: str, spec: str | None, seed: int) -> Any:
         )
     dtype = np.dtype(f"{'float' if match['kind'] == 'f' else 'int'}{match['bits']}")
     shape = tuple(int(n) for n in (match["shape"] or "").replace(" ", "").split(",") if n)
-    rng = np.random.default_rng(seed)
-    values = rng.uniform(0.5, 1.5, shape) if dtype.kind == "f" else rng.integers(0, 3, shape)
-    value = np.asarray(values, dtype=dtype)
-    return value[()] if shape == () else value
+    return ExampleSpec(shape, dtype.name)
+
+
+@dataclass(frozen=True)
+class Examples:
+    """The command line's examples for a function's parameters."""
+
+    values: dict[str, Any]  # one per parameter, in signature order: what tracing sees
+    numbers: dict[str, float]  # those given as numbers, kept as they are when checking
+    defaulted: tuple[str, ...]  # parameters without `--arg`, traced as float scalars
+
+
+def example_arguments(fn: Callable, specs: Sequence[str]) -> Examples:
+    """Examples for every parameter from `--arg NAME=SPEC`; a float scalar where none is given."""
+    given: dict[str, str] = {}
+    for item in specs:
+        name, sep, spec = item.partition("=")
+        if not sep or not spec.strip():
+            raise UsageError(f"--arg {item}: write NAME=SPEC, e.g. --arg x=2.0 or --arg 'X=f64[8,4]'")
+        given[name.strip()] = spec.strip()
+    params = list(inspect.signature(fn).parameters)
+    unknown = [name for name in given if name not in params]
+    if unknown:
+        raise UsageError(f"--arg {unknown[0]}: the function's parameters are {', '.join(params)}")
+    parsed = {name: parse_spec(name, given[name]) if name in given else ExampleSpec((), "float64") for name in params}
+    return Examples(
+        values={name: _stand_in(spec) for name, spec in parsed.items()},
+        numbers={name: spec for name, spec in parsed.items() if isinstance(spec, float)},
+        defaulted=tuple(name for name in params if name not in given),
+    )
+
+
+def _stand_in(spec: float | ExampleSpec) -> Any:
+    """An example with `spec`'s shape and dtype (tracing reads nothing else of it)."""
+    return spec if isinstance(spec, float) else np.zeros(spec.shape, spec.dtype)[()]
 
 
 def load_function(target: str) -> tuple[Callable, str, str]:
@@ -91,108 +124,147 @@ def load_function(target: str) -> tuple[Callable, str, str]:
     return fn, display_path(str(path)), name
 
 
-def example_arguments(fn: Callable, specs: Sequence[str]) -> dict[str, Any]:
-    """Example values for every parameter: from `--arg NAME=SPEC`, else a float scalar."""
-    given: dict[str, str | None] = {}
-    for item in specs:
-        name, sep, spec = item.partition("=")
-        given[name.strip()] = spec.strip() if sep else None
-    params = list(inspect.signature(fn).parameters)
-    unknown = [name for name in given if name not in params]
-    if unknown:
-        raise UsageError(f"--arg {unknown[0]}: the function's parameters are {', '.join(params)}")
-    return {name: parse_spec(name, given.get(name), seed) for seed, name in enumerate(params)}
+@dataclass(frozen=True)
+class Target:
+    """The function a command works on, as the command line names it."""
+
+    fn: Callable
+    file: str  # as displayed: relative to the working directory
+    name: str
+
+    @property
+    def source(self) -> str:
+        return f"{self.file}:{self.name}"
+
+    @property
+    def short_name(self) -> str:
+        return self.name.rsplit(".", 1)[-1]
+
+
+def _target(args: argparse.Namespace) -> tuple[Target, Examples]:
+    fn, file, name = load_function(args.target)
+    return Target(fn, file, name), example_arguments(fn, args.arg)
+
+
+def _build(args: argparse.Namespace, target: Target, examples: Examples, **options: Any) -> GradientProgram:
+    """The program for the command's options; a failure that a missing `--arg` may explain
+    says which parameters were traced as float scalars and what to write."""
+    try:
+        return build(
+            target.fn,
+            (),
+            examples.values,
+            _wrt(args.wrt),
+            source=target.source,
+            optimize=args.optimize,
+            **options,
+        )
+    except (SignatureError, UsageError):
+        raise
+    except Exception as error:
+        hint = _defaulted_hint(error, examples.defaulted)
+        if not hint:
+            raise
+        if isinstance(error, FlatgradError):
+            raise UsageError(f"{str(error).rstrip('.')}; {hint}") from error
+        raise UsageError(f"{_raised_at(error)}{type(error).__name__}: {error}; {hint}") from error
+
+
+def _defaulted_hint(error: Exception, defaulted: Sequence[str]) -> str:
+    """What to write when parameters that got no `--arg` (float scalars) may be arrays.
+
+    It names the defaulted parameters the failing line of the user's code mentions; for an error
+    raised by the user's code (an IndexError at `X.shape[0]`), all of them when the line names none.
+    """
+    line = _failing_line(error)
+    named = [n for n in defaulted if re.search(rf"\b{re.escape(n)}\b", line)]
+    if not named and not isinstance(error, TracingError):
+        named = list(defaulted)
+    if not named:
+        return ""
+    subject = ", ".join(named) + (" had no --arg and was" if len(named) == 1 else " had no --arg and were")
+    return (
+        f"{subject} traced as a float scalar: for an array pass its dtype and shape, "
+        f"e.g. --arg '{named[0]}=f64[8,4]'"
+    )
+
+
+def _failing_line(error: Exception) -> str:
+    """The source line of the user's code where `error` arose, or ''."""
+    if isinstance(error, FlatgradError):
+        found = re.match(r"(.+?):(\d+): ", str(error))
+        return linecache.getline(found[1], int(found[2])) if found else ""
+    frames = _user_frames(error)
+    return frames[-1].line or "" if frames else ""
 
 
 def _wrt(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())
 
 
-def short_name(dotted: str) -> str:
-    return dotted.rsplit(".", 1)[-1]
-
-
-def _is_ours(path: Path) -> bool:
-    try:
-        with path.open(encoding="utf-8", errors="replace") as stream:
-            return GENERATED_MARKER in stream.read(4096)
-    except OSError:
-        return False
+def _writer_options(args: argparse.Namespace, target: Target | None = None) -> dict[str, Any]:
+    """How a command writes its file: forced or not, and never over the function's source."""
+    return {"overwrite": args.force, "protect": (target.file,) if target else (), "force_hint": _FORCE}
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
-    fn, file, name = load_function(args.target)
-    examples = example_arguments(fn, args.arg)
+    target, examples = _target(args)
     suffix = ("_optimized" if args.optimize else "") + (f"_{args.jit}" if args.jit else "")
-    out = Path(args.output or os.path.join(DEFAULT_OUT_DIR, f"{short_name(name)}{suffix}.py"))
-    if out.exists() and not args.force and not _is_ours(out):
-        raise UsageError(f"{out} exists and was not generated by flatgrad; pass --force to overwrite it")
+    out = Path(args.output or os.path.join(DEFAULT_OUT_DIR, f"{target.short_name}{suffix}.py"))
     if out.is_dir():
         raise UsageError(f"{out} is a folder; name a .py file with -o")
-    program = build(
-        fn, (), examples, _wrt(args.wrt), args.jit, f"{file}:{name}", display_path(str(out)), args.optimize,
-        args.explain,
-    )
-    write_atomically(out, program.source)
-    print(f"wrote {display_path(str(out))}")
+    program = _build(args, target, examples, jit=args.jit, output=display_path(str(out)), explain=args.explain)
+    written = write_output(out, program.source, **_writer_options(args, target))
+    print(f"wrote {display_path(str(written))}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    fn, file, name = load_function(args.target)
-    examples = example_arguments(fn, args.arg)
-    program = build(
-        fn, (), examples, _wrt(args.wrt), args.jit, f"{file}:{name}", optimize=args.optimize, explain=args.explain
-    )
+    target, examples = _target(args)
+    program = _build(args, target, examples, jit=args.jit, explain=args.explain)
     sys.stdout.write(display.for_terminal(program.source, sys.stdout))
     return 0
 
 
-def format_check(rows: Sequence[CheckRow], tolerance: float) -> tuple[str, bool]:
-    """The gradient-check table, and whether every error is within `tolerance`."""
-    width = max(len("input"), *(len(r.name) for r in rows))
-    lines = [f"{'input':<{width}}  {'flatgrad':>14}  {'central diff':>14}  {'error':>8}"]
-    for r in rows:
-        lines.append(f"{r.name:<{width}}  {r.analytic:>14.6e}  {r.numeric:>14.6e}  {r.error:>8.1e}")
-    worst = max(r.error for r in rows)
-    ok = worst <= tolerance
-    lines.append(f"largest error {worst:.1e}, tolerance {tolerance:.0e}: {'ok' if ok else 'FAILED'}")
-    return "\n".join(lines), ok
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    fn, _, _ = load_function(args.target)
-    examples = example_arguments(fn, args.arg)
-    table, ok = format_check(check_rows(fn, wrt=_wrt(args.wrt), optimize=args.optimize, **examples), args.tolerance)
+    target, examples = _target(args)
+    program = _build(args, target, examples)
+    values, drawn = check_inputs(program, examples.numbers, args.seed)
+    rows = check_rows(target.fn, wrt=program.wrt, optimize=args.optimize, **values)
+    table, ok = format_check(rows, args.tolerance)
+    print(f"{target.source}: {drawn}")
     print(table)
     return 0 if ok else 1
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    fn, file, name = load_function(args.target)
-    examples = example_arguments(fn, args.arg)
-    program = build(fn, (), examples, _wrt(args.wrt), None, f"{file}:{name}", optimize=args.optimize)
-    out = Path(args.output or f"{short_name(name)}.svg")
-    dot = visualize.dot_source(program.graph, tuple(examples.values()), f"{file}:{name}")
-    print(f"wrote {display_path(str(visualize.render(dot, out)))}")
+    target, examples = _target(args)
+    program = _build(args, target, examples)
+    values, _ = check_inputs(program, examples.numbers, args.seed)
+    out = Path(args.output or f"{target.short_name}.svg")
+    dot = visualize.dot_source(program.graph, tuple(values.values()), target.source)
+    written = visualize.render(dot, out, **_writer_options(args, target))
+    print(f"wrote {display_path(str(written))}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    fn, file, name = load_function(args.target)
-    examples = example_arguments(fn, args.arg)
-    out = Path(args.output or f"{short_name(name)}.html")
-    page = report.html_report(fn, examples, f"{file}:{name}", args.tolerance)
-    print(f"wrote {display_path(str(write_atomically(out, page)))}")
+    target, examples = _target(args)
+    program = _build(args, target, examples)
+    values, drawn = check_inputs(program, examples.numbers, args.seed)
+    out = Path(args.output or f"{target.short_name}.html")
+    page = report.html_report(program, target.fn, values, target.source, drawn, args.tolerance)
+    written = write_output(out, page, **_writer_options(args, target))
+    print(f"wrote {display_path(str(written))}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    sys.stdout.write(demo.run())
+    sys.stdout.write(demo.run(args.out, overwrite=args.force, force_hint=_FORCE))
     return 0
 
 
-def _add_target_options(parser: argparse.ArgumentParser) -> None:
+def _add_target_options(parser: argparse.ArgumentParser, explain: bool = False) -> None:
     parser.add_argument("target", metavar="FILE.py:FUNC", help="the function to differentiate")
     parser.add_argument(
         "--arg", action="append", default=[], metavar="NAME=SPEC",
@@ -203,49 +275,106 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--optimize", action="store_true", help="emit the leanest code instead of one gate per line"
     )
+    if explain:
+        parser.add_argument(
+            "--explain", action="store_true", help="comment each backward line with its gate and chain rule"
+        )
+
+
+def _add_output_options(parser: argparse.ArgumentParser, metavar: str, default: str) -> None:
+    parser.add_argument("-o", "--output", metavar=metavar, help=f"where to write it (default: {default})")
     parser.add_argument(
-        "--explain", action="store_true", help="comment each backward line with its gate and chain rule"
+        _FORCE, action="store_true",
+        help="replace the file even if flatgrad did not write it (never the function's own source file)",
     )
+
+
+def _add_check_options(parser: argparse.ArgumentParser, tolerance: bool = True) -> None:
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="seed for the input values drawn where --arg gives no number (default: 0)",
+    )
+    if tolerance:
+        parser.add_argument(
+            "--tolerance", type=float, default=None,
+            help="largest error accepted (default: 1e-6 for float64 gradients, 1e-4 for float32)",
+        )
 
 
 def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="flatgrad", description="Emit flat forward and backward code for a NumPy function.")
+    top.add_argument("-V", "--version", action="version", version=f"flatgrad {__version__}")
     commands = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    emit = commands.add_parser("emit", help="write the emitted module to a file")
-    _add_target_options(emit)
+    emit = commands.add_parser("emit", help="write the emitted module to a file", description="Write the emitted module to a file.")
+    _add_target_options(emit, explain=True)
     emit.add_argument("--jit", choices=["numba"], help="compile the emitted functions with numba")
-    emit.add_argument("-o", "--output", metavar="OUT.py", help=f"where to write it (default: {DEFAULT_OUT_DIR}/FUNC[_optimized][_numba].py)")
-    emit.add_argument("--force", action="store_true", help="overwrite OUT.py even if flatgrad did not write it")
+    _add_output_options(emit, "OUT.py", f"{DEFAULT_OUT_DIR}/FUNC[_optimized][_numba].py")
     emit.set_defaults(run=cmd_emit)
-    show = commands.add_parser("show", help="print the emitted module")
-    _add_target_options(show)
+    show = commands.add_parser("show", help="print the emitted module", description="Print the emitted module.")
+    _add_target_options(show, explain=True)
     show.add_argument("--jit", choices=["numba"], help="show the numba variant")
     show.set_defaults(run=cmd_show)
-    check = commands.add_parser("check", help="compare the gradient with central differences")
+    check = commands.add_parser(
+        "check", help="compare the gradient with central differences",
+        description="Compare flatgrad's gradient with central differences of the function, at values drawn "
+        "from both signs (or given with --arg); exits 1 when an error is above the tolerance.",
+    )
     _add_target_options(check)
-    check.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="largest error accepted")
+    _add_check_options(check)
     check.set_defaults(run=cmd_check)
-    graph = commands.add_parser("graph", help="draw the graph with every value and gradient")
+    graph = commands.add_parser(
+        "graph", help="draw the graph with every value and gradient",
+        description="Draw the graph with every value and gradient, at values drawn as `check` draws them.",
+    )
     _add_target_options(graph)
-    graph.add_argument("-o", "--output", metavar="OUT.svg", help="OUT.svg, OUT.png or OUT.dot (default: FUNC.svg)")
+    _add_output_options(graph, "OUT.svg", "FUNC.svg; .png and .dot also work")
+    _add_check_options(graph, tolerance=False)
     graph.set_defaults(run=cmd_graph)
-    page = commands.add_parser("report", help="one HTML page: the graph, the flat code, the gradient check")
+    page = commands.add_parser(
+        "report", help="one HTML page: the graph, the flat code, the gradient check",
+        description="Write one HTML page: the graph, the flat forward and explained backward code, the gradient check.",
+    )
     _add_target_options(page)
-    page.add_argument("-o", "--output", metavar="OUT.html", help="where to write it (default: FUNC.html)")
-    page.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="largest error accepted")
+    _add_output_options(page, "OUT.html", "FUNC.html")
+    _add_check_options(page)
     page.set_defaults(run=cmd_report)
-    show_demo = commands.add_parser("demo", help="walk through the lecture's two examples")
+    show_demo = commands.add_parser(
+        "demo", help="walk through the lecture's two examples",
+        description="Walk through the lecture's two examples and draw the neuron's graph.",
+    )
+    show_demo.add_argument("--out", metavar="FOLDER", help="where to draw the graph (default: a new temporary folder)")
+    show_demo.add_argument(_FORCE, action="store_true", help="replace a picture in FOLDER that flatgrad did not write")
     show_demo.set_defaults(run=cmd_demo)
+    return top
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse `argv`; an unknown option is reported against its subcommand, with a guess."""
+    top = parser()
+    args, extras = top.parse_known_args(argv)
+    if extras:
+        sub = _subparser(top, args.command)
+        known = [option for action in sub._actions for option in action.option_strings]
+        guesses = difflib.get_close_matches(extras[0].split("=")[0], known, n=1)
+        guess = f"; did you mean {guesses[0]}?" if guesses else ""
+        raise UsageError(f"unrecognized arguments: {' '.join(extras)}{guess} (see {sub.prog} --help)")
+    return args
+
+
+def _subparser(top: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in top._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     try:
-        args = parser().parse_args(argv)
+        args = _parse(argv)
         return args.run(args)
     except Exception as error:
-        if os.environ.get("FLATGRAD_TRACEBACK"):
+        if os.environ.get("FLATGRAD_TRACEBACK", "") not in ("", "0"):
             raise
         message = " ".join(str(error).split()) or type(error).__name__
         if not isinstance(error, FlatgradError):
@@ -254,10 +383,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _user_frames(error: BaseException) -> list[traceback.FrameSummary]:
+    """The frames of `error`'s traceback outside flatgrad, innermost last."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    return [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith(package)]
+
+
 def _raised_at(error: BaseException) -> str:
     """`file:line: ` of the innermost frame outside flatgrad where `error` was raised, if any."""
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith(package)]
+    frames = _user_frames(error)
     return f"{display_path(frames[-1].filename)}:{frames[-1].lineno}: " if frames else ""
 
 

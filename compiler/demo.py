@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 from compiler import visualize
-from compiler.program import check_rows, gradient
+from compiler.check import check_rows, format_check
+from compiler.program import gradient
 from compiler.tracer import GATES
 
 sigmoid = GATES["sigmoid"]
@@ -37,13 +38,11 @@ def _number(value: float) -> str:
 
 def walk_through(title: str, f: Callable, args: tuple[float, ...]) -> str:
     """One example: the function, its flat code, its value and gradients, and a gradient check."""
-    from compiler.cli import format_check  # the check table is the CLI's, shared with `check`
-
     program = gradient(f, *args, explain=True)
     value, grads = program.value_and_grad(*args)
     names = [v.name for v in program.graph.inputs]
     point = ", ".join(f"{n}={_number(a)}" for n, a in zip(names, args))
-    table, _ = format_check(check_rows(f, *args), tolerance=1e-6)
+    table, _ = format_check(check_rows(f, *args))
     return "\n".join(
         [
             f"== {title}, at {point}",
@@ -65,16 +64,18 @@ def walk_through(title: str, f: Callable, args: tuple[float, ...]) -> str:
     )
 
 
-def draw_neuron(folder: Path) -> Path:
-    """The neuron's graph at the lecture's point, drawn (as DOT text without Graphviz)."""
+def draw_neuron(folder: Path, overwrite: bool = False, force_hint: str = "overwrite=True") -> Path:
+    """The neuron's graph at the lecture's point, drawn into `folder` (as DOT text without Graphviz)."""
     _, f, args = EXAMPLES[1]
     dot = visualize.dot_source(gradient(f, *args).graph, args, "the sigmoid neuron")
-    return visualize.render(dot, folder / ("neuron.svg" if shutil.which("dot") else "neuron.dot"))
+    name = "neuron.svg" if shutil.which("dot") else "neuron.dot"
+    return visualize.render(dot, folder / name, overwrite=overwrite, force_hint=force_hint)
 
 
-def run() -> str:
-    """The whole demo as text."""
-    path = draw_neuron(Path(tempfile.gettempdir()) / "flatgrad-demo")
+def run(folder: str | Path | None = None, overwrite: bool = False, force_hint: str = "overwrite=True") -> str:
+    """The whole demo as text; its picture goes into `folder` (default: a new temporary folder)."""
+    target = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="flatgrad-demo-"))
+    path = draw_neuron(target, overwrite, force_hint)
     return "\n".join(walk_through(*example) for example in EXAMPLES) + (
         f"\nThe neuron's graph, every edge with its value (green) and gradient (red): {path}\n"
     )

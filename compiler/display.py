@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 from typing import TextIO
 
 from pygments import highlight
@@ -11,7 +12,10 @@ from pygments.lexers import PythonLexer
 
 
 def for_terminal(source: str, stream: TextIO) -> str:
-    """`source` highlighted when `stream` is a terminal, unchanged when it is a pipe or a file."""
+    """`source` highlighted when `stream` is a terminal, unchanged when it is a pipe or a file,
+    or when the user asks for no colour (NO_COLOR set, TERM=dumb)."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return source
     if not getattr(stream, "isatty", lambda: False)():
         return source
     return highlight(source, PythonLexer(), TerminalFormatter())

@@ -28,3 +28,12 @@ class ConcreteValueError(TracingError):
 
 class SignatureError(FlatgradError):
     """Arguments that do not fit the function or the program (count, type, `wrt` names)."""
+
+
+class WriteRefusedError(FlatgradError):
+    """A file flatgrad was asked to write would replace something it must not: a folder, the
+    traced function's own source, or a file flatgrad did not write (without `--force`)."""
+
+
+class UsageError(FlatgradError):
+    """The command line itself is wrong (an unknown option, a bad `--arg`, a missing file)."""

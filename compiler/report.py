@@ -4,20 +4,29 @@ code side by side, and the gradient check."""
 from __future__ import annotations
 
 import shutil
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import graphviz
 from markupsafe import Markup
 
 from compiler import display, visualize
+from compiler.check import check_passes, check_rows
 from compiler.codegen import explanation, statement, template
-from compiler.program import build, check_rows
+from compiler.program import GradientProgram
 
 
-def html_report(f: Callable, examples: dict[str, Any], source: str, tolerance: float = 1e-6) -> str:
-    """The report page for `f` at the example values."""
-    graph = build(f, (), examples, source=source).graph
-    args = tuple(examples.values())
+def html_report(
+    program: GradientProgram,
+    f: Callable,
+    values: dict[str, Any],
+    source: str,
+    drawn: str,
+    tolerance: float | None = None,
+) -> str:
+    """The report page for `program` (built from `f`) at `values`; `drawn` says where the values
+    came from, `tolerance` overrides each checked input's own."""
+    graph = program.graph
+    args = tuple(values.values())
     dot = visualize.dot_source(graph, args, source)
     svg = graphviz.Source(dot).pipe(format="svg").decode() if shutil.which("dot") else ""
     svg = svg[svg.find("<svg"):] if svg else ""  # drop the XML prolog: the SVG sits inside HTML
@@ -25,18 +34,22 @@ def html_report(f: Callable, examples: dict[str, Any], source: str, tolerance: f
     gates = {e.out.name: line for e, line in zip(graph.forward_eqns, forward_lines)}
     forward = "\n".join(forward_lines)
     backward = "\n".join(f"{statement(e)}  # {explanation(e, gates)}" for e in graph.backward_eqns)
-    rows = check_rows(f, **examples)
-    worst = max(row.error for row in rows)
+    rows = check_rows(f, wrt=program.wrt, optimize=program.optimize, **values)
     return template("report.html.j2").render(
         title=source,
         source=source,
-        point=", ".join(f"{v.name}={visualize.describe_value(a)}" for v, a in zip(graph.inputs, args)),
+        point=_point(graph.inputs, args),
+        drawn=drawn,
         svg=Markup(svg),
         dot=dot,
         forward=Markup(display.as_html(forward)),
         backward=Markup(display.as_html(backward)),
         rows=rows,
-        worst=worst,
+        worst=max(row.error for row in rows),
         tolerance=tolerance,
-        ok=worst <= tolerance,
+        ok=check_passes(rows, tolerance),
     )
+
+
+def _point(inputs: Sequence[Any], args: Sequence[Any]) -> str:
+    return ", ".join(f"{v.name}={visualize.describe_value(a)}" for v, a in zip(inputs, args))

@@ -340,6 +340,8 @@ def _parse_index(index: Any) -> tuple[tuple, list]:
     static: list[Any] = []
     arrays: list[Any] = []
     for part in parts:
+        if isinstance(part, range):  # `probs[range(N), y]`, as course notes write it: np.arange(N)
+            part = np.arange(part.start, part.stop, part.step)
         if isinstance(part, Traced) or isinstance(part, (list, np.ndarray)) and np.ndim(part) > 0:
             dtype = part.dtype if isinstance(part, Traced) else np.asarray(part).dtype
             if dtype.kind not in "iu":
@@ -676,6 +678,24 @@ def bind_arguments(fn: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
     return dict(bound.arguments)
 
 
+def integer_examples_hint(arguments: dict[str, Any]) -> str:
+    """For an error about a function with no float: a hint naming its integer scalar examples
+    (the lecture's `-2, 5, -4` typed as ints) and how to write them as floats; else ''."""
+    integers = [
+        (name, value)
+        for name, value in arguments.items()
+        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    ]
+    if not integers:
+        return ""
+    given = ", ".join(f"{name}={value}" for name, value in integers)
+    floats = ", ".join(f"{name}={float(value)!r}" for name, value in integers)
+    return (
+        f"; the examples {given} are integers, which flatgrad takes as labels and never "
+        f"differentiates: for float inputs write {floats}"
+    )
+
+
 def _function_label(fn: Callable) -> str:
     return f"{getattr(fn, '__qualname__', repr(fn))}()"
 
@@ -709,7 +729,7 @@ def trace(fn: Callable, *args: Any, **kwargs: Any) -> Graph:
             result = fn(**stand_ins) if _all_keyword_safe(fn) else fn(*stand_ins.values())
         finally:
             recorder.finish()
-        output = _check_output(fn, recorder, result, stand_ins)
+        output = _check_output(fn, recorder, result, stand_ins, arguments)
         return _build_graph(recorder, list(stand_ins), output, baked_constants(fn))
     finally:
         # The recorder holds this frame, which holds the recorder: let go, so that what it
@@ -722,7 +742,9 @@ def _all_keyword_safe(fn: Callable) -> bool:
     return not any(p.kind is p.POSITIONAL_ONLY for p in params)
 
 
-def _check_output(fn: Callable, recorder: _Recorder, result: Any, inputs: dict[str, Traced]) -> int:
+def _check_output(
+    fn: Callable, recorder: _Recorder, result: Any, inputs: dict[str, Traced], arguments: dict[str, Any]
+) -> int:
     label = _function_label(fn)
     if not isinstance(result, Traced) or result._recorder is not recorder:
         if isinstance(result, (tuple, list, dict)):
@@ -735,7 +757,9 @@ def _check_output(fn: Callable, recorder: _Recorder, result: Any, inputs: dict[s
     if shape != ():
         raise SignatureError(f"{label} returns an array of shape {shape}; it must return a scalar")
     if np.dtype(dtype).kind != "f":
-        raise SignatureError(f"{label} returns a value of dtype {dtype}; it must return a float scalar")
+        raise SignatureError(
+            f"{label} returns a value of dtype {dtype}; it must return a float scalar{integer_examples_hint(arguments)}"
+        )
     if result._index < len(inputs):  # the output is an input itself: copy it into a gate
         result = _apply(OPS["pos"], (result,))
     return result._index

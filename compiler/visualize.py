@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import html
 import shutil
+import struct
+import zlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from compiler.codegen import statement
 from compiler.errors import FlatgradError
-from compiler.files import write_atomically
+from compiler.files import GENERATED_MARKER, write_output
 from compiler.helpers import HELPERS
 from compiler.ir import Const, Graph, Var
 from compiler.ops import OPS
@@ -81,6 +83,7 @@ def dot_source(graph: Graph, args: Sequence[Any], title: str = "") -> str:
     values = evaluate(graph, args)
     grads = gradient_names(graph)
     lines = [
+        f"// {GENERATED_MARKER}",
         "digraph flatgrad {",
         "  rankdir=LR;",
         '  node [fontname="Helvetica"]; edge [fontname="Helvetica", fontsize=11];',
@@ -111,19 +114,42 @@ def dot_source(graph: Graph, args: Sequence[Any], title: str = "") -> str:
 FORMATS = ("dot", "svg", "png")
 
 
-def render(dot: str, path: str | Path) -> Path:
-    """Write `dot` to `path`: as DOT for `.dot`, drawn by Graphviz for `.svg` and `.png`."""
+def render(
+    dot: str, path: str | Path, overwrite: bool = False, protect: Iterable[str] = (), force_hint: str = "overwrite=True"
+) -> Path:
+    """Write `dot` to `path`: as DOT for `.dot`, drawn by Graphviz for `.svg` and `.png`.
+
+    The file is written under flatgrad's write policy (`compiler.files.write_output`); a picture
+    carries the marker that lets flatgrad write over it again (an SVG comment, a PNG text chunk).
+    """
     target = Path(path)
     fmt = target.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise FlatgradError(f"{target}: write the graph as .dot, .svg or .png")
     if fmt == "dot":
-        return write_atomically(target, dot)
-    if shutil.which("dot") is None:
+        content: str | bytes = dot
+    elif shutil.which("dot") is None:
         raise FlatgradError(
-            f"drawing {target.name} needs Graphviz's `dot` program (Debian: apt-get install graphviz); "
-            "write a .dot file instead"
+            f"drawing {target.name} needs Graphviz's `dot` program (Debian: apt-get install graphviz; "
+            "macOS: brew install graphviz; conda: conda install graphviz); write a .dot file instead"
         )
-    import graphviz
+    else:
+        import graphviz
 
-    return write_atomically(target, graphviz.Source(dot).pipe(format=fmt))
+        drawn = graphviz.Source(dot).pipe(format=fmt)
+        content = _marked_svg(drawn) if fmt == "svg" else _marked_png(drawn)
+    return write_output(target, content, overwrite=overwrite, protect=protect, force_hint=force_hint)
+
+
+def _marked_svg(svg: bytes) -> bytes:
+    """The SVG with flatgrad's marker as a comment after its XML prolog."""
+    prolog_end = svg.find(b"?>") + 2 if svg.startswith(b"<?xml") else 0
+    return svg[:prolog_end] + f"\n<!-- {GENERATED_MARKER} -->".encode() + svg[prolog_end:]
+
+
+def _marked_png(png: bytes) -> bytes:
+    """The PNG with flatgrad's marker in a text chunk right after its header chunk (IHDR)."""
+    signature_and_header = 8 + 4 + 4 + 13 + 4  # signature, then IHDR's length, type, data, CRC
+    data = b"Software\0" + GENERATED_MARKER.encode()
+    chunk = struct.pack(">I", len(data)) + b"tEXt" + data + struct.pack(">I", zlib.crc32(b"tEXt" + data))
+    return png[:signature_and_header] + chunk + png[signature_and_header:]

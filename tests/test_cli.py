@@ -129,7 +129,8 @@ def test_check_passes_and_fails(workdir, capsys):
     code, out, _ = run(capsys, "check", "examples/simple.py:simple", "--arg", "x=-2", "--arg", "y=5", "--arg", "z=-4")
     assert code == 0
     assert "ok" in out.splitlines()[-1]
-    assert out.splitlines()[1].split()[:3] == ["x", "-4.000000e+00", "-4.000000e+00"]
+    assert out.splitlines()[0] == "examples/simple.py:simple: checked at the given values"
+    assert out.splitlines()[2].split()[:3] == ["x", "-4.000000e+00", "-4.000000e+00"]
     code, out, _ = run(capsys, "check", "examples/simple.py:simple", "--tolerance", "-1")
     assert code == 1 and "FAILED" in out
 

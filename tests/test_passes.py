@@ -11,6 +11,7 @@ import pytest
 import compiler
 from compiler import passes
 from compiler.autodiff import differentiate
+from compiler.check import check_inputs
 from compiler.cli import example_arguments
 from compiler.ir import verify
 from test_golden import EXAMPLES, ROOT
@@ -165,9 +166,10 @@ def test_wrt_subset_emits_no_gradient_lines_for_the_others():
 def _programs(stem: str, options: list[str]):
     """An example's function, its example arguments, and its readable and optimized programs."""
     module = __import__(stem)
-    args = example_arguments(getattr(module, stem), [v for k, v in zip(options, options[1:]) if k == "--arg"])
-    wrt = tuple(options[options.index("--wrt") + 1].split(",")) if "--wrt" in options else None
     f = getattr(module, stem)
+    examples = example_arguments(f, [v for k, v in zip(options, options[1:]) if k == "--arg"])
+    args, _ = check_inputs(compiler.gradient(f, **examples.values), examples.numbers, seed=0)
+    wrt = tuple(options[options.index("--wrt") + 1].split(",")) if "--wrt" in options else None
     return f, args, compiler.gradient(f, **args, wrt=wrt), compiler.gradient(f, **args, wrt=wrt, optimize=True)
 
 
