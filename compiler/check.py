@@ -160,17 +160,18 @@ def check_inputs(program: GradientProgram, given: Mapping[str, Any], seed: int) 
     drawn = [v for v in graph.inputs if v.name not in given]
     values = {**given, **_draw(graph, drawn, seed, signed=True)}
     values = {v.name: values[v.name] for v in graph.inputs}
-    how = f"drawn with --seed {seed}"
     if not drawn:
         return values, "checked at the given values"
+    names = ", ".join(v.name for v in drawn)
+    labels = f", integers in 0..{DRAWN_LABELS - 1}" if any(np.dtype(v.dtype).kind != "f" for v in drawn) else ""
     with np.errstate(all="ignore"):
         finite = bool(np.all(np.isfinite(program.forward(*values.values()))))
     if finite:
-        return values, f"{', '.join(v.name for v in drawn)} {how}, from both signs within each op's domain"
+        return values, f"{names} drawn with --seed {seed}: floats from both signs within each op's domain{labels}"
     values = {**values, **_draw(graph, drawn, seed, signed=False)}
     return values, (
-        f"{', '.join(v.name for v in drawn)} {how}, positive: the function is not finite at values of "
-        "both signs there"
+        f"{names} drawn with --seed {seed}: floats positive, as the function is not finite at values of "
+        f"both signs there{labels}"
     )
 
 

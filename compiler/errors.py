@@ -30,9 +30,9 @@ class SignatureError(FlatgradError):
     """Arguments that do not fit the function or the program (count, type, `wrt` names)."""
 
 
-class WriteRefusedError(FlatgradError):
-    """A file flatgrad was asked to write would replace something it must not: a folder, the
-    traced function's own source, or a file flatgrad did not write (without `--force`)."""
+class WriteError(FlatgradError):
+    """A file cannot be written, or must not be: it would replace a folder, the traced
+    function's own source, or a file flatgrad did not write (unless forced)."""
 
 
 class UsageError(FlatgradError):

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from compiler.errors import WriteRefusedError
+from compiler.errors import WriteError
 
 # Marks a file as flatgrad's own. Every format flatgrad writes carries it in its first
 # MARKER_WINDOW bytes: the module's docstring, a comment in HTML, DOT and SVG, a PNG text chunk.
@@ -53,19 +53,22 @@ def write_output(
     """
     target = Path(path)
     if target.is_dir():
-        raise WriteRefusedError(f"{target} is a folder; name a file to write")
+        raise WriteError(f"{target} is a folder; name a file to write")
     if target.exists():
         for source in protect:
             if _same_file(target, source):
-                raise WriteRefusedError(
+                raise WriteError(
                     f"{target} is the source file of the function being differentiated; "
                     "flatgrad never writes over it: name another file"
                 )
         if not overwrite and not is_generated(target):
-            raise WriteRefusedError(
+            raise WriteError(
                 f"{target} exists and was not written by flatgrad; pass {force_hint} to replace it"
             )
-    return write_atomically(target, content)
+    try:
+        return write_atomically(target, content)
+    except OSError as error:
+        raise WriteError(f"cannot write {target}: {error.strerror or error}") from None
 
 
 def _same_file(a: Path, b: str | os.PathLike) -> bool:

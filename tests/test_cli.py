@@ -4,6 +4,7 @@ nothing written)."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -189,3 +190,147 @@ def test_program_renders_as_highlighted_html_in_jupyter():
     html_text = compiler.gradient(lambda x, y: x * y, 1.0, 2.0)._repr_html_()
     assert html_text.startswith("<div><b>&lt;GradientProgram") and "<span style=" in html_text
     assert "grad_x" in html_text
+
+
+ARRAY_SOURCE = '''
+import numpy as np
+
+
+def svm(X, y, W):
+    N = X.shape[0]
+    scores = X @ W
+    correct = scores[range(N), y]
+    margins = np.maximum(0, scores - correct[:, None] + 1.0)
+    return np.sum(margins) / N
+'''
+
+
+def test_an_array_parameter_without_arg_is_named_with_the_arg_to_write(workdir, capsys):
+    (workdir / "arrays.py").write_text(ARRAY_SOURCE)
+    code, out, err = run(capsys, "emit", "arrays.py:svm")
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert err.startswith("flatgrad: error: arrays.py:6: IndexError: tuple index out of range; ")
+    assert "X had no --arg and was traced as a float scalar" in err and "--arg 'X=f64[8,4]'" in err
+    assert "y had" not in err and "W had" not in err  # the failing line names X only
+
+
+def test_range_as_an_index_traces_as_arange(workdir, capsys):
+    (workdir / "arrays.py").write_text(ARRAY_SOURCE)
+    specs = ["--arg", "X=f64[5,4]", "--arg", "y=i64[5]", "--arg", "W=f64[4,3]"]
+    code, out, _ = run(capsys, "show", "arrays.py:svm", *specs)
+    assert code == 0 and "correct = scores[np.arange(5), y]" in out
+    code, out, _ = run(capsys, "check", "arrays.py:svm", *specs)
+    assert code == 0 and out.splitlines()[-1].endswith(": ok")
+
+
+def test_integer_examples_suggest_floats():
+    import compiler
+    from compiler.errors import SignatureError
+
+    def simple(x, y, z):
+        return (x + y) * z
+
+    with pytest.raises(SignatureError, match=r"write x=-2\.0, y=5\.0, z=-4\.0"):
+        compiler.gradient(simple, -2, 5, -4)
+    with pytest.raises(SignatureError, match=r"has no float input .* write x=1\.0, y=2\.0"):
+        compiler.gradient(lambda x, y: x / y, 1, 2)
+
+
+def test_version(capsys):
+    import compiler
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"flatgrad {compiler.__version__}\n"
+
+
+def test_a_mistyped_option_points_to_the_subcommands_help_with_a_guess(workdir, capsys):
+    code, out, err = run(capsys, "show", "examples/simple.py:simple", "--explian")
+    assert (code, out) == (2, "")
+    assert err == (
+        "flatgrad: error: unrecognized arguments: --explian; did you mean --explain? (see flatgrad show --help)\n"
+    )
+    code, _, err = run(capsys, "check", "examples/simple.py:simple", "--tolerance", "x")
+    assert code == 2 and err.endswith("(see flatgrad check --help)\n")
+
+
+OPTIONS = {  # every option each subcommand accepts, beside FILE.py:FUNC and --arg
+    "emit": {"--wrt", "--optimize", "--explain", "--jit", "--output", "--force"},
+    "show": {"--wrt", "--optimize", "--explain", "--jit"},
+    "check": {"--wrt", "--optimize", "--seed", "--tolerance"},
+    "graph": {"--wrt", "--optimize", "--output", "--force", "--seed"},
+    "report": {"--wrt", "--optimize", "--output", "--force", "--seed", "--tolerance"},
+    "demo": {"--out", "--force"},
+}
+
+
+def test_each_subcommand_accepts_exactly_the_options_that_change_what_it_does():
+    """The list above is the contract; the tests below show each option has its effect."""
+    from compiler.cli import _subparser, parser
+
+    top = parser()
+    for command, expected in OPTIONS.items():
+        actions = _subparser(top, command)._actions
+        accepted = {a.option_strings[-1] for a in actions if a.option_strings} - {"--help", "--arg"}
+        assert accepted == expected, command
+
+
+def test_report_follows_wrt_optimize_seed_and_tolerance(workdir, capsys):
+    def page(*options):
+        assert run(capsys, "report", "examples/neuron.py:neuron", "-o", "r.html", *options)[0] == 0
+        return (workdir / "r.html").read_text()
+
+    plain = page()
+    assert "<td>w0</td>" in plain and "grad_s2" in plain
+    narrowed = page("--wrt", "w0")
+    assert "<td>w0</td>" in narrowed and "<td>x1</td>" not in narrowed
+    optimized = page("--optimize")
+    assert "grad_s2" not in optimized  # the add gate's copy is propagated
+    assert page("--seed", "1") != plain
+    assert "FAILED" in page("--tolerance", "0") and "FAILED" not in plain
+
+
+def test_graph_follows_wrt_optimize_and_seed(workdir, capsys):
+    def dot(*options):
+        assert run(capsys, "graph", "examples/staged.py:staged", "-o", "g.dot", *options)[0] == 0
+        return (workdir / "g.dot").read_text()
+
+    plain = dot()
+    assert dot("--seed", "1") != plain
+    assert dot("--optimize") != plain
+    assert dot("--wrt", "x").count("red3") < plain.count("red3")
+
+
+def test_check_follows_wrt(workdir, capsys):
+    code, out, _ = run(capsys, "check", "examples/simple.py:simple", "--wrt", "x")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[2:-1]] == ["x"]
+
+
+def test_a_traceback_only_when_asked(workdir, capsys, monkeypatch):
+    monkeypatch.setenv("FLATGRAD_TRACEBACK", "0")
+    code, _, err = run(capsys, "emit", "bad.py:branches")
+    assert code == 2 and err.count("\n") == 1
+    monkeypatch.setenv("FLATGRAD_TRACEBACK", "1")
+    with pytest.raises(Exception, match="asks a traced value"):
+        main(["emit", "bad.py:branches"])
+
+
+def test_no_colour_when_asked(workdir, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    code, out, _ = run(capsys, "show", "examples/simple.py:simple")
+    assert code == 0 and "\x1b[" not in out
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash", "zsh"])
+def test_header_commands_paste_into_posix_shells(shell):
+    """The shell splits a header's command into the argv shlex finds (zsh would otherwise expand
+    `X=f64[8,4]` as a glob and fail with "no matches found")."""
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed")
+    text = (ROOT / "generated/svm_net.py").read_text()
+    command = text.split("regenerate with\n", 1)[1].splitlines()[0].strip()
+    assert "'X=f64[8,4]'" in command
+    result = subprocess.run([shell, "-c", f"printf '%s\\n' {command}"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == shlex.split(command)

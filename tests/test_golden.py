@@ -8,6 +8,7 @@ Regenerate them after an intended change to the emitted code, then read the diff
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -62,3 +63,17 @@ def test_every_generated_file_has_an_example():
     expected = {golden_path(*g) for g in GOLDEN}
     present = {f"generated/{p.name}" for p in (ROOT / "generated").glob("*.py")}
     assert present == expected
+
+
+@pytest.mark.parametrize("golden", sorted(p.name for p in (ROOT / "generated").glob("*.py")))
+def test_the_headers_command_regenerates_the_file_byte_for_byte(golden, tmp_path, monkeypatch, capsys):
+    """The "regenerate with" line is one shell command (quoted for POSIX shells): split as a
+    shell splits it, it writes the same bytes."""
+    text = (ROOT / "generated" / golden).read_text()
+    command = text.split("regenerate with\n", 1)[1].splitlines()[0].strip()
+    argv = shlex.split(command)
+    assert argv[:2] == ["flatgrad", "emit"] and argv[-2:] == ["-o", f"generated/{golden}"]
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    assert main(argv[1:]) == 0
+    assert (tmp_path / "generated" / golden).read_text() == text
