@@ -11,6 +11,7 @@ from typing import Callable
 
 from compiler import visualize
 from compiler.check import check_rows, format_check
+from compiler.errors import WriteError
 from compiler.program import gradient
 from compiler.tracer import GATES
 
@@ -74,7 +75,12 @@ def draw_neuron(folder: Path, overwrite: bool = False, force_hint: str = "overwr
 
 def run(folder: str | Path | None = None, overwrite: bool = False, force_hint: str = "overwrite=True") -> str:
     """The whole demo as text; its picture goes into `folder` (default: a new temporary folder)."""
-    target = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="flatgrad-demo-"))
+    if folder is None:
+        try:
+            folder = tempfile.mkdtemp(prefix="flatgrad-demo-")
+        except OSError as error:
+            raise WriteError(f"cannot make a temporary folder for the demo ({error.strerror}); name one with --out") from None
+    target = Path(folder)
     path = draw_neuron(target, overwrite, force_hint)
     return "\n".join(walk_through(*example) for example in EXAMPLES) + (
         f"\nThe neuron's graph, every edge with its value (green) and gradient (red): {path}\n"

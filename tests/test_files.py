@@ -173,3 +173,13 @@ def test_a_png_carries_the_marker_in_a_valid_text_chunk(workdir, capsys):
         position += 12 + length
     assert chunks[0][0] == b"IHDR" and chunks[-1][0] == b"IEND"
     assert (b"tEXt", b"Software\0" + files.GENERATED_MARKER.encode()) in chunks
+
+
+def test_demo_without_a_temporary_folder_says_to_name_one(monkeypatch, capsys):
+    def refuse(**kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("tempfile.mkdtemp", refuse)
+    assert main(["demo"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "name one with --out" in captured.err
