@@ -99,6 +99,43 @@ def dtype_name(dtype: np.dtype) -> str:
 MEMO_LIMIT = 4096
 
 
+class KindKeys:
+    """Memo keys for kinds of equations: the one policy behind the hot paths' memo tables
+    (autodiff's backward plans, common-subexpression elimination, codegen's line forms).
+
+    A key is one flat tuple: the op, the rule, the static parameters' repr, what the caller
+    adds, then what the memo depends on of each operand. Names never enter a key, so the
+    equations of an unrolled loop share one memo entry.
+
+    The static parameters are keyed by identity: autodiff gives every equation of one backward
+    plan the same params tuple, so its repr is worked out once per tuple, not once per
+    equation. That holds while the tuples live, so a KindKeys serves one pass over one graph.
+    """
+
+    def __init__(self) -> None:
+        self._reprs: dict[int, str] = {}
+
+    def params(self, eqn: Eqn) -> str:
+        """The repr of `eqn`'s static parameters."""
+        params = eqn.params
+        text = self._reprs.get(id(params))
+        if text is None:
+            text = self._reprs[id(params)] = repr(params)
+        return text
+
+    def by_types(self, eqn: Eqn, *extra: object) -> tuple:
+        """The key of work that depends on the operands' types, not on which values they are."""
+        key = [eqn.op, eqn.rule, self.params(eqn), *extra]
+        for a in eqn.inputs:
+            if type(a) is Var:
+                key.append(a.shape)
+                key.append(a.dtype)
+            else:
+                key.append(a.key())
+                key.append(None)
+        return tuple(key)
+
+
 def stand_in(shape: tuple[int, ...], dtype: str) -> np.ndarray:
     """A concrete value of this shape and dtype, to learn what an expression makes of it.
 

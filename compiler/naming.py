@@ -10,15 +10,20 @@ The rules, in the order they are applied:
 4. Every other intermediate is `s0, s1, ...`, numbered in forward order.
 5. The gradient of `v` is `grad_v`. Accumulating into a gradient rebinds the same name.
 6. A name never shadows what the emitted module uses: Python keywords and builtins, `np`,
-   `numba`, the module's own functions and `cache`. A name that is taken or reserved gets the
-   first free suffix `_1`, `_2`, ... Counters decide names, never object identities, so the
-   same function always gives the same names.
+   `numba`, the module's own functions and `cache`, and the part functions a long body is
+   split into under numba (`_value_and_grad_part0`, ...: `part_name`). A name that is taken or
+   reserved gets the first free suffix `_1`, `_2`, ... Counters decide names, never object
+   identities, so the same function always gives the same names.
+
+Codegen renders a kind of line once with placeholders (`__flatgrad_0__`, ...: `placeholder`)
+in the places of its names; they never reach a module.
 """
 
 from __future__ import annotations
 
 import builtins
 import keyword
+import re
 from typing import Iterable, Sequence
 
 from compiler.helpers import HELPERS
@@ -39,6 +44,30 @@ RESERVED = frozenset(HELPERS) | frozenset(keyword.kwlist) | frozenset(keyword.so
     MODULE_NAMES
 )
 
+# The part functions of a long body under numba: `_<function>_part<k>`.
+_PART_NAME = re.compile(r"_(?:{})_part\d+".format("|".join(MODULE_NAMES)))
+
+
+def part_name(function: str, index: int) -> str:
+    """The name of the index-th part function of `function` (rule 6)."""
+    return f"_{function}_part{index}"
+
+
+def is_reserved(name: str) -> bool:
+    """Whether `name` may not name a value (rule 6)."""
+    return name in RESERVED or (name.startswith("_") and _PART_NAME.fullmatch(name) is not None)
+
+
+# Codegen's stand-ins for names while it renders a kind of line once.
+_PLACEHOLDER = "__flatgrad_{}__"
+PLACEHOLDERS = re.compile(r"__flatgrad_(\d+)__")
+
+
+def placeholder(index: int) -> str:
+    """The stand-in for the index-th name of a line."""
+    return _PLACEHOLDER.format(index)
+
+
 OUTPUT_NAME = "L"
 TEMPORARY_PREFIX = "s"
 GRAD_PREFIX = "grad_"
@@ -56,12 +85,12 @@ class Namer:
         taken = self._taken
         suffix = self._suffix.get(wanted)
         if suffix is None:
-            if wanted not in taken and wanted not in RESERVED and wanted.isidentifier():
+            if wanted not in taken and not is_reserved(wanted) and wanted.isidentifier():
                 taken.add(wanted)
                 return wanted
             suffix = 1
         name = f"{wanted}_{suffix}"
-        while name in taken or name in RESERVED or not name.isidentifier():
+        while name in taken or is_reserved(name) or not name.isidentifier():
             suffix += 1
             name = f"{wanted}_{suffix}"
         self._suffix[wanted] = suffix + 1  # the suffixes up to this one are all taken now
@@ -74,7 +103,7 @@ class Namer:
         while True:
             name = f"{TEMPORARY_PREFIX}{index}"
             index += 1
-            if name not in self._taken and name not in RESERVED:
+            if name not in self._taken and not is_reserved(name):
                 self._taken.add(name)
                 yield name
 

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from compiler.ir import Atom, Const, Eqn, Graph, Var, sample_of, stand_in
+from compiler.ir import Atom, Const, Eqn, Graph, KindKeys, Var, sample_of, stand_in
 from compiler.ops import OPS, Op
 
 Pass = Callable[[Graph], Graph]
@@ -365,15 +365,12 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
     positions = _Positions(graph)
     first: dict[tuple, Var] = {}
     replace: dict[int, Atom] = {}
-    params_keys: dict[int, str] = {}
+    keys = KindKeys()
     kept = []
     for index, eqn in enumerate(graph.eqns):
-        params_key = params_keys.get(id(eqn.params))
-        if params_key is None:  # equations of one kind share their params tuple: one repr each
-            params_key = params_keys[id(eqn.params)] = repr(eqn.params)
         # what makes `eqn` the same computation as another equation: op, rule, static
         # parameters, and operands (a variable by identity, through what replaced it)
-        key = [eqn.op, eqn.rule, params_key]
+        key = [eqn.op, eqn.rule, keys.params(eqn)]
         for a in eqn.inputs:
             if type(a) is Var:
                 key.append(id(replace.get(id(a), a)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -110,9 +111,9 @@ def test_source_is_independent_of_the_hash_seed():
 def test_numba_splits_long_functions_into_parts(monkeypatch, optimize):
     """numba compile time grows faster than a function's length: long bodies become parts (in
     optimize mode, value_and_grad's body is the graph with the seed folded in)."""
-    import compiler.codegen
+    import compiler.codegen.module
 
-    monkeypatch.setattr(compiler.codegen, "NUMBA_PART_LINES", 8 if not optimize else 4)
+    monkeypatch.setattr(compiler.codegen.module, "NUMBA_PART_LINES", 8 if not optimize else 4)
     jitted = compiler.gradient(staged, 3.0, -4.0, jit="numba", optimize=optimize)
     assert "def _value_and_grad_part0(" in jitted.source and "def _backward_part0(" in jitted.source
     plain = compiler.gradient(staged, 3.0, -4.0)
@@ -176,11 +177,28 @@ def test_float32_stays_float32_under_numba():
 
 
 def test_a_line_form_keeps_every_character_but_its_placeholders():
-    # A line's form fills names into the rendered text; braces, quotes and backslashes in the
-    # text are literal pieces, never parsed.
-    from compiler.codegen import _filler
+    # A line's form is a format string the names fill; braces, quotes and backslashes in the
+    # rendered text stay as they are.
+    from compiler.codegen.lines import format_string
 
     text = """__flatgrad_0__ = {'a': __flatgrad_1__}["b"] + f'{x}\\n' * __flatgrad_12__ + __flatgrad_1__"""
     names = ["out", "x1", *[f"n{k}" for k in range(2, 12)], "last"]
-    assert _filler(text)(names) == """out = {'a': x1}["b"] + f'{x}\\n' * last + x1"""
-    assert _filler("no names at all")([]) == "no names at all"
+    assert format_string(text).format(*names) == """out = {'a': x1}["b"] + f'{x}\\n' * last + x1"""
+    assert format_string("no names at all").format() == "no names at all"
+
+def test_a_user_name_never_takes_a_part_functions_name(monkeypatch):
+    """Part functions' names are reserved: a user's local of that name gets a suffix."""
+    import compiler.codegen.module
+
+    monkeypatch.setattr(compiler.codegen.module, "NUMBA_PART_LINES", 2)
+
+    def f(x, w):
+        _value_and_grad_part1 = x * w
+        h = _value_and_grad_part1 * w
+        h = h * w
+        return h * w
+
+    source = compiler.gradient(f, 1.0, 2.0, jit="numba").source
+    assert "def _value_and_grad_part1(" in source
+    assert "    _value_and_grad_part1_1 = x * w" in source
+    assert not re.search(r"^\s*_value_and_grad_part1 = ", source, re.M)

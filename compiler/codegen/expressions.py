@@ -1,0 +1,326 @@
+"""An equation's right-hand side as a syntax tree: the op table's expression for it (forward
+expression or local-gradient rule) parsed once, its names substituted as trees, literals built
+as the parser builds them, arithmetic on literals folded. `unparse` is the one place flatgrad
+turns a tree into text.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import functools
+import math
+import operator
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from compiler.errors import FlatgradError
+from compiler.helpers import HELPERS
+from compiler.ir import Atom, Const, Eqn, Var, stand_in
+from compiler.ops import OPS, IndexOperand
+
+with warnings.catch_warnings():  # astor 0.8.1 (its last release) warns on import on 3.12+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import astor
+
+
+def unparse(node: ast.AST) -> str:
+    """Source text of a statement or module tree. Every rendering goes through here.
+
+    astor would wrap long lines; a gate stays on one line, so its lines are joined as they come.
+    """
+    return astor.to_source(node, pretty_source="".join).rstrip("\n")
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(expr: str) -> ast.expr:
+    return ast.parse(expr, mode="eval").body
+
+
+def _np(attribute: str) -> ast.Attribute:
+    return ast.Attribute(load("np"), attribute, ast.Load())
+
+
+def _call(function: ast.expr, *args: ast.expr) -> ast.Call:
+    return ast.Call(function, list(args), [])
+
+
+def _array_constant(value: np.ndarray) -> ast.expr:
+    """An array literal the way a person writes it: `np.arange(4)`, `np.eye(3)`, `np.full(...)`."""
+    default = value.dtype.name in ("float64", "int64")  # what NumPy makes of Python numbers
+    dtype = [] if default else [ast.keyword("dtype", _np(value.dtype.name))]
+    if value.ndim == 1 and value.dtype.kind in "iu" and np.array_equal(value, np.arange(len(value))):
+        return ast.Call(_np("arange"), [_constant(len(value))], dtype)
+    if value.ndim == 2 and value.shape[0] == value.shape[1] and np.array_equal(value, np.eye(len(value))):
+        return ast.Call(_np("eye"), [_constant(len(value))], dtype)
+    if value.size and np.all(value == value.flat[0]):
+        return ast.Call(_np("full"), [_constant(value.shape), _constant(value.flat[0].item())], dtype)
+    return ast.Call(_np("array"), [_constant(value.tolist())], [ast.keyword("dtype", _np(value.dtype.name))])
+
+
+def _constant(value: object, subscript: bool = False) -> ast.expr:
+    """A literal as the parser would build it (`-2.0` is a unary minus applied to 2.0).
+
+    Inside a subscript a slice is written `a:b`; elsewhere `slice(a, b)`.
+    """
+    if isinstance(value, np.ndarray):
+        return _array_constant(value)
+    if isinstance(value, tuple):
+        return ast.Tuple([_constant(v, subscript) for v in value], ast.Load())
+    if isinstance(value, slice):
+        if subscript:
+            return ast.Slice(*(None if b is None else _constant(b) for b in (value.start, value.stop, value.step)))
+        # slice(stop), slice(start, stop) or slice(start, stop, step): never drop a start
+        bounds = [value.start, value.stop, value.step]
+        if value.step is None:
+            bounds = [value.stop] if value.start is None else bounds[:2]
+        return _call(load("slice"), *(_constant(b) for b in bounds))
+    if isinstance(value, np.dtype):
+        return _np(value.name)
+    if value is Ellipsis:
+        return ast.Constant(Ellipsis)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        name = "nan" if math.isnan(value) else "inf"
+        node: ast.expr = ast.Attribute(ast.Name("np", ast.Load()), name, ast.Load())
+        return ast.UnaryOp(ast.USub(), node) if value < 0 else node
+    return ast.parse(repr(value), mode="eval").body
+
+
+_FOLDABLE = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv,
+    ast.USub: operator.neg,
+}
+
+
+class _Substitute(ast.NodeTransformer):
+    """Replace a rule's names by operands, folding arithmetic on literals.
+
+    `2 - (2 != 0)` becomes `1` and `x ** 1` becomes `x`, so pow's rule reads `2 * x` for a
+    constant exponent 2. Every rewrite is exact in floating point.
+    """
+
+    def __init__(
+        self,
+        bindings: dict[str, ast.expr],
+        static: dict[str, object],
+        types: dict[str, object],
+        samples: dict[str, object] | None = None,
+    ) -> None:
+        self.bindings = bindings
+        self.static = static
+        self.types = types
+        self.samples = samples or {}  # stand-ins of the operands, to learn a subexpression's type
+
+    def _type(self, node: ast.expr) -> tuple | None:
+        """The shape and dtype `node` evaluates to on the operands' stand-ins, if it can tell."""
+        try:
+            code = compile(ast.fix_missing_locations(ast.Expression(copy.deepcopy(node))), "<type>", "eval")
+            with np.errstate(all="ignore"):
+                value = np.asarray(eval(code, {"np": np, **HELPERS, **self.samples}))  # our own rule text
+        except Exception:
+            return None
+        return value.shape, value.dtype
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        if node.id in self.static:
+            return self._static(self.static[node.id], subscript=False)
+        return copy.deepcopy(self.bindings.get(node.id, node))
+
+    def _static(self, value: object, subscript: bool) -> ast.expr:
+        if isinstance(value, IndexOperand):
+            return copy.deepcopy(self.bindings[value.name])
+        if isinstance(value, tuple):
+            if subscript and len(value) == 1:
+                return self._static(value[0], subscript)
+            return ast.Tuple([self._static(v, subscript) for v in value], ast.Load())
+        return _constant(value, subscript)
+
+    def visit_Subscript(self, node: ast.Subscript) -> ast.expr:
+        if isinstance(node.slice, ast.Name) and node.slice.id in self.static:
+            node.value = self.visit(node.value)
+            node.slice = self._static(self.static[node.slice.id], subscript=True)
+            return node
+        return self.generic_visit(node)
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.expr:
+        """`x.shape`, `x.size`, `x.ndim` and `x.dtype` are known: write them in as literals."""
+        if isinstance(node.value, ast.Name) and f"{node.value.id}.shape" in self.types:
+            shape = self.types[f"{node.value.id}.shape"]
+            dtype = self.types[f"{node.value.id}.dtype"]
+            known = {"shape": shape, "size": int(np.prod(shape)), "ndim": len(shape)}  # type: ignore[arg-type]
+            if node.attr in known:
+                return _constant(known[node.attr])
+            if node.attr == "dtype":
+                return _np(str(dtype))
+        return self.generic_visit(node)
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.expr:
+        self.generic_visit(node)
+        fold = _FOLDABLE.get(type(node.op))
+        left, right = _literal(node.left), _literal(node.right)
+        if isinstance(node.op, ast.Pow) and right == 1:
+            return node.left
+        if fold is None or left is None or right is None:
+            return self._drop_unit_factor(node, left, right)
+        return _constant(fold(left, right))
+
+    def _drop_unit_factor(self, node: ast.BinOp, left: object, right: object) -> ast.expr:
+        """`e * 1.0` (or `1.0 * e`, `e / 1.0`) is `e` when `e` already has the product's type:
+        exact for every float, but not for a bool mask, which the product turns into floats."""
+        if isinstance(node.op, ast.Mult) and 1 in (left, right):
+            other = node.left if right == 1 else node.right
+        elif isinstance(node.op, ast.Div) and right == 1:
+            other = node.left
+        else:
+            return node
+        kept = self._type(other)
+        return other if kept is not None and kept == self._type(node) else node
+
+    def visit_Compare(self, node: ast.Compare) -> ast.expr:
+        self.generic_visit(node)
+        compare = _COMPARABLE.get(type(node.ops[0])) if len(node.ops) == 1 else None
+        left, right = _literal(node.left), _literal(node.comparators[0])
+        if compare is None or left is None or right is None:
+            return node
+        return _constant(compare(left, right))
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.expr:
+        self.generic_visit(node)
+        operand = _literal(node.operand)
+        if isinstance(node.op, ast.USub) and isinstance(node.operand, ast.UnaryOp) and operand is not None:
+            return _constant(-operand)
+        return node
+
+
+_COMPARABLE = {ast.Eq: operator.eq, ast.NotEq: operator.ne}
+
+
+def _literal(node: ast.expr) -> int | float | None:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float, bool):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _literal(node.operand)
+        return None if inner is None else -inner
+    return None
+
+
+# NumPy dtypes a Python literal already has; a scalar form's literals take any other output dtype.
+_PYTHON_DTYPES = ("float64", "int64", "bool")
+
+
+class _TypedLiterals(ast.NodeTransformer):
+    """`1.0` -> `np.float32(1.0)`: keeps a float32 scalar's seed and fills float32."""
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = dtype
+
+    def visit_Constant(self, node: ast.Constant) -> ast.expr:
+        if type(node.value) not in (int, float):
+            return node
+        return _call(_np(self.dtype), node)
+
+
+def _constant_only(node: ast.expr) -> bool:
+    """Whether `node` is arithmetic on literal numbers alone (`2`, `-0.5`, `1 / 8`)."""
+    if isinstance(node, ast.Constant):
+        return type(node.value) in (int, float)
+    if isinstance(node, ast.UnaryOp):
+        return _constant_only(node.operand)
+    if isinstance(node, ast.BinOp):
+        return _constant_only(node.left) and _constant_only(node.right)
+    return False
+
+
+class _TypedArithmetic(ast.NodeTransformer):
+    """`x * 2.0` -> `x * np.float32(2.0)`, for numba: unlike NumPy, which lets a Python number
+    take the array's dtype, numba computes float32 with a Python number in float64. Only the
+    literal operands of arithmetic on values change; shapes, axes and indices stay as they are."""
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = dtype
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.expr:
+        if _constant_only(node):
+            return node  # one number, typed where it meets a value
+        self.generic_visit(node)
+        node.left, node.right = (self._typed(side) for side in (node.left, node.right))
+        return node
+
+    def _typed(self, side: ast.expr) -> ast.expr:
+        if not _constant_only(side):
+            return side
+        return _call(_np(self.dtype), side)
+
+
+def _operand(atom: Atom) -> ast.expr:
+    return _constant(atom.value) if isinstance(atom, Const) else ast.Name(atom.name, ast.Load())
+
+
+def _types(bindings: dict[str, Atom]) -> dict[str, object]:
+    return {f"{name}.{attr}": getattr(a, attr) for name, a in bindings.items() for attr in ("shape", "dtype")}
+
+
+def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
+    """The right-hand side of `eqn` as a syntax tree, for a backend."""
+    row = OPS[eqn.op]
+    if jit == "numba" and row.numba_when is not None:
+        ndims = tuple(len(a.shape) for a in eqn.inputs[: len(row.params)]) if eqn.rule is None else ()
+        if eqn.rule is None and not row.numba_when(ndims, eqn.static):
+            where = f"{eqn.loc}: " if eqn.loc else ""
+            raise FlatgradError(
+                f"{where}{row.name} with {_show_static(eqn)} has no numba lowering yet; use jit=None (NumPy) here"
+            )
+    if eqn.rule is not None:
+        names, text = row.rule_names(eqn.rule), row.rule(eqn.rule, jit)
+    else:
+        names = row.params
+        text = row.forward_text(eqn.out.shape == (), jit)
+    operands = dict(zip(names, eqn.inputs))
+    bindings = {name: _operand(a) for name, a in operands.items()}
+    types = _types(operands | {"out": eqn.out}) | {k: v for k, v in eqn.params if "." in k}
+    static = {k: v for k, v in eqn.params if "." not in k}
+    tree = copy.deepcopy(_parsed(text))
+    if eqn.rule is None and text == row.scalar_forward and eqn.out.dtype not in _PYTHON_DTYPES:
+        tree = _TypedLiterals(eqn.out.dtype).visit(tree)
+    samples = {a.name: stand_in(a.shape, a.dtype) for a in eqn.inputs if isinstance(a, Var)}
+    tree = _Substitute(bindings, static, types, samples).visit(tree)
+    if jit == "numba" and eqn.out.dtype == "float32":
+        tree = _TypedArithmetic(eqn.out.dtype).visit(tree)
+    if eqn.accumulate is not None:
+        # `grad_x + -t` reads better as `grad_x - t`, and is the same number
+        negated = isinstance(tree, ast.UnaryOp) and isinstance(tree.op, ast.USub)
+        tree = ast.BinOp(load(eqn.accumulate.name), ast.Sub() if negated else ast.Add(), tree.operand if negated else tree)
+    return tree
+
+
+def _show_static(eqn: Eqn) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in eqn.params if "." not in k) or "these operands"
+
+
+
+def load(name: str) -> ast.Name:
+    """A name read: `x`."""
+    return ast.Name(name, ast.Load())
+
+
+def tuple_of(names: Sequence[str]) -> ast.Tuple:
+    """A tuple of names read: `(a, b)`."""
+    return ast.Tuple([load(name) for name in names], ast.Load())
+
+
+def assign(target: ast.expr, value: ast.expr) -> str:
+    """`target = value` as a line."""
+    return unparse(ast.Assign([target], value, lineno=0))
+
+
+def returns(*values: ast.expr) -> str:
+    """`return value` (several values as a tuple) as a line."""
+    value = values[0] if len(values) == 1 else ast.Tuple(list(values), ast.Load())
+    return unparse(ast.Return(value))
