@@ -15,7 +15,7 @@ import numpy as np
 
 from compiler.ir import Graph, Var
 from compiler.ops import OPS
-from compiler.program import GradientProgram, build
+from compiler.program import GradientProgram, Options, build
 from compiler.tracer import bind_arguments
 
 
@@ -107,7 +107,7 @@ def check_rows(
     f: Callable, *args: Any, wrt: str | Sequence[str] | None = None, optimize: bool = False, **kwargs: Any
 ) -> list[CheckRow]:
     """flatgrad's gradient of `f` beside central differences of `f` itself, one row per input."""
-    program = build(f, args, kwargs, wrt, optimize=optimize)
+    program = build(f, args, kwargs, Options(wrt, optimize=optimize))
     arguments = bind_arguments(f, args, kwargs)
     grads = program.grad(*arguments.values())
     point, dtype = difference_point(f, arguments)

@@ -28,7 +28,7 @@ from compiler import __version__, demo, display, report, visualize
 from compiler.check import check_inputs, check_rows, format_check
 from compiler.errors import FlatgradError, SignatureError, TracingError, UsageError
 from compiler.files import write_output
-from compiler.program import GradientProgram, build
+from compiler.program import GradientProgram, Options, build
 from compiler.tracer import ExampleSpec, display_path
 
 DEFAULT_OUT_DIR = "generated"
@@ -150,15 +150,7 @@ def _build(args: argparse.Namespace, target: Target, examples: Examples, **optio
     """The program for the command's options; a failure that a missing `--arg` may explain
     says which parameters were traced as float scalars and what to write."""
     try:
-        return build(
-            target.fn,
-            (),
-            examples.values,
-            _wrt(args.wrt),
-            source=target.source,
-            optimize=args.optimize,
-            **options,
-        )
+        return build(target.fn, (), examples.values, Options(_wrt(args.wrt), optimize=args.optimize, source=target.source, **options))
     except (SignatureError, UsageError):
         raise
     except Exception as error:

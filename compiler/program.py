@@ -20,6 +20,7 @@ import sys
 import tempfile
 import types
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -201,18 +202,34 @@ def source_file(f: Callable) -> str | None:
         return None
 
 
-def provenance(
-    f: Callable,
-    graph: Graph,
-    wrt: tuple[str, ...],
-    jit: str | None,
-    source: str | None = None,
-    output: str | None = None,
-    optimize: bool = False,
-    explain: bool = False,
-) -> Provenance:
-    """Where a module comes from (`source`, default: `f`'s file and name) and the `flatgrad emit`
-    command that regenerates it (writing to `output`, when given)."""
+@dataclass(frozen=True)
+class Options:
+    """How to build a program from a function: what to differentiate, for which backend, in
+    which style, and how the module's header names where it came from."""
+
+    wrt: str | Sequence[str] | None = None  # a parameter name or names; None: every float one
+    jit: str | None = None  # None (NumPy) or one of codegen.JIT_BACKENDS
+    optimize: bool = False  # the leanest code instead of one gate per line
+    explain: bool = False  # comment each backward line with its gate and chain rule
+    source: str | None = None  # the header's `FILE.py:FUNC` (default: the function's file and name)
+    output: str | None = None  # the file the header's command writes (the CLI's -o)
+
+    def check(self) -> Options:
+        """These options, after checking what can be checked before tracing."""
+        if self.jit not in (None, *JIT_BACKENDS):
+            raise FlatgradError(f"jit={self.jit!r} is not a backend; use None (NumPy) or 'numba'")
+        if self.jit == "numba" and importlib.util.find_spec("numba") is None:
+            raise FlatgradError("jit='numba' needs numba: pip install numba scipy")
+        if isinstance(self.wrt, str) and "," in self.wrt:
+            names = tuple(n.strip() for n in self.wrt.split(","))
+            raise SignatureError(f"wrt={self.wrt!r} names one parameter; for several write wrt={names!r}")
+        return self
+
+
+def provenance(f: Callable, graph: Graph, wrt: tuple[str, ...], options: Options) -> Provenance:
+    """Where a module comes from (`options.source`, default: `f`'s file and name) and the
+    `flatgrad emit` command that regenerates it (writing to `options.output`, when given)."""
+    source = options.source
     if source is None:
         file = display_path(source_file(f) or "<unknown>")
         source = f"{file}:{getattr(f, '__qualname__', getattr(f, '__name__', 'f'))}"
@@ -222,40 +239,35 @@ def provenance(
             command += ["--arg", f"{v.name}={spec_text(v)}"]
     if wrt != _default_wrt(graph):
         command += ["--wrt", ",".join(wrt)]
-    if jit:
-        command += ["--jit", jit]
-    if optimize:
+    if options.jit:
+        command += ["--jit", options.jit]
+    if options.optimize:
         command.append("--optimize")
-    if explain:
+    if options.explain:
         command.append("--explain")
-    if output:
-        command += ["-o", output]
+    if options.output:
+        command += ["-o", options.output]
     # Quoted for POSIX shells: zsh expands an unquoted `X=f64[8,4]` as a glob.
     return Provenance(getattr(f, "__name__", "f"), source, shlex.join(command))
 
 
-def _check_jit(jit: str | None) -> None:
-    if jit not in (None, *JIT_BACKENDS):
-        raise FlatgradError(f"jit={jit!r} is not a backend; use None (NumPy) or 'numba'")
-    if jit == "numba" and importlib.util.find_spec("numba") is None:
-        raise FlatgradError("jit='numba' needs numba: pip install numba scipy")
-
-
-def build(
-    f: Callable,
-    args: tuple,
-    kwargs: dict,
-    wrt: str | Sequence[str] | None = None,
-    jit: str | None = None,
-    source: str | None = None,
-    output: str | None = None,
-    optimize: bool = False,
-    explain: bool = False,
-) -> GradientProgram:
-    """The pipeline behind `gradient`; the CLI names the module's `source` and `output` file."""
-    _check_jit(jit)
+def build(f: Callable, args: tuple, kwargs: dict, options: Options = Options()) -> GradientProgram:
+    """The pipeline: trace `f` on the examples, differentiate, optimize, emit."""
+    options.check()
     with _collector_paused():
-        return _build(f, args, kwargs, wrt, jit, source, output, optimize, explain)
+        forward = trace(f, *args, **kwargs)
+        hint = integer_examples_hint(bind_arguments(f, args, kwargs))
+        names = _resolve_wrt(forward, options.wrt, f"{getattr(f, '__qualname__', f)}()", hint)
+        if options.optimize:
+            forward = passes.optimize_forward(forward)
+        graph = differentiate(forward, names)
+        folded = None
+        if options.optimize:
+            graph = passes.optimize(graph)
+            folded = passes.fold_seed(graph)
+        origin = provenance(f, graph, names, options)
+        source_code = emit_module(graph, origin, options.jit, options.explain, folded)
+    return GradientProgram(graph, source_code, names, options.jit, options.optimize, source_file(f))
 
 
 @contextlib.contextmanager
@@ -269,32 +281,6 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _build(
-    f: Callable,
-    args: tuple,
-    kwargs: dict,
-    wrt: str | Sequence[str] | None,
-    jit: str | None,
-    source: str | None,
-    output: str | None,
-    optimize: bool,
-    explain: bool,
-) -> GradientProgram:
-    forward = trace(f, *args, **kwargs)
-    hint = integer_examples_hint(bind_arguments(f, args, kwargs))
-    names = _resolve_wrt(forward, wrt, f"{getattr(f, '__qualname__', f)}()", hint)
-    if optimize:
-        forward = passes.optimize_forward(forward)
-    graph = differentiate(forward, names)
-    folded = None
-    if optimize:
-        graph = passes.optimize(graph)
-        folded = passes.fold_seed(graph)
-    origin = provenance(f, graph, names, jit, source, output, optimize, explain)
-    source_code = emit_module(graph, origin, jit, explain, folded)
-    return GradientProgram(graph, source_code, names, jit, optimize, source_file(f))
 
 
 def gradient(
@@ -314,7 +300,7 @@ def gradient(
     one gate per line (see `compiler.passes`); `explain=True` comments each backward line with
     its gate, the gate's pattern and the chain rule it applies.
     """
-    return build(f, example_args, example_kwargs, wrt, jit, optimize=optimize, explain=explain)
+    return build(f, example_args, example_kwargs, Options(wrt, jit, optimize, explain))
 
 
 def _signature_key(arguments: dict[str, Any]) -> tuple:
@@ -322,6 +308,7 @@ def _signature_key(arguments: dict[str, Any]) -> tuple:
 
 
 def _lazy(f: Callable, wrt: str | Sequence[str] | None, jit: str | None, optimize: bool, pick: Callable) -> Callable:
+    options = Options(wrt, jit, optimize).check()
     programs: dict[tuple, GradientProgram] = {}
 
     @functools.wraps(f)
@@ -330,7 +317,7 @@ def _lazy(f: Callable, wrt: str | Sequence[str] | None, jit: str | None, optimiz
         key = _signature_key(arguments)
         program = programs.get(key)
         if program is None:
-            program = programs[key] = build(f, args, kwargs, wrt, jit, optimize=optimize)
+            program = programs[key] = build(f, args, kwargs, options)
         value, grads = program.value_and_grad(*arguments.values())
         return pick(value, grads[0] if isinstance(wrt, str) else grads)
 

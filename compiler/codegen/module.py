@@ -239,8 +239,6 @@ def emit_module(
 ) -> str:
     """The whole module for a differentiated graph (see `autodiff.differentiate`); `folded` is
     the graph `value_and_grad` runs instead, with the seed folded in (`passes.fold_seed`)."""
-    if jit not in (None, *JIT_BACKENDS):
-        raise ValueError(f"jit must be None or one of {JIT_BACKENDS}, not {jit!r}")
     texts, forms = render_lines(graph.eqns + (folded.eqns if folded is not None else ()), jit)
     called = set().union(*(form.calls for form in forms))
     helpers = [helper_source(name) for name in HELPERS if name in called]
