@@ -27,9 +27,9 @@ import numpy as np
 from compiler import __version__, demo, display, report, visualize
 from compiler.check import check_inputs, check_rows, format_check
 from compiler.errors import FlatgradError, SignatureError, TracingError, UsageError
-from compiler.files import write_output
+from compiler.files import display_path, write_output
 from compiler.program import GradientProgram, Options, build
-from compiler.tracer import ExampleSpec, display_path
+from compiler.tracer import ExampleSpec
 
 DEFAULT_OUT_DIR = "generated"
 _SPEC = re.compile(r"^(?P<kind>[fi])(?P<bits>16|32|64)(?:\[(?P<shape>[0-9, ]*)\])?$")

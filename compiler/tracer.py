@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from compiler import naming
+from compiler.files import display_path
 from compiler.errors import (
     BranchOnTracedValueError,
     ConcreteValueError,
@@ -234,15 +235,6 @@ def _user_source_line() -> str:
 def _at_user_line(message: str) -> str:
     frame = _innermost_user_frame()
     return message if frame is None else f"{display_path(frame.f_code.co_filename)}:{frame.f_lineno}: {message}"
-
-
-def display_path(path: str) -> str:
-    """`path` relative to the working directory when it lies below it."""
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if relative.startswith("..") else relative
 
 
 # Every (kind, name) user code reaches, with its rows: several rows share an entry point when
