@@ -7,19 +7,20 @@
 See README.md for the command line and the emitted module's layout.
 """
 
+from compiler._version import __version__
 from compiler.check import check_grad
 from compiler.errors import FlatgradError
 from compiler.ir import Graph
 from compiler.program import GradientProgram, grad, gradient, value_and_grad
 from compiler.tracer import GATES, trace
 
-__version__ = "0.1.0"
 
 sigmoid = GATES["sigmoid"]
 relu = GATES["relu"]
 softmax = GATES["softmax"]
 
 __all__ = [
+    "__version__",
     "FlatgradError",
     "GradientProgram",
     "Graph",

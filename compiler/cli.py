@@ -24,7 +24,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from compiler import __version__, demo, display, report, visualize
+from compiler import demo, display, report, visualize
+from compiler._version import __version__
 from compiler.check import check_inputs, check_rows, format_check
 from compiler.errors import FlatgradError, SignatureError, TracingError, UsageError
 from compiler.files import display_path, write_output
