@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 EXAMPLES = ROOT / "examples"
 
-# The examples are plain user files, not a package: make them importable by name.
-if str(EXAMPLES) not in sys.path:
-    sys.path.insert(0, str(EXAMPLES))
+# The examples are plain user files, not a package: make them importable by name. So are the
+# tests' support modules (support, table_harness), whatever pytest's import mode.
+for folder in (EXAMPLES, TESTS):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 
 @pytest.fixture(scope="session", autouse=True)

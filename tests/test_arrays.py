@@ -79,6 +79,7 @@ def test_softmax_and_mlp_against_autograd():
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.numba
 def test_numba_agrees_with_numpy_on_the_net():
     """One jitted array program (compiling is slow): the SVM net, which lowers keepdims, add.at
     and the in-place update for numba."""

@@ -12,29 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pyflakes.api import check as pyflakes_check
-from pyflakes.reporter import Reporter
 
 import compiler
 from neuron import neuron
 from simple import simple
 from staged import staged
+from support import pyflakes_messages
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = [(simple, (-2.0, 5.0, -4.0)), (neuron, (2.0, -1.0, -3.0, -2.0, -3.0)), (staged, (3.0, -4.0))]
-
-
-def pyflakes_messages(source: str, name: str) -> str:
-    class Collect:
-        def __init__(self):
-            self.lines = []
-
-        def write(self, text):
-            self.lines.append(text)
-
-    out = Collect()
-    pyflakes_check(source, name, Reporter(out, out))
-    return "".join(out.lines)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "generated").glob("*.py")), ids=lambda p: p.name)
@@ -75,6 +61,7 @@ def test_save_is_atomic_and_leaves_no_temporary(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["simple_grad.py"]
 
 
+@pytest.mark.numba
 def test_numba_agrees_with_numpy():
     """One jitted program per example; numba compiles once and caches on disk."""
     for f, args in EXAMPLES:
@@ -90,7 +77,8 @@ def test_numba_agrees_with_numpy():
         assert jitted.grad(*args) == pytest.approx(expected_grads, rel=1e-12)
 
 
-def test_same_function_same_bytes():
+def test_source_depends_on_the_examples_shapes_not_their_values():
+    """In one process (memo tables warm): determinism across processes is the next test's."""
     first = compiler.gradient(staged, 1.0, 2.0).source
     assert compiler.gradient(staged, 5.0, -1.0).source == first
 
@@ -107,6 +95,7 @@ def test_source_is_independent_of_the_hash_seed():
     assert len(outputs) == 1
 
 
+@pytest.mark.numba
 @pytest.mark.parametrize("optimize", [False, True])
 def test_numba_splits_long_functions_into_parts(monkeypatch, optimize):
     """numba compile time grows faster than a function's length: long bodies become parts (in
@@ -126,6 +115,7 @@ def test_numba_splits_long_functions_into_parts(monkeypatch, optimize):
     assert pyflakes_messages(jitted.source, "parts") == ""
 
 
+@pytest.mark.numba
 def test_numba_lowers_max_and_min_along_an_axis():
     import numpy as np
 
@@ -156,6 +146,7 @@ def test_a_long_cache_is_summed_up_in_the_header():
     assert len(cache) == 32
 
 
+@pytest.mark.numba
 def test_float32_stays_float32_under_numba():
     """numba computes float32 with a Python number in float64 (NumPy does not), and `@` refuses
     mixed dtypes: the numbers in float32 arithmetic are written as np.float32."""

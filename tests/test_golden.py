@@ -10,25 +10,12 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-from pathlib import Path
 
 import pytest
 
 from compiler.cli import main
+from support import EXAMPLES, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-
-# The array examples at the benchmark's small size: N=8 examples, D=4 features, H=8 hidden, C=3 classes.
-_NET = ["--arg", "X=f64[8,4]", "--arg", "y=i64[8]", "--wrt", "W1,b1,W2,b2"]
-_LAYERS = ["--arg", "W1=f64[4,8]", "--arg", "b1=f64[8]", "--arg", "W2=f64[8,3]", "--arg", "b2=f64[3]"]
-EXAMPLES = {
-    "simple": [],
-    "neuron": [],
-    "staged": [],
-    "svm_net": _NET + _LAYERS,
-    "softmax": ["--arg", "X=f64[8,4]", "--arg", "y=i64[8]", "--arg", "W=f64[4,3]", "--arg", "b=f64[3]", "--wrt", "W,b"],
-    "mlp": ["--arg", "X=f64[8,4]", "--arg", "t=f64[8,3]", "--wrt", "W1,b1,W2,b2"] + _LAYERS,
-}
 # (example function, `flatgrad emit` options) -> generated/<name>[_optimized][_numba].py
 GOLDEN = [
     (f"examples/{stem}.py:{stem}", options + variant)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import io
 import math
 import operator
 from dataclasses import dataclass
@@ -30,8 +29,6 @@ from typing import Union
 import autograd
 import autograd.numpy as anp
 import numpy as np
-import pyflakes.api
-import pyflakes.reporter
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -42,8 +39,12 @@ from compiler.autodiff import differentiate
 from autograd.tracer import getval
 
 from compiler.ops import OPS, Op
+from support import pyflakes_messages
 
-pytestmark = pytest.mark.filterwarnings("ignore:Output seems independent of input:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Output seems independent of input:UserWarning"),
+    pytest.mark.slow,  # hundreds of random programs
+]
 
 VALUE_BOUND = 1e6  # every value of a kept program stays below this in magnitude
 GRAD_BOUND = 1e10
@@ -279,12 +280,6 @@ def numbers_are_safe(program: Program, args: list[float]) -> bool:
                 if not same and abs(kink(*operands, out)) <= KINK_MARGIN * scale:
                     return False
     return True
-
-
-def pyflakes_messages(source: str) -> str:
-    stream = io.StringIO()
-    pyflakes.api.check(source, "emitted.py", pyflakes.reporter.Reporter(stream, stream))
-    return stream.getvalue()
 
 
 # --- the test -------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from compiler.check import check_rows
 from compiler.cli import main
+from neuron import neuron
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -40,11 +42,14 @@ class Page(HTMLParser):
             self.cells.append(data.strip())
 
 
+POINT = {"w0": 2.0, "x0": -1.0, "w1": -3.0, "x1": -2.0, "w2": -3.0}
+
+
 @pytest.fixture
 def report(tmp_path, monkeypatch, capsys) -> Path:
     monkeypatch.chdir(ROOT)
     out = tmp_path / "neuron.html"
-    args = [f"--arg={n}={v}" for n, v in zip(("w0", "x0", "w1", "x1", "w2"), (2.0, -1.0, -3.0, -2.0, -3.0))]
+    args = [f"--arg={n}={v}" for n, v in POINT.items()]
     assert main(["report", "examples/neuron.py:neuron", *args, "-o", str(out)]) == 0
     assert capsys.readouterr().out == f"wrote {out}\n"
     return out
@@ -57,8 +62,14 @@ def test_report_holds_the_graph_the_code_side_by_side_and_the_check(report):
     text = "".join(page.text)
     assert "s1 = w1 * x1" in text  # the forward column
     assert "grad_w1 = x1 * grad_s1" in text and "mul gate: swap multiplier" in text  # the backward column
-    assert page.cells[:4] == ["w0", "-1.966119e-01", "-1.966119e-01", page.cells[3]]
-    assert "largest error" in text and ": ok" in text
+    # the check: input, flatgrad, central difference, error, tolerance; a row per input
+    assert page.cells[:3] == ["w0", "-1.966119e-01", "-1.966119e-01"]
+    rows = check_rows(neuron, **POINT)
+    table = [[r.label, f"{r.analytic:.6e}", f"{r.numeric:.6e}", f"{r.error:.1e}", f"{r.tolerance:.0e}"] for r in rows]
+    assert [page.cells[k : k + 5] for k in range(0, len(page.cells), 5)] == table
+    assert [row[0] for row in table] == list(POINT)
+    assert all(row[4] == "1e-06" and float(row[3]) <= 1e-6 for row in table)  # float64's tolerance, met
+    assert f"largest error {max(r.error for r in rows):.1e}: ok" in text
     assert ("svg" in page.tags) == (shutil.which("dot") is not None)
     assert "<script" not in report.read_text()  # self-contained and static
 

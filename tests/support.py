@@ -1,0 +1,36 @@
+"""What several test modules share: the project's root, the examples with the options `flatgrad
+emit` makes their golden files with, and pyflakes run on a source text.
+
+Test modules import it by name (tests/conftest.py puts tests/ on sys.path); they never import
+each other.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pyflakes.api
+import pyflakes.reporter
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The array examples at the benchmark's small size: N=8 examples, D=4 features, H=8 hidden, C=3 classes.
+_NET = ["--arg", "X=f64[8,4]", "--arg", "y=i64[8]", "--wrt", "W1,b1,W2,b2"]
+_LAYERS = ["--arg", "W1=f64[4,8]", "--arg", "b1=f64[8]", "--arg", "W2=f64[8,3]", "--arg", "b2=f64[3]"]
+# Each example of examples/ (module and function named alike) -> its `flatgrad emit` options
+EXAMPLES = {
+    "simple": [],
+    "neuron": [],
+    "staged": [],
+    "svm_net": _NET + _LAYERS,
+    "softmax": ["--arg", "X=f64[8,4]", "--arg", "y=i64[8]", "--arg", "W=f64[4,3]", "--arg", "b=f64[3]", "--wrt", "W,b"],
+    "mlp": ["--arg", "X=f64[8,4]", "--arg", "t=f64[8,3]", "--wrt", "W1,b1,W2,b2"] + _LAYERS,
+}
+
+
+def pyflakes_messages(source: str, filename: str = "emitted.py") -> str:
+    """What pyflakes reports about `source` (as if read from `filename`): empty when clean."""
+    stream = io.StringIO()
+    pyflakes.api.check(source, filename, pyflakes.reporter.Reporter(stream, stream))
+    return stream.getvalue()
