@@ -37,3 +37,7 @@ class WriteError(FlatgradError):
 
 class UsageError(FlatgradError):
     """The command line itself is wrong (an unknown option, a bad `--arg`, a missing file)."""
+
+
+class IRError(FlatgradError):
+    """The IR broke one of its invariants: a bug in flatgrad, not in the user's code."""

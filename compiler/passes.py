@@ -4,7 +4,7 @@ Readable mode (the default) runs none of them: the lecture's one-gate-per-line c
 and all. Optimize mode runs `optimize_forward` on the traced graph (before autodiff, so fused
 gates get their own simple local gradients), `optimize` on the differentiated graph, and
 `fold_seed` on that for the body of `value_and_grad`, which starts from the number 1.0. Each
-pass keeps the graph's outputs, its numbers and the IR's invariants (`ir.verify`); the tests run
+pass keeps the graph's outputs, its numbers and the IR's invariants (`verify.verify`); the tests run
 the verifier after every pass.
 """
 

@@ -32,7 +32,7 @@ import pytest
 from autograd.tracer import getval
 
 import compiler
-from compiler import ir
+from compiler.verify import verify
 from compiler.ops import INDEX_PARAMS, OPS, IndexOperand, Op, resolve_index_operands
 
 FD_RTOL, FD_ATOL = 1e-6, 1e-6
@@ -479,9 +479,9 @@ def draw_args(user: UserFunction, rng: np.random.Generator) -> list:
 
 def build(f, *examples, **kwargs) -> compiler.GradientProgram:
     """compiler.gradient, with the IR verified (forward graph and differentiated graph)."""
-    ir.verify(compiler.trace(f, *examples))
+    verify(compiler.trace(f, *examples))
     prog = compiler.gradient(f, *examples, **kwargs)
-    ir.verify(prog.graph)
+    verify(prog.graph)
     return prog
 
 

@@ -6,7 +6,9 @@ import pytest
 
 import compiler
 from compiler.autodiff import differentiate
-from compiler.ir import Const, Eqn, Graph, IRError, Var, verify
+from compiler.errors import IRError
+from compiler.ir import Const, Eqn, Graph, Var
+from compiler.verify import verify
 from simple import simple
 from staged import staged
 

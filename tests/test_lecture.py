@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import compiler
-from compiler.ir import verify
+from compiler.verify import verify
 
 NEURON_AT = (2.0, -1.0, -3.0, -2.0, -3.0)
 

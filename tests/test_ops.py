@@ -20,7 +20,7 @@ different gradient back.
 
 Comparison rows pass no gradient, so they are tested as the condition of `np.where`; the fills
 (`np.ones_like`, `np.zeros_like`) are tested as a term added to a differentiable one.
-`ir.verify` runs on every graph built here.
+`verify` runs on every graph built here.
 
 Bugs these tests found keep their smallest reproduction at the end of the file. The cases, the
 user's functions and the oracles are in tests/table_harness.py.

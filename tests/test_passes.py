@@ -13,7 +13,7 @@ from compiler import passes
 from compiler.autodiff import differentiate
 from compiler.check import check_inputs
 from compiler.cli import example_arguments
-from compiler.ir import verify
+from compiler.verify import verify
 from support import EXAMPLES
 
 

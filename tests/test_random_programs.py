@@ -34,11 +34,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import compiler
-from compiler import ir, passes
+from compiler import passes
 from compiler.autodiff import differentiate
 from autograd.tracer import getval
 
 from compiler.ops import OPS, Op
+from compiler.verify import verify
 from support import pyflakes_messages
 
 pytestmark = [
@@ -287,9 +288,9 @@ def numbers_are_safe(program: Program, args: list[float]) -> bool:
 
 def optimized_program(f, examples) -> compiler.GradientProgram:
     """`f` in optimize mode, with the verifier run after every pass."""
-    forward = passes.optimize_forward(ir.verify(compiler.trace(f, *examples)), check=ir.verify)
-    graph = passes.optimize(differentiate(forward, [v.name for v in forward.inputs if v.dtype == "float64"]), check=ir.verify)
-    passes.fold_seed(graph, check=ir.verify)
+    forward = passes.optimize_forward(verify(compiler.trace(f, *examples)), check=verify)
+    graph = passes.optimize(differentiate(forward, [v.name for v in forward.inputs if v.dtype == "float64"]), check=verify)
+    passes.fold_seed(graph, check=verify)
     optimized = compiler.gradient(f, *examples, optimize=True)
     assert pyflakes_messages(optimized.source) == "", optimized.source
     assert len(optimized.graph.eqns) <= len(compiler.gradient(f, *examples).graph.eqns)
@@ -312,9 +313,9 @@ def test_random_program_against_autograd(data):
     assume(all(math.isfinite(g) and abs(g) < GRAD_BOUND for g in expected_grads))
 
     f = as_function(program)
-    ir.verify(compiler.trace(f, *[1.0] * len(args)))
+    verify(compiler.trace(f, *[1.0] * len(args)))
     prog = compiler.gradient(f, *[1.0] * len(args))
-    ir.verify(prog.graph)
+    verify(prog.graph)
     assert len(prog.wrt) == len(args)
     assert pyflakes_messages(prog.source) == ""
 
@@ -598,9 +599,9 @@ def test_random_array_program_against_autograd(data):
 
     f = array_function(program)
     examples = [np.ones(s) if s else 1.0 for s in program.shapes]
-    ir.verify(compiler.trace(f, *examples))
+    verify(compiler.trace(f, *examples))
     prog = compiler.gradient(f, *examples)
-    ir.verify(prog.graph)
+    verify(prog.graph)
     assert pyflakes_messages(prog.source) == ""
 
     with np.errstate(all="ignore"):
