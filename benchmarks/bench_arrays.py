@@ -36,7 +36,10 @@ def threads_from(argv: list[str]) -> int:
     """The --threads value (default 1), read before argparse runs: BLAS and OpenMP read their
     thread counts when they load, that is when NumPy is imported below."""
     for i, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--threads=") else argv[i + 1] if arg == "--threads" and i + 1 < len(argv) else None
+        if arg.startswith("--threads="):
+            value = arg.split("=", 1)[1]
+        else:
+            value = argv[i + 1] if arg == "--threads" and i + 1 < len(argv) else None
         if value is not None:
             try:
                 return int(value)
@@ -68,12 +71,11 @@ for folder in (ROOT, EXAMPLES):
         sys.path.insert(0, str(folder))
 
 import numpy as np  # noqa: E402
+import softmax as softmax_example  # noqa: E402  (examples/softmax.py)
+import svm_net as svm_example  # noqa: E402  (examples/svm_net.py)
 
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import Baseline, Candidate, Skipped, Target, Timing  # noqa: E402
-
-import softmax as softmax_example  # noqa: E402  (examples/softmax.py)
-import svm_net as svm_example  # noqa: E402  (examples/svm_net.py)
 
 SVM_REG = svm_example.REG  # the examples' L2 strengths: the hand-written code uses the same
 SOFTMAX_REG = softmax_example.REG
@@ -489,12 +491,15 @@ def thread_line() -> str:
     if THREADS[0] <= 0:
         return "threads: every library's default (--threads 0)"
     settings = ", ".join(f"{name}={os.environ.get(name, 'unset')}" for name in THREAD_VARIABLES)
-    return f"threads: {THREADS[0]} per library ({settings}; torch.set_num_threads; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r})"
+    xla = os.environ.get("XLA_FLAGS", "")
+    return f"threads: {THREADS[0]} per library ({settings}; torch.set_num_threads; XLA_FLAGS={xla!r})"
 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     harness.add_timing_arguments(parser)
     parser.add_argument(
         "--warm-cache",
@@ -516,7 +521,9 @@ def main(argv: list[str] | None = None) -> int:
         help="leave out jax, PyTorch and HIPS autograd (a process with NumPy and numba only: their imports "
         "also change how the allocator reuses memory, see faults/call)",
     )
-    parser.add_argument("--problem", choices=[p.name for p in PROBLEMS], action="append", help="only this problem (repeatable)")
+    parser.add_argument(
+        "--problem", choices=[p.name for p in PROBLEMS], action="append", help="only this problem (repeatable)"
+    )
     parser.add_argument("--size", choices=list(SIZES), action="append", help="only this size (repeatable)")
     args = parser.parse_args(argv)
     if args.min_time is None and not args.quick:
@@ -572,7 +579,10 @@ def run(settings: harness.Settings, problems: list[str], sizes: list[str], peers
 
             print()
             print(f"== {case.title}")
-            print(f"{checked} implementations agree with {GEN_NUMPY} on the value and every gradient element (rtol {RTOL:g}, atol {ATOL:g})")
+            print(
+                f"{checked} implementations agree with {GEN_NUMPY} on the value and every gradient element "
+                f"(rtol {RTOL:g}, atol {ATOL:g})"
+            )
             timings = harness.measure(case.candidates, settings)
             baselines = [Baseline(HAND_NUMPY, "vs hand NumPy"), Baseline(JAX, "vs jax.jit")]
             print(harness.render_table(timings, baselines, case.skipped, [("faults/call", fault_cells(case, timings))]))

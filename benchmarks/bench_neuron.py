@@ -81,9 +81,9 @@ def handwritten_python(w0, x0, w1, x1, w2):
 
 def flatgrad_candidates(notes: list[str]) -> list[Candidate]:
     import numba
+    from neuron import neuron
 
     import compiler
-    from neuron import neuron
 
     prog = compiler.gradient(neuron, *ARGS)
     numpy_vg = prog.module.value_and_grad
@@ -205,7 +205,9 @@ def autograd_candidates(skipped: list[Skipped]) -> list[Candidate]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     harness.add_timing_arguments(parser)
     parser.add_argument(
         "--warm-cache",
@@ -260,7 +262,9 @@ def run(settings: harness.Settings) -> int:
     print()
     print("targets:")
     targets = [
-        harness.ratio_target(timings, "generated numba within 1.1x of hand-written numba", GEN_NUMBA, HAND_NUMBA, at_most=1.1),
+        harness.ratio_target(
+            timings, "generated numba within 1.1x of hand-written numba", GEN_NUMBA, HAND_NUMBA, at_most=1.1
+        ),
         harness.ratio_target(timings, "generated numba at least 50x faster than jax.jit", JAX, GEN_NUMBA, at_least=50),
     ]
     print(harness.render_targets(targets))

@@ -94,7 +94,8 @@ def numba_compile(sizes: list[int]) -> str:
     for n in sizes:
         program = compiler.gradient(unrolled(n), 0.5, 0.9, jit="numba")
         _, seconds = harness.time_once(lambda: program.value_and_grad(0.5, 0.9))
-        lines.append(f"{n:>10}  {len(program.graph.eqns):>6}  {seconds:>7.2f}s  {seconds / len(program.graph.eqns) * 1e3:>7.2f}ms")
+        per_equation = seconds / len(program.graph.eqns) * 1e3
+        lines.append(f"{n:>10}  {len(program.graph.eqns):>6}  {seconds:>7.2f}s  {per_equation:>7.2f}ms")
     return "\n".join(lines)
 
 
@@ -126,7 +127,8 @@ def optimize_on_off(settings: harness.Settings) -> str:
         for optimize in (False, True):
             program = compiler.gradient(f, **args, wrt=wrt, optimize=optimize)
             label = f"optimize={optimize} ({len(program.graph.eqns)} equations)"
-            candidates.append(harness.Candidate(label, program.module.value_and_grad, tuple(args.values()), harness.flatten))
+            call = program.module.value_and_grad
+            candidates.append(harness.Candidate(label, call, tuple(args.values()), harness.flatten))
         harness.check_agreement(candidates, reference=candidates[0].name)
         timings = harness.measure(candidates, settings, progress=False)
         table = harness.render_table(timings, baselines=[harness.Baseline(candidates[0].name, "vs readable")])

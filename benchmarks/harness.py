@@ -31,7 +31,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-
 # --------------------------------------------------------------------------- settings
 
 
@@ -47,7 +46,9 @@ class Settings:
 def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
     """The command-line flags every benchmark understands."""
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 short repeats per implementation")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per implementation (default 7, 3 with --quick)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats per implementation (default 7, 3 with --quick)"
+    )
     parser.add_argument(
         "--min-time",
         type=float,
@@ -182,7 +183,9 @@ def check_agreement(
     for name, values in results.items():
         got = np.array(values)
         if got.shape != ref.shape or not np.allclose(got, ref, rtol=rtol, atol=atol):
-            raise DisagreementError(f"{name} disagrees with {reference}:\n  {name}: {values}\n  {reference}: {list(ref)}")
+            raise DisagreementError(
+                f"{name} disagrees with {reference}:\n  {name}: {values}\n  {reference}: {list(ref)}"
+            )
     return results
 
 
@@ -290,7 +293,9 @@ def render_table(
     row's time / the baseline's, as a `paired_ratio` (below 1 is faster than the baseline),
     then one column per `extra` entry (a header and the cell text by implementation name)."""
     by_name = {t.name: t for t in timings}
-    headers = ["implementation", "median/call", "best", "spread", *[b.header for b in baselines], *[h for h, _ in extra]]
+    headers = [
+        "implementation", "median/call", "best", "spread", *[b.header for b in baselines], *[h for h, _ in extra]
+    ]
     rows = []
     for t in timings:
         row = [t.name, format_time(t.median), format_time(t.best), f"±{t.spread * 50:.0f}%"]
@@ -332,7 +337,12 @@ def paired_ratio(a: Timing, b: Timing) -> float:
 
 
 def ratio_target(
-    timings: Sequence[Timing], description: str, slow: str, fast: str, at_most: float | None = None, at_least: float | None = None
+    timings: Sequence[Timing],
+    description: str,
+    slow: str,
+    fast: str,
+    at_most: float | None = None,
+    at_least: float | None = None,
 ) -> Target:
     """Judge the paired ratio `slow / fast` against `at_most` and/or `at_least`."""
     by_name = {t.name: t for t in timings}
@@ -344,7 +354,8 @@ def ratio_target(
     bound = " and ".join(
         ([f"<= {at_most:g}"] if at_most is not None else []) + ([f">= {at_least:g}"] if at_least is not None else [])
     )
-    return Target(description, holds, f"{slow} / {fast} = {ratio:{'.3f' if ratio < 10 else '.1f'}} (paired median; needs {bound})")
+    shown = f"{ratio:{'.3f' if ratio < 10 else '.1f'}}"
+    return Target(description, holds, f"{slow} / {fast} = {shown} (paired median; needs {bound})")
 
 
 def render_targets(targets: Iterable[Target]) -> str:

@@ -14,7 +14,6 @@ from compiler.ir import Graph
 from compiler.program import GradientProgram, grad, gradient, value_and_grad
 from compiler.tracer import GATES, trace
 
-
 sigmoid = GATES["sigmoid"]
 relu = GATES["relu"]
 softmax = GATES["softmax"]

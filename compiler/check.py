@@ -114,7 +114,9 @@ def check_rows(
     rng = np.random.default_rng(0)
     rows = []
     for name, g in zip(program.wrt, grads):
-        tolerance = max(_GRADIENT_TOLERANCE.get(_float_itemsize(g), 1e-6), _DIFFERENCE_TOLERANCE.get(dtype.itemsize, 1e-6))
+        tolerance = max(
+            _GRADIENT_TOLERANCE.get(_float_itemsize(g), 1e-6), _DIFFERENCE_TOLERANCE.get(dtype.itemsize, 1e-6)
+        )
         g = np.asarray(g, dtype=np.float64)
         elements = list(np.ndindex(g.shape))
         if len(elements) > CHECKED_ELEMENTS:

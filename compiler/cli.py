@@ -151,7 +151,8 @@ def _build(args: argparse.Namespace, target: Target, examples: Examples, **optio
     """The program for the command's options; a failure that a missing `--arg` may explain
     says which parameters were traced as float scalars and what to write."""
     try:
-        return build(target.fn, (), examples.values, Options(_wrt(args.wrt), optimize=args.optimize, source=target.source, **options))
+        options = Options(_wrt(args.wrt), optimize=args.optimize, source=target.source, **options)
+        return build(target.fn, (), examples.values, options)
     except (SignatureError, UsageError):
         raise
     except Exception as error:
@@ -298,7 +299,9 @@ def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="flatgrad", description="Emit flat forward and backward code for a NumPy function.")
     top.add_argument("-V", "--version", action="version", version=f"flatgrad {__version__}")
     commands = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    emit = commands.add_parser("emit", help="write the emitted module to a file", description="Write the emitted module to a file.")
+    emit = commands.add_parser(
+        "emit", help="write the emitted module to a file", description="Write the emitted module to a file."
+    )
     _add_target_options(emit, explain=True)
     emit.add_argument("--jit", choices=["numba"], help="compile the emitted functions with numba")
     _add_output_options(emit, "OUT.py", f"{DEFAULT_OUT_DIR}/FUNC[_optimized][_numba].py")

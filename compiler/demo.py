@@ -79,7 +79,9 @@ def run(folder: str | Path | None = None, overwrite: bool = False, force_hint: s
         try:
             folder = tempfile.mkdtemp(prefix="flatgrad-demo-")
         except OSError as error:
-            raise WriteError(f"cannot make a temporary folder for the demo ({error.strerror}); name one with --out") from None
+            raise WriteError(
+                f"cannot make a temporary folder for the demo ({error.strerror}); name one with --out"
+            ) from None
     target = Path(folder)
     path = draw_neuron(target, overwrite, force_hint)
     return "\n".join(walk_through(*example) for example in EXAMPLES) + (

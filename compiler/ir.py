@@ -19,7 +19,6 @@ from typing import Union
 import numpy as np
 
 
-
 def _slot_setters(cls: type, *fields: str) -> tuple:
     """Each field's slot setter, for a frozen class's own __init__.
 

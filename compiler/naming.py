@@ -40,8 +40,12 @@ MODULE_NAMES = (
     "cache",
 )
 
-RESERVED = frozenset(HELPERS) | frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins)) | frozenset(
-    MODULE_NAMES
+RESERVED = (
+    frozenset(HELPERS)
+    | frozenset(keyword.kwlist)
+    | frozenset(keyword.softkwlist)
+    | frozenset(dir(builtins))
+    | frozenset(MODULE_NAMES)
 )
 
 # The part functions of a long body under numba: `_<function>_part<k>`.

@@ -208,7 +208,8 @@ def _axes(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
 def _one_pick_per_row(operands: Mapping[str, object], static: Mapping[str, object]) -> bool:
     """`probs[rows, cols]` of a matrix, rows and cols of one length, paired one to one."""
     probs, rows, cols = (operands[name].shape for name in ("probs", "i", "j"))  # type: ignore[attr-defined]
-    return static["index"] == (IndexOperand("i"), IndexOperand("j")) and len(probs) == 2 and len(rows) == 1 and rows == cols
+    pairs = static["index"] == (IndexOperand("i"), IndexOperand("j"))
+    return pairs and len(probs) == 2 and len(rows) == 1 and rows == cols
 
 
 def _logsumexp_rows() -> tuple[Op, ...]:
@@ -217,7 +218,8 @@ def _logsumexp_rows() -> tuple[Op, ...]:
     exp(x - out), the softmax. No user code names them."""
     stable = "add({top}, log({sum}(exp(sub(x, {top})){keys})))"
     rows = []
-    for suffix, top, summed, keys in (("_all", "max_all(x)", "sum_all", ""), ("_keep", "max_keep(x, axis=axis)", "sum_keep", ", axis=axis")):
+    variants = (("_all", "max_all(x)", "sum_all", ""), ("_keep", "max_keep(x, axis=axis)", "sum_keep", ", axis=axis"))
+    for suffix, top, summed, keys in variants:
         shifted = stable.format(top=top, sum=summed, keys=keys)
         commuted = "add(log({sum}(exp(sub(x, {top})){keys})), {top})".format(top=top, sum=summed, keys=keys)
         forward = "logsumexp_all(x)" if suffix == "_all" else "logsumexp(x, axis, True)"
@@ -295,7 +297,8 @@ def _reductions() -> tuple[Op, ...]:
                    functions=(kind,), methods=(kind,), static=("axis", "keepdims"),
                    signature="x, axis=None, keepdims=False", when=when, normalize=_axes,
                    numba_forward=numba_forward, numba_grads={"x": numba_grad} if numba_grad else {},
-                   numba_when=(lambda nd, st: nd[0] == 2 and isinstance(st["axis"], int)) if chooses and suffix != "_all" else None,
+                   numba_when=(lambda nd, st: nd[0] == 2 and isinstance(st["axis"], int))
+                   if chooses and suffix != "_all" else None,
                    domain=_X, shapes=((3, 4),))
             )
     return tuple(rows)
@@ -368,7 +371,8 @@ _ROWS = (
        pattern="softmax gate: local gradient out * (grad - sum(out * grad)), from its output", gate=True,
        static=("axis",), signature="x, axis=-1", normalize=_one_axis,
        numba_forward="softmax_along(x, axis)",
-       numba_grads={"x": "out * (grad - np.expand_dims((out * grad).sum(axis=axis), axis))"}, numba_when=lambda ndims, st: ndims == (2,),
+       numba_grads={"x": "out * (grad - np.expand_dims((out * grad).sum(axis=axis), axis))"},
+       numba_when=lambda ndims, st: ndims == (2,),
        fuses=(
            "div(exp(sub(x, max_keep(x, axis=axis))), sum_keep(exp(sub(x, max_keep(x, axis=axis))), axis=axis))",
            "div(exp(x), sum_keep(exp(x), axis=axis))",
@@ -461,9 +465,11 @@ _ROWS = (
     *(
         Op(name, ("x", "v") + arrays, "updated(x, index, v)",
            # with index arrays a place may be written twice; only the last write reaches it
-           {"x": "updated(grad, index, 0)", "v": "grad[index] * last_writes(x.shape, index)" if arrays else "grad[index]"},
+           {"x": "updated(grad, index, 0)",
+            "v": "grad[index] * last_writes(x.shape, index)" if arrays else "grad[index]"},
            pattern="write gate: the gradient of the overwritten places goes to v, the rest to x",
-           operators=("__setitem__",), static=("index",), when=_arrays(len(arrays), operands=2), domain=(_X[0], _X[0]) + (None,) * len(arrays),
+           operators=("__setitem__",), static=("index",), when=_arrays(len(arrays), operands=2),
+           domain=(_X[0], _X[0]) + (None,) * len(arrays),
            shapes=((3, 4), ()) + ((5,),) * len(arrays))
         for name, arrays in (("setitem", ()), ("put", ("i",)), ("put2", ("i", "j")))
     ),

@@ -19,17 +19,17 @@ import shlex
 import sys
 import tempfile
 import types
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from compiler import display, passes, visualize
-from compiler.files import display_path, write_atomically, write_output
 from compiler.autodiff import differentiate
 from compiler.codegen import JIT_BACKENDS, Provenance, emit_module
 from compiler.errors import FlatgradError, SignatureError
+from compiler.files import display_path, write_atomically, write_output
 from compiler.ir import Graph, Var
 from compiler.tracer import ExampleSpec, bind_arguments, example_spec, integer_examples_hint, trace
 

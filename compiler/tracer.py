@@ -26,7 +26,6 @@ from typing import Any, Callable
 import numpy as np
 
 from compiler import naming
-from compiler.files import display_path
 from compiler.errors import (
     BranchOnTracedValueError,
     ConcreteValueError,
@@ -34,6 +33,7 @@ from compiler.errors import (
     TracingError,
     UnsupportedOperationError,
 )
+from compiler.files import display_path
 from compiler.ir import MEMO_LIMIT, Const, Eqn, Graph, Loc, Var, dtype_name, stand_in
 from compiler.ops import INDEX_PARAMS, OPS, IndexOperand, Op
 
@@ -292,7 +292,9 @@ def _call(kind: str, name: str, args: tuple, kwargs: dict, static: dict | None =
         try:
             bound = _signature(text).bind(*args, **kwargs)
         except TypeError as error:
-            raise _unsupported(f"{label} called with these arguments ({error})", f"call it as {label}({text})") from None
+            raise _unsupported(
+                f"{label} called with these arguments ({error})", f"call it as {label}({text})"
+            ) from None
         bound.apply_defaults()
         operands = tuple(bound.arguments[p] for p in first.params)
         static = {k: bound.arguments[k] for k in first.static}

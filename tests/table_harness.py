@@ -32,8 +32,8 @@ import pytest
 from autograd.tracer import getval
 
 import compiler
-from compiler.verify import verify
 from compiler.ops import INDEX_PARAMS, OPS, IndexOperand, Op, resolve_index_operands
+from compiler.verify import verify
 
 FD_RTOL, FD_ATOL = 1e-6, 1e-6
 AG_RTOL, AG_ATOL = 1e-10, 1e-12
@@ -357,7 +357,9 @@ class UserFunction:
     def examples(self, dtype=np.float64) -> list:
         shapes = self.input_shapes()
         return [
-            (np.ones(shapes[n], dtype) if shapes[n] else dtype(1.0)) if n in self.floats else np.zeros(shapes[n], np.int64)
+            (np.ones(shapes[n], dtype) if shapes[n] else dtype(1.0))
+            if n in self.floats
+            else np.zeros(shapes[n], np.int64)
             for n in self.names
         ]
 
@@ -471,7 +473,9 @@ def draw_args(user: UserFunction, rng: np.random.Generator) -> list:
         if away_from_kinks(np.concatenate([np.ravel(v) for v in floats.values()]), bounds):
             break
     arrays = draw_index_arrays(case, rng) if case.index is not None and not case.const_index else {}
-    return [np.float64(floats[n]) if n in floats and not shapes[n] else floats.get(n, arrays.get(n)) for n in user.names]
+    return [
+        np.float64(floats[n]) if n in floats and not shapes[n] else floats.get(n, arrays.get(n)) for n in user.names
+    ]
 
 
 # --- oracles and checks -----------------------------------------------------------------------
@@ -527,7 +531,8 @@ def check_against_fd(prog: compiler.GradientProgram, f, names, args: list) -> No
     for name, grad in zip(prog.wrt, grads):
         position = names.index(name)
         assert np.shape(grad) == np.shape(args[position]), name
-        np.testing.assert_allclose(grad, central_differences(f, args, position), rtol=FD_RTOL, atol=FD_ATOL, err_msg=name)
+        expected = central_differences(f, args, position)
+        np.testing.assert_allclose(grad, expected, rtol=FD_RTOL, atol=FD_ATOL, err_msg=name)
     if all(np.ndim(a) == 0 for a in args):
         value_py, grads_py = prog.value_and_grad(*[float(a) for a in args])
         assert float(value_py) == float(value)

@@ -7,11 +7,11 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
-
-import compiler
 from mlp import mlp
 from softmax import softmax
 from svm_net import REG, svm_net
+
+import compiler
 
 
 def data(N, D, H, C, seed):
@@ -114,7 +114,8 @@ def test_float32_in_float32_out():
     prog = compiler.gradient(svm_net, **d, wrt=LAYERS)
     value, grads = prog.value_and_grad(*d.values())
     assert all(g.dtype == np.float32 for g in grads)
-    reference = compiler.gradient(svm_net, **data(8, 4, 8, 3, seed=0), wrt=LAYERS).grad(*data(8, 4, 8, 3, seed=0).values())
+    point = data(8, 4, 8, 3, seed=0)
+    reference = compiler.gradient(svm_net, **point, wrt=LAYERS).grad(*point.values())
     for ours, theirs in zip(grads, reference):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 

@@ -4,20 +4,20 @@ numbers under numba, and the same bytes for the same function whatever the hash 
 from __future__ import annotations
 
 import os
-import subprocess
 import re
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-import compiler
 from neuron import neuron
 from simple import simple
 from staged import staged
 from support import pyflakes_messages
+
+import compiler
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = [(simple, (-2.0, 5.0, -4.0)), (neuron, (2.0, -1.0, -3.0, -2.0, -3.0)), (staged, (3.0, -4.0))]

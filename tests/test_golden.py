@@ -12,9 +12,9 @@ import shlex
 import shutil
 
 import pytest
+from support import EXAMPLES, ROOT
 
 from compiler.cli import main
-from support import EXAMPLES, ROOT
 
 # (example function, `flatgrad emit` options) -> generated/<name>[_optimized][_numba].py
 GOLDEN = [

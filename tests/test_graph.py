@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from neuron import neuron
 
 import compiler
 from compiler.cli import main
-from neuron import neuron
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "neuron.dot"
 AT = (2.0, -1.0, -3.0, -2.0, -3.0)
@@ -52,7 +52,8 @@ def test_array_values_show_their_shapes():
 def test_svg_is_drawn_and_parses(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)
     out = tmp_path / "neuron.svg"
-    argv = ["graph", "examples/neuron.py:neuron", *[f"--arg={n}={v}" for n, v in zip(("w0", "x0", "w1", "x1", "w2"), AT)]]
+    at = [f"--arg={n}={v}" for n, v in zip(("w0", "x0", "w1", "x1", "w2"), AT)]
+    argv = ["graph", "examples/neuron.py:neuron", *at]
     assert main([*argv, "-o", str(out)]) == 0
     texts = [t.text for t in ET.parse(out).iter() if t.tag.endswith("text") and t.text]
     assert "0.73" in texts and "-0.20" in texts and "sigmoid" in texts

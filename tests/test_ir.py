@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from simple import simple
+from staged import staged
 
 import compiler
 from compiler.autodiff import differentiate
 from compiler.errors import IRError
 from compiler.ir import Const, Eqn, Graph, Var
 from compiler.verify import verify
-from simple import simple
-from staged import staged
 
 
 def test_listing_is_one_equation_per_line():

@@ -40,11 +40,6 @@ import autograd.numpy as anp
 import numpy as np
 import pytest
 from autograd.tracer import getval
-
-import compiler
-from compiler import ir
-from compiler.errors import TracingError
-from compiler.ops import INDEX_PARAMS, OPS, IndexOperand, Op
 from table_harness import (
     COMPARISON_CASES,
     COMPARISONS,
@@ -80,6 +75,11 @@ from table_harness import (
     user_function,
     weights,
 )
+
+import compiler
+from compiler import ir
+from compiler.errors import TracingError
+from compiler.ops import INDEX_PARAMS, OPS, IndexOperand, Op
 
 # autograd warns when asked for the gradient of an input the function ignores (x * x wrt y)
 pytestmark = pytest.mark.filterwarnings("ignore:Output seems independent of input:UserWarning")
@@ -488,7 +488,9 @@ def array_programs(np, sigmoid):
         h = np.tanh(X @ W1)
         return np.sum(h * h.sum(axis=1, keepdims=True)) + np.sum(h @ W2 * h.mean(axis=1).reshape(4, 1))
 
-    return {"two_layer": two_layer, "softmax_loss": softmax_loss, "standardize": standardize, "gram": gram, "reuse": reuse}
+    return {
+        "two_layer": two_layer, "softmax_loss": softmax_loss, "standardize": standardize, "gram": gram, "reuse": reuse
+    }
 
 
 ARRAY_PROGRAM_SHAPES = ((4, 3), (3, 5), (5,), (5, 2))
@@ -649,7 +651,12 @@ def test_repeated_rows_of_a_gather_add_up():
 
 def test_repeated_pairs_of_a_gather_add_up():
     """x[i, j] with the pair (1, 2) three times."""
-    prog = build(lambda x, i, j: np.sum(x[i, j] * np.array([1.0, 2.0, 3.0, 4.0])), np.ones((3, 4)), np.zeros(4, int), np.zeros(4, int))
+    prog = build(
+        lambda x, i, j: np.sum(x[i, j] * np.array([1.0, 2.0, 3.0, 4.0])),
+        np.ones((3, 4)),
+        np.zeros(4, int),
+        np.zeros(4, int),
+    )
     (grad,) = prog.grad(np.zeros((3, 4)), np.array([1, 0, 1, -2]), np.array([2, 0, -2, 2]))
     expected = np.zeros((3, 4))
     expected[1, 2], expected[0, 0] = 1.0 + 3.0 + 4.0, 2.0
@@ -825,7 +832,8 @@ def test_course_idiom_margins_set_to_zero():
     assert [e.op for e in prog.graph.forward_eqns].count("put2") == 1
     rng = rng_for("svm")
     for _ in range(DRAWS):
-        args = [rng.uniform(-1, 1, (5, 3)), rng.uniform(-1, 1, (3, N_CLASSES)), rng.permutation(np.arange(5) % N_CLASSES)]
+        labels = rng.permutation(np.arange(5) % N_CLASSES)
+        args = [rng.uniform(-1, 1, (5, 3)), rng.uniform(-1, 1, (3, N_CLASSES)), labels]
         check_against_fd(prog, svm_loss, ["X", "W", "y"], args)
         check_against_autograd(prog, svm_loss_functional, ["X", "W", "y"], args)
 

@@ -7,6 +7,7 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
+from support import EXAMPLES
 
 import compiler
 from compiler import passes
@@ -14,7 +15,6 @@ from compiler.autodiff import differentiate
 from compiler.check import check_inputs
 from compiler.cli import example_arguments
 from compiler.verify import verify
-from support import EXAMPLES
 
 
 def body(graph) -> list[str]:
@@ -266,7 +266,11 @@ def test_cross_entropy_along_axis_0_is_not_fused():
         ("xp.max(x) + xp.log(xp.sum(xp.exp(x - xp.max(x))))", "logsumexp_all"),
         ("xp.log(xp.sum(xp.exp(x), axis=1))", "logsumexp"),
         ("xp.log(xp.sum(xp.exp(x), axis=0, keepdims=True))", "logsumexp_keep"),
-        ("xp.log(xp.sum(xp.exp(x - xp.max(x, axis=1, keepdims=True)), axis=1, keepdims=True)) + xp.max(x, axis=1, keepdims=True)", "logsumexp_keep"),
+        (
+            "xp.log(xp.sum(xp.exp(x - xp.max(x, axis=1, keepdims=True)), axis=1, keepdims=True))"
+            " + xp.max(x, axis=1, keepdims=True)",
+            "logsumexp_keep",
+        ),
     ],
 )
 def test_log_sum_exp_is_fused_from_each_spelling(spelling, fused):

@@ -30,17 +30,16 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
+from autograd.tracer import getval
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from support import pyflakes_messages
 
 import compiler
 from compiler import passes
 from compiler.autodiff import differentiate
-from autograd.tracer import getval
-
 from compiler.ops import OPS, Op
 from compiler.verify import verify
-from support import pyflakes_messages
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Output seems independent of input:UserWarning"),
@@ -289,7 +288,8 @@ def numbers_are_safe(program: Program, args: list[float]) -> bool:
 def optimized_program(f, examples) -> compiler.GradientProgram:
     """`f` in optimize mode, with the verifier run after every pass."""
     forward = passes.optimize_forward(verify(compiler.trace(f, *examples)), check=verify)
-    graph = passes.optimize(differentiate(forward, [v.name for v in forward.inputs if v.dtype == "float64"]), check=verify)
+    floats = [v.name for v in forward.inputs if v.dtype == "float64"]
+    graph = passes.optimize(differentiate(forward, floats), check=verify)
     passes.fold_seed(graph, check=verify)
     optimized = compiler.gradient(f, *examples, optimize=True)
     assert pyflakes_messages(optimized.source) == "", optimized.source
@@ -478,7 +478,12 @@ def array_programs(draw) -> ArrayProgram:
 
     def add(row: Op, kind: str, name: str, operands: tuple, static: dict | None = None) -> Ref:
         static = static or {}
-        samples = [np.ones(shapes[o.index]) if isinstance(o, Ref) else np.ones(np.broadcast_shapes(shapes[o.a.index], shapes[o.b.index]), bool) if isinstance(o, Cond) else o for o in operands]
+        samples = [
+            np.ones(shapes[o.index]) if isinstance(o, Ref)
+            else np.ones(np.broadcast_shapes(shapes[o.a.index], shapes[o.b.index]), bool) if isinstance(o, Cond)
+            else o
+            for o in operands
+        ]
         normalized = row.normalize([np.shape(samples[0])], dict(static)) if row.normalize else static
         shape = np.shape(row.compute(*samples, **normalized))
         nodes.append(ArrayNode(row, kind, name, tuple(operands), tuple(static.items()), shape))

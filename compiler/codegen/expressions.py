@@ -296,7 +296,8 @@ def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
     if eqn.accumulate is not None:
         # `grad_x + -t` reads better as `grad_x - t`, and is the same number
         negated = isinstance(tree, ast.UnaryOp) and isinstance(tree.op, ast.USub)
-        tree = ast.BinOp(load(eqn.accumulate.name), ast.Sub() if negated else ast.Add(), tree.operand if negated else tree)
+        operation = ast.Sub() if negated else ast.Add()
+        tree = ast.BinOp(load(eqn.accumulate.name), operation, tree.operand if negated else tree)
     return tree
 
 

@@ -117,9 +117,13 @@ def split_into_parts(
         available.update(e.out.name for e in chunk)
         part = part_name(name, index)
         body = [*texts[start : start + NUMBA_PART_LINES], returns(tuple_of(gives))]
-        parts.append(Function(part, tuple(takes), f"Lines {start + 1}-{start + len(chunk)} of `{name}`.", (("", tuple(body)),)))
+        doc = f"Lines {start + 1}-{start + len(chunk)} of `{name}`."
+        parts.append(Function(part, tuple(takes), doc, (("", tuple(body)),)))
         call = ast.Call(load(part), [load(n) for n in takes], [])
-        calls.append(assign(ast.Tuple([ast.Name(n, ast.Store()) for n in gives], ast.Store()), call) if gives else unparse(ast.Expr(call)))
+        if gives:
+            calls.append(assign(ast.Tuple([ast.Name(n, ast.Store()) for n in gives], ast.Store()), call))
+        else:
+            calls.append(unparse(ast.Expr(call)))
     return parts, calls
 
 
@@ -162,7 +166,9 @@ def functions(
     grad_names = [g.name for g in graph.outputs[1:]]
     parts: list[Function] = []
 
-    def body(name: str, eqns: Sequence[Eqn], texts: Sequence[str], before: Sequence[str], after: Sequence[str]) -> tuple[str, ...]:
+    def body(
+        name: str, eqns: Sequence[Eqn], texts: Sequence[str], before: Sequence[str], after: Sequence[str]
+    ) -> tuple[str, ...]:
         if jit != "numba":
             return tuple(texts)
         more, calls = split_into_parts(name, eqns, texts, before, after)
@@ -181,7 +187,12 @@ def functions(
     everything = body("value_and_grad", inline.eqns, (*inline_forward, *inline_backward), params, [output, *grad_names])
     split = jit == "numba" and len(everything) < len(inline.eqns)
     return (
-        Function("forward", params, f"Return {call}.", (("", (*body("forward", forward_eqns, forward_lines, params, [output]), returns(load(output)))),)),
+        Function(
+            "forward",
+            params,
+            f"Return {call}.",
+            (("", (*body("forward", forward_eqns, forward_lines, params, [output]), returns(load(output)))),),
+        ),
         Function(
             "value_and_grad",
             params,
@@ -207,7 +218,16 @@ def functions(
             "backward",
             (seed.out.name, "cache"),
             f"Return {grads_text} from the upstream gradient {seed.out.name} and `forward_with_cache`'s cache.",
-            (("", (*unpack, *body("backward", backward, own_backward[1:], [seed.out.name, *cached], grad_names), returns(grads))),),
+            (
+                (
+                    "",
+                    (
+                        *unpack,
+                        *body("backward", backward, own_backward[1:], [seed.out.name, *cached], grad_names),
+                        returns(grads),
+                    ),
+                ),
+            ),
         ),
         *parts,
     )
