@@ -9,6 +9,7 @@ The rules, in the order they are applied:
 3. The returned value keeps its source name if it has one, else it is `L` (the lecture's loss).
 4. Every other intermediate is `s0, s1, ...`, numbered in forward order.
 5. The gradient of `v` is `grad_v`. Accumulating into a gradient rebinds the same name.
+   A term to be summed or cast before it adds onto an earlier `grad_v` is `grad_v_term` till then.
 6. A name never shadows what the emitted module uses: Python keywords and builtins, `np`,
    `numba`, the module's own functions and `cache`, and the part functions a long body is
    split into under numba (`_value_and_grad_part0`, ...: `part_name`). A name that is taken or
@@ -134,3 +135,8 @@ def forward_names(
         names[output_index] = namer.claim(OUTPUT_NAME)
     fresh = namer.temporaries()
     return input_names, [name if name is not None else next(fresh) for name in names]
+
+
+def term_name(grad_name: str) -> str:
+    """The name wanted for a term to be summed or cast before it adds onto `grad_name` (rule 5)."""
+    return f"{grad_name}_term"
