@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from compiler.errors import SignatureError
-from compiler.ir import MEMO_LIMIT, Eqn, Graph, Var, dtype_name, sample_of, stand_in
+from compiler.ir import MEMO_LIMIT, Eqn, Graph, KindKeys, Var, dtype_name, sample_of, stand_in
 from compiler.naming import Namer, term_name
 from compiler.ops import OPS
 
@@ -108,12 +108,14 @@ def _contribute(
     steps = target.steps
     if not steps:  # the common case, kept fast: the rule's equation adds on itself
         term = Var(names.grad(of), target.shape, target.dtype)
-        backward.append(Eqn(eqn.op, operands, term, target.rule, previous, eqn.loc, target.params, eqn.out.name))
+        backward.append(
+            Eqn(eqn.op, operands, term, target.rule, previous, eqn.loc, target.params, eqn.out.name, target.types)
+        )
         return term
     # the last equation reads `previous`, so the ones before it must not rebind its name
     name = names.term(of) if previous is not None else names.grad(of)
     term = Var(name, target.shape, target.dtype)
-    backward.append(Eqn(eqn.op, operands, term, target.rule, None, eqn.loc, target.params, eqn.out.name))
+    backward.append(Eqn(eqn.op, operands, term, target.rule, None, eqn.loc, target.params, eqn.out.name, target.types))
     for index, step in enumerate(steps, 1):
         last = index == len(steps)
         reduced = Var(names.grad(of) if last else name, step.shape, step.dtype)
@@ -140,7 +142,8 @@ class _Target:
     position: int  # among the gate's operands
     rule: str  # the op parameter whose gradient rule applies
     pick: Callable[[tuple], tuple]  # the rule's operands, out of the gate's operands, `out` and `grad`
-    params: tuple[tuple[str, object], ...]  # the gate's, then the operand types codegen writes in
+    params: tuple[tuple[str, object], ...]  # the gate's static parameters
+    types: tuple[tuple[str, tuple[int, ...], str], ...]  # each rule name's shape and dtype (`Eqn.types`)
     shape: tuple[int, ...]  # of the rule's result
     dtype: str  # of the rule's result
     steps: tuple[_Step, ...]  # what brings the rule's result to the operand's shape and dtype
@@ -157,19 +160,15 @@ class _Plans:
     def __init__(self, forward: Graph, active: set[Var]) -> None:
         self._active = active
         self._is_input = set(forward.inputs)
-        # each params tuple's repr, by identity: gates of one kind share their params tuple
-        self._params_keys: dict[int, str] = {}
+        self._keys = KindKeys()
 
     # a method rather than __call__, which costs more per gate
     def targets(self, eqn: Eqn, upstream: Var) -> tuple[_Target, ...]:
         """The targets of `eqn`'s plan, for an upstream gradient of `upstream`'s type."""
         active, is_input = self._active, self._is_input
-        params_key = self._params_keys.get(id(eqn.params))
-        if params_key is None:
-            params_key = self._params_keys[id(eqn.params)] = repr(eqn.params)
         # what the gate's backward equations depend on besides names: its operands' types, and
         # which of them get a gradient and are the function's own inputs
-        key = [eqn.op, params_key, eqn.out.shape, eqn.out.dtype, upstream.shape, upstream.dtype]
+        key = [eqn.op, self._keys.params(eqn), eqn.out.shape, eqn.out.dtype, upstream.shape, upstream.dtype]
         for a in eqn.inputs:
             if type(a) is Var:
                 key.append(a.shape)
@@ -201,16 +200,17 @@ def _plan(eqn: Eqn, upstream: Var, order: tuple[int, ...]) -> tuple[_Target, ...
     row = OPS[eqn.op]
     bindings = dict(zip(row.params, eqn.inputs)) | {"out": eqn.out, "grad": upstream}
     places = {name: i for i, name in enumerate(row.params + ("out", "grad"))}
-    types = tuple((f"{name}.{attr}", getattr(v, attr)) for name, v in bindings.items() for attr in ("shape", "dtype"))
-    # one params tuple for the whole plan: codegen works out each tuple's repr once
-    params = eqn.params + types
+    # one params and one types tuple for the whole plan: memo keys work out their repr once
+    # (see ir.KindKeys)
+    params = eqn.params
+    types = tuple((name, v.shape, v.dtype) for name, v in bindings.items())
     targets = []
     for position in order:
         rule = row.params[position]
         local = np.asarray(row.evaluate_rule(rule, {k: sample_of(v) for k, v in bindings.items()}, eqn.static))
         pick = _picker(tuple(places[name] for name in row.rule_names(rule)))
         steps = _steps(local, bindings[rule])
-        targets.append(_Target(position, rule, pick, params, local.shape, dtype_name(local.dtype), steps))
+        targets.append(_Target(position, rule, pick, params, types, local.shape, dtype_name(local.dtype), steps))
     return tuple(targets)
 
 

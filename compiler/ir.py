@@ -104,20 +104,21 @@ class KindKeys:
     adds, then what the memo depends on of each operand. Names never enter a key, so the
     equations of an unrolled loop share one memo entry.
 
-    The static parameters are keyed by identity: autodiff gives every equation of one backward
-    plan the same params tuple, so its repr is worked out once per tuple, not once per
-    equation. That holds while the tuples live, so a KindKeys serves one pass over one graph.
+    The static parameters and type facts are keyed by identity: autodiff gives every equation
+    of one backward plan the same params and types tuples, so their repr is worked out once per
+    plan, not once per equation. That holds while the tuples live, so a KindKeys serves one
+    pass over one graph (or one kind of gate's plan).
     """
 
     def __init__(self) -> None:
-        self._reprs: dict[int, str] = {}
+        self._reprs: dict[tuple[int, int], str] = {}
 
     def params(self, eqn: Eqn) -> str:
-        """The repr of `eqn`'s static parameters."""
-        params = eqn.params
-        text = self._reprs.get(id(params))
+        """The repr of `eqn`'s static parameters and type facts."""
+        params, types = eqn.params, eqn.types
+        text = self._reprs.get((id(params), id(types)))
         if text is None:
-            text = self._reprs[id(params)] = repr(params)
+            text = self._reprs[(id(params), id(types))] = repr(params) + repr(types)
         return text
 
     def by_types(self, eqn: Eqn, *extra: object) -> tuple:
@@ -167,6 +168,10 @@ class Eqn:
     local gradient this equation computes (a backward gate), and `inputs` are bound, in order,
     to the names that gradient rule uses (see `ops.Op.rule_names`). When `accumulate` is set
     the equation adds its result to that earlier gradient: `out = accumulate + rule(...)`.
+
+    `types` are the type facts of a backward gate: the shape and dtype each name of its rule
+    had in the forward gate (`x`, `out`, `grad`), so that a rule may read `x.shape` of a value
+    it does not take as an operand; codegen writes such facts in as literals.
     """
 
     op: str
@@ -177,6 +182,7 @@ class Eqn:
     loc: Loc | None = None
     params: tuple[tuple[str, object], ...] = ()
     gate: str | None = None  # backward equations: the name of the forward gate's output
+    types: tuple[tuple[str, tuple[int, ...], str], ...] = ()  # (name, shape, dtype) per rule name
 
     def __init__(
         self,
@@ -188,6 +194,7 @@ class Eqn:
         loc: Loc | None = None,
         params: tuple[tuple[str, object], ...] = (),
         gate: str | None = None,
+        types: tuple[tuple[str, tuple[int, ...], str], ...] = (),
     ) -> None:
         _set_op(self, op)  # see _slot_setters
         _set_inputs(self, inputs)
@@ -197,6 +204,7 @@ class Eqn:
         _set_loc(self, loc)
         _set_params(self, params)
         _set_gate(self, gate)
+        _set_types(self, types)
 
     @property
     def static(self) -> dict[str, object]:
@@ -210,7 +218,7 @@ class Eqn:
 
     def __str__(self) -> str:
         args = ", ".join(repr(a) for a in self.inputs)
-        shown = [f"{k}={_show(v)}" for k, v in self.params if "." not in k]
+        shown = [f"{k}={_show(v)}" for k, v in self.params]
         args += ("; " + ", ".join(shown)) if shown else ""
         head = self.op if self.rule is None else f"{self.op}.grad[{self.rule}]"
         text = f"{self.out.name} = {head}({args})"
@@ -219,8 +227,8 @@ class Eqn:
         return text
 
 
-_set_op, _set_inputs, _set_out, _set_rule, _set_accumulate, _set_loc, _set_params, _set_gate = _slot_setters(
-    Eqn, "op", "inputs", "out", "rule", "accumulate", "loc", "params", "gate"
+_set_op, _set_inputs, _set_out, _set_rule, _set_accumulate, _set_loc, _set_params, _set_gate, _set_types = (
+    _slot_setters(Eqn, "op", "inputs", "out", "rule", "accumulate", "loc", "params", "gate", "types")
 )
 
 

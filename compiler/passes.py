@@ -216,16 +216,12 @@ def _number(atom: Atom) -> object:
 def _evaluate(eqn: Eqn, values: Sequence[object]) -> np.ndarray:
     """What `eqn`'s expression makes of these operand values (numbers, arrays or stand-ins)."""
     row = OPS[eqn.op]
-    static = {k: v for k, v in eqn.params if "." not in k}
+    static = dict(eqn.params)
     with np.errstate(all="ignore"):
         if eqn.rule is None:
             return np.asarray(row.compute(*values, **static))
         # a name the rule reads only for its shape or dtype (`np.full(x.shape, grad)`)
-        types = dict(eqn.params)
-        known = {
-            k[: -len(".shape")]: stand_in(v, types[k[: -len(".shape")] + ".dtype"])
-            for k, v in eqn.params if k.endswith(".shape")
-        }
+        known = {name: stand_in(shape, dtype) for name, shape, dtype in eqn.types}
         bindings = known | dict(zip(row.rule_names(eqn.rule), values))
         return np.asarray(row.evaluate_rule(eqn.rule, bindings, static))
 

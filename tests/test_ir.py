@@ -73,3 +73,15 @@ def test_round_trip_through_the_emitted_forward(f, args):
     """Tracing the emitted forward code gives the same IR listing: names and gates survive."""
     prog = compiler.gradient(f, *args)
     assert str(compiler.trace(prog.module.forward, *args)) == str(compiler.trace(f, *args))
+
+
+def test_a_backward_gate_carries_its_rules_types_as_a_field_not_as_params():
+    """`np.sum`'s rule reads `x.shape` of a value it does not take as an operand: the backward
+    gate knows x's type from `Eqn.types`, and its static parameters are the gate's own."""
+    import numpy as np
+
+    graph = differentiate(compiler.trace(lambda x: np.sum(x * 2.0), np.ones((3, 4))), ["x"])
+    (summed,) = [e for e in graph.backward_eqns if e.op == "sum_all"]
+    assert ("x", (3, 4), "float64") in summed.types
+    assert all("." not in name for name, _ in summed.params)
+    assert compiler.codegen.statement(summed) == "grad_s0 = np.full((3, 4), grad_L)"

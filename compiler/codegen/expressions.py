@@ -110,7 +110,7 @@ class _Substitute(ast.NodeTransformer):
         self,
         bindings: dict[str, ast.expr],
         static: dict[str, object],
-        types: dict[str, object],
+        types: dict[str, tuple[tuple[int, ...], str]],
         samples: dict[str, object] | None = None,
     ) -> None:
         self.bindings = bindings
@@ -151,9 +151,8 @@ class _Substitute(ast.NodeTransformer):
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.expr:
         """`x.shape`, `x.size`, `x.ndim` and `x.dtype` are known: write them in as literals."""
-        if isinstance(node.value, ast.Name) and f"{node.value.id}.shape" in self.types:
-            shape = self.types[f"{node.value.id}.shape"]
-            dtype = self.types[f"{node.value.id}.dtype"]
+        if isinstance(node.value, ast.Name) and node.value.id in self.types:
+            shape, dtype = self.types[node.value.id]
             known = {"shape": shape, "size": int(np.prod(shape)), "ndim": len(shape)}  # type: ignore[arg-type]
             if node.attr in known:
                 return _constant(known[node.attr])
@@ -263,8 +262,12 @@ def _operand(atom: Atom) -> ast.expr:
     return _constant(atom.value) if isinstance(atom, Const) else ast.Name(atom.name, ast.Load())
 
 
-def _types(bindings: dict[str, Atom]) -> dict[str, object]:
-    return {f"{name}.{attr}": getattr(a, attr) for name, a in bindings.items() for attr in ("shape", "dtype")}
+def _types(eqn: Eqn, operands: dict[str, Atom]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The shape and dtype of each name the equation's expression may read: its operands, `out`,
+    and the names of a backward rule that are not its operands (`Eqn.types`)."""
+    types = {name: (a.shape, a.dtype) for name, a in operands.items()}
+    types["out"] = (eqn.out.shape, eqn.out.dtype)  # a backward rule's `out` is in `eqn.types`
+    return types | {name: (shape, dtype) for name, shape, dtype in eqn.types}
 
 
 def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
@@ -284,8 +287,8 @@ def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
         text = row.forward_text(eqn.out.shape == (), jit)
     operands = dict(zip(names, eqn.inputs))
     bindings = {name: _operand(a) for name, a in operands.items()}
-    types = _types(operands | {"out": eqn.out}) | {k: v for k, v in eqn.params if "." in k}
-    static = {k: v for k, v in eqn.params if "." not in k}
+    types = _types(eqn, operands)
+    static = dict(eqn.params)
     tree = copy.deepcopy(_parsed(text))
     if eqn.rule is None and text == row.scalar_forward and eqn.out.dtype not in _PYTHON_DTYPES:
         tree = _TypedLiterals(eqn.out.dtype).visit(tree)
@@ -302,7 +305,7 @@ def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
 
 
 def _show_static(eqn: Eqn) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in eqn.params if "." not in k) or "these operands"
+    return ", ".join(f"{k}={v!r}" for k, v in eqn.params) or "these operands"
 
 
 

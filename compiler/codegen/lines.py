@@ -43,7 +43,7 @@ def _render_form(eqn: Eqn, jit: str | None) -> LineForm:
     out = hole(eqn.out)
     inputs = tuple(hole(a) if isinstance(a, Var) else a for a in eqn.inputs)
     accumulate = hole(eqn.accumulate) if eqn.accumulate is not None else None
-    tree = expression(Eqn(eqn.op, inputs, out, eqn.rule, accumulate, eqn.loc, eqn.params), jit)
+    tree = expression(Eqn(eqn.op, inputs, out, eqn.rule, accumulate, eqn.loc, eqn.params, eqn.gate, eqn.types), jit)
     calls = frozenset(n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name))
     uses_numpy = any(isinstance(n, ast.Name) and n.id == "np" for n in ast.walk(tree))
     text = unparse(ast.Assign([ast.Name(out.name, ast.Store())], tree, lineno=0))
