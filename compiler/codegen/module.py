@@ -18,7 +18,7 @@ import numpy as np
 
 from compiler.codegen.explain import explanation
 from compiler.codegen.expressions import assign, load, returns, tuple_of, unparse
-from compiler.codegen.lines import render_lines
+from compiler.codegen.lines import LineForm, render_lines
 from compiler.helpers import HELPERS, helper_source
 from compiler.ir import Atom, Eqn, Graph, Var
 from compiler.naming import part_name
@@ -127,109 +127,108 @@ def split_into_parts(
     return parts, calls
 
 
-def functions(
-    graph: Graph,
-    provenance: Provenance,
-    jit: str | None = None,
-    explain: bool = False,
-    folded: Graph | None = None,
-    texts: Sequence[str] | None = None,
-    cache: Sequence[Var] | None = None,
-) -> tuple[Function, ...]:
-    """The module's functions, their bodies finished lines (with `explain`, each backward line
-    carries a comment saying which gate it differentiates and how). `value_and_grad` runs
-    `folded`, the graph with its seed folded in (`passes.fold_seed`), where given; `backward`
-    always takes the seed as its argument. `texts` are the lines of `graph`'s equations followed
-    by `folded`'s, as `_render_lines` gives them, and `cache` is `cached_values(graph)` (each
-    worked out here when not given)."""
-    if texts is None:
-        texts, _ = render_lines(graph.eqns + (folded.eqns if folded is not None else ()), jit)
-    n_forward = len(graph.forward_eqns)
-    params = tuple(v.name for v in graph.inputs)
-    output = graph.outputs[0].name
-    grads = tuple_of([g.name for g in graph.outputs[1:]])
-    grads_text = "(" + ", ".join(g.name for g in graph.outputs[1:]) + ("," if len(grads.elts) == 1 else "") + ")"
-    seed, *backward = graph.backward_eqns
-    forward_lines = tuple(texts[:n_forward])
-    gates = {e.out.name: text for e, text in zip(graph.forward_eqns, forward_lines)} if explain else {}
+@dataclass(frozen=True)
+class Code:
+    """Straight-line code: equations and their finished lines, one each, in order."""
 
-    def backward_lines(eqns: Sequence[Eqn], lines: Sequence[str]) -> tuple[str, ...]:
-        if not explain:
-            return tuple(lines)
-        return tuple(f"{text}  # {explanation(eqn, gates)}" for eqn, text in zip(eqns, lines))
+    eqns: tuple[Eqn, ...]
+    lines: tuple[str, ...]
 
-    own_backward = backward_lines(graph.backward_eqns, texts[n_forward : len(graph.eqns)])
-    cached = [v.name for v in (cached_values(graph) if cache is None else cache)]
-    unpack = (f"{_names(cached)} = cache",) if cached else ()
-    call = _signature(provenance.function, params)
-    recompute = ast.Subscript(ast.Call(load("value_and_grad"), list(map(load, params)), []), ast.Constant(1))
-    grad_names = [g.name for g in graph.outputs[1:]]
-    parts: list[Function] = []
 
-    def body(
-        name: str, eqns: Sequence[Eqn], texts: Sequence[str], before: Sequence[str], after: Sequence[str]
-    ) -> tuple[str, ...]:
-        if jit != "numba":
-            return tuple(texts)
-        more, calls = split_into_parts(name, eqns, texts, before, after)
-        parts.extend(more)
+@dataclass(frozen=True)
+class Bodies:
+    """What the emitted functions are made of, rendered."""
+
+    forward: Code  # the forward pass
+    backward: Code  # the backward pass from the seed, which `backward` takes as its parameter
+    inline: tuple[Code, Code]  # `value_and_grad`'s forward and backward passes (with the seed)
+    forms: tuple[LineForm, ...]  # every kind of line used: the helpers and names they call
+
+    @classmethod
+    def of(cls, graph: Graph, folded: Graph | None, jit: str | None, explain: bool) -> Bodies:
+        """The bodies of `graph`'s module; `value_and_grad` runs `folded` where given."""
+        forms: dict[int, LineForm] = {}
+
+        def code(eqns: Sequence[Eqn], gates: dict[str, str] | None = None) -> Code:
+            lines, used = render_lines(eqns, jit)
+            forms.update((id(form), form) for form in used)
+            if gates is not None:  # explain mode: each backward line says what it does
+                lines = [f"{line}  # {explanation(eqn, gates)}" for eqn, line in zip(eqns, lines)]
+            return Code(tuple(eqns), tuple(lines))
+
+        def passes(graph: Graph) -> tuple[Code, Code]:
+            forward = code(graph.forward_eqns)
+            gates = dict(zip((e.out.name for e in forward.eqns), forward.lines)) if explain else None
+            return forward, code(graph.backward_eqns, gates)
+
+        forward, backward = passes(graph)
+        inline = passes(folded) if folded is not None else (forward, backward)
+        seedless = Code(backward.eqns[1:], backward.lines[1:])
+        return cls(forward, seedless, inline, tuple(forms.values()))
+
+
+class _Parts:
+    """Under numba, bodies longer than NUMBA_PART_LINES lines become calls of part functions,
+    which this collects; other backends keep every body whole."""
+
+    def __init__(self, jit: str | None) -> None:
+        self.jit = jit
+        self.functions: list[Function] = []
+
+    def body(self, name: str, code: Code, bound_before: Sequence[str], read_after: Sequence[str]) -> tuple[str, ...]:
+        if self.jit != "numba":
+            return code.lines
+        parts, calls = split_into_parts(name, code.eqns, code.lines, bound_before, read_after)
+        self.functions.extend(parts)
         return tuple(calls)
 
-    forward_eqns = list(graph.forward_eqns)
-    inline = folded or graph
-    if folded is None:
-        inline_forward, inline_backward = forward_lines, own_backward
+
+def functions(
+    graph: Graph, provenance: Provenance, bodies: Bodies, jit: str | None, cache: Sequence[Var]
+) -> tuple[Function, ...]:
+    """The module's functions, made of `bodies`: forward, value_and_grad, grad,
+    forward_with_cache and backward (`cache` is what backward reads of the forward pass), then
+    any part functions numba needs."""
+    params = tuple(v.name for v in graph.inputs)
+    output = graph.outputs[0].name
+    grad_names = [g.name for g in graph.outputs[1:]]
+    grads, listed = tuple_of(grad_names), f"({_names(grad_names)})"
+    seed = graph.backward_eqns[0].out.name
+    cached = [v.name for v in cache]
+    call = _signature(provenance.function, params)
+    parts = _Parts(jit)
+
+    forward = parts.body("forward", bodies.forward, params, [output])
+    inline_forward, inline_backward = bodies.inline
+    whole = Code(inline_forward.eqns + inline_backward.eqns, inline_forward.lines + inline_backward.lines)
+    everything = parts.body("value_and_grad", whole, params, [output, *grad_names])
+    if len(everything) < len(whole.lines):  # split into parts: the passes are no longer apart
+        value_and_grad = (("", (*everything, returns(load(output), grads))),)
     else:
-        folded_texts = texts[len(graph.eqns) :]
-        n_inline = len(folded.forward_eqns)
-        inline_forward = tuple(folded_texts[:n_inline])
-        inline_backward = backward_lines(folded.backward_eqns, folded_texts[n_inline:])
-    everything = body("value_and_grad", inline.eqns, (*inline_forward, *inline_backward), params, [output, *grad_names])
-    split = jit == "numba" and len(everything) < len(inline.eqns)
+        backward_pass = (*inline_backward.lines, returns(load(output), grads))
+        value_and_grad = (("forward pass", inline_forward.lines), ("backward pass", backward_pass))
+    recompute = ast.Subscript(ast.Call(load("value_and_grad"), list(map(load, params)), []), ast.Constant(1))
+    with_cache = parts.body("forward_with_cache", bodies.forward, params, [output, *cached])
+    keep = f"cache = {_names(cached)}" if cached else "cache = ()"
+    unpack = (f"{_names(cached)} = cache",) if cached else ()
+    backward = parts.body("backward", bodies.backward, [seed, *cached], grad_names)
     return (
+        Function("forward", params, f"Return {call}.", (("", (*forward, returns(load(output)))),)),
         Function(
-            "forward",
-            params,
-            f"Return {call}.",
-            (("", (*body("forward", forward_eqns, forward_lines, params, [output]), returns(load(output)))),),
+            "value_and_grad", params, f"Return ({output}, {listed}): the value of {call} and its gradients.",
+            value_and_grad,
+        ),
+        Function("grad", params, f"Return {listed}, the gradients of {call}.", (("", (returns(recompute),)),)),
+        Function(
+            "forward_with_cache", params, f"Return ({output}, cache): the value of {call} and what `backward` reads.",
+            (("", (*with_cache, keep, returns(load(output), load("cache")))),),
         ),
         Function(
-            "value_and_grad",
-            params,
-            f"Return ({output}, {grads_text}): the value of {call} and its gradients.",
-            (("", (*everything, returns(load(output), grads))),)
-            if split
-            else (
-                ("forward pass", inline_forward),
-                ("backward pass", (*inline_backward, returns(load(output), grads))),
-            ),
+            "backward", (seed, "cache"),
+            f"Return {listed} from the upstream gradient {seed} and `forward_with_cache`'s cache.",
+            (("", (*unpack, *backward, returns(grads))),),
         ),
-        Function("grad", params, f"Return {grads_text}, the gradients of {call}.", (("", (returns(recompute),)),)),
-        Function(
-            "forward_with_cache",
-            params,
-            f"Return ({output}, cache): the value of {call} and what `backward` reads.",
-            (("", (
-                *body("forward_with_cache", forward_eqns, forward_lines, params, [output, *cached]),
-                f"cache = {_names(cached)}" if cached else "cache = ()", returns(load(output), load("cache")),
-            )),),
-        ),
-        Function(
-            "backward",
-            (seed.out.name, "cache"),
-            f"Return {grads_text} from the upstream gradient {seed.out.name} and `forward_with_cache`'s cache.",
-            (
-                (
-                    "",
-                    (
-                        *unpack,
-                        *body("backward", backward, own_backward[1:], [seed.out.name, *cached], grad_names),
-                        returns(grads),
-                    ),
-                ),
-            ),
-        ),
-        *parts,
+        *parts.functions,
     )
 
 
@@ -259,10 +258,10 @@ def emit_module(
 ) -> str:
     """The whole module for a differentiated graph (see `autodiff.differentiate`); `folded` is
     the graph `value_and_grad` runs instead, with the seed folded in (`passes.fold_seed`)."""
-    texts, forms = render_lines(graph.eqns + (folded.eqns if folded is not None else ()), jit)
-    called = set().union(*(form.calls for form in forms))
+    bodies = Bodies.of(graph, folded, jit, explain)
+    called = set().union(*(form.calls for form in bodies.forms))
     helpers = [helper_source(name) for name in HELPERS if name in called]
-    uses_numpy = bool(helpers) or any(form.uses_numpy for form in forms)
+    uses_numpy = bool(helpers) or any(form.uses_numpy for form in bodies.forms)
     cache = cached_values(graph)
     return template(TEMPLATE).render(
         provenance=provenance,
@@ -277,5 +276,5 @@ def emit_module(
         cache=_listing([v.name for v in cache]),
         cache_bytes=sum(math.prod(v.shape) * _itemsize(v.dtype) for v in cache),
         signature=_signature(provenance.function, [v.name for v in graph.inputs]),
-        functions=functions(graph, provenance, jit, explain, folded, texts, cache),
+        functions=functions(graph, provenance, bodies, jit, cache),
     )
