@@ -146,3 +146,10 @@ def test_errors_leave_no_trace_behind(error):
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_wrt_written_as_the_command_lines_list_says_to_pass_a_tuple():
+    with pytest.raises(compiler.FlatgradError, match=r"wrt=\('w0', 'x0'\)"):
+        compiler.gradient(lambda w0, x0: w0 * x0, 1.0, 2.0, wrt="w0,x0")
+    with pytest.raises(compiler.FlatgradError, match="is not a backend"):
+        compiler.grad(lambda x: x * x, jit="cuda")  # checked when the callable is made, before any call
