@@ -395,12 +395,7 @@ class _Recorder:
         `frame` outwards."""
         frames = []
         while frame is not None and frame is not self._stop_frame:
-            filename = frame.f_code.co_filename
-            # _is_library's memo, read here first: this runs for every frame at every op
-            library = _library_files.get(filename)
-            if library is None:
-                library = _is_library(filename)
-            if not library:
+            if not _is_library(frame.f_code.co_filename):
                 frames.append(frame)
             frame = frame.f_back
         return frames
