@@ -334,3 +334,11 @@ def test_header_commands_paste_into_posix_shells(shell):
     result = subprocess.run([shell, "-c", f"printf '%s\\n' {command}"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == shlex.split(command)
+
+
+def test_the_mit_license_the_package_declares_is_there_and_ships():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
