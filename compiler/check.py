@@ -108,7 +108,12 @@ def check_rows(
 ) -> list[CheckRow]:
     """flatgrad's gradient of `f` beside central differences of `f` itself, one row per input."""
     program = build(f, args, kwargs, Options(wrt, optimize=optimize))
-    arguments = bind_arguments(f, args, kwargs)
+    return compare(program, f, bind_arguments(f, args, kwargs))
+
+
+def compare(program: GradientProgram, f: Callable, arguments: dict[str, Any]) -> list[CheckRow]:
+    """`program`'s gradient (built from `f`) at `arguments`, by parameter name, beside central
+    differences of `f`: for each input, the element where they differ most among those checked."""
     grads = program.grad(*arguments.values())
     point, dtype = difference_point(f, arguments)
     rng = np.random.default_rng(0)

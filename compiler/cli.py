@@ -26,7 +26,7 @@ import numpy as np
 
 from compiler import demo, display, report, visualize
 from compiler._version import __version__
-from compiler.check import check_inputs, check_rows, format_check
+from compiler.check import check_inputs, compare, format_check
 from compiler.errors import FlatgradError, SignatureError, TracingError, UsageError
 from compiler.files import display_path, write_output
 from compiler.program import GradientProgram, Options, build
@@ -224,7 +224,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     target, examples = _target(args)
     program = _build(args, target, examples)
     values, drawn = check_inputs(program, examples.numbers, args.seed)
-    rows = check_rows(target.fn, wrt=program.wrt, optimize=args.optimize, **values)
+    rows = compare(program, target.fn, values)
     table, ok = format_check(rows, args.tolerance)
     print(f"{target.source}: {drawn}")
     print(table)

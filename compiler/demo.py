@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Callable
 
 from compiler import visualize
-from compiler.check import check_rows, format_check
+from compiler.check import compare, format_check
 from compiler.errors import WriteError
 from compiler.program import gradient
-from compiler.tracer import GATES
+from compiler.tracer import GATES, bind_arguments
 
 sigmoid = GATES["sigmoid"]
 
@@ -43,7 +43,7 @@ def walk_through(title: str, f: Callable, args: tuple[float, ...]) -> str:
     value, grads = program.value_and_grad(*args)
     names = [v.name for v in program.graph.inputs]
     point = ", ".join(f"{n}={_number(a)}" for n, a in zip(names, args))
-    table, _ = format_check(check_rows(f, *args))
+    table, _ = format_check(compare(program, f, bind_arguments(f, args, {})))
     return "\n".join(
         [
             f"== {title}, at {point}",

@@ -10,7 +10,7 @@ import graphviz
 from markupsafe import Markup
 
 from compiler import display, visualize
-from compiler.check import check_passes, check_rows
+from compiler.check import check_passes, compare
 from compiler.codegen import explanation, statement, template
 from compiler.program import GradientProgram
 
@@ -34,7 +34,7 @@ def html_report(
     gates = {e.out.name: line for e, line in zip(graph.forward_eqns, forward_lines)}
     forward = "\n".join(forward_lines)
     backward = "\n".join(f"{statement(e)}  # {explanation(e, gates)}" for e in graph.backward_eqns)
-    rows = check_rows(f, wrt=program.wrt, optimize=program.optimize, **values)
+    rows = compare(program, f, values)
     return template("report.html.j2").render(
         title=source,
         source=source,
