@@ -177,9 +177,11 @@ def _defaulted_hint(error: Exception, defaulted: Sequence[str]) -> str:
     if not named:
         return ""
     subject = ", ".join(named) + (" had no --arg and was" if len(named) == 1 else " had no --arg and were")
+    others = [n for n in defaulted if n not in named]
+    also = f" ({', '.join(others)} had none either)" if others else ""
     return (
         f"{subject} traced as a float scalar: for an array pass its dtype and shape, "
-        f"e.g. --arg '{named[0]}=f64[8,4]'"
+        f"e.g. --arg '{named[0]}=f64[8,4]'{also}"
     )
 
 
