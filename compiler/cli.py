@@ -147,11 +147,12 @@ def _target(args: argparse.Namespace) -> tuple[Target, Examples]:
     return Target(fn, file, name), example_arguments(fn, args.arg)
 
 
-def _build(args: argparse.Namespace, target: Target, examples: Examples, **options: Any) -> GradientProgram:
-    """The program for the command's options; a failure that a missing `--arg` may explain
-    says which parameters were traced as float scalars and what to write."""
+def _build(args: argparse.Namespace, target: Target, examples: Examples, **more: Any) -> GradientProgram:
+    """The program for the command's options (`more`: the Options only some commands take); a
+    failure that a missing `--arg` may explain says which parameters were traced as float
+    scalars and what to write."""
+    options = Options(_wrt(args.wrt), optimize=args.optimize, source=target.source, **more)
     try:
-        options = Options(_wrt(args.wrt), optimize=args.optimize, source=target.source, **options)
         return build(target.fn, (), examples.values, options)
     except (SignatureError, UsageError):
         raise
