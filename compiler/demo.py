@@ -12,6 +12,7 @@ from typing import Callable
 from compiler import visualize
 from compiler.check import compare, format_check
 from compiler.errors import WriteError
+from compiler.files import FORCE_IN_PYTHON
 from compiler.program import gradient
 from compiler.tracer import GATES, bind_arguments
 
@@ -65,7 +66,7 @@ def walk_through(title: str, f: Callable, args: tuple[float, ...]) -> str:
     )
 
 
-def draw_neuron(folder: Path, overwrite: bool = False, force_hint: str = "overwrite=True") -> Path:
+def draw_neuron(folder: Path, overwrite: bool = False, force_hint: str = FORCE_IN_PYTHON) -> Path:
     """The neuron's graph at the lecture's point, drawn into `folder` (as DOT text without Graphviz)."""
     _, f, args = EXAMPLES[1]
     dot = visualize.dot_source(gradient(f, *args).graph, args, "the sigmoid neuron")
@@ -73,7 +74,7 @@ def draw_neuron(folder: Path, overwrite: bool = False, force_hint: str = "overwr
     return visualize.render(dot, folder / name, overwrite=overwrite, force_hint=force_hint)
 
 
-def run(folder: str | Path | None = None, overwrite: bool = False, force_hint: str = "overwrite=True") -> str:
+def run(folder: str | Path | None = None, overwrite: bool = False, force_hint: str = FORCE_IN_PYTHON) -> str:
     """The whole demo as text; its picture goes into `folder` (default: a new temporary folder)."""
     if folder is None:
         try:

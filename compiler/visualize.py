@@ -19,7 +19,7 @@ import numpy as np
 
 from compiler.codegen import statement
 from compiler.errors import FlatgradError
-from compiler.files import GENERATED_MARKER, write_output
+from compiler.files import FORCE_IN_PYTHON, GENERATED_MARKER, write_output
 from compiler.helpers import HELPERS
 from compiler.ir import Const, Graph, Var
 from compiler.ops import OPS
@@ -115,7 +115,7 @@ FORMATS = ("dot", "svg", "png")
 
 
 def render(
-    dot: str, path: str | Path, overwrite: bool = False, protect: Iterable[str] = (), force_hint: str = "overwrite=True"
+    dot: str, path: str | Path, overwrite: bool = False, protect: Iterable[str] = (), force_hint: str = FORCE_IN_PYTHON
 ) -> Path:
     """Write `dot` to `path`: as DOT for `.dot`, drawn by Graphviz for `.svg` and `.png`.
 
