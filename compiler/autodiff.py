@@ -1,6 +1,7 @@
-"""Reverse mode: from a forward graph to a graph that also computes the gradients.
+"""Reverse mode: from a forward graph to its backward pass (`ir.Backprop`).
 
-The backward pass starts with the seed `grad_L = 1.0` and walks the forward equations from the
+The backward pass starts from the upstream gradient `grad_L` (in `value_and_grad`, the seed
+`grad_L = 1.0`) and walks the forward equations from the
 output back to the inputs. Each gate through which gradient flows gets one backward equation
 per differentiable input, applying that input's rule from the op table: local factor times
 upstream gradient. A value used more than once sums its gradients by rebinding
@@ -16,16 +17,16 @@ from typing import Callable, Sequence
 import numpy as np
 
 from compiler.errors import SignatureError
-from compiler.ir import MEMO_LIMIT, Eqn, Graph, KindKeys, Var, dtype_name, sample_of, stand_in
+from compiler.ir import MEMO_LIMIT, Backprop, Eqn, Graph, KindKeys, Var, dtype_name, sample_of, stand_in
 from compiler.naming import Namer, term_name
 from compiler.ops import OPS
 
 
-def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
-    """Append the backward pass of `forward` with respect to the inputs named in `wrt`.
+def differentiate(forward: Graph, wrt: Sequence[str]) -> Backprop:
+    """The backward pass of `forward` with respect to the inputs named in `wrt`, beside it.
 
-    The result's outputs are the forward output, then one gradient per `wrt` name;
-    `n_forward` marks where the backward equations start. Within one gate the function's own
+    The backward pass starts from the upstream gradient `grad_L` and gives one gradient per
+    `wrt` name. Within one gate the function's own
     inputs get their gradients first, then intermediates, each in argument order. An operand
     broadcast against the gate's output has its gradient summed back to its shape. An input
     the output does not depend on gets a zero gradient.
@@ -35,7 +36,7 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
     plans = _Plans(forward, active_values(forward, wrt_vars))
     (output,) = forward.outputs
     seed = Eqn("ones_like", (output,), Var(names.grad(output), output.shape, output.dtype))
-    backward = [seed]
+    backward: list[Eqn] = []
     grads: dict[Var, Var] = {output: seed.out}  # a Var hashes by identity
     for eqn in reversed(forward.eqns):
         upstream = grads.get(eqn.out)
@@ -49,9 +50,7 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Graph:
         if v not in grads:  # the output does not depend on v
             backward.append(Eqn("zeros_like", (v,), Var(names.grad(v), v.shape, v.dtype)))
             grads[v] = backward[-1].out
-    outputs = (output, *(grads[v] for v in wrt_vars))
-    eqns = forward.eqns + tuple(backward)
-    return Graph(forward.inputs, eqns, outputs, n_forward=len(forward.eqns), constants=forward.constants)
+    return Backprop.of(forward, tuple(backward), tuple(grads[v] for v in wrt_vars), (seed.out,), seed)
 
 
 def active_values(forward: Graph, wrt: Sequence[Var]) -> set[Var]:

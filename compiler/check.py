@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from compiler.ir import Graph, Var
+from compiler.ir import Backprop, Var
 from compiler.ops import OPS
 from compiler.program import GradientProgram, Options, build
 from compiler.tracer import bind_arguments
@@ -182,7 +182,7 @@ def check_inputs(program: GradientProgram, given: Mapping[str, Any], seed: int) 
     )
 
 
-def _draw(graph: Graph, inputs: Sequence[Var], seed: int, signed: bool) -> dict[str, Any]:
+def _draw(graph: Backprop, inputs: Sequence[Var], seed: int, signed: bool) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     low_magnitude, high_magnitude = DRAWN_MAGNITUDE
     values: dict[str, Any] = {}
@@ -206,10 +206,10 @@ def _draw(graph: Graph, inputs: Sequence[Var], seed: int, signed: bool) -> dict[
     return values
 
 
-def _domain(graph: Graph, var: Var) -> tuple[float, float]:
+def _domain(graph: Backprop, var: Var) -> tuple[float, float]:
     """The interval in which every op that reads `var` directly is tested (its row's domain)."""
     low, high = -np.inf, np.inf
-    for eqn in graph.forward_eqns:
+    for eqn in graph.forward.eqns:
         domain = OPS[eqn.op].domain
         for position, operand in enumerate(eqn.inputs):
             if operand is var and position < len(domain) and domain[position] is not None:

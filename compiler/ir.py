@@ -244,45 +244,99 @@ def _show(value: object) -> str:
 
 @dataclass(frozen=True)
 class Graph:
-    """Straight-line code: inputs, equations in order, outputs.
-
-    `n_forward` is the number of forward equations when the graph holds a backward pass too
-    (`eqns[n_forward:]` then start with the seed `grad_<output> = 1.0`); None for a forward
-    graph.
-    """
+    """Straight-line code: inputs, equations in order, outputs."""
 
     inputs: tuple[Var, ...]
     eqns: tuple[Eqn, ...]
     outputs: tuple[Var, ...]
-    n_forward: int | None = None
     constants: tuple[tuple[str, object], ...] = field(default=())
+
+    def __str__(self) -> str:
+        return _listing(self.inputs, [self.eqns], self.outputs)
+
+
+def _typed(v: Var) -> str:
+    return f"{v.name}:{v.dtype}[{','.join(str(n) for n in v.shape)}]"
+
+
+def _listing(inputs: tuple[Var, ...], sections: list[tuple[Eqn, ...]], outputs: tuple[Var, ...]) -> str:
+    """The readable listing `str` gives: `{ lambda inputs . equations in (outputs) }`, a comment
+    before each section after the first."""
+    lines = ["{ lambda " + ", ".join(_typed(v) for v in inputs) + " ."]
+    for index, eqns in enumerate(sections):
+        if index:
+            lines.append("  # backward")
+        lines.extend(f"  {eqn}" for eqn in eqns)
+    lines.append("  in (" + ", ".join(v.name for v in outputs) + ") }")
+    return "\n".join(lines)
+
+
+def values_read(eqns: tuple[Eqn, ...], outputs: tuple[Var, ...], candidates: list[Var]) -> tuple[Var, ...]:
+    """Those of `candidates` that `eqns` read or that are among `outputs`, in candidates' order."""
+    read: set[Atom] = set(outputs)  # Var and Const hash by identity
+    for eqn in eqns:
+        read.update(eqn.inputs)
+        if eqn.accumulate is not None:
+            read.add(eqn.accumulate)
+    return tuple([v for v in candidates if v in read])
+
+
+@dataclass(frozen=True)
+class Backprop:
+    """A differentiated function: its forward pass, its backward pass and the cache between them.
+
+    `forward` maps the function's inputs to its output. `backward` is a graph of its own: its
+    inputs are the `upstream` gradients (one per output, `grad_L`), then the `cache`, the values
+    of the forward pass it reads; its outputs are the gradients. `seed` is the equation that
+    starts `value_and_grad`'s backward pass from the number one (`grad_L = 1.0`); None where
+    that number has been folded into the gates it reaches (`passes.fold_seed`), and then the
+    backward reads no upstream gradient.
+    """
+
+    forward: Graph
+    backward: Graph
+    upstream: tuple[Var, ...]
+    seed: Eqn | None
+
+    @classmethod
+    def of(cls, forward: Graph, backward_eqns: tuple[Eqn, ...], grads: tuple[Var, ...],
+           upstream: tuple[Var, ...], seed: Eqn | None) -> Backprop:
+        """The pair, with the cache worked out: what `backward_eqns` read of the forward pass."""
+        candidates = list(forward.inputs) + [e.out for e in forward.eqns]
+        cache = values_read(backward_eqns, grads, candidates)
+        return cls(forward, Graph(upstream + cache, backward_eqns, grads), upstream, seed)
+
+    @property
+    def cache(self) -> tuple[Var, ...]:
+        """What the backward pass reads of the forward pass, in forward order."""
+        return self.backward.inputs[len(self.upstream):]
+
+    # The listing's view, one straight line of code from the function's inputs to its value and
+    # gradients: what a reader of `str(prog.graph)` and the tests of whole programs look at.
+    @property
+    def inputs(self) -> tuple[Var, ...]:
+        return self.forward.inputs
+
+    @property
+    def outputs(self) -> tuple[Var, ...]:
+        return self.forward.outputs + self.backward.outputs
+
+    @property
+    def constants(self) -> tuple[tuple[str, object], ...]:
+        return self.forward.constants
 
     @property
     def forward_eqns(self) -> tuple[Eqn, ...]:
-        return self.eqns if self.n_forward is None else self.eqns[: self.n_forward]
+        return self.forward.eqns
 
     @property
     def backward_eqns(self) -> tuple[Eqn, ...]:
-        return () if self.n_forward is None else self.eqns[self.n_forward :]
+        """The backward pass's equations, `value_and_grad`'s seed first where there is one."""
+        return ((self.seed,) if self.seed is not None else ()) + self.backward.eqns
 
     @property
-    def seed(self) -> Eqn | None:
-        """The backward pass's first equation, `grad_L = 1.0`; None in a forward graph, and in
-        one whose seed has been folded into the gates it reaches (`passes.fold_seed`)."""
-        first = self.backward_eqns[:1]
-        if first and first[0].op == "ones_like" and first[0].inputs == self.outputs[:1]:
-            return first[0]
-        return None
+    def eqns(self) -> tuple[Eqn, ...]:
+        return self.forward.eqns + self.backward_eqns
 
     def __str__(self) -> str:
-        def typed(v: Var) -> str:
-            shape = ",".join(str(n) for n in v.shape)
-            return f"{v.name}:{v.dtype}[{shape}]"
-
-        lines = ["{ lambda " + ", ".join(typed(v) for v in self.inputs) + " ."]
-        for i, eqn in enumerate(self.eqns):
-            if self.n_forward is not None and i == self.n_forward:
-                lines.append("  # backward")
-            lines.append(f"  {eqn}")
-        lines.append("  in (" + ", ".join(v.name for v in self.outputs) + ") }")
-        return "\n".join(lines)
+        return _listing(self.inputs, [self.forward_eqns, self.backward_eqns], self.outputs)

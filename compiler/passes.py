@@ -2,8 +2,9 @@
 
 Readable mode (the default) runs none of them: the lecture's one-gate-per-line code, copies
 and all. Optimize mode runs `optimize_forward` on the traced graph (before autodiff, so fused
-gates get their own simple local gradients), `optimize` on the differentiated graph, and
-`fold_seed` on that for the body of `value_and_grad`, which starts from the number 1.0. Each
+gates get their own simple local gradients), `optimize` on the differentiated function's
+forward and backward passes seen as one straight line, and `fold_seed` on that for the body of
+`value_and_grad`, which starts from the number 1.0. Each
 pass keeps the graph's outputs, its numbers and the IR's invariants (`verify.verify`); the tests run
 the verifier after every pass.
 """
@@ -18,7 +19,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from compiler.ir import Atom, Const, Eqn, Graph, KindKeys, Var, sample_of, stand_in
+from compiler.ir import Atom, Backprop, Const, Eqn, Graph, KindKeys, Var, sample_of, stand_in
 from compiler.ops import OPS, Op
 
 Pass = Callable[[Graph], Graph]
@@ -38,30 +39,24 @@ def _uses(graph: Graph) -> dict[int, int]:
     return counts
 
 
-def _rebuild(graph: Graph, kept: Iterable[tuple[int, Eqn]], replace: dict[int, Atom]) -> Graph:
-    """The graph with only the `kept` (index, equation) pairs, reads renamed through `replace`."""
+def _rebuild(graph: Graph, kept: Iterable[Eqn], replace: dict[int, Atom]) -> Graph:
+    """The graph with only the `kept` equations, reads renamed through `replace`."""
 
     def sub(a: Atom) -> Atom:
         while isinstance(a, Var) and id(a) in replace:
             a = replace[id(a)]
         return a
 
-    eqns, n_forward = [], 0
-    forward_end = -1 if graph.n_forward is None else graph.n_forward
-    for index, eqn in kept:
+    eqns = []
+    for eqn in kept:
         if replace and _reads_any(eqn, replace):  # equations are frozen: share the rest
             accumulate = sub(eqn.accumulate) if eqn.accumulate is not None else None
             assert accumulate is None or isinstance(accumulate, Var)
             eqn = dataclasses.replace(eqn, inputs=tuple(sub(a) for a in eqn.inputs), accumulate=accumulate)
         eqns.append(eqn)
-        if index < forward_end:
-            n_forward += 1
     outputs = tuple(sub(v) for v in graph.outputs)
     assert all(isinstance(v, Var) for v in outputs)
-    return Graph(
-        graph.inputs, tuple(eqns), outputs,  # type: ignore[arg-type]
-        n_forward if graph.n_forward is not None else None, graph.constants,
-    )
+    return Graph(graph.inputs, tuple(eqns), outputs, graph.constants)  # type: ignore[arg-type]
 
 
 def _reads_any(eqn: Eqn, ids: dict[int, object] | set[int]) -> bool:
@@ -114,17 +109,14 @@ class _Positions:
 
 def eliminate_dead_code(graph: Graph) -> Graph:
     """Drop every equation no output needs: unused forward values, and gradients of values that
-    lead to no requested input. Keeps: the outputs, everything they read, and the seed of the
-    backward pass (it is the upstream gradient `backward(grad_L, cache)` takes)."""
+    lead to no requested input. Keeps: the outputs and everything they read."""
     live = {id(v) for v in graph.outputs}
-    if graph.seed is not None:
-        live.add(id(graph.seed.out))
     kept = []
     eqns = graph.eqns
     for index in range(len(eqns) - 1, -1, -1):
         eqn = eqns[index]
         if id(eqn.out) in live:
-            kept.append((index, eqn))
+            kept.append(eqn)
             for a in eqn.inputs:
                 if type(a) is Var:
                     live.add(id(a))
@@ -187,7 +179,7 @@ def _replace_values(graph: Graph, replacement: Callable[[Eqn, Callable[[Atom], A
         return a
 
     kept = []
-    for index, eqn in enumerate(graph.eqns):
+    for eqn in graph.eqns:
         source = replacement(eqn, current)
         source = current(source) if source is not None else None
         readable = (isinstance(source, Const) and id(eqn.out) not in accumulated) or (
@@ -196,7 +188,7 @@ def _replace_values(graph: Graph, replacement: Callable[[Eqn, Callable[[Atom], A
         if readable and id(eqn.out) not in outputs:
             replace[id(eqn.out)] = source  # type: ignore[assignment]
         else:
-            kept.append((index, eqn))
+            kept.append(eqn)
     return _rebuild(graph, kept, replace) if replace else graph
 
 
@@ -340,7 +332,7 @@ def broadcast_fills(graph: Graph) -> Graph:
         return source
 
     kept = []
-    for index, eqn in enumerate(graph.eqns):
+    for eqn in graph.eqns:
         inputs = tuple(map(number, eqn.inputs))
         if inputs != eqn.inputs and all(_arithmetic(t) for t in _texts(eqn.op, eqn.rule)):
             try:
@@ -349,7 +341,7 @@ def broadcast_fills(graph: Graph) -> Graph:
                 result = None
             if result is not None and (result.shape, result.dtype.name) == (eqn.out.shape, eqn.out.dtype):
                 eqn = dataclasses.replace(eqn, inputs=inputs)
-        kept.append((index, eqn))
+        kept.append(eqn)
     return _rebuild(graph, kept, {})
 
 
@@ -363,7 +355,7 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
     replace: dict[int, Atom] = {}
     keys = KindKeys()
     kept = []
-    for index, eqn in enumerate(graph.eqns):
+    for eqn in graph.eqns:
         # what makes `eqn` the same computation as another equation: op, rule, static
         # parameters, and operands (a variable by identity, through what replaced it)
         key = [eqn.op, eqn.rule, keys.params(eqn)]
@@ -384,7 +376,7 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
             continue
         if eqn.accumulate is None:
             first.setdefault(key, eqn.out)
-        kept.append((index, eqn))
+        kept.append(eqn)
     return _rebuild(graph, kept, replace) if replace else graph
 
 
@@ -470,7 +462,6 @@ def fuse_gates(graph: Graph) -> Graph:
     """Rewrite a forward pattern into the one gate it spells (`1 / (1 + np.exp(-x))` into
     sigmoid, `np.maximum(0, x)` into relu), from the op table's `fuses`. Keeps: the fused
     value's name and every value read outside the pattern."""
-    assert graph.n_forward is None, "fusion runs on the forward graph, before autodiff"
     producers = {id(e.out): e for e in graph.eqns}
     uses = _uses(graph)
     fused: dict[int, Eqn] = {}
@@ -490,9 +481,7 @@ def fuse_gates(graph: Graph) -> Graph:
                 fused[id(eqn.out)] = Eqn(row.name, operands, eqn.out, loc=eqn.loc, params=tuple(static.items()))
                 dropped.update(match.inner)
                 break
-    kept = [
-        (i, fused.get(id(e.out), e)) for i, e in enumerate(graph.eqns) if id(e.out) not in dropped
-    ]
+    kept = [fused.get(id(e.out), e) for e in graph.eqns if id(e.out) not in dropped]
     return _rebuild(graph, kept, {})
 
 
@@ -523,27 +512,49 @@ def optimize_forward(graph: Graph, check: Callable[[Graph], Graph] | None = None
     return _run(graph, FORWARD_PASSES, check)
 
 
-def optimize(graph: Graph, check: Callable[[Graph], Graph] | None = None) -> Graph:
-    """The passes over the differentiated graph; `check` runs after each."""
-    return _run(graph, GRADIENT_PASSES, check)
+def _joined(pair: Backprop, upstream: tuple[Var, ...]) -> Graph:
+    """The forward and backward passes as one straight line, so that a pass sees across them (a
+    backward gate that computes again what the forward pass has computed reads it instead)."""
+    forward, backward = pair.forward, pair.backward
+    return Graph(forward.inputs + upstream, forward.eqns + backward.eqns, forward.outputs + backward.outputs,
+                 forward.constants)
+
+
+def _split(joined: Graph, pair: Backprop, upstream: tuple[Var, ...], seed: Eqn | None) -> Backprop:
+    """`joined` (made by `_joined` from `pair`, then passed over) as a forward and a backward pass
+    again. Passes drop and rewrite equations but never reorder them, and a rewritten equation
+    keeps its result: the forward pass is the equations before the first of the backward's."""
+    backward_values = {id(e.out) for e in pair.backward.eqns}
+    n_forward = sum(1 for e in joined.eqns if id(e.out) not in backward_values)
+    n_outputs = len(pair.forward.outputs)
+    forward = Graph(pair.forward.inputs, joined.eqns[:n_forward], joined.outputs[:n_outputs], joined.constants)
+    return Backprop.of(forward, joined.eqns[n_forward:], joined.outputs[n_outputs:], upstream, seed)
+
+
+def optimize(pair: Backprop, check: Callable[[Graph], Graph] | None = None) -> Backprop:
+    """The passes over the differentiated function, forward and backward together; `check` runs
+    after each."""
+    return _split(_run(_joined(pair, pair.upstream), GRADIENT_PASSES, check), pair, pair.upstream, pair.seed)
 
 
 # After the seed is read as 1.0: what it makes foldable, then what that leaves unread
 SEED_PASSES: tuple[Pass, ...] = (fold_constants, broadcast_fills, propagate_copies, eliminate_dead_code)
 
 
-def fold_seed(graph: Graph, check: Callable[[Graph], Graph] | None = None) -> Graph:
-    """The graph `value_and_grad` runs: the seed `grad_L = 1.0` read as the number 1.0 and folded
+def fold_seed(pair: Backprop, check: Callable[[Graph], Graph] | None = None) -> Backprop:
+    """What `value_and_grad` runs: the seed `grad_L = 1.0` read as the number 1.0 and folded
     into the gates it reaches (`grad_s3 = (1 - L) * L`, not `(1 - L) * L * grad_L`). The module's
-    `backward(grad_L, cache)` keeps the unfolded graph, as there the seed is its argument. Keeps:
+    `backward(grad_L, cache)` keeps the unfolded pair, as there the seed is its argument. Keeps:
     a seed that is not a float64 number (a float32 seed is `np.float32(1.0)`, no Python literal)."""
-    seed = graph.seed
+    seed = pair.seed
     if (
         seed is None
         or seed.out.dtype != "float64"
-        or any(v is seed.out for v in graph.outputs)
-        or any(e.accumulate is seed.out for e in graph.eqns)
+        or any(v is seed.out for v in pair.backward.outputs)
+        or any(e.accumulate is seed.out for e in pair.backward.eqns)
     ):
-        return graph
-    unseeded = _rebuild(graph, ((i, e) for i, e in enumerate(graph.eqns) if e is not seed), {id(seed.out): Const(1.0)})
-    return _run(unseeded if check is None else check(unseeded), SEED_PASSES, check)
+        return pair
+    joined = _joined(pair, ())
+    unseeded = _rebuild(joined, joined.eqns, {id(seed.out): Const(1.0)})
+    folded = _run(unseeded if check is None else check(unseeded), SEED_PASSES, check)
+    return _split(folded, pair, (), None)

@@ -30,7 +30,7 @@ from compiler.autodiff import differentiate
 from compiler.codegen import JIT_BACKENDS, Provenance, emit_module
 from compiler.errors import FlatgradError, SignatureError
 from compiler.files import display_path, write_atomically, write_output
-from compiler.ir import Graph, Var
+from compiler.ir import Backprop, Graph, Var
 from compiler.tracer import ExampleSpec, bind_arguments, example_spec, integer_examples_hint, trace
 
 
@@ -88,7 +88,7 @@ class GradientProgram:
 
     def __init__(
         self,
-        graph: Graph,
+        graph: Backprop,
         source: str,
         wrt: tuple[str, ...],
         jit: str | None,
@@ -226,7 +226,7 @@ class Options:
         return self
 
 
-def provenance(f: Callable, graph: Graph, wrt: tuple[str, ...], options: Options) -> Provenance:
+def provenance(f: Callable, graph: Graph | Backprop, wrt: tuple[str, ...], options: Options) -> Provenance:
     """Where a module comes from (`options.source`, default: `f`'s file and name) and the
     `flatgrad emit` command that regenerates it (writing to `options.output`, when given)."""
     source = options.source

@@ -30,8 +30,8 @@ def html_report(
     dot = visualize.dot_source(graph, args, source)
     svg = graphviz.Source(dot).pipe(format="svg").decode() if shutil.which("dot") else ""
     svg = svg[svg.find("<svg"):] if svg else ""  # drop the XML prolog: the SVG sits inside HTML
-    forward_lines = [statement(e) for e in graph.forward_eqns]
-    gates = {e.out.name: line for e, line in zip(graph.forward_eqns, forward_lines)}
+    forward_lines = [statement(e) for e in graph.forward.eqns]
+    gates = {e.out.name: line for e, line in zip(graph.forward.eqns, forward_lines)}
     forward = "\n".join(forward_lines)
     backward = "\n".join(f"{statement(e)}  # {explanation(e, gates)}" for e in graph.backward_eqns)
     rows = compare(program, f, values)

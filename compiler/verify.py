@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 from compiler.errors import IRError
-from compiler.ir import Atom, Const, Graph, Var
+from compiler.ir import Atom, Backprop, Const, Graph, Var
 from compiler.ops import OPS
 
 
-def verify(graph: Graph) -> Graph:
-    """Check the graph's invariants and return it unchanged; raise IRError on the first breach.
+def verify(code: Graph | Backprop) -> Graph | Backprop:
+    """Check the invariants of a graph, or of a forward and backward pass, and return it
+    unchanged; raise IRError on the first breach.
 
-    Checked: every op is in the table; forward equations have the op's arity and backward ones
-    bind exactly the names their rule uses; every variable is bound once and before use; no
-    equation reads a variable whose name a later binding has taken over; outputs are bound.
+    Checked, of each graph: every op is in the table; forward equations have the op's arity and
+    backward ones bind exactly the names their rule uses; every variable is bound once and before
+    use; no equation reads a variable whose name a later binding has taken over; outputs are
+    bound. Of a pair: the backward pass's inputs are its upstream gradients, then values of the
+    forward pass; the seed starts from the forward pass's output and binds the upstream gradient.
     """
+    if isinstance(code, Graph):
+        return _verify_graph(code)
+    _verify_graph(code.forward)
+    _verify_graph(code.backward)
+    if code.backward.inputs[: len(code.upstream)] != code.upstream:
+        raise IRError("the backward pass's inputs do not start with its upstream gradients")
+    forward_values = {id(v) for v in code.forward.inputs} | {id(e.out) for e in code.forward.eqns}
+    stray = [v.name for v in code.cache if id(v) not in forward_values]
+    if stray:
+        raise IRError(f"the backward pass reads {stray}, which the forward pass does not compute")
+    seed = code.seed
+    if seed is not None and (seed.inputs != code.forward.outputs[:1] or code.upstream[:1] != (seed.out,)):
+        raise IRError(f"the seed {seed} does not start from the output and bind the upstream gradient")
+    return code
+
+
+def _verify_graph(graph: Graph) -> Graph:
     bound: dict[int, Var] = {}
     current: dict[str, Var] = {}
 
@@ -46,6 +66,4 @@ def verify(graph: Graph) -> Graph:
         bind(eqn.out, where)
     for v in graph.outputs:
         read(v, "outputs")
-    if graph.n_forward is not None and not 0 <= graph.n_forward <= len(graph.eqns):
-        raise IRError(f"n_forward={graph.n_forward} is out of range")
     return graph

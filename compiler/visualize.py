@@ -21,7 +21,7 @@ from compiler.codegen import statement
 from compiler.errors import FlatgradError
 from compiler.files import FORCE_IN_PYTHON, GENERATED_MARKER, write_output
 from compiler.helpers import HELPERS
-from compiler.ir import Const, Graph, Var
+from compiler.ir import Backprop, Const, Graph, Var
 from compiler.ops import OPS
 
 FORWARD_COLOUR = "darkgreen"
@@ -31,7 +31,7 @@ _SYMBOLS = {"add": "+", "sub": "−", "mul": "×", "div": "÷", "neg": "−x", "
             "matvec": "@", "vecmat": "@", "inner": "@"}
 
 
-def evaluate(graph: Graph, args: Sequence[Any]) -> dict[str, Any]:
+def evaluate(graph: Graph | Backprop, args: Sequence[Any]) -> dict[str, Any]:
     """Every name of the flat code, bound as running the emitted lines at `args` binds it
     (a gradient that is accumulated ends with its total)."""
     if len(args) != len(graph.inputs):
@@ -43,14 +43,12 @@ def evaluate(graph: Graph, args: Sequence[Any]) -> dict[str, Any]:
     return namespace
 
 
-def gradient_names(graph: Graph) -> dict[int, str]:
+def gradient_names(pair: Backprop) -> dict[int, str]:
     """The name of each value's (final) gradient, by the value's id."""
-    forward = {e.out.name: e for e in graph.forward_eqns}
-    names: dict[int, str] = {}
-    if graph.backward_eqns:
-        names[id(graph.outputs[0])] = graph.backward_eqns[0].out.name
+    forward = {e.out.name: e for e in pair.forward.eqns}
+    names = {id(output): grad.name for output, grad in zip(pair.forward.outputs, pair.upstream)}
     target: Var | None = None
-    for eqn in graph.backward_eqns[1:]:
+    for eqn in pair.backward.eqns:
         if eqn.rule is not None and eqn.gate in forward:
             gate = forward[eqn.gate]
             operand = dict(zip(OPS[gate.op].params, gate.inputs))[eqn.rule]
@@ -77,11 +75,11 @@ def _edge_label(name: str, values: dict[str, Any], grad: str | None) -> str:
     return "<" + "<br/>".join(parts) + ">"
 
 
-def dot_source(graph: Graph, args: Sequence[Any], title: str = "") -> str:
+def dot_source(pair: Backprop, args: Sequence[Any], title: str = "") -> str:
     """Graphviz DOT of the forward graph at `args`: gates as nodes, values as edges carrying the
     forward value (green, above) and the gradient (red, below)."""
-    values = evaluate(graph, args)
-    grads = gradient_names(graph)
+    values = evaluate(pair, args)
+    grads = gradient_names(pair)
     lines = [
         f"// {GENERATED_MARKER}",
         "digraph flatgrad {",
@@ -91,10 +89,10 @@ def dot_source(graph: Graph, args: Sequence[Any], title: str = "") -> str:
     if title:
         lines.append(f'  label="{title}"; labelloc=t;')
     producer: dict[int, str] = {}
-    for i, v in enumerate(graph.inputs):
+    for i, v in enumerate(pair.forward.inputs):
         producer[id(v)] = f"in{i}"
         lines.append(f'  in{i} [shape=plaintext, label="{v.name}"];')
-    for i, eqn in enumerate(graph.forward_eqns):
+    for i, eqn in enumerate(pair.forward.eqns):
         node = f"g{i}"
         symbol = _SYMBOLS.get(eqn.op, eqn.op)
         shape = "circle" if len(symbol) <= 2 else 'box, style="rounded"'
@@ -104,7 +102,7 @@ def dot_source(graph: Graph, args: Sequence[Any], title: str = "") -> str:
                 continue  # constants are part of the gate
             lines.append(f"  {producer[id(a)]} -> {node} [label={_edge_label(a.name, values, grads.get(id(a)))}];")
         producer[id(eqn.out)] = node
-    output = graph.outputs[0]
+    output = pair.forward.outputs[0]
     lines.append(f'  out [shape=plaintext, label="{output.name}"];')
     lines.append(f"  {producer[id(output)]} -> out [label={_edge_label(output.name, values, grads.get(id(output)))}];")
     lines.append("}")

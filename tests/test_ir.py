@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from simple import simple
 from staged import staged
@@ -85,3 +87,28 @@ def test_a_backward_gate_carries_its_rules_types_as_a_field_not_as_params():
     assert ("x", (3, 4), "float64") in summed.types
     assert all("." not in name for name, _ in summed.params)
     assert compiler.codegen.statement(summed) == "grad_s0 = np.full((3, 4), grad_L)"
+
+
+def test_a_differentiated_function_is_a_forward_and_a_backward_pass_with_the_cache_between():
+    """The backward pass is a graph of its own: it takes the upstream gradient and the cache,
+    the forward values it reads, and gives the gradients."""
+    pair = verify(differentiate(compiler.trace(simple, 1.0, 2.0, 3.0), ["x", "y", "z"]))
+    assert [v.name for v in pair.forward.inputs] == ["x", "y", "z"]
+    assert [v.name for v in pair.forward.outputs] == ["L"]
+    assert [v.name for v in pair.upstream] == ["grad_L"]
+    assert [v.name for v in pair.cache] == ["z", "q"]  # in forward order: inputs, then gates
+    assert [v.name for v in pair.backward.inputs] == ["grad_L", "z", "q"]
+    assert [v.name for v in pair.backward.outputs] == ["grad_x", "grad_y", "grad_z"]
+    assert str(pair.seed) == "grad_L = ones_like(L)" and pair.seed not in pair.backward.eqns
+    assert verify(pair.backward) is pair.backward  # it verifies alone: it reads only its inputs
+
+
+def test_verifier_catches_a_backward_pass_that_reads_what_the_forward_does_not_compute():
+    pair = differentiate(compiler.trace(simple, 1.0, 2.0, 3.0), ["x", "y", "z"])
+    stranger = Var("r")
+    inputs = (*pair.backward.inputs, stranger)
+    broken = dataclasses.replace(pair, backward=dataclasses.replace(pair.backward, inputs=inputs))
+    with pytest.raises(IRError, match=r"reads \['r'\], which the forward pass does not compute"):
+        verify(broken)
+    with pytest.raises(IRError, match="do not start with its upstream gradients"):
+        verify(dataclasses.replace(pair, upstream=(stranger,)))

@@ -1,4 +1,4 @@
-"""A differentiated graph as a module: the emitted functions' bodies made of finished lines,
+"""A differentiated function (`ir.Backprop`) as a module: the emitted functions' bodies made of finished lines,
 the cache between forward and backward, the header's facts, numba's part functions, all laid
 out by the Jinja template `templates/module.py.j2`, which receives finished lines and decides
 nothing.
@@ -20,22 +20,11 @@ from compiler.codegen.explain import explanation
 from compiler.codegen.expressions import assign, load, returns, tuple_of, unparse
 from compiler.codegen.lines import LineForm, render_lines
 from compiler.helpers import HELPERS, helper_source
-from compiler.ir import Atom, Eqn, Graph, Var
+from compiler.ir import Backprop, Eqn, Var
 from compiler.naming import part_name
 
 JIT_BACKENDS = ("numba",)
 TEMPLATE = "module.py.j2"  # the emitted module; templates/ holds the report's too
-
-
-def cached_values(graph: Graph) -> tuple[Var, ...]:
-    """What the backward equations read from the forward pass, in forward order."""
-    read: set[Atom] = set()  # Var and Const hash by identity
-    for eqn in graph.backward_eqns[1:]:
-        read.update(eqn.inputs)
-        if eqn.accumulate is not None:
-            read.add(eqn.accumulate)
-    candidates = list(graph.inputs) + [eqn.out for eqn in graph.forward_eqns]
-    return tuple([v for v in candidates if v in read])
 
 
 # The header names at most this many cached values; a long program's cache is summed up.
@@ -140,13 +129,13 @@ class Bodies:
     """What the emitted functions are made of, rendered."""
 
     forward: Code  # the forward pass
-    backward: Code  # the backward pass from the seed, which `backward` takes as its parameter
+    backward: Code  # the backward pass from the upstream gradient, `backward`'s parameter
     inline: tuple[Code, Code]  # `value_and_grad`'s forward and backward passes (with the seed)
     forms: tuple[LineForm, ...]  # every kind of line used: the helpers and names they call
 
     @classmethod
-    def of(cls, graph: Graph, folded: Graph | None, jit: str | None, explain: bool) -> Bodies:
-        """The bodies of `graph`'s module; `value_and_grad` runs `folded` where given."""
+    def of(cls, pair: Backprop, folded: Backprop | None, jit: str | None, explain: bool) -> Bodies:
+        """The bodies of `pair`'s module; `value_and_grad` runs `folded` where given."""
         forms: dict[int, LineForm] = {}
 
         def code(eqns: Sequence[Eqn], gates: dict[str, str] | None = None) -> Code:
@@ -156,14 +145,15 @@ class Bodies:
                 lines = [f"{line}  # {explanation(eqn, gates)}" for eqn, line in zip(eqns, lines)]
             return Code(tuple(eqns), tuple(lines))
 
-        def passes(graph: Graph) -> tuple[Code, Code]:
-            forward = code(graph.forward_eqns)
+        def passes(pair: Backprop) -> tuple[Code, Code]:
+            forward = code(pair.forward.eqns)
             gates = dict(zip((e.out.name for e in forward.eqns), forward.lines)) if explain else None
-            return forward, code(graph.backward_eqns, gates)
+            return forward, code(pair.backward_eqns, gates)
 
-        forward, backward = passes(graph)
+        forward, backward = passes(pair)
         inline = passes(folded) if folded is not None else (forward, backward)
-        seedless = Code(backward.eqns[1:], backward.lines[1:])
+        seeds = len(backward.eqns) - len(pair.backward.eqns)
+        seedless = Code(backward.eqns[seeds:], backward.lines[seeds:])
         return cls(forward, seedless, inline, tuple(forms.values()))
 
 
@@ -183,18 +173,15 @@ class _Parts:
         return tuple(calls)
 
 
-def functions(
-    graph: Graph, provenance: Provenance, bodies: Bodies, jit: str | None, cache: Sequence[Var]
-) -> tuple[Function, ...]:
+def functions(pair: Backprop, provenance: Provenance, bodies: Bodies, jit: str | None) -> tuple[Function, ...]:
     """The module's functions, made of `bodies`: forward, value_and_grad, grad,
-    forward_with_cache and backward (`cache` is what backward reads of the forward pass), then
-    any part functions numba needs."""
-    params = tuple(v.name for v in graph.inputs)
-    output = graph.outputs[0].name
-    grad_names = [g.name for g in graph.outputs[1:]]
+    forward_with_cache and backward, then any part functions numba needs."""
+    params = tuple(v.name for v in pair.forward.inputs)
+    output = pair.forward.outputs[0].name
+    grad_names = [g.name for g in pair.backward.outputs]
     grads, listed = tuple_of(grad_names), f"({_names(grad_names)})"
-    seed = graph.backward_eqns[0].out.name
-    cached = [v.name for v in cache]
+    seed = pair.upstream[0].name
+    cached = [v.name for v in pair.cache]
     call = _signature(provenance.function, params)
     parts = _Parts(jit)
 
@@ -254,27 +241,28 @@ def template(name: str) -> jinja2.Template:
 
 
 def emit_module(
-    graph: Graph, provenance: Provenance, jit: str | None = None, explain: bool = False, folded: Graph | None = None
+    pair: Backprop, provenance: Provenance, jit: str | None = None, explain: bool = False,
+    folded: Backprop | None = None,
 ) -> str:
-    """The whole module for a differentiated graph (see `autodiff.differentiate`); `folded` is
-    the graph `value_and_grad` runs instead, with the seed folded in (`passes.fold_seed`)."""
-    bodies = Bodies.of(graph, folded, jit, explain)
+    """The whole module for a differentiated function (see `autodiff.differentiate`); `folded`
+    is what `value_and_grad` runs instead, with the seed folded in (`passes.fold_seed`)."""
+    bodies = Bodies.of(pair, folded, jit, explain)
     called = set().union(*(form.calls for form in bodies.forms))
     helpers = [helper_source(name) for name in HELPERS if name in called]
     uses_numpy = bool(helpers) or any(form.uses_numpy for form in bodies.forms)
-    cache = cached_values(graph)
+    cache = pair.cache
     return template(TEMPLATE).render(
         provenance=provenance,
         jit=jit,
         uses_numpy=uses_numpy,
         helpers=helpers,
-        inputs=[(v.name, describe(v)) for v in graph.inputs],
-        output=graph.outputs[0].name,
-        grads=[g.name for g in graph.outputs[1:]],
-        seed=graph.backward_eqns[0].out.name,
-        constants=[(name, repr(value)) for name, value in graph.constants],
+        inputs=[(v.name, describe(v)) for v in pair.forward.inputs],
+        output=pair.forward.outputs[0].name,
+        grads=[g.name for g in pair.backward.outputs],
+        seed=pair.upstream[0].name,
+        constants=[(name, repr(value)) for name, value in pair.constants],
         cache=_listing([v.name for v in cache]),
         cache_bytes=sum(math.prod(v.shape) * _itemsize(v.dtype) for v in cache),
-        signature=_signature(provenance.function, [v.name for v in graph.inputs]),
-        functions=functions(graph, provenance, bodies, jit, cache),
+        signature=_signature(provenance.function, [v.name for v in pair.forward.inputs]),
+        functions=functions(pair, provenance, bodies, jit),
     )
