@@ -59,7 +59,7 @@ def active_values(forward: Graph, wrt: Sequence[Var]) -> set[Var]:
     active = set(wrt)
     for eqn in forward.eqns:
         row = OPS[eqn.op]
-        for param, a in zip(row.params, eqn.inputs):
+        for param, a in zip(row.operands, eqn.inputs):
             if a in active and row.differentiable(param):
                 active.add(eqn.out)
                 break
@@ -189,7 +189,7 @@ def _order(eqn: Eqn, active: set[Var], is_input: set[Var]) -> tuple[int, ...]:
     first, then the rest, each in argument order."""
     row = OPS[eqn.op]
     positions = [
-        i for i, (param, a) in enumerate(zip(row.params, eqn.inputs)) if a in active and row.differentiable(param)
+        i for i, (param, a) in enumerate(zip(row.operands, eqn.inputs)) if a in active and row.differentiable(param)
     ]
     return tuple(sorted(positions, key=lambda i: eqn.inputs[i] not in is_input))
 
@@ -197,15 +197,15 @@ def _order(eqn: Eqn, active: set[Var], is_input: set[Var]) -> tuple[int, ...]:
 def _plan(eqn: Eqn, upstream: Var, order: tuple[int, ...]) -> tuple[_Target, ...]:
     """The targets of `eqn`'s backward gate, the operands at `order`, worked out on stand-ins."""
     row = OPS[eqn.op]
-    bindings = dict(zip(row.params, eqn.inputs)) | {"out": eqn.out, "grad": upstream}
-    places = {name: i for i, name in enumerate(row.params + ("out", "grad"))}
+    bindings = dict(zip(row.operands, eqn.inputs)) | {"out": eqn.out, "grad": upstream}
+    places = {name: i for i, name in enumerate(row.operands + ("out", "grad"))}
     # one params and one types tuple for the whole plan: memo keys work out their repr once
     # (see ir.KindKeys)
     params = eqn.params
     types = tuple((name, v.shape, v.dtype) for name, v in bindings.items())
     targets = []
     for position in order:
-        rule = row.params[position]
+        rule = row.operands[position]
         local = np.asarray(row.evaluate_rule(rule, {k: sample_of(v) for k, v in bindings.items()}, eqn.static))
         pick = _picker(tuple(places[name] for name in row.rule_names(rule)))
         steps = _steps(local, bindings[rule])

@@ -7,7 +7,7 @@ line reads as the lecture writes it: `grad_w1 = x1 * grad_s1`. What a backward g
 the forward pass (the cache) is derived from the names its rule uses.
 
 The tracer maps operators, ufuncs, array functions and `compiler.<gate>` calls to rows through
-the `operators`/`reflected`/`ufuncs`/`functions`/`gate` fields and checks that `bool_params`
+the `operators`/`reflected`/`ufuncs`/`functions`/`gate` fields and checks that `bool_operands`
 get bools; autodiff applies `grads`; the optimizer's gate fusion rewrites the forward patterns
 in `fuses` (calls of rows by name) into the row, and its folding passes an operand through where
 the other is the number in `identity` (`x + 0`, `x * 1`);
@@ -32,37 +32,53 @@ Interval = tuple[float, float] | None
 
 @dataclass(frozen=True, eq=False)
 class Op:
-    """One operation. See the module docstring for what each field is read by."""
+    """One operation: a row of the table. Only `name`, `operands` and `forward` are required; a
+    row without `grads` passes no gradient (comparisons, fills, argmax)."""
 
-    name: str
-    params: tuple[str, ...]
-    forward: str
+    # --- what the operation is ------------------------------------------------------------------
+    name: str  # the row's name, as the IR listing shows it (`mul`, `sum_keep`)
+    operands: tuple[str, ...]  # names of the traced operands, in call order (`x`, `y`)
+    forward: str  # the emitted expression over `operands` and `static` (`x * y`)
+    # per differentiable operand: its local gradient times `grad`, over `operands`, `static`,
+    # `out` (the gate's output) and `grad` (the upstream gradient), local factor first
     grads: Mapping[str, str] = field(default_factory=dict)
-    pattern: str = ""
-    operators: tuple[str, ...] = ()
-    reflected: tuple[str, ...] = ()
-    ufuncs: tuple[str, ...] = ()
-    functions: tuple[str, ...] = ()
-    gate: bool = False
-    domain: tuple[Interval, ...] = ()
-    scalar_forward: str | None = None
-    bool_params: tuple[str, ...] = ()
-    inplace: tuple[str, ...] = ()
-    methods: tuple[str, ...] = ()
-    attributes: tuple[str, ...] = ()
-    static: tuple[str, ...] = ()
-    signature: str | None = None
-    method_signature: str | None = None
+    pattern: str = ""  # the lecture's name for the gate's behaviour, shown in explain mode
+
+    # --- how user code reaches it (the tracer) --------------------------------------------------
+    operators: tuple[str, ...] = ()  # dunders on a traced value (`__mul__`)
+    reflected: tuple[str, ...] = ()  # reflected dunders, a traced value on the right (`__rmul__`)
+    inplace: tuple[str, ...] = ()  # augmented assignments (`__imul__`), traced as a rebinding
+    ufuncs: tuple[str, ...] = ()  # NumPy ufuncs by name (`multiply`)
+    functions: tuple[str, ...] = ()  # NumPy functions by name, through __array_function__ (`dot`)
+    methods: tuple[str, ...] = ()  # ndarray methods (`x.sum()`)
+    attributes: tuple[str, ...] = ()  # ndarray attributes (`x.T`)
+    gate: bool = False  # also reachable as `compiler.<name>` (`compiler.sigmoid`)
+
+    # --- how a call is read ---------------------------------------------------------------------
+    static: tuple[str, ...] = ()  # names of static arguments, baked into the line (`axis`)
+    signature: str | None = None  # the call's Python signature, when not just `operands`
+    method_signature: str | None = None  # the method's, when it differs (`x, *shape`)
+    bool_operands: tuple[str, ...] = ()  # operands that must be bool arrays (`where`'s `cond`)
+    # which of several rows with one entry point takes a call, by operand ranks and statics
     when: Callable[[tuple[int, ...], Mapping[str, object]], bool] | None = None
+    # the statics in one canonical form (`axis=-1` as `axis=1`), from the operand shapes
     normalize: Callable[[tuple[tuple[int, ...], ...], dict], dict] | None = None
-    numba_forward: str | None = None
-    numba_grads: Mapping[str, str] = field(default_factory=dict)
-    numba_when: Callable[[tuple[int, ...], Mapping[str, object]], bool] | None = None
-    shapes: tuple[tuple[int, ...], ...] = ()
-    view: bool = False
-    fuses: tuple[str, ...] = ()
+    view: bool = False  # NumPy returns a view of the first operand: writing through it is refused
+
+    # --- emitted text beside `forward` (codegen) ------------------------------------------------
+    scalar_forward: str | None = None  # the expression when the output is a scalar (`1.0`)
+    numba_forward: str | None = None  # the expression under numba, where NumPy's does not compile
+    numba_grads: Mapping[str, str] = field(default_factory=dict)  # gradients under numba, likewise
+    numba_when: Callable[[tuple[int, ...], Mapping[str, object]], bool] | None = None  # numba_* apply
+
+    # --- optimize mode (passes) -----------------------------------------------------------------
+    fuses: tuple[str, ...] = ()  # forward patterns, calls of rows by name, rewritten into this row
     fuse_when: Callable[[Mapping[str, object], Mapping[str, object]], bool] | None = None
-    identity: Mapping[str, float] = field(default_factory=dict)
+    identity: Mapping[str, float] = field(default_factory=dict)  # operand: the number it is a no-op at
+
+    # --- tests ----------------------------------------------------------------------------------
+    domain: tuple[Interval, ...] = ()  # per operand, the interval inputs are drawn from
+    shapes: tuple[tuple[int, ...], ...] = ()  # per operand, an example shape (array rows only)
 
     @functools.cache  # rows live as long as the table; every pass asks this per equation
     def rule_names(self, wrt: str) -> tuple[str, ...]:
@@ -71,9 +87,9 @@ class Op:
         A name read only for its static `.shape`, `.size`, `.ndim` or `.dtype` is not an
         operand: codegen writes those in as literals, and the cache does not keep the array.
         """
-        names = _names_used(self.grads[wrt], self.params + ("out", "grad") + self.static)
+        names = _names_used(self.grads[wrt], self.operands + ("out", "grad") + self.static)
         arrays = INDEX_PARAMS if "index" in names else ()  # the index reads the index arrays
-        return tuple(n for n in self.params + ("out", "grad") if n in names or n in arrays)
+        return tuple(n for n in self.operands + ("out", "grad") if n in names or n in arrays)
 
     def rule(self, wrt: str, jit: str | None = None) -> str:
         """The text of the local gradient with respect to `wrt`, for a backend."""
@@ -108,9 +124,9 @@ class Op:
 
     def compute(self, *args: object, **static: object) -> object:
         """Evaluate the forward expression on concrete numbers or arrays."""
-        operands = dict(zip(self.params, args))
+        operands = dict(zip(self.operands, args))
         static = {k: resolve_index_operands(v, operands) for k, v in static.items()}
-        return _compiled(self.forward, self.params + self.static)(*args, **static)
+        return _compiled(self.forward, self.operands + self.static)(*args, **static)
 
 
     def evaluate_rule(self, wrt: str, bindings: Mapping[str, object], static: Mapping[str, object]) -> object:
@@ -118,7 +134,7 @@ class Op:
 
         `bindings` holds the row's params, `out` and `grad`; used to learn a gradient's shape.
         """
-        names = self.params + ("out", "grad") + self.static
+        names = self.operands + ("out", "grad") + self.static
         values = {**bindings, **{k: resolve_index_operands(v, bindings) for k, v in static.items()}}
         return _compiled(self.grads[wrt], names)(**{n: values.get(n) for n in names})
 
@@ -407,7 +423,7 @@ _ROWS = (
        {"x": "cond * grad", "y": "np.logical_not(cond) * grad"},
        pattern="where gate: router (to x where cond holds, else to y)",
        functions=("where",), domain=(None, (-3.0, 3.0), (-3.0, 3.0)),
-       scalar_forward="x if cond else y", bool_params=("cond",)),
+       scalar_forward="x if cond else y", bool_operands=("cond",)),
     # Fills: the seed of the backward pass, the gradient of an input the output does not
     # depend on, and np.ones_like / np.zeros_like in user code.
     Op("ones_like", ("x",), "np.ones_like(x)", pattern="seed: d(out)/d(out) = 1",

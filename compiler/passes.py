@@ -138,7 +138,7 @@ def _copied_name(text: str) -> str | None:
 def _copied_position(op: str, rule: str | None) -> int | None:
     """Where among an equation's operands is the one its expression passes through, if any."""
     row = OPS[op]
-    names = row.params if rule is None else row.rule_names(rule)
+    names = row.operands if rule is None else row.rule_names(rule)
     copied = _copied_name(row.forward if rule is None else row.grads[rule])
     return names.index(copied) if copied in names else None
 
@@ -237,7 +237,7 @@ def _passed_through(eqn: Eqn, inputs: tuple[Atom, ...]) -> Atom | None:
     row = OPS[eqn.op]
     if eqn.rule is not None or not row.identity:
         return None
-    operands = dict(zip(row.params, inputs))
+    operands = dict(zip(row.operands, inputs))
     for param, number in row.identity.items():
         value = _number(operands[param])
         if value is None or isinstance(value, bool) or value != number:
@@ -472,9 +472,9 @@ def fuse_gates(graph: Graph) -> Graph:
             match = _Match(producers, uses)
             if not (match(pattern, eqn.out) and match.self_contained()):
                 continue
-            operands = tuple(match.operands[p] for p in row.params)
+            operands = tuple(match.operands[p] for p in row.operands)
             static = {k: match.static[k] for k in row.static}
-            if row.fuse_when is not None and not row.fuse_when(dict(zip(row.params, operands)), static):
+            if row.fuse_when is not None and not row.fuse_when(dict(zip(row.operands, operands)), static):
                 continue
             sample = np.asarray(row.compute(*(sample_of(a) for a in operands), **static))
             if (sample.shape, sample.dtype.name) == (eqn.out.shape, eqn.out.dtype):

@@ -96,7 +96,7 @@ class Traced:
         if kwargs:
             raise _unsupported(f"np.{ufunc.__name__}(..., {', '.join(kwargs)}=...)", "pass only the operands")
         row = _PLAIN_ROWS.get(("ufunc", ufunc.__name__))
-        if row is not None and len(inputs) == len(row.params):
+        if row is not None and len(inputs) == len(row.operands):
             return _apply(row, inputs, {}, sys._getframe(1))
         return _call("ufunc", ufunc.__name__, inputs, {})
 
@@ -284,11 +284,11 @@ def _call(kind: str, name: str, args: tuple, kwargs: dict, static: dict | None =
     if rows is None:
         raise _unsupported(_label(kind, name))
     first = rows[0]
-    if static is None and not kwargs and not first.static and len(args) == len(first.params):
+    if static is None and not kwargs and not first.static and len(args) == len(first.operands):
         static = {}  # operands only, in order: nothing to bind (the common case, kept fast)
     if static is None:
         label = _label(kind, name)
-        text = (first.method_signature if kind == "method" else None) or first.signature or ", ".join(first.params)
+        text = (first.method_signature if kind == "method" else None) or first.signature or ", ".join(first.operands)
         try:
             bound = _signature(text).bind(*args, **kwargs)
         except TypeError as error:
@@ -296,7 +296,7 @@ def _call(kind: str, name: str, args: tuple, kwargs: dict, static: dict | None =
                 f"{label} called with these arguments ({error})", f"call it as {label}({text})"
             ) from None
         bound.apply_defaults()
-        operands = tuple(bound.arguments[p] for p in first.params)
+        operands = tuple(bound.arguments[p] for p in first.operands)
         static = {k: bound.arguments[k] for k in first.static}
     else:
         operands = args
@@ -529,8 +529,8 @@ def _result_type(
     if known is not None:
         return known
     samples = [_sample(recorder, o) for o in operands]
-    for param, sample in zip(row.params, samples):
-        if param in row.bool_params and np.asarray(sample).dtype != bool:
+    for param, sample in zip(row.operands, samples):
+        if param in row.bool_operands and np.asarray(sample).dtype != bool:
             raise TracingError(
                 _at_user_line(
                     f"{row.name}'s {param} must be a bool (a comparison), not {np.asarray(sample).dtype}; "
@@ -583,11 +583,11 @@ _PLAIN_ROWS: dict[tuple[str, str], Op] = {
 
 def _operator(kind: str, dunder: str) -> Callable[..., Traced]:
     plain = _PLAIN_ROWS.get((kind, dunder))
-    if plain is not None and kind == "reflected" and len(plain.params) == 2:
+    if plain is not None and kind == "reflected" and len(plain.operands) == 2:
         return lambda self, other: _apply(plain, (other, self), {}, sys._getframe(1))
-    if plain is not None and kind == "operator" and len(plain.params) == 2:
+    if plain is not None and kind == "operator" and len(plain.operands) == 2:
         return lambda self, other: _apply(plain, (self, other), {}, sys._getframe(1))
-    if plain is not None and kind == "operator" and len(plain.params) == 1:
+    if plain is not None and kind == "operator" and len(plain.operands) == 1:
         return lambda self: _apply(plain, (self,), {}, sys._getframe(1))
     if kind == "reflected":
         return lambda self, other: _call(kind, dunder, (other, self), {})

@@ -58,7 +58,7 @@ def _verify_graph(graph: Graph) -> Graph:
         if eqn.op not in OPS:
             raise IRError(f"{where}: unknown op {eqn.op!r}")
         row = OPS[eqn.op]
-        expected = len(row.params) if eqn.rule is None else len(row.rule_names(eqn.rule))
+        expected = len(row.operands) if eqn.rule is None else len(row.rule_names(eqn.rule))
         if len(eqn.inputs) != expected:
             raise IRError(f"{where}: {len(eqn.inputs)} operands, {eqn.op} takes {expected}")
         for a in eqn.reads:

@@ -51,7 +51,7 @@ def gradient_names(pair: Backprop) -> dict[int, str]:
     for eqn in pair.backward.eqns:
         if eqn.rule is not None and eqn.gate in forward:
             gate = forward[eqn.gate]
-            operand = dict(zip(OPS[gate.op].params, gate.inputs))[eqn.rule]
+            operand = dict(zip(OPS[gate.op].operands, gate.inputs))[eqn.rule]
             target = operand if isinstance(operand, Var) else None
         if target is not None:
             names[id(target)] = eqn.out.name  # the last step binds the gradient's final name

@@ -49,7 +49,7 @@ ROWS = [row for row in OPS.values() if row.entry_points()]
 
 def makes_bools(row: Op) -> bool:
     """A comparison: no gradient, a bool output."""
-    return not row.grads and np.asarray(row.compute(*[0.5] * len(row.params))).dtype == bool
+    return not row.grads and np.asarray(row.compute(*[0.5] * len(row.operands))).dtype == bool
 
 
 DIFFERENTIABLE = [row for row in ROWS if row.grads]
@@ -63,7 +63,7 @@ def is_elementwise(row: Op) -> bool:
 
 
 def index_params(row: Op) -> tuple[str, ...]:
-    return tuple(p for p in row.params if p in INDEX_PARAMS)
+    return tuple(p for p in row.operands if p in INDEX_PARAMS)
 
 
 def writes(row: Op) -> bool:
@@ -175,7 +175,7 @@ class Case:
         """The static arguments as the tracer should record them."""
         if self.index is not None:
             return {"index": parse_index(self.index)}
-        values = tuple(s for p, s in zip(self.row.params, self.shapes) if p not in INDEX_PARAMS)
+        values = tuple(s for p, s in zip(self.row.operands, self.shapes) if p not in INDEX_PARAMS)
         return normalized(self.row, values, dict(self.static))
 
 
@@ -187,7 +187,7 @@ def inplace_fits(shapes: tuple) -> bool:
 def elementwise_cases(row: Op) -> list[Case]:
     cases = []
     for kind, name in row.entry_points():
-        for shapes in BROADCAST_SHAPES[len(row.params)]:
+        for shapes in BROADCAST_SHAPES[len(row.operands)]:
             if kind == "inplace" and not inplace_fits(shapes):
                 continue
             for static in static_candidates(row, shapes):
@@ -199,7 +199,7 @@ def index_cases(row: Op) -> list[Case]:
     """Indices with as many index arrays as the row takes (its `when` decides); writes get
     distinct positions (repeated ones: test_ops.py's test_fixed_repeated_*), and values of
     several shapes: a number, the shape written, and its last axis (broadcast)."""
-    n_values = len(row.params) - len(index_params(row))
+    n_values = len(row.operands) - len(index_params(row))
     value_ndims = tuple(len(s) for s in row.shapes[:n_values])
     cases = []
     for text in INDEX_TEXTS:
@@ -208,7 +208,7 @@ def index_cases(row: Op) -> list[Case]:
         if not row.accepts(value_ndims + (1,) * len(arrays), {"index": static}):
             continue
         x_shape = row.shapes[0]
-        lengths = [row.shapes[row.params.index(p)] for p in index_params(row)]
+        lengths = [row.shapes[row.operands.index(p)] for p in index_params(row)]
         value_shapes = [()]
         if writes(row):
             if len(arrays) == 1:  # distinct positions along one axis: at most that axis's length
@@ -276,7 +276,7 @@ def spelled_static(row: Op, kind: str, static: dict) -> list[str]:
         return []
     parts = []
     for p in signature_of(text).parameters.values():
-        if p.name in row.params:
+        if p.name in row.operands:
             continue
         value = static[p.name]
         if p.kind is p.VAR_POSITIONAL:
@@ -340,7 +340,7 @@ AUTOGRAD_NAMESPACE = {"np": anp, "updated": functional_update, "softmax": autogr
 def oracle_forward(row: Op) -> Callable:
     """The row's forward expression over its params and statics, with np bound to autograd.numpy."""
     text = AUTOGRAD_SPELLINGS.get(row.forward, row.forward)
-    return eval(f"lambda {', '.join(row.params + row.static)}: {text}", dict(AUTOGRAD_NAMESPACE))
+    return eval(f"lambda {', '.join(row.operands + row.static)}: {text}", dict(AUTOGRAD_NAMESPACE))
 
 
 @dataclass
@@ -365,8 +365,8 @@ class UserFunction:
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes = {}
-        for p, shape in zip(self.case.row.params, self.case.shapes):
-            if p in self.case.row.bool_params:
+        for p, shape in zip(self.case.row.operands, self.case.shapes):
+            if p in self.case.row.bool_operands:
                 shapes[f"{p}_a"] = shapes[f"{p}_b"] = shape
             else:
                 shapes[p] = shape
@@ -382,7 +382,7 @@ def draw_index_arrays(case: Case, rng: np.random.Generator) -> dict[str, np.ndar
     if not names:
         return {}
     sizes = [case.shapes[0][static.index(IndexOperand(n))] for n in names]
-    length = case.shapes[row.params.index(names[0])][0]
+    length = case.shapes[row.operands.index(names[0])][0]
     if writes(row):
         combos = list(itertools.product(*map(range, sizes)))
         positions = np.array([combos[k] for k in rng.choice(len(combos), length, replace=False)]).T
@@ -397,8 +397,8 @@ def draw_index_arrays(case: Case, rng: np.random.Generator) -> dict[str, np.ndar
 def sample_output_shape(case: Case) -> tuple[int, ...]:
     row = case.row
     samples = []
-    for p, shape in zip(row.params, case.shapes):
-        if p in row.bool_params:
+    for p, shape in zip(row.operands, case.shapes):
+        if p in row.bool_operands:
             samples.append(np.ones(shape, bool))
         elif p in INDEX_PARAMS:
             samples.append(np.zeros(shape, np.int64))
@@ -413,8 +413,8 @@ def user_function(case: Case, dtype=np.float64) -> UserFunction:
     floats: list[str] = []
     lines: list[str] = []
     constants = draw_index_arrays(case, rng_for(case, "const")) if case.const_index else {}
-    for p in row.params:
-        if p in row.bool_params:
+    for p in row.operands:
+        if p in row.bool_operands:
             names += [f"{p}_a", f"{p}_b"]
             floats += [f"{p}_a", f"{p}_b"]
             lines.append(f"{p} = {p}_a > {p}_b")
@@ -424,7 +424,7 @@ def user_function(case: Case, dtype=np.float64) -> UserFunction:
         else:
             names.append(p)
             floats.append(p)
-    call, result = call_lines(case, list(row.params))
+    call, result = call_lines(case, list(row.operands))
     out_shape = sample_output_shape(case)
     W = weights(out_shape, dtype)
     ret = f"np.sum({result} * _W)" if out_shape else result
@@ -439,12 +439,12 @@ def user_function(case: Case, dtype=np.float64) -> UserFunction:
     def oracle(*args):
         values = dict(zip(names, args)) | constants
         row_args = [
-            np.greater(getval(values[f"{p}_a"]), getval(values[f"{p}_b"])) if p in row.bool_params else values[p]
-            for p in row.params
+            np.greater(getval(values[f"{p}_a"]), getval(values[f"{p}_b"])) if p in row.bool_operands else values[p]
+            for p in row.operands
         ]
         if is_elementwise(row) and out_shape:  # autograd's np.where does not sum a broadcast gradient back
-            row_args = [a * np.ones(out_shape) if p in floats else a for p, a in zip(row.params, row_args)]
-        operands = dict(zip(row.params, row_args))
+            row_args = [a * np.ones(out_shape) if p in floats else a for p, a in zip(row.operands, row_args)]
+        operands = dict(zip(row.operands, row_args))
         out = forward(*row_args, **{k: resolve_index_operands(v, operands) for k, v in static.items()})
         return anp.sum(out * W) if out_shape else out
 
@@ -462,8 +462,8 @@ def draw_args(user: UserFunction, rng: np.random.Generator) -> list:
     case = user.case
     shapes = user.input_shapes()
     intervals = {}
-    for p, interval in zip(case.row.params, case.row.domain):
-        if p in case.row.bool_params:
+    for p, interval in zip(case.row.operands, case.row.domain):
+        if p in case.row.bool_operands:
             intervals[f"{p}_a"] = intervals[f"{p}_b"] = COND_DOMAIN
         elif interval is not None:
             intervals[p] = interval

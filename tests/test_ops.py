@@ -93,20 +93,20 @@ HERE = Path(__file__).name
 
 @pytest.mark.parametrize("row", list(OPS.values()), ids=lambda row: row.name)
 def test_row_is_well_formed(row):
-    assert set(row.grads) <= set(row.params)
+    assert set(row.grads) <= set(row.operands)
     for param in row.grads:
-        assert set(row.rule_names(param)) <= set(row.params) | {"out", "grad"}
+        assert set(row.rule_names(param)) <= set(row.operands) | {"out", "grad"}
         assert "grad" in row.rule_names(param), "a local gradient multiplies the upstream one"
     assert row.entry_points() or row.fuses or not row.grads, "a differentiable row user code cannot reach"
     if row.entry_points():
-        assert len(row.domain) == len(row.params)
-        for param, interval in zip(row.params, row.domain):
+        assert len(row.domain) == len(row.operands)
+        for param, interval in zip(row.operands, row.domain):
             # a None domain is a bool or an index array, the only inputs not drawn from an interval
-            assert (interval is None) == (param in row.bool_params or param in INDEX_PARAMS), param
+            assert (interval is None) == (param in row.bool_operands or param in INDEX_PARAMS), param
             assert interval is None or interval[0] < interval[1]
     if row.shapes:
-        assert len(row.shapes) == len(row.params)
-    assert set(row.bool_params) <= set(row.params)
+        assert len(row.shapes) == len(row.operands)
+    assert set(row.bool_operands) <= set(row.operands)
     assert row.when is None or row.shapes, "a row chosen by `when` gives example shapes it accepts"
 
 
@@ -123,8 +123,8 @@ def test_every_row_and_entry_point_is_tested():
 def test_each_static_candidate_reaches_exactly_one_row():
     """For every call the tests make, exactly one row sharing the entry point accepts it."""
     for case in GRADIENT_CASES:
-        values = tuple(s for p, s in zip(case.row.params, case.shapes) if p not in INDEX_PARAMS)
-        arrays = tuple(1 for p in case.row.params if p in INDEX_PARAMS)
+        values = tuple(s for p, s in zip(case.row.operands, case.shapes) if p not in INDEX_PARAMS)
+        arrays = tuple(1 for p in case.row.operands if p in INDEX_PARAMS)
         ndims = tuple(len(s) for s in values) + arrays
         static = case.static_dict()
         sharing = [row for row in ROWS if (case.kind, case.name) in row.entry_points()]
@@ -236,7 +236,7 @@ def constant_cases() -> list:
     constant (broadcasting; matrix products with their example shapes) on either side."""
     out = []
     for row in DIFFERENTIABLE + COMPARISONS:
-        if len(row.params) != 2 or None in row.domain or (row.static and not is_elementwise(row)):
+        if len(row.operands) != 2 or None in row.domain or (row.static and not is_elementwise(row)):
             continue
         shape_sets = [((), ()), ((4, 3), (3,)), ((3,), (4, 3))] if is_elementwise(row) else [row.shapes]
         entries = [(k, n) for k, n in row.entry_points() if k in ("operator", "ufunc", "function", "inplace")]
@@ -363,7 +363,7 @@ def shared_interval(row: Op) -> tuple[float, float]:
 def same_value_cases() -> list:
     out = []
     for row in DIFFERENTIABLE:
-        if len(row.params) != 2 or None in row.domain:
+        if len(row.operands) != 2 or None in row.domain:
             continue
         if is_elementwise(row):
             shapes = [(), (4, 3)]

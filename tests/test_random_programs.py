@@ -68,7 +68,7 @@ def entry_points(row: Op) -> tuple[tuple[str, str], ...]:
 
 
 def makes_bools(row: Op) -> bool:
-    return np.asarray(row.compute(*[0.5] * len(row.params))).dtype == bool
+    return np.asarray(row.compute(*[0.5] * len(row.operands))).dtype == bool
 
 
 DIFFERENTIABLE = [row for row in OPS.values() if elementwise(row) and row.grads]
@@ -89,7 +89,7 @@ def caller(kind: str, name: str):
 @functools.lru_cache(maxsize=None)
 def oracle_forward(row: Op):
     """The row's forward expression with `np` bound to autograd.numpy."""
-    return eval(f"lambda {', '.join(row.params)}: {row.forward}", {"np": anp})
+    return eval(f"lambda {', '.join(row.operands)}: {row.forward}", {"np": anp})
 
 
 @functools.lru_cache(maxsize=None)
@@ -103,7 +103,7 @@ def kinks(row: Op) -> tuple:
                 found.append(ast.BinOp(node.left, ast.Sub(), node.comparators[0]))
             elif isinstance(node, ast.Call) and ast.unparse(node.func) == "np.sign":
                 found.append(node.args[0])
-    names = ", ".join(row.params + ("out",))
+    names = ", ".join(row.operands + ("out",))
     return tuple(eval(f"lambda {names}: {ast.unparse(e)}", {"np": np}) for e in found)
 
 
@@ -223,7 +223,7 @@ def programs(draw) -> Program:
         floats = [i for i, interval in enumerate(row.domain) if interval is not None]
         constant = {i: len(floats) > 1 and draw(st.integers(0, 4)) == 0 for i in floats}
         if kind == "reflected":
-            constant[len(row.params) - 1] = False
+            constant[len(row.operands) - 1] = False
         if all(constant[i] for i in floats):
             constant[floats[-1]] = False
         operands: list[Operand] = []
@@ -383,7 +383,7 @@ def array_caller(kind: str, name: str, static: dict):
 @functools.lru_cache(maxsize=None)
 def array_forward(row: Op):
     """The row's forward expression over its params and statics, with np bound to autograd.numpy."""
-    return eval(f"lambda {', '.join(row.params + row.static)}: {row.forward}", {"np": anp})
+    return eval(f"lambda {', '.join(row.operands + row.static)}: {row.forward}", {"np": anp})
 
 
 @dataclass(frozen=True)
@@ -533,7 +533,7 @@ def array_programs(draw) -> ArrayProgram:
         floats = [i for i, interval in enumerate(row.domain) if interval is not None]
         constant = {i: len(floats) > 1 and draw(st.integers(0, 4)) == 4 for i in floats}
         if kind == "reflected":
-            constant[len(row.params) - 1] = False
+            constant[len(row.operands) - 1] = False
         if all(constant[i] for i in floats):
             constant[floats[-1]] = False
         operands: list = []

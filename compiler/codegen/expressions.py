@@ -274,7 +274,7 @@ def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
     """The right-hand side of `eqn` as a syntax tree, for a backend."""
     row = OPS[eqn.op]
     if jit == "numba" and row.numba_when is not None:
-        ndims = tuple(len(a.shape) for a in eqn.inputs[: len(row.params)]) if eqn.rule is None else ()
+        ndims = tuple(len(a.shape) for a in eqn.inputs[: len(row.operands)]) if eqn.rule is None else ()
         if eqn.rule is None and not row.numba_when(ndims, eqn.static):
             where = f"{eqn.loc}: " if eqn.loc else ""
             raise FlatgradError(
@@ -283,7 +283,7 @@ def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
     if eqn.rule is not None:
         names, text = row.rule_names(eqn.rule), row.rule(eqn.rule, jit)
     else:
-        names = row.params
+        names = row.operands
         text = row.forward_text(eqn.out.shape == (), jit)
     operands = dict(zip(names, eqn.inputs))
     bindings = {name: _operand(a) for name, a in operands.items()}
