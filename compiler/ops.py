@@ -133,10 +133,13 @@ class Op:
         """Evaluate the local gradient with respect to `wrt` on concrete operands.
 
         `bindings` holds the row's params, `out` and `grad`; used to learn a gradient's shape.
+        The stand-ins it is given (ones) may sit on a pole of the rule (arccosh's at x == 1):
+        what comes out there is not wanted, so NumPy's warnings about it are not shown.
         """
         names = self.operands + ("out", "grad") + self.static
         values = {**bindings, **{k: resolve_index_operands(v, bindings) for k, v in static.items()}}
-        return _compiled(self.grads[wrt], names)(**{n: values.get(n) for n in names})
+        with np.errstate(all="ignore"):
+            return _compiled(self.grads[wrt], names)(**{n: values.get(n) for n in names})
 
 
 STATIC_ATTRIBUTES = ("shape", "size", "ndim", "dtype")
@@ -165,6 +168,113 @@ def _compiled(expr: str, params: tuple[str, ...]) -> Callable[..., object]:
 _X = ((-3.0, 3.0),)
 _XY = ((-3.0, 3.0), (-3.0, 3.0))
 _POSITIVE = ((0.1, 5.0),)
+
+
+def _elementwise_rows() -> tuple[Op, ...]:
+    """The elementwise NumPy surface beyond the lecture's gates: each row is a function of
+    numbers, which NumPy broadcasts, with its local gradient from calculus (the list is HIPS
+    autograd's, so that it can serve as the tests' oracle).
+
+    Each domain is an interval on which the function is smooth, away from poles, branch cuts
+    and kinks, so that central differences can check it. Rows whose result is piecewise
+    constant (floor, sign, `//`) or a bool (isnan, logical_and) pass no gradient: their
+    derivative is 0 wherever it exists.
+    """
+
+    def unary(name: str, grad: str | None, pattern: str, domain=_X, ufuncs: tuple[str, ...] | None = None,
+              forward: str | None = None, **more) -> Op:
+        return Op(name, ("x",), forward or f"np.{name}(x)", {"x": grad} if grad else {}, pattern=pattern,
+                  ufuncs=(name,) if ufuncs is None else ufuncs, domain=domain, **more)
+
+    def binary(name: str, grads: dict[str, str], pattern: str, domain=_XY, **more) -> Op:
+        return Op(name, ("x", "y"), f"np.{name}(x, y)", grads, pattern=pattern, ufuncs=(name,), domain=domain,
+                  **more)
+
+    flat = "piecewise constant, passes no gradient"
+    predicate = "a bool of x, passes no gradient"
+    return (
+        # --- hyperbolic and inverse trigonometric gates --------------------------------------------
+        unary("sinh", "np.cosh(x) * grad", "sinh gate: local gradient cosh(x)"),
+        unary("cosh", "np.sinh(x) * grad", "cosh gate: local gradient sinh(x)"),
+        unary("arcsin", "1 / np.sqrt(1 - x ** 2) * grad", "arcsin gate: local gradient 1/sqrt(1 - x^2)",
+              domain=((-0.9, 0.9),)),
+        unary("arccos", "-1 / np.sqrt(1 - x ** 2) * grad", "arccos gate: local gradient -1/sqrt(1 - x^2)",
+              domain=((-0.9, 0.9),)),
+        unary("arctan", "1 / (1 + x ** 2) * grad", "arctan gate: local gradient 1/(1 + x^2)"),
+        unary("arcsinh", "1 / np.sqrt(x ** 2 + 1) * grad", "arcsinh gate: local gradient 1/sqrt(x^2 + 1)"),
+        unary("arccosh", "1 / np.sqrt(x ** 2 - 1) * grad", "arccosh gate: local gradient 1/sqrt(x^2 - 1)",
+              domain=((1.2, 4.0),)),
+        unary("arctanh", "1 / (1 - x ** 2) * grad", "arctanh gate: local gradient 1/(1 - x^2)",
+              domain=((-0.9, 0.9),)),
+        # --- exponentials and logarithms -------------------------------------------------------------
+        unary("log1p", "1 / (1 + x) * grad", "log1p gate: local gradient 1/(1 + x)", domain=((-0.9, 3.0),)),
+        unary("expm1", "(out + 1) * grad", "expm1 gate: local gradient exp(x) = out + 1, from its output"),
+        unary("log2", "1 / (x * np.log(2.0)) * grad", "log2 gate: local gradient 1/(x ln 2)", domain=_POSITIVE),
+        unary("log10", "1 / (x * np.log(10.0)) * grad", "log10 gate: local gradient 1/(x ln 10)",
+              domain=_POSITIVE),
+        unary("exp2", "np.log(2.0) * out * grad", "exp2 gate: local gradient ln(2) 2^x, from its output"),
+        # --- powers and scalings -------------------------------------------------------------------------
+        unary("reciprocal", "-out ** 2 * grad", "reciprocal gate: local gradient -1/x^2 = -out^2, from its output",
+              domain=((0.5, 3.0),)),
+        # cbrt is smooth on both sides of 0 but not at it; one side is enough for the check
+        unary("cbrt", "1 / (3 * out ** 2) * grad", "cbrt gate: local gradient 1/(3 cbrt(x)^2), from its output",
+              domain=_POSITIVE),
+        unary("deg2rad", "np.pi / 180 * grad", "deg2rad gate: scales by pi/180", ufuncs=("deg2rad", "radians")),
+        unary("rad2deg", "180 / np.pi * grad", "rad2deg gate: scales by 180/pi", ufuncs=("rad2deg", "degrees")),
+        # sin(pi x)/(pi x); its gradient (cos(pi x) - out)/x divides by x + (x == 0), which is x except at
+        # 0, where the numerator is 0 and the gradient (0) comes out right instead of 0/0
+        unary("sinc", "(np.cos(np.pi * x) - out) / (x + (x == 0)) * grad",
+              "sinc gate: local gradient (cos(pi x) - sinc(x))/x, from its output", ufuncs=(),
+              functions=("sinc",)),
+        # --- kinks: the gradient at the kink is the one np.sign gives, 0 ----------------------------
+        unary("fabs", "np.sign(x) * grad", "abs gate: router with the sign of x"),
+        # finite values pass through; nan and the infinities become numbers that do not depend on x
+        unary("nan_to_num", "np.isfinite(x) * grad", "copy where x is finite, else no gradient", ufuncs=(),
+              functions=("nan_to_num",)),
+        # --- binary gates ----------------------------------------------------------------------------------
+        # hypot is smooth away from the origin, arctan2 away from it and from its branch cut (the
+        # first argument 0, the second negative): the first argument is drawn positive
+        binary("hypot", {"x": "x / out * grad", "y": "y / out * grad"},
+               "hypot gate: local gradients x/out and y/out, from its output", domain=((0.5, 3.0), (-3.0, 3.0))),
+        binary("arctan2", {"x": "y / (x ** 2 + y ** 2) * grad", "y": "-x / (x ** 2 + y ** 2) * grad"},
+               "arctan2 gate: local gradients y/(x^2 + y^2) and -x/(x^2 + y^2)", domain=((0.5, 3.0), (-3.0, 3.0))),
+        binary("logaddexp", {"x": "np.exp(x - out) * grad", "y": "np.exp(y - out) * grad"},
+               "log-add-exp gate: local gradients exp(x - out) and exp(y - out), from its output"),
+        binary("logaddexp2", {"x": "np.exp2(x - out) * grad", "y": "np.exp2(y - out) * grad"},
+               "log-add-exp2 gate: local gradients 2^(x - out) and 2^(y - out), from its output"),
+        # fmax/fmin are maximum/minimum that skip a nan: the gradient follows the value chosen
+        binary("fmax", {"x": "((x >= y) | np.isnan(y)) * grad", "y": "((x < y) | np.isnan(x)) * grad"},
+               "max gate: router (a tie goes to the first argument, a nan's gradient to the other)"),
+        binary("fmin", {"x": "((x <= y) | np.isnan(y)) * grad", "y": "((x > y) | np.isnan(x)) * grad"},
+               "min gate: router (a tie goes to the first argument, a nan's gradient to the other)"),
+        # x % y = x - floor(x / y) y, with floor(x / y) constant between the jumps
+        Op("mod", ("x", "y"), "x % y", {"x": "grad", "y": "-np.floor(x / y) * grad"},
+           pattern="mod gate: distributor to x, -floor(x/y) to y",
+           operators=("__mod__",), reflected=("__rmod__",), inplace=("__imod__",), ufuncs=("remainder",),
+           domain=((-3.0, 3.0), (0.5, 3.0))),
+        # --- piecewise constant: no gradient -----------------------------------------------------------
+        Op("floordiv", ("x", "y"), "x // y", pattern=f"floor division: {flat}",
+           operators=("__floordiv__",), reflected=("__rfloordiv__",), inplace=("__ifloordiv__",),
+           ufuncs=("floor_divide",), domain=((-3.0, 3.0), (0.5, 3.0))),
+        unary("sign", None, f"sign: {flat}"),
+        unary("floor", None, f"floor: {flat}"),
+        unary("ceil", None, f"ceil: {flat}"),
+        # np.round and np.around (decimals=0) and x.round() round half to even, as rint does
+        unary("rint", None, f"round: {flat}", functions=("round", "around"), methods=("round",)),
+        # np.fix rounds toward zero, as trunc does (and numba has no np.fix)
+        unary("trunc", None, f"trunc: {flat}", functions=("fix",)),
+        # --- bools -------------------------------------------------------------------------------------------
+        unary("isfinite", None, f"isfinite: {predicate}"),
+        unary("isnan", None, f"isnan: {predicate}"),
+        unary("isinf", None, f"isinf: {predicate}"),
+        unary("isposinf", None, f"isposinf: {predicate}", ufuncs=(), functions=("isposinf",)),
+        unary("isneginf", None, f"isneginf: {predicate}", ufuncs=(), functions=("isneginf",)),
+        unary("logical_not", None, f"logical not: {predicate}"),
+        *(
+            binary(f"logical_{kind}", {}, f"logical {kind}: a bool of x and y, passes no gradient")
+            for kind in ("and", "or", "xor")
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -350,8 +460,11 @@ _ROWS = (
        operators=("__neg__",), ufuncs=("negative",), domain=_X),
     Op("pos", ("x",), "x", {"x": "grad"}, pattern="copy: passes the gradient through",
        operators=("__pos__",), ufuncs=("positive",), domain=_X),
-    # `y - (y != 0)` is y - 1, except for y == 0, where x ** 0 == 1 has gradient 0 even at x == 0
-    Op("pow", ("x", "y"), "x ** y", {"x": "y * x ** (y - (y != 0)) * grad", "y": "np.log(x) * out * grad"},
+    # `y - (y != 0)` is y - 1, except for y == 0, where x ** 0 == 1 has gradient 0 even at x == 0;
+    # `x + (x == 0)` is x, except for x == 0, where 0 ** y is constant (0 for y > 0): its log is
+    # log(1) = 0, so the gradient in y is 0 there, not log(0) * 0 = nan (as autograd has it)
+    Op("pow", ("x", "y"), "x ** y",
+       {"x": "y * x ** (y - (y != 0)) * grad", "y": "np.log(x + (x == 0)) * out * grad"},
        identity={"y": 1},
        pattern="pow gate: y x^(y-1) for the base, log(x) x^y for the exponent",
        operators=("__pow__",), reflected=("__rpow__",), ufuncs=("power",),
@@ -376,6 +489,7 @@ _ROWS = (
     Op("tanh", ("x",), "np.tanh(x)", {"x": "(1 - out ** 2) * grad"},
        pattern="tanh gate: local gradient 1 - tanh^2 from its output", ufuncs=("tanh",),
        domain=_X),
+    *_elementwise_rows(),
     Op("square", ("x",), "np.square(x)", {"x": "2 * x * grad"},
        pattern="square gate: local gradient 2x", ufuncs=("square",), fuses=("mul(x, x)",), domain=_X),
     Op("sigmoid", ("x",), "1 / (1 + np.exp(-x))", {"x": "(1 - out) * out * grad"},

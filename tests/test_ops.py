@@ -153,7 +153,11 @@ def test_gradient_of_every_entry_point(case):
         check_against_autograd(prog, user.oracle, user.names, args)
 
 
-@pytest.mark.parametrize("case", params(COMPARISON_CASES, "comparison"))
+PREDICATES = [row for row in COMPARISONS if len(row.operands) == 1]  # np.isnan(x), np.logical_not(x)
+BINARY_COMPARISONS = [row for row in COMPARISONS if len(row.operands) == 2]
+
+
+@pytest.mark.parametrize("case", params([c for c in COMPARISON_CASES if c.row in BINARY_COMPARISONS], "comparison"))
 def test_comparison_routes_where(case):
     """where(cmp(x, y), 2x, 3y): the comparison decides which branch gets the gradient."""
     row = case.row
@@ -191,7 +195,7 @@ def test_comparison_routes_where(case):
     np.testing.assert_array_equal(grad_y, unbroadcast(np.where(taken, 0.0, 3.0) * W, np.shape(y)))
 
 
-@pytest.mark.parametrize("row", COMPARISONS, ids=lambda row: row.name)
+@pytest.mark.parametrize("row", BINARY_COMPARISONS, ids=lambda row: row.name)
 @pytest.mark.parametrize("shape", [(), (4, 3)], ids=str)
 def test_comparison_of_a_value_with_itself(row, shape):
     for kind, name in row.entry_points():
@@ -206,26 +210,76 @@ def test_comparison_of_a_value_with_itself(row, shape):
         np.testing.assert_array_equal(grad, np.full(shape, 2.0 if taken else 3.0))
 
 
-@pytest.mark.parametrize("case", params(FILL_CASES, "fill"))
-def test_fill_has_its_value_and_no_gradient(case):
-    """np.ones_like(x) / np.zeros_like(x): a constant of x's shape, through which no gradient flows."""
-    W = weights(case.shapes[0])
+# Values the predicates tell apart: zeros of both signs, numbers, nan and the infinities.
+SPECIAL_VALUES = (0.0, -0.0, 1.5, -2.0, np.nan, np.inf, -np.inf)
+
+
+@pytest.mark.parametrize("case", params([c for c in COMPARISON_CASES if c.row in PREDICATES], "predicate"))
+def test_predicate_routes_where(case):
+    """where(p(x), 2x, 3x) for a bool of one value (np.isnan(x), np.logical_not(x)): on drawn
+    numbers against central differences and autograd, and on the special values where the
+    predicates differ, against the bool NumPy computes (the gradient has no x in it, so it
+    stays finite where x is not)."""
+    (shape,) = case.shapes
+    W = weights(shape)
     call, result = call_lines(case, ["x"])
     namespace = {"np": np, "_W": W}
-    exec(f"def f(x):\n    {call[0]}\n    return np.sum((x * 2.0 + {result}) * _W)\n", namespace)
-    fill = oracle_forward(case.row)
+    exec(f"def f(x):\n    {call[0]}\n    return np.sum(np.where({result}, x * 2.0, x * 3.0) * _W)\n", namespace)
+    f = namespace["f"]
+    predicate = oracle_forward(case.row)
 
     def oracle(x):
-        return anp.sum((x * 2.0 + fill(x)) * W)
+        return anp.sum(anp.where(predicate(getval(x)), x * 2.0, x * 3.0) * W)
 
-    prog = build(namespace["f"], np.ones(case.shapes[0]) if case.shapes[0] else 1.0)
+    prog = build(f, np.ones(shape) if shape else 1.0)
+    assert traced_eqn(prog, case.row).out.dtype == "bool"
     rng = rng_for(case)
     for _ in range(DRAWS):
-        x = rng.uniform(*case.row.domain[0], case.shapes[0])
-        x = np.float64(x) if not case.shapes[0] else x
-        check_against_fd(prog, namespace["f"], ["x"], [x])
+        while True:
+            x = rng.uniform(*case.row.domain[0], shape)
+            if away_from_kinks(x):
+                break
+        x = np.float64(x) if not shape else x
+        check_against_fd(prog, f, ["x"], [x])
         check_against_autograd(prog, oracle, ["x"], [x])
-        np.testing.assert_array_equal(prog.grad(x)[0], 2.0 * W)
+    specials = [np.resize(np.array(SPECIAL_VALUES), shape)] if shape else [np.float64(v) for v in SPECIAL_VALUES]
+    for x in specials:
+        (grad,) = prog.grad(x)
+        np.testing.assert_array_equal(grad, np.where(case.row.compute(x), 2.0, 3.0) * W, err_msg=str(x))
+
+
+@pytest.mark.parametrize("case", params(FILL_CASES, "fill"))
+def test_fill_has_its_value_and_no_gradient(case):
+    """np.ones_like(x), np.floor(x), x // y: a value through which no gradient flows, added to
+    2x (x's gradient stays 2, summed over the axes x is broadcast along; the others' is 0)."""
+    names = ["x", "y"][: len(case.row.operands)]
+    out_shape = np.broadcast_shapes(*case.shapes)
+    W = weights(out_shape)
+    call, result = call_lines(case, names)
+    namespace = {"np": np, "_W": W, "_op": getattr(operator, case.name.strip("_"), None)}
+    # 2x before the call: an in-place `x //= y` rebinds x
+    body = ["_twice = x * 2.0", *call, f"return np.sum((_twice + {result}) * _W)"]
+    exec(f"def f({', '.join(names)}):\n" + "".join(f"    {line}\n" for line in body), namespace)
+    f = namespace["f"]
+    fill = oracle_forward(case.row)
+
+    def oracle(*args):
+        return anp.sum((args[0] * 2.0 + fill(*args)) * W)
+
+    prog = build(f, *[np.ones(shape) if shape else 1.0 for shape in case.shapes])
+    rng = rng_for(case)
+    for _ in range(DRAWS):
+        while True:
+            args = [rng.uniform(*interval, shape) for interval, shape in zip(case.row.domain, case.shapes)]
+            if away_from_kinks(np.concatenate([np.ravel(a) for a in args])):
+                break
+        args = [np.float64(a) if not shape else a for a, shape in zip(args, case.shapes)]
+        check_against_fd(prog, f, names, args)
+        check_against_autograd(prog, oracle, names, args)
+        grads = prog.grad(*args)
+        np.testing.assert_array_equal(grads[0], unbroadcast(2.0 * W, case.shapes[0]))
+        for grad, shape in zip(grads[1:], case.shapes[1:]):
+            np.testing.assert_array_equal(grad, np.zeros(shape))
 
 
 # --- a constant on either side ---------------------------------------------------------------
@@ -540,7 +594,7 @@ TIES_SHARED = [row for row in DIFFERENTIABLE if "ties share the gradient equally
 
 
 def test_tie_rules_are_documented():
-    assert {row.name for row in TIES_TO_FIRST} == {"maximum", "minimum"}
+    assert {row.name for row in TIES_TO_FIRST} == {"maximum", "minimum", "fmax", "fmin"}
     assert {row.name for row in TIES_SHARED} == {f"{k}{s}" for k in ("max", "min") for s in ("_all", "", "_keep")}
 
 
