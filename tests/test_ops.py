@@ -1038,6 +1038,21 @@ def test_pow_with_exponent_zero_at_zero(zero):
     assert float(build(_polynomial, 1.0).grad(zero)[0]) == 2.0
 
 
+@pytest.mark.parametrize("zero", [0.0, np.float64(0.0)], ids=["float", "float64"])
+def test_pow_of_a_zero_base_has_no_gradient_in_the_exponent(zero):
+    """0 ** y is 0 for every y > 0, so its gradient in y is 0 there (autograd's too), not
+    log(0) * 0 = nan; with the base a constant 0 as well as a traced one."""
+    with np.errstate(all="raise"):
+        for y in (2.0, 3.5, 1.0):
+            for f in (lambda x, y: np.power(x, y), lambda x, y: x**y):
+                assert [float(g) for g in build(f, 1.0, 1.0).grad(zero, y)] == [float(y == 1), 0.0]
+            assert float(build(lambda y: 0.0**y, 1.0).grad(y)[0]) == 0.0
+        x, y = np.array([0.0, 0.0, 2.0]), np.array([2.0, 0.5, 0.5])
+        (grad,) = build(lambda x, y: np.sum(x**y), x, y, wrt="y").grad(x, y)
+        np.testing.assert_array_equal(grad, autograd.grad(lambda y: anp.sum(x**y))(y))
+        np.testing.assert_allclose(grad, [0.0, 0.0, np.log(2.0) * np.sqrt(2.0)], rtol=1e-15)
+
+
 def test_float32_scalars_keep_float32_gradients():
     prog = build(lambda x: x * 2.0, np.float32(1.0))
     assert "grad_L = np.float32(1.0)" in prog.source
