@@ -378,9 +378,15 @@ def _reductions() -> tuple[Op, ...]:
     """sum, mean, max and min: one row for all axes, one for some axes, one for keepdims."""
     rows = []
     count = "(x.size // out.size)"
-    picks = (
-        ("_all", lambda nd, st: st["axis"] is None),
-        ("", lambda nd, st: st["axis"] is not None and not st["keepdims"]),
+
+    def every_axis(nd: tuple[int, ...], st: Mapping[str, object]) -> bool:
+        """The axes are all of x's (`np.sum(x, axis=(0, 1))` of a matrix): the result is one
+        number, which numba's reshape and expand_dims do not take as an array."""
+        return st["axis"] is not None and len(np.atleast_1d(st["axis"])) == nd[0]
+
+    picks = (  # a reduction over every axis without keepdims is the one over all
+        ("_all", lambda nd, st: st["axis"] is None or not st["keepdims"] and every_axis(nd, st)),
+        ("", lambda nd, st: st["axis"] is not None and not st["keepdims"] and not every_axis(nd, st)),
         ("_keep", lambda nd, st: st["keepdims"]),
     )
     for kind, pattern in (
@@ -424,7 +430,8 @@ def _reductions() -> tuple[Op, ...]:
                    signature="x, axis=None, keepdims=False", when=when, normalize=_axes,
                    numba_forward=numba_forward, numba_grads={"x": numba_grad} if numba_grad else {},
                    numba_when=(lambda nd, st: nd[0] == 2 and isinstance(st["axis"], int))
-                   if chooses and suffix != "_all" else None,
+                   if chooses and suffix != "_all"
+                   else (lambda nd, st: not every_axis(nd, st)) if suffix == "_keep" else None,
                    domain=_X, shapes=((3, 4),))
             )
     return tuple(rows)
@@ -549,10 +556,12 @@ _ROWS = (
        static=("dtype",), scalar_forward="dtype(x)"),
     Op("copy", ("x",), "x.copy()", {"x": "grad"}, pattern="copy: passes the gradient through",
        functions=("copy",), methods=("copy",), domain=_X, shapes=((3, 2),)),
+    # numba 0.68's np.clip takes arrays only; minimum(maximum(x, lo), hi) is what np.clip computes
     Op("clip", ("x",), "np.clip(x, lo, hi)", {"x": "((x >= lo) & (x <= hi)) * grad"},
        pattern="clip gate: router (to x where it lies within the bounds)",
        functions=("clip",), methods=("clip",), static=("lo", "hi"), signature="x, lo, hi",
        normalize=lambda shapes, st: {"lo": _bound(st["lo"], -np.inf), "hi": _bound(st["hi"], np.inf)},
+       numba_forward="np.minimum(np.maximum(x, lo), hi)",
        domain=_X),
     # Matrix products: one row per operand rank, chosen by `when`.
     *(

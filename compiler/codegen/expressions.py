@@ -226,10 +226,23 @@ class _TypedLiterals(ast.NodeTransformer):
         return _call(_np(self.dtype), node)
 
 
+# NumPy's named numbers, which rules and bounds write as such (`np.pi / 180`, `-np.inf`)
+_NUMPY_NUMBERS = ("pi", "e", "inf", "nan")
+
+
+def _numpy_attribute(node: ast.expr) -> str | None:
+    """`attr` of `np.attr`, else None."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "np":
+        return node.attr
+    return None
+
+
 def _constant_only(node: ast.expr) -> bool:
-    """Whether `node` is arithmetic on literal numbers alone (`2`, `-0.5`, `1 / 8`)."""
+    """Whether `node` is arithmetic on literal numbers alone (`2`, `-0.5`, `1 / 8`, `np.pi / 180`)."""
     if isinstance(node, ast.Constant):
         return type(node.value) in (int, float)
+    if isinstance(node, ast.Attribute):
+        return _numpy_attribute(node) in _NUMPY_NUMBERS
     if isinstance(node, ast.UnaryOp):
         return _constant_only(node.operand)
     if isinstance(node, ast.BinOp):
@@ -240,7 +253,8 @@ def _constant_only(node: ast.expr) -> bool:
 class _TypedArithmetic(ast.NodeTransformer):
     """`x * 2.0` -> `x * np.float32(2.0)`, for numba: unlike NumPy, which lets a Python number
     take the array's dtype, numba computes float32 with a Python number in float64. Only the
-    literal operands of arithmetic on values change; shapes, axes and indices stay as they are."""
+    literal operands of arithmetic on values, and of ufuncs (`np.maximum(x, 0.0)`), change;
+    shapes, axes and indices stay as they are."""
 
     def __init__(self, dtype: str) -> None:
         self.dtype = dtype
@@ -250,6 +264,12 @@ class _TypedArithmetic(ast.NodeTransformer):
             return node  # one number, typed where it meets a value
         self.generic_visit(node)
         node.left, node.right = (self._typed(side) for side in (node.left, node.right))
+        return node
+
+    def visit_Call(self, node: ast.Call) -> ast.expr:
+        self.generic_visit(node)
+        if isinstance(getattr(np, _numpy_attribute(node.func) or "", None), np.ufunc):
+            node.args = [self._typed(arg) for arg in node.args]
         return node
 
     def _typed(self, side: ast.expr) -> ast.expr:
