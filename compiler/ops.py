@@ -233,7 +233,8 @@ def _elementwise_rows() -> tuple[Op, ...]:
               functions=("nan_to_num",)),
         # --- binary gates ----------------------------------------------------------------------------------
         # hypot is smooth away from the origin, arctan2 away from it and from its branch cut (the
-        # first argument 0, the second negative): the first argument is drawn positive
+        # first argument 0, the second negative): the first argument is drawn positive. At the
+        # origin neither has a gradient, and their rules give 0/0 = nan there, as autograd's do
         binary("hypot", {"x": "x / out * grad", "y": "y / out * grad"},
                "hypot gate: local gradients x/out and y/out, from its output", domain=((0.5, 3.0), (-3.0, 3.0))),
         binary("arctan2", {"x": "y / (x ** 2 + y ** 2) * grad", "y": "-x / (x ** 2 + y ** 2) * grad"},
@@ -247,7 +248,8 @@ def _elementwise_rows() -> tuple[Op, ...]:
                "max gate: router (a tie goes to the first argument, a nan's gradient to the other)"),
         binary("fmin", {"x": "((x <= y) | np.isnan(y)) * grad", "y": "((x > y) | np.isnan(x)) * grad"},
                "min gate: router (a tie goes to the first argument, a nan's gradient to the other)"),
-        # x % y = x - floor(x / y) y, with floor(x / y) constant between the jumps
+        # x % y = x - floor(x / y) y, with floor(x / y) constant between the jumps; at a jump (x / y
+        # a whole number) the rule reads floor's value there, as autograd's does
         Op("mod", ("x", "y"), "x % y", {"x": "grad", "y": "-np.floor(x / y) * grad"},
            pattern="mod gate: distributor to x, -floor(x/y) to y",
            operators=("__mod__",), reflected=("__rmod__",), inplace=("__imod__",), ufuncs=("remainder",),

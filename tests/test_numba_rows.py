@@ -5,22 +5,30 @@ The rows are read from the table as tests/table_harness.py reads them, and each 
 harness's user function for a case: a row reached through its first entry point, on operands
 of some shapes and with some static arguments (an axis, clip bounds, an index), reduced to a
 number as `np.sum(out * W)`. A comparison or a predicate (a bool) is the condition of an
-`np.where`. numba takes about a second to compile a function, and its compile time grows faster
-than a function's length (flatgrad splits long ones into parts), so the cases are not compiled
-one by one: each group of them is one traced function, the sum of all its cases' functions,
-each on its own inputs. A group that fails to compile is bisected down to the case at fault
-(`first_failing`), which the failure names.
+`np.where`. Each elementwise row is compiled on numbers, and on arrays of one broadcast
+pattern (the patterns taken in turn along the table); an array row with each of its static
+arguments; a row whose text has a number in it also on float32 arrays, where numba, unlike
+NumPy, computes a Python number with float32 in float64.
+
+numba takes about a second to compile a small function, and array code a quarter of a second
+per case on top (without LLVM's optimizations, see `_fast_numba_compiles`), growing faster
+than a function's length: so the cases are not compiled one by one, nor all at once. Each
+chunk of them is one traced function, the sum of its cases' functions, each on its own inputs;
+numbers all in one. A chunk that fails is bisected down to the case at fault, which the failure
+names, with numba's message.
 
 A call numba cannot compile as NumPy writes it has a lowering in its row (`numba_forward`,
-`numba_grads`), or its row's `numba_when` refuses it: then `gradient(..., jit="numba")` raises
-a FlatgradError naming the op when it emits the module, never a numba TypingError at the first
-call. Both are checked here: the refused cases are built one by one (emitting is fast).
+`numba_grads`, helpers), or its row's `numba_when` refuses it: then `gradient(...,
+jit="numba")` raises a FlatgradError naming the op when it emits the module, never a numba
+TypingError at the first call. Both are checked here: the refused cases are built one by one
+(emitting is fast).
 """
 
 from __future__ import annotations
 
 import ast
 import itertools
+import operator
 from typing import Callable
 
 import numpy as np
@@ -55,8 +63,7 @@ pytestmark = [
 RTOL, ATOL = 1e-11, 1e-13
 
 # The operand shapes of the rows written for numbers: all numbers, or arrays. Each array
-# pattern (broadcast, a number meeting an array) is given to the rows in turn, one per row: numba
-# compiles array code at about a quarter of a second per case.
+# pattern (broadcast, a number meeting an array) is given to the rows in turn, one per row.
 SCALAR_SHAPES = {arity: shapes[0] for arity, shapes in BROADCAST_SHAPES.items()}
 ARRAY_SHAPES = {
     1: [((4, 3),), ((3,),)],
@@ -112,33 +119,22 @@ def _by_row(cases: list[Case]) -> list[list[Case]]:
 def condition_function(case: Case) -> UserFunction:
     """A comparison or a predicate as the condition of np.where: where(c(x, y), 2x, 3y), where(p(x), 2x, 3x)."""
     names = ["x", "y"][: len(case.row.operands)]
-    out_shape = np.broadcast_shapes(*case.shapes)
-    W = weights(out_shape)
+    W = weights(np.broadcast_shapes(*case.shapes))
     call, result = call_lines(case, names)
-    namespace = {"np": np, "_W": W, "_op": None}
-    other = names[-1]
+    namespace = {"np": np, "_W": W, "_op": getattr(operator, case.name.strip("_"), None)}
     source = (
         f"def f({', '.join(names)}):\n    {call[0]}\n"
-        f"    return np.sum(np.where({result}, x * 2.0, {other} * 3.0) * _W)\n"
+        f"    return np.sum(np.where({result}, x * 2.0, {names[-1]} * 3.0) * _W)\n"
     )
-    assert case.kind != "operator", "comparisons are reached through their ufuncs here"
     exec(compile(source, f"<{case}>", "exec"), namespace)
     floats = tuple(names)
     return UserFunction(case, namespace["f"], None, floats, floats, {}, (), source)
 
 
-def first_entry(case: Case) -> Case:
-    """A comparison through its ufunc (`np.greater`), so that its function needs no `_op`."""
-    ufuncs = [(kind, name) for kind, name in case.row.entry_points() if kind == "ufunc"]
-    kind, name = ufuncs[0] if ufuncs else (case.kind, case.name)
-    return Case(case.row, kind, name, case.shapes, case.static, case.index, case.const_index)
-
-
 def user_functions(scalar: bool) -> list[UserFunction]:
     """The user's functions of every reachable row's cases, for numbers or for arrays."""
-    conditions = [first_entry(c) for c in picked(COMPARISON_CASES, scalar)]
     return [user_function(c) for c in picked(GRADIENT_CASES + FILL_CASES, scalar)] + [
-        condition_function(c) for c in one_entry_point(conditions)
+        condition_function(c) for c in picked(COMPARISON_CASES, scalar)
     ]
 
 
@@ -245,7 +241,7 @@ REFUSED = [u for u in USERS if numba_refuses(u.case)]
 COMPILED = [u for u in USERS if not numba_refuses(u.case)]
 
 # numba's compile time grows faster than a function's length: array cases go in functions of
-# CHUNK cases each (each takes about 3 s); numbers compile fast, all in one function.
+# at most CHUNK cases (each takes about 3 s to compile); numbers compile fast, all in one.
 CHUNK = 12
 GROUPS = {
     "numbers": [u for u in COMPILED if not any(u.case.shapes)],
