@@ -13,15 +13,17 @@ file:line and what to write instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import linecache
 import os
 import re
 import sys
+import threading
 import types
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -31,6 +33,7 @@ from compiler.errors import (
     ConcreteValueError,
     SignatureError,
     TracingError,
+    UnsupportedAttributeError,
     UnsupportedOperationError,
 )
 from compiler.files import display_path
@@ -108,15 +111,19 @@ class Traced:
             return lambda *args, **kwargs: _call("method", name, (self, *args), kwargs)
         if ("attribute", name) in _ENTRY_ROWS:
             return _call("attribute", name, (self,), {})
-        raise AttributeError(f"traced values have no attribute {name!r}")
+        if name.startswith("__"):  # a protocol NumPy or Python probes for: absent
+            raise AttributeError(f"traced values have no attribute {name!r}")
+        if hasattr(np.ndarray, name):
+            raise UnsupportedAttributeError(_unsupported(f"the ndarray attribute .{name}").args[0])
+        raise UnsupportedAttributeError(
+            _at_user_line(f"traced values are NumPy arrays and numbers, which have no attribute .{name}")
+        )
 
     def __getitem__(self, index: Any) -> Traced:
-        static, arrays = _parse_index(index)
-        return _call("operator", "__getitem__", (self, *arrays), {}, {"index": static})
+        return _read_index(self, index)
 
     def __setitem__(self, index: Any, value: Any) -> None:
-        static, arrays = _parse_index(index)
-        self._update(_call("operator", "__setitem__", (self, value, *arrays), {}, {"index": static}))
+        self._update(_write_index(self, index, value))
 
     def _update(self, result: Traced) -> Traced:
         """Rebind this array to `result`: an in-place update traced as a new value."""
@@ -254,7 +261,7 @@ def _label(kind: str, name: str) -> str:
 
 def _shape(value: Any) -> tuple[int, ...]:
     """np.shape(value), without NumPy's dispatch for the common operands (numbers, traced values)."""
-    if isinstance(value, Traced):
+    if isinstance(value, (Traced, Made)):
         return value.shape
     if isinstance(value, (int, float)):
         return ()
@@ -263,7 +270,7 @@ def _shape(value: Any) -> tuple[int, ...]:
 
 def _any_traced(values: tuple) -> bool:
     for value in values:
-        if isinstance(value, Traced):
+        if isinstance(value, Traced) or type(value) is Made and type(value._value) is Traced:
             return True
     return False
 
@@ -305,7 +312,7 @@ def _call(kind: str, name: str, args: tuple, kwargs: dict, static: dict | None =
     else:
         row, static = _choose_row(kind, name, rows, operands, static)
     if not _any_traced(operands):  # a gate on plain numbers
-        return row.compute(*operands, **static)
+        return row.compute(*_unmade(operands), **static)
     # two frames up is the code that used the entry point: the search for the user's frames
     # starts there, past the tracer's own (which would each need a frame object made)
     return _apply(row, operands, static, sys._getframe(2))
@@ -325,6 +332,18 @@ def _choose_row(kind: str, name: str, rows: list[Op], operands: tuple, static: d
     raise _unsupported(f"{_label(kind, name)} on operands of {', '.join(f'{n}-d' for n in ndims)} shape")
 
 
+def _read_index(x: Any, index: Any) -> Traced:
+    """`x[index]` traced: `x` a traced value, or a constant array indexed by traced arrays."""
+    static, arrays = _parse_index(index)
+    return _call("operator", "__getitem__", (x, *arrays), {}, {"index": static})
+
+
+def _write_index(x: Any, index: Any, value: Any) -> Traced:
+    """`x[index] = value` traced as a new value: `x` with `value` written in."""
+    static, arrays = _parse_index(index)
+    return _call("operator", "__setitem__", (x, value, *arrays), {}, {"index": static})
+
+
 def _parse_index(index: Any) -> tuple[tuple, list]:
     """A static index (slices, ints, None, ...) and the index arrays it holds, in order.
 
@@ -333,7 +352,7 @@ def _parse_index(index: Any) -> tuple[tuple, list]:
     parts = index if isinstance(index, tuple) else (index,)
     static: list[Any] = []
     arrays: list[Any] = []
-    for part in parts:
+    for part in _unmade(parts):
         if isinstance(part, range):  # `probs[range(N), y]`, as course notes write it: np.arange(N)
             part = np.arange(part.start, part.stop, part.step)
         if isinstance(part, Traced) or isinstance(part, (list, np.ndarray)) and np.ndim(part) > 0:
@@ -465,6 +484,8 @@ class _Recorder:
             code = frame.f_code
             params = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount] if depth else ()
             for name, value in frame.f_locals.items():
+                if type(value) is Made:
+                    value = value._value
                 if type(value) is not Traced or value._recorder is not self or name in params:
                     continue
                 known = hints.get(value._index)
@@ -473,6 +494,8 @@ class _Recorder:
 
 
 def _operand(recorder: _Recorder | None, value: Any) -> tuple[_Recorder | None, int | Const]:
+    if type(value) is Made:
+        value = value._value
     if isinstance(value, Traced):
         if recorder is not None and value._recorder is not recorder:
             raise TracingError(_at_user_line("values from two different traces meet in one operation"))
@@ -621,6 +644,194 @@ def _gate(row: Op) -> Callable[..., Any]:
 GATES: dict[str, Callable[..., Any]] = {row.name: _gate(row) for row in OPS.values() if row.gate}
 
 
+# --- arrays the traced function makes itself ----------------------------------------------------
+
+
+class Made(np.lib.mixins.NDArrayOperatorsMixin):
+    """An array the traced function made itself (`np.zeros(n)`, `np.eye(C)`, `np.array([...])`):
+    a constant, until a traced value is written into it or indexes it.
+
+    NumPy's indexing never calls back into a traced index or value, so while a trace runs the
+    array-creation functions hand these to the user's code instead of plain arrays (see
+    `_creating`). A Made behaves as its array; `out[i] = a` with `a` traced turns it into a
+    traced value, `updated(np.zeros(5), i, a)`, and `np.eye(C)[y]` with `y` traced is a gather
+    from the constant, `np.eye(3)[y]`. What it computes with plain values stays plain.
+    """
+
+    __slots__ = ("_value",)
+    __array_priority__ = 2000.0  # above Traced's: `made + traced` asks the Made first
+
+    def __init__(self, value: np.ndarray) -> None:
+        self._value: np.ndarray | Traced = value
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        out = kwargs.pop("out", None)
+        result = getattr(ufunc, method)(*_unmade(inputs), **kwargs)
+        if out is None:
+            return result
+        if out != (self,):
+            raise _unsupported(f"np.{ufunc.__name__}(..., out=...) into another array", "assign the result")
+        self._assign(result)  # `a += b`
+        return self
+
+    def __array_function__(self, func: Callable, types: Any, args: tuple, kwargs: dict) -> Any:
+        return func(*_unmade(args), **_unmade(kwargs))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if isinstance(self._value, Traced):
+            return self._value.__array__()  # refused, with the reason
+        return np.asarray(self._value, dtype)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._value, name)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(self._value, Traced) or _holds_traced(index):
+            return _read_index(self._value, _unmade(index))
+        return self._value[_unmade(index)]
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        index, value = _unmade(index), _unmade(value)
+        if isinstance(self._value, Traced):
+            self._value[index] = value  # the traced value's own in-place update
+        elif _holds_traced(index) or _holds_traced(value):
+            self._value = _write_index(self._value.copy(), index, value)
+        else:
+            self._value[index] = value
+
+    def _assign(self, result: Any) -> None:
+        """Take `result` as the array's new contents, as an in-place operator does."""
+        if _shape(result) != self.shape:
+            raise TracingError(_at_user_line(f"an in-place update would change shape {self.shape} to {_shape(result)}"))
+        if isinstance(result, Traced) or isinstance(self._value, Traced):
+            self._value = result
+        else:
+            self._value[...] = result
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __iter__(self) -> Any:
+        return iter(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __float__(self) -> float:
+        return float(self._value)  # type: ignore[arg-type]
+
+    def __int__(self) -> int:
+        return int(self._value)  # type: ignore[arg-type]
+
+    def __index__(self) -> int:
+        return self._value.__index__()
+
+    def __repr__(self) -> str:
+        return repr(self._value)
+
+
+def _unmade(value: Any) -> Any:
+    """`value` with every Made in it (inside tuples, lists and dicts too) as what it holds."""
+    kind = type(value)
+    if kind is Made:
+        return value._value
+    if kind is tuple or kind is list:
+        return kind(_unmade(v) for v in value)
+    if kind is dict:
+        return {k: _unmade(v) for k, v in value.items()}
+    return value
+
+
+def _holds_traced(value: Any) -> bool:
+    """Whether `value` is or holds (in tuples and lists) a traced value."""
+    kind = type(value)
+    if kind is Traced:
+        return True
+    if kind is Made:
+        return type(value._value) is Traced
+    if kind is tuple or kind is list:
+        return any(_holds_traced(v) for v in value)
+    return False
+
+
+# NumPy's functions that make an array from sizes, numbers or lists.
+_CREATION_FUNCTIONS = (
+    "array", "asarray", "zeros", "ones", "empty", "full", "eye", "identity", "arange", "linspace",
+    "zeros_like", "ones_like", "empty_like", "full_like",
+)
+_FLATGRAD_DIR = os.path.dirname(_LIBRARY_FILE) + os.sep
+
+
+def _made_by_user(frame: types.FrameType) -> bool:
+    """Whether the code running in `frame` is the user's: not NumPy's, the standard library's,
+    nor flatgrad's own (the op table's expressions and helpers make arrays while tracing too)."""
+    filename = frame.f_code.co_filename
+    return not (_is_library(filename) or filename.startswith((_FLATGRAD_DIR, "<flatgrad")))
+
+
+class _Creation:
+    """While any trace runs, NumPy's creation functions are replaced by wrappers that hand the
+    user's code running in a traced thread a `Made`; every other caller (another thread, NumPy
+    itself, flatgrad) gets what NumPy's own function returns."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._traces = 0
+        self._local = threading.local()
+        self._originals = {name: getattr(np, name) for name in _CREATION_FUNCTIONS}
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Hand out Made arrays in this thread while the block runs."""
+        with self._lock:
+            if self._traces == 0:
+                for name, original in self._originals.items():
+                    setattr(np, name, self._wrapper(name, original))
+            self._traces += 1
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            with self._lock:
+                self._traces -= 1
+                if self._traces == 0:
+                    for name, original in self._originals.items():
+                        setattr(np, name, original)
+
+    def _wrapper(self, name: str, original: Callable) -> Callable:
+        local = self._local
+
+        @functools.wraps(original)
+        def create(*args: Any, **kwargs: Any) -> Any:
+            if not getattr(local, "depth", 0) or not _made_by_user(sys._getframe(1)):
+                return original(*args, **kwargs)
+            if name in ("array", "asarray") and args and _holds_traced(args[0]):
+                return _array_of_traced(name, args[0], kwargs)
+            result = original(*_unmade(args), **_unmade(kwargs))
+            return Made(result) if type(result) is np.ndarray else result
+
+        return create
+
+
+def _array_of_traced(name: str, value: Any, kwargs: dict) -> Any:
+    """`np.array(value)` where value is or holds traced values: the value itself (a copy for
+    np.array), or the stack of its items (`np.array([a, b, c])` of traced numbers)."""
+    if kwargs:
+        raise _unsupported(f"np.{name}(..., {', '.join(kwargs)}=...) of traced values", f"call np.{name}(values)")
+    value = _unmade(value)
+    if isinstance(value, Traced):
+        return value if name == "asarray" else _call("function", "copy", (value,), {})
+    items = [_array_of_traced("asarray", v, {}) if isinstance(v, (list, tuple)) else v for v in value]
+    return _call("function", "stack", (items,), {})
+
+
+_CREATION = _Creation()
+
+
 @dataclass(frozen=True)
 class ExampleSpec:
     """What tracing needs to know of an example argument: its shape and dtype."""
@@ -715,9 +926,11 @@ def trace(fn: Callable, *args: Any, **kwargs: Any) -> Graph:
     stand_ins = {name: recorder.new_value(spec.shape, spec.dtype) for name, spec in specs.items()}
     try:
         try:
-            result = fn(**stand_ins) if _all_keyword_safe(fn) else fn(*stand_ins.values())
+            with _CREATION.active():
+                result = fn(**stand_ins) if _all_keyword_safe(fn) else fn(*stand_ins.values())
         finally:
             recorder.finish()
+        result = _unmade(result)
         output = _check_output(fn, recorder, result, stand_ins, arguments)
         return _build_graph(recorder, list(stand_ins), output, baked_constants(fn))
     finally:

@@ -48,7 +48,8 @@ def _call(function: ast.expr, *args: ast.expr) -> ast.Call:
 
 
 def _array_constant(value: np.ndarray) -> ast.expr:
-    """An array literal the way a person writes it: `np.arange(4)`, `np.eye(3)`, `np.full(...)`."""
+    """An array literal the way a person writes it: `np.arange(4)`, `np.eye(3)`, `np.zeros(3)`,
+    `np.full(...)`."""
     default = value.dtype.name in ("float64", "int64")  # what NumPy makes of Python numbers
     dtype = [] if default else [ast.keyword("dtype", _np(value.dtype.name))]
     if value.ndim == 1 and value.dtype.kind in "iu" and np.array_equal(value, np.arange(len(value))):
@@ -56,7 +57,12 @@ def _array_constant(value: np.ndarray) -> ast.expr:
     if value.ndim == 2 and value.shape[0] == value.shape[1] and np.array_equal(value, np.eye(len(value))):
         return ast.Call(_np("eye"), [_constant(len(value))], dtype)
     if value.size and np.all(value == value.flat[0]):
-        return ast.Call(_np("full"), [_constant(value.shape), _constant(value.flat[0].item())], dtype)
+        first = value.flat[0].item()
+        if value.dtype.kind != "b" and first in (0, 1):  # np.zeros and np.ones make float64 by default
+            size = _constant(value.shape[0] if value.ndim == 1 else value.shape)
+            dtype = [] if value.dtype.name == "float64" else [ast.keyword("dtype", _np(value.dtype.name))]
+            return ast.Call(_np("ones" if first else "zeros"), [size], dtype)
+        return ast.Call(_np("full"), [_constant(value.shape), _constant(first)], dtype)
     return ast.Call(_np("array"), [_constant(value.tolist())], [ast.keyword("dtype", _np(value.dtype.name))])
 
 
