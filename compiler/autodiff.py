@@ -54,10 +54,13 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Backprop:
 
 
 def active_values(forward: Graph, wrt: Sequence[Var]) -> set[Var]:
-    """The variables that depend on `wrt` through differentiable operands (a Var hashes by
-    identity)."""
+    """The float variables that depend on `wrt` through differentiable operands (a Var hashes
+    by identity). An integer or bool value (`argmax`, `astype(int)`) is an input of later ops,
+    never differentiated."""
     active = set(wrt)
     for eqn in forward.eqns:
+        if not eqn.out.dtype.startswith("float"):
+            continue
         row = OPS[eqn.op]
         for param, a in zip(row.operands, eqn.inputs):
             if a in active and row.differentiable(param):

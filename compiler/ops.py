@@ -259,6 +259,11 @@ def _logsumexp_rows() -> tuple[Op, ...]:
     return tuple(rows)
 
 
+def _optional_axis(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
+    """`axis` as None or one non-negative int."""
+    return {"axis": None if static["axis"] is None else int(static["axis"]) % max(len(shapes[0]), 1)}
+
+
 def _one_axis(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
     """`axis` as one non-negative int."""
     return {"axis": int(static["axis"]) % max(len(shapes[0]), 1)}
@@ -430,9 +435,23 @@ _ROWS = (
        functions=("ones_like",), scalar_forward="1.0", domain=_X),
     Op("zeros_like", ("x",), "np.zeros_like(x)", pattern="no path from this input to the output",
        functions=("zeros_like",), scalar_forward="0.0", domain=_X),
-    # A cast autodiff inserts where a rule's result would leave the operand's dtype (float32).
-    Op("astype", ("x",), "x.astype(dtype)", pattern="cast back to the operand's dtype",
-       static=("dtype",), scalar_forward="dtype(x)"),
+    # A cast in user code (`.astype(np.float32)`, `.astype(int)`: integers get no gradient), and
+    # the one autodiff inserts where a rule's result would leave the operand's dtype (float32).
+    Op("astype", ("x",), "x.astype(dtype)", {"x": "grad.astype(x.dtype)"}, pattern="cast: the gradient cast back",
+       methods=("astype",), static=("dtype",), signature="x, dtype", scalar_forward="dtype(x)",
+       normalize=lambda shapes, st: {"dtype": np.dtype(st["dtype"])}, domain=_X, shapes=((3, 2),)),
+    # Where the extremes are: integers, read by later ops (an index, a comparison), never differentiated.
+    *(
+        Op(f"arg{kind}{suffix}", ("x",), forward, pattern=f"arg{kind}: an integer position, passes no gradient",
+           functions=(f"arg{kind}",), methods=(f"arg{kind}",), static=("axis",), signature="x, axis=None",
+           when=when, normalize=_optional_axis,
+           domain=_X, shapes=((3, 3),))
+        for kind in ("max", "min")
+        for suffix, forward, when in (
+            ("_all", f"np.arg{kind}(x)", lambda nd, st: st["axis"] is None),
+            ("", f"np.arg{kind}(x, axis=axis)", lambda nd, st: st["axis"] is not None),
+        )
+    ),
     Op("copy", ("x",), "x.copy()", {"x": "grad"}, pattern="copy: passes the gradient through",
        functions=("copy",), methods=("copy",), domain=_X, shapes=((3, 2),)),
     Op("clip", ("x",), "np.clip(x, lo, hi)", {"x": "((x >= lo) & (x <= hi)) * grad"},
@@ -444,7 +463,7 @@ _ROWS = (
     *(
         Op(name, ("x", "y"), "x @ y", rules, pattern=f"matmul gate ({kind}): swap multiplier, transposed",
            operators=("__matmul__",), reflected=("__rmatmul__",), ufuncs=("matmul",), functions=("dot",),
-           when=_ranks(ranks), domain=_XY, shapes=shapes)
+           methods=("dot",), when=_ranks(ranks), domain=_XY, shapes=shapes)
         for name, kind, ranks, rules, shapes in (
             ("matmul", "matrix @ matrix", (2, 2), {"x": "grad @ y.T", "y": "x.T @ grad"}, ((3, 4), (4, 2))),
             ("matvec", "matrix @ vector", (2, 1), {"x": "np.outer(grad, y)", "y": "x.T @ grad"}, ((3, 4), (4,))),

@@ -103,7 +103,10 @@ class Traced:
             return _apply(row, inputs, {}, sys._getframe(1))
         return _call("ufunc", ufunc.__name__, inputs, {})
 
-    def __array_function__(self, func: Callable, types: Any, args: tuple, kwargs: dict) -> Traced:
+    def __array_function__(self, func: Callable, types: Any, args: tuple, kwargs: dict) -> Any:
+        facts = _TYPE_FACTS.get(func)
+        if facts is not None:  # np.shape(x): known while tracing, a constant in the emitted code
+            return facts(*args, **kwargs)
         return _call("function", func.__name__, args, kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -190,6 +193,20 @@ class Traced:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
+
+
+def _size(x: Any, axis: int | None = None) -> int:
+    shape = _shape(x)
+    return int(np.prod(shape)) if axis is None else shape[axis]
+
+
+# NumPy functions that ask only for a traced value's type, which the trace knows.
+_TYPE_FACTS: dict[Callable, Callable] = {
+    np.shape: lambda x: _shape(x),
+    np.ndim: lambda x: len(_shape(x)),
+    np.size: _size,
+    np.result_type: lambda *values: np.result_type(*(v.dtype if isinstance(v, Traced) else v for v in values)),
+}
 
 
 def _concrete(kind: str) -> ConcreteValueError:
@@ -332,16 +349,115 @@ def _choose_row(kind: str, name: str, rows: list[Op], operands: tuple, static: d
     raise _unsupported(f"{_label(kind, name)} on operands of {', '.join(f'{n}-d' for n in ndims)} shape")
 
 
-def _read_index(x: Any, index: Any) -> Traced:
+def _read_index(x: Any, index: Any) -> Any:
     """`x[index]` traced: `x` a traced value, or a constant array indexed by traced arrays."""
+    mask = _bool_mask(x, index)
+    if isinstance(mask, Traced):
+        return MaskedRead(x, mask)
+    if mask is not None:  # a constant mask selects known places: their indices
+        index = np.nonzero(mask)
     static, arrays = _parse_index(index)
     return _call("operator", "__getitem__", (x, *arrays), {}, {"index": static})
 
 
 def _write_index(x: Any, index: Any, value: Any) -> Traced:
-    """`x[index] = value` traced as a new value: `x` with `value` written in."""
+    """`x[index] = value` traced as a new value: `x` with `value` written in. Under a boolean
+    mask of x's shape that is `np.where(mask, value, x)`, as the mask's shape is x's."""
+    mask = _bool_mask(x, index)
+    if mask is not None:
+        if isinstance(value, MaskedRead):
+            value = value.under(mask)
+        elif _shape(value) != ():
+            raise _unsupported(
+                "writing an array under a boolean mask", "write a number, or np.where(mask, values, x) for x"
+            )
+        return _call("function", "where", (mask, value, x), {})
     static, arrays = _parse_index(index)
     return _call("operator", "__setitem__", (x, value, *arrays), {}, {"index": static})
+
+
+def _bool_mask(x: Any, index: Any) -> Any:
+    """The index as a boolean mask of x's shape (traced or constant), or None for other indices."""
+    index = _unmade(index)
+    if isinstance(index, (list, tuple)) or _shape(index) == ():
+        return None
+    if _dtype(index).kind != "b":
+        return None
+    if _shape(index) != _shape(x):
+        raise _unsupported(
+            f"a boolean mask of shape {_shape(index)} on an array of shape {_shape(x)}",
+            "index with a mask of the array's own shape, or with integer arrays",
+        )
+    return index
+
+
+def _dtype(value: Any) -> np.dtype:
+    return value.dtype if isinstance(value, Traced) else np.asarray(value).dtype
+
+
+class MaskedRead(np.lib.mixins.NDArrayOperatorsMixin):
+    """`x[mask]` under a traced boolean mask. NumPy makes an array of the selected elements,
+    whose length depends on the data, so straight-line code cannot hold it. What does not need
+    that length is traced on x's own shape with the mask beside it: arithmetic with numbers
+    (`x[x < 0] *= 0.01`), a write back under the same mask, and a full sum (`np.sum(x[mask])`,
+    which is `np.sum(np.where(mask, x, 0))`). Anything else is refused."""
+
+    __slots__ = ("_values", "_mask")
+
+    def __init__(self, values: Any, mask: Traced) -> None:
+        self._values, self._mask = values, mask
+
+    def under(self, mask: Any) -> Any:
+        """The values, for a write under `mask`, which must be the mask they were read under."""
+        if mask is not self._mask:
+            raise _masked_refusal("writing values read under one mask under another mask")
+        return self._values
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        if kwargs.get("out") == (self,):  # `x[mask] *= c`: Python writes the result back under the mask
+            del kwargs["out"]
+        masks = {id(a._mask) for a in inputs if isinstance(a, MaskedRead)}
+        elementwise = all(isinstance(a, MaskedRead) or _shape(a) == () for a in inputs)
+        if method != "__call__" or kwargs or len(masks) != 1 or not elementwise:
+            raise _masked_refusal(f"np.{ufunc.__name__} of it")
+        return MaskedRead(ufunc(*(a._values if isinstance(a, MaskedRead) else a for a in inputs)), self._mask)
+
+    def __array_function__(self, func: Callable, types: Any, args: tuple, kwargs: dict) -> Any:
+        if func is np.sum and args == (self,) and not kwargs:
+            return self.sum()
+        raise _masked_refusal(f"np.{func.__name__} of it")
+
+    def sum(self, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            raise _masked_refusal("a sum along an axis of it")
+        return np.sum(_call("function", "where", (self._mask, self._values, 0.0), {}))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise UnsupportedAttributeError(_masked_refusal(f".{name} of it").args[0])
+
+    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise _masked_refusal("converting it to an array")
+
+    def __len__(self) -> int:
+        raise _masked_refusal("len() of it")
+
+    def __iter__(self) -> Any:
+        raise _masked_refusal("iterating over it")
+
+    def __getitem__(self, index: Any) -> Any:
+        raise _masked_refusal("indexing it")
+
+
+def _masked_refusal(what: str) -> UnsupportedOperationError:
+    return UnsupportedOperationError(
+        _at_user_line(
+            f"{what}: x[mask] under a traced boolean mask has a data-dependent length, which straight-line "
+            "code cannot hold; write np.where(mask, x, 0) (its sum is np.sum(x[mask])), or x[mask] = v / "
+            "x[mask] *= c to update in place"
+        )
+    )
 
 
 def _parse_index(index: Any) -> tuple[tuple, list]:

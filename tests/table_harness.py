@@ -49,7 +49,8 @@ ROWS = [row for row in OPS.values() if row.entry_points()]
 
 def makes_bools(row: Op) -> bool:
     """A comparison: no gradient, a bool output."""
-    return not row.grads and np.asarray(row.compute(*[0.5] * len(row.operands))).dtype == bool
+    operands = [np.full(shape, 0.5) for shape in row.shapes] or [0.5] * len(row.operands)
+    return not row.grads and np.asarray(row.compute(*operands, **dict.fromkeys(row.static))).dtype == bool
 
 
 DIFFERENTIABLE = [row for row in ROWS if row.grads]
@@ -132,7 +133,10 @@ def static_candidates(row: Op, shapes: tuple) -> list[dict]:
     elif names == {"shape"}:
         raw = [{"shape": s} for s in reshape_targets(shapes[0])]
     elif names == {"axis"}:
-        raw = [{"axis": a} for a in (0, 1, -1)]
+        optional = row.signature is not None and "axis=None" in row.signature
+        raw = [{"axis": a} for a in (0, 1, -1)] + ([{"axis": None}] if optional else [])
+    elif names == {"dtype"}:  # casts between floats; a cast to integers passes no gradient
+        raw = [{"dtype": "float64"}, {"dtype": "f8"}]
     else:
         raise AssertionError(f"no candidates for the static params {row.static} of {row.name}")
     ndims = tuple(len(s) for s in shapes)
