@@ -745,6 +745,25 @@ for (_kind, _name), _rows in _ENTRY_ROWS.items():
         setattr(Traced, _name, _operator(_kind, _name))
 
 
+def _refused_operator(symbol: str) -> Callable[..., Any]:
+    def refuse(self: Traced, *other: Any) -> Any:
+        raise _unsupported(f"the operator {symbol}")
+
+    return refuse
+
+
+# Python's operators that no row takes: a FlatgradError at the user's line, not Python's
+# TypeError. (An augmented assignment without its own dunder falls back to the plain one.)
+_OPERATOR_SYMBOLS = {
+    "floordiv": "//", "mod": "%", "divmod": "divmod()", "lshift": "<<", "rshift": ">>", "and": "&", "or": "|",
+    "xor": "^", "pow": "**", "matmul": "@", "truediv": "/", "mul": "*", "add": "+", "sub": "-",
+}
+_OPERATORS = [(f"__{kind}{stem}__", symbol) for stem, symbol in _OPERATOR_SYMBOLS.items() for kind in ("", "r")]
+for _dunder, _symbol in _OPERATORS + [("__invert__", "~"), ("__neg__", "-"), ("__pos__", "+"), ("__abs__", "abs()")]:
+    if _dunder not in vars(Traced):  # (hasattr would find `type.__or__`, which makes unions)
+        setattr(Traced, _dunder, _refused_operator(_symbol))
+
+
 def _gate(row: Op) -> Callable[..., Any]:
     def gate(*args: Any, **kwargs: Any) -> Any:
         return _call("gate", row.name, args, kwargs)
