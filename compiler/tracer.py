@@ -13,6 +13,7 @@ file:line and what to write instead.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 import inspect
@@ -891,65 +892,27 @@ def _holds_traced(value: Any) -> bool:
     return False
 
 
-# NumPy's functions that make an array from sizes, numbers or lists.
-_CREATION_FUNCTIONS = (
-    "array", "asarray", "zeros", "ones", "empty", "full", "eye", "identity", "arange", "linspace",
-    "zeros_like", "ones_like", "empty_like", "full_like",
-)
 _FLATGRAD_DIR = os.path.dirname(_LIBRARY_FILE) + os.sep
 
 
-def _made_by_user(frame: types.FrameType) -> bool:
+def _called_by_user(frame: types.FrameType) -> bool:
     """Whether the code running in `frame` is the user's: not NumPy's, the standard library's,
     nor flatgrad's own (the op table's expressions and helpers make arrays while tracing too)."""
     filename = frame.f_code.co_filename
     return not (_is_library(filename) or filename.startswith((_FLATGRAD_DIR, "<flatgrad")))
 
 
-class _Creation:
-    """While any trace runs, NumPy's creation functions are replaced by wrappers that hand the
-    user's code running in a traced thread a `Made`; every other caller (another thread, NumPy
-    itself, flatgrad) gets what NumPy's own function returns."""
+def _creating(name: str) -> Callable[..., Any]:
+    """What the user's `np.<name>(...)` gives while tracing: a Made, or for `np.array` of traced
+    values, those values as one traced array."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._traces = 0
-        self._local = threading.local()
-        self._originals = {name: getattr(np, name) for name in _CREATION_FUNCTIONS}
+    def create(original: Callable, args: tuple, kwargs: dict) -> Any:
+        if name in ("array", "asarray") and args and _holds_traced(args[0]):
+            return _array_of_traced(name, args[0], kwargs)
+        result = original(*_unmade(args), **_unmade(kwargs))
+        return Made(result) if type(result) is np.ndarray else result
 
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        """Hand out Made arrays in this thread while the block runs."""
-        with self._lock:
-            if self._traces == 0:
-                for name, original in self._originals.items():
-                    setattr(np, name, self._wrapper(name, original))
-            self._traces += 1
-        depth = getattr(self._local, "depth", 0)
-        self._local.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._local.depth = depth
-            with self._lock:
-                self._traces -= 1
-                if self._traces == 0:
-                    for name, original in self._originals.items():
-                        setattr(np, name, original)
-
-    def _wrapper(self, name: str, original: Callable) -> Callable:
-        local = self._local
-
-        @functools.wraps(original)
-        def create(*args: Any, **kwargs: Any) -> Any:
-            if not getattr(local, "depth", 0) or not _made_by_user(sys._getframe(1)):
-                return original(*args, **kwargs)
-            if name in ("array", "asarray") and args and _holds_traced(args[0]):
-                return _array_of_traced(name, args[0], kwargs)
-            result = original(*_unmade(args), **_unmade(kwargs))
-            return Made(result) if type(result) is np.ndarray else result
-
-        return create
+    return create
 
 
 def _array_of_traced(name: str, value: Any, kwargs: dict) -> Any:
@@ -964,7 +927,79 @@ def _array_of_traced(name: str, value: Any, kwargs: dict) -> Any:
     return _call("function", "stack", (items,), {})
 
 
-_CREATION = _Creation()
+def _extreme(pairwise: np.ufunc) -> Callable[..., Any]:
+    """What the user's `max(a, b)` / `min(a, b)` (or of a list) gives while tracing, where a
+    traced number is among the numbers: `np.maximum` / `np.minimum` of them in turn, which
+    pick the first of tied values as Python does."""
+
+    def extreme(original: Callable, args: tuple, kwargs: dict) -> Any:
+        values = list(args[0]) if len(args) == 1 and not kwargs and hasattr(args[0], "__iter__") else args
+        if kwargs or len(values) < 2 or not _holds_traced(list(values)) or any(_shape(v) != () for v in values):
+            return original(values) if values is not args else original(*args, **kwargs)
+        result = values[0]
+        for value in values[1:]:
+            result = pairwise(result, value)
+        return result
+
+    return extreme
+
+
+# While a trace runs, what the user's code calls of these (module, name) goes to a handler.
+_CREATION_FUNCTIONS = (
+    "array", "asarray", "zeros", "ones", "empty", "full", "eye", "identity", "arange", "linspace",
+    "zeros_like", "ones_like", "empty_like", "full_like",
+)
+_HANDLERS: dict[tuple[Any, str], Callable[..., Any]] = {
+    **{(np, name): _creating(name) for name in _CREATION_FUNCTIONS},
+    (builtins, "max"): _extreme(np.maximum),
+    (builtins, "min"): _extreme(np.minimum),
+}
+
+
+class _Substitutes:
+    """While any trace runs, the functions of `_HANDLERS` are replaced by wrappers that send the
+    user's code running in a traced thread to their handler; every other caller (another
+    thread, NumPy itself, flatgrad) gets the original function."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._traces = 0
+        self._local = threading.local()
+        self._originals = {(module, name): getattr(module, name) for module, name in _HANDLERS}
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Send the user's calls in this thread to the handlers while the block runs."""
+        with self._lock:
+            if self._traces == 0:
+                for (module, name), original in self._originals.items():
+                    setattr(module, name, self._wrapper(original, _HANDLERS[module, name]))
+            self._traces += 1
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            with self._lock:
+                self._traces -= 1
+                if self._traces == 0:
+                    for (module, name), original in self._originals.items():
+                        setattr(module, name, original)
+
+    def _wrapper(self, original: Callable, handler: Callable[..., Any]) -> Callable:
+        local = self._local
+
+        @functools.wraps(original)
+        def substitute(*args: Any, **kwargs: Any) -> Any:
+            if not getattr(local, "depth", 0) or not _called_by_user(sys._getframe(1)):
+                return original(*args, **kwargs)
+            return handler(original, args, kwargs)
+
+        return substitute
+
+
+_SUBSTITUTES = _Substitutes()
 
 
 @dataclass(frozen=True)
@@ -1061,7 +1096,7 @@ def trace(fn: Callable, *args: Any, **kwargs: Any) -> Graph:
     stand_ins = {name: recorder.new_value(spec.shape, spec.dtype) for name, spec in specs.items()}
     try:
         try:
-            with _CREATION.active():
+            with _SUBSTITUTES.active():
                 result = fn(**stand_ins) if _all_keyword_safe(fn) else fn(*stand_ins.values())
         finally:
             recorder.finish()

@@ -122,6 +122,18 @@ def test_a_masked_read_whose_length_matters_is_refused_at_the_users_line(body):
         compiler.gradient(body, np.ones(4))
 
 
+def test_builtin_max_and_min_of_traced_numbers_are_np_maximum_and_minimum():
+    """Python's max and min pick the first of tied values, as np.maximum and np.minimum's rows do."""
+
+    def f(a, b, c):
+        return max(a, b) * min(a, c, 1.0) + max([a * 2.0, b])
+
+    prog = _check(f, {"a": 1.0, "b": 3.0, "c": 0.5}, ["a", "b", "c"])
+    assert "np.maximum(a, b)" in prog.source and "np.minimum(s1, 1.0)" in prog.source
+    assert prog.grad(1.0, 2.0, 0.5)[0] == 2.0  # max(2a, b) at a tie: the first, 2a
+    assert max(3, 4) == 4 and min([5, 2]) == 2  # untouched outside a trace
+
+
 def test_type_facts_of_traced_values_are_numbers():
     def f(x):
         n = np.size(x) + np.ndim(x) + np.shape(x)[0] + len(x)
