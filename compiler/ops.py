@@ -316,7 +316,7 @@ def _layout_rows() -> tuple[Op, ...]:
     transposed, sliced, or the copies summed).
 
     Statics arrive as NumPy spells them and leave `normalize` as non-negative axes; a static the
-    signature does not name (`inverse`, `index`, `split`, `parts`) is derived there for the
+    signature does not name (`inverse`, `at`, `split`, `parts`) is derived there for the
     gradient rule or for numba. numba 0.68 reshapes only contiguous arrays, and an upstream
     gradient may be a transposed one, so the numba rules that reshape it make it contiguous
     first (a no-op when it is).
@@ -374,8 +374,8 @@ def _layout_rows() -> tuple[Op, ...]:
            signature="x, axes=None", method_signature="x, *axes", normalize=_transposed,
            when=lambda nd, st: "axes" in st, domain=_X, shapes=((2, 3, 4),), view=True),
         Op("flip", ("x",), "np.flip(x, axis)", {"x": "np.flip(grad, axis)"},
-           pattern="flip: the gradient flipped back", functions=("flip",), static=("axis", "index"),
-           signature="x, axis=None", normalize=_flipped, numba_forward="x[index]", numba_grads={"x": "grad[index]"},
+           pattern="flip: the gradient flipped back", functions=("flip",), static=("axis", "at"),
+           signature="x, axis=None", normalize=_flipped, numba_forward="x[at]", numba_grads={"x": "grad[at]"},
            numba_when=arrays_only, domain=_X, shapes=((3, 4),), view=True),
         *(
             Op(name, ("x",), f"np.{name}(x)", {"x": f"np.{name}(grad)"}, pattern="flip: the gradient flipped back",
@@ -401,7 +401,7 @@ def _layout_rows() -> tuple[Op, ...]:
            domain=_X, shapes=((3, 2),)),
         Op("repeat_all", ("x",), "np.repeat(x, repeats)", {"x": "grad.reshape(split).sum(axis=1).reshape(x.shape)"},
            pattern="repeat: the gradients of the copies summed", functions=("repeat",), methods=("repeat",),
-           static=("repeats", "axis", "spread", "split"), signature="x, repeats, axis=None",
+           static=("repeats", "axis", "spread", "split"), signature="x, repeats, axis=None", normalize=_repeats,
            when=lambda nd, st: st["axis"] is None,
            numba_grads={"x": "np.ascontiguousarray(grad).reshape(split).sum(axis=1).reshape(x.shape)"},
            numba_when=arrays_only, domain=_X, shapes=((3, 2),)),
@@ -409,9 +409,11 @@ def _layout_rows() -> tuple[Op, ...]:
         Op("diag", ("x",), "np.diag(x, k)", {"x": "np.diag(grad, k)"},
            pattern="diag: the gradient's diagonal", functions=("diag",), static=("k",), signature="x, k=0",
            normalize=lambda shapes, st: {"k": int(st["k"])}, when=_ranks((1,)), domain=_X, shapes=((3,),)),
-        Op("diag_of", ("x",), "np.diag(x, k)", {"x": "on_diagonal(x.shape, k, grad, x.dtype)"},
+        Op("diag_of", ("x",), "np.diag(x, k)",
+           {"x": "on_diagonal(x.shape, k, grad, x.dtype)"},
            pattern="diagonal: the gradient written back on the diagonal", functions=("diag",), static=("k",),
-           signature="x, k=0", when=_ranks((2,)), domain=_X, shapes=((3, 4),), view=True),
+           signature="x, k=0", normalize=lambda shapes, st: {"k": int(st["k"])}, when=_ranks((2,)),
+           domain=_X, shapes=((3, 4),), view=True),
         Op("diagonal", ("x",), "np.diagonal(x, offset)", {"x": "on_diagonal(x.shape, offset, grad, x.dtype)"},
            pattern="diagonal: the gradient written back on the diagonal", functions=("diagonal",),
            methods=("diagonal",), static=("offset", "axis1", "axis2"), signature="x, offset=0, axis1=0, axis2=1",
@@ -424,11 +426,11 @@ def _layout_rows() -> tuple[Op, ...]:
                when=lambda nd, st: nd[0] >= 2, numba_when=_ranks((2,)), domain=_X, shapes=((3, 4),))
             for name in ("triu", "tril")
         ),
-        Op("pad", ("x",), "np.pad(x, pad_width, constant_values=constant_values)", {"x": "grad[index]"},
+        Op("pad", ("x",), "np.pad(x, pad_width, constant_values=constant_values)", {"x": "grad[at]"},
            pattern="pad: the gradient of the inner part, sliced out", functions=("pad",),
-           static=("pad_width", "mode", "constant_values", "index"),
+           static=("pad_width", "mode", "constant_values", "at"),
            signature="x, pad_width, mode='constant', constant_values=0", normalize=_padded,
-           numba_forward="updated(np.full(out.shape, constant_values, x.dtype), index, x)",
+           numba_forward="updated(np.full(out.shape, constant_values, x.dtype), at, x)",
            numba_when=arrays_only, domain=_X, shapes=((3, 2),)),
         *(
             Op(name, ("x",), "x[index]", {"x": "scatter(x.shape, index, grad, x.dtype)"},
@@ -440,22 +442,24 @@ def _layout_rows() -> tuple[Op, ...]:
         ),
     ]
     parts = tuple(f"x{k}" for k in range(32))
+    vectors = lambda nd, st: min(nd) > 0  # noqa: E731 -- numba joins arrays, not numbers
     joins = (
-        # name, entry point, forward, signature, when, numba_when
-        ("concatenate", "concatenate", "np.concatenate(xs, axis=axis)", "xs, axis=0", None, None),
-        ("stack", "stack", "np.stack(xs, axis=axis)", "xs, axis=0", lambda nd, st: max(nd) > 0, None),
-        ("stack_scalars", "stack", "np.array(xs)", "xs, axis=0", lambda nd, st: max(nd) == 0, None),
-        ("vstack", "vstack", "np.vstack(xs)", "xs", None, lambda nd, st: min(nd) > 0),
-        ("hstack", "hstack", "np.hstack(xs)", "xs", None, lambda nd, st: min(nd) > 0),
-        ("column_stack", "column_stack", "np.column_stack(xs)", "xs", None, lambda nd, st: min(nd) > 0),
+        # name, entry point, forward, signature, when, numba_when, example shapes
+        ("concatenate", "concatenate", "np.concatenate(xs, axis=axis)", "xs, axis=0", None, None,
+         ((2, 3), (1, 3), (2, 3))),
+        ("stack", "stack", "np.stack(xs, axis=axis)", "xs, axis=0", lambda nd, st: max(nd) > 0, None, ((2, 3),) * 3),
+        ("stack_scalars", "stack", "np.array(xs)", "xs, axis=0", lambda nd, st: max(nd) == 0, None, ((),) * 3),
+        ("vstack", "vstack", "np.vstack(xs)", "xs", None, vectors, ((3,), (2, 3), (3,))),
+        ("hstack", "hstack", "np.hstack(xs)", "xs", None, vectors, ((2, 3), (2, 1), (2, 2))),
+        ("column_stack", "column_stack", "np.column_stack(xs)", "xs", None, vectors, ((3,), (3, 2), (3,))),
     )
-    for name, entry, forward, signature, when, numba_when in joins:
+    for name, entry, forward, signature, when, numba_when, shapes in joins:
         rows.append(
             Op(name, parts, forward, {p: f"grad[parts[{k}]]" for k, p in enumerate(parts)},
                pattern="join: each part's gradient sliced out of the upstream one", functions=(entry,),
                static=("axis", "parts") if "axis" in signature else ("parts",), signature=signature, packs="xs",
                normalize=functools.partial(_joined, entry), when=when, numba_when=numba_when,
-               domain=_X * len(parts), shapes=((2, 3), (1, 3), (2, 3)) if name != "stack_scalars" else ((), (), ()))
+               domain=_X * len(parts), shapes=shapes)
         )
     return tuple(rows)
 
@@ -487,11 +491,11 @@ def _rolled_axis(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
 
 
 def _flipped(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
-    """`axis` as one or several axes (None: all); `index` the same flip as slices, for numba."""
+    """`axis` as one or several axes (None: all); `at` the same flip as slices, for numba."""
     ndim, axis = len(shapes[0]), static["axis"]
     axes = tuple(sorted(range(ndim) if axis is None else _axis_tuple(axis, ndim)))
-    index = tuple(slice(None, None, -1) if a in axes else slice(None) for a in range(max(axes, default=-1) + 1))
-    return {"axis": _one_or_all(axes), "index": index}
+    at = tuple(slice(None, None, -1) if a in axes else slice(None) for a in range(max(axes, default=-1) + 1))
+    return {"axis": _one_or_all(axes), "at": at}
 
 
 def _rolled(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
@@ -537,7 +541,8 @@ def _tiles(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
     split = tuple(n for pair in zip(full_reps, full_shape) for n in pair)
     spread = tuple(n for length in full_shape for n in (1, length))
     added = tuple(2 * a + 1 for a in range(ndim - len(shape)))
-    return {"reps": reps, "spread": spread, "split": split, "axes": tuple(sorted(set(range(0, 2 * ndim, 2)) | set(added)))}
+    axes = tuple(sorted(set(range(0, 2 * ndim, 2)) | set(added)))
+    return {"reps": reps, "spread": spread, "split": split, "axes": axes}
 
 
 def _repeats(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
@@ -568,7 +573,7 @@ def _diagonal(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
 
 
 def _padded(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
-    """`pad_width` as (before, after) per axis, `constant_values` one number; `index` the slices
+    """`pad_width` as (before, after) per axis, `constant_values` one number; `at` the slices
     of the result where `x` sits, which the gradient is cut out of."""
     shape = shapes[0]
     if static["mode"] != "constant":
@@ -580,9 +585,9 @@ def _padded(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
     if widths.dtype.kind not in "iu" or (widths < 0).any():
         raise ValueError(f"pad_width {static['pad_width']!r} must be non-negative integers")
     width = tuple((int(before), int(after)) for before, after in widths)
-    index = tuple(slice(before, before + n) for (before, _), n in zip(width, shape))
+    at = tuple(slice(before, before + n) for (before, _), n in zip(width, shape))
     return {"pad_width": width, "constant_values": value.item() if isinstance(value, np.generic) else value,
-            "index": index}
+            "at": at}
 
 
 def _split_parts(shapes: tuple[tuple[int, ...], ...], static: dict, equal: bool) -> dict:
