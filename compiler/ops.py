@@ -384,8 +384,9 @@ def _layout_rows() -> tuple[Op, ...]:
         ),
         Op("roll", ("x",), "np.roll(x, shift, axis)", {"x": "np.roll(grad, back, axis)"},
            pattern="roll: the gradient rolled back", functions=("roll",), static=("shift", "axis", "back"),
-           signature="x, shift, axis=None", normalize=_rolled,
-           numba_when=lambda nd, st: st["axis"] is None, domain=_X, shapes=((3, 4),)),
+           signature="x, shift, axis=None", normalize=_rolled, numba_forward="np.roll(x, shift)",
+           numba_grads={"x": "np.roll(grad, back)"}, numba_when=lambda nd, st: st["axis"] is None,
+           domain=_X, shapes=((3, 4),)),
         Op("tile", ("x",), "np.tile(x, reps)", {"x": "grad.reshape(split).sum(axis=axes)"},
            pattern="tile: the gradients of the copies summed", functions=("tile",),
            static=("reps", "spread", "split", "axes"), signature="x, reps", normalize=_tiles,
@@ -443,14 +444,15 @@ def _layout_rows() -> tuple[Op, ...]:
     ]
     parts = tuple(f"x{k}" for k in range(32))
     vectors = lambda nd, st: min(nd) > 0  # noqa: E731 -- numba joins arrays, not numbers
+    alike = lambda nd, st: min(nd) == max(nd) > 0  # noqa: E731 -- and of one rank, for vstack and hstack
     joins = (
         # name, entry point, forward, signature, when, numba_when, example shapes
         ("concatenate", "concatenate", "np.concatenate(xs, axis=axis)", "xs, axis=0", None, None,
          ((2, 3), (1, 3), (2, 3))),
         ("stack", "stack", "np.stack(xs, axis=axis)", "xs, axis=0", lambda nd, st: max(nd) > 0, None, ((2, 3),) * 3),
         ("stack_scalars", "stack", "np.array(xs)", "xs, axis=0", lambda nd, st: max(nd) == 0, None, ((),) * 3),
-        ("vstack", "vstack", "np.vstack(xs)", "xs", None, vectors, ((3,), (2, 3), (3,))),
-        ("hstack", "hstack", "np.hstack(xs)", "xs", None, vectors, ((2, 3), (2, 1), (2, 2))),
+        ("vstack", "vstack", "np.vstack(xs)", "xs", None, alike, ((3,), (2, 3), (3,))),
+        ("hstack", "hstack", "np.hstack(xs)", "xs", None, alike, ((2, 3), (2, 1), (2, 2))),
         ("column_stack", "column_stack", "np.column_stack(xs)", "xs", None, vectors, ((3,), (3, 2), (3,))),
     )
     for name, entry, forward, signature, when, numba_when, shapes in joins:
