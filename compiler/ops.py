@@ -344,9 +344,7 @@ def _layout_rows() -> tuple[Op, ...]:
            domain=_X, shapes=((3, 1, 4),), view=True),
         Op("expand_dims", ("x",), "np.expand_dims(x, axis)", {"x": back}, pattern=reshaped,
            functions=("expand_dims",), static=("axis",), signature="x, axis",
-           normalize=lambda shapes, st: {"axis": _one_or_all(tuple(sorted(_axis_tuple(
-               st["axis"], len(shapes[0]) + len(st["axis"] if isinstance(st["axis"], (tuple, list)) else (0,))))))},
-           numba_forward=to_out, numba_grads=numba_back, numba_when=arrays_only,
+           normalize=_expanded, numba_forward=to_out, numba_grads=numba_back, numba_when=arrays_only,
            domain=_X, shapes=((3, 4),), view=True),
         *(
             Op(f"atleast_{n}d", ("x",), f"np.atleast_{n}d(x)", {"x": back}, pattern=reshaped,
@@ -475,6 +473,13 @@ def _squeezed(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
     return {"axis": _one_or_all(tuple(sorted(axes)))}
 
 
+def _expanded(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
+    """`axis` as the new axes' places in the result, sorted (one as an int)."""
+    axis = static["axis"]
+    added = len(axis) if isinstance(axis, (tuple, list)) else 1
+    return {"axis": _one_or_all(tuple(sorted(_axis_tuple(axis, len(shapes[0]) + added))))}
+
+
 def _moved(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
     ndim = len(shapes[0])
     source, destination = (_axis_tuple(static[k], ndim) for k in ("source", "destination"))
@@ -598,10 +603,8 @@ def _split_parts(shapes: tuple[tuple[int, ...], ...], static: dict, equal: bool)
     shape, sections = shapes[0], static["indices_or_sections"]
     axis = _axis_index(static["axis"], len(shape))
     length = shape[axis]
-    if isinstance(sections, (tuple, list, np.ndarray)):
-        cuts = [min(max(_integer(c, "a split index") % (length + 1) if c < 0 else int(c), 0), length)
-                for c in sections]
-        bounds = [0, *cuts, length]
+    if isinstance(sections, (tuple, list, np.ndarray)):  # the parts between the indices, sliced as NumPy does
+        bounds = [0, *(_integer(c, "a split index") for c in sections), length]
     else:
         count = _integer(sections, "the number of sections")
         if count <= 0:
@@ -613,7 +616,7 @@ def _split_parts(shapes: tuple[tuple[int, ...], ...], static: dict, equal: bool)
         for k in range(count):
             bounds.append(bounds[-1] + size + (k < extra))
     lead = (slice(None),) * axis
-    return {"index": tuple(lead + (slice(start, max(start, stop)),) for start, stop in zip(bounds, bounds[1:]))}
+    return {"index": tuple(lead + (slice(start, stop),) for start, stop in zip(bounds, bounds[1:]))}
 
 
 def _joined(function: str, shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:

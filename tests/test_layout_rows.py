@@ -49,6 +49,8 @@ def test_bias_trick_concatenates_a_column_of_ones():
 
     rng = rng_for("bias trick")
     prog, _ = check(f, rng.normal(size=(5, 3)), rng.normal(size=(4, 2)))
+    explained = compiler.gradient(f, np.ones((5, 3)), np.ones((4, 2)), explain=True).source
+    assert "grad_X = grad_Xb[:, 0:3]  # join: each part's gradient sliced out of the upstream one" in explained
     assert "Xb = np.concatenate((X, np.full((5, 1), 1.0)), axis=1)" in prog.source
     assert "grad_X = grad_Xb[:, 0:3]" in prog.source
 
@@ -152,8 +154,8 @@ def reshaping(x, v):
     """ravel, flatten, squeeze, expand_dims, atleast_*d, swapaxes, moveaxis, rollaxis, transpose."""
     t = x.transpose(1, 0, 2)  # a non-contiguous operand
     a = weighted(np.ravel(t)) + weighted(t.flatten()) + weighted(np.squeeze(x[:, :1], 1))
-    b = weighted(np.expand_dims(v, 1)) + weighted(np.atleast_2d(v)) + weighted(np.atleast_3d(v * 2.0))
-    c = weighted(np.swapaxes(x, 0, 2)) + weighted(np.moveaxis(x, 0, -1)) + weighted(np.rollaxis(x, 2))
+    b = weighted(np.expand_dims(v, (0, 2))) + weighted(np.atleast_1d(v) + np.atleast_2d(v)) + weighted(np.atleast_3d(v))
+    c = weighted(np.swapaxes(x, 0, 2)) + weighted(np.moveaxis(x, (0, 1), (-1, 0))) + weighted(np.rollaxis(x, 2))
     return a + b + c + weighted(np.squeeze(np.expand_dims(v, 0)).T)
 
 
