@@ -150,29 +150,38 @@ def test_a_split_part_is_a_view():
 # --- numba --------------------------------------------------------------------------------------
 
 
+def all_weighted(*results):
+    """One scalar of several results, each element with its own gradient: one line joins them,
+    so the function numba compiles stays short."""
+    return weighted(np.concatenate([np.ravel(r) for r in results]))
+
+
 def reshaping(x, v):
     """ravel, flatten, squeeze, expand_dims, atleast_*d, swapaxes, moveaxis, rollaxis, transpose."""
     t = x.transpose(1, 0, 2)  # a non-contiguous operand
-    a = weighted(np.ravel(t)) + weighted(t.flatten()) + weighted(np.squeeze(x[:, :1], 1))
-    b = weighted(np.expand_dims(v, (0, 2))) + weighted(np.atleast_1d(v) + np.atleast_2d(v)) + weighted(np.atleast_3d(v))
-    c = weighted(np.swapaxes(x, 0, 2)) + weighted(np.moveaxis(x, (0, 1), (-1, 0))) + weighted(np.rollaxis(x, 2))
-    return a + b + c + weighted(np.squeeze(np.expand_dims(v, 0)).T)
+    return all_weighted(
+        t.flatten(), np.squeeze(x[:, :1], 1), np.expand_dims(v, (0, 2)), np.atleast_1d(v) + np.atleast_2d(v),
+        np.atleast_3d(v), np.swapaxes(x, 0, 2), np.moveaxis(x, (0, 1), (-1, 0)), np.rollaxis(x, 2),
+        np.squeeze(np.expand_dims(v, 0)).T,
+    )
 
 
 def copying(x, m):
     """flip, fliplr, flipud, roll, tile, repeat, diag, diagonal, triu, tril, pad."""
-    a = weighted(np.flip(x, (0, 2))) + weighted(np.fliplr(m)) + weighted(np.flipud(m.T)) + weighted(np.roll(m, 2))
-    b = weighted(np.tile(m, (2, 1, 2))) + weighted(np.repeat(m, 2, axis=1)) + weighted(m.repeat(3))
-    c = weighted(np.diag(np.diag(m, 1), -1)) + weighted(m.T.diagonal(1)) + weighted(np.triu(m, 1) - np.tril(m.T).T)
-    return a + b + c + weighted(np.pad(m, ((1, 0), (2, 1)), constant_values=0.5))
+    return all_weighted(
+        np.flip(x, (0, 2)), np.fliplr(m), np.flipud(m.T), np.roll(m, 2), np.tile(m, (2, 1, 2)),
+        np.repeat(m, 2, axis=1), m.repeat(3), np.diag(np.diag(m, 1), -1), m.T.diagonal(1),
+        np.triu(m, 1) - np.tril(m.T).T, np.pad(m, ((1, 0), (2, 1)), constant_values=0.5),
+    )
 
 
 def joining(x, m, s):
     """concatenate, stack (of arrays and of numbers), vstack, hstack, column_stack, split."""
-    a = weighted(np.concatenate([m, np.ones((3, 1)), m.T.T * 2.0], axis=1)) + weighted(np.stack([m, m * s], axis=1))
-    b = weighted(np.stack([s, s * s, 2.0])) + weighted(np.vstack([m[:1], m])) + weighted(np.hstack([m, m[:, :1]]))
     left, right = np.split(x, 2, axis=2)
-    return a + b + weighted(np.column_stack([m[:, 0], m])) + np.sum(left * right)
+    return np.sum(left * right) + all_weighted(
+        np.concatenate([m, np.ones((3, 1)), m.T.T * 2.0], axis=1), np.stack([m, m * s], axis=1),
+        np.stack([s, s * s, 2.0]), np.vstack([m[:1], m]), np.hstack([m, m[:, :1]]), np.column_stack([m[:, 0], m]),
+    )
 
 
 @pytest.mark.numba
