@@ -201,7 +201,8 @@ def _plan(eqn: Eqn, upstream: Var, order: tuple[int, ...]) -> tuple[_Target, ...
     """The targets of `eqn`'s backward gate, the operands at `order`, worked out on stand-ins."""
     row = OPS[eqn.op]
     bindings = dict(zip(row.operands, eqn.inputs)) | {"out": eqn.out, "grad": upstream}
-    places = {name: i for i, name in enumerate(row.operands + ("out", "grad"))}
+    # (a row that packs its operands names more than a gate may take: those it took)
+    places = {name: i for i, name in enumerate(row.operands[: len(eqn.inputs)] + ("out", "grad"))}
     # one params and one types tuple for the whole plan: memo keys work out their repr once
     # (see ir.KindKeys)
     params = eqn.params

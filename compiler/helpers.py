@@ -136,11 +136,29 @@ def log_softmax_pick_grad_pairs(probs, rows, cols, grad):
     return out
 
 
+def on_diagonal(shape, offset, values, dtype):
+    """Zeros of a matrix's `shape`, with `values` on its diagonal `offset` (above the main one
+    where positive): the gradient of `np.diagonal`, as a loop numba compiles."""
+    out = np.zeros(shape, dtype)
+    row, col = max(-offset, 0), max(offset, 0)
+    for k in range(values.shape[0]):
+        out[row + k, col + k] = values[k]
+    return out
+
+
+def tiled(x, spread, split):
+    """`np.tile` and `np.repeat` as numba compiles them: `x` reshaped to `spread` (size-1 axes
+    where the copies go) and broadcast to `split`, as a fresh array; reshaping that gives the
+    result."""
+    return np.ascontiguousarray(np.broadcast_to(np.ascontiguousarray(x).reshape(spread), split))
+
+
 HELPERS = {
     fn.__name__: fn
     for fn in (
         scatter, add_at, add_rows, add_pairs, updated, last_writes, softmax, softmax_along, extreme_along,
         logsumexp, logsumexp_all, logsumexp_along, log_softmax_pick_grad, log_softmax_pick_grad_pairs,
+        on_diagonal, tiled,
     )
 }
 

@@ -150,10 +150,10 @@ class Traced:
 
     def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
         raise _unsupported(
-            "converting a traced value to a NumPy array (np.array, np.asarray, or indexing a NumPy "
-            "array by a traced index)",
-            "keep traced values as they are; for a one-hot of labels y write (y[:, None] == np.arange(C)), "
-            "and make an array you index by traced values an input of the function",
+            "converting a traced value to a NumPy array (indexing or writing into an array made outside "
+            "the function with a traced index or value, or a NumPy call that needs the numbers)",
+            "arrays made inside the function take traced indices and values (np.eye(C)[y], out[i] = a): "
+            "for an array from outside, index np.asarray(A) inside the function, or pass A as an input",
         )
 
     def __bool__(self) -> bool:
@@ -321,8 +321,7 @@ def _call(kind: str, name: str, args: tuple, kwargs: dict, static: dict | None =
                 f"{label} called with these arguments ({error})", f"call it as {label}({text})"
             ) from None
         bound.apply_defaults()
-        operands = tuple(bound.arguments[p] for p in first.operands)
-        static = {k: bound.arguments[k] for k in first.static}
+        operands, static = _bound_operands(first, label, bound.arguments)
     else:
         operands = args
     if len(rows) == 1 and first.when is None and first.normalize is None:
@@ -331,9 +330,31 @@ def _call(kind: str, name: str, args: tuple, kwargs: dict, static: dict | None =
         row, static = _choose_row(kind, name, rows, operands, static)
     if not _any_traced(operands):  # a gate on plain numbers
         return row.compute(*_unmade(operands), **static)
+    if row.splits:  # np.split: a list of parts, each an equation of its own
+        return [_apply(row, operands, {**static, "index": part}, sys._getframe(2)) for part in static["index"]]
     # two frames up is the code that used the entry point: the search for the user's frames
     # starts there, past the tracer's own (which would each need a frame object made)
     return _apply(row, operands, static, sys._getframe(2))
+
+
+def _bound_operands(row: Op, label: str, arguments: dict) -> tuple[tuple, dict]:
+    """The operands and the static values of a call, out of its bound arguments.
+
+    A static the signature does not name is derived by `normalize` (None until then). A row that
+    `packs` takes its operands from one sequence argument (`np.concatenate([X, ones], axis=1)`).
+    """
+    static = {k: arguments.get(k) for k in row.static}
+    if row.packs is None:
+        return tuple(arguments[p] for p in row.operands), static
+    parts = arguments[row.packs]
+    if not isinstance(parts, (list, tuple)):
+        raise _unsupported(f"{label} of one array", f"pass a list or tuple of arrays: {label}([a, b])")
+    if not 0 < len(parts) <= len(row.operands):
+        raise _unsupported(
+            f"{label} of {len(parts)} arrays",
+            f"pass 1 to {len(row.operands)} arrays, and join more in groups ({label} of the groups' results)",
+        )
+    return tuple(parts), static
 
 
 def _choose_row(kind: str, name: str, rows: list[Op], operands: tuple, static: dict) -> tuple[Op, dict]:
@@ -342,7 +363,10 @@ def _choose_row(kind: str, name: str, rows: list[Op], operands: tuple, static: d
     first = rows[0]
     shapes = tuple([_shape(a) for a in operands])
     if first.normalize is not None:
-        static = first.normalize(shapes, dict(static))
+        try:  # an axis out of range, a split into unequal parts: what NumPy would refuse too
+            static = first.normalize(shapes, dict(static))
+        except (TypeError, ValueError, IndexError) as error:
+            raise TracingError(_at_user_line(f"{_label(kind, name)} cannot take these arguments: {error}")) from None
     ndims = tuple([len(shape) for shape in shapes])
     for row in rows:
         if row.accepts(ndims, static):

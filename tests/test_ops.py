@@ -104,8 +104,8 @@ def test_row_is_well_formed(row):
             # a None domain is a bool or an index array, the only inputs not drawn from an interval
             assert (interval is None) == (param in row.bool_operands or param in INDEX_PARAMS), param
             assert interval is None or interval[0] < interval[1]
-    if row.shapes:
-        assert len(row.shapes) == len(row.operands)
+    if row.shapes:  # a join's example takes some of the operands it may take
+        assert len(row.shapes) == len(row.operands) or row.packs and len(row.shapes) < len(row.operands)
     assert set(row.bool_operands) <= set(row.operands)
     assert row.when is None or row.shapes, "a row chosen by `when` gives example shapes it accepts"
 
@@ -856,7 +856,11 @@ def view_makers() -> list:
     out = []
     for row in VIEW_ROWS:
         for kind, name in row.entry_points():
-            if "index" in row.static:
+            if row.splits:  # a part of the split
+                make_view = eval(f"lambda a: np.{name}(a, 2, axis=1)[1]", {"np": np})
+                out.append(pytest.param(make_view, id=f"{row.name}-{name}-part"))
+                continue
+            if "index" in row.static:  # an indexing row
                 variants = [
                     Case(row, kind, name, (shape,), (), text)
                     for text in INDEX_TEXTS
@@ -921,6 +925,7 @@ def test_a_stale_view_is_an_error(make_view):
 
 
 def _float_valued(row) -> bool:
+    """Whether a row that passes no gradient makes floats (np.sign), not integers (np.argmax)."""
     operands = [np.full(shape, 0.5) for shape in row.shapes] or [0.5] * len(row.operands)
     return np.asarray(row.compute(*operands, **dict.fromkeys(row.static))).dtype.kind == "f"
 
@@ -930,7 +935,7 @@ def float32_cases() -> list[Case]:
     A cast (`dtype` given) makes the dtype it is told to, whatever its input's."""
     chosen: dict[tuple, Case] = {}
     for case in GRADIENT_CASES + FILL_CASES:
-        if "dtype" in case.row.static or not _float_valued(case.row):
+        if "dtype" in case.row.static or case.row in FILLS and not _float_valued(case.row):
             continue
         size = sum(int(np.prod(s)) for s in case.shapes)
         if case.entry not in chosen or size > sum(int(np.prod(s)) for s in chosen[case.entry].shapes):

@@ -153,6 +153,14 @@ class _Substitute(ast.NodeTransformer):
             node.value = self.visit(node.value)
             node.slice = self._static(self.static[node.slice.id], subscript=True)
             return node
+        item = node.slice
+        if (  # `grad[parts[1]]`: one index out of a static tuple of them, written as an index
+            isinstance(item, ast.Subscript) and isinstance(item.value, ast.Name) and item.value.id in self.static
+            and isinstance(item.slice, ast.Constant) and type(item.slice.value) is int
+        ):
+            node.value = self.visit(node.value)
+            node.slice = self._static(self.static[item.value.id][item.slice.value], subscript=True)  # type: ignore[index]
+            return node
         return self.generic_visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.expr:
@@ -293,6 +301,8 @@ def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
         text = row.forward_text(eqn.out.shape == (), jit)
     operands = dict(zip(names, eqn.inputs))
     bindings = {name: _operand(a) for name, a in operands.items()}
+    if row.packs is not None and eqn.rule is None:  # `np.concatenate(xs, ...)` reads all operands
+        bindings[row.packs] = ast.Tuple([_operand(a) for a in eqn.inputs], ast.Load())
     types = _types(eqn, operands)
     static = dict(eqn.params)
     tree = copy.deepcopy(_parsed(text))
