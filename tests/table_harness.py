@@ -98,6 +98,10 @@ BROADCAST_SHAPES = {
 
 # Candidates for each static parameter, by its name; a row keeps those its `when` accepts.
 AXES = (None, 0, 1, -1, (0, 1))
+NORM_ORDERS = ({"ord": "fro", "axis": None}, {"ord": 2, "axis": 1}, {"ord": 2, "axis": None}, {"ord": 1, "axis": 1})
+TENSORDOT_AXES = (2, ((1, 2), (1, 0)), ([2], [0]), 0)  # for operands of shapes (2, 3, 3) and (3, 3, 4)
+# for operands of shapes (2, 3) and (3, 2); a repeated index and a lone summed one are refused
+SUBSCRIPTS = ("ij,jk->ik", "ij,jk", "ij,ji->", "ij,jk->kji", "ij,ji->ij", "ii,jk->ik", "ij,jk->i")
 CLIP_BOUNDS = ((-1.0, 1.0), (None, 0.5), (-0.5, None))
 # Indices as user code writes them; `i` and `j` are index arrays (the rows' operands i and j).
 INDEX_TEXTS = (
@@ -132,7 +136,18 @@ def static_candidates(row: Op, shapes: tuple) -> list[dict]:
     elif names == {"shape"}:
         raw = [{"shape": s} for s in reshape_targets(shapes[0])]
     elif names == {"axis"}:
-        raw = [{"axis": a} for a in (0, 1, -1)]
+        none = "axis=None" in (row.signature or "")  # where the signature takes None (np.cumsum's flattens)
+        raw = [{"axis": a} for a in (0, 1, -1)] + ([{"axis": None}] if none else [])
+    elif names == {"axis", "ddof", "keepdims"}:
+        raw = [{"axis": a, "ddof": 0, "keepdims": k} for k in (False, True) for a in AXES]
+        raw += [{"axis": a, "ddof": 1, "keepdims": k} for a, k in ((None, False), (1, False), ((0, 1), True))]
+    elif names == {"ord", "axis", "keepdims"}:
+        raw = [{"ord": None, "axis": a, "keepdims": k} for k in (False, True) for a in AXES]
+        raw += [{**order, "keepdims": False} for order in NORM_ORDERS]
+    elif names == {"axes"}:
+        raw = [{"axes": a} for a in TENSORDOT_AXES]
+    elif names == {"subscripts"}:
+        raw = [{"subscripts": s} for s in SUBSCRIPTS]
     else:
         raise AssertionError(f"no candidates for the static params {row.static} of {row.name}")
     ndims = tuple(len(s) for s in shapes)
@@ -268,15 +283,20 @@ def signature_of(text: str) -> inspect.Signature:
     return inspect.signature(namespace["_"])
 
 
-def spelled_static(row: Op, kind: str, static: dict) -> list[str]:
+def spelled_static(row: Op, kind: str, static: dict, leading: bool = False) -> list[str]:
     """The static arguments as a call writes them: positional, `*shape`, or keywords that
-    differ from their defaults (`np.sum(x, axis=1)`, `x.reshape(2, 3)`, `np.clip(x, -1.0, 1.0)`)."""
+    differ from their defaults (`np.sum(x, axis=1)`, `x.reshape(2, 3)`, `np.clip(x, -1.0, 1.0)`);
+    with `leading`, those the signature puts before the operands instead (`np.einsum('ij,jk', x, y)`)."""
     text = (row.method_signature if kind == "method" else None) or row.signature
     if not text:
         return []
     parts = []
+    after_operands = False
     for p in signature_of(text).parameters.values():
         if p.name in row.operands:
+            after_operands = True
+            continue
+        if after_operands == leading:
             continue
         value = static[p.name]
         if p.kind is p.VAR_POSITIONAL:
@@ -302,7 +322,8 @@ def call_lines(case: Case, operands: list[str]) -> tuple[list[str], str]:
     elif kind == "reflected":
         expr = f"{operands[1]}.{name}({operands[0]})"  # y.__radd__(x) computes x + y
     elif kind in ("ufunc", "function"):
-        expr = f"np.{name}({', '.join(operands + spelled_static(row, kind, static))})"
+        leading = spelled_static(row, kind, static, leading=True)
+        expr = f"np.{name}({', '.join(leading + operands + spelled_static(row, kind, static))})"
     elif kind == "method":
         expr = f"{operands[0]}.{name}({', '.join(operands[1:] + spelled_static(row, kind, static))})"
     elif kind == "attribute":
@@ -331,7 +352,11 @@ def autograd_softmax(x, axis):
     return e / anp.sum(e, axis=axis, keepdims=True)
 
 
-AUTOGRAD_SPELLINGS = {"x.copy()": "np.array(x)"}  # autograd has no rule for ndarray.copy
+AUTOGRAD_SPELLINGS = {
+    "x.copy()": "np.array(x)",  # autograd has no rule for ndarray.copy
+    # autograd's norm gradient with keepdims=True has the wrong shape (it expands the kept axis again)
+    "np.linalg.norm(x, axis=axis, keepdims=True)": "np.sqrt(np.sum(x * x, axis=axis, keepdims=True))",
+}
 # the helpers a row's forward expression calls, as autograd can differentiate them
 AUTOGRAD_NAMESPACE = {"np": anp, "updated": functional_update, "softmax": autograd_softmax}
 
@@ -403,7 +428,8 @@ def sample_output_shape(case: Case) -> tuple[int, ...]:
         elif p in INDEX_PARAMS:
             samples.append(np.zeros(shape, np.int64))
         else:
-            samples.append(np.full(shape, 0.5) if shape else 0.5)
+            sample = np.full(shape, 0.5) if shape else 0.5
+            samples.append(DRAW_HOOKS.get(row.name, {}).get(p, lambda v: v)(sample))
     return np.shape(row.compute(*samples, **case.static_dict()))
 
 
@@ -457,6 +483,19 @@ def away_from_kinks(values: np.ndarray, extra: tuple[float, ...] = ()) -> bool:
     return bool(np.all(np.diff(points) > KINK_MARGIN))
 
 
+def invertible(x: np.ndarray) -> np.ndarray:
+    """A drawn matrix made diagonally dominant, so well conditioned: each diagonal entry grows
+    by more than the row's other entries can add up to (the domain's bound, 3, times the size)."""
+    return x + np.eye(x.shape[-1]) * 3.0 * x.shape[-1]
+
+
+# Per row, per operand: what makes a drawn value one the row is smooth at (np.linalg's rows
+# need invertible, well-conditioned matrices, which no interval of entries guarantees).
+DRAW_HOOKS: dict[str, dict[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "det": {"x": invertible}, "inv": {"x": invertible}, "solve": {"x": invertible}, "solve_vec": {"x": invertible},
+}
+
+
 def draw_args(user: UserFunction, rng: np.random.Generator) -> list:
     """Arguments for f: floats from the row's domain (scalars as np.float64), index arrays."""
     case = user.case
@@ -472,6 +511,8 @@ def draw_args(user: UserFunction, rng: np.random.Generator) -> list:
         floats = {n: rng.uniform(*intervals[n], shapes[n]) for n in user.floats}
         if away_from_kinks(np.concatenate([np.ravel(v) for v in floats.values()]), bounds):
             break
+    for name, hook in DRAW_HOOKS.get(case.row.name, {}).items():
+        floats[name] = hook(floats[name])
     arrays = draw_index_arrays(case, rng) if case.index is not None and not case.const_index else {}
     return [
         np.float64(floats[n]) if n in floats and not shapes[n] else floats.get(n, arrays.get(n)) for n in user.names
