@@ -178,13 +178,41 @@ def prod_others_along(x, axis):
     lines = x if axis == 1 else x.T
     others = out if axis == 1 else out.T  # a view: writing into it fills out
     n = lines.shape[1]
+    right = np.ones(n, x.dtype)
     for k in range(lines.shape[0]):
-        right = np.ones(n, x.dtype)
         for i in range(1, n):
             others[k, i] = others[k, i - 1] * lines[k, i - 1]
             right[n - 1 - i] = right[n - i] * lines[k, n - i]
-        others[k] *= right
+        for i in range(n):
+            others[k, i] *= right[i]
     return out
+
+
+def cumsum_from_end(x, axis):
+    """The sums of a matrix's elements from each place to the end along `axis` (np.cumsum run
+    backwards: cumsum's gradient), as loops numba compiles."""
+    out = np.empty_like(x)
+    lines = x if axis == 1 else x.T
+    sums = out if axis == 1 else out.T  # a view: writing into it fills out
+    n = lines.shape[1]
+    for k in range(lines.shape[0]):
+        sums[k, n - 1] = lines[k, n - 1]
+        for i in range(n - 2, -1, -1):
+            sums[k, i] = sums[k, i + 1] + lines[k, i]
+    return out
+
+
+def cross_of_rows(x, y):
+    """`np.cross(x, y)` of matrices of 3-vectors in their rows, written out: numba compiles this
+    in well under a second, its own np.cross of matrices in seconds."""
+    return np.stack(
+        (
+            x[:, 1] * y[:, 2] - x[:, 2] * y[:, 1],
+            x[:, 2] * y[:, 0] - x[:, 0] * y[:, 2],
+            x[:, 0] * y[:, 1] - x[:, 1] * y[:, 0],
+        ),
+        axis=1,
+    )
 
 
 def kron_grad_x(y, grad):
@@ -215,7 +243,8 @@ HELPERS = {
     for fn in (
         scatter, add_at, add_rows, add_pairs, updated, last_writes, softmax, softmax_along, extreme_along,
         logsumexp, logsumexp_all, logsumexp_along, log_softmax_pick_grad, log_softmax_pick_grad_pairs,
-        prod_others, prod_along, prod_others_flat, prod_others_along, kron_grad_x, kron_grad_y,
+        prod_others, prod_along, prod_others_flat, prod_others_along, cumsum_from_end, cross_of_rows,
+        kron_grad_x, kron_grad_y,
     )
 }
 

@@ -458,8 +458,7 @@ def _statistics_rows() -> tuple[Op, ...]:
            {"x": "np.flip(np.cumsum(np.flip(grad, axis), axis=axis), axis)"},
            pattern=cumsum_pattern, functions=("cumsum",), methods=("cumsum",), static=("axis",),
            signature="x, axis=None", when=lambda nd, st: isinstance(st["axis"], int), normalize=cumsum_axis,
-           # numba's np.flip takes no axis: the axis is swapped to the front and reversed there
-           numba_grads={"x": "np.swapaxes(np.cumsum(np.swapaxes(grad, 0, axis)[::-1], axis=0)[::-1], 0, axis)"},
+           numba_grads={"x": "cumsum_from_end(grad, axis)"}, numba_when=matrix_axis,  # numba's np.flip takes no axis
            domain=_X, shapes=((3, 4),)),
     ]
 
@@ -537,7 +536,9 @@ def _statistics_rows() -> tuple[Op, ...]:
            {"x": f"np.einsum('kl,ikjl->ij', y, {blocks})", "y": f"np.einsum('ij,ikjl->kl', x, {blocks})"},
            pattern="kron gate: swap multiplier, summed over the blocks of the upstream gradient",
            functions=("kron",), when=_ranks((2, 2)),
-           numba_grads={"x": "kron_grad_x(y, grad)", "y": "kron_grad_y(x, grad)"},  # numba has no np.einsum
+           # numba's np.kron takes C or F-ordered arrays only (no slice), and numba has no np.einsum
+           numba_forward="np.kron(np.ascontiguousarray(x), np.ascontiguousarray(y))",
+           numba_grads={"x": "kron_grad_x(y, grad)", "y": "kron_grad_y(x, grad)"},
            domain=_XY, shapes=((2, 3), (3, 2)))
     )
 
@@ -547,7 +548,11 @@ def _statistics_rows() -> tuple[Op, ...]:
         axes = axes_of(axis, len(x)) if len(x) == len(y) and not isinstance(axis, (tuple, list)) else None
         return {"axis": axes[0] if axes is not None and x[axes[0]] == y[axes[0]] == 3 else refused}
 
-    for name, ranks, shapes in (("cross", (1, 1), ((3,), (3,))), ("cross_rows", (2, 2), ((4, 3), (4, 3)))):
+    # numba's np.cross takes no axis, and compiles for matrices in seconds: a helper writes it out
+    for name, ranks, cross, shapes in (
+        ("cross", (1, 1), "np.cross", ((3,), (3,))),
+        ("cross_rows", (2, 2), "cross_of_rows", ((4, 3), (4, 3))),
+    ):
         rows.append(
             Op(name, ("x", "y"), "np.cross(x, y, axis=axis)",
                {"x": "np.cross(y, grad, axis=axis)", "y": "-np.cross(x, grad, axis=axis)"},
@@ -555,14 +560,14 @@ def _statistics_rows() -> tuple[Op, ...]:
                functions=("cross",), static=("axis",), signature="x, y, *, axis=-1",
                when=lambda nd, st, ranks=ranks: nd == ranks and isinstance(st["axis"], int),
                normalize=vectors_of_three,
-               numba_forward="np.cross(x, y)", numba_grads={"x": "np.cross(y, grad)", "y": "-np.cross(x, grad)"},
-               numba_when=lambda nd, st: st["axis"] == nd[0] - 1,  # numba's np.cross takes no axis
-               domain=_XY, shapes=shapes)
+               numba_forward=f"{cross}(x, y)", numba_grads={"x": f"{cross}(y, grad)", "y": f"-{cross}(x, grad)"},
+               numba_when=lambda nd, st: st["axis"] == nd[0] - 1, domain=_XY, shapes=shapes)
         )
+    # numba's np.trace and np.linalg.det of float32 are float64: `x.dtype(...)` casts them back
     rows.append(
         Op("trace", ("x",), "np.trace(x)", {"x": "np.eye(x.shape[0], x.shape[1]) * grad"},
            pattern="trace gate: distributes the gradient to the diagonal", functions=("trace",), methods=("trace",),
-           when=_ranks((2,)), domain=_X, shapes=((3, 4),))
+           when=_ranks((2,)), numba_forward="x.dtype(np.trace(x))", domain=_X, shapes=((3, 4),))
     )
 
     # tensordot and einsum of two operands: each operand's gradient is an einsum of the other and
@@ -635,7 +640,7 @@ def _statistics_rows() -> tuple[Op, ...]:
     rows += [
         Op("det", ("x",), "np.linalg.det(x)", {"x": "out * np.linalg.inv(x).T * grad"},
            pattern="det gate: local gradient det(x) inv(x)^T, from its output", functions=("linalg.det",),
-           when=_ranks((2,)), domain=_X, shapes=((3, 3),)),
+           when=_ranks((2,)), numba_forward="x.dtype(np.linalg.det(x))", domain=_X, shapes=((3, 3),)),
         Op("inv", ("x",), "np.linalg.inv(x)", {"x": "-out.T @ grad @ out.T"},
            pattern="inv gate: local gradient -inv(x)^T grad inv(x)^T, from its output", functions=("linalg.inv",),
            when=_ranks((2,)), domain=_X, shapes=((3, 3),)),
