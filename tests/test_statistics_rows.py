@@ -14,7 +14,6 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
-import scipy.special
 from table_harness import build, central_differences, check_against_autograd, check_against_fd
 
 import compiler
@@ -253,6 +252,7 @@ def test_trace_and_kron_read_as_the_lecture_writes_them():
 def test_scipy_logsumexp_is_named_with_what_to_write_instead():
     """SciPy's functions convert their arguments to NumPy arrays rather than dispatch to traced
     values: the error names the SciPy function and the user's line, and says what to write."""
+    import scipy.special  # here: importing SciPy takes a noticeable part of a second
 
     def f(x):
         return scipy.special.logsumexp(x)  # SCIPY
@@ -272,3 +272,24 @@ def test_scipy_logsumexp_is_named_with_what_to_write_instead():
     value, (grad,) = prog.value_and_grad(x)
     assert float(value) == pytest.approx(float(scipy.special.logsumexp(x)), rel=1e-15)
     np.testing.assert_allclose(grad, autograd.grad(lambda x: anp.log(anp.sum(anp.exp(x - 1000.0))) + 1000.0)(x))
+
+
+# --- optimize mode --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda v, m: np.sum(v @ m),  # the vecmat row's `y @ grad`: a bug these rows found, now fixed
+        lambda v, m: np.sum(np.outer(v, m[0])) + np.sum(np.inner(m.T, v)),
+        lambda v, m: np.sum(np.einsum("i,ij->j", v, m)) + np.sum(np.tensordot(v, m, axes=1)),
+    ],
+    ids=["vecmat", "outer-inner", "einsum-tensordot"],
+)
+def test_optimize_mode_reads_no_number_into_a_matrix_product(f):
+    """Optimize mode reads the number a fill repeats (`np.full(shape, g)`) in place of the fill
+    where arithmetic broadcasts it; `@` takes no number, so it keeps the fill."""
+    rng = np.random.default_rng(6)
+    v, m = rng.normal(size=3), rng.normal(size=(3, 4))
+    prog = build(f, v, m, optimize=True)
+    check_against_fd(prog, f, ["v", "m"], [v, m])
