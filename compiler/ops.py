@@ -329,8 +329,8 @@ def _statistics_rows() -> tuple[Op, ...]:
     other operand and `grad`, with subscripts of its own), `normalize` works it out once and
     keeps it in the static value after the call's own (`subscripts[1]`); codegen writes the
     item in. A call no row takes (a repeated einsum index, an axis NumPy refuses) gets the
-    static REFUSED, which no row's `when` accepts, so the tracer's error names the call as
-    written.
+    static value `refused`, which no row's `when` accepts, so the tracer's error names the call
+    as written.
 
     Under numba 0.68: var, std and norm are written as sums (numba's take no ddof, axis or
     keepdims); prod along an axis, prod's gradient and kron's call small loop helpers; np.inner
@@ -634,8 +634,10 @@ def _statistics_rows() -> tuple[Op, ...]:
            domain=_XY, shapes=((2, 3), (3, 2))),
     ]
 
-    # np.linalg of one square matrix (the tests draw it well conditioned), and solve for a matrix
-    # or a vector right-hand side
+    # np.linalg of one square matrix, and solve for a matrix or a vector right-hand side. Nothing
+    # is refused for its values: a singular matrix raises NumPy's LinAlgError when the code runs,
+    # an ill-conditioned one gives gradients as inexact as its inverse (the tests draw them well
+    # conditioned: tests/table_harness.py's DRAW_HOOKS).
     solved = "np.linalg.solve(x.T, grad)"  # what y's gradient is, and x's is made from
     rows += [
         Op("det", ("x",), "np.linalg.det(x)", {"x": "out * np.linalg.inv(x).T * grad"},
