@@ -362,8 +362,12 @@ def _choose_row(kind: str, name: str, rows: list[Op], operands: tuple, static: d
     for row in rows:
         if row.accepts(ndims, static):
             return row, static
-    given = "".join(f", {key}={value!r}" for key, value in written.items())  # as the call wrote them
-    raise _unsupported(f"{_label(kind, name)} on operands of shape {', '.join(map(str, shapes))}{given}")
+    called = ", ".join([*map(str, shapes), *(f"{key}={value!r}" for key, value in written.items())])
+    raise _unsupported(  # the statics as the call wrote them: a row may have marked them refused
+        f"{_label(kind, name)} on operands of {', '.join(f'{n}-d' for n in ndims)} shape",
+        f"this call had {called}; write it with the arithmetic and comparison operators or "
+        + ", ".join(supported_operations()),
+    )
 
 
 def _parse_index(index: Any) -> tuple[tuple, list]:
