@@ -722,6 +722,342 @@ def _reductions() -> tuple[Op, ...]:
     return tuple(rows)
 
 
+def _statistics_rows() -> tuple[Op, ...]:
+    """Statistics, products and linear algebra, as HIPS autograd differentiates them: var, std,
+    prod, cumsum, np.linalg.norm, np.dot with a number, outer, inner, kron, cross, trace,
+    tensordot, einsum, np.linalg.det/inv/solve.
+
+    Where a rule needs text worked out from the call (an einsum's gradient is an einsum of the
+    other operand and `grad`, with subscripts of its own), `normalize` works it out once and
+    keeps it in the static value after the call's own (`subscripts[1]`); codegen writes the
+    item in. A call no row takes (a repeated einsum index, an axis NumPy refuses) gets the
+    static value `refused`, which no row's `when` accepts, so the tracer's error names the call
+    as written.
+
+    Under numba 0.68: var, std and norm are written as sums (numba's take no ddof, axis or
+    keepdims); prod along an axis, prod's gradient and kron's call small loop helpers; np.inner
+    is written with `@`; einsum and tensordot have no lowering and are refused at build time.
+    """
+    refused = "refused"  # a static value no row accepts
+    count = "(x.size // out.size)"  # the number of elements each output element reduces
+    Shapes = tuple[tuple[int, ...], ...]
+
+    def axes_of(axis: object, ndim: int) -> tuple[int, ...] | None:
+        """`axis` (an int or a sequence of ints) as sorted non-negative axes; None where NumPy
+        refuses it (out of range, repeated, not an int)."""
+        given = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+        if not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) and -ndim <= a < ndim for a in given):
+            return None
+        axes = tuple(sorted({int(a) % ndim for a in given}))
+        return axes if len(axes) == len(given) else None
+
+    def reduction(shapes: Shapes, static: dict) -> dict:
+        """var, std, prod, norm: `axis` as None (every axis without keepdims: the `_all` row),
+        one int or a sorted tuple; `keepdims` as a bool; `ddof` as an int where it is one."""
+        ndim, out = len(shapes[0]), dict(static)
+        keepdims, ddof = static["keepdims"], static.get("ddof", 0)
+        if not isinstance(keepdims, (bool, np.bool_, int, np.integer)) or keepdims not in (0, 1):
+            return {**out, "keepdims": refused}
+        if not isinstance(ddof, (int, float, np.integer, np.floating)) or isinstance(ddof, bool):
+            return {**out, "ddof": refused}
+        if "ddof" in static:
+            out["ddof"] = int(ddof) if float(ddof).is_integer() else float(ddof)
+        out["keepdims"] = keepdims = bool(keepdims) and ndim > 0  # a number's keepdims is the number
+        axes = tuple(range(ndim)) if static["axis"] is None else axes_of(static["axis"], ndim)
+        if axes is None:
+            out["axis"] = refused
+        elif axes == tuple(range(ndim)) and not keepdims:
+            out["axis"] = None
+        else:
+            out["axis"] = axes[0] if len(axes) == 1 else axes
+        return out
+
+    def some_axes(axis: object) -> bool:
+        """A normalized axis that reduces some axes (the plain and `_keep` rows)."""
+        return isinstance(axis, int) or isinstance(axis, tuple) and len(axis) > 1
+
+    def when(suffix: str) -> Callable[[tuple[int, ...], Mapping[str, object]], bool]:
+        """Which of a reduction's rows takes a call: `_all`, plain (some axes), `_keep`."""
+        keepdims = suffix == "_keep"
+        if suffix == "_all":
+            return lambda nd, st: st["axis"] is None and st["keepdims"] is False and st.get("ddof") != refused
+        return lambda nd, st: st["keepdims"] is keepdims and some_axes(st["axis"]) and st.get("ddof") != refused
+
+    def int_axis(ndims: tuple[int, ...], static: Mapping[str, object]) -> bool:
+        return isinstance(static["axis"], int)  # numba's np.expand_dims takes one axis
+
+    def matrix_axis(ndims: tuple[int, ...], static: Mapping[str, object]) -> bool:
+        return ndims == (2,) and isinstance(static["axis"], int)  # what the loop helpers take
+
+    # how each of a reduction's three rows spreads a reduced value back over x
+    spread = {"_all": "{}", "": "np.expand_dims({}, axis)", "_keep": "{}"}
+    rows: list[Op] = []
+
+    # var and std. Under numba, whose np.var and np.std take no ddof, axis or keepdims: as sums.
+    for suffix, call in (
+        ("_all", "np.{}(x, ddof=ddof)"),
+        ("", "x.{}(axis=axis, ddof=ddof)"),
+        ("_keep", "x.{}(axis=axis, ddof=ddof, keepdims=True)"),
+    ):
+        n = "x.size" if suffix == "_all" else count
+        mean = "np.mean(x)" if suffix == "_all" else "x.mean(axis=axis, keepdims=True)"
+        numba_mean = {
+            "_all": "np.mean(x)",
+            "": f"np.expand_dims(x.sum(axis=axis), axis) / {n}",
+            "_keep": f"x.sum(axis=axis).reshape(out.shape) / {n}",
+        }[suffix]
+        total = {"_all": "np.sum({})", "": "{}.sum(axis=axis)", "_keep": "{}.sum(axis=axis).reshape(out.shape)"}
+        numba_var = total[suffix].format(f"((x - {numba_mean}) ** 2)") + f" / ({n} - ddof)"
+        g, std = spread[suffix].format("grad"), spread[suffix].format("out")
+        for kind, rule, numba_forward, pattern in (
+            ("var", "2 * (x - {}) / ({} - ddof) * {}", numba_var, "var gate: local gradient 2 (x - mean) / (n - ddof)"),
+            ("std", "(x - {}) / (({} - ddof) * " + std + ") * {}", f"np.sqrt({numba_var})",
+             "std gate: local gradient (x - mean) / ((n - ddof) std), from its output"),
+        ):
+            rows.append(
+                Op(f"{kind}{suffix}", ("x",), call.format(kind), {"x": rule.format(mean, n, g)}, pattern=pattern,
+                   functions=(kind,), methods=(kind,), static=("axis", "ddof", "keepdims"),
+                   signature="x, axis=None, *, ddof=0, keepdims=False", when=when(suffix), normalize=reduction,
+                   numba_forward=numba_forward, numba_grads={"x": rule.format(numba_mean, n, g)},
+                   numba_when=None if suffix == "_all" else int_axis, domain=_X, shapes=((3, 4),))
+            )
+
+    # prod: the local gradient is the product of the other elements, made of cumulative products
+    # (right where an element is 0, where autograd's out / x is not)
+    for suffix, call, numba_call in (
+        ("_all", "np.prod(x)", None),
+        ("", "x.prod(axis=axis)", "prod_along(x, axis)"),
+        ("_keep", "x.prod(axis=axis, keepdims=True)", "prod_along(x, axis).reshape(out.shape)"),
+    ):
+        g = spread[suffix].format("grad")
+        axis = "None" if suffix == "_all" else "axis"
+        others = "prod_others_flat(x)" if suffix == "_all" else "prod_others_along(x, axis)"
+        rows.append(
+            Op(f"prod{suffix}", ("x",), call, {"x": f"prod_others(x, {axis}) * {g}"},
+               pattern="prod gate: local gradient the product of the other elements (out / x where x is not 0)",
+               functions=("prod",), methods=("prod",), static=("axis", "keepdims"),
+               signature="x, axis=None, *, keepdims=False", when=when(suffix), normalize=reduction,
+               numba_forward=numba_call, numba_grads={"x": f"{others} * {g}"},
+               numba_when=None if suffix == "_all" else matrix_axis, domain=_X, shapes=((3, 4),))
+        )
+
+    def cumsum_axis(shapes: Shapes, static: dict) -> dict:
+        """One axis, or None: x flattened (as for a vector's only axis)."""
+        axis, ndim = static["axis"], len(shapes[0])
+        axes = None if isinstance(axis, (tuple, list)) else axes_of(axis, ndim)
+        if axis is None or axes is not None and ndim == 1:
+            return {"axis": None}
+        return {"axis": refused if axes is None else axes[0]}
+
+    cumsum_pattern = "cumsum gate: each element's gradient sums the upstream gradients from its place to the end"
+    rows += [
+        Op("cumsum_all", ("x",), "np.cumsum(x)", {"x": "np.cumsum(grad[::-1])[::-1].reshape(x.shape)"},
+           pattern=cumsum_pattern, functions=("cumsum",), methods=("cumsum",), static=("axis",),
+           signature="x, axis=None", when=lambda nd, st: st["axis"] is None, normalize=cumsum_axis,
+           numba_grads={"x": "np.cumsum(grad[::-1])[::-1].copy().reshape(x.shape)"},  # numba reshapes no view
+           domain=_X, shapes=((3, 4),)),
+        Op("cumsum", ("x",), "np.cumsum(x, axis=axis)",
+           {"x": "np.flip(np.cumsum(np.flip(grad, axis), axis=axis), axis)"},
+           pattern=cumsum_pattern, functions=("cumsum",), methods=("cumsum",), static=("axis",),
+           signature="x, axis=None", when=lambda nd, st: isinstance(st["axis"], int), normalize=cumsum_axis,
+           numba_grads={"x": "cumsum_from_end(grad, axis)"}, numba_when=matrix_axis,  # numba's np.flip takes no axis
+           domain=_X, shapes=((3, 4),)),
+    ]
+
+    def euclidean(shapes: Shapes, static: dict) -> dict:
+        """np.linalg.norm: `ord` as None where it is the Euclidean norm of what is reduced (a
+        vector's 2, a matrix's "fro"); axes as for var, but at most two of them, as NumPy's."""
+        ndim, ord, axis = len(shapes[0]), static["ord"], static["axis"]
+        out = {"ord": ord, **reduction(shapes, {"axis": axis, "keepdims": static["keepdims"]})}
+        reduced = ndim if axis is None else len(axes_of(axis, ndim) or ())
+        if isinstance(ord, (int, float, str)) and (reduced, ord) in ((1, 2), (2, "fro")):
+            out["ord"] = None
+        if isinstance(axis, (tuple, list)) and len(axis) > 2:
+            out["axis"] = refused
+        elif axis is None and out["keepdims"] is True and ndim > 2:
+            out["axis"] = None  # np.linalg.norm(x, keepdims=True) flattens x; it takes no three axes
+        return out
+
+    def norm_when(suffix: str) -> Callable[[tuple[int, ...], Mapping[str, object]], bool]:
+        reduces = when(suffix)
+        if suffix == "_keep":
+            flattened = lambda nd, st: st["axis"] is None and st["keepdims"] is True  # noqa: E731
+            return lambda nd, st: st["ord"] is None and (flattened(nd, st) or reduces(nd, st))
+        return lambda nd, st: st["ord"] is None and reduces(nd, st)
+
+    for suffix, call, rule, numba_call in (
+        ("_all", "np.linalg.norm(x)", "x / out * grad", "np.sqrt(np.sum(x * x))"),
+        ("", "np.linalg.norm(x, axis=axis)", "x / np.expand_dims(out, axis) * np.expand_dims(grad, axis)",
+         "np.sqrt((x * x).sum(axis=axis))"),
+        ("_keep", "np.linalg.norm(x, axis=axis, keepdims=True)", "x / out * grad",
+         "np.sqrt((x * x).sum(axis=axis)).reshape(out.shape)"),
+    ):
+        rows.append(
+            Op(f"norm{suffix}", ("x",), call, {"x": rule},
+               pattern="norm gate: local gradient x / norm, from its output (undefined where the norm is 0)",
+               functions=("linalg.norm",), static=("ord", "axis", "keepdims"),
+               signature="x, ord=None, axis=None, keepdims=False", when=norm_when(suffix), normalize=euclidean,
+               numba_forward=numba_call, numba_when=None if suffix == "_all" else int_axis,
+               domain=_X, shapes=((3, 4),))
+        )
+
+    # Products. np.dot with a number is a product (the matrix products are the matmul rows);
+    # numba's np.dot takes no number.
+    dot_pattern = "mul gate: swap multiplier (the number's gradient summed over the array)"
+    rows += [
+        Op("scalar_dot", ("x", "y"), "np.dot(x, y)", {"x": "np.sum(y * grad)", "y": "x * grad"},
+           pattern=dot_pattern, functions=("dot",), when=lambda nd, st: nd[0] == 0, numba_forward="x * y",
+           domain=_XY, shapes=((), (3, 4))),
+        Op("dot_scalar", ("x", "y"), "np.dot(x, y)", {"x": "y * grad", "y": "np.sum(x * grad)"},
+           pattern=dot_pattern, functions=("dot",), when=lambda nd, st: nd[1] == 0 and nd[0] > 0,
+           numba_forward="x * y", domain=_XY, shapes=((3, 4), ())),
+        Op("outer", ("x", "y"), "np.outer(x, y)", {"x": "grad @ y", "y": "x @ grad"},
+           pattern="outer gate: swap multiplier, each vector's gradient the upstream one times the other",
+           functions=("outer",), when=_ranks((1, 1)), domain=_XY, shapes=((3,), (4,))),
+    ]
+    # np.inner contracts the last axes (x @ y.T for matrices); numba has no np.inner: `@`
+    for name, kind, ranks, numba_forward, rules, shapes in (
+        ("inner_vectors", "vector, vector", (1, 1), "x @ y", {"x": "y * grad", "y": "x * grad"}, ((4,), (4,))),
+        ("inner_matrices", "matrix, matrix", (2, 2), "x @ y.T", {"x": "grad @ y", "y": "grad.T @ x"},
+         ((3, 4), (2, 4))),
+        ("inner_matvec", "matrix, vector", (2, 1), "x @ y", {"x": "np.outer(grad, y)", "y": "grad @ x"},
+         ((3, 4), (4,))),
+        ("inner_vecmat", "vector, matrix", (1, 2), "y @ x", {"x": "grad @ y", "y": "np.outer(grad, x)"},
+         ((4,), (3, 4))),
+    ):
+        rows.append(
+            Op(name, ("x", "y"), "np.inner(x, y)", rules,
+               pattern=f"inner gate ({kind}): swap multiplier, contracted over the last axes",
+               functions=("inner",), when=_ranks(ranks), numba_forward=numba_forward, domain=_XY, shapes=shapes)
+        )
+    # kron of matrices: grad cut into x.shape blocks of y.shape; x's gradient weighs each block by
+    # y, y's adds the blocks up weighted by x
+    blocks = "grad.reshape(x.shape[0], y.shape[0], x.shape[1], y.shape[1])"
+    rows.append(
+        Op("kron", ("x", "y"), "np.kron(x, y)",
+           {"x": f"np.einsum('kl,ikjl->ij', y, {blocks})", "y": f"np.einsum('ij,ikjl->kl', x, {blocks})"},
+           pattern="kron gate: swap multiplier, summed over the blocks of the upstream gradient",
+           functions=("kron",), when=_ranks((2, 2)),
+           # numba's np.kron takes C or F-ordered arrays only (no slice), and numba has no np.einsum
+           numba_forward="np.kron(np.ascontiguousarray(x), np.ascontiguousarray(y))",
+           numba_grads={"x": "kron_grad_x(y, grad)", "y": "kron_grad_y(x, grad)"},
+           domain=_XY, shapes=((2, 3), (3, 2)))
+    )
+
+    def vectors_of_three(shapes: Shapes, static: dict) -> dict:
+        """np.cross: the axis of the vectors, of length 3 in both operands of one rank."""
+        (x, y), axis = shapes, static["axis"]
+        axes = axes_of(axis, len(x)) if len(x) == len(y) and not isinstance(axis, (tuple, list)) else None
+        return {"axis": axes[0] if axes is not None and x[axes[0]] == y[axes[0]] == 3 else refused}
+
+    # numba's np.cross takes no axis, and compiles for matrices in seconds: a helper writes it out
+    for name, ranks, cross, shapes in (
+        ("cross", (1, 1), "np.cross", ((3,), (3,))),
+        ("cross_rows", (2, 2), "cross_of_rows", ((4, 3), (4, 3))),
+    ):
+        rows.append(
+            Op(name, ("x", "y"), "np.cross(x, y, axis=axis)",
+               {"x": "np.cross(y, grad, axis=axis)", "y": "-np.cross(x, grad, axis=axis)"},
+               pattern="cross gate: swap multiplier, crossed (y × grad for x, -(x × grad) for y)",
+               functions=("cross",), static=("axis",), signature="x, y, *, axis=-1",
+               when=lambda nd, st, ranks=ranks: nd == ranks and isinstance(st["axis"], int),
+               normalize=vectors_of_three,
+               numba_forward=f"{cross}(x, y)", numba_grads={"x": f"{cross}(y, grad)", "y": f"-{cross}(x, grad)"},
+               numba_when=lambda nd, st: st["axis"] == nd[0] - 1, domain=_XY, shapes=shapes)
+        )
+    # numba's np.trace and np.linalg.det of float32 are float64: `x.dtype(...)` casts them back
+    rows.append(
+        Op("trace", ("x",), "np.trace(x)", {"x": "np.eye(x.shape[0], x.shape[1]) * grad"},
+           pattern="trace gate: distributes the gradient to the diagonal", functions=("trace",), methods=("trace",),
+           when=_ranks((2,)), numba_forward="x.dtype(np.trace(x))", domain=_X, shapes=((3, 4),))
+    )
+
+    # tensordot and einsum of two operands: each operand's gradient is an einsum of the other and
+    # grad. The static keeps, after the call's own, the subscripts of the two gradients.
+    letters = "ijklmnopqrstuvwxyzabcdefgh"
+
+    def gradient_subscripts(x: str, y: str, out: str) -> tuple[str, str]:
+        return f"{y},{out}->{x}", f"{x},{out}->{y}"
+
+    def contraction(shapes: Shapes, static: dict) -> dict:
+        """np.tensordot: `axes` as (the axes paired, x's gradient's subscripts, y's)."""
+        (x, y), axes = shapes, static["axes"]
+        if isinstance(axes, (int, np.integer)) and not isinstance(axes, bool) and 0 <= axes <= min(len(x), len(y)):
+            pairs = (tuple(range(len(x) - int(axes), len(x))), tuple(range(int(axes))))
+        elif isinstance(axes, (tuple, list)) and len(axes) == 2:
+            given = [tuple(a) if isinstance(a, (tuple, list)) else (a,) for a in axes]
+            if len(given[0]) != len(given[1]) or any(axes_of(g, len(s)) is None for g, s in zip(given, shapes)):
+                return {"axes": refused}
+            pairs = tuple(tuple(int(a) % len(s) for a in g) for g, s in zip(given, shapes))
+        else:
+            return {"axes": refused}
+        sx = letters[: len(x)]
+        paired = dict(zip(pairs[1], (sx[a] for a in pairs[0])))
+        fresh = iter(letters[len(x):])
+        sy = "".join(paired[a] if a in paired else next(fresh) for a in range(len(y)))
+        out = "".join(c for a, c in enumerate(sx) if a not in pairs[0]) + "".join(
+            c for a, c in enumerate(sy) if a not in pairs[1])
+        return {"axes": (pairs, *gradient_subscripts(sx, sy, out))}
+
+    def subscripted(shapes: Shapes, static: dict) -> dict:
+        """np.einsum of two operands: `subscripts` as (the call's, with its output spelled out,
+        x's gradient's, y's); refused with `...`, an index repeated within one operand, or one
+        that only one operand has and the output has not (its gradient would need a broadcast)."""
+        text = static["subscripts"]
+        if not isinstance(text, str):
+            return {"subscripts": refused}
+        inputs, arrow, out = text.replace(" ", "").partition("->")
+        if not arrow:  # NumPy's implicit output: the indices used once, in alphabetical order
+            out = "".join(sorted(c for c in set(inputs) if c.isalpha() and inputs.count(c) == 1))
+        operands = inputs.split(",")
+        if len(operands) != 2 or not all(c.isalpha() for c in inputs.replace(",", "") + out):
+            return {"subscripts": refused}
+        x, y = operands
+        fits = [len(x), len(y)] == [len(s) for s in shapes] and all(len(set(s)) == len(s) for s in (x, y, out))
+        if not fits or not set(x) <= set(y) | set(out) or not set(y) <= set(x) | set(out) or not set(out) <= set(x + y):
+            return {"subscripts": refused}
+        return {"subscripts": (f"{x},{y}->{out}", *gradient_subscripts(x, y, out))}
+
+    def no_numba(ndims: tuple[int, ...], static: Mapping[str, object]) -> bool:
+        return False  # numba 0.68 has no np.einsum or np.tensordot
+
+    rows += [
+        Op("tensordot", ("x", "y"), "np.tensordot(x, y, axes=axes[0])",
+           {"x": "np.einsum(axes[1], y, grad)", "y": "np.einsum(axes[2], x, grad)"},
+           pattern="tensordot gate: swap multiplier, each operand's gradient an einsum of the other and grad",
+           functions=("tensordot",), static=("axes",), signature="x, y, axes=2",
+           when=lambda nd, st: isinstance(st["axes"], tuple), normalize=contraction, numba_when=no_numba,
+           domain=_XY, shapes=((2, 3, 3), (3, 3, 4))),
+        Op("einsum", ("x", "y"), "np.einsum(subscripts[0], x, y)",
+           {"x": "np.einsum(subscripts[1], y, grad)", "y": "np.einsum(subscripts[2], x, grad)"},
+           pattern="einsum gate: swap multiplier, each operand's gradient an einsum of the other and grad",
+           functions=("einsum",), static=("subscripts",), signature="subscripts, x, y",
+           when=lambda nd, st: isinstance(st["subscripts"], tuple), normalize=subscripted, numba_when=no_numba,
+           domain=_XY, shapes=((2, 3), (3, 2))),
+    ]
+
+    # np.linalg of one square matrix, and solve for a matrix or a vector right-hand side. Nothing
+    # is refused for its values: a singular matrix raises NumPy's LinAlgError when the code runs,
+    # an ill-conditioned one gives gradients as inexact as its inverse (the tests draw them well
+    # conditioned: tests/table_harness.py's DRAW_HOOKS).
+    solved = "np.linalg.solve(x.T, grad)"  # what y's gradient is, and x's is made from
+    rows += [
+        Op("det", ("x",), "np.linalg.det(x)", {"x": "out * np.linalg.inv(x).T * grad"},
+           pattern="det gate: local gradient det(x) inv(x)^T, from its output", functions=("linalg.det",),
+           when=_ranks((2,)), numba_forward="x.dtype(np.linalg.det(x))", domain=_X, shapes=((3, 3),)),
+        Op("inv", ("x",), "np.linalg.inv(x)", {"x": "-out.T @ grad @ out.T"},
+           pattern="inv gate: local gradient -inv(x)^T grad inv(x)^T, from its output", functions=("linalg.inv",),
+           when=_ranks((2,)), domain=_X, shapes=((3, 3),)),
+        Op("solve", ("x", "y"), "np.linalg.solve(x, y)", {"x": f"-{solved} @ out.T", "y": solved},
+           pattern="solve gate: y's gradient solves x^T g = grad, x's is -g out^T",
+           functions=("linalg.solve",), when=_ranks((2, 2)), domain=_XY, shapes=((3, 3), (3, 2))),
+        Op("solve_vec", ("x", "y"), "np.linalg.solve(x, y)", {"x": f"-np.outer({solved}, out)", "y": solved},
+           pattern="solve gate: y's gradient solves x^T g = grad, x's is -g out^T",
+           functions=("linalg.solve",), when=_ranks((2, 1)), domain=_XY, shapes=((3, 3), (3,))),
+    ]
+    return tuple(rows)
+
+
 def _comparison(name: str, symbol: str, dunder: str, ufunc: str) -> Op:
     return Op(
         name,
@@ -879,6 +1215,7 @@ _ROWS = (
        domain=_X, shapes=((3, 2),), view=True),
     *_layout_rows(),
     *_reductions(),
+    *_statistics_rows(),
     # Indexing, by how many index arrays the index holds (their operands are i and j).
     Op("getitem", ("x",), "x[index]", {"x": "scatter(x.shape, index, grad, x.dtype)"},
        pattern="index gate: the gradient written back where the values came from",

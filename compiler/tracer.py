@@ -16,7 +16,9 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
+import importlib.util
 import inspect
+import itertools
 import linecache
 import os
 import re
@@ -45,11 +47,14 @@ from compiler.ops import INDEX_PARAMS, OPS, IndexOperand, Op
 # nor locate errors. (The rest of the `compiler` package is never on the stack while the
 # user's function runs, except the demo's functions, which are user code here.)
 _LIBRARY_FILE = os.path.abspath(__file__)
+# SciPy's functions are library code too, found without importing SciPy (slow to import).
+_SCIPY_SPEC = importlib.util.find_spec("scipy")
+_SCIPY_DIR = None if _SCIPY_SPEC is None or not _SCIPY_SPEC.origin else os.path.dirname(_SCIPY_SPEC.origin) + os.sep
 _LIBRARY_DIRS = (
     os.path.dirname(os.path.abspath(np.__file__)) + os.sep,
     os.path.dirname(os.path.abspath(inspect.__file__)) + os.sep,  # the standard library
     "<__array",
-)
+) + ((_SCIPY_DIR,) if _SCIPY_DIR else ())
 
 
 _library_files: dict[str, bool] = {}  # a memo of _is_library, which the tracer asks at every op
@@ -108,7 +113,9 @@ class Traced:
         facts = _TYPE_FACTS.get(func)
         if facts is not None:  # np.shape(x): known while tracing, a constant in the emitted code
             return facts(*args, **kwargs)
-        return _call("function", func.__name__, args, kwargs)
+        # the op table names np.linalg's functions as user code spells them: `linalg.det`
+        name = f"linalg.{func.__name__}" if func.__module__ == "numpy.linalg" else func.__name__
+        return _call("function", name, args, kwargs)
 
     def __getattr__(self, name: str) -> Any:
         if ("method", name) in _ENTRY_ROWS:
@@ -259,7 +266,39 @@ def _user_source_line() -> str:
 
 def _at_user_line(message: str) -> str:
     frame = _innermost_user_frame()
+    if message and _SCIPY_DIR:
+        message = _in_scipy(frame, message)
     return message if frame is None else f"{display_path(frame.f_code.co_filename)}:{frame.f_lineno}: {message}"
+
+
+# What to write instead of a SciPy function, by its public name.
+_SCIPY_INSTEAD = {
+    "scipy.special.logsumexp": "for log-sum-exp write `m = np.max(x)` and `m + np.log(np.sum(np.exp(x - m)))` "
+    "(optimize=True fuses it into one stable gate)",
+    "scipy.special.softmax": "write compiler.softmax(x, axis)",
+}
+
+
+def _in_scipy(user: types.FrameType | None, message: str) -> str:
+    """`message`, or, where the user's code called a SciPy function that met the traced value,
+    a message that names it: SciPy's functions do not dispatch to traced values as NumPy's do,
+    they convert them, so their failures say little about the user's code."""
+    outermost = None
+    frame = sys._getframe(2)
+    while frame is not None and frame is not user:
+        if frame.f_code.co_filename.startswith(_SCIPY_DIR):  # type: ignore[arg-type]
+            outermost = frame
+        frame = frame.f_back
+    if outermost is None:
+        return message
+    module = str(outermost.f_globals.get("__name__", "scipy")).split(".")
+    public = [part for part in itertools.takewhile(lambda p: not p.startswith("_"), module)]
+    name = ".".join(public + [outermost.f_code.co_name])
+    instead = _SCIPY_INSTEAD.get(name, "write it with NumPy functions, which flatgrad traces")
+    return (
+        f"{name}() is SciPy code, which flatgrad cannot trace: SciPy functions convert their arguments "
+        f"to NumPy arrays rather than call flatgrad back (here: {message.split(';')[0]}); {instead}"
+    )
 
 
 # Every (kind, name) user code reaches, with its rows: several rows share an entry point when
@@ -362,6 +401,7 @@ def _choose_row(kind: str, name: str, rows: list[Op], operands: tuple, static: d
     values as it takes them."""
     first = rows[0]
     shapes = tuple([_shape(a) for a in operands])
+    written = static
     if first.normalize is not None:
         try:  # an axis out of range, a split into unequal parts: what NumPy would refuse too
             static = first.normalize(shapes, dict(static))
@@ -371,7 +411,12 @@ def _choose_row(kind: str, name: str, rows: list[Op], operands: tuple, static: d
     for row in rows:
         if row.accepts(ndims, static):
             return row, static
-    raise _unsupported(f"{_label(kind, name)} on operands of {', '.join(f'{n}-d' for n in ndims)} shape")
+    called = ", ".join([*map(str, shapes), *(f"{key}={value!r}" for key, value in written.items())])
+    raise _unsupported(  # the statics as the call wrote them: a row may have marked them refused
+        f"{_label(kind, name)} on operands of {', '.join(f'{n}-d' for n in ndims)} shape",
+        f"this call had {called}; write it with the arithmetic and comparison operators or "
+        + ", ".join(supported_operations()),
+    )
 
 
 def _read_index(x: Any, index: Any) -> Any:

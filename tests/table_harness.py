@@ -99,6 +99,10 @@ BROADCAST_SHAPES = {
 
 # Candidates for each static parameter, by its name; a row keeps those its `when` accepts.
 AXES = (None, 0, 1, -1, (0, 1))
+NORM_ORDERS = ({"ord": "fro", "axis": None}, {"ord": 2, "axis": 1}, {"ord": 2, "axis": None}, {"ord": 1, "axis": 1})
+TENSORDOT_AXES = (2, ((1, 2), (1, 0)), ([2], [0]), 0)  # for operands of shapes (2, 3, 3) and (3, 3, 4)
+# for operands of shapes (2, 3) and (3, 2); a repeated index and a lone summed one are refused
+SUBSCRIPTS = ("ij,jk->ik", "ij,jk", "ij,ji->", "ij,jk->kji", "ij,ji->ij", "ii,jk->ik", "ij,jk->i")
 CLIP_BOUNDS = ((-1.0, 1.0), (None, 0.5), (-0.5, None))
 # Indices as user code writes them; `i` and `j` are index arrays (the rows' operands i and j).
 INDEX_TEXTS = (
@@ -175,6 +179,16 @@ def static_candidates(row: Op, shapes: tuple) -> list[dict]:
         raw = [{"axis": a} for a in (0, 1, -1, None, (0, 2))]
     elif names == {"dtype"}:  # casts between floats; a cast to integers passes no gradient
         raw = [{"dtype": "float64"}, {"dtype": "f8"}]
+    elif names == {"axis", "ddof", "keepdims"}:
+        raw = [{"axis": a, "ddof": 0, "keepdims": k} for k in (False, True) for a in AXES]
+        raw += [{"axis": a, "ddof": 1, "keepdims": k} for a, k in ((None, False), (1, False), ((0, 1), True))]
+    elif names == {"ord", "axis", "keepdims"}:
+        raw = [{"ord": None, "axis": a, "keepdims": k} for k in (False, True) for a in AXES]
+        raw += [{**order, "keepdims": False} for order in NORM_ORDERS]
+    elif names == {"axes"}:
+        raw = [{"axes": a} for a in TENSORDOT_AXES]
+    elif names == {"subscripts"}:
+        raw = [{"subscripts": s} for s in SUBSCRIPTS]
     else:
         raise AssertionError(f"no candidates for the static params {row.static} of {row.name}")
     return [s for s in raw if _fits(row, shapes, s)]
@@ -322,15 +336,20 @@ def augmented(row: Op, target: str, value: str) -> str:
     return ast.unparse(ast.AugAssign(ast.Name(target, ast.Store()), body.op, ast.Name(value, ast.Load())))
 
 
-def spelled_static(row: Op, kind: str, static: dict) -> list[str]:
+def spelled_static(row: Op, kind: str, static: dict, leading: bool = False) -> list[str]:
     """The static arguments as a call writes them: positional, `*shape`, or keywords that
-    differ from their defaults (`np.sum(x, axis=1)`, `x.reshape(2, 3)`, `np.clip(x, -1.0, 1.0)`)."""
+    differ from their defaults (`np.sum(x, axis=1)`, `x.reshape(2, 3)`, `np.clip(x, -1.0, 1.0)`);
+    with `leading`, those the signature puts before the operands instead (`np.einsum('ij,jk', x, y)`)."""
     text = (row.method_signature if kind == "method" else None) or row.signature
     if not text:
         return []
     parts = []
+    after_operands = False
     for p in signature_of(text).parameters.values():
         if p.name in row.operands or p.name == row.packs:
+            after_operands = True
+            continue
+        if after_operands == leading:
             continue
         value = static[p.name]
         if p.kind is p.VAR_POSITIONAL:
@@ -362,7 +381,8 @@ def call_lines(case: Case, operands: list[str]) -> tuple[list[str], str]:
         parts = f"np.{name}({', '.join(operands + spelled_static(row, kind, static))})"
         expr = f"np.concatenate({parts}[::-1], axis={axis})"
     elif kind in ("ufunc", "function"):
-        expr = f"np.{name}({', '.join(operands + spelled_static(row, kind, static))})"
+        leading = spelled_static(row, kind, static, leading=True)
+        expr = f"np.{name}({', '.join(leading + operands + spelled_static(row, kind, static))})"
     elif kind == "method":
         expr = f"{operands[0]}.{name}({', '.join(operands[1:] + spelled_static(row, kind, static))})"
     elif kind == "attribute":
@@ -427,6 +447,8 @@ AUTOGRAD_SPELLINGS = {  # where autograd has no rule (ndarray.copy, np.flip) or 
     "np.diagonal(x, offset)": "diagonal(x, offset)",
     "np.pad(x, pad_width, constant_values=constant_values)":
         "np.pad(x, pad_width, 'constant', constant_values=constant_values)",
+    # autograd's norm gradient with keepdims=True has the wrong shape (it expands the kept axis again)
+    "np.linalg.norm(x, axis=axis, keepdims=True)": "np.sqrt(np.sum(x * x, axis=axis, keepdims=True))",
 }
 # the helpers a row's forward expression calls, as autograd can differentiate them
 AUTOGRAD_NAMESPACE = {
@@ -511,7 +533,8 @@ def sample_output_shape(case: Case) -> tuple[int, ...]:
         elif p in INDEX_PARAMS:
             samples.append(np.zeros(shape, np.int64))
         else:
-            samples.append(np.full(shape, 0.5) if shape else 0.5)
+            sample = np.full(shape, 0.5) if shape else 0.5
+            samples.append(DRAW_HOOKS.get(row.name, {}).get(p, lambda v: v)(sample))
     return np.shape(row.compute(*samples, **case.static_dict()))
 
 
@@ -567,6 +590,19 @@ def away_from_kinks(values: np.ndarray, extra: tuple[float, ...] = ()) -> bool:
     return bool(np.all(np.diff(points) > KINK_MARGIN))
 
 
+def invertible(x: np.ndarray) -> np.ndarray:
+    """A drawn matrix made diagonally dominant, so well conditioned: each diagonal entry grows
+    by more than the row's other entries can add up to (the domain's bound, 3, times the size)."""
+    return x + np.eye(x.shape[-1]) * 3.0 * x.shape[-1]
+
+
+# Per row, per operand: what makes a drawn value one the row is smooth at (np.linalg's rows
+# need invertible, well-conditioned matrices, which no interval of entries guarantees).
+DRAW_HOOKS: dict[str, dict[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "det": {"x": invertible}, "inv": {"x": invertible}, "solve": {"x": invertible}, "solve_vec": {"x": invertible},
+}
+
+
 def draw_args(user: UserFunction, rng: np.random.Generator) -> list:
     """Arguments for f: floats from the row's domain (scalars as np.float64), index arrays."""
     case = user.case
@@ -582,6 +618,8 @@ def draw_args(user: UserFunction, rng: np.random.Generator) -> list:
         floats = {n: rng.uniform(*intervals[n], shapes[n]) for n in user.floats}
         if away_from_kinks(np.concatenate([np.ravel(v) for v in floats.values()]), bounds):
             break
+    for name, hook in DRAW_HOOKS.get(case.row.name, {}).items():
+        floats[name] = hook(floats[name])
     arrays = draw_index_arrays(case, rng) if case.index is not None and not case.const_index else {}
     return [
         np.float64(floats[n]) if n in floats and not shapes[n] else floats.get(n, arrays.get(n)) for n in user.names

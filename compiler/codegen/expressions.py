@@ -161,7 +161,14 @@ class _Substitute(ast.NodeTransformer):
             node.value = self.visit(node.value)
             node.slice = self._static(self.static[item.value.id][item.slice.value], subscript=True)  # type: ignore[index]
             return node
-        return self.generic_visit(node)
+        self.generic_visit(node)
+        # an item of a known tuple (`x.shape[0]`, a static's `subscripts[1]`): the item itself
+        position = _literal(node.slice)
+        if isinstance(node.value, ast.Tuple) and type(position) is int and -len(node.value.elts) <= position < len(
+            node.value.elts
+        ):
+            return node.value.elts[position]
+        return node
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.expr:
         """`x.shape`, `x.size`, `x.ndim` and `x.dtype` are known: write them in as literals."""
