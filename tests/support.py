@@ -26,6 +26,9 @@ EXAMPLES = {
     "svm_net": _NET + _LAYERS,
     "softmax": ["--arg", "X=f64[8,4]", "--arg", "y=i64[8]", "--arg", "W=f64[4,3]", "--arg", "b=f64[3]", "--wrt", "W,b"],
     "mlp": ["--arg", "X=f64[8,4]", "--arg", "t=f64[8,3]", "--wrt", "W1,b1,W2,b2"] + _LAYERS,
+    # the same two models as course solutions write them (X.dot(W), np.eye(C)[y], masks, np.var, ...)
+    "course_net": _NET + _LAYERS,
+    "course_softmax": ["--arg", "W=f64[5,3]", "--arg", "X=f64[8,4]", "--arg", "y=i64[8]", "--wrt", "W"],
 }
 
 

@@ -167,3 +167,30 @@ def test_creation_functions_are_numpys_own_outside_a_trace_and_in_other_threads(
     compiler.gradient(f, np.ones(3))
     assert seen == [np.ndarray]
     assert type(np.zeros(2)) is np.ndarray and np.zeros.__module__ == "numpy"
+
+
+def _course_examples() -> list[tuple]:
+    from course_net import course_net
+    from course_softmax import course_softmax
+
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(8, 4)), rng.integers(0, 3, 8)
+    net = dict(X=X, y=y, W1=rng.normal(size=(4, 8)), b1=rng.normal(size=8) * 0.1, W2=rng.normal(size=(8, 3)),
+               b2=np.zeros(3))
+    softmax = dict(W=rng.normal(size=(5, 3)), X=X, y=y)
+    return [(course_net, net, ["W1", "b1", "W2", "b2"]), (course_softmax, softmax, ["W"])]
+
+
+@pytest.mark.parametrize("example", range(2), ids=["course_net", "course_softmax"])
+def test_the_course_examples_against_central_differences(example):
+    f, args, wrt = _course_examples()[example]
+    _check(f, args, wrt)
+
+
+@pytest.mark.numba
+def test_the_course_examples_under_numba_agree_with_numpy():
+    for f, args, wrt in _course_examples():
+        numpy_grads = compiler.gradient(f, **args, wrt=wrt).grad(*args.values())
+        jitted = compiler.gradient(f, **args, wrt=wrt, jit="numba")
+        for ours, theirs in zip(jitted.grad(*args.values()), numpy_grads):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
