@@ -54,10 +54,13 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Backprop:
 
 
 def active_values(forward: Graph, wrt: Sequence[Var]) -> set[Var]:
-    """The variables that depend on `wrt` through differentiable operands (a Var hashes by
-    identity)."""
+    """The float variables that depend on `wrt` through differentiable operands (a Var hashes
+    by identity). An integer or bool value (`argmax`, `astype(int)`) is an input of later ops,
+    never differentiated."""
     active = set(wrt)
     for eqn in forward.eqns:
+        if not eqn.out.dtype.startswith("float"):
+            continue
         row = OPS[eqn.op]
         for param, a in zip(row.operands, eqn.inputs):
             if a in active and row.differentiable(param):
@@ -198,7 +201,8 @@ def _plan(eqn: Eqn, upstream: Var, order: tuple[int, ...]) -> tuple[_Target, ...
     """The targets of `eqn`'s backward gate, the operands at `order`, worked out on stand-ins."""
     row = OPS[eqn.op]
     bindings = dict(zip(row.operands, eqn.inputs)) | {"out": eqn.out, "grad": upstream}
-    places = {name: i for i, name in enumerate(row.operands + ("out", "grad"))}
+    # (a row that packs its operands names more than a gate may take: those it took)
+    places = {name: i for i, name in enumerate(row.operands[: len(eqn.inputs)] + ("out", "grad"))}
     # one params and one types tuple for the whole plan: memo keys work out their repr once
     # (see ir.KindKeys)
     params = eqn.params

@@ -18,6 +18,11 @@ class UnsupportedOperationError(TracingError):
     """A NumPy function, ufunc or operator that has no row in the op table."""
 
 
+class UnsupportedAttributeError(UnsupportedOperationError, AttributeError):
+    """An ndarray attribute or method that has no row in the op table. Also an AttributeError,
+    so that `hasattr` and `getattr(x, name, default)` on a traced value still answer False."""
+
+
 class BranchOnTracedValueError(TracingError):
     """Python control flow (`if`, `while`, `and`, `max()`) asked a traced value for a bool."""
 

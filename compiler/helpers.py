@@ -136,11 +136,133 @@ def log_softmax_pick_grad_pairs(probs, rows, cols, grad):
     return out
 
 
+def on_diagonal(shape, offset, values, dtype):
+    """Zeros of a matrix's `shape`, with `values` on its diagonal `offset` (above the main one
+    where positive): the gradient of `np.diagonal`, as a loop numba compiles."""
+    out = np.zeros(shape, dtype)
+    row, col = max(-offset, 0), max(offset, 0)
+    for k in range(values.shape[0]):
+        out[row + k, col + k] = values[k]
+    return out
+
+
+def tiled(x, spread, split):
+    """`np.tile` and `np.repeat` as numba compiles them: `x` reshaped to `spread` (size-1 axes
+    where the copies go) and broadcast to `split`, as a fresh array; reshaping that gives the
+    result."""
+    return np.ascontiguousarray(np.broadcast_to(np.ascontiguousarray(x).reshape(spread), split))
+
+
+def prod_others(x, axis):
+    """For each element of x, the product of the others it is multiplied with in
+    `np.prod(x, axis)` (all of x for axis None): prod's local gradient. Products from the left
+    times products from the right, so an element that is 0 gets the right gradient, where
+    out / x would divide 0 by 0."""
+    axes = tuple(range(x.ndim)) if axis is None else axis if isinstance(axis, tuple) else (axis,)
+    kept = tuple(a for a in range(x.ndim) if a not in axes)
+    moved = np.transpose(x, kept + axes)
+    lines = moved.reshape(moved.shape[: len(kept)] + (-1,))
+    ones = np.ones_like(lines[..., :1])
+    left = np.cumprod(np.concatenate([ones, lines[..., :-1]], axis=-1), axis=-1)
+    right = np.cumprod(np.concatenate([ones, lines[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    return np.transpose((left * right).reshape(moved.shape), np.argsort(kept + axes))
+
+
+def prod_along(x, axis):
+    """`np.prod(x, axis=axis)` of a matrix, as loops numba compiles."""
+    lines = x if axis == 1 else x.T
+    out = np.empty(lines.shape[0], x.dtype)
+    for i in range(lines.shape[0]):
+        out[i] = np.prod(lines[i])
+    return out
+
+
+def prod_others_flat(x):
+    """`prod_others(x, None)`, as a loop numba compiles."""
+    flat = x.ravel()
+    n = flat.size
+    left = np.ones_like(flat)
+    right = np.ones_like(flat)
+    for i in range(1, n):
+        left[i] = left[i - 1] * flat[i - 1]
+        right[n - 1 - i] = right[n - i] * flat[n - i]
+    return (left * right).reshape(x.shape)
+
+
+def prod_others_along(x, axis):
+    """`prod_others(x, axis)` of a matrix, as loops numba compiles."""
+    out = np.ones_like(x)
+    lines = x if axis == 1 else x.T
+    others = out if axis == 1 else out.T  # a view: writing into it fills out
+    n = lines.shape[1]
+    right = np.ones(n, x.dtype)
+    for k in range(lines.shape[0]):
+        for i in range(1, n):
+            others[k, i] = others[k, i - 1] * lines[k, i - 1]
+            right[n - 1 - i] = right[n - i] * lines[k, n - i]
+        for i in range(n):
+            others[k, i] *= right[i]
+    return out
+
+
+def cumsum_from_end(x, axis):
+    """The sums of a matrix's elements from each place to the end along `axis` (np.cumsum run
+    backwards: cumsum's gradient), as loops numba compiles."""
+    out = np.empty_like(x)
+    lines = x if axis == 1 else x.T
+    sums = out if axis == 1 else out.T  # a view: writing into it fills out
+    n = lines.shape[1]
+    for k in range(lines.shape[0]):
+        sums[k, n - 1] = lines[k, n - 1]
+        for i in range(n - 2, -1, -1):
+            sums[k, i] = sums[k, i + 1] + lines[k, i]
+    return out
+
+
+def cross_of_rows(x, y):
+    """`np.cross(x, y)` of matrices of 3-vectors in their rows, written out: numba compiles this
+    in well under a second, its own np.cross of matrices in seconds."""
+    return np.stack(
+        (
+            x[:, 1] * y[:, 2] - x[:, 2] * y[:, 1],
+            x[:, 2] * y[:, 0] - x[:, 0] * y[:, 2],
+            x[:, 0] * y[:, 1] - x[:, 1] * y[:, 0],
+        ),
+        axis=1,
+    )
+
+
+def kron_grad_x(y, grad):
+    """The gradient of np.kron(x, y) (matrices) for x: each block of grad times y, summed, as
+    loops numba compiles (NumPy writes it as an einsum)."""
+    p, q = y.shape
+    out = np.empty((grad.shape[0] // p, grad.shape[1] // q), grad.dtype)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = np.sum(grad[i * p : (i + 1) * p, j * q : (j + 1) * q] * y)
+    return out
+
+
+def kron_grad_y(x, grad):
+    """The gradient of np.kron(x, y) (matrices) for y: the blocks of grad weighted by x and
+    added up, as loops numba compiles (NumPy writes it as an einsum)."""
+    m, n = x.shape
+    p, q = grad.shape[0] // m, grad.shape[1] // n
+    out = np.zeros((p, q), grad.dtype)
+    for i in range(m):
+        for j in range(n):
+            out += x[i, j] * grad[i * p : (i + 1) * p, j * q : (j + 1) * q]
+    return out
+
+
 HELPERS = {
     fn.__name__: fn
     for fn in (
         scatter, add_at, add_rows, add_pairs, updated, last_writes, softmax, softmax_along, extreme_along,
         logsumexp, logsumexp_all, logsumexp_along, log_softmax_pick_grad, log_softmax_pick_grad_pairs,
+        on_diagonal, tiled,
+        prod_others, prod_along, prod_others_flat, prod_others_along, cumsum_from_end, cross_of_rows,
+        kron_grad_x, kron_grad_y,
     )
 }
 

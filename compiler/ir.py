@@ -138,9 +138,14 @@ def stand_in(shape: tuple[int, ...], dtype: str) -> np.ndarray:
     """A concrete value of this shape and dtype, to learn what an expression makes of it.
 
     Integers and bools are zeros (an index of 0 is always in bounds); floats are ones (finite
-    under log and division).
+    under log and division), plus the identity on a square matrix's diagonal, which makes it
+    invertible (np.linalg.inv, solve and det's gradient).
     """
-    return (np.zeros if np.dtype(dtype).kind in "iub" else np.ones)(shape, dtype)
+    if np.dtype(dtype).kind in "iub":
+        return np.zeros(shape, dtype)
+    if len(shape) >= 2 and shape[-1] == shape[-2]:
+        return np.ones(shape, dtype) + np.eye(shape[-1], dtype=dtype)
+    return np.ones(shape, dtype)
 
 
 def sample_of(atom: Atom) -> object:

@@ -10,11 +10,13 @@ The rules, in the order they are applied:
 4. Every other intermediate is `s0, s1, ...`, numbered in forward order.
 5. The gradient of `v` is `grad_v`. Accumulating into a gradient rebinds the same name.
    A term to be summed or cast before it adds onto an earlier `grad_v` is `grad_v_term` till then.
-6. A name never shadows what the emitted module uses: Python keywords and builtins, `np`,
-   `numba`, the module's own functions and `cache`, and the part functions a long body is
+6. A name never shadows what the emitted module uses: Python keywords, the builtins its lines
+   call (those in the op table's expressions, and `slice`), `np`, `numba`, the helpers, the
+   module's own functions and `cache`, and the part functions a long body is
    split into under numba (`_value_and_grad_part0`, ...: `part_name`). A name that is taken or
    reserved gets the first free suffix `_1`, `_2`, ... Counters decide names, never object
-   identities, so the same function always gives the same names.
+   identities, so the same function always gives the same names. Other builtins are free:
+   a parameter named `input` stays `input`.
 
 Codegen renders a kind of line once with placeholders (`__flatgrad_0__`, ...: `placeholder`)
 in the places of its names; they never reach a module.
@@ -22,12 +24,14 @@ in the places of its names; they never reach a module.
 
 from __future__ import annotations
 
+import ast
 import builtins
 import keyword
 import re
 from typing import Iterable, Sequence
 
 from compiler.helpers import HELPERS
+from compiler.ops import OPS
 
 # Names the emitted module defines or imports itself.
 MODULE_NAMES = (
@@ -41,11 +45,22 @@ MODULE_NAMES = (
     "cache",
 )
 
+
+
+def _builtins_called() -> frozenset[str]:
+    """The builtins emitted lines may call: those the op table's expressions name, and `slice`
+    (codegen writes a slice object in a static index as `slice(a, b)`)."""
+    texts = [text for row in OPS.values() for text in (row.forward, row.scalar_forward, row.numba_forward) if text]
+    texts += [text for row in OPS.values() for rules in (row.grads, row.numba_grads) for text in rules.values()]
+    names = {node.id for text in texts for node in ast.walk(ast.parse(text, mode="eval")) if isinstance(node, ast.Name)}
+    return frozenset(names & set(dir(builtins))) | {"slice"}
+
+
 RESERVED = (
     frozenset(HELPERS)
     | frozenset(keyword.kwlist)
     | frozenset(keyword.softkwlist)
-    | frozenset(dir(builtins))
+    | _builtins_called()
     | frozenset(MODULE_NAMES)
 )
 

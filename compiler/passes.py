@@ -280,8 +280,9 @@ _ARITHMETIC = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Name, as
 @functools.lru_cache(maxsize=None)
 def _arithmetic(text: str) -> bool:
     """Whether an expression is operators on names and numbers only: NumPy and numba alike take
-    a number wherever it reads an array."""
-    return all(isinstance(node, _ARITHMETIC) for node in ast.walk(ast.parse(text, mode="eval")))
+    a number wherever it reads an array (but `@`, which takes none)."""
+    nodes = ast.walk(ast.parse(text, mode="eval"))
+    return all(isinstance(node, _ARITHMETIC) and not isinstance(node, ast.MatMult) for node in nodes)
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,15 +13,20 @@ file:line and what to write instead.
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import functools
+import importlib.util
 import inspect
+import itertools
 import linecache
 import os
 import re
 import sys
+import threading
 import types
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -31,6 +36,7 @@ from compiler.errors import (
     ConcreteValueError,
     SignatureError,
     TracingError,
+    UnsupportedAttributeError,
     UnsupportedOperationError,
 )
 from compiler.files import display_path
@@ -41,11 +47,14 @@ from compiler.ops import INDEX_PARAMS, OPS, IndexOperand, Op
 # nor locate errors. (The rest of the `compiler` package is never on the stack while the
 # user's function runs, except the demo's functions, which are user code here.)
 _LIBRARY_FILE = os.path.abspath(__file__)
+# SciPy's functions are library code too, found without importing SciPy (slow to import).
+_SCIPY_SPEC = importlib.util.find_spec("scipy")
+_SCIPY_DIR = None if _SCIPY_SPEC is None or not _SCIPY_SPEC.origin else os.path.dirname(_SCIPY_SPEC.origin) + os.sep
 _LIBRARY_DIRS = (
     os.path.dirname(os.path.abspath(np.__file__)) + os.sep,
     os.path.dirname(os.path.abspath(inspect.__file__)) + os.sep,  # the standard library
     "<__array",
-)
+) + ((_SCIPY_DIR,) if _SCIPY_DIR else ())
 
 
 _library_files: dict[str, bool] = {}  # a memo of _is_library, which the tracer asks at every op
@@ -100,23 +109,32 @@ class Traced:
             return _apply(row, inputs, {}, sys._getframe(1))
         return _call("ufunc", ufunc.__name__, inputs, {})
 
-    def __array_function__(self, func: Callable, types: Any, args: tuple, kwargs: dict) -> Traced:
-        return _call("function", func.__name__, args, kwargs)
+    def __array_function__(self, func: Callable, types: Any, args: tuple, kwargs: dict) -> Any:
+        facts = _TYPE_FACTS.get(func)
+        if facts is not None:  # np.shape(x): known while tracing, a constant in the emitted code
+            return facts(*args, **kwargs)
+        # the op table names np.linalg's functions as user code spells them: `linalg.det`
+        name = f"linalg.{func.__name__}" if func.__module__ == "numpy.linalg" else func.__name__
+        return _call("function", name, args, kwargs)
 
     def __getattr__(self, name: str) -> Any:
         if ("method", name) in _ENTRY_ROWS:
             return lambda *args, **kwargs: _call("method", name, (self, *args), kwargs)
         if ("attribute", name) in _ENTRY_ROWS:
             return _call("attribute", name, (self,), {})
-        raise AttributeError(f"traced values have no attribute {name!r}")
+        if name.startswith("__"):  # a protocol NumPy or Python probes for: absent
+            raise AttributeError(f"traced values have no attribute {name!r}")
+        if hasattr(np.ndarray, name):
+            raise UnsupportedAttributeError(_unsupported(f"the ndarray attribute .{name}").args[0])
+        raise UnsupportedAttributeError(
+            _at_user_line(f"traced values are NumPy arrays and numbers, which have no attribute .{name}")
+        )
 
     def __getitem__(self, index: Any) -> Traced:
-        static, arrays = _parse_index(index)
-        return _call("operator", "__getitem__", (self, *arrays), {}, {"index": static})
+        return _read_index(self, index)
 
     def __setitem__(self, index: Any, value: Any) -> None:
-        static, arrays = _parse_index(index)
-        self._update(_call("operator", "__setitem__", (self, value, *arrays), {}, {"index": static}))
+        self._update(_write_index(self, index, value))
 
     def _update(self, result: Traced) -> Traced:
         """Rebind this array to `result`: an in-place update traced as a new value."""
@@ -139,10 +157,10 @@ class Traced:
 
     def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
         raise _unsupported(
-            "converting a traced value to a NumPy array (np.array, np.asarray, or indexing a NumPy "
-            "array by a traced index)",
-            "keep traced values as they are; for a one-hot of labels y write (y[:, None] == np.arange(C)), "
-            "and make an array you index by traced values an input of the function",
+            "converting a traced value to a NumPy array (indexing or writing into an array made outside "
+            "the function with a traced index or value, or a NumPy call that needs the numbers)",
+            "arrays made inside the function take traced indices and values (np.eye(C)[y], out[i] = a): "
+            "for an array from outside, index np.asarray(A) inside the function, or pass A as an input",
         )
 
     def __bool__(self) -> bool:
@@ -183,6 +201,20 @@ class Traced:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
+
+
+def _size(x: Any, axis: int | None = None) -> int:
+    shape = _shape(x)
+    return int(np.prod(shape)) if axis is None else shape[axis]
+
+
+# NumPy functions that ask only for a traced value's type, which the trace knows.
+_TYPE_FACTS: dict[Callable, Callable] = {
+    np.shape: lambda x: _shape(x),
+    np.ndim: lambda x: len(_shape(x)),
+    np.size: _size,
+    np.result_type: lambda *values: np.result_type(*(v.dtype if isinstance(v, Traced) else v for v in values)),
+}
 
 
 def _concrete(kind: str) -> ConcreteValueError:
@@ -234,7 +266,39 @@ def _user_source_line() -> str:
 
 def _at_user_line(message: str) -> str:
     frame = _innermost_user_frame()
+    if message and _SCIPY_DIR:
+        message = _in_scipy(frame, message)
     return message if frame is None else f"{display_path(frame.f_code.co_filename)}:{frame.f_lineno}: {message}"
+
+
+# What to write instead of a SciPy function, by its public name.
+_SCIPY_INSTEAD = {
+    "scipy.special.logsumexp": "for log-sum-exp write `m = np.max(x)` and `m + np.log(np.sum(np.exp(x - m)))` "
+    "(optimize=True fuses it into one stable gate)",
+    "scipy.special.softmax": "write compiler.softmax(x, axis)",
+}
+
+
+def _in_scipy(user: types.FrameType | None, message: str) -> str:
+    """`message`, or, where the user's code called a SciPy function that met the traced value,
+    a message that names it: SciPy's functions do not dispatch to traced values as NumPy's do,
+    they convert them, so their failures say little about the user's code."""
+    outermost = None
+    frame = sys._getframe(2)
+    while frame is not None and frame is not user:
+        if frame.f_code.co_filename.startswith(_SCIPY_DIR):  # type: ignore[arg-type]
+            outermost = frame
+        frame = frame.f_back
+    if outermost is None:
+        return message
+    module = str(outermost.f_globals.get("__name__", "scipy")).split(".")
+    public = [part for part in itertools.takewhile(lambda p: not p.startswith("_"), module)]
+    name = ".".join(public + [outermost.f_code.co_name])
+    instead = _SCIPY_INSTEAD.get(name, "write it with NumPy functions, which flatgrad traces")
+    return (
+        f"{name}() is SciPy code, which flatgrad cannot trace: SciPy functions convert their arguments "
+        f"to NumPy arrays rather than call flatgrad back (here: {message.split(';')[0]}); {instead}"
+    )
 
 
 # Every (kind, name) user code reaches, with its rows: several rows share an entry point when
@@ -254,7 +318,7 @@ def _label(kind: str, name: str) -> str:
 
 def _shape(value: Any) -> tuple[int, ...]:
     """np.shape(value), without NumPy's dispatch for the common operands (numbers, traced values)."""
-    if isinstance(value, Traced):
+    if isinstance(value, (Traced, Made)):
         return value.shape
     if isinstance(value, (int, float)):
         return ()
@@ -263,7 +327,7 @@ def _shape(value: Any) -> tuple[int, ...]:
 
 def _any_traced(values: tuple) -> bool:
     for value in values:
-        if isinstance(value, Traced):
+        if isinstance(value, Traced) or type(value) is Made and type(value._value) is Traced:
             return True
     return False
 
@@ -296,8 +360,7 @@ def _call(kind: str, name: str, args: tuple, kwargs: dict, static: dict | None =
                 f"{label} called with these arguments ({error})", f"call it as {label}({text})"
             ) from None
         bound.apply_defaults()
-        operands = tuple(bound.arguments[p] for p in first.operands)
-        static = {k: bound.arguments[k] for k in first.static}
+        operands, static = _bound_operands(first, label, bound.arguments)
     else:
         operands = args
     if len(rows) == 1 and first.when is None and first.normalize is None:
@@ -305,10 +368,32 @@ def _call(kind: str, name: str, args: tuple, kwargs: dict, static: dict | None =
     else:
         row, static = _choose_row(kind, name, rows, operands, static)
     if not _any_traced(operands):  # a gate on plain numbers
-        return row.compute(*operands, **static)
+        return row.compute(*_unmade(operands), **static)
+    if row.splits:  # np.split: a list of parts, each an equation of its own
+        return [_apply(row, operands, {**static, "index": part}, sys._getframe(2)) for part in static["index"]]
     # two frames up is the code that used the entry point: the search for the user's frames
     # starts there, past the tracer's own (which would each need a frame object made)
     return _apply(row, operands, static, sys._getframe(2))
+
+
+def _bound_operands(row: Op, label: str, arguments: dict) -> tuple[tuple, dict]:
+    """The operands and the static values of a call, out of its bound arguments.
+
+    A static the signature does not name is derived by `normalize` (None until then). A row that
+    `packs` takes its operands from one sequence argument (`np.concatenate([X, ones], axis=1)`).
+    """
+    static = {k: arguments.get(k) for k in row.static}
+    if row.packs is None:
+        return tuple(arguments[p] for p in row.operands), static
+    parts = arguments[row.packs]
+    if not isinstance(parts, (list, tuple)):
+        raise _unsupported(f"{label} of one array", f"pass a list or tuple of arrays: {label}([a, b])")
+    if not 0 < len(parts) <= len(row.operands):
+        raise _unsupported(
+            f"{label} of {len(parts)} arrays",
+            f"pass 1 to {len(row.operands)} arrays, and join more in groups ({label} of the groups' results)",
+        )
+    return tuple(parts), static
 
 
 def _choose_row(kind: str, name: str, rows: list[Op], operands: tuple, static: dict) -> tuple[Op, dict]:
@@ -316,13 +401,133 @@ def _choose_row(kind: str, name: str, rows: list[Op], operands: tuple, static: d
     values as it takes them."""
     first = rows[0]
     shapes = tuple([_shape(a) for a in operands])
+    written = static
     if first.normalize is not None:
-        static = first.normalize(shapes, dict(static))
+        try:  # an axis out of range, a split into unequal parts: what NumPy would refuse too
+            static = first.normalize(shapes, dict(static))
+        except (TypeError, ValueError, IndexError) as error:
+            raise TracingError(_at_user_line(f"{_label(kind, name)} cannot take these arguments: {error}")) from None
     ndims = tuple([len(shape) for shape in shapes])
     for row in rows:
         if row.accepts(ndims, static):
             return row, static
-    raise _unsupported(f"{_label(kind, name)} on operands of {', '.join(f'{n}-d' for n in ndims)} shape")
+    called = ", ".join([*map(str, shapes), *(f"{key}={value!r}" for key, value in written.items())])
+    raise _unsupported(  # the statics as the call wrote them: a row may have marked them refused
+        f"{_label(kind, name)} on operands of {', '.join(f'{n}-d' for n in ndims)} shape",
+        f"this call had {called}; write it with the arithmetic and comparison operators or "
+        + ", ".join(supported_operations()),
+    )
+
+
+def _read_index(x: Any, index: Any) -> Any:
+    """`x[index]` traced: `x` a traced value, or a constant array indexed by traced arrays."""
+    mask = _bool_mask(x, index)
+    if isinstance(mask, Traced):
+        return MaskedRead(x, mask)
+    if mask is not None:  # a constant mask selects known places: their indices
+        index = np.nonzero(mask)
+    static, arrays = _parse_index(index)
+    return _call("operator", "__getitem__", (x, *arrays), {}, {"index": static})
+
+
+def _write_index(x: Any, index: Any, value: Any) -> Traced:
+    """`x[index] = value` traced as a new value: `x` with `value` written in. Under a boolean
+    mask of x's shape that is `np.where(mask, value, x)`, as the mask's shape is x's."""
+    mask = _bool_mask(x, index)
+    if mask is not None:
+        if isinstance(value, MaskedRead):
+            value = value.under(mask)
+        elif _shape(value) != ():
+            raise _unsupported(
+                "writing an array under a boolean mask", "write a number, or np.where(mask, values, x) for x"
+            )
+        return _call("function", "where", (mask, value, x), {})
+    static, arrays = _parse_index(index)
+    return _call("operator", "__setitem__", (x, value, *arrays), {}, {"index": static})
+
+
+def _bool_mask(x: Any, index: Any) -> Any:
+    """The index as a boolean mask of x's shape (traced or constant), or None for other indices."""
+    index = _unmade(index)
+    if isinstance(index, (list, tuple)) or _shape(index) == ():
+        return None
+    if _dtype(index).kind != "b":
+        return None
+    if _shape(index) != _shape(x):
+        raise _unsupported(
+            f"a boolean mask of shape {_shape(index)} on an array of shape {_shape(x)}",
+            "index with a mask of the array's own shape, or with integer arrays",
+        )
+    return index
+
+
+def _dtype(value: Any) -> np.dtype:
+    return value.dtype if isinstance(value, Traced) else np.asarray(value).dtype
+
+
+class MaskedRead(np.lib.mixins.NDArrayOperatorsMixin):
+    """`x[mask]` under a traced boolean mask. NumPy makes an array of the selected elements,
+    whose length depends on the data, so straight-line code cannot hold it. What does not need
+    that length is traced on x's own shape with the mask beside it: arithmetic with numbers
+    (`x[x < 0] *= 0.01`), a write back under the same mask, and a full sum (`np.sum(x[mask])`,
+    which is `np.sum(np.where(mask, x, 0))`). Anything else is refused."""
+
+    __slots__ = ("_values", "_mask")
+
+    def __init__(self, values: Any, mask: Traced) -> None:
+        self._values, self._mask = values, mask
+
+    def under(self, mask: Any) -> Any:
+        """The values, for a write under `mask`, which must be the mask they were read under."""
+        if mask is not self._mask:
+            raise _masked_refusal("writing values read under one mask under another mask")
+        return self._values
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        if kwargs.get("out") == (self,):  # `x[mask] *= c`: Python writes the result back under the mask
+            del kwargs["out"]
+        masks = {id(a._mask) for a in inputs if isinstance(a, MaskedRead)}
+        elementwise = all(isinstance(a, MaskedRead) or _shape(a) == () for a in inputs)
+        if method != "__call__" or kwargs or len(masks) != 1 or not elementwise:
+            raise _masked_refusal(f"np.{ufunc.__name__} of it")
+        return MaskedRead(ufunc(*(a._values if isinstance(a, MaskedRead) else a for a in inputs)), self._mask)
+
+    def __array_function__(self, func: Callable, types: Any, args: tuple, kwargs: dict) -> Any:
+        if func is np.sum and args == (self,) and not kwargs:
+            return self.sum()
+        raise _masked_refusal(f"np.{func.__name__} of it")
+
+    def sum(self, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            raise _masked_refusal("a sum along an axis of it")
+        return np.sum(_call("function", "where", (self._mask, self._values, 0.0), {}))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise UnsupportedAttributeError(_masked_refusal(f".{name} of it").args[0])
+
+    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise _masked_refusal("converting it to an array")
+
+    def __len__(self) -> int:
+        raise _masked_refusal("len() of it")
+
+    def __iter__(self) -> Any:
+        raise _masked_refusal("iterating over it")
+
+    def __getitem__(self, index: Any) -> Any:
+        raise _masked_refusal("indexing it")
+
+
+def _masked_refusal(what: str) -> UnsupportedOperationError:
+    return UnsupportedOperationError(
+        _at_user_line(
+            f"{what}: x[mask] under a traced boolean mask has a data-dependent length, which straight-line "
+            "code cannot hold; write np.where(mask, x, 0) (its sum is np.sum(x[mask])), or x[mask] = v / "
+            "x[mask] *= c to update in place"
+        )
+    )
 
 
 def _parse_index(index: Any) -> tuple[tuple, list]:
@@ -333,7 +538,7 @@ def _parse_index(index: Any) -> tuple[tuple, list]:
     parts = index if isinstance(index, tuple) else (index,)
     static: list[Any] = []
     arrays: list[Any] = []
-    for part in parts:
+    for part in _unmade(parts):
         if isinstance(part, range):  # `probs[range(N), y]`, as course notes write it: np.arange(N)
             part = np.arange(part.start, part.stop, part.step)
         if isinstance(part, Traced) or isinstance(part, (list, np.ndarray)) and np.ndim(part) > 0:
@@ -465,6 +670,8 @@ class _Recorder:
             code = frame.f_code
             params = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount] if depth else ()
             for name, value in frame.f_locals.items():
+                if type(value) is Made:
+                    value = value._value
                 if type(value) is not Traced or value._recorder is not self or name in params:
                     continue
                 known = hints.get(value._index)
@@ -473,6 +680,8 @@ class _Recorder:
 
 
 def _operand(recorder: _Recorder | None, value: Any) -> tuple[_Recorder | None, int | Const]:
+    if type(value) is Made:
+        value = value._value
     if isinstance(value, Traced):
         if recorder is not None and value._recorder is not recorder:
             raise TracingError(_at_user_line("values from two different traces meet in one operation"))
@@ -606,6 +815,25 @@ for (_kind, _name), _rows in _ENTRY_ROWS.items():
         setattr(Traced, _name, _operator(_kind, _name))
 
 
+def _refused_operator(symbol: str) -> Callable[..., Any]:
+    def refuse(self: Traced, *other: Any) -> Any:
+        raise _unsupported(f"the operator {symbol}")
+
+    return refuse
+
+
+# Python's operators that no row takes: a FlatgradError at the user's line, not Python's
+# TypeError. (An augmented assignment without its own dunder falls back to the plain one.)
+_OPERATOR_SYMBOLS = {
+    "floordiv": "//", "mod": "%", "divmod": "divmod()", "lshift": "<<", "rshift": ">>", "and": "&", "or": "|",
+    "xor": "^", "pow": "**", "matmul": "@", "truediv": "/", "mul": "*", "add": "+", "sub": "-",
+}
+_OPERATORS = [(f"__{kind}{stem}__", symbol) for stem, symbol in _OPERATOR_SYMBOLS.items() for kind in ("", "r")]
+for _dunder, _symbol in _OPERATORS + [("__invert__", "~"), ("__neg__", "-"), ("__pos__", "+"), ("__abs__", "abs()")]:
+    if _dunder not in vars(Traced):  # (hasattr would find `type.__or__`, which makes unions)
+        setattr(Traced, _dunder, _refused_operator(_symbol))
+
+
 def _gate(row: Op) -> Callable[..., Any]:
     def gate(*args: Any, **kwargs: Any) -> Any:
         return _call("gate", row.name, args, kwargs)
@@ -619,6 +847,228 @@ def _gate(row: Op) -> Callable[..., Any]:
 
 
 GATES: dict[str, Callable[..., Any]] = {row.name: _gate(row) for row in OPS.values() if row.gate}
+
+
+# --- arrays the traced function makes itself ----------------------------------------------------
+
+
+class Made(np.lib.mixins.NDArrayOperatorsMixin):
+    """An array the traced function made itself (`np.zeros(n)`, `np.eye(C)`, `np.array([...])`):
+    a constant, until a traced value is written into it or indexes it.
+
+    NumPy's indexing never calls back into a traced index or value, so while a trace runs the
+    array-creation functions hand these to the user's code instead of plain arrays (see
+    `_creating`). A Made behaves as its array; `out[i] = a` with `a` traced turns it into a
+    traced value, `updated(np.zeros(5), i, a)`, and `np.eye(C)[y]` with `y` traced is a gather
+    from the constant, `np.eye(3)[y]`. What it computes with plain values stays plain.
+    """
+
+    __slots__ = ("_value",)
+    __array_priority__ = 2000.0  # above Traced's: `made + traced` asks the Made first
+
+    def __init__(self, value: np.ndarray) -> None:
+        self._value: np.ndarray | Traced = value
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        out = kwargs.pop("out", None)
+        result = getattr(ufunc, method)(*_unmade(inputs), **kwargs)
+        if out is None:
+            return result
+        if out != (self,):
+            raise _unsupported(f"np.{ufunc.__name__}(..., out=...) into another array", "assign the result")
+        self._assign(result)  # `a += b`
+        return self
+
+    def __array_function__(self, func: Callable, types: Any, args: tuple, kwargs: dict) -> Any:
+        return func(*_unmade(args), **_unmade(kwargs))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if isinstance(self._value, Traced):
+            return self._value.__array__()  # refused, with the reason
+        return np.asarray(self._value, dtype)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._value, name)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(self._value, Traced) or _holds_traced(index):
+            return _read_index(self._value, _unmade(index))
+        return self._value[_unmade(index)]
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        index, value = _unmade(index), _unmade(value)
+        if isinstance(self._value, Traced):
+            self._value[index] = value  # the traced value's own in-place update
+        elif _holds_traced(index) or _holds_traced(value):
+            self._value = _write_index(self._value.copy(), index, value)
+        else:
+            self._value[index] = value
+
+    def _assign(self, result: Any) -> None:
+        """Take `result` as the array's new contents, as an in-place operator does."""
+        if _shape(result) != self.shape:
+            raise TracingError(_at_user_line(f"an in-place update would change shape {self.shape} to {_shape(result)}"))
+        if isinstance(result, Traced) or isinstance(self._value, Traced):
+            self._value = result
+        else:
+            self._value[...] = result
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __iter__(self) -> Any:
+        return iter(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __float__(self) -> float:
+        return float(self._value)  # type: ignore[arg-type]
+
+    def __int__(self) -> int:
+        return int(self._value)  # type: ignore[arg-type]
+
+    def __index__(self) -> int:
+        return self._value.__index__()
+
+    def __repr__(self) -> str:
+        return repr(self._value)
+
+
+def _unmade(value: Any) -> Any:
+    """`value` with every Made in it (inside tuples, lists and dicts too) as what it holds."""
+    kind = type(value)
+    if kind is Made:
+        return value._value
+    if kind is tuple or kind is list:
+        return kind(_unmade(v) for v in value)
+    if kind is dict:
+        return {k: _unmade(v) for k, v in value.items()}
+    return value
+
+
+def _holds_traced(value: Any) -> bool:
+    """Whether `value` is or holds (in tuples and lists) a traced value."""
+    kind = type(value)
+    if kind is Traced:
+        return True
+    if kind is Made:
+        return type(value._value) is Traced
+    if kind is tuple or kind is list:
+        return any(_holds_traced(v) for v in value)
+    return False
+
+
+_FLATGRAD_DIR = os.path.dirname(_LIBRARY_FILE) + os.sep
+
+
+def _called_by_user(frame: types.FrameType) -> bool:
+    """Whether the code running in `frame` is the user's: not NumPy's, the standard library's,
+    nor flatgrad's own (the op table's expressions and helpers make arrays while tracing too)."""
+    filename = frame.f_code.co_filename
+    return not (_is_library(filename) or filename.startswith((_FLATGRAD_DIR, "<flatgrad")))
+
+
+def _creating(name: str) -> Callable[..., Any]:
+    """What the user's `np.<name>(...)` gives while tracing: a Made, or for `np.array` of traced
+    values, those values as one traced array."""
+
+    def create(original: Callable, args: tuple, kwargs: dict) -> Any:
+        if name in ("array", "asarray") and args and _holds_traced(args[0]):
+            return _array_of_traced(name, args[0], kwargs)
+        result = original(*_unmade(args), **_unmade(kwargs))
+        return Made(result) if type(result) is np.ndarray else result
+
+    return create
+
+
+def _array_of_traced(name: str, value: Any, kwargs: dict) -> Any:
+    """`np.array(value)` where value is or holds traced values: the value itself (a copy for
+    np.array), or the stack of its items (`np.array([a, b, c])` of traced numbers)."""
+    if kwargs:
+        raise _unsupported(f"np.{name}(..., {', '.join(kwargs)}=...) of traced values", f"call np.{name}(values)")
+    value = _unmade(value)
+    if isinstance(value, Traced):
+        return value if name == "asarray" else _call("function", "copy", (value,), {})
+    items = [_array_of_traced("asarray", v, {}) if isinstance(v, (list, tuple)) else v for v in value]
+    return _call("function", "stack", (items,), {})
+
+
+def _extreme(pairwise: np.ufunc) -> Callable[..., Any]:
+    """What the user's `max(a, b)` / `min(a, b)` (or of a list) gives while tracing, where a
+    traced number is among the numbers: `np.maximum` / `np.minimum` of them in turn, which
+    pick the first of tied values as Python does."""
+
+    def extreme(original: Callable, args: tuple, kwargs: dict) -> Any:
+        values = list(args[0]) if len(args) == 1 and not kwargs and hasattr(args[0], "__iter__") else args
+        if kwargs or len(values) < 2 or not _holds_traced(list(values)) or any(_shape(v) != () for v in values):
+            return original(values) if values is not args else original(*args, **kwargs)
+        result = values[0]
+        for value in values[1:]:
+            result = pairwise(result, value)
+        return result
+
+    return extreme
+
+
+# While a trace runs, what the user's code calls of these (module, name) goes to a handler.
+_CREATION_FUNCTIONS = (
+    "array", "asarray", "zeros", "ones", "empty", "full", "eye", "identity", "arange", "linspace",
+    "zeros_like", "ones_like", "empty_like", "full_like",
+)
+_HANDLERS: dict[tuple[Any, str], Callable[..., Any]] = {
+    **{(np, name): _creating(name) for name in _CREATION_FUNCTIONS},
+    (builtins, "max"): _extreme(np.maximum),
+    (builtins, "min"): _extreme(np.minimum),
+}
+
+
+class _Substitutes:
+    """While any trace runs, the functions of `_HANDLERS` are replaced by wrappers that send the
+    user's code running in a traced thread to their handler; every other caller (another
+    thread, NumPy itself, flatgrad) gets the original function."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._traces = 0
+        self._local = threading.local()
+        self._originals = {(module, name): getattr(module, name) for module, name in _HANDLERS}
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Send the user's calls in this thread to the handlers while the block runs."""
+        with self._lock:
+            if self._traces == 0:
+                for (module, name), original in self._originals.items():
+                    setattr(module, name, self._wrapper(original, _HANDLERS[module, name]))
+            self._traces += 1
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            with self._lock:
+                self._traces -= 1
+                if self._traces == 0:
+                    for (module, name), original in self._originals.items():
+                        setattr(module, name, original)
+
+    def _wrapper(self, original: Callable, handler: Callable[..., Any]) -> Callable:
+        local = self._local
+
+        @functools.wraps(original)
+        def substitute(*args: Any, **kwargs: Any) -> Any:
+            if not getattr(local, "depth", 0) or not _called_by_user(sys._getframe(1)):
+                return original(*args, **kwargs)
+            return handler(original, args, kwargs)
+
+        return substitute
+
+
+_SUBSTITUTES = _Substitutes()
 
 
 @dataclass(frozen=True)
@@ -715,9 +1165,11 @@ def trace(fn: Callable, *args: Any, **kwargs: Any) -> Graph:
     stand_ins = {name: recorder.new_value(spec.shape, spec.dtype) for name, spec in specs.items()}
     try:
         try:
-            result = fn(**stand_ins) if _all_keyword_safe(fn) else fn(*stand_ins.values())
+            with _SUBSTITUTES.active():
+                result = fn(**stand_ins) if _all_keyword_safe(fn) else fn(*stand_ins.values())
         finally:
             recorder.finish()
+        result = _unmade(result)
         output = _check_output(fn, recorder, result, stand_ins, arguments)
         return _build_graph(recorder, list(stand_ins), output, baked_constants(fn))
     finally:

@@ -59,6 +59,8 @@ def _verify_graph(graph: Graph) -> Graph:
             raise IRError(f"{where}: unknown op {eqn.op!r}")
         row = OPS[eqn.op]
         expected = len(row.operands) if eqn.rule is None else len(row.rule_names(eqn.rule))
+        if row.packs is not None and eqn.rule is None:  # one to len(operands) parts
+            expected = min(max(len(eqn.inputs), 1), expected)
         if len(eqn.inputs) != expected:
             raise IRError(f"{where}: {len(eqn.inputs)} operands, {eqn.op} takes {expected}")
         for a in eqn.reads:

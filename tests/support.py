@@ -26,6 +26,9 @@ EXAMPLES = {
     "svm_net": _NET + _LAYERS,
     "softmax": ["--arg", "X=f64[8,4]", "--arg", "y=i64[8]", "--arg", "W=f64[4,3]", "--arg", "b=f64[3]", "--wrt", "W,b"],
     "mlp": ["--arg", "X=f64[8,4]", "--arg", "t=f64[8,3]", "--wrt", "W1,b1,W2,b2"] + _LAYERS,
+    # the same two models as course solutions write them (X.dot(W), np.eye(C)[y], masks, np.var, ...)
+    "course_net": _NET + _LAYERS,
+    "course_softmax": ["--arg", "W=f64[5,3]", "--arg", "X=f64[8,4]", "--arg", "y=i64[8]", "--wrt", "W"],
 }
 
 
@@ -34,3 +37,23 @@ def pyflakes_messages(source: str, filename: str = "emitted.py") -> str:
     stream = io.StringIO()
     pyflakes.api.check(source, filename, pyflakes.reporter.Reporter(stream, stream))
     return stream.getvalue()
+
+
+def central_differences(f, args: dict, wrt: list[str], step: float = 1e-6) -> list:
+    """The gradient of scalar `f(**args)` in each float argument named in `wrt`, by central
+    differences on plain NumPy: an oracle that shares no code with flatgrad."""
+    import numpy as np
+
+    grads = []
+    for name in wrt:
+        value = np.asarray(args[name], dtype=float)
+        grad = np.zeros_like(value)
+        for position in np.ndindex(value.shape):
+            shifted = []
+            for sign in (1.0, -1.0):
+                moved = value.copy()
+                moved[position] += sign * step
+                shifted.append(f(**{**args, name: moved if moved.shape else float(moved)}))
+            grad[position] = (shifted[0] - shifted[1]) / (2 * step)
+        grads.append(grad if grad.shape else float(grad))
+    return grads

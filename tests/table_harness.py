@@ -49,7 +49,8 @@ ROWS = [row for row in OPS.values() if row.entry_points()]
 
 def makes_bools(row: Op) -> bool:
     """A comparison: no gradient, a bool output."""
-    return not row.grads and np.asarray(row.compute(*[0.5] * len(row.operands))).dtype == bool
+    operands = [np.full(shape, 0.5) for shape in row.shapes] or [0.5] * len(row.operands)
+    return not row.grads and np.asarray(row.compute(*operands, **dict.fromkeys(row.static))).dtype == bool
 
 
 DIFFERENTIABLE = [row for row in ROWS if row.grads]
@@ -98,12 +99,53 @@ BROADCAST_SHAPES = {
 
 # Candidates for each static parameter, by its name; a row keeps those its `when` accepts.
 AXES = (None, 0, 1, -1, (0, 1))
+NORM_ORDERS = ({"ord": "fro", "axis": None}, {"ord": 2, "axis": 1}, {"ord": 2, "axis": None}, {"ord": 1, "axis": 1})
+TENSORDOT_AXES = (2, ((1, 2), (1, 0)), ([2], [0]), 0)  # for operands of shapes (2, 3, 3) and (3, 3, 4)
+# for operands of shapes (2, 3) and (3, 2); a repeated index and a lone summed one are refused
+SUBSCRIPTS = ("ij,jk->ik", "ij,jk", "ij,ji->", "ij,jk->kji", "ij,ji->ij", "ii,jk->ik", "ij,jk->i")
 CLIP_BOUNDS = ((-1.0, 1.0), (None, 0.5), (-0.5, None))
 # Indices as user code writes them; `i` and `j` are index arrays (the rows' operands i and j).
 INDEX_TEXTS = (
     "1", "-1", ":, 2", "1:3", "1:", ":, 2:", "::2, 1:", "None, 0", "..., 1", "0, 1", "::-1, -2",
     "i", ":, i", "i, 2", "-1, i", "i, 1:3", "i, j",
 )
+
+
+# Candidates of the layout rows' statics, by the names a call passes (keyword: value).
+LAYOUT_STATICS = {
+    ("axes",): [{"axes": a} for a in (None, (1, 0), (0, 1), (1, 0, 2), (2, 0, 1), (-1, 0, 1))],
+    ("axis1", "axis2"): [{"axis1": 0, "axis2": 2}, {"axis1": -1, "axis2": 1}, {"axis1": 1, "axis2": 1}],
+    ("destination", "source"): [{"source": s, "destination": d} for s, d in ((0, 2), (-1, 0), ((0, 1), (2, 0)))],
+    ("axis", "start"): [{"axis": a, "start": s} for a, s in ((2, 0), (0, 3), (1, 0), (-1, 1))],
+    ("axis", "shift"): [{"shift": s, "axis": a} for s, a in ((2, None), (1, 0), (-1, 1), ((1, 2), (0, 1)))],
+    ("reps",): [{"reps": r} for r in (2, (2, 1), (1, 2, 3))],
+    ("axis", "repeats"): [{"repeats": r, "axis": a} for r, a in ((2, None), (3, 0), (2, 1), (2, -1))],
+    ("k",): [{"k": k} for k in (0, 1, -1)],
+    ("axis1", "axis2", "offset"): [{"offset": o, "axis1": a, "axis2": b}
+                                   for o, a, b in ((0, 0, 1), (1, 0, 1), (-1, 0, 1), (1, 1, 0))],
+    ("constant_values", "mode", "pad_width"): [
+        {"pad_width": w, "mode": "constant", "constant_values": c} for w, c in ((1, 0), (((1, 2), (0, 1)), 0.5))
+    ],
+    ("axis", "indices_or_sections"): [
+        {"indices_or_sections": n, "axis": a} for n, a in ((2, 0), (3, 1), ([1, 4], 1), (2, -1), (4, 1))
+    ],
+}
+
+
+@functools.lru_cache(maxsize=None)
+def signature_of(text: str) -> inspect.Signature:
+    namespace: dict = {}
+    exec(f"def _({text}): pass", namespace)
+    return inspect.signature(namespace["_"])
+
+
+def call_statics(row: Op) -> tuple[str, ...]:
+    """The static arguments a call passes: its signature's, or the row's statics where it has none.
+    (A row may derive more statics from these, for its gradient: `inverse`, `parts`.)"""
+    if not row.signature:
+        return row.static
+    params = signature_of(row.signature).parameters
+    return tuple(p for p in params if p not in row.operands and p != row.packs)
 
 
 def reshape_targets(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -122,21 +164,48 @@ def normalized(row: Op, shapes: tuple, static: dict) -> dict:
 
 def static_candidates(row: Op, shapes: tuple) -> list[dict]:
     """The static arguments a call of `row` is tried with, as user code passes them."""
-    names = set(row.static)
+    names = set(call_statics(row))
     if not names:
         return [{}]
-    if names == {"axis", "keepdims"}:
+    if tuple(sorted(names)) in LAYOUT_STATICS:
+        raw = LAYOUT_STATICS[tuple(sorted(names))]
+    elif names == {"axis", "keepdims"}:
         raw = [{"axis": a, "keepdims": k} for k in (False, True) for a in AXES]
     elif names == {"lo", "hi"}:
         raw = [{"lo": lo, "hi": hi} for lo, hi in CLIP_BOUNDS]
     elif names == {"shape"}:
         raw = [{"shape": s} for s in reshape_targets(shapes[0])]
-    elif names == {"axis"}:
-        raw = [{"axis": a} for a in (0, 1, -1)]
+    elif names == {"axis"}:  # the rows that take no None or tuple drop them (_fits)
+        raw = [{"axis": a} for a in (0, 1, -1, None, (0, 2))]
+    elif names == {"dtype"}:  # casts between floats; a cast to integers passes no gradient
+        raw = [{"dtype": "float64"}, {"dtype": "f8"}]
+    elif names == {"axis", "ddof", "keepdims"}:
+        raw = [{"axis": a, "ddof": 0, "keepdims": k} for k in (False, True) for a in AXES]
+        raw += [{"axis": a, "ddof": 1, "keepdims": k} for a, k in ((None, False), (1, False), ((0, 1), True))]
+    elif names == {"ord", "axis", "keepdims"}:
+        raw = [{"ord": None, "axis": a, "keepdims": k} for k in (False, True) for a in AXES]
+        raw += [{**order, "keepdims": False} for order in NORM_ORDERS]
+    elif names == {"axes"}:
+        raw = [{"axes": a} for a in TENSORDOT_AXES]
+    elif names == {"subscripts"}:
+        raw = [{"subscripts": s} for s in SUBSCRIPTS]
     else:
         raise AssertionError(f"no candidates for the static params {row.static} of {row.name}")
-    ndims = tuple(len(s) for s in shapes)
-    return [s for s in raw if row.accepts(ndims, normalized(row, shapes, s))]
+    return [s for s in raw if _fits(row, shapes, s)]
+
+
+def _fits(row: Op, shapes: tuple, static: dict) -> bool:
+    """Whether the row takes these statics for these shapes (an axis in range, a size-1 axis
+    to squeeze, a split into equal parts; its `when`) and NumPy computes its forward with them."""
+    try:
+        static = normalized(row, shapes, static)
+        if not row.accepts(tuple(len(s) for s in shapes), static):
+            return False
+        if not row.splits:  # (a split's static index holds all parts: each is computed on its own)
+            row.compute(*[np.ones(s) for s in shapes], **static)
+    except (TypeError, ValueError, IndexError):
+        return False
+    return True
 
 
 # --- cases: one call of one entry point -------------------------------------------------------
@@ -176,7 +245,13 @@ class Case:
         if self.index is not None:
             return {"index": parse_index(self.index)}
         values = tuple(s for p, s in zip(self.row.operands, self.shapes) if p not in INDEX_PARAMS)
-        return normalized(self.row, values, dict(self.static))
+        static = normalized(self.row, values, dict(self.static))
+        return {"index": static["index"][0]} if self.row.splits else static  # the first part's equation
+
+    @property
+    def operands(self) -> tuple[str, ...]:
+        """The row's operands this call passes: all, or as many as a join is given."""
+        return self.row.operands[: len(self.shapes)] if self.row.packs else self.row.operands
 
 
 def inplace_fits(shapes: tuple) -> bool:
@@ -226,7 +301,7 @@ def index_cases(row: Op) -> list[Case]:
 
 
 def array_cases(row: Op) -> list[Case]:
-    if "index" in row.static:
+    if "index" in row.static and not row.splits:
         return index_cases(row)
     return [
         Case(row, kind, name, row.shapes, tuple(static.items()))
@@ -261,26 +336,24 @@ def augmented(row: Op, target: str, value: str) -> str:
     return ast.unparse(ast.AugAssign(ast.Name(target, ast.Store()), body.op, ast.Name(value, ast.Load())))
 
 
-@functools.lru_cache(maxsize=None)
-def signature_of(text: str) -> inspect.Signature:
-    namespace: dict = {}
-    exec(f"def _({text}): pass", namespace)
-    return inspect.signature(namespace["_"])
-
-
-def spelled_static(row: Op, kind: str, static: dict) -> list[str]:
+def spelled_static(row: Op, kind: str, static: dict, leading: bool = False) -> list[str]:
     """The static arguments as a call writes them: positional, `*shape`, or keywords that
-    differ from their defaults (`np.sum(x, axis=1)`, `x.reshape(2, 3)`, `np.clip(x, -1.0, 1.0)`)."""
+    differ from their defaults (`np.sum(x, axis=1)`, `x.reshape(2, 3)`, `np.clip(x, -1.0, 1.0)`);
+    with `leading`, those the signature puts before the operands instead (`np.einsum('ij,jk', x, y)`)."""
     text = (row.method_signature if kind == "method" else None) or row.signature
     if not text:
         return []
     parts = []
+    after_operands = False
     for p in signature_of(text).parameters.values():
-        if p.name in row.operands:
+        if p.name in row.operands or p.name == row.packs:
+            after_operands = True
+            continue
+        if after_operands == leading:
             continue
         value = static[p.name]
         if p.kind is p.VAR_POSITIONAL:
-            parts += [repr(v) for v in value]
+            parts += [repr(v) for v in (value or ())]
         elif p.default is p.empty:
             parts.append(repr(value))
         elif value != p.default:
@@ -301,8 +374,15 @@ def call_lines(case: Case, operands: list[str]) -> tuple[list[str], str]:
         expr = f"_op({', '.join(operands)})"  # __add__ -> operator.add, __neg__ -> operator.neg
     elif kind == "reflected":
         expr = f"{operands[1]}.{name}({operands[0]})"  # y.__radd__(x) computes x + y
+    elif row.packs:  # np.concatenate([x0, x1, x2], axis=1)
+        expr = f"np.{name}({', '.join(['[' + ', '.join(operands) + ']'] + spelled_static(row, kind, static))})"
+    elif row.splits:  # the parts joined again in reverse order: each part's gradient is checked
+        axis = static.get("axis", 0)
+        parts = f"np.{name}({', '.join(operands + spelled_static(row, kind, static))})"
+        expr = f"np.concatenate({parts}[::-1], axis={axis})"
     elif kind in ("ufunc", "function"):
-        expr = f"np.{name}({', '.join(operands + spelled_static(row, kind, static))})"
+        leading = spelled_static(row, kind, static, leading=True)
+        expr = f"np.{name}({', '.join(leading + operands + spelled_static(row, kind, static))})"
     elif kind == "method":
         expr = f"{operands[0]}.{name}({', '.join(operands[1:] + spelled_static(row, kind, static))})"
     elif kind == "attribute":
@@ -331,22 +411,66 @@ def autograd_softmax(x, axis):
     return e / anp.sum(e, axis=axis, keepdims=True)
 
 
-# forward expressions autograd has no rule for, as it can differentiate them: ndarray.copy, cbrt,
-# and `//` (an ArrayBox has no __floordiv__)
-AUTOGRAD_SPELLINGS = {
+def autograd_roll(x, shift, axis):
+    """np.roll along several axes, one axis at a time (autograd's rolls along one)."""
+    if not isinstance(axis, tuple):
+        return anp.roll(x, shift, axis)
+    for s, a in zip(shift, axis):
+        x = anp.roll(x, s, a)
+    return x
+
+
+def autograd_tile(x, reps):
+    """np.tile as copies joined along each axis (autograd's tile fails for some reps)."""
+    x = anp.reshape(x, (1,) * (len(reps) - anp.ndim(x)) + anp.shape(x))
+    for axis, count in enumerate((1,) * (anp.ndim(x) - len(reps)) + reps):
+        x = anp.concatenate([x] * count, axis=axis)
+    return x
+
+
+def autograd_diagonal(x, offset):
+    """A matrix's diagonal `offset` as a gather (autograd's diagonal takes offset 0 only)."""
+    if anp.ndim(x) == 1:
+        return anp.diag(x, offset)
+    rows, cols = getval(x).shape
+    start_row, start_col = max(-offset, 0), max(offset, 0)
+    length = max(min(rows - start_row, cols - start_col), 0)
+    return x[np.arange(length) + start_row, np.arange(length) + start_col]
+
+
+AUTOGRAD_SPELLINGS = {  # where autograd has no rule (ndarray.copy, np.flip, cbrt, `//`) or takes fewer arguments
     "x.copy()": "np.array(x)",
     "np.cbrt(x)": "np.sign(x) * np.abs(x) ** (1 / 3)",
-    "x // y": "np.floor_divide(x, y)",
+    "x // y": "np.floor_divide(x, y)",  # an ArrayBox has no __floordiv__
+    "np.flip(x, axis)": "x[at]",
+    "np.roll(x, shift, axis)": "roll(x, shift, axis)",
+    "np.tile(x, reps)": "tile(x, reps)",
+    "np.diag(x, k)": "diagonal(x, k)",
+    "np.diagonal(x, offset)": "diagonal(x, offset)",
+    "np.pad(x, pad_width, constant_values=constant_values)":
+        "np.pad(x, pad_width, 'constant', constant_values=constant_values)",
+    # autograd's norm gradient with keepdims=True has the wrong shape (it expands the kept axis again)
+    "np.linalg.norm(x, axis=axis, keepdims=True)": "np.sqrt(np.sum(x * x, axis=axis, keepdims=True))",
 }
 # the helpers a row's forward expression calls, as autograd can differentiate them
-AUTOGRAD_NAMESPACE = {"np": anp, "updated": functional_update, "softmax": autograd_softmax}
+AUTOGRAD_NAMESPACE = {
+    "np": anp, "updated": functional_update, "softmax": autograd_softmax, "roll": autograd_roll, "tile": autograd_tile,
+    "diagonal": autograd_diagonal,
+}
 
 
 @functools.lru_cache(maxsize=None)
-def oracle_forward(row: Op) -> Callable:
-    """The row's forward expression over its params and statics, with np bound to autograd.numpy."""
+def oracle_forward(row: Op, static: tuple[str, ...] | None = None) -> Callable:
+    """The row's forward expression over its params and statics (all, or those named), with np
+    bound to autograd.numpy. A join takes its operands as one tuple; a split, all its parts."""
     text = AUTOGRAD_SPELLINGS.get(row.forward, row.forward)
-    return eval(f"lambda {', '.join(row.operands + row.static)}: {text}", dict(AUTOGRAD_NAMESPACE))
+    names = row.static if static is None else static
+    if row.packs:
+        packed = eval(f"lambda {', '.join((row.packs,) + names)}: {text}", dict(AUTOGRAD_NAMESPACE))
+        return lambda *parts, **statics: packed(parts, **statics)
+    if row.splits:
+        return lambda x, index: [x[part] for part in index]
+    return eval(f"lambda {', '.join(row.operands + names)}: {text}", dict(AUTOGRAD_NAMESPACE))
 
 
 @dataclass
@@ -371,7 +495,7 @@ class UserFunction:
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes = {}
-        for p, shape in zip(self.case.row.operands, self.case.shapes):
+        for p, shape in zip(self.case.operands, self.case.shapes):
             if p in self.case.row.bool_operands:
                 shapes[f"{p}_a"] = shapes[f"{p}_b"] = shape
             else:
@@ -402,6 +526,8 @@ def draw_index_arrays(case: Case, rng: np.random.Generator) -> dict[str, np.ndar
 
 def sample_output_shape(case: Case) -> tuple[int, ...]:
     row = case.row
+    if row.splits:  # the parts joined again
+        return case.shapes[0]
     samples = []
     for p, shape in zip(row.operands, case.shapes):
         if p in row.bool_operands:
@@ -409,7 +535,8 @@ def sample_output_shape(case: Case) -> tuple[int, ...]:
         elif p in INDEX_PARAMS:
             samples.append(np.zeros(shape, np.int64))
         else:
-            samples.append(np.full(shape, 0.5) if shape else 0.5)
+            sample = np.full(shape, 0.5) if shape else 0.5
+            samples.append(DRAW_HOOKS.get(row.name, {}).get(p, lambda v: v)(sample))
     with np.errstate(all="ignore"):  # only the shape is wanted: 0.5 is outside some domains (arccosh)
         return np.shape(row.compute(*samples, **case.static_dict()))
 
@@ -420,7 +547,7 @@ def user_function(case: Case, dtype=np.float64) -> UserFunction:
     floats: list[str] = []
     lines: list[str] = []
     constants = draw_index_arrays(case, rng_for(case, "const")) if case.const_index else {}
-    for p in row.operands:
+    for p in case.operands:
         if p in row.bool_operands:
             names += [f"{p}_a", f"{p}_b"]
             floats += [f"{p}_a", f"{p}_b"]
@@ -431,7 +558,7 @@ def user_function(case: Case, dtype=np.float64) -> UserFunction:
         else:
             names.append(p)
             floats.append(p)
-    call, result = call_lines(case, list(row.operands))
+    call, result = call_lines(case, list(case.operands))
     out_shape = sample_output_shape(case)
     W = weights(out_shape, dtype)
     ret = f"np.sum({result} * _W)" if out_shape else result
@@ -440,19 +567,21 @@ def user_function(case: Case, dtype=np.float64) -> UserFunction:
     namespace = {"np": np, "compiler": compiler, "_op": op, "_W": W, **constants}
     exec(compile(source, f"<{case}>", "exec"), namespace)
 
-    forward = oracle_forward(row)
-    static = case.static_dict()
+    static = normalized(row, case.shapes, dict(case.static)) if row.splits else case.static_dict()
+    forward = oracle_forward(row, tuple(static))
 
     def oracle(*args):
         values = dict(zip(names, args)) | constants
         row_args = [
             np.greater(getval(values[f"{p}_a"]), getval(values[f"{p}_b"])) if p in row.bool_operands else values[p]
-            for p in row.operands
+            for p in case.operands
         ]
         if is_elementwise(row) and out_shape:  # autograd's np.where does not sum a broadcast gradient back
             row_args = [a * np.ones(out_shape) if p in floats else a for p, a in zip(row.operands, row_args)]
         operands = dict(zip(row.operands, row_args))
         out = forward(*row_args, **{k: resolve_index_operands(v, operands) for k, v in static.items()})
+        if row.splits:
+            out = anp.concatenate(out[::-1], axis=dict(case.static).get("axis", 0))
         return anp.sum(out * W) if out_shape else out
 
     return UserFunction(case, namespace["f"], oracle, tuple(names), tuple(floats), constants, out_shape, source)
@@ -462,6 +591,19 @@ def away_from_kinks(values: np.ndarray, extra: tuple[float, ...] = ()) -> bool:
     """All values (and 0 and `extra`) at least KINK_MARGIN apart: no ties, no kinks."""
     points = np.sort(np.concatenate([np.ravel(values), [0.0], extra]))
     return bool(np.all(np.diff(points) > KINK_MARGIN))
+
+
+def invertible(x: np.ndarray) -> np.ndarray:
+    """A drawn matrix made diagonally dominant, so well conditioned: each diagonal entry grows
+    by more than the row's other entries can add up to (the domain's bound, 3, times the size)."""
+    return x + np.eye(x.shape[-1]) * 3.0 * x.shape[-1]
+
+
+# Per row, per operand: what makes a drawn value one the row is smooth at (np.linalg's rows
+# need invertible, well-conditioned matrices, which no interval of entries guarantees).
+DRAW_HOOKS: dict[str, dict[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "det": {"x": invertible}, "inv": {"x": invertible}, "solve": {"x": invertible}, "solve_vec": {"x": invertible},
+}
 
 
 def draw_args(user: UserFunction, rng: np.random.Generator) -> list:
@@ -479,6 +621,8 @@ def draw_args(user: UserFunction, rng: np.random.Generator) -> list:
         floats = {n: rng.uniform(*intervals[n], shapes[n]) for n in user.floats}
         if away_from_kinks(np.concatenate([np.ravel(v) for v in floats.values()]), bounds):
             break
+    for name, hook in DRAW_HOOKS.get(case.row.name, {}).items():
+        floats[name] = hook(floats[name])
     arrays = draw_index_arrays(case, rng) if case.index is not None and not case.const_index else {}
     return [
         np.float64(floats[n]) if n in floats and not shapes[n] else floats.get(n, arrays.get(n)) for n in user.names

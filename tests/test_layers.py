@@ -17,7 +17,7 @@ LAYERS = [
     ["compiler.files", "compiler.helpers", "compiler.display"],
     ["compiler.ir"],
     ["compiler.ops"],
-    ["compiler.verify"],
+    ["compiler.verify", "compiler.listing"],
     ["compiler.naming"],
     ["compiler.tracer"],
     ["compiler.autodiff"],

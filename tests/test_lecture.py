@@ -170,6 +170,21 @@ def test_names_never_shadow_the_module():
     assert "\n    grad = " not in source and "\n    forward = " not in source
 
 
+def test_a_parameter_named_like_a_builtin_keeps_its_name():
+    """Emitted lines call no `input` or `sum`: names like these stay the user's, in `wrt`, the
+    signature and the gradients' names; only `slice`, which codegen writes, would collide."""
+
+    def f(input, sum, slice):
+        max = input * sum
+        return np.sum(max[1:]) * slice
+
+    prog = compiler.gradient(f, np.ones(3), 2.0, 0.5)
+    assert prog.wrt == ("input", "sum", "slice_1")
+    assert "def forward(input, sum, slice_1):" in prog.source and "max = input * sum" in prog.source
+    assert "grad_input" in prog.source
+    np.testing.assert_allclose(prog.grad(np.ones(3), 2.0, 0.5)[0], [0.0, 1.0, 1.0])
+
+
 def test_returned_source_name_is_kept():
     def f(x):
         result = np.exp(x)

@@ -244,8 +244,8 @@ COMPILED = [u for u in USERS if not numba_refuses(u.case)]
 # at most CHUNK cases (each takes about 3 s to compile); numbers compile fast, all in one.
 CHUNK = 12
 GROUPS = {
-    "numbers": [u for u in COMPILED if not any(u.case.shapes)],
-    "elementwise-arrays": [u for u in COMPILED if any(u.case.shapes) and is_elementwise(u.case.row)],
+    "numbers": [u for u in COMPILED if is_elementwise(u.case.row) and not any(u.case.shapes)],
+    "elementwise-arrays": [u for u in COMPILED if is_elementwise(u.case.row) and any(u.case.shapes)],
     "array-rows": [u for u in COMPILED if not is_elementwise(u.case.row) and u.case.index is None],
     "indexing": [u for u in COMPILED if u.case.index is not None],
 }

@@ -104,8 +104,8 @@ def test_row_is_well_formed(row):
             # a None domain is a bool or an index array, the only inputs not drawn from an interval
             assert (interval is None) == (param in row.bool_operands or param in INDEX_PARAMS), param
             assert interval is None or interval[0] < interval[1]
-    if row.shapes:
-        assert len(row.shapes) == len(row.operands)
+    if row.shapes:  # a join's example takes some of the operands it may take
+        assert len(row.shapes) == len(row.operands) or row.packs and len(row.shapes) < len(row.operands)
     assert set(row.bool_operands) <= set(row.operands)
     assert row.when is None or row.shapes, "a row chosen by `when` gives example shapes it accepts"
 
@@ -264,7 +264,7 @@ def test_fill_has_its_value_and_no_gradient(case):
     fill = oracle_forward(case.row)
 
     def oracle(*args):
-        return anp.sum((args[0] * 2.0 + fill(*args)) * W)
+        return anp.sum((args[0] * 2.0 + fill(*args, **case.static_dict())) * W)
 
     prog = build(f, *[np.ones(shape) if shape else 1.0 for shape in case.shapes])
     rng = rng_for(case)
@@ -417,8 +417,8 @@ def shared_interval(row: Op) -> tuple[float, float]:
 def same_value_cases() -> list:
     out = []
     for row in DIFFERENTIABLE:
-        if len(row.operands) != 2 or None in row.domain:
-            continue
+        if len(row.operands) != 2 or None in row.domain or (row.static and not is_elementwise(row)):
+            continue  # (an array row's statics, np.cross's axis, are the gradient cases')
         if is_elementwise(row):
             shapes = [(), (4, 3)]
         elif row.shapes[0] == row.shapes[1]:
@@ -910,7 +910,11 @@ def view_makers() -> list:
     out = []
     for row in VIEW_ROWS:
         for kind, name in row.entry_points():
-            if "index" in row.static:
+            if row.splits:  # a part of the split
+                make_view = eval(f"lambda a: np.{name}(a, 2, axis=1)[1]", {"np": np})
+                out.append(pytest.param(make_view, id=f"{row.name}-{name}-part"))
+                continue
+            if "index" in row.static:  # an indexing row
                 variants = [
                     Case(row, kind, name, (shape,), (), text)
                     for text in INDEX_TEXTS
@@ -974,10 +978,19 @@ def test_a_stale_view_is_an_error(make_view):
 # --- dtypes ----------------------------------------------------------------------------------
 
 
+def _float_valued(row) -> bool:
+    """Whether a row that passes no gradient makes floats (np.sign), not integers (np.argmax)."""
+    operands = [np.full(shape, 0.5) for shape in row.shapes] or [0.5] * len(row.operands)
+    return np.asarray(row.compute(*operands, **dict.fromkeys(row.static))).dtype.kind == "f"
+
+
 def float32_cases() -> list[Case]:
-    """One case per row and entry point (rows differ by static arguments too): its largest shapes."""
+    """One case per row and entry point (rows differ by static arguments too): its largest shapes.
+    A cast (`dtype` given) makes the dtype it is told to, whatever its input's."""
     chosen: dict[tuple, Case] = {}
     for case in GRADIENT_CASES + FILL_CASES:
+        if "dtype" in case.row.static or case.row in FILLS and not _float_valued(case.row):
+            continue
         size = sum(int(np.prod(s)) for s in case.shapes)
         if case.entry not in chosen or size > sum(int(np.prod(s)) for s in chosen[case.entry].shapes):
             chosen[case.entry] = case

@@ -48,7 +48,8 @@ def _call(function: ast.expr, *args: ast.expr) -> ast.Call:
 
 
 def _array_constant(value: np.ndarray) -> ast.expr:
-    """An array literal the way a person writes it: `np.arange(4)`, `np.eye(3)`, `np.full(...)`."""
+    """An array literal the way a person writes it: `np.arange(4)`, `np.eye(3)`, `np.zeros(3)`,
+    `np.full(...)`."""
     default = value.dtype.name in ("float64", "int64")  # what NumPy makes of Python numbers
     dtype = [] if default else [ast.keyword("dtype", _np(value.dtype.name))]
     if value.ndim == 1 and value.dtype.kind in "iu" and np.array_equal(value, np.arange(len(value))):
@@ -56,7 +57,12 @@ def _array_constant(value: np.ndarray) -> ast.expr:
     if value.ndim == 2 and value.shape[0] == value.shape[1] and np.array_equal(value, np.eye(len(value))):
         return ast.Call(_np("eye"), [_constant(len(value))], dtype)
     if value.size and np.all(value == value.flat[0]):
-        return ast.Call(_np("full"), [_constant(value.shape), _constant(value.flat[0].item())], dtype)
+        first = value.flat[0].item()
+        if value.dtype.kind != "b" and first in (0, 1):  # np.zeros and np.ones make float64 by default
+            size = _constant(value.shape[0] if value.ndim == 1 else value.shape)
+            dtype = [] if value.dtype.name == "float64" else [ast.keyword("dtype", _np(value.dtype.name))]
+            return ast.Call(_np("ones" if first else "zeros"), [size], dtype)
+        return ast.Call(_np("full"), [_constant(value.shape), _constant(first)], dtype)
     return ast.Call(_np("array"), [_constant(value.tolist())], [ast.keyword("dtype", _np(value.dtype.name))])
 
 
@@ -147,7 +153,22 @@ class _Substitute(ast.NodeTransformer):
             node.value = self.visit(node.value)
             node.slice = self._static(self.static[node.slice.id], subscript=True)
             return node
-        return self.generic_visit(node)
+        item = node.slice
+        if (  # `grad[parts[1]]`: one index out of a static tuple of them, written as an index
+            isinstance(item, ast.Subscript) and isinstance(item.value, ast.Name) and item.value.id in self.static
+            and isinstance(item.slice, ast.Constant) and type(item.slice.value) is int
+        ):
+            node.value = self.visit(node.value)
+            node.slice = self._static(self.static[item.value.id][item.slice.value], subscript=True)  # type: ignore[index]
+            return node
+        self.generic_visit(node)
+        # an item of a known tuple (`x.shape[0]`, a static's `subscripts[1]`): the item itself
+        position = _literal(node.slice)
+        if isinstance(node.value, ast.Tuple) and type(position) is int and -len(node.value.elts) <= position < len(
+            node.value.elts
+        ):
+            return node.value.elts[position]
+        return node
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.expr:
         """`x.shape`, `x.size`, `x.ndim` and `x.dtype` are known: write them in as literals."""
@@ -307,6 +328,8 @@ def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
         text = row.forward_text(eqn.out.shape == (), jit)
     operands = dict(zip(names, eqn.inputs))
     bindings = {name: _operand(a) for name, a in operands.items()}
+    if row.packs is not None and eqn.rule is None:  # `np.concatenate(xs, ...)` reads all operands
+        bindings[row.packs] = ast.Tuple([_operand(a) for a in eqn.inputs], ast.Load())
     types = _types(eqn, operands)
     static = dict(eqn.params)
     tree = copy.deepcopy(_parsed(text))
