@@ -194,8 +194,8 @@ def _elementwise_rows() -> tuple[Op, ...]:
     """
 
     def unary(name: str, grad: str | None, pattern: str, domain=_X, ufuncs: tuple[str, ...] | None = None,
-              forward: str | None = None, **more) -> Op:
-        return Op(name, ("x",), forward or f"np.{name}(x)", {"x": grad} if grad else {}, pattern=pattern,
+              **more) -> Op:
+        return Op(name, ("x",), f"np.{name}(x)", {"x": grad} if grad else {}, pattern=pattern,
                   ufuncs=(name,) if ufuncs is None else ufuncs, domain=domain, **more)
 
     def binary(name: str, grads: dict[str, str], pattern: str, domain=_XY, **more) -> Op:
@@ -238,7 +238,8 @@ def _elementwise_rows() -> tuple[Op, ...]:
         unary("sinc", "(np.cos(np.pi * x) - out) / (x + (x == 0)) * grad",
               "sinc gate: local gradient (cos(pi x) - sinc(x))/x, from its output", ufuncs=(),
               functions=("sinc",)),
-        # --- kinks: the gradient at the kink is the one np.sign gives, 0 ----------------------------
+        # --- a kink, and a copy -------------------------------------------------------------------------
+        # at its kink, 0, fabs passes the gradient np.sign gives there: 0 (as abs does)
         unary("fabs", "np.sign(x) * grad", "abs gate: router with the sign of x"),
         # finite values pass through; nan and the infinities become numbers that do not depend on x
         unary("nan_to_num", "np.isfinite(x) * grad", "copy where x is finite, else no gradient", ufuncs=(),
