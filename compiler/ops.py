@@ -289,6 +289,18 @@ def _elementwise_rows() -> tuple[Op, ...]:
             binary(f"logical_{kind}", {}, f"logical {kind}: a bool of x and y, passes no gradient")
             for kind in ("and", "or", "xor")
         ),
+        # `&`, `|`, `^` and `~` of masks, as course code combines them (`(x > 0) & (x < 1)`). Of bools
+        # they are the logical ones; of integers they would be bitwise, which no gradient needs
+        *(
+            Op(f"mask_{kind}", ("x", "y"), f"x {symbol} y",
+               pattern=f"mask {kind}: a bool of x and y, passes no gradient",
+               operators=(f"__{kind}__",), reflected=(f"__r{kind}__",), inplace=(f"__i{kind}__",),
+               ufuncs=(f"bitwise_{kind}",), bool_operands=("x", "y"), domain=(None, None))
+            for kind, symbol in (("and", "&"), ("or", "|"), ("xor", "^"))
+        ),
+        # `~` of a Python bool is an int (~True == -2): a number is negated with `not`
+        Op("mask_not", ("x",), "~x", pattern="mask not: a bool of x, passes no gradient", operators=("__invert__",),
+           ufuncs=("invert",), bool_operands=("x",), scalar_forward="not x", domain=(None,)),
     )
 
 

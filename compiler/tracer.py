@@ -815,6 +815,11 @@ for (_kind, _name), _rows in _ENTRY_ROWS.items():
         setattr(Traced, _name, _operator(_kind, _name))
 
 
+# divmod(a, b) is the pair (a // b, a % b): two rows, not one of its own
+Traced.__divmod__ = lambda self, other: (self // other, self % other)  # type: ignore[attr-defined]
+Traced.__rdivmod__ = lambda self, other: (other // self, other % self)  # type: ignore[attr-defined]
+
+
 def _refused_operator(symbol: str) -> Callable[..., Any]:
     def refuse(self: Traced, *other: Any) -> Any:
         raise _unsupported(f"the operator {symbol}")

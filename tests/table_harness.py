@@ -49,12 +49,16 @@ ROWS = [row for row in OPS.values() if row.entry_points()]
 
 def makes_bools(row: Op) -> bool:
     """A comparison: no gradient, a bool output."""
-    operands = [np.full(shape, 0.5) for shape in row.shapes] or [0.5] * len(row.operands)
+    operands = [np.full(shape, 0.5) for shape in row.shapes] or [
+        np.True_ if name in row.bool_operands else 0.5 for name in row.operands
+    ]
     return not row.grads and np.asarray(row.compute(*operands, **dict.fromkeys(row.static))).dtype == bool
 
 
 DIFFERENTIABLE = [row for row in ROWS if row.grads]
-COMPARISONS = [row for row in ROWS if makes_bools(row)]
+# bools of bools (`m1 & m2`, `~m`): tested as the condition of np.where, like comparisons
+MASK_LOGIC = [row for row in ROWS if not row.grads and row.bool_operands and makes_bools(row)]
+COMPARISONS = [row for row in ROWS if makes_bools(row) and row not in MASK_LOGIC]
 FILLS = [row for row in ROWS if not row.grads and not makes_bools(row)]
 
 
@@ -316,6 +320,7 @@ def cases_of(row: Op) -> list[Case]:
 
 GRADIENT_CASES = [case for row in DIFFERENTIABLE for case in cases_of(row)]
 COMPARISON_CASES = [case for row in COMPARISONS for case in elementwise_cases(row)]
+MASK_CASES = [case for row in MASK_LOGIC for case in elementwise_cases(row)]
 FILL_CASES = [case for row in FILLS for case in cases_of(row)]
 
 

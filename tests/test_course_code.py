@@ -134,6 +134,15 @@ def test_builtin_max_and_min_of_traced_numbers_are_np_maximum_and_minimum():
     assert max(3, 4) == 4 and min([5, 2]) == 2  # untouched outside a trace
 
 
+def test_divmod_and_mask_operators():
+    def f(x, y):
+        whole, rest = divmod(x, y)
+        inside = (x > -1.0) & ~(x > 2.0) | (y < 0.0)
+        return np.sum(np.where(inside, rest * whole, x))
+
+    _check(f, {"x": np.array([-2.5, -0.3, 1.7, 2.6]), "y": np.array([0.7, 1.3, 0.9, 1.1])}, ["x", "y"])
+
+
 def test_type_facts_of_traced_values_are_numbers():
     def f(x):
         n = np.size(x) + np.ndim(x) + np.shape(x)[0] + len(x)

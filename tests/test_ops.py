@@ -48,6 +48,8 @@ from table_harness import (
     FILLS,
     GRADIENT_CASES,
     INDEX_TEXTS,
+    MASK_CASES,
+    MASK_LOGIC,
     ROWS,
     Case,
     assert_close_to_autograd,
@@ -111,13 +113,13 @@ def test_row_is_well_formed(row):
 
 
 def test_every_row_and_entry_point_is_tested():
-    tested = {case.entry for case in GRADIENT_CASES + COMPARISON_CASES + FILL_CASES}
+    tested = {case.entry for case in GRADIENT_CASES + COMPARISON_CASES + MASK_CASES + FILL_CASES}
     declared = {(row.name, kind, name) for row in ROWS for kind, name in row.entry_points()}
     assert tested == declared
     internal = {row.name for row in OPS.values() if not row.entry_points()}  # steps autodiff inserts, fused gates
     assert {row.name for row in ROWS} | internal == set(OPS)
     assert all(not OPS[name].grads or OPS[name].fuses for name in internal), "an internal step is never differentiated"
-    assert set(DIFFERENTIABLE) | set(COMPARISONS) | set(FILLS) == set(ROWS)
+    assert set(DIFFERENTIABLE) | set(COMPARISONS) | set(MASK_LOGIC) | set(FILLS) == set(ROWS)
 
 
 def test_each_static_candidate_reaches_exactly_one_row():
@@ -214,6 +216,41 @@ def test_comparison_of_a_value_with_itself(row, shape):
 SPECIAL_VALUES = (0.0, -0.0, 1.5, -2.0, np.nan, np.inf, -np.inf)
 
 
+@pytest.mark.parametrize("case", params(MASK_CASES, "mask"))
+def test_mask_logic_routes_where(case):
+    """where(m0 & m1, ...) with each mask a comparison of its own value: against central
+    differences and autograd, with the bools NumPy computes."""
+    names = [f"x{k}" for k in range(len(case.shapes))]
+    masks = [f"m{k}" for k in range(len(case.shapes))]
+    out_shape = np.broadcast_shapes(*case.shapes)
+    W = weights(out_shape)
+    call, result = call_lines(case, masks)
+    total = f"({' + '.join(names)})"
+    lines = [f"{m} = {x} > 0.0" for m, x in zip(masks, names)] + call
+    body = "".join(f"    {line}\n" for line in lines)
+    stem = case.name.strip("_")
+    op = getattr(operator, stem, None) or getattr(operator, f"{stem}_", None)  # `and_`
+    namespace = {"np": np, "_W": W, "_op": op}
+    returned = f"np.sum(np.where({result}, {total} * 2.0, {total} * 3.0) * _W)"
+    exec(f"def f({', '.join(names)}):\n{body}    return {returned}\n", namespace)
+    f = namespace["f"]
+    logic = oracle_forward(case.row)
+
+    def oracle(*xs):
+        chosen = logic(*(getval(x) > 0.0 for x in xs))
+        total = sum(xs)
+        return anp.sum(anp.where(chosen, total * 2.0, total * 3.0) * W)
+
+    prog = build(f, *(np.ones(s) if s else 1.0 for s in case.shapes))
+    assert traced_eqn(prog, case.row).out.dtype == "bool"
+    rng = rng_for(case)
+    for _ in range(DRAWS):
+        xs = [rng.uniform(-3.0, 3.0, s) for s in case.shapes]
+        xs = [np.where(np.abs(x) < 0.1, 0.5, x) if np.ndim(x) else np.float64(x if abs(x) >= 0.1 else 0.5) for x in xs]
+        check_against_fd(prog, f, names, xs)
+        check_against_autograd(prog, oracle, names, xs)
+
+
 @pytest.mark.parametrize("case", params([c for c in COMPARISON_CASES if c.row in PREDICATES], "predicate"))
 def test_predicate_routes_where(case):
     """where(p(x), 2x, 3x) for a bool of one value (np.isnan(x), np.logical_not(x)): on drawn
@@ -256,7 +293,8 @@ def test_fill_has_its_value_and_no_gradient(case):
     out_shape = np.broadcast_shapes(*case.shapes)
     W = weights(out_shape)
     call, result = call_lines(case, names)
-    namespace = {"np": np, "_W": W, "_op": getattr(operator, case.name.strip("_"), None)}
+    stem = case.name.strip("_")
+    namespace = {"np": np, "_W": W, "_op": getattr(operator, stem, None) or getattr(operator, f"{stem}_", None)}
     # 2x before the call: an in-place `x //= y` rebinds x
     body = ["_twice = x * 2.0", *call, f"return np.sum((_twice + {result}) * _W)"]
     exec(f"def f({', '.join(names)}):\n" + "".join(f"    {line}\n" for line in body), namespace)

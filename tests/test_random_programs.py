@@ -69,6 +69,9 @@ def entry_points(row: Op) -> tuple[tuple[str, str], ...]:
 
 
 def makes_bools(row: Op) -> bool:
+    """A comparison of two numbers (not a combination of bools, `&`)."""
+    if row.bool_operands:
+        return False
     return np.asarray(row.compute(*[0.5] * len(row.operands))).dtype == bool
 
 
