@@ -289,3 +289,12 @@ def test_explain_says_an_input_without_a_path_gets_zero():
     prog = compiler.gradient(lambda x, y: np.sin(x), 1.0, 2.0, explain=True)
     lines = [line for line in body(prog.source, "value_and_grad") if line.startswith("grad_y = ")]
     assert lines == ["grad_y = 0.0  # no path from this input to the output: its gradient is 0"]
+
+
+def test_explain_mode_names_a_gate_whose_line_optimize_mode_dropped():
+    def f(x):
+        out = +x  # a copy: optimize mode reads x instead
+        return out * 2.0
+
+    source = compiler.gradient(f, 1.0, explain=True, optimize=True).source
+    assert "`out, a line optimize mode dropped`" in source

@@ -16,12 +16,13 @@ def explanation(eqn: Eqn, gates: dict[str, str]) -> str:
         if eqn.op == "ones_like":
             return "the seed: the gradient of the output with respect to itself is 1"
         return "no path from this input to the output: its gradient is 0"
-    forward = gates[eqn.gate]
+    # optimize mode may have dropped the gate's own line (a copy `out = +x` reads x instead)
+    forward = gates.get(eqn.gate, f"{eqn.gate}, a line optimize mode dropped")
     row = OPS[eqn.op]
     if eqn.rule is None:  # a step autodiff added after a gate's rule
         what = {
             "astype": f"casts the gradient back to {eqn.out.dtype}, the dtype of the value",
-        }.get(eqn.op, f"sums the gradient over the axes `{forward.split(' = ')[0]}`'s operand was broadcast along")
+        }.get(eqn.op, f"sums the gradient over the axes `{eqn.gate}`'s operand was broadcast along")
         return f"{what} (`{forward}`)"
     tree = expression(eqn)
     if eqn.accumulate is not None:
