@@ -57,3 +57,15 @@ def central_differences(f, args: dict, wrt: list[str], step: float = 1e-6) -> li
             grad[position] = (shifted[0] - shifted[1]) / (2 * step)
         grads.append(grad if grad.shape else float(grad))
     return grads
+
+
+def assert_fresh(grads, inputs, label: str = "") -> None:
+    """Each array gradient is the caller's own: writeable, and sharing no memory with an input
+    or with another gradient (so that `w -= lr * g` in place changes nothing else)."""
+    import numpy as np
+
+    arrays = [g for g in grads if isinstance(g, np.ndarray) and g.ndim]
+    for k, grad in enumerate(arrays):
+        assert grad.flags.writeable, f"{label}: gradient {k} is read-only"
+        for other in [a for a in inputs if isinstance(a, np.ndarray)] + arrays[k + 1:]:
+            assert not np.shares_memory(grad, other), f"{label}: gradient {k} shares memory"

@@ -7,7 +7,7 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
-from support import EXAMPLES
+from support import EXAMPLES, assert_fresh
 
 import compiler
 from compiler import passes
@@ -174,6 +174,30 @@ def _programs(stem: str, options: list[str]):
     return f, args, compiler.gradient(f, **args, wrt=wrt), compiler.gradient(f, **args, wrt=wrt, optimize=True)
 
 
+@pytest.mark.parametrize("stem", list(EXAMPLES))
+def test_every_example_returns_fresh_writable_gradients(stem):
+    """In both modes, from value_and_grad and from backward: no gradient is an input, another
+    gradient or a read-only view, so scaling each in place (as SGD does) changes it alone."""
+    f, args, readable, optimized = _programs(stem, EXAMPLES[stem])
+    inputs = list(args.values())
+    for prog in (readable, optimized):
+        _, grads = prog.value_and_grad(*inputs)
+        assert_fresh(grads, inputs, f"{stem} value_and_grad")
+        _, cache = prog.module.forward_with_cache(*inputs)
+        assert_fresh(prog.module.backward(1.0, cache), inputs + list(cache), f"{stem} backward")
+        before = [np.copy(a) for a in inputs]
+        _, grads = prog.value_and_grad(*inputs)
+        kept = [np.copy(g) for g in grads]
+        for grad in grads:  # SGD writes into the gradients it gets (`g *= lr`)
+            if isinstance(grad, np.ndarray) and grad.ndim:
+                grad *= 0.5
+        for grad, copy, k in zip(grads, kept, range(len(kept))):
+            if isinstance(grad, np.ndarray) and grad.ndim:
+                np.testing.assert_array_equal(grad, 0.5 * copy, err_msg=f"{stem}: gradient {k}")
+        for value, copy in zip(inputs, before):
+            np.testing.assert_array_equal(value, copy)
+
+
 def verified_passes(f, args: dict, wrt: tuple[str, ...]):
     """The passes `compiler.gradient(f, **args, wrt=wrt, optimize=True)` runs, in its order, with
     the IR verifier after every one (the seed's folding too); the optimized graph."""
@@ -322,3 +346,20 @@ def test_softmax_written_with_exp_twice_still_fuses():
     optimized = compiler.gradient(f, scores, optimize=True)
     assert [e.op for e in optimized.graph.forward_eqns][0] == "softmax"
     np.testing.assert_allclose(optimized.grad(scores)[0], compiler.gradient(f, scores).grad(scores)[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("optimize", [False, True], ids=["readable", "optimized"])
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda a, b: np.sum(a * b),  # optimized, grad_a is b itself
+        lambda a, b: np.sum((a + b) * 2.0),  # grad_a and grad_b are one array
+        lambda a, b: np.sum(a) + np.sum(b * 0.0),  # a gradient of ones from a fill
+    ],
+    ids=["product", "shared", "fill"],
+)
+def test_gradients_that_would_alias_are_copied(f, optimize):
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([-1.0, 0.5, 2.0])
+    prog = compiler.gradient(f, a, b, optimize=optimize)
+    grads = prog.grad(a, b)
+    assert_fresh(grads, [a, b], prog.source)

@@ -33,7 +33,7 @@ import pytest
 from autograd.tracer import getval
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from support import pyflakes_messages
+from support import assert_fresh, pyflakes_messages
 from table_harness import AUTOGRAD_SPELLINGS
 
 import compiler
@@ -625,6 +625,8 @@ def test_random_array_program_against_autograd(data):
 
     np.testing.assert_allclose(float(value), expected_value, rtol=1e-12, atol=1e-12, err_msg=str(program))
     assert float(prog.forward(*args)) == float(value) == float(cached_value)
+    assert_fresh(grads, args, str(program))
+    assert_fresh(doubled, args, str(program))
     for i, (grad, expected, twice) in enumerate(zip(grads, expected_grads, doubled)):
         assert np.shape(grad) == np.shape(args[i]), str(program)
         scale = max(1.0, float(np.max(np.abs(expected))))
@@ -634,6 +636,7 @@ def test_random_array_program_against_autograd(data):
     optimized = optimized_program(f, examples)
     with np.errstate(all="ignore"):
         value, grads = optimized.value_and_grad(*args)
+    assert_fresh(grads, args, f"optimized {program}")
     np.testing.assert_allclose(float(value), expected_value, rtol=1e-12, atol=1e-12, err_msg=str(program))
     for i, (grad, expected) in enumerate(zip(grads, expected_grads)):
         scale = max(1.0, float(np.max(np.abs(expected))))

@@ -17,11 +17,12 @@ import jinja2
 import numpy as np
 
 from compiler.codegen.explain import explanation
-from compiler.codegen.expressions import assign, load, returns, tuple_of, unparse
+from compiler.codegen.expressions import assign, expression, load, returns, tuple_of, unparse
 from compiler.codegen.lines import LineForm, render_lines
 from compiler.helpers import HELPERS, helper_source
-from compiler.ir import Backprop, Eqn, Var
+from compiler.ir import Atom, Backprop, Eqn, Var
 from compiler.naming import part_name
+from compiler.passes import copy_source
 
 JIT_BACKENDS = ("numba",)
 TEMPLATE = "module.py.j2"  # the emitted module; templates/ holds the report's too
@@ -132,6 +133,8 @@ class Bodies:
     backward: Code  # the backward pass from the upstream gradient, `backward`'s parameter
     inline: tuple[Code, Code]  # `value_and_grad`'s forward and backward passes (with the seed)
     forms: tuple[LineForm, ...]  # every kind of line used: the helpers and names they call
+    grads: ast.Tuple  # the gradients as `backward` returns them (see `fresh_gradients`)
+    inline_grads: ast.Tuple  # and as `value_and_grad` returns them
 
     @classmethod
     def of(cls, pair: Backprop, folded: Backprop | None, jit: str | None, explain: bool) -> Bodies:
@@ -154,7 +157,56 @@ class Bodies:
         inline = passes(folded) if folded is not None else (forward, backward)
         seeds = len(backward.eqns) - len(pair.backward.eqns)
         seedless = Code(backward.eqns[seeds:], backward.lines[seeds:])
-        return cls(forward, seedless, inline, tuple(forms.values()))
+        grads = fresh_gradients(pair.backward.outputs, pair.backward.eqns, jit)
+        inline_grads = fresh_gradients((folded or pair).backward.outputs, inline[1].eqns, jit)
+        return cls(forward, seedless, inline, tuple(forms.values()), grads, inline_grads)
+
+
+# Calls that may give back (a view of) an array they are passed, rather than a new one
+_VIEWING_CALLS = frozenset((
+    "broadcast_to", "reshape", "ravel", "transpose", "squeeze", "expand_dims", "swapaxes", "moveaxis", "asarray",
+    "ascontiguousarray", "asfortranarray", "atleast_1d", "atleast_2d", "atleast_3d", "diagonal", "diag", "flip",
+    "fliplr", "flipud", "view", "real", "imag",
+))
+
+
+def _allocates(tree: ast.expr) -> bool:
+    """Whether an expression certainly makes a new array: arithmetic does, and every call but
+    those that may view their operand; a name, an attribute (`.T`) or an index may not."""
+    if isinstance(tree, (ast.BinOp, ast.UnaryOp, ast.Compare)):
+        return True
+    if isinstance(tree, ast.Call):
+        func = tree.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+        return name is not None and name not in _VIEWING_CALLS
+    return False
+
+
+def fresh_gradients(grads: Sequence[Var], body: Sequence[Eqn], jit: str | None) -> ast.Tuple:
+    """The gradients as a function returns them, each array one the caller owns: a gradient that
+    may be an input, a cached value, another gradient, or a (read-only) view of one, is
+    returned as `.copy()`, so that an in-place update of one never changes another."""
+    made = {id(eqn.out): eqn for eqn in body}
+
+    def origin(value: Atom) -> Atom:
+        """The value whose array `value` is: through copies (`grad_x = grad_s0`) to the value
+        an equation made, or to an input or cached value."""
+        eqn = made.get(id(value))
+        source = copy_source(eqn) if eqn is not None else None
+        return value if source is None else origin(source)
+
+    returned: set[int] = set()
+    items: list[ast.expr] = []
+    for grad in grads:
+        source = origin(grad)
+        eqn = made.get(id(source))
+        shared = id(source) in returned or eqn is None or not _allocates(expression(eqn, jit))
+        returned.add(id(source))
+        item: ast.expr = load(grad.name)
+        if shared and grad.shape != ():  # numbers are immutable: only arrays need their own copy
+            item = ast.Call(ast.Attribute(item, "copy", ast.Load()), [], [])
+        items.append(item)
+    return ast.Tuple(items, ast.Load())
 
 
 class _Parts:
@@ -179,7 +231,7 @@ def functions(pair: Backprop, provenance: Provenance, bodies: Bodies, jit: str |
     params = tuple(v.name for v in pair.forward.inputs)
     output = pair.forward.outputs[0].name
     grad_names = [g.name for g in pair.backward.outputs]
-    grads, listed = tuple_of(grad_names), f"({_names(grad_names)})"
+    listed = f"({_names(grad_names)})"
     seed = pair.upstream[0].name
     cached = [v.name for v in pair.cache]
     call = _signature(provenance.function, params)
@@ -190,9 +242,9 @@ def functions(pair: Backprop, provenance: Provenance, bodies: Bodies, jit: str |
     whole = Code(inline_forward.eqns + inline_backward.eqns, inline_forward.lines + inline_backward.lines)
     everything = parts.body("value_and_grad", whole, params, [output, *grad_names])
     if len(everything) < len(whole.lines):  # split into parts: the passes are no longer apart
-        value_and_grad = (("", (*everything, returns(load(output), grads))),)
+        value_and_grad = (("", (*everything, returns(load(output), bodies.inline_grads))),)
     else:
-        backward_pass = (*inline_backward.lines, returns(load(output), grads))
+        backward_pass = (*inline_backward.lines, returns(load(output), bodies.inline_grads))
         value_and_grad = (("forward pass", inline_forward.lines), ("backward pass", backward_pass))
     recompute = ast.Subscript(ast.Call(load("value_and_grad"), list(map(load, params)), []), ast.Constant(1))
     with_cache = parts.body("forward_with_cache", bodies.forward, params, [output, *cached])
@@ -213,7 +265,7 @@ def functions(pair: Backprop, provenance: Provenance, bodies: Bodies, jit: str |
         Function(
             "backward", (seed, "cache"),
             f"Return {listed} from the upstream gradient {seed} and `forward_with_cache`'s cache.",
-            (("", (*unpack, *backward, returns(grads))),),
+            (("", (*unpack, *backward, returns(bodies.grads))),),
         ),
         *parts.functions,
     )
