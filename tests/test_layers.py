@@ -19,6 +19,8 @@ LAYERS = [
     ["compiler.ops"],
     ["compiler.verify", "compiler.listing"],
     ["compiler.naming"],
+    ["compiler.tracer.frames", "compiler.tracer.examples"],
+    ["compiler.tracer.values"],
     ["compiler.tracer"],
     ["compiler.autodiff"],
     ["compiler.passes"],

@@ -1,70 +1,38 @@
-"""The tracer: run the user's function on stand-in values and record a forward `Graph`.
-
-`Traced` stands in for each input. Its operators, NumPy's `__array_ufunc__` and
-`__array_function__` protocols, and the `compiler.<gate>` functions record one equation per
-operation, found through the op table's `operators`/`ufuncs`/`functions`/`gate` fields. Each
-equation keeps the user's file:line (frame inspection), and each value the name of the local
-variable it was first bound to (see `naming`).
-
-Anything that would need the number behind a traced value (a branch, `float()`, `math.exp`)
-or that has no row in the table raises a `TracingError` naming the operation, the user's
-file:line and what to write instead.
-"""
+"""Traced values and what user code does with them: the operators, ufuncs, array functions,
+methods and indexing that record equations; boolean masks; arrays the function makes itself;
+and the calls replaced while a trace runs (creation functions, max, min)."""
 
 from __future__ import annotations
 
 import builtins
 import contextlib
 import functools
-import importlib.util
 import inspect
-import itertools
-import linecache
-import os
 import re
 import sys
 import threading
 import types
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from compiler import naming
 from compiler.errors import (
     BranchOnTracedValueError,
-    ConcreteValueError,
-    SignatureError,
     TracingError,
     UnsupportedAttributeError,
     UnsupportedOperationError,
 )
-from compiler.files import display_path
-from compiler.ir import MEMO_LIMIT, Const, Eqn, Graph, Loc, Var, dtype_name, stand_in
+from compiler.ir import MEMO_LIMIT, Const, Loc, dtype_name, stand_in
 from compiler.ops import INDEX_PARAMS, OPS, IndexOperand, Op
-
-# Frames in these files are flatgrad's, NumPy's or the standard library's, not the user's: they neither name values
-# nor locate errors. (The rest of the `compiler` package is never on the stack while the
-# user's function runs, except the demo's functions, which are user code here.)
-_LIBRARY_FILE = os.path.abspath(__file__)
-# SciPy's functions are library code too, found without importing SciPy (slow to import).
-_SCIPY_SPEC = importlib.util.find_spec("scipy")
-_SCIPY_DIR = None if _SCIPY_SPEC is None or not _SCIPY_SPEC.origin else os.path.dirname(_SCIPY_SPEC.origin) + os.sep
-_LIBRARY_DIRS = (
-    os.path.dirname(os.path.abspath(np.__file__)) + os.sep,
-    os.path.dirname(os.path.abspath(inspect.__file__)) + os.sep,  # the standard library
-    "<__array",
-) + ((_SCIPY_DIR,) if _SCIPY_DIR else ())
-
-
-_library_files: dict[str, bool] = {}  # a memo of _is_library, which the tracer asks at every op
-
-
-def _is_library(filename: str) -> bool:
-    hit = _library_files.get(filename)
-    if hit is None:
-        hit = _library_files[filename] = filename == _LIBRARY_FILE or filename.startswith(_LIBRARY_DIRS)
-    return hit
+from compiler.tracer.frames import (
+    _at_user_line,
+    _called_by_user,
+    _concrete,
+    _is_library,
+    _unsupported,
+    _user_source_line,
+    supported_operations,
+)
 
 
 class Traced:
@@ -215,90 +183,6 @@ _TYPE_FACTS: dict[Callable, Callable] = {
     np.size: _size,
     np.result_type: lambda *values: np.result_type(*(v.dtype if isinstance(v, Traced) else v for v in values)),
 }
-
-
-def _concrete(kind: str) -> ConcreteValueError:
-    source = _user_source_line()
-    called = re.search(r"\bmath\.(\w+)", source)
-    if called:
-        fn = called.group(1)
-        replacement = {"fabs": "abs", "pow": "power"}.get(fn, fn)
-        message = (
-            f"math.{fn}() needs a plain number, but gets a traced value in `{source}`; "
-            f"write np.{replacement}(...), which flatgrad traces"
-        )
-    else:
-        message = (
-            f"{kind}() of a traced value in `{source}` would freeze it into a constant and cut "
-            "its gradient; use the value as it is (it already behaves as a number)"
-        )
-    return ConcreteValueError(_at_user_line(message))
-
-
-def _unsupported(what: str, instead: str | None = None) -> UnsupportedOperationError:
-    if instead is None:
-        instead = "write it with the arithmetic and comparison operators or " + ", ".join(supported_operations())
-    return UnsupportedOperationError(
-        _at_user_line(f"{what} has no rule in flatgrad's op table; {instead}")
-    )
-
-
-def supported_operations() -> list[str]:
-    """The NumPy functions and gates user code may call on traced values, as it spells them."""
-    spelled = {"ufunc": "np.{}", "function": "np.{}", "gate": "compiler.{}"}
-    names = (spelled[kind].format(name) for row in OPS.values() for kind, name in row.entry_points() if kind in spelled)
-    return list(dict.fromkeys(names))  # rows that share an entry point list it once
-
-
-def _innermost_user_frame() -> types.FrameType | None:
-    frame = sys._getframe(1)
-    while frame is not None and _is_library(frame.f_code.co_filename):
-        frame = frame.f_back
-    return frame
-
-
-def _user_source_line() -> str:
-    frame = _innermost_user_frame()
-    if frame is None:
-        return "?"
-    return linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip() or "?"
-
-
-def _at_user_line(message: str) -> str:
-    frame = _innermost_user_frame()
-    if message and _SCIPY_DIR:
-        message = _in_scipy(frame, message)
-    return message if frame is None else f"{display_path(frame.f_code.co_filename)}:{frame.f_lineno}: {message}"
-
-
-# What to write instead of a SciPy function, by its public name.
-_SCIPY_INSTEAD = {
-    "scipy.special.logsumexp": "for log-sum-exp write `m = np.max(x)` and `m + np.log(np.sum(np.exp(x - m)))` "
-    "(optimize=True fuses it into one stable gate)",
-    "scipy.special.softmax": "write compiler.softmax(x, axis)",
-}
-
-
-def _in_scipy(user: types.FrameType | None, message: str) -> str:
-    """`message`, or, where the user's code called a SciPy function that met the traced value,
-    a message that names it: SciPy's functions do not dispatch to traced values as NumPy's do,
-    they convert them, so their failures say little about the user's code."""
-    outermost = None
-    frame = sys._getframe(2)
-    while frame is not None and frame is not user:
-        if frame.f_code.co_filename.startswith(_SCIPY_DIR):  # type: ignore[arg-type]
-            outermost = frame
-        frame = frame.f_back
-    if outermost is None:
-        return message
-    module = str(outermost.f_globals.get("__name__", "scipy")).split(".")
-    public = [part for part in itertools.takewhile(lambda p: not p.startswith("_"), module)]
-    name = ".".join(public + [outermost.f_code.co_name])
-    instead = _SCIPY_INSTEAD.get(name, "write it with NumPy functions, which flatgrad traces")
-    return (
-        f"{name}() is SciPy code, which flatgrad cannot trace: SciPy functions convert their arguments "
-        f"to NumPy arrays rather than call flatgrad back (here: {message.split(';')[0]}); {instead}"
-    )
 
 
 # Every (kind, name) user code reaches, with its rows: several rows share an entry point when
@@ -966,16 +850,6 @@ def _holds_traced(value: Any) -> bool:
     return False
 
 
-_FLATGRAD_DIR = os.path.dirname(_LIBRARY_FILE) + os.sep
-
-
-def _called_by_user(frame: types.FrameType) -> bool:
-    """Whether the code running in `frame` is the user's: not NumPy's, the standard library's,
-    nor flatgrad's own (the op table's expressions and helpers make arrays while tracing too)."""
-    filename = frame.f_code.co_filename
-    return not (_is_library(filename) or filename.startswith((_FLATGRAD_DIR, "<flatgrad")))
-
-
 def _creating(name: str) -> Callable[..., Any]:
     """What the user's `np.<name>(...)` gives while tracing: a Made, or for `np.array` of traced
     values, those values as one traced array."""
@@ -1074,158 +948,3 @@ class _Substitutes:
 
 
 _SUBSTITUTES = _Substitutes()
-
-
-@dataclass(frozen=True)
-class ExampleSpec:
-    """What tracing needs to know of an example argument: its shape and dtype."""
-
-    shape: tuple[int, ...]
-    dtype: str
-
-    @property
-    def differentiable(self) -> bool:
-        return np.dtype(self.dtype).kind == "f"
-
-
-def example_spec(name: str, value: Any) -> ExampleSpec:
-    """The shape and dtype of an example argument; a clear error for anything else."""
-    if isinstance(value, (bool, np.bool_)):
-        raise SignatureError(f"argument {name!r} is a bool; flatgrad traces numbers and arrays")
-    if isinstance(value, int):
-        return ExampleSpec((), "int64")
-    if isinstance(value, float):
-        return ExampleSpec((), "float64")
-    if isinstance(value, (np.ndarray, np.number)) and np.asarray(value).dtype.kind in "fiu":
-        return ExampleSpec(tuple(np.shape(value)), np.asarray(value).dtype.name)
-    raise SignatureError(
-        f"argument {name!r} is a {type(value).__name__}; flatgrad traces numbers and numeric arrays "
-        "(bind other arguments with functools.partial or a default)"
-    )
-
-
-def bind_arguments(fn: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
-    """The traced arguments by parameter name, in signature order."""
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError) as error:
-        raise SignatureError(f"cannot read the signature of {fn!r}: {error}") from None
-    for param in signature.parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise SignatureError(
-                f"{_function_label(fn)} takes *{param.name}; give each input its own parameter"
-            )
-    try:
-        bound = signature.bind(*args, **kwargs)
-    except TypeError as error:
-        raise SignatureError(f"the example arguments do not fit {_function_label(fn)}: {error}") from None
-    return dict(bound.arguments)
-
-
-def integer_examples_hint(arguments: dict[str, Any]) -> str:
-    """For an error about a function with no float: a hint naming its integer scalar examples
-    (the lecture's `-2, 5, -4` typed as ints) and how to write them as floats; else ''."""
-    integers = [
-        (name, value)
-        for name, value in arguments.items()
-        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-    ]
-    if not integers:
-        return ""
-    given = ", ".join(f"{name}={value}" for name, value in integers)
-    floats = ", ".join(f"{name}={float(value)!r}" for name, value in integers)
-    return (
-        f"; the examples {given} are integers, which flatgrad takes as labels and never "
-        f"differentiates: for float inputs write {floats}"
-    )
-
-
-def _function_label(fn: Callable) -> str:
-    return f"{getattr(fn, '__qualname__', repr(fn))}()"
-
-
-def baked_constants(fn: Callable) -> tuple[tuple[str, object], ...]:
-    """Numbers the function reads from its globals or closure: they are baked into the code."""
-    try:
-        refs = inspect.getclosurevars(fn)
-    except (TypeError, ValueError):
-        return ()
-    found = {**refs.globals, **refs.nonlocals}
-    return tuple(
-        (name, value)
-        for name, value in sorted(found.items())
-        if isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
-    )
-
-
-def trace(fn: Callable, *args: Any, **kwargs: Any) -> Graph:
-    """Run `fn` on stand-ins for the example arguments and return its forward graph.
-
-    Only the examples' shapes and dtypes matter, not their values. The graph's inputs are the
-    parameters in signature order, its one output the returned scalar.
-    """
-    arguments = bind_arguments(fn, args, kwargs)
-    specs = {name: example_spec(name, value) for name, value in arguments.items()}
-    recorder = _Recorder(stop_frame=sys._getframe(0))
-    stand_ins = {name: recorder.new_value(spec.shape, spec.dtype) for name, spec in specs.items()}
-    try:
-        try:
-            with _SUBSTITUTES.active():
-                result = fn(**stand_ins) if _all_keyword_safe(fn) else fn(*stand_ins.values())
-        finally:
-            recorder.finish()
-        result = _unmade(result)
-        output = _check_output(fn, recorder, result, stand_ins, arguments)
-        return _build_graph(recorder, list(stand_ins), output, baked_constants(fn))
-    finally:
-        # The recorder holds this frame, which holds the recorder: let go, so that what it
-        # recorded is freed now, not at the collector's next run (compiler.gradient pauses it).
-        recorder.release()
-
-
-def _all_keyword_safe(fn: Callable) -> bool:
-    params = inspect.signature(fn).parameters.values()
-    return not any(p.kind is p.POSITIONAL_ONLY for p in params)
-
-
-def _check_output(
-    fn: Callable, recorder: _Recorder, result: Any, inputs: dict[str, Traced], arguments: dict[str, Any]
-) -> int:
-    label = _function_label(fn)
-    if not isinstance(result, Traced) or result._recorder is not recorder:
-        if isinstance(result, (tuple, list, dict)):
-            raise SignatureError(f"{label} returns a {type(result).__name__}; it must return one scalar")
-        raise SignatureError(
-            f"{label} returns {result!r}, which does not depend on its inputs; "
-            "there is no gradient to compute"
-        )
-    shape, dtype = recorder.types[result._index]
-    if shape != ():
-        raise SignatureError(f"{label} returns an array of shape {shape}; it must return a scalar")
-    if np.dtype(dtype).kind != "f":
-        raise SignatureError(
-            f"{label} returns a value of dtype {dtype}; it must return a float scalar{integer_examples_hint(arguments)}"
-        )
-    if result._index < len(inputs):  # the output is an input itself: copy it into a gate
-        result = _apply(OPS["pos"], (result,))
-    return result._index
-
-
-def _build_graph(
-    recorder: _Recorder, params: list[str], output: int, constants: tuple[tuple[str, object], ...]
-) -> Graph:
-    n_inputs = len(params)
-    types = recorder.types
-    hints = recorder.hints
-    produced = [eqn[2] for eqn in recorder.eqns]
-    value_hints = [hints.get(i, (None,))[0] for i in produced]
-    input_names, value_names = naming.forward_names(params, value_hints, produced.index(output))
-    variables: list[Var | None] = [None] * len(types)
-    for index, name in [*zip(range(n_inputs), input_names), *zip(produced, value_names)]:
-        shape, dtype = types[index]
-        variables[index] = Var(name, shape, dtype)
-    eqns = []
-    for row, operands, out, loc, static in recorder.eqns:
-        inputs = tuple([operand if type(operand) is Const else variables[operand] for operand in operands])
-        eqns.append(Eqn(row.name, inputs, variables[out], None, None, loc, tuple(static.items()) if static else ()))
-    return Graph(tuple(variables[:n_inputs]), tuple(eqns), (variables[output],), constants=constants)

@@ -1,0 +1,112 @@
+"""The tracer: run the user's function on stand-in values and record a forward `Graph`.
+
+`Traced` stands in for each input. Its operators, NumPy's `__array_ufunc__` and
+`__array_function__` protocols, and the `compiler.<gate>` functions record one equation per
+operation, found through the op table's `operators`/`ufuncs`/`functions`/`gate` fields. Each
+equation keeps the user's file:line (frame inspection), and each value the name of the local
+variable it was first bound to (see `naming`).
+
+Anything that would need the number behind a traced value (a branch, `float()`, `math.exp`)
+or that has no row in the table raises a `TracingError` naming the operation, the user's
+file:line and what to write instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import Any, Callable
+
+import numpy as np
+
+from compiler import naming
+from compiler.errors import SignatureError
+from compiler.ir import Const, Eqn, Graph, Var
+from compiler.ops import OPS
+from compiler.tracer.examples import (
+    ExampleSpec,
+    _function_label,
+    baked_constants,
+    bind_arguments,
+    example_spec,
+    integer_examples_hint,
+)
+from compiler.tracer.frames import supported_operations
+from compiler.tracer.values import _SUBSTITUTES, GATES, Made, MaskedRead, Traced, _apply, _Recorder, _unmade
+
+__all__ = [
+    "GATES", "ExampleSpec", "Made", "MaskedRead", "Traced", "baked_constants", "bind_arguments", "example_spec",
+    "integer_examples_hint", "supported_operations", "trace",
+]
+
+def trace(fn: Callable, *args: Any, **kwargs: Any) -> Graph:
+    """Run `fn` on stand-ins for the example arguments and return its forward graph.
+
+    Only the examples' shapes and dtypes matter, not their values. The graph's inputs are the
+    parameters in signature order, its one output the returned scalar.
+    """
+    arguments = bind_arguments(fn, args, kwargs)
+    specs = {name: example_spec(name, value) for name, value in arguments.items()}
+    recorder = _Recorder(stop_frame=sys._getframe(0))
+    stand_ins = {name: recorder.new_value(spec.shape, spec.dtype) for name, spec in specs.items()}
+    try:
+        try:
+            with _SUBSTITUTES.active():
+                result = fn(**stand_ins) if _all_keyword_safe(fn) else fn(*stand_ins.values())
+        finally:
+            recorder.finish()
+        result = _unmade(result)
+        output = _check_output(fn, recorder, result, stand_ins, arguments)
+        return _build_graph(recorder, list(stand_ins), output, baked_constants(fn))
+    finally:
+        # The recorder holds this frame, which holds the recorder: let go, so that what it
+        # recorded is freed now, not at the collector's next run (compiler.gradient pauses it).
+        recorder.release()
+
+
+def _all_keyword_safe(fn: Callable) -> bool:
+    params = inspect.signature(fn).parameters.values()
+    return not any(p.kind is p.POSITIONAL_ONLY for p in params)
+
+
+def _check_output(
+    fn: Callable, recorder: _Recorder, result: Any, inputs: dict[str, Traced], arguments: dict[str, Any]
+) -> int:
+    label = _function_label(fn)
+    if not isinstance(result, Traced) or result._recorder is not recorder:
+        if isinstance(result, (tuple, list, dict)):
+            raise SignatureError(f"{label} returns a {type(result).__name__}; it must return one scalar")
+        raise SignatureError(
+            f"{label} returns {result!r}, which does not depend on its inputs; "
+            "there is no gradient to compute"
+        )
+    shape, dtype = recorder.types[result._index]
+    if shape != ():
+        raise SignatureError(f"{label} returns an array of shape {shape}; it must return a scalar")
+    if np.dtype(dtype).kind != "f":
+        raise SignatureError(
+            f"{label} returns a value of dtype {dtype}; it must return a float scalar{integer_examples_hint(arguments)}"
+        )
+    if result._index < len(inputs):  # the output is an input itself: copy it into a gate
+        result = _apply(OPS["pos"], (result,))
+    return result._index
+
+
+def _build_graph(
+    recorder: _Recorder, params: list[str], output: int, constants: tuple[tuple[str, object], ...]
+) -> Graph:
+    n_inputs = len(params)
+    types = recorder.types
+    hints = recorder.hints
+    produced = [eqn[2] for eqn in recorder.eqns]
+    value_hints = [hints.get(i, (None,))[0] for i in produced]
+    input_names, value_names = naming.forward_names(params, value_hints, produced.index(output))
+    variables: list[Var | None] = [None] * len(types)
+    for index, name in [*zip(range(n_inputs), input_names), *zip(produced, value_names)]:
+        shape, dtype = types[index]
+        variables[index] = Var(name, shape, dtype)
+    eqns = []
+    for row, operands, out, loc, static in recorder.eqns:
+        inputs = tuple([operand if type(operand) is Const else variables[operand] for operand in operands])
+        eqns.append(Eqn(row.name, inputs, variables[out], None, None, loc, tuple(static.items()) if static else ()))
+    return Graph(tuple(variables[:n_inputs]), tuple(eqns), (variables[output],), constants=constants)
