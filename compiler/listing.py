@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from compiler.files import write_atomically
-from compiler.ops import OPS, Op
+from compiler.ops import OPS, Op, operator_symbol
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE_FILE = ROOT / "docs" / "op-table.md"
@@ -19,30 +19,12 @@ README_FILE = ROOT / "README.md"
 BEGIN = "<!-- the list below is generated from the op table by `python -m compiler.listing` -->"
 END = "<!-- end of the generated list -->"
 
-# Python's operators by their dunder's stem (`__add__`, `__radd__` and `__iadd__` are `+`).
-_SYMBOLS = {
-    "add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%", "pow": "**", "matmul": "@",
-    "neg": "unary -", "pos": "unary +", "abs": "abs()", "invert": "~", "and": "&", "or": "|", "xor": "^",
-    "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!=", "getitem": "x[i]", "setitem": "x[i] = v",
-    "divmod": "divmod()", "lshift": "<<", "rshift": ">>",
-}
-
-
-def _operator(dunder: str) -> str:
-    stem = dunder.strip("_")
-    if stem in _SYMBOLS:
-        return _SYMBOLS[stem]
-    if stem[0] in "ri" and stem[1:] in _SYMBOLS:  # reflected, or in place (`+=`)
-        return _SYMBOLS[stem[1:]] + ("=" if stem[0] == "i" else "")
-    return dunder
-
-
 def spellings(row: Op) -> list[str]:
     """How user code reaches `row`, as it spells it: `+`, `np.add`, `.sum()`, `.T`."""
     spelled = []
     for kind, name in row.entry_points():
         if kind in ("operator", "reflected", "inplace"):
-            spelled.append(_operator(name))
+            spelled.append(operator_symbol(name))
         elif kind in ("ufunc", "function"):
             spelled.append(f"np.{name}")
         elif kind == "method":

@@ -30,6 +30,27 @@ from compiler.helpers import HELPERS
 Interval = tuple[float, float] | None
 
 
+# Python's operators as user code spells them, by their dunder's stem (`__add__`, `__radd__`
+# and `__iadd__` are all `+`): for listings and for the errors about operators without a row.
+OPERATOR_SYMBOLS = {
+    "add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%", "pow": "**", "matmul": "@",
+    "neg": "unary -", "pos": "unary +", "abs": "abs()", "invert": "~", "and": "&", "or": "|", "xor": "^",
+    "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!=", "getitem": "x[i]", "setitem": "x[i] = v",
+    "divmod": "divmod()", "lshift": "<<", "rshift": ">>",
+}
+UNARY_OPERATORS = ("neg", "pos", "abs", "invert")
+
+
+def operator_symbol(dunder: str) -> str:
+    """`+` for `__add__` and `__radd__`, `+=` for `__iadd__`; the dunder itself if unknown."""
+    stem = dunder.strip("_")
+    if stem in OPERATOR_SYMBOLS:
+        return OPERATOR_SYMBOLS[stem]
+    if stem[0] in "ri" and stem[1:] in OPERATOR_SYMBOLS:  # reflected, or in place
+        return OPERATOR_SYMBOLS[stem[1:]] + ("=" if stem[0] == "i" else "")
+    return dunder
+
+
 @dataclass(frozen=True, eq=False)
 class Op:
     """One operation: a row of the table. Only `name`, `operands` and `forward` are required; a

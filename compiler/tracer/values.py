@@ -23,7 +23,7 @@ from compiler.errors import (
     UnsupportedOperationError,
 )
 from compiler.ir import MEMO_LIMIT, Const, Loc, dtype_name, stand_in
-from compiler.ops import INDEX_PARAMS, OPS, IndexOperand, Op
+from compiler.ops import INDEX_PARAMS, OPERATOR_SYMBOLS, OPS, UNARY_OPERATORS, IndexOperand, Op
 from compiler.tracer.frames import (
     _at_user_line,
     _called_by_user,
@@ -713,14 +713,10 @@ def _refused_operator(symbol: str) -> Callable[..., Any]:
 
 # Python's operators that no row takes: a FlatgradError at the user's line, not Python's
 # TypeError. (An augmented assignment without its own dunder falls back to the plain one.)
-_OPERATOR_SYMBOLS = {
-    "floordiv": "//", "mod": "%", "divmod": "divmod()", "lshift": "<<", "rshift": ">>", "and": "&", "or": "|",
-    "xor": "^", "pow": "**", "matmul": "@", "truediv": "/", "mul": "*", "add": "+", "sub": "-",
-}
-_OPERATORS = [(f"__{kind}{stem}__", symbol) for stem, symbol in _OPERATOR_SYMBOLS.items() for kind in ("", "r")]
-for _dunder, _symbol in _OPERATORS + [("__invert__", "~"), ("__neg__", "-"), ("__pos__", "+"), ("__abs__", "abs()")]:
-    if _dunder not in vars(Traced):  # (hasattr would find `type.__or__`, which makes unions)
-        setattr(Traced, _dunder, _refused_operator(_symbol))
+for _stem, _symbol in OPERATOR_SYMBOLS.items():
+    for _dunder in (f"__{_stem}__",) if _stem in UNARY_OPERATORS else (f"__{_stem}__", f"__r{_stem}__"):
+        if _dunder not in vars(Traced):  # (hasattr would find `type.__or__`, which makes unions)
+            setattr(Traced, _dunder, _refused_operator(_symbol))
 
 
 def _gate(row: Op) -> Callable[..., Any]:
