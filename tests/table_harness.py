@@ -47,12 +47,18 @@ COND_DOMAIN = (-3.0, 3.0)  # the two floats compared to make a bool input (a boo
 ROWS = [row for row in OPS.values() if row.entry_points()]
 
 
-def makes_bools(row: Op) -> bool:
-    """A comparison: no gradient, a bool output."""
+def sample_result(row: Op) -> np.ndarray:
+    """What the row's forward makes of stand-ins: its example shapes filled with 0.5, or numbers
+    (True for a bool operand), with every static None."""
     operands = [np.full(shape, 0.5) for shape in row.shapes] or [
         np.True_ if name in row.bool_operands else 0.5 for name in row.operands
     ]
-    return not row.grads and np.asarray(row.compute(*operands, **dict.fromkeys(row.static))).dtype == bool
+    return np.asarray(row.compute(*operands, **dict.fromkeys(row.static)))
+
+
+def makes_bools(row: Op) -> bool:
+    """A comparison: no gradient, a bool output."""
+    return not row.grads and sample_result(row).dtype == bool
 
 
 DIFFERENTIABLE = [row for row in ROWS if row.grads]
