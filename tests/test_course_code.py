@@ -143,6 +143,18 @@ def test_divmod_and_mask_operators():
     _check(f, {"x": np.array([-2.5, -0.3, 1.7, 2.6]), "y": np.array([0.7, 1.3, 0.9, 1.1])}, ["x", "y"])
 
 
+def test_a_loop_over_the_rows_of_an_array():
+    def f(X, w):
+        total = 0.0
+        for x in X:  # each row, as NumPy iterates
+            total += np.sum(np.tanh(x * w))
+        return total
+
+    _check(f, {"X": RNG.normal(size=(3, 2)), "w": RNG.normal(size=2)}, ["X", "w"])
+    with pytest.raises(UnsupportedOperationError, match="iterating over a traced number"):
+        compiler.gradient(lambda a: sum(v for v in a), 1.0)
+
+
 def test_type_facts_of_traced_values_are_numbers():
     def f(x):
         n = np.size(x) + np.ndim(x) + np.shape(x)[0] + len(x)

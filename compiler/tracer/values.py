@@ -153,7 +153,10 @@ class Traced:
         raise _concrete("int")
 
     def __iter__(self) -> Any:
-        raise _unsupported("iterating over a traced array", "index it (a[i]) or use array operations")
+        """`for row in x`, as NumPy iterates: x[0], x[1], ... (the length is known)."""
+        if not self.shape:
+            raise _unsupported("iterating over a traced number", "iterate over an array")
+        return (self[i] for i in range(self.shape[0]))
 
     def __complex__(self) -> complex:
         raise _concrete("complex")
@@ -178,7 +181,7 @@ def _size(x: Any, axis: int | None = None) -> int:
 
 # NumPy functions that ask only for a traced value's type, which the trace knows.
 _TYPE_FACTS: dict[Callable, Callable] = {
-    np.shape: lambda x: _shape(x),
+    np.shape: _shape,
     np.ndim: lambda x: len(_shape(x)),
     np.size: _size,
     np.result_type: lambda *values: np.result_type(*(v.dtype if isinstance(v, Traced) else v for v in values)),
