@@ -181,7 +181,7 @@ def _size(x: Any, axis: int | None = None) -> int:
 
 # NumPy functions that ask only for a traced value's type, which the trace knows.
 _TYPE_FACTS: dict[Callable, Callable] = {
-    np.shape: _shape,
+    np.shape: lambda x: _shape(x),  # (defined below)
     np.ndim: lambda x: len(_shape(x)),
     np.size: _size,
     np.result_type: lambda *values: np.result_type(*(v.dtype if isinstance(v, Traced) else v for v in values)),
