@@ -21,7 +21,7 @@ import tempfile
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -31,14 +31,17 @@ from compiler.codegen import JIT_BACKENDS, Provenance, emit_module
 from compiler.errors import FlatgradError, SignatureError
 from compiler.files import display_path, write_atomically, write_output
 from compiler.ir import Backprop, Graph, Var
+from compiler.sizes import NO_SIZES, Sizes, probe_factors, sizes_for, symbolic_source
 from compiler.tracer import ExampleSpec, bind_arguments, example_spec, integer_examples_hint, trace
 
 
-def spec_text(spec: ExampleSpec | Var) -> str:
-    """The command line's spelling of a shape and dtype: `f64`, `f32[4,3]`, `i64[8]`."""
+def spec_text(spec: ExampleSpec | Var, axes: Sequence[str | int] | None = None) -> str:
+    """The command line's spelling of a shape and dtype: `f64`, `f32[4,3]`, `i64[8]`, or with
+    named sizes (`axes`) `f64[N,4]`."""
     dtype = np.dtype(spec.dtype)
     short = f"{dtype.kind}{dtype.itemsize * 8}"
-    return short + (f"[{','.join(map(str, spec.shape))}]" if spec.shape else "")
+    shape = spec.shape if axes is None else axes
+    return short + (f"[{','.join(map(str, shape))}]" if shape else "")
 
 
 def cache_dir() -> Path:
@@ -213,6 +216,7 @@ class Options:
     explain: bool = False  # comment each backward line with its gate and chain rule
     source: str | None = None  # the header's `FILE.py:FUNC` (default: the function's file and name)
     output: str | None = None  # the file the header's command writes (the CLI's -o)
+    dims: Mapping[str, Any] | None = None  # named sizes by parameter: {"X": "N,4"} (see compiler.sizes)
 
     def check(self) -> Options:
         """These options, after checking what can be checked before tracing."""
@@ -226,7 +230,9 @@ class Options:
         return self
 
 
-def provenance(f: Callable, graph: Graph | Backprop, wrt: tuple[str, ...], options: Options) -> Provenance:
+def provenance(
+    f: Callable, graph: Graph | Backprop, wrt: tuple[str, ...], options: Options, sizes: Sizes = NO_SIZES
+) -> Provenance:
     """Where a module comes from (`options.source`, default: `f`'s file and name) and the
     `flatgrad emit` command that regenerates it (writing to `options.output`, when given)."""
     source = options.source
@@ -236,7 +242,7 @@ def provenance(f: Callable, graph: Graph | Backprop, wrt: tuple[str, ...], optio
     command = ["flatgrad", "emit", source]
     for v in graph.inputs:
         if spec_text(v) != "f64":
-            command += ["--arg", f"{v.name}={spec_text(v)}"]
+            command += ["--arg", f"{v.name}={spec_text(v, sizes.of(v.name))}"]
     if wrt != _default_wrt(graph):
         command += ["--wrt", ",".join(wrt)]
     if options.jit:
@@ -252,8 +258,37 @@ def provenance(f: Callable, graph: Graph | Backprop, wrt: tuple[str, ...], optio
 
 
 def build(f: Callable, args: tuple, kwargs: dict, options: Options = Options()) -> GradientProgram:
-    """The pipeline: trace `f` on the examples, differentiate, optimize, emit."""
+    """The pipeline: trace `f` on the examples, differentiate, optimize, emit.
+
+    With named sizes (`options.dims`) the pipeline runs at the examples and at two probes that
+    scale every named size, and `sizes.symbolic_source` writes the sizes the three modules
+    differ in as expressions of the names."""
     options.check()
+    arguments = bind_arguments(f, args, kwargs)
+    shapes = {name: example_spec(name, value).shape for name, value in arguments.items()}
+    sizes = sizes_for(options.dims, shapes)
+    program = _build_at(f, args, kwargs, options, sizes)
+    if not sizes.symbols:
+        return program
+    clashes = sorted(set(sizes.symbols) & {v.name for v in program.graph.inputs + program.graph.outputs}
+                     | set(sizes.symbols) & {e.out.name for e in program.graph.eqns})
+    if clashes:
+        raise SignatureError(f"the named size {clashes[0]} is also a value's name in the code; name the size otherwise")
+    points = [sizes.values(shapes)]
+    sources = [program.source]
+    positional = list(arguments)[: len(args)]
+    for factors in probe_factors(sizes.symbols):
+        probed = {name: np.resize(arguments[name], shape) for name, shape in sizes.probe(shapes, factors).items()}
+        probe_args = tuple(probed.get(name, arguments[name]) for name in positional)
+        probe_kwargs = {name: probed.get(name, value) for name, value in kwargs.items()}
+        points.append(sizes.values({**shapes, **{n: np.shape(v) for n, v in probed.items()}}))
+        sources.append(_build_at(f, probe_args, probe_kwargs, options, sizes).source)
+    label = getattr(f, "__name__", "f")
+    program.source = symbolic_source(sources, points, label)
+    return program
+
+
+def _build_at(f: Callable, args: tuple, kwargs: dict, options: Options, sizes: Sizes) -> GradientProgram:
     with _collector_paused():
         forward = trace(f, *args, **kwargs)
         hint = integer_examples_hint(bind_arguments(f, args, kwargs))
@@ -265,8 +300,8 @@ def build(f: Callable, args: tuple, kwargs: dict, options: Options = Options()) 
         if options.optimize:
             graph = passes.optimize(graph)
             folded = passes.fold_seed(graph)
-        origin = provenance(f, graph, names, options)
-        source_code = emit_module(graph, origin, options.jit, options.explain, folded)
+        origin = provenance(f, graph, names, options, sizes)
+        source_code = emit_module(graph, origin, options.jit, options.explain, folded, sizes)
     return GradientProgram(graph, source_code, names, options.jit, options.optimize, source_file(f))
 
 
@@ -290,6 +325,7 @@ def gradient(
     jit: str | None = None,
     optimize: bool = False,
     explain: bool = False,
+    dims: Mapping[str, Any] | None = None,
     **example_kwargs: Any,
 ) -> GradientProgram:
     """Trace `f` on example arguments, differentiate it and emit flat forward/backward code.
@@ -299,8 +335,12 @@ def gradient(
     `numba.njit(cache=True)`; `optimize=True` emits the leanest code instead of the lecture's
     one gate per line (see `compiler.passes`); `explain=True` comments each backward line with
     its gate, the gate's pattern and the chain rule it applies.
+
+    `dims` names sizes the module reads from its arguments instead of baking in, one entry per
+    axis of a parameter, a name or a number: `dims={"X": "N,4", "y": "N"}` gives one module for
+    every batch size N (`compiler.sizes`).
     """
-    return build(f, example_args, example_kwargs, Options(wrt, jit, optimize, explain))
+    return build(f, example_args, example_kwargs, Options(wrt, jit, optimize, explain, dims=dims))
 
 
 def _signature_key(arguments: dict[str, Any]) -> tuple:

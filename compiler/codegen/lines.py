@@ -25,7 +25,6 @@ class LineForm:
 
     template: str
     calls: frozenset[str]  # the functions the line calls by name (helpers)
-    uses_numpy: bool
 
 
 def format_string(text: str) -> str:
@@ -45,9 +44,8 @@ def _render_form(eqn: Eqn, jit: str | None) -> LineForm:
     accumulate = hole(eqn.accumulate) if eqn.accumulate is not None else None
     tree = expression(Eqn(eqn.op, inputs, out, eqn.rule, accumulate, eqn.loc, eqn.params, eqn.gate, eqn.types), jit)
     calls = frozenset(n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name))
-    uses_numpy = any(isinstance(n, ast.Name) and n.id == "np" for n in ast.walk(tree))
     text = unparse(ast.Assign([ast.Name(out.name, ast.Store())], tree, lineno=0))
-    return LineForm(format_string(text), calls, uses_numpy)
+    return LineForm(format_string(text), calls)
 
 
 _FORMS: dict[tuple, LineForm] = {}  # process-wide, by `ir.KindKeys.by_types`

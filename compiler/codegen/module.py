@@ -17,12 +17,14 @@ import jinja2
 import numpy as np
 
 from compiler.codegen.explain import explanation
+from compiler.codegen.guards import CHECK, check_body, check_doc, definitions, guard_lines
 from compiler.codegen.expressions import assign, expression, load, returns, tuple_of, unparse
 from compiler.codegen.lines import LineForm, render_lines
 from compiler.helpers import HELPERS, helper_source
 from compiler.ir import Atom, Backprop, Eqn, Var
 from compiler.naming import part_name
 from compiler.passes import copy_source
+from compiler.sizes import NO_SIZES, Sizes
 
 JIT_BACKENDS = ("numba",)
 TEMPLATE = "module.py.j2"  # the emitted module; templates/ holds the report's too
@@ -50,9 +52,9 @@ def _itemsize(dtype: str) -> int:
     return np.dtype(dtype).itemsize
 
 
-def describe(v: Var) -> str:
-    """`float64 scalar` or `float32[4, 3]`."""
-    return f"{v.dtype} scalar" if v.shape == () else f"{v.dtype}[{', '.join(map(str, v.shape))}]"
+def describe(v: Var, sizes: Sizes = NO_SIZES) -> str:
+    """`float64 scalar`, `float32[4, 3]` or, with a named size, `float64[N, 4]`."""
+    return f"{v.dtype} scalar" if v.shape == () else f"{v.dtype}[{sizes.shape_text(v.name, v.shape)}]"
 
 
 @dataclass(frozen=True)
@@ -89,11 +91,13 @@ def _reads(eqn: Eqn) -> list[str]:
 
 
 def split_into_parts(
-    name: str, eqns: Sequence[Eqn], texts: Sequence[str], bound_before: Sequence[str], read_after: Sequence[str]
+    name: str, eqns: Sequence[Eqn], texts: Sequence[str], bound_before: Sequence[str], read_after: Sequence[str],
+    sizes: Sequence[str] = (),
 ) -> tuple[list[Function], list[str]]:
     """Straight-line code as part functions of at most NUMBA_PART_LINES lines, and the lines that
-    call them in turn. Each part takes the names it reads that were bound before it and returns
-    the names it binds that are read after it (`read_after` counts as read after the end)."""
+    call them in turn. Each part takes the named sizes and the names it reads that were bound
+    before it, and returns the names it binds that are read after it (`read_after` counts as
+    read after the end)."""
     if len(eqns) <= NUMBA_PART_LINES:
         return [], list(texts)
     parts: list[Function] = []
@@ -102,7 +106,7 @@ def split_into_parts(
     for index, start in enumerate(range(0, len(eqns), NUMBA_PART_LINES)):
         chunk = eqns[start : start + NUMBA_PART_LINES]
         later = set(read_after).union(*(_reads(e) for e in eqns[start + NUMBA_PART_LINES :]))
-        takes = list(dict.fromkeys(n for e in chunk for n in _reads(e) if n in available))
+        takes = [*sizes, *dict.fromkeys(n for e in chunk for n in _reads(e) if n in available)]
         gives = list(dict.fromkeys(e.out.name for e in chunk if e.out.name in later))
         available.update(e.out.name for e in chunk)
         part = part_name(name, index)
@@ -213,60 +217,80 @@ class _Parts:
     """Under numba, bodies longer than NUMBA_PART_LINES lines become calls of part functions,
     which this collects; other backends keep every body whole."""
 
-    def __init__(self, jit: str | None) -> None:
+    def __init__(self, jit: str | None, sizes: Sequence[str]) -> None:
         self.jit = jit
+        self.sizes = sizes
         self.functions: list[Function] = []
 
     def body(self, name: str, code: Code, bound_before: Sequence[str], read_after: Sequence[str]) -> tuple[str, ...]:
         if self.jit != "numba":
             return code.lines
-        parts, calls = split_into_parts(name, code.eqns, code.lines, bound_before, read_after)
+        parts, calls = split_into_parts(name, code.eqns, code.lines, bound_before, read_after, self.sizes)
         self.functions.extend(parts)
         return tuple(calls)
 
 
-def functions(pair: Backprop, provenance: Provenance, bodies: Bodies, jit: str | None) -> tuple[Function, ...]:
+def cached_names(pair: Backprop, sizes: Sizes) -> list[str]:
+    """What `forward_with_cache` keeps for `backward`: the values it reads, and the named sizes
+    no cached input has an axis of."""
+    names = [v.name for v in pair.cache]
+    return names + definitions(sizes, names)[1]
+
+
+def functions(
+    pair: Backprop, provenance: Provenance, bodies: Bodies, jit: str | None, sizes: Sizes = NO_SIZES
+) -> tuple[Function, ...]:
     """The module's functions, made of `bodies`: forward, value_and_grad, grad,
-    forward_with_cache and backward, then any part functions numba needs."""
+    forward_with_cache and backward, then any part functions numba needs. Each function that
+    takes the inputs checks them first (`guards`)."""
     params = tuple(v.name for v in pair.forward.inputs)
     output = pair.forward.outputs[0].name
     grad_names = [g.name for g in pair.backward.outputs]
     listed = f"({_names(grad_names)})"
     seed = pair.upstream[0].name
-    cached = [v.name for v in pair.cache]
+    cached = cached_names(pair, sizes)
     call = _signature(provenance.function, params)
-    parts = _Parts(jit)
+    parts = _Parts(jit, sizes.symbols)
+    guard = (("", guard_lines(provenance.function, pair.forward.inputs, sizes, jit)),)
+    # numba types `grad` for its arguments before it runs, so it checks them itself; in Python
+    # the `value_and_grad` it calls does
+    grad_guard = guard if jit == "numba" else ()
+    upstream_guard = check_body(provenance.function, pair.upstream, NO_SIZES, jit) if not pair.upstream[0].shape else ()
 
     forward = parts.body("forward", bodies.forward, params, [output])
     inline_forward, inline_backward = bodies.inline
     whole = Code(inline_forward.eqns + inline_backward.eqns, inline_forward.lines + inline_backward.lines)
     everything = parts.body("value_and_grad", whole, params, [output, *grad_names])
     if len(everything) < len(whole.lines):  # split into parts: the passes are no longer apart
-        value_and_grad = (("", (*everything, returns(load(output), bodies.inline_grads))),)
+        value_and_grad = (*guard, ("", (*everything, returns(load(output), bodies.inline_grads))))
     else:
         backward_pass = (*inline_backward.lines, returns(load(output), bodies.inline_grads))
-        value_and_grad = (("forward pass", inline_forward.lines), ("backward pass", backward_pass))
+        value_and_grad = (*guard, ("forward pass", inline_forward.lines), ("backward pass", backward_pass))
     recompute = ast.Subscript(ast.Call(load("value_and_grad"), list(map(load, params)), []), ast.Constant(1))
     with_cache = parts.body("forward_with_cache", bodies.forward, params, [output, *cached])
     keep = f"cache = {_names(cached)}" if cached else "cache = ()"
     unpack = (f"{_names(cached)} = cache",) if cached else ()
+    unpack += tuple(definitions(sizes, [v.name for v in pair.cache])[0])
     backward = parts.body("backward", bodies.backward, [seed, *cached], grad_names)
     return (
-        Function("forward", params, f"Return {call}.", (("", (*forward, returns(load(output)))),)),
+        Function("forward", params, f"Return {call}.", (*guard, ("", (*forward, returns(load(output)))))),
         Function(
             "value_and_grad", params, f"Return ({output}, {listed}): the value of {call} and its gradients.",
             value_and_grad,
         ),
-        Function("grad", params, f"Return {listed}, the gradients of {call}.", (("", (returns(recompute),)),)),
+        Function(
+            "grad", params, f"Return {listed}, the gradients of {call}.", (*grad_guard, ("", (returns(recompute),)))
+        ),
         Function(
             "forward_with_cache", params, f"Return ({output}, cache): the value of {call} and what `backward` reads.",
-            (("", (*with_cache, keep, returns(load(output), load("cache")))),),
+            (*guard, ("", (*with_cache, keep, returns(load(output), load("cache"))))),
         ),
         Function(
             "backward", (seed, "cache"),
             f"Return {listed} from the upstream gradient {seed} and `forward_with_cache`'s cache.",
-            (("", (*unpack, *backward, returns(bodies.grads))),),
+            (("", (*upstream_guard, *unpack, *backward, returns(bodies.grads))),),
         ),
+        Function(CHECK, params, check_doc(provenance.function, sizes), (("", check_body(provenance.function, pair.forward.inputs, sizes, jit)),)),
         *parts.functions,
     )
 
@@ -294,27 +318,29 @@ def template(name: str) -> jinja2.Template:
 
 def emit_module(
     pair: Backprop, provenance: Provenance, jit: str | None = None, explain: bool = False,
-    folded: Backprop | None = None,
+    folded: Backprop | None = None, sizes: Sizes = NO_SIZES,
 ) -> str:
     """The whole module for a differentiated function (see `autodiff.differentiate`); `folded`
-    is what `value_and_grad` runs instead, with the seed folded in (`passes.fold_seed`)."""
+    is what `value_and_grad` runs instead, with the seed folded in (`passes.fold_seed`); the
+    inputs' axes named in `sizes` are read from the arguments (see `compiler.sizes`)."""
     bodies = Bodies.of(pair, folded, jit, explain)
     called = set().union(*(form.calls for form in bodies.forms))
     helpers = [helper_source(name) for name in HELPERS if name in called]
-    uses_numpy = bool(helpers) or any(form.uses_numpy for form in bodies.forms)
     cache = pair.cache
+    example_sizes = sizes.values({v.name: v.shape for v in pair.forward.inputs})
     return template(TEMPLATE).render(
         provenance=provenance,
         jit=jit,
-        uses_numpy=uses_numpy,
         helpers=helpers,
-        inputs=[(v.name, describe(v)) for v in pair.forward.inputs],
+        inputs=[(v.name, describe(v, sizes)) for v in pair.forward.inputs],
         output=pair.forward.outputs[0].name,
         grads=[g.name for g in pair.backward.outputs],
         seed=pair.upstream[0].name,
         constants=[(name, repr(value)) for name, value in pair.constants],
-        cache=_listing([v.name for v in cache]),
+        cache=_listing(cached_names(pair, sizes)),
+        symbols=sizes.symbols,
+        example_sizes=", ".join(f"{k} = {v}" for k, v in example_sizes.items()),
         cache_bytes=sum(math.prod(v.shape) * _itemsize(v.dtype) for v in cache),
         signature=_signature(provenance.function, [v.name for v in pair.forward.inputs]),
-        functions=functions(pair, provenance, bodies, jit),
+        functions=functions(pair, provenance, bodies, jit, sizes),
     )
