@@ -30,10 +30,13 @@ from compiler.check import check_inputs, compare, format_check
 from compiler.errors import FlatgradError, SignatureError, TracingError, UsageError
 from compiler.files import display_path, write_output
 from compiler.program import GradientProgram, Options, build
+from compiler.sizes import parse_axes
 from compiler.tracer import ExampleSpec
 
 DEFAULT_OUT_DIR = "generated"
-_SPEC = re.compile(r"^(?P<kind>[fi])(?P<bits>16|32|64)(?:\[(?P<shape>[0-9, ]*)\])?$")
+_SPEC = re.compile(r"^(?P<kind>[fi])(?P<bits>16|32|64)(?:\[(?P<shape>[0-9A-Za-z_, ]*)\])?$")
+# The example size of a named axis (`X=f64[N,4]`): more than one, so nothing broadcasts by chance.
+NAMED_SIZE_EXAMPLE = 8
 _FORCE = "--force"
 
 
@@ -44,7 +47,8 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_spec(name: str, spec: str) -> float | ExampleSpec:
     """`--arg NAME=SPEC`: a number (kept as the value to check at), or a dtype and shape such as
-    f64[4,3] (values are drawn when checking)."""
+    f64[4,3] (values are drawn when checking); a named axis (f64[N,4]) is traced at
+    NAMED_SIZE_EXAMPLE and read from the arguments by the module (see `named_axes`)."""
     try:
         return float(spec)
     except ValueError:
@@ -52,11 +56,24 @@ def parse_spec(name: str, spec: str) -> float | ExampleSpec:
     match = _SPEC.match(spec.strip())
     if not match:
         raise UsageError(
-            f"--arg {name}={spec}: SPEC is a number (2.0) or a dtype and shape (f64, f32[4,3], i64[8])"
+            f"--arg {name}={spec}: SPEC is a number (2.0) or a dtype and shape (f64, f32[4,3], i64[8], f64[N,4])"
         )
     dtype = np.dtype(f"{'float' if match['kind'] == 'f' else 'int'}{match['bits']}")
-    shape = tuple(int(n) for n in (match["shape"] or "").replace(" ", "").split(",") if n)
+    axes = parse_axes(match["shape"] or "", f"--arg {name}={spec}")
+    shape = tuple(NAMED_SIZE_EXAMPLE if isinstance(a, str) else a for a in axes)
     return ExampleSpec(shape, dtype.name)
+
+
+def named_axes(name: str, spec: str) -> tuple[str | int, ...] | None:
+    """The axes of a shape spec (`f64[N,4]` -> ("N", 4)) when one is named, else None."""
+    match = _SPEC.match(spec.strip())
+    if match is None or not match["shape"]:
+        return None
+    try:
+        axes = parse_axes(match["shape"], f"--arg {name}={spec}")
+    except SignatureError as error:
+        raise UsageError(str(error)) from None
+    return axes if any(isinstance(a, str) for a in axes) else None
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,7 @@ class Examples:
     values: dict[str, Any]  # one per parameter, in signature order: what tracing sees
     numbers: dict[str, float]  # those given as numbers, kept as they are when checking
     defaulted: tuple[str, ...]  # parameters without `--arg`, traced as float scalars
+    dims: dict[str, tuple[str | int, ...]]  # the parameters with a named axis (f64[N,4]), for Options.dims
 
 
 def example_arguments(fn: Callable, specs: Sequence[str]) -> Examples:
@@ -85,6 +103,7 @@ def example_arguments(fn: Callable, specs: Sequence[str]) -> Examples:
         values={name: _stand_in(spec) for name, spec in parsed.items()},
         numbers={name: spec for name, spec in parsed.items() if isinstance(spec, float)},
         defaulted=tuple(name for name in params if name not in given),
+        dims={name: axes for name in given if (axes := named_axes(name, given[name])) is not None},
     )
 
 
@@ -151,7 +170,7 @@ def _build(args: argparse.Namespace, target: Target, examples: Examples, **more:
     """The program for the command's options (`more`: the Options only some commands take); a
     failure that a missing `--arg` may explain says which parameters were traced as float
     scalars and what to write."""
-    options = Options(_wrt(args.wrt), optimize=args.optimize, source=target.source, **more)
+    options = Options(_wrt(args.wrt), optimize=args.optimize, source=target.source, dims=examples.dims, **more)
     try:
         return build(target.fn, (), examples.values, options)
     except (SignatureError, UsageError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import itertools
 import keyword
+import math
 import tokenize
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -76,6 +77,8 @@ NO_SIZES = Sizes(())
 
 def parse_axes(text: str | Sequence[Axis], where: str) -> tuple[Axis, ...]:
     """`"N,4"`, `("N", 4)` or `"N"` as axes: a name for a named size, a number for a fixed one."""
+    if isinstance(text, str) and not text.strip():
+        return ()
     items = text.split(",") if isinstance(text, str) else list(text)
     axes: list[Axis] = []
     for item in items:
@@ -90,7 +93,7 @@ def parse_axes(text: str | Sequence[Axis], where: str) -> tuple[Axis, ...]:
         if isinstance(item, int) and item < 0:
             raise SignatureError(f"{where}: an axis of {item} is no size")
         axes.append(item)
-    return tuple(axes) if axes != [""] else ()
+    return tuple(axes)
 
 
 def sizes_for(dims: Mapping[str, Any] | None, shapes: Mapping[str, tuple[int, ...]]) -> Sizes:
@@ -165,6 +168,21 @@ def fit(numbers: Sequence[int], points: Sequence[Mapping[str, int]]) -> str | No
     return None
 
 
+def fit_float(numbers: Sequence[float], points: Sequence[Mapping[str, int]]) -> str | None:
+    """The expression `c / P` or `c * P` (P a named size or a product of two, c a number) that
+    gives `numbers[i]` at `points[i]`: what folding `1 / N * 1.0` makes of a mean."""
+    for product in _candidates(list(points[0])):
+        terms = [_product(product, point) for point in points]
+        for c, form in ((numbers[0] * terms[0], "{c} / {p}"), (numbers[0] / terms[0], "{c} * {p}")):
+            guess = [c / t if "/" in form else c * t for t in terms]
+            if all(math.isclose(g, n, rel_tol=1e-12) for g, n in zip(guess, numbers)):
+                text = " * ".join(product)
+                rounded = round(c)
+                shown = str(rounded) if math.isclose(c, rounded, rel_tol=1e-12) else repr(c)
+                return form.format(c=shown, p=f"({text})" if len(product) > 1 else text)
+    return None
+
+
 def _product(names: Sequence[str], point: Mapping[str, int]) -> int:
     value = 1
     for name in names:
@@ -208,10 +226,13 @@ def symbolic_source(sources: Sequence[str], points: Sequence[Mapping[str, int]],
             continue
         if first.type == tokenize.STRING and index == 0:
             continue  # the module's docstring, which states the example's sizes
-        numbers = [_integer(t) for t in tokens]
+        numbers = [_number(t) for t in tokens]
         if any(t.type != first.type for t in tokens) or None in numbers:
             raise _depends(function, streams, points, index)
-        expression = fit(numbers, points)  # type: ignore[arg-type]
+        if all(isinstance(n, int) for n in numbers):
+            expression = fit(numbers, points)  # type: ignore[arg-type]
+        else:
+            expression = fit_float(numbers, points)  # type: ignore[arg-type]
         if expression is None:
             raise _depends(function, streams, points, index)
         if not expression.isidentifier():
@@ -224,13 +245,13 @@ def symbolic_source(sources: Sequence[str], points: Sequence[Mapping[str, int]],
     return "".join(lines)
 
 
-def _integer(token: tokenize.TokenInfo) -> int | None:
+def _number(token: tokenize.TokenInfo) -> int | float | None:
     if token.type != tokenize.NUMBER:
         return None
     try:
         return int(token.string)
     except ValueError:
-        return None
+        return float(token.string)
 
 
 def _depends(function: str, streams: Sequence[list[tokenize.TokenInfo]], points: Sequence[Mapping[str, int]],

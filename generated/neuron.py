@@ -22,6 +22,8 @@ import numpy as np
 
 def forward(w0, x0, w1, x1, w2):
     """Return neuron(w0, x0, w1, x1, w2)."""
+    check_arguments(w0, x0, w1, x1, w2)
+
     s0 = w0 * x0
     s1 = w1 * x1
     s2 = s0 + s1
@@ -32,6 +34,8 @@ def forward(w0, x0, w1, x1, w2):
 
 def value_and_grad(w0, x0, w1, x1, w2):
     """Return (L, (grad_w0, grad_x0, grad_w1, grad_x1, grad_w2)): the value of neuron(w0, x0, w1, x1, w2) and its gradients."""
+    check_arguments(w0, x0, w1, x1, w2)
+
     # forward pass
     s0 = w0 * x0
     s1 = w1 * x1
@@ -60,6 +64,8 @@ def grad(w0, x0, w1, x1, w2):
 
 def forward_with_cache(w0, x0, w1, x1, w2):
     """Return (L, cache): the value of neuron(w0, x0, w1, x1, w2) and what `backward` reads."""
+    check_arguments(w0, x0, w1, x1, w2)
+
     s0 = w0 * x0
     s1 = w1 * x1
     s2 = s0 + s1
@@ -71,6 +77,8 @@ def forward_with_cache(w0, x0, w1, x1, w2):
 
 def backward(grad_L, cache):
     """Return (grad_w0, grad_x0, grad_w1, grad_x1, grad_w2) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
+    if np.shape(grad_L) != ():
+        raise ValueError(f"neuron: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
     w0, x0, w1, x1, L = cache
     grad_s3 = (1 - L) * L * grad_L
     grad_w2 = grad_s3
@@ -82,3 +90,17 @@ def backward(grad_L, cache):
     grad_w0 = x0 * grad_s0
     grad_x0 = w0 * grad_s0
     return grad_w0, grad_x0, grad_w1, grad_x1, grad_w2
+
+
+def check_arguments(w0, x0, w1, x1, w2):
+    """Raise ValueError unless the arguments have the shapes and dtypes neuron's code is written for."""
+    if np.shape(w0) != ():
+        raise ValueError(f"neuron: w0 must be a float64 number, not an array of shape {np.shape(w0)}")
+    if np.shape(x0) != ():
+        raise ValueError(f"neuron: x0 must be a float64 number, not an array of shape {np.shape(x0)}")
+    if np.shape(w1) != ():
+        raise ValueError(f"neuron: w1 must be a float64 number, not an array of shape {np.shape(w1)}")
+    if np.shape(x1) != ():
+        raise ValueError(f"neuron: x1 must be a float64 number, not an array of shape {np.shape(x1)}")
+    if np.shape(w2) != ():
+        raise ValueError(f"neuron: w2 must be a float64 number, not an array of shape {np.shape(w2)}")

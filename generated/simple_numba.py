@@ -17,12 +17,15 @@ The backward pass caches z, q: 16 bytes at these shapes.
 
 Every function is compiled by numba.njit(cache=True) on its first call.
 """
+import numpy as np
 import numba
 
 
 @numba.njit(cache=True)
 def forward(x, y, z):
     """Return simple(x, y, z)."""
+    check_arguments(x, y, z)
+
     q = x + y
     L = q * z
     return L
@@ -31,6 +34,8 @@ def forward(x, y, z):
 @numba.njit(cache=True)
 def value_and_grad(x, y, z):
     """Return (L, (grad_x, grad_y, grad_z)): the value of simple(x, y, z) and its gradients."""
+    check_arguments(x, y, z)
+
     # forward pass
     q = x + y
     L = q * z
@@ -47,12 +52,16 @@ def value_and_grad(x, y, z):
 @numba.njit(cache=True)
 def grad(x, y, z):
     """Return (grad_x, grad_y, grad_z), the gradients of simple(x, y, z)."""
+    check_arguments(x, y, z)
+
     return value_and_grad(x, y, z)[1]
 
 
 @numba.njit(cache=True)
 def forward_with_cache(x, y, z):
     """Return (L, cache): the value of simple(x, y, z) and what `backward` reads."""
+    check_arguments(x, y, z)
+
     q = x + y
     L = q * z
     cache = z, q
@@ -62,9 +71,22 @@ def forward_with_cache(x, y, z):
 @numba.njit(cache=True)
 def backward(grad_L, cache):
     """Return (grad_x, grad_y, grad_z) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
+    if np.shape(grad_L) != ():
+        raise ValueError("simple: grad_L must be a float64 number; it has shape", np.shape(grad_L))
     z, q = cache
     grad_z = q * grad_L
     grad_q = z * grad_L
     grad_x = grad_q
     grad_y = grad_q
     return grad_x, grad_y, grad_z
+
+
+@numba.njit(cache=True)
+def check_arguments(x, y, z):
+    """Raise ValueError unless the arguments have the shapes and dtypes simple's code is written for."""
+    if np.shape(x) != ():
+        raise ValueError("simple: x must be a float64 number; it has shape", np.shape(x))
+    if np.shape(y) != ():
+        raise ValueError("simple: y must be a float64 number; it has shape", np.shape(y))
+    if np.shape(z) != ():
+        raise ValueError("simple: z must be a float64 number; it has shape", np.shape(z))

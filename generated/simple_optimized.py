@@ -15,10 +15,13 @@ The backward pass caches z, q: 16 bytes at these shapes.
     forward_with_cache(...) -> (L, cache)
     backward(grad_L, cache) -> (grad_x, grad_y, grad_z)
 """
+import numpy as np
 
 
 def forward(x, y, z):
     """Return simple(x, y, z)."""
+    check_arguments(x, y, z)
+
     q = x + y
     L = q * z
     return L
@@ -26,6 +29,8 @@ def forward(x, y, z):
 
 def value_and_grad(x, y, z):
     """Return (L, (grad_x, grad_y, grad_z)): the value of simple(x, y, z) and its gradients."""
+    check_arguments(x, y, z)
+
     # forward pass
     q = x + y
     L = q * z
@@ -45,6 +50,8 @@ def grad(x, y, z):
 
 def forward_with_cache(x, y, z):
     """Return (L, cache): the value of simple(x, y, z) and what `backward` reads."""
+    check_arguments(x, y, z)
+
     q = x + y
     L = q * z
     cache = z, q
@@ -53,9 +60,21 @@ def forward_with_cache(x, y, z):
 
 def backward(grad_L, cache):
     """Return (grad_x, grad_y, grad_z) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
+    if np.shape(grad_L) != ():
+        raise ValueError(f"simple: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
     z, q = cache
     grad_z = q * grad_L
     grad_q = z * grad_L
     grad_x = grad_q
     grad_y = grad_q
     return grad_x, grad_y, grad_z
+
+
+def check_arguments(x, y, z):
+    """Raise ValueError unless the arguments have the shapes and dtypes simple's code is written for."""
+    if np.shape(x) != ():
+        raise ValueError(f"simple: x must be a float64 number, not an array of shape {np.shape(x)}")
+    if np.shape(y) != ():
+        raise ValueError(f"simple: y must be a float64 number, not an array of shape {np.shape(y)}")
+    if np.shape(z) != ():
+        raise ValueError(f"simple: z must be a float64 number, not an array of shape {np.shape(z)}")

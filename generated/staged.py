@@ -19,6 +19,8 @@ import numpy as np
 
 def forward(x, y):
     """Return staged(x, y)."""
+    check_arguments(x, y)
+
     s0 = -y
     s1 = np.exp(s0)
     s2 = 1 + s1
@@ -38,6 +40,8 @@ def forward(x, y):
 
 def value_and_grad(x, y):
     """Return (f, (grad_x, grad_y)): the value of staged(x, y) and its gradients."""
+    check_arguments(x, y)
+
     # forward pass
     s0 = -y
     s1 = np.exp(s0)
@@ -84,6 +88,8 @@ def grad(x, y):
 
 def forward_with_cache(x, y):
     """Return (f, cache): the value of staged(x, y) and what `backward` reads."""
+    check_arguments(x, y)
+
     s0 = -y
     s1 = np.exp(s0)
     s2 = 1 + s1
@@ -104,6 +110,8 @@ def forward_with_cache(x, y):
 
 def backward(grad_f, cache):
     """Return (grad_x, grad_y) from the upstream gradient grad_f and `forward_with_cache`'s cache."""
+    if np.shape(grad_f) != ():
+        raise ValueError(f"staged: grad_f must be a float64 number, not an array of shape {np.shape(grad_f)}")
     s1, s2, num, s4, s5, xpy, den, invden = cache
     grad_num = invden * grad_f
     grad_invden = num * grad_f
@@ -124,3 +132,11 @@ def backward(grad_f, cache):
     grad_s0 = s1 * grad_s1
     grad_y = grad_y - grad_s0
     return grad_x, grad_y
+
+
+def check_arguments(x, y):
+    """Raise ValueError unless the arguments have the shapes and dtypes staged's code is written for."""
+    if np.shape(x) != ():
+        raise ValueError(f"staged: x must be a float64 number, not an array of shape {np.shape(x)}")
+    if np.shape(y) != ():
+        raise ValueError(f"staged: y must be a float64 number, not an array of shape {np.shape(y)}")

@@ -23,6 +23,8 @@ import numba
 @numba.njit(cache=True)
 def forward(x, y):
     """Return staged(x, y)."""
+    check_arguments(x, y)
+
     s0 = -y
     s1 = np.exp(s0)
     s2 = 1 + s1
@@ -43,6 +45,8 @@ def forward(x, y):
 @numba.njit(cache=True)
 def value_and_grad(x, y):
     """Return (f, (grad_x, grad_y)): the value of staged(x, y) and its gradients."""
+    check_arguments(x, y)
+
     # forward pass
     s0 = -y
     s1 = np.exp(s0)
@@ -85,12 +89,16 @@ def value_and_grad(x, y):
 @numba.njit(cache=True)
 def grad(x, y):
     """Return (grad_x, grad_y), the gradients of staged(x, y)."""
+    check_arguments(x, y)
+
     return value_and_grad(x, y)[1]
 
 
 @numba.njit(cache=True)
 def forward_with_cache(x, y):
     """Return (f, cache): the value of staged(x, y) and what `backward` reads."""
+    check_arguments(x, y)
+
     s0 = -y
     s1 = np.exp(s0)
     s2 = 1 + s1
@@ -112,6 +120,8 @@ def forward_with_cache(x, y):
 @numba.njit(cache=True)
 def backward(grad_f, cache):
     """Return (grad_x, grad_y) from the upstream gradient grad_f and `forward_with_cache`'s cache."""
+    if np.shape(grad_f) != ():
+        raise ValueError("staged: grad_f must be a float64 number; it has shape", np.shape(grad_f))
     s1, s2, num, s4, s5, xpy, den, invden = cache
     grad_num = invden * grad_f
     grad_invden = num * grad_f
@@ -132,3 +142,12 @@ def backward(grad_f, cache):
     grad_s0 = s1 * grad_s1
     grad_y = grad_y - grad_s0
     return grad_x, grad_y
+
+
+@numba.njit(cache=True)
+def check_arguments(x, y):
+    """Raise ValueError unless the arguments have the shapes and dtypes staged's code is written for."""
+    if np.shape(x) != ():
+        raise ValueError("staged: x must be a float64 number; it has shape", np.shape(x))
+    if np.shape(y) != ():
+        raise ValueError("staged: y must be a float64 number; it has shape", np.shape(y))

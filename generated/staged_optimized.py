@@ -19,6 +19,8 @@ import numpy as np
 
 def forward(x, y):
     """Return staged(x, y)."""
+    check_arguments(x, y)
+
     sigy = 1 / (1 + np.exp(-y))
     num = x + sigy
     sigx = 1 / (1 + np.exp(-x))
@@ -32,6 +34,8 @@ def forward(x, y):
 
 def value_and_grad(x, y):
     """Return (f, (grad_x, grad_y)): the value of staged(x, y) and its gradients."""
+    check_arguments(x, y)
+
     # forward pass
     sigy = 1 / (1 + np.exp(-y))
     num = x + sigy
@@ -60,6 +64,8 @@ def grad(x, y):
 
 def forward_with_cache(x, y):
     """Return (f, cache): the value of staged(x, y) and what `backward` reads."""
+    check_arguments(x, y)
+
     sigy = 1 / (1 + np.exp(-y))
     num = x + sigy
     sigx = 1 / (1 + np.exp(-x))
@@ -74,6 +80,8 @@ def forward_with_cache(x, y):
 
 def backward(grad_f, cache):
     """Return (grad_x, grad_y) from the upstream gradient grad_f and `forward_with_cache`'s cache."""
+    if np.shape(grad_f) != ():
+        raise ValueError(f"staged: grad_f must be a float64 number, not an array of shape {np.shape(grad_f)}")
     sigy, num, sigx, xpy, den, invden = cache
     grad_num = invden * grad_f
     grad_invden = num * grad_f
@@ -83,3 +91,11 @@ def backward(grad_f, cache):
     grad_x = grad_x + grad_num
     grad_y = grad_xpy + (1 - sigy) * sigy * grad_num
     return grad_x, grad_y
+
+
+def check_arguments(x, y):
+    """Raise ValueError unless the arguments have the shapes and dtypes staged's code is written for."""
+    if np.shape(x) != ():
+        raise ValueError(f"staged: x must be a float64 number, not an array of shape {np.shape(x)}")
+    if np.shape(y) != ():
+        raise ValueError(f"staged: y must be a float64 number, not an array of shape {np.shape(y)}")

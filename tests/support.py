@@ -15,8 +15,8 @@ import pyflakes.reporter
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The array examples at the benchmark's small size: N=8 examples, D=4 features, H=8 hidden, C=3 classes.
-_NET = ["--arg", "X=f64[8,4]", "--arg", "y=i64[8]", "--wrt", "W1,b1,W2,b2"]
+# The array examples: any number N of examples (traced at 8), D=4 features, H=8 hidden, C=3 classes.
+_NET = ["--arg", "X=f64[N,4]", "--arg", "y=i64[N]", "--wrt", "W1,b1,W2,b2"]
 _LAYERS = ["--arg", "W1=f64[4,8]", "--arg", "b1=f64[8]", "--arg", "W2=f64[8,3]", "--arg", "b2=f64[3]"]
 # Each example of examples/ (module and function named alike) -> its `flatgrad emit` options
 EXAMPLES = {
@@ -24,11 +24,11 @@ EXAMPLES = {
     "neuron": [],
     "staged": [],
     "svm_net": _NET + _LAYERS,
-    "softmax": ["--arg", "X=f64[8,4]", "--arg", "y=i64[8]", "--arg", "W=f64[4,3]", "--arg", "b=f64[3]", "--wrt", "W,b"],
-    "mlp": ["--arg", "X=f64[8,4]", "--arg", "t=f64[8,3]", "--wrt", "W1,b1,W2,b2"] + _LAYERS,
+    "softmax": ["--arg", "X=f64[N,4]", "--arg", "y=i64[N]", "--arg", "W=f64[4,3]", "--arg", "b=f64[3]", "--wrt", "W,b"],
+    "mlp": ["--arg", "X=f64[N,4]", "--arg", "t=f64[N,3]", "--wrt", "W1,b1,W2,b2"] + _LAYERS,
     # the same two models as course solutions write them (X.dot(W), np.eye(C)[y], masks, np.var, ...)
     "course_net": _NET + _LAYERS,
-    "course_softmax": ["--arg", "W=f64[5,3]", "--arg", "X=f64[8,4]", "--arg", "y=i64[8]", "--wrt", "W"],
+    "course_softmax": ["--arg", "W=f64[5,3]", "--arg", "X=f64[N,4]", "--arg", "y=i64[N]", "--wrt", "W"],
 }
 
 
