@@ -16,6 +16,7 @@ a clear error.
 
 from __future__ import annotations
 
+import ast
 import io
 import itertools
 import keyword
@@ -67,8 +68,7 @@ class Sizes:
         """The input shapes with every named size multiplied by its factor."""
         values = self.values(examples)
         return {
-            name: tuple(values[a] * factors[a] if isinstance(a, str) else a for a in axes)
-            for name, axes in self.axes
+            name: tuple(values[a] * factors[a] if isinstance(a, str) else a for a in axes) for name, axes in self.axes
         }
 
 
@@ -203,7 +203,8 @@ def _expression(product: Sequence[str], k: int, c: int) -> str:
 
 def _tokens(source: str) -> list[tokenize.TokenInfo]:
     return [
-        t for t in tokenize.generate_tokens(io.StringIO(source).readline)
+        t
+        for t in tokenize.generate_tokens(io.StringIO(source).readline)
         if t.type not in (tokenize.NL, tokenize.COMMENT)
     ]
 
@@ -242,7 +243,33 @@ def symbolic_source(sources: Sequence[str], points: Sequence[Mapping[str, int]],
     for row, start, end, expression in reversed(edits):
         line = lines[row - 1]
         lines[row - 1] = line[:start] + expression + line[end:]
-    return "".join(lines)
+    return _without_unused_sizes("".join(lines), set(points[0]))
+
+
+def _without_unused_sizes(source: str, symbols: set[str]) -> str:
+    """`source` without the named sizes a function reads from its arguments and never uses:
+    `N = check_arguments(...)` becomes `check_arguments(...)`, `N = X.shape[0]` goes."""
+    lines = source.splitlines(keepends=True)
+    dropped: set[int] = set()
+    for function in ast.parse(source).body:
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        used = {n.id for n in ast.walk(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        for statement in function.body:
+            if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1):
+                continue
+            target = statement.targets[0]
+            names = [
+                t.id for t in (target.elts if isinstance(target, ast.Tuple) else [target]) if isinstance(t, ast.Name)
+            ]
+            if not names or not set(names) <= symbols or set(names) & used:
+                continue
+            row = statement.lineno - 1
+            if isinstance(statement.value, ast.Call):
+                lines[row] = lines[row][: target.col_offset] + lines[row][statement.value.col_offset :]
+            else:
+                dropped.add(row)
+    return "".join(line for row, line in enumerate(lines) if row not in dropped)
 
 
 def _number(token: tokenize.TokenInfo) -> int | float | None:
@@ -254,8 +281,12 @@ def _number(token: tokenize.TokenInfo) -> int | float | None:
         return float(token.string)
 
 
-def _depends(function: str, streams: Sequence[list[tokenize.TokenInfo]], points: Sequence[Mapping[str, int]],
-             index: int | None = None) -> FlatgradError:
+def _depends(
+    function: str,
+    streams: Sequence[list[tokenize.TokenInfo]],
+    points: Sequence[Mapping[str, int]],
+    index: int | None = None,
+) -> FlatgradError:
     """The error for code that depends on a named size's value."""
     sizes = " and ".join(", ".join(f"{k} = {v}" for k, v in point.items()) for point in points[:2])
     if index is None:  # different lengths: find the first token that differs

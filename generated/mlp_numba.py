@@ -39,7 +39,7 @@ def forward(X, t, W1, b1, W2, b2):
         raise ValueError("mlp: W2 must be float64[8, 3]; it has shape", np.shape(W2))
     if b2.ndim != 1:
         raise ValueError("mlp: b2 must be float64[3]; it has shape", np.shape(b2))
-    N = check_arguments(X, t, W1, b1, W2, b2)
+    check_arguments(X, t, W1, b1, W2, b2)
 
     s0 = X @ W1
     s1 = s0 + b1
@@ -112,7 +112,7 @@ def grad(X, t, W1, b1, W2, b2):
         raise ValueError("mlp: W2 must be float64[8, 3]; it has shape", np.shape(W2))
     if b2.ndim != 1:
         raise ValueError("mlp: b2 must be float64[3]; it has shape", np.shape(b2))
-    N = check_arguments(X, t, W1, b1, W2, b2)
+    check_arguments(X, t, W1, b1, W2, b2)
 
     return value_and_grad(X, t, W1, b1, W2, b2)[1]
 
@@ -132,7 +132,7 @@ def forward_with_cache(X, t, W1, b1, W2, b2):
         raise ValueError("mlp: W2 must be float64[8, 3]; it has shape", np.shape(W2))
     if b2.ndim != 1:
         raise ValueError("mlp: b2 must be float64[3]; it has shape", np.shape(b2))
-    N = check_arguments(X, t, W1, b1, W2, b2)
+    check_arguments(X, t, W1, b1, W2, b2)
 
     s0 = X @ W1
     s1 = s0 + b1

@@ -23,7 +23,7 @@ import numpy as np
 
 def forward(X, t, W1, b1, W2, b2):
     """Return mlp(X, t, W1, b1, W2, b2)."""
-    N = check_arguments(X, t, W1, b1, W2, b2)
+    check_arguments(X, t, W1, b1, W2, b2)
 
     s0 = X @ W1
     s1 = s0 + b1
@@ -69,7 +69,7 @@ def grad(X, t, W1, b1, W2, b2):
 
 def forward_with_cache(X, t, W1, b1, W2, b2):
     """Return (L, cache): the value of mlp(X, t, W1, b1, W2, b2) and what `backward` reads."""
-    N = check_arguments(X, t, W1, b1, W2, b2)
+    check_arguments(X, t, W1, b1, W2, b2)
 
     s0 = X @ W1
     s1 = s0 + b1

@@ -150,7 +150,7 @@ def grad(X, y, W, b):
         raise ValueError("softmax: W must be float64[4, 3]; it has shape", np.shape(W))
     if b.ndim != 1:
         raise ValueError("softmax: b must be float64[3]; it has shape", np.shape(b))
-    N = check_arguments(X, y, W, b)
+    check_arguments(X, y, W, b)
 
     return value_and_grad(X, y, W, b)[1]
 

@@ -181,7 +181,7 @@ def grad(X, y, W1, b1, W2, b2):
         raise ValueError("svm_net: W2 must be float64[8, 3]; it has shape", np.shape(W2))
     if b2.ndim != 1:
         raise ValueError("svm_net: b2 must be float64[3]; it has shape", np.shape(b2))
-    N = check_arguments(X, y, W1, b1, W2, b2)
+    check_arguments(X, y, W1, b1, W2, b2)
 
     return value_and_grad(X, y, W1, b1, W2, b2)[1]
 

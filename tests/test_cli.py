@@ -330,7 +330,7 @@ def test_header_commands_paste_into_posix_shells(shell):
         pytest.skip(f"{shell} is not installed")
     text = (ROOT / "generated/svm_net.py").read_text()
     command = text.split("regenerate with\n", 1)[1].splitlines()[0].strip()
-    assert "'X=f64[8,4]'" in command
+    assert "'X=f64[N,4]'" in command
     result = subprocess.run([shell, "-c", f"printf '%s\\n' {command}"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == shlex.split(command)

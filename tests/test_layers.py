@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "compiler"
 # here (the test below fails until it does).
 LAYERS = [
     ["compiler._version", "compiler.errors"],
-    ["compiler.files", "compiler.helpers", "compiler.display"],
+    ["compiler.files", "compiler.helpers", "compiler.display", "compiler.sizes"],
     ["compiler.ir"],
     ["compiler.ops"],
     ["compiler.verify", "compiler.listing"],
@@ -25,7 +25,7 @@ LAYERS = [
     ["compiler.autodiff"],
     ["compiler.passes"],
     ["compiler.codegen.expressions"],
-    ["compiler.codegen.lines"],
+    ["compiler.codegen.lines", "compiler.codegen.guards"],
     ["compiler.codegen.explain"],
     ["compiler.codegen.module"],
     ["compiler.codegen"],

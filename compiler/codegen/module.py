@@ -17,8 +17,8 @@ import jinja2
 import numpy as np
 
 from compiler.codegen.explain import explanation
-from compiler.codegen.guards import CHECK, check_body, check_doc, definitions, guard_lines
 from compiler.codegen.expressions import assign, expression, load, returns, tuple_of, unparse
+from compiler.codegen.guards import CHECK, check_body, check_doc, definitions, guard_lines
 from compiler.codegen.lines import LineForm, render_lines
 from compiler.helpers import HELPERS, helper_source
 from compiler.ir import Atom, Backprop, Eqn, Var
@@ -255,6 +255,7 @@ def functions(
     # numba types `grad` for its arguments before it runs, so it checks them itself; in Python
     # the `value_and_grad` it calls does
     grad_guard = guard if jit == "numba" else ()
+    checks = check_body(provenance.function, pair.forward.inputs, sizes, jit)
     upstream_guard = check_body(provenance.function, pair.upstream, NO_SIZES, jit) if not pair.upstream[0].shape else ()
 
     forward = parts.body("forward", bodies.forward, params, [output])
@@ -290,7 +291,7 @@ def functions(
             f"Return {listed} from the upstream gradient {seed} and `forward_with_cache`'s cache.",
             (("", (*upstream_guard, *unpack, *backward, returns(bodies.grads))),),
         ),
-        Function(CHECK, params, check_doc(provenance.function, sizes), (("", check_body(provenance.function, pair.forward.inputs, sizes, jit)),)),
+        Function(CHECK, params, check_doc(provenance.function, sizes), (("", checks),)),
         *parts.functions,
     )
 
