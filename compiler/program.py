@@ -138,17 +138,32 @@ class GradientProgram:
                 )
         return args
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """The function's value, computed by the emitted forward code."""
-        return self.module.forward(*self._arguments(args, kwargs))
+    # The module's own functions, looked up once and then found in the instance's dict: a call
+    # of `prog.grad` costs no more than one of the module's `grad`, which checks its arguments.
+    @functools.cached_property
+    def forward(self) -> Callable[..., Any]:
+        """The function's value, computed by the emitted `forward`."""
+        return self.module.forward
 
-    def value_and_grad(self, *args: Any, **kwargs: Any) -> tuple[Any, tuple]:
-        """`(value, grads)`, with `grads` aligned with `wrt`."""
-        return self.module.value_and_grad(*self._arguments(args, kwargs))
+    @functools.cached_property
+    def value_and_grad(self) -> Callable[..., tuple[Any, tuple]]:
+        """`(value, grads)`, with `grads` aligned with `wrt`: the emitted `value_and_grad`."""
+        return self.module.value_and_grad
 
-    def grad(self, *args: Any, **kwargs: Any) -> tuple:
-        """The gradients alone, aligned with `wrt`."""
-        return self.module.grad(*self._arguments(args, kwargs))
+    @functools.cached_property
+    def grad(self) -> Callable[..., tuple]:
+        """The gradients alone, aligned with `wrt`: the emitted `grad`."""
+        return self.module.grad
+
+    @functools.cached_property
+    def forward_with_cache(self) -> Callable[..., tuple[Any, tuple]]:
+        """`(value, cache)`: the emitted `forward_with_cache`, whose cache `backward` reads."""
+        return self.module.forward_with_cache
+
+    @functools.cached_property
+    def backward(self) -> Callable[..., tuple]:
+        """The gradients from an upstream gradient and `forward_with_cache`'s cache."""
+        return self.module.backward
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the module to `path` (atomically) and return the path.
@@ -343,40 +358,49 @@ def gradient(
     return build(f, example_args, example_kwargs, Options(wrt, jit, optimize, explain, dims=dims))
 
 
-def _signature_key(arguments: dict[str, Any]) -> tuple:
-    return tuple((name, example_spec(name, value)) for name, value in arguments.items())
+def _signature_key(arguments: dict[str, Any], dims: Mapping[str, Any] | None) -> tuple:
+    """What tells programs apart: each argument's dtype and shape, its named sizes as names."""
+    key = []
+    for name, value in arguments.items():
+        spec = example_spec(name, value)
+        named = dims.get(name) if dims else None
+        key.append((name, spec.dtype, spec.shape if named is None else (named, len(spec.shape))))
+    return tuple(key)
 
 
-def _lazy(f: Callable, wrt: str | Sequence[str] | None, jit: str | None, optimize: bool, pick: Callable) -> Callable:
-    options = Options(wrt, jit, optimize).check()
+def _lazy(f: Callable, options: Options, pick: Callable) -> Callable:
+    options.check()
     programs: dict[tuple, GradientProgram] = {}
 
     @functools.wraps(f)
     def transformed(*args: Any, **kwargs: Any) -> Any:
         arguments = bind_arguments(f, args, kwargs)
-        key = _signature_key(arguments)
+        key = _signature_key(arguments, options.dims)
         program = programs.get(key)
         if program is None:
             program = programs[key] = build(f, args, kwargs, options)
         value, grads = program.value_and_grad(*arguments.values())
-        return pick(value, grads[0] if isinstance(wrt, str) else grads)
+        return pick(value, grads[0] if isinstance(options.wrt, str) else grads)
 
     transformed.programs = programs  # type: ignore[attr-defined]
     return transformed
 
 
 def grad(
-    f: Callable, wrt: str | Sequence[str] | None = None, jit: str | None = None, optimize: bool = False
+    f: Callable, wrt: str | Sequence[str] | None = None, jit: str | None = None, optimize: bool = False,
+    dims: Mapping[str, Any] | None = None,
 ) -> Callable:
-    """A function computing `f`'s gradients, traced on first call per argument signature.
+    """A function computing `f`'s gradients, traced on first call per argument signature: the
+    dtypes and the fixed sizes, a size named in `dims` (as in `gradient`) taking any value.
 
     With `wrt` a single name it returns that one gradient, else a tuple aligned with `wrt`.
     """
-    return _lazy(f, wrt, jit, optimize, lambda value, grads: grads)
+    return _lazy(f, Options(wrt, jit, optimize, dims=dims), lambda value, grads: grads)
 
 
 def value_and_grad(
-    f: Callable, wrt: str | Sequence[str] | None = None, jit: str | None = None, optimize: bool = False
+    f: Callable, wrt: str | Sequence[str] | None = None, jit: str | None = None, optimize: bool = False,
+    dims: Mapping[str, Any] | None = None,
 ) -> Callable:
     """Like `grad`, returning `(value, gradients)`."""
-    return _lazy(f, wrt, jit, optimize, lambda value, grads: (value, grads))
+    return _lazy(f, Options(wrt, jit, optimize, dims=dims), lambda value, grads: (value, grads))

@@ -87,7 +87,7 @@ def forward_with_cache(w0, x0, w1, x1, w2):
 @numba.njit(cache=True)
 def backward(grad_L, cache):
     """Return (grad_w0, grad_x0, grad_w1, grad_x1, grad_w2) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
-    if np.shape(grad_L) != ():
+    if not isinstance(grad_L, (int, float)):
         raise ValueError("neuron: grad_L must be a float64 number; it has shape", np.shape(grad_L))
     w0, x0, w1, x1, L = cache
     grad_s3 = (1 - L) * L * grad_L
@@ -105,13 +105,13 @@ def backward(grad_L, cache):
 @numba.njit(cache=True)
 def check_arguments(w0, x0, w1, x1, w2):
     """Raise ValueError unless the arguments have the shapes and dtypes neuron's code is written for."""
-    if np.shape(w0) != ():
+    if not isinstance(w0, (int, float)):
         raise ValueError("neuron: w0 must be a float64 number; it has shape", np.shape(w0))
-    if np.shape(x0) != ():
+    if not isinstance(x0, (int, float)):
         raise ValueError("neuron: x0 must be a float64 number; it has shape", np.shape(x0))
-    if np.shape(w1) != ():
+    if not isinstance(w1, (int, float)):
         raise ValueError("neuron: w1 must be a float64 number; it has shape", np.shape(w1))
-    if np.shape(x1) != ():
+    if not isinstance(x1, (int, float)):
         raise ValueError("neuron: x1 must be a float64 number; it has shape", np.shape(x1))
-    if np.shape(w2) != ():
+    if not isinstance(w2, (int, float)):
         raise ValueError("neuron: w2 must be a float64 number; it has shape", np.shape(w2))

@@ -35,6 +35,13 @@ def _dtype_differs(v: Var, jit: str | None) -> str:
     return f"{v.name}.dtype != np.{v.dtype}"
 
 
+def _not_a_number(v: Var, jit: str | None) -> str:
+    # numba decides isinstance when it compiles, so the check costs nothing at run time
+    if jit == "numba":
+        return f"not isinstance({v.name}, (int, float))"
+    return f"np.ndim({v.name}) != 0"
+
+
 def _raise(function: str, v: Var, sizes: Sizes, jit: str | None, where: str) -> str:
     expected = f"{function}: {v.name} must be {_kind(v, sizes)}{where}"
     if jit == "numba":  # numba formats no strings at run time; the shape goes as a second argument
@@ -67,7 +74,7 @@ def check_body(function: str, inputs: Sequence[Var], sizes: Sizes, jit: str | No
     """The body of `check_arguments`: every input checked, the named sizes returned."""
     lines: list[str] = []
     for v in inputs:
-        test = f"{v.name}.ndim != {len(v.shape)}" if v.shape else f"np.shape({v.name}) != ()"
+        test = f"{v.name}.ndim != {len(v.shape)}" if v.shape else _not_a_number(v, jit)
         lines += [f"if {test}:", "    " + _raise(function, v, sizes, jit, "")]
     defined, _ = definitions(sizes, [v.name for v in inputs])
     lines += defined
