@@ -291,7 +291,7 @@ def _depends(
     sizes = " and ".join(", ".join(f"{k} = {v}" for k, v in point.items()) for point in points[:2])
     if index is None:  # different lengths: find the first token that differs
         index = next(
-            (i for i, tokens in enumerate(zip(*streams)) if len({t.string for t in tokens}) > 1),
+            (i for i, tokens in enumerate(zip(*streams)) if i and len({t.string for t in tokens}) > 1),
             min(len(s) for s in streams) - 1,
         )
     line = streams[0][index].line.strip()

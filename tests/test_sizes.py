@@ -1,0 +1,241 @@
+"""Named sizes and the checks every emitted module makes of its arguments (issue 13).
+
+A module traced with `dims={"X": "N,4", "y": "N"}` reads N from its arguments and serves every
+batch size; every module raises a ValueError naming the argument it cannot take.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+import shutil
+import subprocess
+import sys
+
+import autograd
+import numpy as np
+import pytest
+from support import EXAMPLES, ROOT
+from svm_net import svm_net
+from test_arrays import LAYERS, data, svm_net_oracle
+
+import compiler
+from compiler.cli import main, parse_spec
+from compiler.errors import FlatgradError, SignatureError
+from compiler.sizes import fit, fit_float, parse_axes, sizes_for
+
+NET_DIMS = {"X": "N,4", "y": "N"}
+
+
+# --------------------------------------------------------------------------- the spelling
+
+
+def test_axes_are_names_and_numbers():
+    assert parse_axes("N, 4", "dims") == ("N", 4)
+    assert parse_axes(("N", 4), "dims") == ("N", 4)
+    assert parse_axes("", "dims") == ()
+    for bad, message in [("N,4-x", "cannot name a size"), ("for", "cannot name a size"), ("-2", "no size")]:
+        with pytest.raises(SignatureError, match=message):
+            parse_axes(bad, "dims")
+
+
+@pytest.mark.parametrize(
+    "dims, message",
+    [
+        ({"Z": "N"}, r"dims names \['Z'\], which are not parameters"),
+        ({"X": "N"}, r"has 1 axes, but the example X has shape \(8, 4\)"),
+        ({"X": "N,5"}, r"fixes an axis at 5, but the example X has shape \(8, 4\)"),
+        ({"X": "N,4", "y": "N", "b2": "N"}, "N is 3 in the example b2 but 8 in X"),
+        ({"X": "y,4"}, "'y' is a parameter's name"),
+    ],
+)
+def test_dims_that_do_not_fit_the_examples_are_refused(dims, message):
+    with pytest.raises(SignatureError, match=message):
+        compiler.gradient(svm_net, **data(8, 4, 8, 3, seed=0), dims=dims)
+
+
+def test_a_size_is_fitted_from_three_points():
+    points = [{"N": 8, "D": 4}, {"N": 16, "D": 12}, {"N": 24, "D": 20}]
+    assert fit([8, 16, 24], points) == "N"
+    assert fit([32, 64, 96], points) == "4 * N"
+    assert fit([9, 17, 25], points) == "N + 1"
+    assert fit([32, 192, 480], points) == "N * D"
+    assert fit([7, 8, 9], points) is None
+    assert fit_float([0.125, 1 / 16, 1 / 24], points) == "1 / N"
+    assert fit_float([1 / 32, 1 / 192, 1 / 480], points) == "1 / (N * D)"
+    assert sizes_for(None, {"X": (8, 4)}).symbols == ()
+
+
+# --------------------------------------------------------------------------- one module, any N
+
+
+def test_the_module_reads_N_from_its_arguments():
+    prog = compiler.gradient(svm_net, **data(8, 4, 8, 3, seed=0), wrt=LAYERS, dims=NET_DIMS)
+    assert "    X: float64[N, 4]\n    y: int64[N]\n" in prog.source
+    assert "N = check_arguments(X, y, W1, b1, W2, b2)" in prog.source
+    assert "scores[np.arange(N), y]" in prog.source and "data_loss = s6 / N" in prog.source
+    assert "--arg 'X=f64[N,4]' --arg 'y=i64[N]'" in prog.source
+    for n in (1, 3, 8, 50):
+        d = data(n, 4, 8, 3, seed=n)
+        value, grads = prog.value_and_grad(*d.values())
+        assert value == pytest.approx(svm_net_oracle(**d), rel=1e-12)
+        expected = autograd.grad(lambda *w: svm_net_oracle(d["X"], d["y"], *w), (0, 1, 2, 3))(
+            *(d[k] for k in LAYERS)
+        )
+        for ours, theirs in zip(grads, expected):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"svm_net: y must be int64\[N\] with N = X.shape\[0\], not int64\[7\]"):
+        prog.grad(*{**data(8, 4, 8, 3, seed=0), "y": np.zeros(7, np.int64)}.values())
+
+
+def test_backward_reads_N_from_its_cache_or_keeps_it():
+    def mean_square(x):
+        return np.sum(x * x) / x.shape[0]
+
+    prog = compiler.gradient(mean_square, np.ones(4), dims={"x": "N"})
+    cached = prog.source.split("cache = ", 1)[1].splitlines()[0]
+    assert "N" in cached or "x" in cached
+    for n in (1, 6):
+        x = np.arange(n, dtype=float)
+        value, cache = prog.forward_with_cache(x)
+        (grad_x,) = prog.backward(1.0, cache)
+        np.testing.assert_allclose(grad_x, 2 * x / n)
+        assert value == pytest.approx(np.sum(x * x) / n)
+
+
+def test_code_whose_structure_depends_on_N_is_refused_clearly():
+    def rows(X):
+        total = 0.0
+        for row in X:
+            total = total + np.sum(row * row)
+        return total
+
+    with pytest.raises(FlatgradError, match=r"rows\(\) cannot keep its named sizes symbolic.*fix that size"):
+        compiler.gradient(rows, np.ones((3, 2)), dims={"X": "N,2"})
+
+
+def test_the_command_line_names_sizes(tmp_path, monkeypatch, capsys):
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    assert main(["emit", "examples/softmax.py:softmax", *EXAMPLES["softmax"], "-o", "s.py"]) == 0
+    assert "N = check_arguments(X, y, W, b)" in (tmp_path / "s.py").read_text()
+    assert main(["emit", "examples/softmax.py:softmax", "--arg", "X=f64[N-1,4]"]) == 2
+    assert "SPEC is a number (2.0) or a dtype and shape" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- saved modules
+
+# Imports a saved module where `compiler` cannot be imported and prints its value and
+# gradients (as lists) at each N.
+_STANDALONE = """
+import importlib.util, json, sys
+import numpy as np
+sys.modules["compiler"] = None  # a saved module must not need flatgrad
+spec = importlib.util.spec_from_file_location("saved", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+out = []
+for n in json.loads(sys.argv[2]):
+    rng = np.random.default_rng(n)
+    args = (rng.normal(size=(n, 4)), rng.integers(0, 3, n), rng.normal(size=(4, 8)) * 0.5,
+            rng.normal(size=8) * 0.1, rng.normal(size=(8, 3)) * 0.5, rng.normal(size=3) * 0.1)
+    value, grads = module.value_and_grad(*args)
+    out.append([float(value), [g.tolist() for g in grads]])
+print(json.dumps(out))
+"""
+
+
+def _standalone(path, sizes):
+    run = subprocess.run(
+        [sys.executable, "-c", _STANDALONE, str(path), json.dumps(sizes)], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def _against_autograd(results, sizes):
+    for n, (value, grads) in zip(sizes, results):
+        rng = np.random.default_rng(n)
+        d = dict(
+            X=rng.normal(size=(n, 4)), y=rng.integers(0, 3, n), W1=rng.normal(size=(4, 8)) * 0.5,
+            b1=rng.normal(size=8) * 0.1, W2=rng.normal(size=(8, 3)) * 0.5, b2=rng.normal(size=3) * 0.1,
+        )
+        assert value == pytest.approx(svm_net_oracle(**d), rel=1e-10)
+        expected = autograd.grad(lambda *w: svm_net_oracle(d["X"], d["y"], *w), (0, 1, 2, 3))(
+            *(d[k] for k in LAYERS)
+        )
+        for ours, theirs in zip(grads, expected):
+            np.testing.assert_allclose(np.array(ours), theirs, rtol=1e-9, atol=1e-12)
+
+
+SIZES = [1, 2, 8, 16, 1000]
+
+
+def test_saved_svm_net_serves_every_batch_size(tmp_path):
+    saved = shutil.copy(ROOT / "generated" / "svm_net.py", tmp_path / "svm_net.py")
+    _against_autograd(_standalone(saved, SIZES), SIZES)
+
+
+@pytest.mark.numba
+def test_saved_svm_net_under_numba_serves_every_batch_size(tmp_path):
+    saved = shutil.copy(ROOT / "generated" / "svm_net_numba.py", tmp_path / "svm_net_numba.py")
+    _against_autograd(_standalone(saved, SIZES), SIZES)
+
+
+def _golden_arguments(stem):
+    """Arguments of the shapes and dtypes an example's golden modules are written for."""
+    options = EXAMPLES[stem]
+    given = dict(options[i + 1].split("=", 1) for i, o in enumerate(options) if o == "--arg")
+    params = list(inspect.signature(getattr(importlib.import_module(stem), stem)).parameters)
+    rng = np.random.default_rng(0)
+    arguments = {}
+    for name in params:
+        spec = parse_spec(name, given.get(name, "f64"))
+        if spec.dtype.startswith("int"):
+            arguments[name] = np.zeros(spec.shape, spec.dtype)
+        else:
+            arguments[name] = rng.normal(size=spec.shape) if spec.shape else 0.5
+    return arguments
+
+
+def _wrong_arguments(arguments):
+    """(name, arguments with that one wrong) for a wrong shape, dtype and number of axes."""
+    for name, value in arguments.items():
+        if np.ndim(value) == 0:
+            yield name, {**arguments, name: np.ones(3)}
+            continue
+        yield name, {**arguments, name: np.resize(value, tuple(n + 1 for n in value.shape))}
+        yield name, {**arguments, name: value.astype(np.float32 if value.dtype.kind == "i" else np.int64)}
+        yield name, {**arguments, name: value[..., None]}
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("variant", ["", "_optimized"])
+@pytest.mark.parametrize("stem", list(EXAMPLES))
+def test_every_golden_module_names_the_argument_it_cannot_take(stem, variant):
+    module = _load(ROOT / "generated" / f"{stem}{variant}.py")
+    arguments = _golden_arguments(stem)
+    module.value_and_grad(*arguments.values())
+    for name, wrong in _wrong_arguments(arguments):
+        for function in (module.forward, module.value_and_grad, module.grad, module.forward_with_cache):
+            with pytest.raises(ValueError, match=rf"^{stem}: {name} must be "):
+                function(*wrong.values())
+
+
+@pytest.mark.numba
+@pytest.mark.parametrize("stem", list(EXAMPLES))
+def test_every_numba_golden_module_names_the_argument_it_cannot_take(stem, tmp_path):
+    module = _load(shutil.copy(ROOT / "generated" / f"{stem}_numba.py", tmp_path / f"{stem}_numba.py"))
+    arguments = _golden_arguments(stem)
+    module.grad(*arguments.values())
+    for name, wrong in _wrong_arguments(arguments):
+        with pytest.raises(ValueError, match=rf"^\('?{stem}: {name} must be "):
+            module.grad(*wrong.values())
