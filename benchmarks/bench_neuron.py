@@ -41,6 +41,10 @@ ARGS = (2.0, -1.0, -3.0, -2.0, -3.0)
 EXPECTED = (0.7311, (-0.1966, 0.3932, -0.3932, -0.5898, 0.1966))
 
 GEN_NUMBA = "flatgrad numba (generated)"
+GEN_UNCHECKED = "flatgrad numba, argument checks taken out"
+PROG_GRAD = "flatgrad numba grad via prog.grad"
+MODULE_GRAD = "flatgrad numba grad, the module's own"
+HAND_GRAD = "hand-written numba grad"
 HAND_NUMBA = "hand-written numba"
 JAX = "jax.jit(value_and_grad)"
 
@@ -61,6 +65,13 @@ def handwritten_numpy(w0, x0, w1, x1, w2):
     dx1 = w1 * ddot
     dw2 = 1.0 * ddot
     return f, (dw0, dx0, dw1, dx1, dw2)
+
+
+def handwritten_grad(w0, x0, w1, x1, w2):
+    """The gradients alone, as a training loop wants them."""
+    f = 1.0 / (1 + np.exp(-(w0 * x0 + w1 * x1 + w2)))
+    ddot = (1 - f) * f
+    return x0 * ddot, w0 * ddot, x1 * ddot, w1 * ddot, 1.0 * ddot
 
 
 def handwritten_python(w0, x0, w1, x1, w2):
@@ -114,9 +125,20 @@ def flatgrad_candidates(notes: list[str]) -> list[Candidate]:
     if cached:
         notes.append(cached)
 
+    # `grad` alone, as a training loop calls it: through the program, straight from the module,
+    # and written by hand; and value_and_grad without the module's argument checks
+    unchecked_vg = compiler.program.load_module(harness.without_checks(jprog.source)).value_and_grad
+    hand_grad = numba.njit(handwritten_grad)
+    for grad in (jprog.grad, jprog.module.grad, hand_grad):
+        np.testing.assert_allclose(grad(*ARGS), EXPECTED[1], atol=1e-4)
+
     return [
         Candidate(GEN_NUMBA, numba_vg, ARGS),
+        Candidate(GEN_UNCHECKED, unchecked_vg, ARGS),
         Candidate(HAND_NUMBA, hand_numba, ARGS),
+        Candidate(PROG_GRAD, jprog.grad, ARGS, check=False),
+        Candidate(MODULE_GRAD, jprog.module.grad, ARGS, check=False),
+        Candidate(HAND_GRAD, hand_grad, ARGS, check=False),
         Candidate("(numba call floor: njit returning its inputs)", floor, ARGS, check=False),
         Candidate("flatgrad NumPy (generated)", numpy_vg, ARGS),
         Candidate("flatgrad NumPy via prog.value_and_grad", prog.value_and_grad, ARGS),
@@ -266,6 +288,15 @@ def run(settings: harness.Settings) -> int:
             timings, "generated numba within 1.1x of hand-written numba", GEN_NUMBA, HAND_NUMBA, at_most=1.1
         ),
         harness.ratio_target(timings, "generated numba at least 50x faster than jax.jit", JAX, GEN_NUMBA, at_least=50),
+        harness.ratio_target(
+            timings, "prog.grad under numba within 1.3x of hand-written numba grad", PROG_GRAD, HAND_GRAD, at_most=1.3
+        ),
+        harness.ratio_target(
+            timings, "prog.grad costs no more than the module's grad (1.05x)", PROG_GRAD, MODULE_GRAD, at_most=1.05
+        ),
+        harness.ratio_target(
+            timings, "argument checks cost at most 1.1x (numba value_and_grad)", GEN_NUMBA, GEN_UNCHECKED, at_most=1.1
+        ),
     ]
     print(harness.render_targets(targets))
     return 0

@@ -23,6 +23,7 @@ import importlib
 import importlib.metadata
 import math
 import platform
+import re
 import statistics
 import sys
 import timeit
@@ -361,3 +362,17 @@ def ratio_target(
 def render_targets(targets: Iterable[Target]) -> str:
     marks = {True: "HOLDS ", False: "MISSED", None: "N/A   "}
     return "\n".join(f"  [{marks[t.holds]}] {t.description}: {t.detail}" for t in targets)
+
+
+# --------------------------------------------------------------------------- argument checks
+
+_CHECK_CALL = re.compile(r"^    (?:\w+(?:, \w+)* = )?check_arguments\(.*\)\n", re.M)
+_NDIM_CHECK = re.compile(r"^    if \w+\.ndim != \d+:\n        raise .*\n", re.M)
+
+
+def without_checks(source: str) -> str:
+    """An emitted module's source with its functions' argument checks taken out, to measure
+    what the checks cost. Only for modules without named sizes (which the checks return)."""
+    if re.search(r"^    \w+(?:, \w+)* = check_arguments\(", source, re.M):
+        raise ValueError("the module reads named sizes from check_arguments; measure one without")
+    return _NDIM_CHECK.sub("", _CHECK_CALL.sub("", source))

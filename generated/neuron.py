@@ -77,7 +77,7 @@ def forward_with_cache(w0, x0, w1, x1, w2):
 
 def backward(grad_L, cache):
     """Return (grad_w0, grad_x0, grad_w1, grad_x1, grad_w2) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
-    if np.ndim(grad_L) != 0:
+    if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
         raise ValueError(f"neuron: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
     w0, x0, w1, x1, L = cache
     grad_s3 = (1 - L) * L * grad_L
@@ -94,13 +94,13 @@ def backward(grad_L, cache):
 
 def check_arguments(w0, x0, w1, x1, w2):
     """Raise ValueError unless the arguments have the shapes and dtypes neuron's code is written for."""
-    if np.ndim(w0) != 0:
+    if not isinstance(w0, float) and np.ndim(w0) != 0:
         raise ValueError(f"neuron: w0 must be a float64 number, not an array of shape {np.shape(w0)}")
-    if np.ndim(x0) != 0:
+    if not isinstance(x0, float) and np.ndim(x0) != 0:
         raise ValueError(f"neuron: x0 must be a float64 number, not an array of shape {np.shape(x0)}")
-    if np.ndim(w1) != 0:
+    if not isinstance(w1, float) and np.ndim(w1) != 0:
         raise ValueError(f"neuron: w1 must be a float64 number, not an array of shape {np.shape(w1)}")
-    if np.ndim(x1) != 0:
+    if not isinstance(x1, float) and np.ndim(x1) != 0:
         raise ValueError(f"neuron: x1 must be a float64 number, not an array of shape {np.shape(x1)}")
-    if np.ndim(w2) != 0:
+    if not isinstance(w2, float) and np.ndim(w2) != 0:
         raise ValueError(f"neuron: w2 must be a float64 number, not an array of shape {np.shape(w2)}")

@@ -60,7 +60,7 @@ def forward_with_cache(x, y, z):
 
 def backward(grad_L, cache):
     """Return (grad_x, grad_y, grad_z) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
-    if np.ndim(grad_L) != 0:
+    if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
         raise ValueError(f"simple: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
     z, q = cache
     grad_z = q * grad_L
@@ -72,9 +72,9 @@ def backward(grad_L, cache):
 
 def check_arguments(x, y, z):
     """Raise ValueError unless the arguments have the shapes and dtypes simple's code is written for."""
-    if np.ndim(x) != 0:
+    if not isinstance(x, float) and np.ndim(x) != 0:
         raise ValueError(f"simple: x must be a float64 number, not an array of shape {np.shape(x)}")
-    if np.ndim(y) != 0:
+    if not isinstance(y, float) and np.ndim(y) != 0:
         raise ValueError(f"simple: y must be a float64 number, not an array of shape {np.shape(y)}")
-    if np.ndim(z) != 0:
+    if not isinstance(z, float) and np.ndim(z) != 0:
         raise ValueError(f"simple: z must be a float64 number, not an array of shape {np.shape(z)}")
