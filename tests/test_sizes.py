@@ -6,6 +6,7 @@ batch size; every module raises a ValueError naming the argument it cannot take.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -17,9 +18,20 @@ import sys
 import autograd
 import numpy as np
 import pytest
-from support import EXAMPLES, ROOT
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from support import EXAMPLES, ROOT, pyflakes_messages
 from svm_net import svm_net
 from test_arrays import LAYERS, data, svm_net_oracle
+from test_random_programs import (
+    ATOL,
+    GRAD_BOUND,
+    RTOL,
+    array_function,
+    array_programs,
+    array_values_are_safe,
+    run_array,
+)
 
 import compiler
 from compiler.cli import main, parse_spec
@@ -239,3 +251,54 @@ def test_every_numba_golden_module_names_the_argument_it_cannot_take(stem, tmp_p
     for name, wrong in _wrong_arguments(arguments):
         with pytest.raises(ValueError, match=rf"^\('?{stem}: {name} must be "):
             module.grad(*wrong.values())
+
+
+# --------------------------------------------------------------------------- random programs
+
+# Every size of the random programs' inputs but 1 is named, the same size by the same name (so
+# that what broadcasts at the example broadcasts at any size), and the module is run at others.
+_NAMES = {4: "A", 3: "B", 2: "C"}
+_OTHER_SIZES = {4: 5, 3: 6, 2: 7, 1: 1}
+
+
+def _with_number_weights(program):
+    """The program with its weight arrays (baked constants of one shape) as numbers."""
+    def number(o):
+        return float(o.flat[0]) if isinstance(o, np.ndarray) else o
+
+    nodes = tuple(dataclasses.replace(n, operands=tuple(map(number, n.operands))) for n in program.nodes)
+    return dataclasses.replace(program, nodes=nodes)
+
+
+@settings(derandomize=True, max_examples=150, deadline=None, database=None)
+@given(data=st.data())
+def test_random_array_programs_with_named_sizes_against_autograd(data):
+    program = _with_number_weights(data.draw(array_programs(), label="program"))
+    f = array_function(program)
+    dims = {f"a{i}": ",".join(_NAMES.get(n, str(n)) for n in s) for i, s in enumerate(program.shapes) if s}
+    examples = [np.ones(s) if s else 1.0 for s in program.shapes]
+    prog = compiler.gradient(f, *examples, dims=dims)
+    assert pyflakes_messages(prog.source) == ""
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    def other(shape):
+        return tuple(_OTHER_SIZES[n] for n in shape)
+
+    nodes = tuple(dataclasses.replace(n, shape=other(n.shape)) for n in program.nodes)
+    resized = dataclasses.replace(program, shapes=tuple(map(other, program.shapes)), nodes=nodes)
+    args = [np.float64(rng.uniform(-2.0, 2.0)) if not s else rng.uniform(-2.0, 2.0, s) for s in resized.shapes]
+    assume(array_values_are_safe(resized, args))
+
+    def oracle(*xs):
+        return run_array(resized, xs, oracle=True)[-1]
+
+    with np.errstate(all="ignore"):
+        expected_value = float(oracle(*args))
+        expected_grads = [autograd.grad(oracle, argnum=i)(*args) for i in range(len(args))]
+        value, grads = prog.value_and_grad(*args)
+    assume(all(np.all(np.isfinite(g)) and np.all(np.abs(g) < GRAD_BOUND) for g in expected_grads))
+    np.testing.assert_allclose(float(value), expected_value, rtol=1e-12, atol=1e-12, err_msg=str(program))
+    for i, (grad, expected) in enumerate(zip(grads, expected_grads)):
+        assert np.shape(grad) == np.shape(args[i]), str(program)
+        scale = max(1.0, float(np.max(np.abs(expected))))
+        np.testing.assert_allclose(grad, expected, rtol=RTOL, atol=ATOL * scale, err_msg=f"a{i}\n{program}")
