@@ -28,8 +28,10 @@ import numpy as np
 from compiler import display, passes, visualize
 from compiler.autodiff import differentiate
 from compiler.codegen import JIT_BACKENDS, Provenance, emit_module
+from compiler.codegen.guards import CHECK
 from compiler.errors import FlatgradError, SignatureError
 from compiler.files import display_path, write_atomically, write_output
+from compiler.helpers import HELPERS
 from compiler.ir import Backprop, Graph, Var
 from compiler.sizes import NO_SIZES, Sizes, probe_factors, sizes_for, symbolic_source
 from compiler.tracer import ExampleSpec, bind_arguments, example_spec, integer_examples_hint, trace
@@ -283,24 +285,33 @@ def build(f: Callable, args: tuple, kwargs: dict, options: Options = Options()) 
     shapes = {name: example_spec(name, value).shape for name, value in arguments.items()}
     sizes = sizes_for(options.dims, shapes)
     program = _build_at(f, args, kwargs, options, sizes)
-    if not sizes.symbols:
-        return program
-    clashes = sorted(set(sizes.symbols) & {v.name for v in program.graph.inputs + program.graph.outputs}
-                     | set(sizes.symbols) & {e.out.name for e in program.graph.eqns})
-    if clashes:
-        raise SignatureError(f"the named size {clashes[0]} is also a value's name in the code; name the size otherwise")
-    points = [sizes.values(shapes)]
-    sources = [program.source]
-    positional = list(arguments)[: len(args)]
-    for factors in probe_factors(sizes.symbols):
-        probed = {name: np.resize(arguments[name], shape) for name, shape in sizes.probe(shapes, factors).items()}
-        probe_args = tuple(probed.get(name, arguments[name]) for name in positional)
-        probe_kwargs = {name: probed.get(name, value) for name, value in kwargs.items()}
-        points.append(sizes.values({**shapes, **{n: np.shape(v) for n, v in probed.items()}}))
-        sources.append(_build_at(f, probe_args, probe_kwargs, options, sizes).source)
-    label = getattr(f, "__name__", "f")
-    program.source = symbolic_source(sources, points, label)
+    if sizes.symbols:
+        _check_size_names(sizes, program)
+        points, sources = [sizes.values(shapes)], [program.source]
+        positional = list(arguments)[: len(args)]
+        for factors in probe_factors(sizes.symbols):
+            probe_shapes = sizes.probe(shapes, factors)
+            probed = {name: np.resize(arguments[name], shape) for name, shape in probe_shapes.items()}
+            probe_args = tuple(probed.get(name, arguments[name]) for name in positional)
+            probe_kwargs = {name: probed.get(name, value) for name, value in kwargs.items()}
+            points.append(sizes.values({**shapes, **probe_shapes}))
+            sources.append(_build_at(f, probe_args, probe_kwargs, options, sizes).source)
+        program.source = symbolic_source(sources, points, getattr(f, "__name__", "f"))
     return program
+
+
+# Names the emitted module binds besides the program's values, which a named size cannot take
+_MODULE_NAMES = frozenset(("np", "numba", "cache", CHECK, *HELPERS))
+
+
+def _check_size_names(sizes: Sizes, program: GradientProgram) -> None:
+    graph = program.graph
+    taken = _MODULE_NAMES.union(v.name for v in graph.inputs + graph.outputs).union(e.out.name for e in graph.eqns)
+    for symbol in sizes.symbols:
+        if symbol in taken:
+            raise SignatureError(
+                f"the named size {symbol} is also a name in the emitted code; name the size otherwise"
+            )
 
 
 def _build_at(f: Callable, args: tuple, kwargs: dict, options: Options, sizes: Sizes) -> GradientProgram:

@@ -302,3 +302,9 @@ def test_random_array_programs_with_named_sizes_against_autograd(data):
         assert np.shape(grad) == np.shape(args[i]), str(program)
         scale = max(1.0, float(np.max(np.abs(expected))))
         np.testing.assert_allclose(grad, expected, rtol=RTOL, atol=ATOL * scale, err_msg=f"a{i}\n{program}")
+
+
+@pytest.mark.parametrize("name", ["scores", "cache", "updated"])
+def test_a_size_cannot_take_a_name_the_module_uses(name):
+    with pytest.raises(SignatureError, match=f"the named size {name} is also a name in the emitted code"):
+        compiler.gradient(svm_net, **data(8, 4, 8, 3, seed=0), dims={"X": f"{name},4", "y": name})

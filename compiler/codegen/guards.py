@@ -37,8 +37,9 @@ def _dtype_differs(v: Var, jit: str | None) -> str:
 
 def _not_a_number(v: Var, jit: str | None) -> str:
     # numba decides isinstance when it compiles, so the check costs nothing at run time
-    if jit == "numba":
-        return f"not isinstance({v.name}, (int, float))"
+    if jit == "numba":  # where numba's float is float64 alone
+        kinds = "int, float" + ("" if v.dtype in ("float64", "int64") else f", np.{v.dtype}")
+        return f"not isinstance({v.name}, ({kinds}))"
     return f"not isinstance({v.name}, float) and np.ndim({v.name}) != 0"  # np.ndim costs far more than isinstance
 
 
