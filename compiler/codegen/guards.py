@@ -52,6 +52,12 @@ def _raise(function: str, v: Var, sizes: Sizes, jit: str | None, where: str) -> 
     return f'raise ValueError(f"{expected}, not {{{v.name}.dtype}}{{list({v.name}.shape)}}")'
 
 
+def _axes_check(function: str, v: Var, sizes: Sizes, jit: str | None) -> list[str]:
+    """The check that comes first: an array's number of axes, or that a number is one."""
+    test = f"{v.name}.ndim != {len(v.shape)}" if v.shape else _not_a_number(v, jit)
+    return [f"if {test}:", "    " + _raise(function, v, sizes, jit, "")]
+
+
 def definitions(sizes: Sizes, available: Sequence[str]) -> tuple[list[str], list[str]]:
     """The lines reading each named size from the first of `available` that has it
     (`N = X.shape[0]`), and the named sizes none of them has."""
@@ -73,10 +79,7 @@ CHECK = "check_arguments"  # the emitted function that checks the inputs
 
 def check_body(function: str, inputs: Sequence[Var], sizes: Sizes, jit: str | None) -> tuple[str, ...]:
     """The body of `check_arguments`: every input checked, the named sizes returned."""
-    lines: list[str] = []
-    for v in inputs:
-        test = f"{v.name}.ndim != {len(v.shape)}" if v.shape else _not_a_number(v, jit)
-        lines += [f"if {test}:", "    " + _raise(function, v, sizes, jit, "")]
+    lines = [line for v in inputs for line in _axes_check(function, v, sizes, jit)]
     defined, _ = definitions(sizes, [v.name for v in inputs])
     lines += defined
     origin = sizes.defining()
@@ -95,6 +98,7 @@ def check_body(function: str, inputs: Sequence[Var], sizes: Sizes, jit: str | No
 
 
 def check_doc(function: str, sizes: Sizes) -> str:
+    """The docstring of `check_arguments`."""
     named = f"; return {' and '.join(sizes.symbols)}" if sizes.symbols else ""
     return f"Raise ValueError unless the arguments have the shapes and dtypes {function}'s code is written for{named}."
 
@@ -102,11 +106,8 @@ def check_doc(function: str, sizes: Sizes) -> str:
 def guard_lines(function: str, inputs: Sequence[Var], sizes: Sizes, jit: str | None) -> tuple[str, ...]:
     """The lines a function taking `inputs` starts with: the call of `check_arguments`, after,
     under numba, each array's number of axes (see the module's docstring)."""
-    lines: list[str] = []
-    if jit == "numba":
-        for v in inputs:
-            if v.shape:
-                lines += [f"if {v.name}.ndim != {len(v.shape)}:", "    " + _raise(function, v, sizes, jit, "")]
+    arrays = [v for v in inputs if v.shape] if jit == "numba" else []
+    lines = [line for v in arrays for line in _axes_check(function, v, sizes, jit)]
     call = f"{CHECK}({', '.join(v.name for v in inputs)})"
     lines.append(f"{', '.join(sizes.symbols)} = {call}" if sizes.symbols else call)
     return tuple(lines)
