@@ -277,9 +277,9 @@ def provenance(
 def build(f: Callable, args: tuple, kwargs: dict, options: Options = Options()) -> GradientProgram:
     """The pipeline: trace `f` on the examples, differentiate, optimize, emit.
 
-    With named sizes (`options.dims`) the pipeline runs at the examples and at two probes that
-    scale every named size, and `sizes.symbolic_source` writes the sizes the three modules
-    differ in as expressions of the names."""
+    With named sizes (`options.dims`) the pipeline runs at the examples and at probes that
+    scale every named size, and `sizes.symbolic_source` writes the sizes the modules differ in
+    as expressions of the names."""
     options.check()
     arguments = bind_arguments(f, args, kwargs)
     shapes = {name: example_spec(name, value).shape for name, value in arguments.items()}

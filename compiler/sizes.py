@@ -4,14 +4,15 @@
 that the module reads from its arguments (`N = X.shape[0]`), while X's second axis is 4.
 
 How a size stays symbolic: the pipeline runs as it always does, with plain integers, at the
-example's sizes and at two probes (every named size multiplied by a different factor), and
-the three modules are compared token by token. They must read the same but for numbers; a
-number that differs between them is written as the expression of the named sizes that gives
-it in all three (`8, 16, 24` is `N`; `32, 64, 96` is `4 * N`). Nothing in the tracer,
-autodiff or codegen needs to know about names, and any size they derive, however they derive
-it, is caught. A function whose code depends on a size's value (a loop over the rows, a branch
-on N, broadcasting against a size-1 axis) gives modules that differ in more than numbers, and
-a clear error.
+example's sizes and at four probes (every named size multiplied by small factors that differ
+from size to size and from probe to probe), and the five modules are compared token by token.
+They must read the same but for numbers; a number that differs between them is written as the
+expression of the named sizes that gives it in all five (`8, 16, 24, 32, 40` is `N`; `N * D - N`,
+`1 / N`), solved for on some probes and checked on the others. Nothing in the tracer, autodiff
+or codegen needs to know about names, and any size they derive, however they derive it, is
+caught. A function whose code depends on a size's value (a loop over the rows, a branch on N,
+broadcasting against a size-1 axis) gives modules that differ in more than numbers, and a
+clear error.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import keyword
 import math
 import tokenize
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from compiler.errors import FlatgradError, SignatureError
@@ -133,18 +135,17 @@ def sizes_for(dims: Mapping[str, Any] | None, shapes: Mapping[str, tuple[int, ..
     return Sizes(tuple(listed))
 
 
-# The factors the probes multiply each named size by: distinct for every size and every probe,
-# so that no two expressions of the sizes agree on all three modules by chance.
-_FACTORS = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
+# What the probes multiply each named size by: row j is probe j, column i the i-th named size.
+# No column is a multiple of another, so no two expressions of the sizes agree on the example
+# and every probe by chance; the factors are small, so a probe costs little more than the example.
+_PROBES = ((2, 3, 4, 5), (3, 5, 2, 4), (4, 2, 5, 3), (5, 4, 3, 2))
 
 
-def probe_factors(symbols: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
-    """The two probes' factors for each named size."""
-    if 2 * len(symbols) > len(_FACTORS):
-        raise SignatureError(f"at most {len(_FACTORS) // 2} named sizes, not {len(symbols)}")
-    first = {s: _FACTORS[2 * i] for i, s in enumerate(symbols)}
-    second = {s: _FACTORS[2 * i + 1] for i, s in enumerate(symbols)}
-    return first, second
+def probe_factors(symbols: Sequence[str]) -> list[dict[str, int]]:
+    """Each probe's factor for each named size."""
+    if len(symbols) > len(_PROBES[0]):
+        raise SignatureError(f"at most {len(_PROBES[0])} named sizes, not {len(symbols)}: {', '.join(symbols)}")
+    return [dict(zip(symbols, row)) for row in _PROBES]
 
 
 def _candidates(symbols: Sequence[str]) -> list[tuple[str, ...]]:
@@ -153,34 +154,77 @@ def _candidates(symbols: Sequence[str]) -> list[tuple[str, ...]]:
 
 
 def fit(numbers: Sequence[int], points: Sequence[Mapping[str, int]]) -> str | None:
-    """The expression `k * P + c` (P a named size or a product of two) that gives `numbers[i]`
-    when the sizes are `points[i]`, for every i; None when there is none."""
-    for product in _candidates(list(points[0])):
-        terms = [_product(product, point) for point in points]
-        if terms[0] == terms[1]:
-            continue
-        k, remainder = divmod(numbers[1] - numbers[0], terms[1] - terms[0])
-        if remainder or k == 0:
-            continue
-        c = numbers[0] - k * terms[0]
-        if all(k * t + c == n for t, n in zip(terms, numbers)):
-            return _expression(product, k, c)
+    """The expression of the named sizes (a sum of at most two products of at most two of them,
+    with integer coefficients, and a constant) that gives `numbers[i]` when the sizes are
+    `points[i]`, for every i; None when there is none. The coefficients are solved for on some
+    points and checked on the others: there are at least two left over for the check."""
+    candidates = _candidates(list(points[0]))
+    for count in (1, 2):
+        for products in itertools.combinations(candidates, count):
+            if len(points) < count + 3:
+                break
+            coefficients = _solve(numbers, points, products)
+            if coefficients is not None:
+                return _expression(products, coefficients)
     return None
+
+
+def _solve(numbers: Sequence[int], points: Sequence[Mapping[str, int]], products: Sequence[tuple[str, ...]]
+           ) -> list[int] | None:
+    """Integer coefficients (the products' and a constant's) that give `numbers` at `points`, or None."""
+    size = len(products) + 1
+    rows = [[Fraction(_product(p, point)) for p in products] + [Fraction(1)] for point in points]
+    for chosen in itertools.combinations(range(len(points)), size):
+        solution = _exact_solution([rows[i] + [Fraction(numbers[i])] for i in chosen])
+        if solution is None:
+            continue  # these points do not tell the terms apart; others may
+        if any(x.denominator != 1 for x in solution) or 0 in solution[:-1]:
+            return None
+        coefficients = [int(x) for x in solution]
+        if any(sum(c * v for c, v in zip(coefficients, row)) != n for row, n in zip(rows, numbers)):
+            return None
+        return coefficients
+    return None
+
+
+def _exact_solution(matrix: list[list[Fraction]]) -> list[Fraction] | None:
+    """The solution of a square linear system given as its augmented matrix, by Gauss-Jordan
+    elimination in fractions; None when it is singular."""
+    size = len(matrix)
+    for column in range(size):
+        pivot = next((r for r in range(column, size) if matrix[r][column] != 0), None)
+        if pivot is None:
+            return None
+        matrix[column], matrix[pivot] = matrix[pivot], matrix[column]
+        for r in range(size):
+            if r != column and matrix[r][column] != 0:
+                ratio = matrix[r][column] / matrix[column][column]
+                matrix[r] = [a - ratio * b for a, b in zip(matrix[r], matrix[column])]
+    return [matrix[r][size] / matrix[r][r] for r in range(size)]
 
 
 def fit_float(numbers: Sequence[float], points: Sequence[Mapping[str, int]]) -> str | None:
-    """The expression `c / P` or `c * P` (P a named size or a product of two, c a number) that
-    gives `numbers[i]` at `points[i]`: what folding `1 / N * 1.0` makes of a mean."""
+    """The expression `1 / E`, `c / P` or `c * P` (E one that `fit` finds, P a product of named
+    sizes, c a number) that gives `numbers[i]` at `points[i]`: what folding `1 / N * 1.0`
+    makes of a mean."""
+    if all(numbers):
+        reciprocals = [1 / n for n in numbers]
+        if all(math.isclose(r, round(r), rel_tol=1e-12) for r in reciprocals):
+            denominator = fit([round(r) for r in reciprocals], points)
+            if denominator is not None:
+                return "1 / " + (denominator if denominator.isidentifier() else f"({denominator})")
     for product in _candidates(list(points[0])):
+        text = " * ".join(product)
         terms = [_product(product, point) for point in points]
         for c, form in ((numbers[0] * terms[0], "{c} / {p}"), (numbers[0] / terms[0], "{c} * {p}")):
-            guess = [c / t if "/" in form else c * t for t in terms]
-            if all(math.isclose(g, n, rel_tol=1e-12) for g, n in zip(guess, numbers)):
-                text = " * ".join(product)
-                rounded = round(c)
-                shown = str(rounded) if math.isclose(c, rounded, rel_tol=1e-12) else repr(c)
-                return form.format(c=shown, p=f"({text})" if len(product) > 1 else text)
+            guesses = [c / t if "/" in form else c * t for t in terms]
+            if all(math.isclose(g, n, rel_tol=1e-12) for g, n in zip(guesses, numbers)):
+                return form.format(c=_number_text(c), p=f"({text})" if "/" in form and len(product) > 1 else text)
     return None
+
+
+def _number_text(c: float) -> str:
+    return str(round(c)) if math.isclose(c, round(c), rel_tol=1e-12) else repr(c)
 
 
 def _product(names: Sequence[str], point: Mapping[str, int]) -> int:
@@ -190,14 +234,17 @@ def _product(names: Sequence[str], point: Mapping[str, int]) -> int:
     return value
 
 
-def _expression(product: Sequence[str], k: int, c: int) -> str:
-    text = " * ".join(product)
-    if k == -1:
-        text = f"-{text}"
-    elif k != 1:
-        text = f"{k} * {text}"
-    if c:
-        text += f" {'+' if c > 0 else '-'} {abs(c)}"
+def _expression(products: Sequence[tuple[str, ...]], coefficients: Sequence[int]) -> str:
+    """`N * D - N`, `4 * N`, `N + 1`: the products with their coefficients, then the constant."""
+    text = ""
+    terms = sorted(zip(products, coefficients), key=lambda term: -len(term[0]))  # N * D before N
+    for product, k in terms:
+        term = " * ".join(product)
+        magnitude = term if abs(k) == 1 else f"{abs(k)} * {term}"
+        text += (f"-{magnitude}" if k < 0 else magnitude) if not text else f" {'-' if k < 0 else '+'} {magnitude}"
+    constant = coefficients[-1]
+    if constant:
+        text += f" {'+' if constant > 0 else '-'} {abs(constant)}"
     return text
 
 

@@ -68,15 +68,19 @@ def test_dims_that_do_not_fit_the_examples_are_refused(dims, message):
         compiler.gradient(svm_net, **data(8, 4, 8, 3, seed=0), dims=dims)
 
 
-def test_a_size_is_fitted_from_three_points():
-    points = [{"N": 8, "D": 4}, {"N": 16, "D": 12}, {"N": 24, "D": 20}]
-    assert fit([8, 16, 24], points) == "N"
-    assert fit([32, 64, 96], points) == "4 * N"
-    assert fit([9, 17, 25], points) == "N + 1"
-    assert fit([32, 192, 480], points) == "N * D"
-    assert fit([7, 8, 9], points) is None
-    assert fit_float([0.125, 1 / 16, 1 / 24], points) == "1 / N"
-    assert fit_float([1 / 32, 1 / 192, 1 / 480], points) == "1 / (N * D)"
+def test_a_size_is_fitted_from_five_points():
+    points = [{"N": 8, "D": 4}, *({"N": 8 * a, "D": 4 * b} for a, b in [(2, 3), (3, 5), (4, 2), (5, 4)])]
+
+    def at(expression):
+        return [eval(expression, {}, dict(point)) for point in points]
+
+    for expression in ["N", "4 * N", "N + 1", "N * D", "N * D - N", "D * D - 3", "2 * N + D - 1", "-N"]:
+        assert fit(at(expression), points) == expression
+    assert fit([7, 8, 9, 10, 11], points) is None
+    assert fit(at("N * D - N")[:4], points[:4]) is None  # two terms need five points
+    for expression in ["1 / N", "1 / (N * D)", "1 / (N * D - N)", "0.5 * N", "3 / N"]:
+        assert fit_float(at(expression), points) == expression
+    assert fit_float([0.1, 0.7, 0.2, 0.3, 0.4], points) is None
     assert sizes_for(None, {"X": (8, 4)}).symbols == ()
 
 
@@ -308,3 +312,20 @@ def test_random_array_programs_with_named_sizes_against_autograd(data):
 def test_a_size_cannot_take_a_name_the_module_uses(name):
     with pytest.raises(SignatureError, match=f"the named size {name} is also a name in the emitted code"):
         compiler.gradient(svm_net, **data(8, 4, 8, 3, seed=0), dims={"X": f"{name},4", "y": name})
+
+
+def test_shape_arithmetic_on_named_sizes_stays_symbolic():
+    def flattened(X, w):
+        N, D = X.shape
+        rows = X.reshape(N, -1) * w
+        return np.sum(rows.reshape(N * D) ** 2) / (N * D) + np.mean(X[:, : D - 1])
+
+    prog = compiler.gradient(flattened, np.ones((4, 3)), 1.0, dims={"X": "N,D"})
+    assert "N * D" in prog.source and "D - 1" in prog.source
+    for shape in [(1, 2), (5, 7)]:
+        X, w = np.random.default_rng(0).normal(size=shape), 0.7
+        value, (grad_X, grad_w) = prog.value_and_grad(X, w)
+        assert value == pytest.approx(flattened(X, w), rel=1e-12)
+        expected = autograd.grad(flattened, (0, 1))(X, w)
+        np.testing.assert_allclose(grad_X, expected[0], rtol=1e-12)
+        assert grad_w == pytest.approx(expected[1], rel=1e-12)
