@@ -55,18 +55,6 @@ def updated(x, index, values):
 @numba.njit(cache=True)
 def forward(X, y, W1, b1, W2, b2):
     """Return course_net(X, y, W1, b1, W2, b2)."""
-    if X.ndim != 2:
-        raise ValueError("course_net: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
-        raise ValueError("course_net: y must be int64[N]; it has shape", np.shape(y))
-    if W1.ndim != 2:
-        raise ValueError("course_net: W1 must be float64[4, 8]; it has shape", np.shape(W1))
-    if b1.ndim != 1:
-        raise ValueError("course_net: b1 must be float64[8]; it has shape", np.shape(b1))
-    if W2.ndim != 2:
-        raise ValueError("course_net: W2 must be float64[8, 3]; it has shape", np.shape(W2))
-    if b2.ndim != 1:
-        raise ValueError("course_net: b2 must be float64[3]; it has shape", np.shape(b2))
     N = check_arguments(X, y, W1, b1, W2, b2)
 
     s0 = X @ W1
@@ -103,18 +91,6 @@ def forward(X, y, W1, b1, W2, b2):
 @numba.njit(cache=True)
 def value_and_grad(X, y, W1, b1, W2, b2):
     """Return (L, (grad_W1, grad_b1, grad_W2, grad_b2)): the value of course_net(X, y, W1, b1, W2, b2) and its gradients."""
-    if X.ndim != 2:
-        raise ValueError("course_net: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
-        raise ValueError("course_net: y must be int64[N]; it has shape", np.shape(y))
-    if W1.ndim != 2:
-        raise ValueError("course_net: W1 must be float64[4, 8]; it has shape", np.shape(W1))
-    if b1.ndim != 1:
-        raise ValueError("course_net: b1 must be float64[8]; it has shape", np.shape(b1))
-    if W2.ndim != 2:
-        raise ValueError("course_net: W2 must be float64[8, 3]; it has shape", np.shape(W2))
-    if b2.ndim != 1:
-        raise ValueError("course_net: b2 must be float64[3]; it has shape", np.shape(b2))
     N = check_arguments(X, y, W1, b1, W2, b2)
 
     # forward pass
@@ -195,38 +171,12 @@ def value_and_grad(X, y, W1, b1, W2, b2):
 @numba.njit(cache=True)
 def grad(X, y, W1, b1, W2, b2):
     """Return (grad_W1, grad_b1, grad_W2, grad_b2), the gradients of course_net(X, y, W1, b1, W2, b2)."""
-    if X.ndim != 2:
-        raise ValueError("course_net: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
-        raise ValueError("course_net: y must be int64[N]; it has shape", np.shape(y))
-    if W1.ndim != 2:
-        raise ValueError("course_net: W1 must be float64[4, 8]; it has shape", np.shape(W1))
-    if b1.ndim != 1:
-        raise ValueError("course_net: b1 must be float64[8]; it has shape", np.shape(b1))
-    if W2.ndim != 2:
-        raise ValueError("course_net: W2 must be float64[8, 3]; it has shape", np.shape(W2))
-    if b2.ndim != 1:
-        raise ValueError("course_net: b2 must be float64[3]; it has shape", np.shape(b2))
-    check_arguments(X, y, W1, b1, W2, b2)
-
     return value_and_grad(X, y, W1, b1, W2, b2)[1]
 
 
 @numba.njit(cache=True)
 def forward_with_cache(X, y, W1, b1, W2, b2):
     """Return (L, cache): the value of course_net(X, y, W1, b1, W2, b2) and what `backward` reads."""
-    if X.ndim != 2:
-        raise ValueError("course_net: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
-        raise ValueError("course_net: y must be int64[N]; it has shape", np.shape(y))
-    if W1.ndim != 2:
-        raise ValueError("course_net: W1 must be float64[4, 8]; it has shape", np.shape(W1))
-    if b1.ndim != 1:
-        raise ValueError("course_net: b1 must be float64[8]; it has shape", np.shape(b1))
-    if W2.ndim != 2:
-        raise ValueError("course_net: W2 must be float64[8, 3]; it has shape", np.shape(W2))
-    if b2.ndim != 1:
-        raise ValueError("course_net: b2 must be float64[3]; it has shape", np.shape(b2))
     N = check_arguments(X, y, W1, b1, W2, b2)
 
     s0 = X @ W1
@@ -314,29 +264,52 @@ def backward(grad_L, cache):
 @numba.njit(cache=True)
 def check_arguments(X, y, W1, b1, W2, b2):
     """Raise ValueError unless the arguments have the shapes and dtypes course_net's code is written for; return N."""
-    if X.ndim != 2:
+    if np.asarray(X).ndim != 2:
         raise ValueError("course_net: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
+    if np.asarray(y).ndim != 1:
         raise ValueError("course_net: y must be int64[N]; it has shape", np.shape(y))
-    if W1.ndim != 2:
+    if np.asarray(W1).ndim != 2:
         raise ValueError("course_net: W1 must be float64[4, 8]; it has shape", np.shape(W1))
-    if b1.ndim != 1:
+    if np.asarray(b1).ndim != 1:
         raise ValueError("course_net: b1 must be float64[8]; it has shape", np.shape(b1))
-    if W2.ndim != 2:
+    if np.asarray(W2).ndim != 2:
         raise ValueError("course_net: W2 must be float64[8, 3]; it has shape", np.shape(W2))
-    if b2.ndim != 1:
+    if np.asarray(b2).ndim != 1:
         raise ValueError("course_net: b2 must be float64[3]; it has shape", np.shape(b2))
-    N = X.shape[0]
-    if X.shape != (N, 4) or not X.dtype == np.dtype("float64"):
+    N = np.shape(X)[0]
+    if np.shape(X) != (N, 4) or not np.asarray(X).dtype == np.dtype("float64"):
         raise ValueError("course_net: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.shape != (N,) or not y.dtype == np.dtype("int64"):
+    if np.shape(y) != (N,) or not np.asarray(y).dtype == np.dtype("int64"):
         raise ValueError("course_net: y must be int64[N] with N = X.shape[0]; it has shape", np.shape(y))
-    if W1.shape != (4, 8) or not W1.dtype == np.dtype("float64"):
+    if np.shape(W1) != (4, 8) or not np.asarray(W1).dtype == np.dtype("float64"):
         raise ValueError("course_net: W1 must be float64[4, 8]; it has shape", np.shape(W1))
-    if b1.shape != (8,) or not b1.dtype == np.dtype("float64"):
+    if np.shape(b1) != (8,) or not np.asarray(b1).dtype == np.dtype("float64"):
         raise ValueError("course_net: b1 must be float64[8]; it has shape", np.shape(b1))
-    if W2.shape != (8, 3) or not W2.dtype == np.dtype("float64"):
+    if np.shape(W2) != (8, 3) or not np.asarray(W2).dtype == np.dtype("float64"):
         raise ValueError("course_net: W2 must be float64[8, 3]; it has shape", np.shape(W2))
-    if b2.shape != (3,) or not b2.dtype == np.dtype("float64"):
+    if np.shape(b2) != (3,) or not np.asarray(b2).dtype == np.dtype("float64"):
         raise ValueError("course_net: b2 must be float64[3]; it has shape", np.shape(b2))
     return N
+
+
+def checked_before_compiling(function):
+    """`function`, which first checks its arguments in Python whenever numba is to compile it for
+    argument types it has not seen: code that cannot compile for them raises ValueError."""
+    compile_for_args = function._compile_for_args
+    params = function.py_func.__code__.co_varnames[: function.py_func.__code__.co_argcount]
+
+    def compile_checked(*args, **kwargs):
+        for name, value in (*zip(params, args), *kwargs.items()):
+            if isinstance(value, (list, tuple)):
+                raise ValueError(f"course_net: {name} must be a NumPy array, not a {type(value).__name__}")
+        check_arguments.py_func(*args, **kwargs)
+        return compile_for_args(*args, **kwargs)
+
+    function._compile_for_args = compile_checked
+    return function
+
+
+checked_before_compiling(forward)
+checked_before_compiling(value_and_grad)
+checked_before_compiling(grad)
+checked_before_compiling(forward_with_cache)

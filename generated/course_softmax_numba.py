@@ -56,12 +56,6 @@ def extreme_along(x, axis, largest):
 @numba.njit(cache=True)
 def forward(W, X, y):
     """Return course_softmax(W, X, y)."""
-    if W.ndim != 2:
-        raise ValueError("course_softmax: W must be float64[5, 3]; it has shape", np.shape(W))
-    if X.ndim != 2:
-        raise ValueError("course_softmax: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
-        raise ValueError("course_softmax: y must be int64[N]; it has shape", np.shape(y))
     N = check_arguments(W, X, y)
 
     X_1 = np.concatenate((X, np.ones((N, 1))), axis=1)
@@ -91,12 +85,6 @@ def forward(W, X, y):
 @numba.njit(cache=True)
 def value_and_grad(W, X, y):
     """Return (L, (grad_W,)): the value of course_softmax(W, X, y) and its gradients."""
-    if W.ndim != 2:
-        raise ValueError("course_softmax: W must be float64[5, 3]; it has shape", np.shape(W))
-    if X.ndim != 2:
-        raise ValueError("course_softmax: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
-        raise ValueError("course_softmax: y must be int64[N]; it has shape", np.shape(y))
     N = check_arguments(W, X, y)
 
     # forward pass
@@ -154,26 +142,12 @@ def value_and_grad(W, X, y):
 @numba.njit(cache=True)
 def grad(W, X, y):
     """Return (grad_W,), the gradients of course_softmax(W, X, y)."""
-    if W.ndim != 2:
-        raise ValueError("course_softmax: W must be float64[5, 3]; it has shape", np.shape(W))
-    if X.ndim != 2:
-        raise ValueError("course_softmax: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
-        raise ValueError("course_softmax: y must be int64[N]; it has shape", np.shape(y))
-    check_arguments(W, X, y)
-
     return value_and_grad(W, X, y)[1]
 
 
 @numba.njit(cache=True)
 def forward_with_cache(W, X, y):
     """Return (L, cache): the value of course_softmax(W, X, y) and what `backward` reads."""
-    if W.ndim != 2:
-        raise ValueError("course_softmax: W must be float64[5, 3]; it has shape", np.shape(W))
-    if X.ndim != 2:
-        raise ValueError("course_softmax: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
-        raise ValueError("course_softmax: y must be int64[N]; it has shape", np.shape(y))
     N = check_arguments(W, X, y)
 
     X_1 = np.concatenate((X, np.ones((N, 1))), axis=1)
@@ -237,17 +211,40 @@ def backward(grad_L, cache):
 @numba.njit(cache=True)
 def check_arguments(W, X, y):
     """Raise ValueError unless the arguments have the shapes and dtypes course_softmax's code is written for; return N."""
-    if W.ndim != 2:
+    if np.asarray(W).ndim != 2:
         raise ValueError("course_softmax: W must be float64[5, 3]; it has shape", np.shape(W))
-    if X.ndim != 2:
+    if np.asarray(X).ndim != 2:
         raise ValueError("course_softmax: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
+    if np.asarray(y).ndim != 1:
         raise ValueError("course_softmax: y must be int64[N]; it has shape", np.shape(y))
-    N = X.shape[0]
-    if W.shape != (5, 3) or not W.dtype == np.dtype("float64"):
+    N = np.shape(X)[0]
+    if np.shape(W) != (5, 3) or not np.asarray(W).dtype == np.dtype("float64"):
         raise ValueError("course_softmax: W must be float64[5, 3]; it has shape", np.shape(W))
-    if X.shape != (N, 4) or not X.dtype == np.dtype("float64"):
+    if np.shape(X) != (N, 4) or not np.asarray(X).dtype == np.dtype("float64"):
         raise ValueError("course_softmax: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.shape != (N,) or not y.dtype == np.dtype("int64"):
+    if np.shape(y) != (N,) or not np.asarray(y).dtype == np.dtype("int64"):
         raise ValueError("course_softmax: y must be int64[N] with N = X.shape[0]; it has shape", np.shape(y))
     return N
+
+
+def checked_before_compiling(function):
+    """`function`, which first checks its arguments in Python whenever numba is to compile it for
+    argument types it has not seen: code that cannot compile for them raises ValueError."""
+    compile_for_args = function._compile_for_args
+    params = function.py_func.__code__.co_varnames[: function.py_func.__code__.co_argcount]
+
+    def compile_checked(*args, **kwargs):
+        for name, value in (*zip(params, args), *kwargs.items()):
+            if isinstance(value, (list, tuple)):
+                raise ValueError(f"course_softmax: {name} must be a NumPy array, not a {type(value).__name__}")
+        check_arguments.py_func(*args, **kwargs)
+        return compile_for_args(*args, **kwargs)
+
+    function._compile_for_args = compile_checked
+    return function
+
+
+checked_before_compiling(forward)
+checked_before_compiling(value_and_grad)
+checked_before_compiling(grad)
+checked_before_compiling(forward_with_cache)

@@ -154,17 +154,17 @@ def backward(grad_L, cache):
 
 def check_arguments(W, X, y):
     """Raise ValueError unless the arguments have the shapes and dtypes course_softmax's code is written for; return N."""
-    if W.ndim != 2:
-        raise ValueError(f"course_softmax: W must be float64[5, 3], not {W.dtype}{list(W.shape)}")
-    if X.ndim != 2:
-        raise ValueError(f"course_softmax: X must be float64[N, 4], not {X.dtype}{list(X.shape)}")
-    if y.ndim != 1:
-        raise ValueError(f"course_softmax: y must be int64[N], not {y.dtype}{list(y.shape)}")
+    if getattr(W, "ndim", None) != 2:
+        raise ValueError(f"course_softmax: W must be float64[5, 3], not {type(W).__name__} {np.asarray(W).dtype}{list(np.shape(W))}")
+    if getattr(X, "ndim", None) != 2:
+        raise ValueError(f"course_softmax: X must be float64[N, 4], not {type(X).__name__} {np.asarray(X).dtype}{list(np.shape(X))}")
+    if getattr(y, "ndim", None) != 1:
+        raise ValueError(f"course_softmax: y must be int64[N], not {type(y).__name__} {np.asarray(y).dtype}{list(np.shape(y))}")
     N = X.shape[0]
     if W.shape != (5, 3) or W.dtype != np.float64:
-        raise ValueError(f"course_softmax: W must be float64[5, 3], not {W.dtype}{list(W.shape)}")
+        raise ValueError(f"course_softmax: W must be float64[5, 3], not {type(W).__name__} {np.asarray(W).dtype}{list(np.shape(W))}")
     if X.shape != (N, 4) or X.dtype != np.float64:
-        raise ValueError(f"course_softmax: X must be float64[N, 4], not {X.dtype}{list(X.shape)}")
+        raise ValueError(f"course_softmax: X must be float64[N, 4], not {type(X).__name__} {np.asarray(X).dtype}{list(np.shape(X))}")
     if y.shape != (N,) or y.dtype != np.int64:
-        raise ValueError(f"course_softmax: y must be int64[N] with N = X.shape[0], not {y.dtype}{list(y.shape)}")
+        raise ValueError(f"course_softmax: y must be int64[N] with N = X.shape[0], not {type(y).__name__} {np.asarray(y).dtype}{list(np.shape(y))}")
     return N

@@ -113,29 +113,29 @@ def backward(grad_L, cache):
 
 def check_arguments(X, t, W1, b1, W2, b2):
     """Raise ValueError unless the arguments have the shapes and dtypes mlp's code is written for; return N."""
-    if X.ndim != 2:
-        raise ValueError(f"mlp: X must be float64[N, 4], not {X.dtype}{list(X.shape)}")
-    if t.ndim != 2:
-        raise ValueError(f"mlp: t must be float64[N, 3], not {t.dtype}{list(t.shape)}")
-    if W1.ndim != 2:
-        raise ValueError(f"mlp: W1 must be float64[4, 8], not {W1.dtype}{list(W1.shape)}")
-    if b1.ndim != 1:
-        raise ValueError(f"mlp: b1 must be float64[8], not {b1.dtype}{list(b1.shape)}")
-    if W2.ndim != 2:
-        raise ValueError(f"mlp: W2 must be float64[8, 3], not {W2.dtype}{list(W2.shape)}")
-    if b2.ndim != 1:
-        raise ValueError(f"mlp: b2 must be float64[3], not {b2.dtype}{list(b2.shape)}")
+    if getattr(X, "ndim", None) != 2:
+        raise ValueError(f"mlp: X must be float64[N, 4], not {type(X).__name__} {np.asarray(X).dtype}{list(np.shape(X))}")
+    if getattr(t, "ndim", None) != 2:
+        raise ValueError(f"mlp: t must be float64[N, 3], not {type(t).__name__} {np.asarray(t).dtype}{list(np.shape(t))}")
+    if getattr(W1, "ndim", None) != 2:
+        raise ValueError(f"mlp: W1 must be float64[4, 8], not {type(W1).__name__} {np.asarray(W1).dtype}{list(np.shape(W1))}")
+    if getattr(b1, "ndim", None) != 1:
+        raise ValueError(f"mlp: b1 must be float64[8], not {type(b1).__name__} {np.asarray(b1).dtype}{list(np.shape(b1))}")
+    if getattr(W2, "ndim", None) != 2:
+        raise ValueError(f"mlp: W2 must be float64[8, 3], not {type(W2).__name__} {np.asarray(W2).dtype}{list(np.shape(W2))}")
+    if getattr(b2, "ndim", None) != 1:
+        raise ValueError(f"mlp: b2 must be float64[3], not {type(b2).__name__} {np.asarray(b2).dtype}{list(np.shape(b2))}")
     N = X.shape[0]
     if X.shape != (N, 4) or X.dtype != np.float64:
-        raise ValueError(f"mlp: X must be float64[N, 4], not {X.dtype}{list(X.shape)}")
+        raise ValueError(f"mlp: X must be float64[N, 4], not {type(X).__name__} {np.asarray(X).dtype}{list(np.shape(X))}")
     if t.shape != (N, 3) or t.dtype != np.float64:
-        raise ValueError(f"mlp: t must be float64[N, 3] with N = X.shape[0], not {t.dtype}{list(t.shape)}")
+        raise ValueError(f"mlp: t must be float64[N, 3] with N = X.shape[0], not {type(t).__name__} {np.asarray(t).dtype}{list(np.shape(t))}")
     if W1.shape != (4, 8) or W1.dtype != np.float64:
-        raise ValueError(f"mlp: W1 must be float64[4, 8], not {W1.dtype}{list(W1.shape)}")
+        raise ValueError(f"mlp: W1 must be float64[4, 8], not {type(W1).__name__} {np.asarray(W1).dtype}{list(np.shape(W1))}")
     if b1.shape != (8,) or b1.dtype != np.float64:
-        raise ValueError(f"mlp: b1 must be float64[8], not {b1.dtype}{list(b1.shape)}")
+        raise ValueError(f"mlp: b1 must be float64[8], not {type(b1).__name__} {np.asarray(b1).dtype}{list(np.shape(b1))}")
     if W2.shape != (8, 3) or W2.dtype != np.float64:
-        raise ValueError(f"mlp: W2 must be float64[8, 3], not {W2.dtype}{list(W2.shape)}")
+        raise ValueError(f"mlp: W2 must be float64[8, 3], not {type(W2).__name__} {np.asarray(W2).dtype}{list(np.shape(W2))}")
     if b2.shape != (3,) or b2.dtype != np.float64:
-        raise ValueError(f"mlp: b2 must be float64[3], not {b2.dtype}{list(b2.shape)}")
+        raise ValueError(f"mlp: b2 must be float64[3], not {type(b2).__name__} {np.asarray(b2).dtype}{list(np.shape(b2))}")
     return N

@@ -65,8 +65,6 @@ def value_and_grad(w0, x0, w1, x1, w2):
 @numba.njit(cache=True)
 def grad(w0, x0, w1, x1, w2):
     """Return (grad_w0, grad_x0, grad_w1, grad_x1, grad_w2), the gradients of neuron(w0, x0, w1, x1, w2)."""
-    check_arguments(w0, x0, w1, x1, w2)
-
     return value_and_grad(w0, x0, w1, x1, w2)[1]
 
 
@@ -115,3 +113,26 @@ def check_arguments(w0, x0, w1, x1, w2):
         raise ValueError("neuron: x1 must be a float64 number; it has shape", np.shape(x1))
     if not isinstance(w2, (int, float)):
         raise ValueError("neuron: w2 must be a float64 number; it has shape", np.shape(w2))
+
+
+def checked_before_compiling(function):
+    """`function`, which first checks its arguments in Python whenever numba is to compile it for
+    argument types it has not seen: code that cannot compile for them raises ValueError."""
+    compile_for_args = function._compile_for_args
+    params = function.py_func.__code__.co_varnames[: function.py_func.__code__.co_argcount]
+
+    def compile_checked(*args, **kwargs):
+        for name, value in (*zip(params, args), *kwargs.items()):
+            if isinstance(value, (list, tuple)):
+                raise ValueError(f"neuron: {name} must be a NumPy array, not a {type(value).__name__}")
+        check_arguments.py_func(*args, **kwargs)
+        return compile_for_args(*args, **kwargs)
+
+    function._compile_for_args = compile_checked
+    return function
+
+
+checked_before_compiling(forward)
+checked_before_compiling(value_and_grad)
+checked_before_compiling(grad)
+checked_before_compiling(forward_with_cache)

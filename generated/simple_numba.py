@@ -52,8 +52,6 @@ def value_and_grad(x, y, z):
 @numba.njit(cache=True)
 def grad(x, y, z):
     """Return (grad_x, grad_y, grad_z), the gradients of simple(x, y, z)."""
-    check_arguments(x, y, z)
-
     return value_and_grad(x, y, z)[1]
 
 
@@ -90,3 +88,26 @@ def check_arguments(x, y, z):
         raise ValueError("simple: y must be a float64 number; it has shape", np.shape(y))
     if not isinstance(z, (int, float)):
         raise ValueError("simple: z must be a float64 number; it has shape", np.shape(z))
+
+
+def checked_before_compiling(function):
+    """`function`, which first checks its arguments in Python whenever numba is to compile it for
+    argument types it has not seen: code that cannot compile for them raises ValueError."""
+    compile_for_args = function._compile_for_args
+    params = function.py_func.__code__.co_varnames[: function.py_func.__code__.co_argcount]
+
+    def compile_checked(*args, **kwargs):
+        for name, value in (*zip(params, args), *kwargs.items()):
+            if isinstance(value, (list, tuple)):
+                raise ValueError(f"simple: {name} must be a NumPy array, not a {type(value).__name__}")
+        check_arguments.py_func(*args, **kwargs)
+        return compile_for_args(*args, **kwargs)
+
+    function._compile_for_args = compile_checked
+    return function
+
+
+checked_before_compiling(forward)
+checked_before_compiling(value_and_grad)
+checked_before_compiling(grad)
+checked_before_compiling(forward_with_cache)

@@ -166,21 +166,21 @@ def backward(grad_L, cache):
 
 def check_arguments(X, y, W, b):
     """Raise ValueError unless the arguments have the shapes and dtypes softmax's code is written for; return N."""
-    if X.ndim != 2:
-        raise ValueError(f"softmax: X must be float64[N, 4], not {X.dtype}{list(X.shape)}")
-    if y.ndim != 1:
-        raise ValueError(f"softmax: y must be int64[N], not {y.dtype}{list(y.shape)}")
-    if W.ndim != 2:
-        raise ValueError(f"softmax: W must be float64[4, 3], not {W.dtype}{list(W.shape)}")
-    if b.ndim != 1:
-        raise ValueError(f"softmax: b must be float64[3], not {b.dtype}{list(b.shape)}")
+    if getattr(X, "ndim", None) != 2:
+        raise ValueError(f"softmax: X must be float64[N, 4], not {type(X).__name__} {np.asarray(X).dtype}{list(np.shape(X))}")
+    if getattr(y, "ndim", None) != 1:
+        raise ValueError(f"softmax: y must be int64[N], not {type(y).__name__} {np.asarray(y).dtype}{list(np.shape(y))}")
+    if getattr(W, "ndim", None) != 2:
+        raise ValueError(f"softmax: W must be float64[4, 3], not {type(W).__name__} {np.asarray(W).dtype}{list(np.shape(W))}")
+    if getattr(b, "ndim", None) != 1:
+        raise ValueError(f"softmax: b must be float64[3], not {type(b).__name__} {np.asarray(b).dtype}{list(np.shape(b))}")
     N = X.shape[0]
     if X.shape != (N, 4) or X.dtype != np.float64:
-        raise ValueError(f"softmax: X must be float64[N, 4], not {X.dtype}{list(X.shape)}")
+        raise ValueError(f"softmax: X must be float64[N, 4], not {type(X).__name__} {np.asarray(X).dtype}{list(np.shape(X))}")
     if y.shape != (N,) or y.dtype != np.int64:
-        raise ValueError(f"softmax: y must be int64[N] with N = X.shape[0], not {y.dtype}{list(y.shape)}")
+        raise ValueError(f"softmax: y must be int64[N] with N = X.shape[0], not {type(y).__name__} {np.asarray(y).dtype}{list(np.shape(y))}")
     if W.shape != (4, 3) or W.dtype != np.float64:
-        raise ValueError(f"softmax: W must be float64[4, 3], not {W.dtype}{list(W.shape)}")
+        raise ValueError(f"softmax: W must be float64[4, 3], not {type(W).__name__} {np.asarray(W).dtype}{list(np.shape(W))}")
     if b.shape != (3,) or b.dtype != np.float64:
-        raise ValueError(f"softmax: b must be float64[3], not {b.dtype}{list(b.shape)}")
+        raise ValueError(f"softmax: b must be float64[3], not {type(b).__name__} {np.asarray(b).dtype}{list(np.shape(b))}")
     return N

@@ -50,14 +50,6 @@ def extreme_along(x, axis, largest):
 @numba.njit(cache=True)
 def forward(X, y, W, b):
     """Return softmax(X, y, W, b)."""
-    if X.ndim != 2:
-        raise ValueError("softmax: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
-        raise ValueError("softmax: y must be int64[N]; it has shape", np.shape(y))
-    if W.ndim != 2:
-        raise ValueError("softmax: W must be float64[4, 3]; it has shape", np.shape(W))
-    if b.ndim != 1:
-        raise ValueError("softmax: b must be float64[3]; it has shape", np.shape(b))
     N = check_arguments(X, y, W, b)
 
     s0 = X @ W
@@ -82,14 +74,6 @@ def forward(X, y, W, b):
 @numba.njit(cache=True)
 def value_and_grad(X, y, W, b):
     """Return (L, (grad_W, grad_b)): the value of softmax(X, y, W, b) and its gradients."""
-    if X.ndim != 2:
-        raise ValueError("softmax: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
-        raise ValueError("softmax: y must be int64[N]; it has shape", np.shape(y))
-    if W.ndim != 2:
-        raise ValueError("softmax: W must be float64[4, 3]; it has shape", np.shape(W))
-    if b.ndim != 1:
-        raise ValueError("softmax: b must be float64[3]; it has shape", np.shape(b))
     N = check_arguments(X, y, W, b)
 
     # forward pass
@@ -142,30 +126,12 @@ def value_and_grad(X, y, W, b):
 @numba.njit(cache=True)
 def grad(X, y, W, b):
     """Return (grad_W, grad_b), the gradients of softmax(X, y, W, b)."""
-    if X.ndim != 2:
-        raise ValueError("softmax: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
-        raise ValueError("softmax: y must be int64[N]; it has shape", np.shape(y))
-    if W.ndim != 2:
-        raise ValueError("softmax: W must be float64[4, 3]; it has shape", np.shape(W))
-    if b.ndim != 1:
-        raise ValueError("softmax: b must be float64[3]; it has shape", np.shape(b))
-    check_arguments(X, y, W, b)
-
     return value_and_grad(X, y, W, b)[1]
 
 
 @numba.njit(cache=True)
 def forward_with_cache(X, y, W, b):
     """Return (L, cache): the value of softmax(X, y, W, b) and what `backward` reads."""
-    if X.ndim != 2:
-        raise ValueError("softmax: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
-        raise ValueError("softmax: y must be int64[N]; it has shape", np.shape(y))
-    if W.ndim != 2:
-        raise ValueError("softmax: W must be float64[4, 3]; it has shape", np.shape(W))
-    if b.ndim != 1:
-        raise ValueError("softmax: b must be float64[3]; it has shape", np.shape(b))
     N = check_arguments(X, y, W, b)
 
     s0 = X @ W
@@ -225,21 +191,44 @@ def backward(grad_L, cache):
 @numba.njit(cache=True)
 def check_arguments(X, y, W, b):
     """Raise ValueError unless the arguments have the shapes and dtypes softmax's code is written for; return N."""
-    if X.ndim != 2:
+    if np.asarray(X).ndim != 2:
         raise ValueError("softmax: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.ndim != 1:
+    if np.asarray(y).ndim != 1:
         raise ValueError("softmax: y must be int64[N]; it has shape", np.shape(y))
-    if W.ndim != 2:
+    if np.asarray(W).ndim != 2:
         raise ValueError("softmax: W must be float64[4, 3]; it has shape", np.shape(W))
-    if b.ndim != 1:
+    if np.asarray(b).ndim != 1:
         raise ValueError("softmax: b must be float64[3]; it has shape", np.shape(b))
-    N = X.shape[0]
-    if X.shape != (N, 4) or not X.dtype == np.dtype("float64"):
+    N = np.shape(X)[0]
+    if np.shape(X) != (N, 4) or not np.asarray(X).dtype == np.dtype("float64"):
         raise ValueError("softmax: X must be float64[N, 4]; it has shape", np.shape(X))
-    if y.shape != (N,) or not y.dtype == np.dtype("int64"):
+    if np.shape(y) != (N,) or not np.asarray(y).dtype == np.dtype("int64"):
         raise ValueError("softmax: y must be int64[N] with N = X.shape[0]; it has shape", np.shape(y))
-    if W.shape != (4, 3) or not W.dtype == np.dtype("float64"):
+    if np.shape(W) != (4, 3) or not np.asarray(W).dtype == np.dtype("float64"):
         raise ValueError("softmax: W must be float64[4, 3]; it has shape", np.shape(W))
-    if b.shape != (3,) or not b.dtype == np.dtype("float64"):
+    if np.shape(b) != (3,) or not np.asarray(b).dtype == np.dtype("float64"):
         raise ValueError("softmax: b must be float64[3]; it has shape", np.shape(b))
     return N
+
+
+def checked_before_compiling(function):
+    """`function`, which first checks its arguments in Python whenever numba is to compile it for
+    argument types it has not seen: code that cannot compile for them raises ValueError."""
+    compile_for_args = function._compile_for_args
+    params = function.py_func.__code__.co_varnames[: function.py_func.__code__.co_argcount]
+
+    def compile_checked(*args, **kwargs):
+        for name, value in (*zip(params, args), *kwargs.items()):
+            if isinstance(value, (list, tuple)):
+                raise ValueError(f"softmax: {name} must be a NumPy array, not a {type(value).__name__}")
+        check_arguments.py_func(*args, **kwargs)
+        return compile_for_args(*args, **kwargs)
+
+    function._compile_for_args = compile_checked
+    return function
+
+
+checked_before_compiling(forward)
+checked_before_compiling(value_and_grad)
+checked_before_compiling(grad)
+checked_before_compiling(forward_with_cache)

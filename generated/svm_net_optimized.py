@@ -177,29 +177,29 @@ def backward(grad_L, cache):
 
 def check_arguments(X, y, W1, b1, W2, b2):
     """Raise ValueError unless the arguments have the shapes and dtypes svm_net's code is written for; return N."""
-    if X.ndim != 2:
-        raise ValueError(f"svm_net: X must be float64[N, 4], not {X.dtype}{list(X.shape)}")
-    if y.ndim != 1:
-        raise ValueError(f"svm_net: y must be int64[N], not {y.dtype}{list(y.shape)}")
-    if W1.ndim != 2:
-        raise ValueError(f"svm_net: W1 must be float64[4, 8], not {W1.dtype}{list(W1.shape)}")
-    if b1.ndim != 1:
-        raise ValueError(f"svm_net: b1 must be float64[8], not {b1.dtype}{list(b1.shape)}")
-    if W2.ndim != 2:
-        raise ValueError(f"svm_net: W2 must be float64[8, 3], not {W2.dtype}{list(W2.shape)}")
-    if b2.ndim != 1:
-        raise ValueError(f"svm_net: b2 must be float64[3], not {b2.dtype}{list(b2.shape)}")
+    if getattr(X, "ndim", None) != 2:
+        raise ValueError(f"svm_net: X must be float64[N, 4], not {type(X).__name__} {np.asarray(X).dtype}{list(np.shape(X))}")
+    if getattr(y, "ndim", None) != 1:
+        raise ValueError(f"svm_net: y must be int64[N], not {type(y).__name__} {np.asarray(y).dtype}{list(np.shape(y))}")
+    if getattr(W1, "ndim", None) != 2:
+        raise ValueError(f"svm_net: W1 must be float64[4, 8], not {type(W1).__name__} {np.asarray(W1).dtype}{list(np.shape(W1))}")
+    if getattr(b1, "ndim", None) != 1:
+        raise ValueError(f"svm_net: b1 must be float64[8], not {type(b1).__name__} {np.asarray(b1).dtype}{list(np.shape(b1))}")
+    if getattr(W2, "ndim", None) != 2:
+        raise ValueError(f"svm_net: W2 must be float64[8, 3], not {type(W2).__name__} {np.asarray(W2).dtype}{list(np.shape(W2))}")
+    if getattr(b2, "ndim", None) != 1:
+        raise ValueError(f"svm_net: b2 must be float64[3], not {type(b2).__name__} {np.asarray(b2).dtype}{list(np.shape(b2))}")
     N = X.shape[0]
     if X.shape != (N, 4) or X.dtype != np.float64:
-        raise ValueError(f"svm_net: X must be float64[N, 4], not {X.dtype}{list(X.shape)}")
+        raise ValueError(f"svm_net: X must be float64[N, 4], not {type(X).__name__} {np.asarray(X).dtype}{list(np.shape(X))}")
     if y.shape != (N,) or y.dtype != np.int64:
-        raise ValueError(f"svm_net: y must be int64[N] with N = X.shape[0], not {y.dtype}{list(y.shape)}")
+        raise ValueError(f"svm_net: y must be int64[N] with N = X.shape[0], not {type(y).__name__} {np.asarray(y).dtype}{list(np.shape(y))}")
     if W1.shape != (4, 8) or W1.dtype != np.float64:
-        raise ValueError(f"svm_net: W1 must be float64[4, 8], not {W1.dtype}{list(W1.shape)}")
+        raise ValueError(f"svm_net: W1 must be float64[4, 8], not {type(W1).__name__} {np.asarray(W1).dtype}{list(np.shape(W1))}")
     if b1.shape != (8,) or b1.dtype != np.float64:
-        raise ValueError(f"svm_net: b1 must be float64[8], not {b1.dtype}{list(b1.shape)}")
+        raise ValueError(f"svm_net: b1 must be float64[8], not {type(b1).__name__} {np.asarray(b1).dtype}{list(np.shape(b1))}")
     if W2.shape != (8, 3) or W2.dtype != np.float64:
-        raise ValueError(f"svm_net: W2 must be float64[8, 3], not {W2.dtype}{list(W2.shape)}")
+        raise ValueError(f"svm_net: W2 must be float64[8, 3], not {type(W2).__name__} {np.asarray(W2).dtype}{list(np.shape(W2))}")
     if b2.shape != (3,) or b2.dtype != np.float64:
-        raise ValueError(f"svm_net: b2 must be float64[3], not {b2.dtype}{list(b2.shape)}")
+        raise ValueError(f"svm_net: b2 must be float64[3], not {type(b2).__name__} {np.asarray(b2).dtype}{list(np.shape(b2))}")
     return N

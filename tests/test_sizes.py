@@ -102,7 +102,7 @@ def test_the_module_reads_N_from_its_arguments():
         )
         for ours, theirs in zip(grads, expected):
             np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
-    with pytest.raises(ValueError, match=r"svm_net: y must be int64\[N\] with N = X.shape\[0\], not int64\[7\]"):
+    with pytest.raises(ValueError, match=r"svm_net: y must be int64\[N\] with N = X.shape\[0\], not ndarray int64\[7\]"):
         prog.grad(*{**data(8, 4, 8, 3, seed=0), "y": np.zeros(7, np.int64)}.values())
 
 
@@ -218,7 +218,7 @@ def _golden_arguments(stem):
 
 def _wrong_arguments(arguments):
     """(name, what is wrong, the arguments with that one wrong): a number given an array, an
-    array a wrong shape, dtype or number of axes."""
+    array a wrong shape, dtype or number of axes, or given as a list."""
     for name, value in arguments.items():
         if np.ndim(value) == 0:
             yield name, "array", {**arguments, name: np.ones(3)}
@@ -226,6 +226,7 @@ def _wrong_arguments(arguments):
         yield name, "shape", {**arguments, name: np.resize(value, tuple(n + 1 for n in value.shape))}
         yield name, "dtype", {**arguments, name: value.astype(np.float32 if value.dtype.kind == "i" else np.int64)}
         yield name, "axes", {**arguments, name: value[..., None]}
+        yield name, "list", {**arguments, name: value.tolist()}
 
 
 def _load(path):
@@ -256,7 +257,7 @@ def test_every_numba_golden_module_names_the_argument_it_cannot_take(stem, tmp_p
     # a wrong dtype or number of axes is a new compile in numba (and a dtype a slow one): every
     # argument gets a wrong shape, and only the first array a wrong dtype and number of axes
     first_array = next((name for name, value in arguments.items() if np.ndim(value)), None)
-    cases = [(n, w) for n, kind, w in _wrong_arguments(arguments) if kind in ("shape", "array") or n == first_array]
+    cases = [(n, w) for n, kind, w in _wrong_arguments(arguments) if kind in ("shape", "array", "list") or n == first_array]
     for name, wrong in cases:
         with pytest.raises(ValueError, match=rf"^\('?{stem}: {name} must be "):
             module.grad(*wrong.values())

@@ -3,9 +3,10 @@ the module was written for, and the named sizes read from them (`N = X.shape[0]`
 
 A saved module is imported where flatgrad is not, so it checks its own arguments and raises a
 plain `ValueError` naming the argument, what it must be and what it is. Under numba the checks
-are a few integer comparisons; each array's number of axes is checked on a line of its own
-first, because numba prunes a branch on `X.ndim` before it types the function, so code written
-for a 2-d X is never typed for a 1-d one (which would fail to compile instead of raising).
+are a few integer comparisons. numba compiles a function anew for each new combination of
+argument types, and code written for a float64 matrix fails to compile (a TypingError) for an
+int64 vector before any check runs; so a numba module also runs `check_arguments` in Python
+before each such compile (`compile_check`), which costs the calls that need no compile nothing.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def _shape_tuple(v: Var, sizes: Sizes) -> str:
 
 
 def _dtype_differs(v: Var, jit: str | None) -> str:
-    # numba compares dtypes with ==, and not with != (which it does not implement)
+    # numba compares dtypes with ==, and not with != (which it does not implement); np.asarray
+    # of an array is the array, and lets the Python check (compile_check) meet a number
     if jit == "numba":
-        return f'not {v.name}.dtype == np.dtype("{v.dtype}")'
+        return f'not np.asarray({v.name}).dtype == np.dtype("{v.dtype}")'
     return f"{v.name}.dtype != np.{v.dtype}"
 
 
@@ -43,22 +45,37 @@ def _not_a_number(v: Var, jit: str | None) -> str:
     return f"not isinstance({v.name}, float) and np.ndim({v.name}) != 0"  # np.ndim costs far more than isinstance
 
 
+def _ndim(v: Var, jit: str | None) -> str:
+    # a list or a number has no ndim; numba, which has no getattr, types np.asarray of an array
+    # as the array itself (and its Python check, see compile_check, meets lists and numbers)
+    if jit == "numba":
+        return f"np.asarray({v.name}).ndim"
+    return f'getattr({v.name}, "ndim", None)'
+
+
+def _shape_of(name: str, jit: str | None) -> str:
+    # under numba, np.shape lets the Python check (compile_check) meet a list
+    return f"np.shape({name})" if jit == "numba" else f"{name}.shape"
+
+
 def _raise(function: str, v: Var, sizes: Sizes, jit: str | None, where: str) -> str:
     expected = f"{function}: {v.name} must be {_kind(v, sizes)}{where}"
     if jit == "numba":  # numba formats no strings at run time; the shape goes as a second argument
         return f'raise ValueError("{expected}; it has shape", np.shape({v.name}))'
     if not v.shape:
         return f'raise ValueError(f"{expected}, not an array of shape {{np.shape({v.name})}}")'
-    return f'raise ValueError(f"{expected}, not {{{v.name}.dtype}}{{list({v.name}.shape)}}")'
+    # the type too: a list or a number of the right shape is no array
+    actual = f"{{type({v.name}).__name__}} {{np.asarray({v.name}).dtype}}{{list(np.shape({v.name}))}}"
+    return f'raise ValueError(f"{expected}, not {actual}")'
 
 
 def _axes_check(function: str, v: Var, sizes: Sizes, jit: str | None) -> list[str]:
     """The check that comes first: an array's number of axes, or that a number is one."""
-    test = f"{v.name}.ndim != {len(v.shape)}" if v.shape else _not_a_number(v, jit)
+    test = f"{_ndim(v, jit)} != {len(v.shape)}" if v.shape else _not_a_number(v, jit)
     return [f"if {test}:", "    " + _raise(function, v, sizes, jit, "")]
 
 
-def definitions(sizes: Sizes, available: Sequence[str]) -> tuple[list[str], list[str]]:
+def definitions(sizes: Sizes, available: Sequence[str], jit: str | None = None) -> tuple[list[str], list[str]]:
     """The lines reading each named size from the first of `available` that has it
     (`N = X.shape[0]`), and the named sizes none of them has."""
     lines, missing = [], []
@@ -70,7 +87,7 @@ def definitions(sizes: Sizes, available: Sequence[str]) -> tuple[list[str], list
         if source is None:
             missing.append(symbol)
         else:
-            lines.append(f"{symbol} = {source[0]}.shape[{source[1]}]")
+            lines.append(f"{symbol} = {_shape_of(source[0], jit)}[{source[1]}]")
     return lines, missing
 
 
@@ -80,7 +97,7 @@ CHECK = "check_arguments"  # the emitted function that checks the inputs
 def check_body(function: str, inputs: Sequence[Var], sizes: Sizes, jit: str | None) -> tuple[str, ...]:
     """The body of `check_arguments`: every input checked, the named sizes returned."""
     lines = [line for v in inputs for line in _axes_check(function, v, sizes, jit)]
-    defined, _ = definitions(sizes, [v.name for v in inputs])
+    defined, _ = definitions(sizes, [v.name for v in inputs], jit)
     lines += defined
     origin = sizes.defining()
     for v in inputs:
@@ -89,7 +106,7 @@ def check_body(function: str, inputs: Sequence[Var], sizes: Sizes, jit: str | No
         named = sorted({a for a in sizes.of(v.name) or () if isinstance(a, str) and origin[a][0] != v.name})
         where = "".join(f" with {a} = {origin[a][0]}.shape[{origin[a][1]}]" for a in named)
         lines += [
-            f"if {v.name}.shape != {_shape_tuple(v, sizes)} or {_dtype_differs(v, jit)}:",
+            f"if {_shape_of(v.name, jit)} != {_shape_tuple(v, sizes)} or {_dtype_differs(v, jit)}:",
             "    " + _raise(function, v, sizes, jit, where),
         ]
     if sizes.symbols:
@@ -103,11 +120,28 @@ def check_doc(function: str, sizes: Sizes) -> str:
     return f"Raise ValueError unless the arguments have the shapes and dtypes {function}'s code is written for{named}."
 
 
-def guard_lines(function: str, inputs: Sequence[Var], sizes: Sizes, jit: str | None) -> tuple[str, ...]:
-    """The lines a function taking `inputs` starts with: the call of `check_arguments`, after,
-    under numba, each array's number of axes (see the module's docstring)."""
-    arrays = [v for v in inputs if v.shape] if jit == "numba" else []
-    lines = [line for v in arrays for line in _axes_check(function, v, sizes, jit)]
+def guard_lines(inputs: Sequence[Var], sizes: Sizes) -> tuple[str, ...]:
+    """The line a function taking `inputs` starts with: the call of `check_arguments`."""
     call = f"{CHECK}({', '.join(v.name for v in inputs)})"
-    lines.append(f"{', '.join(sizes.symbols)} = {call}" if sizes.symbols else call)
-    return tuple(lines)
+    return (f"{', '.join(sizes.symbols)} = {call}" if sizes.symbols else call,)
+
+
+def compile_check(function: str) -> str:
+    """Under numba, the emitted module's last function: it makes numba run `check_arguments` in
+    Python before it compiles a function for new argument types (numba's dispatcher calls its
+    `_compile_for_args` method on a call whose types it has not compiled for)."""
+    return f'''def checked_before_compiling(function):
+    """`function`, which first checks its arguments in Python whenever numba is to compile it for
+    argument types it has not seen: code that cannot compile for them raises ValueError."""
+    compile_for_args = function._compile_for_args
+    params = function.py_func.__code__.co_varnames[: function.py_func.__code__.co_argcount]
+
+    def compile_checked(*args, **kwargs):
+        for name, value in (*zip(params, args), *kwargs.items()):
+            if isinstance(value, (list, tuple)):
+                raise ValueError(f"{function}: {{name}} must be a NumPy array, not a {{type(value).__name__}}")
+        {CHECK}.py_func(*args, **kwargs)
+        return compile_for_args(*args, **kwargs)
+
+    function._compile_for_args = compile_checked
+    return function'''

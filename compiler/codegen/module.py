@@ -18,7 +18,7 @@ import numpy as np
 
 from compiler.codegen.explain import explanation
 from compiler.codegen.expressions import assign, expression, load, returns, tuple_of, unparse
-from compiler.codegen.guards import CHECK, check_body, check_doc, definitions, guard_lines
+from compiler.codegen.guards import CHECK, check_body, check_doc, compile_check, definitions, guard_lines
 from compiler.codegen.lines import LineForm, render_lines
 from compiler.helpers import HELPERS, helper_source
 from compiler.ir import Atom, Backprop, Eqn, Var
@@ -251,10 +251,7 @@ def functions(
     cached = cached_names(pair, sizes)
     call = _signature(provenance.function, params)
     parts = _Parts(jit, sizes.symbols)
-    guard = (("", guard_lines(provenance.function, pair.forward.inputs, sizes, jit)),)
-    # numba types `grad` for its arguments before it runs, so it checks them itself; in Python
-    # the `value_and_grad` it calls does
-    grad_guard = guard if jit == "numba" else ()
+    guard = (("", guard_lines(pair.forward.inputs, sizes)),)  # `grad`'s is the `value_and_grad` it calls
     checks = check_body(provenance.function, pair.forward.inputs, sizes, jit)
     upstream_guard = check_body(provenance.function, pair.upstream, NO_SIZES, jit) if not pair.upstream[0].shape else ()
 
@@ -280,7 +277,7 @@ def functions(
             value_and_grad,
         ),
         Function(
-            "grad", params, f"Return {listed}, the gradients of {call}.", (*grad_guard, ("", (returns(recompute),)))
+            "grad", params, f"Return {listed}, the gradients of {call}.", (("", (returns(recompute),)),)
         ),
         Function(
             "forward_with_cache", params, f"Return ({output}, cache): the value of {call} and what `backward` reads.",
@@ -344,4 +341,6 @@ def emit_module(
         cache_bytes=sum(math.prod(v.shape) * _itemsize(v.dtype) for v in cache),
         signature=_signature(provenance.function, [v.name for v in pair.forward.inputs]),
         functions=functions(pair, provenance, bodies, jit, sizes),
+        compile_check=compile_check(provenance.function) if jit == "numba" else None,
+        checked=("forward", "value_and_grad", "grad", "forward_with_cache"),
     )
