@@ -89,6 +89,8 @@ GEN_NUMPY = "flatgrad NumPy (generated)"
 GEN_PROG = "flatgrad NumPy via prog.value_and_grad"
 GEN_NUMBA = "flatgrad numba (generated)"
 GEN_OPTIMIZED = "flatgrad NumPy, optimize=True"
+NUMPY_UNCHECKED = "flatgrad NumPy, argument checks taken out"
+NUMBA_UNCHECKED = "flatgrad numba, argument checks taken out"
 HAND_NUMPY = "hand-written NumPy"
 HAND_NUMBA = "hand-written numba"
 JAX = "jax.jit(value_and_grad)"
@@ -364,7 +366,13 @@ def flatgrad_candidates(case: Case) -> None:
         f"numba first call (compile), excluded from the table: generated value_and_grad "
         f"{harness.format_time(gen_compile)} (specialised to these shapes), {hand_note}"
     )
+    # what the modules' argument checks cost: the same modules without them
+    numpy_unchecked = compiler.program.load_module(harness.without_checks(prog.source)).value_and_grad
+    numba_unchecked = compiler.program.load_module(harness.without_checks(jprog.source)).value_and_grad
+    numba_unchecked(*args)  # compiled outside the timing, as the generated one is
     case.candidates += [
+        Candidate(NUMPY_UNCHECKED, numpy_unchecked, args),
+        Candidate(NUMBA_UNCHECKED, numba_unchecked, args),
         Candidate(GEN_NUMPY, numpy_vg, args),
         Candidate(GEN_OPTIMIZED, optimized_vg, args),
         Candidate(GEN_PROG, prog.value_and_grad, args),
@@ -468,6 +476,12 @@ def case_targets(case: Case, timings: list[Timing]) -> list[Target]:
             timings, f"({tag}) (1, optimize=True) <= 1.1x hand-written NumPy", GEN_OPTIMIZED, HAND_NUMPY, at_most=1.1
         ),
     ]
+    for checked, unchecked in ((GEN_NUMPY, NUMPY_UNCHECKED), (GEN_NUMBA, NUMBA_UNCHECKED)):
+        targets.append(
+            harness.ratio_target(
+                timings, f"({tag}) argument checks cost at most 1.1x ({checked})", checked, unchecked, at_most=1.1
+            )
+        )
     best = best_of(timings, (GEN_NUMPY, GEN_OPTIMIZED, GEN_NUMBA), BEST)
     if best is None:
         return targets
