@@ -83,6 +83,16 @@ def load_module(source: str) -> types.ModuleType:
     return module
 
 
+def _emitted(name: str, doc: str) -> functools.cached_property:
+    """A `GradientProgram` attribute that is the emitted module's function `name`."""
+
+    def function(self: GradientProgram) -> Callable[..., Any]:
+        return getattr(self.module, name)
+
+    function.__doc__ = doc
+    return functools.cached_property(function)
+
+
 class GradientProgram:
     """A traced, differentiated and emitted function, ready to run.
 
@@ -142,30 +152,11 @@ class GradientProgram:
 
     # The module's own functions, looked up once and then found in the instance's dict: a call
     # of `prog.grad` costs no more than one of the module's `grad`, which checks its arguments.
-    @functools.cached_property
-    def forward(self) -> Callable[..., Any]:
-        """The function's value, computed by the emitted `forward`."""
-        return self.module.forward
-
-    @functools.cached_property
-    def value_and_grad(self) -> Callable[..., tuple[Any, tuple]]:
-        """`(value, grads)`, with `grads` aligned with `wrt`: the emitted `value_and_grad`."""
-        return self.module.value_and_grad
-
-    @functools.cached_property
-    def grad(self) -> Callable[..., tuple]:
-        """The gradients alone, aligned with `wrt`: the emitted `grad`."""
-        return self.module.grad
-
-    @functools.cached_property
-    def forward_with_cache(self) -> Callable[..., tuple[Any, tuple]]:
-        """`(value, cache)`: the emitted `forward_with_cache`, whose cache `backward` reads."""
-        return self.module.forward_with_cache
-
-    @functools.cached_property
-    def backward(self) -> Callable[..., tuple]:
-        """The gradients from an upstream gradient and `forward_with_cache`'s cache."""
-        return self.module.backward
+    forward = _emitted("forward", "The function's value, computed by the emitted `forward`.")
+    value_and_grad = _emitted("value_and_grad", "`(value, grads)`, with `grads` aligned with `wrt`.")
+    grad = _emitted("grad", "The gradients alone, aligned with `wrt`.")
+    forward_with_cache = _emitted("forward_with_cache", "`(value, cache)`, the cache being what `backward` reads.")
+    backward = _emitted("backward", "The gradients from an upstream gradient and `forward_with_cache`'s cache.")
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the module to `path` (atomically) and return the path.

@@ -595,10 +595,9 @@ def array_values_are_safe(program: ArrayProgram, args: list) -> bool:
     return True
 
 
-@settings(derandomize=True, max_examples=100, deadline=None, database=None)
-@given(data=st.data())
-def test_random_array_program_against_autograd(data):
-    program = data.draw(array_programs(), label="program")
+def draw_array_case(data, program: ArrayProgram) -> tuple[list, float, list]:
+    """Arguments drawn for `program` where its values are safe, and its value and gradients
+    there by the oracle (autograd)."""
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     args = [np.float64(rng.uniform(-2.0, 2.0)) if not s else rng.uniform(-2.0, 2.0, s) for s in program.shapes]
     assume(array_values_are_safe(program, args))
@@ -610,6 +609,14 @@ def test_random_array_program_against_autograd(data):
         expected_value = float(oracle(*args))
         expected_grads = [autograd.grad(oracle, argnum=i)(*args) for i in range(len(args))]
     assume(all(np.all(np.isfinite(g)) and np.all(np.abs(g) < GRAD_BOUND) for g in expected_grads))
+    return args, expected_value, expected_grads
+
+
+@settings(derandomize=True, max_examples=100, deadline=None, database=None)
+@given(data=st.data())
+def test_random_array_program_against_autograd(data):
+    program = data.draw(array_programs(), label="program")
+    args, expected_value, expected_grads = draw_array_case(data, program)
 
     f = array_function(program)
     examples = [np.ones(s) if s else 1.0 for s in program.shapes]
