@@ -35,6 +35,15 @@ class SignatureError(FlatgradError):
     """Arguments that do not fit the function or the program (count, type, `wrt` names)."""
 
 
+class SizeDependenceError(FlatgradError):
+    """Code whose operations depend on the value of a size named in `dims` (a loop over the
+    rows, a branch on the size): flatgrad fixes that size at the example's value instead."""
+
+    def __init__(self, message: str, line: str) -> None:
+        super().__init__(message)
+        self.line = line  # the first emitted line that differs between the sizes
+
+
 class WriteError(FlatgradError):
     """A file cannot be written, or must not be: it would replace a folder, the traced
     function's own source, or a file flatgrad did not write (unless forced)."""

@@ -29,7 +29,7 @@ from compiler import display, passes, visualize
 from compiler.autodiff import differentiate
 from compiler.codegen import JIT_BACKENDS, Provenance, emit_module
 from compiler.codegen.guards import CHECK
-from compiler.errors import FlatgradError, SignatureError
+from compiler.errors import FlatgradError, SignatureError, SizeDependenceError
 from compiler.files import display_path, write_atomically, write_output
 from compiler.helpers import HELPERS
 from compiler.ir import Backprop, Graph, Var
@@ -118,6 +118,7 @@ class GradientProgram:
         self.source_file = source_file  # the traced function's file, which `save` never writes over
         self._module: types.ModuleType | None = None
         self._dtypes = {v.name: np.dtype(v.dtype) for v in graph.inputs}
+        self.sizes = NO_SIZES  # the sizes named in the module (build sets them)
 
     @property
     def module(self) -> types.ModuleType:
@@ -270,24 +271,54 @@ def build(f: Callable, args: tuple, kwargs: dict, options: Options = Options()) 
 
     With named sizes (`options.dims`) the pipeline runs at the examples and at probes that
     scale every named size, and `sizes.symbolic_source` writes the sizes the modules differ in
-    as expressions of the names."""
+    as expressions of the names. A size whose value the code depends on (a loop over the rows,
+    a branch on it) is fixed at the example's instead, which the module's header says and its
+    argument checks hold it to."""
     options.check()
     arguments = bind_arguments(f, args, kwargs)
     shapes = {name: example_spec(name, value).shape for name, value in arguments.items()}
-    sizes = sizes_for(options.dims, shapes)
-    program = _build_at(f, args, kwargs, options, sizes)
-    if sizes.symbols:
-        _check_size_names(sizes, program)
-        points, sources = [sizes.values(shapes)], [program.source]
-        positional = list(arguments)[: len(args)]
-        for factors in probe_factors(sizes.symbols):
-            probe_shapes = sizes.probe(shapes, factors)
-            probed = {name: np.resize(arguments[name], shape) for name, shape in probe_shapes.items()}
-            probe_args = tuple(probed.get(name, arguments[name]) for name in positional)
-            probe_kwargs = {name: probed.get(name, value) for name, value in kwargs.items()}
-            points.append(sizes.values({**shapes, **probe_shapes}))
-            sources.append(_build_at(f, probe_args, probe_kwargs, options, sizes).source)
-        program.source = symbolic_source(sources, points, getattr(f, "__name__", "f"))
+    requested = sizes_for(options.dims, shapes)
+    try:
+        return _with_sizes(f, args, kwargs, options, requested, requested)
+    except SizeDependenceError as error:
+        dependence = error
+    # Specialise: fix one named size at the example's value (the checks then hold the module to
+    # it), the first that makes the rest symbolic; failing that, every one of them.
+    values = requested.values(shapes)
+    for symbol in requested.symbols:
+        try:
+            sizes = requested.fixing(symbol, values[symbol], dependence.line)
+            return _with_sizes(f, args, kwargs, options, sizes, requested)
+        except SizeDependenceError:
+            continue
+    sizes = requested
+    for symbol in requested.symbols:
+        sizes = sizes.fixing(symbol, values[symbol], dependence.line)
+    return _with_sizes(f, args, kwargs, options, sizes, requested)
+
+
+def _with_sizes(
+    f: Callable, args: tuple, kwargs: dict, options: Options, sizes: Sizes, requested: Sizes
+) -> GradientProgram:
+    """The program with `sizes` named (`requested` is what the header's command asks for); a
+    SizeDependenceError when the code depends on one's value."""
+    program = _build_at(f, args, kwargs, options, sizes, requested)
+    program.sizes = sizes
+    if not sizes.symbols:
+        return program
+    _check_size_names(sizes, program)
+    arguments = bind_arguments(f, args, kwargs)
+    shapes = {name: example_spec(name, value).shape for name, value in arguments.items()}
+    points, sources = [sizes.values(shapes)], [program.source]
+    positional = list(arguments)[: len(args)]
+    for factors in probe_factors(sizes.symbols):
+        probe_shapes = sizes.probe(shapes, factors)
+        probed = {name: np.resize(arguments[name], shape) for name, shape in probe_shapes.items()}
+        probe_args = tuple(probed.get(name, arguments[name]) for name in positional)
+        probe_kwargs = {name: probed.get(name, value) for name, value in kwargs.items()}
+        points.append(sizes.values({**shapes, **probe_shapes}))
+        sources.append(_build_at(f, probe_args, probe_kwargs, options, sizes, requested).source)
+    program.source = symbolic_source(sources, points, getattr(f, "__name__", "f"))
     return program
 
 
@@ -305,7 +336,9 @@ def _check_size_names(sizes: Sizes, program: GradientProgram) -> None:
             )
 
 
-def _build_at(f: Callable, args: tuple, kwargs: dict, options: Options, sizes: Sizes) -> GradientProgram:
+def _build_at(
+    f: Callable, args: tuple, kwargs: dict, options: Options, sizes: Sizes, requested: Sizes
+) -> GradientProgram:
     with _collector_paused():
         forward = trace(f, *args, **kwargs)
         hint = integer_examples_hint(bind_arguments(f, args, kwargs))
@@ -317,7 +350,7 @@ def _build_at(f: Callable, args: tuple, kwargs: dict, options: Options, sizes: S
         if options.optimize:
             graph = passes.optimize(graph)
             folded = passes.fold_seed(graph)
-        origin = provenance(f, graph, names, options, sizes)
+        origin = provenance(f, graph, names, options, requested)
         source_code = emit_module(graph, origin, options.jit, options.explain, folded, sizes)
     return GradientProgram(graph, source_code, names, options.jit, options.optimize, source_file(f))
 
@@ -373,14 +406,24 @@ def _signature_key(arguments: dict[str, Any], dims: Mapping[str, Any] | None) ->
 def _lazy(f: Callable, options: Options, pick: Callable) -> Callable:
     options.check()
     programs: dict[tuple, GradientProgram] = {}
+    # for a signature whose program fixed a named size (its code depends on the value), where
+    # that size is read: the size's value then tells programs apart too
+    fixed_at: dict[tuple, tuple[tuple[str, int], ...]] = {}
 
     @functools.wraps(f)
     def transformed(*args: Any, **kwargs: Any) -> Any:
         arguments = bind_arguments(f, args, kwargs)
-        key = _signature_key(arguments, options.dims)
+        signature = _signature_key(arguments, options.dims)
+        key = signature + tuple(np.shape(arguments[name])[axis] for name, axis in fixed_at.get(signature, ()))
         program = programs.get(key)
         if program is None:
-            program = programs[key] = build(f, args, kwargs, options)
+            program = build(f, args, kwargs, options)
+            if program.sizes.fixed:
+                shapes = {name: np.shape(value) for name, value in arguments.items()}
+                defining = sizes_for(options.dims, shapes).defining()
+                fixed_at[signature] = tuple(defining[symbol] for symbol, _, _ in program.sizes.fixed)
+                key = signature + tuple(np.shape(arguments[name])[axis] for name, axis in fixed_at[signature])
+            programs[key] = program
         value, grads = program.value_and_grad(*arguments.values())
         return pick(value, grads[0] if isinstance(options.wrt, str) else grads)
 

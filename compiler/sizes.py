@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
-from compiler.errors import FlatgradError, SignatureError
+from compiler.errors import SignatureError, SizeDependenceError
 
 Axis = str | int  # a named size or a fixed one
 
@@ -38,6 +38,7 @@ class Sizes:
     its example's shape."""
 
     axes: tuple[tuple[str, tuple[Axis, ...]], ...]
+    fixed: tuple[tuple[str, int, str], ...] = ()  # (name, value, the line that depends on it)
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -65,6 +66,12 @@ class Sizes:
     def values(self, examples: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
         """Each named size's value at these input shapes."""
         return {symbol: examples[name][axis] for symbol, (name, axis) in self.defining().items()}
+
+    def fixing(self, symbol: str, value: int, line: str) -> Sizes:
+        """These sizes with `symbol` fixed at `value` (the emitted `line` depends on it)."""
+        axes = [(name, tuple(value if a == symbol else a for a in named)) for name, named in self.axes]
+        named = tuple((name, a) for name, a in axes if any(isinstance(x, str) for x in a))
+        return Sizes(named, (*self.fixed, (symbol, value, line)))
 
     def probe(self, examples: Mapping[str, tuple[int, ...]], factors: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
         """The input shapes with every named size multiplied by its factor."""
@@ -333,7 +340,7 @@ def _depends(
     streams: Sequence[list[tokenize.TokenInfo]],
     points: Sequence[Mapping[str, int]],
     index: int | None = None,
-) -> FlatgradError:
+) -> SizeDependenceError:
     """The error for code that depends on a named size's value."""
     sizes = " and ".join(", ".join(f"{k} = {v}" for k, v in point.items()) for point in points[:2])
     if index is None:  # different lengths: find the first token that differs
@@ -342,9 +349,10 @@ def _depends(
             min(len(s) for s in streams) - 1,
         )
     line = streams[0][index].line.strip()
-    return FlatgradError(
+    return SizeDependenceError(
         f"{function}() cannot keep its named sizes symbolic: its emitted code differs at {sizes} "
         f"in more than the sizes, from the line `{line}` on (a loop over the rows, a branch on a size, "
         "or broadcasting against a size-1 axis depends on the value); fix that size (an integer in dims) "
-        "or write the code without it"
+        "or write the code without it",
+        line,
     )

@@ -27,7 +27,7 @@ from test_random_programs import ATOL, RTOL, array_function, array_programs, dra
 
 import compiler
 from compiler.cli import main, parse_spec
-from compiler.errors import FlatgradError, SignatureError
+from compiler.errors import SignatureError
 from compiler.sizes import fit, fit_float, parse_axes, sizes_for
 
 NET_DIMS = {"X": "N,4", "y": "N"}
@@ -114,15 +114,40 @@ def test_backward_reads_N_from_its_cache_or_keeps_it():
         assert value == pytest.approx(np.sum(x * x) / n)
 
 
-def test_code_whose_structure_depends_on_N_is_refused_clearly():
-    def rows(X):
-        total = 0.0
-        for row in X:
-            total = total + np.sum(row * row)
-        return total
+def rows(X, w):
+    """A loop over the rows: its code depends on N's value."""
+    total = 0.0
+    for row in X:
+        total = total + np.sum(row * w)
+    return total / X.shape[0]
 
-    with pytest.raises(FlatgradError, match=r"rows\(\) cannot keep its named sizes symbolic.*fix that size"):
-        compiler.gradient(rows, np.ones((3, 2)), dims={"X": "N,2"})
+
+def test_a_size_the_code_depends_on_is_fixed_and_checked():
+    prog = compiler.gradient(rows, np.ones((3, 2)), np.ones(2), dims={"X": "N,2"})
+    assert "N is fixed at 3, the example's: the code depends on its value" in prog.source
+    assert "    X: float64[3, 2]\n" in prog.source and "--arg 'X=f64[N,2]'" in prog.source
+    X, w = np.arange(6.0).reshape(3, 2), np.array([0.5, -1.0])
+    value, (grad_X, grad_w) = prog.value_and_grad(X, w)
+    assert value == pytest.approx(rows(X, w))
+    np.testing.assert_allclose(grad_w, X.sum(axis=0) / 3)
+    with pytest.raises(ValueError, match=r"rows: X must be float64\[3, 2\], not ndarray float64\[4, 2\]"):
+        prog.grad(np.ones((4, 2)), w)
+    # the other named sizes stay symbolic
+    def scaled(X, Y):
+        return np.sum(X[:, :1] * Y) / X.shape[0]
+
+    prog = compiler.gradient(scaled, np.ones((3, 2)), np.ones(1), dims={"X": "N,D", "Y": "M"})
+    assert "M is fixed at 1" in prog.source and "X: float64[N, D]" in prog.source
+    assert prog.value_and_grad(np.ones((5, 4)), np.full(1, 2.0))[0] == pytest.approx(2.0)
+
+
+def test_the_lazy_api_keeps_a_program_for_each_value_of_a_fixed_size():
+    lazy = compiler.grad(rows, wrt="w", dims={"X": "N,2"})
+    w = np.array([0.5, -1.0])
+    for n in (3, 4, 3):
+        X = np.arange(2.0 * n).reshape(n, 2)
+        np.testing.assert_allclose(lazy(X, w), X.sum(axis=0) / n)
+    assert len(lazy.programs) == 2
 
 
 def test_the_command_line_names_sizes(tmp_path, monkeypatch, capsys):

@@ -32,6 +32,7 @@ TEMPLATE = "module.py.j2"  # the emitted module; templates/ holds the report's t
 
 # The header names at most this many cached values; a long program's cache is summed up.
 HEADER_NAMES = 24
+TRIPLE = '"' * 3  # what would end the module's docstring
 
 
 def _listing(names: Sequence[str]) -> str:
@@ -337,6 +338,7 @@ def emit_module(
         constants=[(name, repr(value)) for name, value in pair.constants],
         cache=_listing(cached_names(pair, sizes)),
         symbols=sizes.symbols,
+        fixed=[(symbol, value, line.replace(TRIPLE, "'''")) for symbol, value, line in sizes.fixed],
         example_sizes=", ".join(f"{k} = {v}" for k, v in example_sizes.items()),
         cache_bytes=sum(math.prod(v.shape) * _itemsize(v.dtype) for v in cache),
         signature=_signature(provenance.function, [v.name for v in pair.forward.inputs]),
