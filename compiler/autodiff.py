@@ -25,7 +25,8 @@ from compiler.ops import OPS
 def differentiate(forward: Graph, wrt: Sequence[str]) -> Backprop:
     """The backward pass of `forward` with respect to the inputs named in `wrt`, beside it.
 
-    The backward pass starts from the upstream gradient `grad_L` and gives one gradient per
+    The backward pass starts from the upstream gradient `grad_L` (of the output's shape: for an
+    array output the gradients are its vector-Jacobian product) and gives one gradient per
     `wrt` name. Within one gate the function's own
     inputs get their gradients first, then intermediates, each in argument order. An operand
     broadcast against the gate's output has its gradient summed back to its shape. An input
@@ -35,9 +36,12 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Backprop:
     names = _GradNames(Namer(taken=[v.name for v in forward.inputs] + [e.out.name for e in forward.eqns]))
     plans = _Plans(forward, active_values(forward, wrt_vars))
     (output,) = forward.outputs
-    seed = Eqn("ones_like", (output,), Var(names.grad(output), output.shape, output.dtype))
+    start = Var(names.grad(output), output.shape, output.dtype)
+    # a scalar's backward pass starts, in `value_and_grad`, from the number one; an array's
+    # only from the upstream gradient `backward` is given (the vector-Jacobian product)
+    seed = Eqn("ones_like", (output,), start) if output.shape == () else None
     backward: list[Eqn] = []
-    grads: dict[Var, Var] = {output: seed.out}  # a Var hashes by identity
+    grads: dict[Var, Var] = {output: start}  # a Var hashes by identity
     for eqn in reversed(forward.eqns):
         upstream = grads.get(eqn.out)
         if upstream is None:
@@ -50,7 +54,7 @@ def differentiate(forward: Graph, wrt: Sequence[str]) -> Backprop:
         if v not in grads:  # the output does not depend on v
             backward.append(Eqn("zeros_like", (v,), Var(names.grad(v), v.shape, v.dtype)))
             grads[v] = backward[-1].out
-    return Backprop.of(forward, tuple(backward), tuple(grads[v] for v in wrt_vars), (seed.out,), seed)
+    return Backprop.of(forward, tuple(backward), tuple(grads[v] for v in wrt_vars), (start,), seed)
 
 
 def active_values(forward: Graph, wrt: Sequence[Var]) -> set[Var]:

@@ -113,10 +113,19 @@ def check_rows(
 
 def compare(program: GradientProgram, f: Callable, arguments: dict[str, Any]) -> list[CheckRow]:
     """`program`'s gradient (built from `f`) at `arguments`, by parameter name, beside central
-    differences of `f`: for each input, the element where they differ most among those checked."""
-    grads = program.grad(*arguments.values())
-    point, dtype = difference_point(f, arguments)
+    differences of `f`: for each input, the element where they differ most among those checked.
+
+    For `f` returning an array, the gradient checked is `backward`'s at a random upstream
+    gradient `dout` (seeded): the vector-Jacobian product, the gradient of `sum(f * dout)`."""
     rng = np.random.default_rng(0)
+    if program.graph.forward.outputs[0].shape == ():
+        grads = program.grad(*arguments.values())
+    else:
+        out, cache = program.forward_with_cache(*arguments.values())
+        dout = rng.normal(size=np.shape(out)).astype(np.asarray(out).dtype)
+        grads = program.backward(dout, cache)
+        f = _projected(f, dout)
+    point, dtype = difference_point(f, arguments)
     rows = []
     for name, g in zip(program.wrt, grads):
         tolerance = max(
@@ -131,6 +140,16 @@ def compare(program: GradientProgram, f: Callable, arguments: dict[str, Any]) ->
         ]
         rows.append(max(checked, key=lambda row: row.error))
     return rows
+
+
+def _projected(f: Callable, dout: np.ndarray) -> Callable:
+    """The number `sum(f(...) * dout)`, whose gradient is f's vector-Jacobian product at dout."""
+
+    def projected(**arguments: Any) -> Any:
+        out = np.asarray(f(**arguments))
+        return np.sum(out * dout.astype(out.dtype))
+
+    return projected
 
 
 def check_passes(rows: Sequence[CheckRow], tolerance: float | None = None) -> bool:

@@ -87,7 +87,8 @@ def _emitted(name: str, doc: str) -> functools.cached_property:
     """A `GradientProgram` attribute that is the emitted module's function `name`."""
 
     def function(self: GradientProgram) -> Callable[..., Any]:
-        return getattr(self.module, name)
+        found = getattr(self.module, name, None)
+        return found if found is not None else self._no_gradient(name)
 
     function.__doc__ = doc
     return functools.cached_property(function)
@@ -158,6 +159,19 @@ class GradientProgram:
     grad = _emitted("grad", "The gradients alone, aligned with `wrt`.")
     forward_with_cache = _emitted("forward_with_cache", "`(value, cache)`, the cache being what `backward` reads.")
     backward = _emitted("backward", "The gradients from an upstream gradient and `forward_with_cache`'s cache.")
+
+    def _no_gradient(self, name: str) -> Callable[..., Any]:
+        """What stands for `value_and_grad` and `grad` when the output is an array."""
+        output = self.graph.forward.outputs[0]
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise SignatureError(
+                f"prog.{name}: the function returns an array ({output.name}, shape {output.shape}), which has "
+                f"no gradient of its own; run `{output.name}, cache = prog.forward_with_cache(...)` and then "
+                f"`prog.backward(grad_{output.name}, cache)` with the upstream gradient of {output.name}'s shape"
+            )
+
+        return refuse
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the module to `path` (atomically) and return the path.

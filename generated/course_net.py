@@ -202,10 +202,10 @@ def forward_with_cache(X, y, W1, b1, W2, b2):
 
 def backward(grad_L, cache):
     """Return (grad_W1, grad_b1, grad_W2, grad_b2) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
-    if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
-        raise ValueError(f"course_net: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
     X, y, W2, hidden, s2, s5, s6, hidden_2, s11, weights = cache
     N = X.shape[0]
+    if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
+        raise ValueError(f"course_net: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
     grad_loss = np.full((2,), grad_L)
     grad_s15 = grad_loss[0]
     grad_s17 = grad_loss[1]

@@ -154,9 +154,9 @@ def forward_with_cache(W, X, y):
 
 def backward(grad_L, cache):
     """Return (grad_W,) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
+    X_1, scores, s0, s1, s2, s3, probs, Y, s9, N = cache
     if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
         raise ValueError(f"course_softmax: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
-    X_1, scores, s0, s1, s2, s3, probs, Y, s9, N = cache
     grad_losses_1 = np.full((2,), grad_L)
     grad_losses = updated(grad_losses_1, (1,), 0)
     grad_s12 = grad_losses_1[1]

@@ -91,10 +91,10 @@ def forward_with_cache(X, t, W1, b1, W2, b2):
 
 def backward(grad_L, cache):
     """Return (grad_W1, grad_b1, grad_W2, grad_b2) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
-    if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
-        raise ValueError(f"mlp: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
     X, W2, h, s3 = cache
     N = X.shape[0]
+    if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
+        raise ValueError(f"mlp: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
     grad_s4 = np.full((N, 3), grad_L / (3 * N))
     grad_s3 = 2 * s3 * grad_s4
     grad_pred = grad_s3

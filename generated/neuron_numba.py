@@ -85,9 +85,9 @@ def forward_with_cache(w0, x0, w1, x1, w2):
 @numba.njit(cache=True)
 def backward(grad_L, cache):
     """Return (grad_w0, grad_x0, grad_w1, grad_x1, grad_w2) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
+    w0, x0, w1, x1, L = cache
     if not isinstance(grad_L, (int, float)):
         raise ValueError("neuron: grad_L must be a float64 number; it has shape", np.shape(grad_L))
-    w0, x0, w1, x1, L = cache
     grad_s3 = (1 - L) * L * grad_L
     grad_w2 = grad_s3
     grad_s2 = grad_s3

@@ -60,9 +60,9 @@ def forward_with_cache(x, y, z):
 
 def backward(grad_L, cache):
     """Return (grad_x, grad_y, grad_z) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
+    z, q = cache
     if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
         raise ValueError(f"simple: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
-    z, q = cache
     grad_z = q * grad_L
     grad_q = z * grad_L
     grad_x = grad_q

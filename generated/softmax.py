@@ -133,10 +133,10 @@ def forward_with_cache(X, y, W, b):
 
 def backward(grad_L, cache):
     """Return (grad_W, grad_b) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
-    if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
-        raise ValueError(f"softmax: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
     X, y, W, scores, s1, exp_scores, s2, s3 = cache
     N = X.shape[0]
+    if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
+        raise ValueError(f"softmax: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
     grad_data_loss = grad_L
     grad_reg_loss = grad_L
     grad_s7 = 0.0005 * grad_reg_loss

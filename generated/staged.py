@@ -110,9 +110,9 @@ def forward_with_cache(x, y):
 
 def backward(grad_f, cache):
     """Return (grad_x, grad_y) from the upstream gradient grad_f and `forward_with_cache`'s cache."""
+    s1, s2, num, s4, s5, xpy, den, invden = cache
     if not isinstance(grad_f, float) and np.ndim(grad_f) != 0:
         raise ValueError(f"staged: grad_f must be a float64 number, not an array of shape {np.shape(grad_f)}")
-    s1, s2, num, s4, s5, xpy, den, invden = cache
     grad_num = invden * grad_f
     grad_invden = num * grad_f
     grad_den = -1.0 / den ** 2 * grad_invden

@@ -180,10 +180,10 @@ def forward_with_cache(X, y, W1, b1, W2, b2):
 @numba.njit(cache=True)
 def backward(grad_L, cache):
     """Return (grad_W1, grad_b1, grad_W2, grad_b2) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
-    if not isinstance(grad_L, (int, float)):
-        raise ValueError("svm_net: grad_L must be a float64 number; it has shape", np.shape(grad_L))
     X, y, W1, W2, s1, h, s5 = cache
     N = X.shape[0]
+    if not isinstance(grad_L, (int, float)):
+        raise ValueError("svm_net: grad_L must be a float64 number; it has shape", np.shape(grad_L))
     grad_data_loss = grad_L
     grad_reg_loss = grad_L
     grad_s11 = 0.001 * grad_reg_loss

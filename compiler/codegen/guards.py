@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from compiler.ir import Var
-from compiler.sizes import Sizes
+from compiler.sizes import NO_SIZES, Sizes
 
 
 def _kind(v: Var, sizes: Sizes) -> str:
@@ -112,6 +112,21 @@ def check_body(function: str, inputs: Sequence[Var], sizes: Sizes, jit: str | No
     if sizes.symbols:
         lines.append("return " + ", ".join(sizes.symbols))
     return tuple(lines)
+
+
+def upstream_check(function: str, upstream: Var, output: str, jit: str | None) -> tuple[str, ...]:
+    """The check of `backward`'s upstream gradient: a number for a scalar output, else an array
+    of the output's shape (the message names no size, which may be named: see compiler.sizes)."""
+    if not upstream.shape:
+        return tuple(_axes_check(function, upstream, NO_SIZES, jit))
+    shape = "(" + ", ".join(map(str, upstream.shape)) + ("," if len(upstream.shape) == 1 else "") + ")"
+    expected = f"{function}: {upstream.name} must be {upstream.dtype} of {output}'s shape"
+    if jit == "numba":
+        message = f'"{expected}; it has shape", np.shape({upstream.name})'
+    else:
+        message = f'f"{expected}, not {{type({upstream.name}).__name__}} {{np.shape({upstream.name})}}"'
+    test = f"{_shape_of(upstream.name, jit)} != {shape} or {_dtype_differs(upstream, jit)}"
+    return (f"if {test}:", f"    raise ValueError({message})")
 
 
 def check_doc(function: str, sizes: Sizes) -> str:

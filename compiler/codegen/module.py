@@ -18,7 +18,15 @@ import numpy as np
 
 from compiler.codegen.explain import explanation
 from compiler.codegen.expressions import assign, expression, load, returns, tuple_of, unparse
-from compiler.codegen.guards import CHECK, check_body, check_doc, compile_check, definitions, guard_lines
+from compiler.codegen.guards import (
+    CHECK,
+    check_body,
+    check_doc,
+    compile_check,
+    definitions,
+    guard_lines,
+    upstream_check,
+)
 from compiler.codegen.lines import LineForm, render_lines
 from compiler.helpers import HELPERS, helper_source
 from compiler.ir import Atom, Backprop, Eqn, Var
@@ -254,7 +262,6 @@ def functions(
     parts = _Parts(jit, sizes.symbols)
     guard = (("", guard_lines(pair.forward.inputs, sizes)),)  # `grad`'s is the `value_and_grad` it calls
     checks = check_body(provenance.function, pair.forward.inputs, sizes, jit)
-    upstream_guard = check_body(provenance.function, pair.upstream, NO_SIZES, jit) if not pair.upstream[0].shape else ()
 
     forward = parts.body("forward", bodies.forward, params, [output])
     inline_forward, inline_backward = bodies.inline
@@ -270,16 +277,19 @@ def functions(
     keep = f"cache = {_names(cached)}" if cached else "cache = ()"
     unpack = (f"{_names(cached)} = cache",) if cached else ()
     unpack += tuple(definitions(sizes, [v.name for v in pair.cache])[0])
+    unpack += upstream_check(provenance.function, pair.upstream[0], output, jit)
     backward = parts.body("backward", bodies.backward, [seed, *cached], grad_names)
-    return (
-        Function("forward", params, f"Return {call}.", (*guard, ("", (*forward, returns(load(output)))))),
+    # an array output has no gradient of its own: only `backward` (a vector-Jacobian product)
+    scalar = (
         Function(
             "value_and_grad", params, f"Return ({output}, {listed}): the value of {call} and its gradients.",
             value_and_grad,
         ),
-        Function(
-            "grad", params, f"Return {listed}, the gradients of {call}.", (("", (returns(recompute),)),)
-        ),
+        Function("grad", params, f"Return {listed}, the gradients of {call}.", (("", (returns(recompute),)),)),
+    ) if pair.seed is not None or pair.forward.outputs[0].shape == () else ()
+    return (
+        Function("forward", params, f"Return {call}.", (*guard, ("", (*forward, returns(load(output)))))),
+        *scalar,
         Function(
             "forward_with_cache", params, f"Return ({output}, cache): the value of {call} and what `backward` reads.",
             (*guard, ("", (*with_cache, keep, returns(load(output), load("cache"))))),
@@ -287,7 +297,7 @@ def functions(
         Function(
             "backward", (seed, "cache"),
             f"Return {listed} from the upstream gradient {seed} and `forward_with_cache`'s cache.",
-            (("", (*upstream_guard, *unpack, *backward, returns(bodies.grads))),),
+            (("", (*unpack, *backward, returns(bodies.grads))),),
         ),
         Function(CHECK, params, check_doc(provenance.function, sizes), (("", checks),)),
         *parts.functions,
@@ -326,6 +336,7 @@ def emit_module(
     called = set().union(*(form.calls for form in bodies.forms))
     helpers = [helper_source(name) for name in HELPERS if name in called]
     cache = pair.cache
+    functions_ = functions(pair, provenance, bodies, jit, sizes)
     example_sizes = sizes.values({v.name: v.shape for v in pair.forward.inputs})
     return template(TEMPLATE).render(
         provenance=provenance,
@@ -342,7 +353,8 @@ def emit_module(
         example_sizes=", ".join(f"{k} = {v}" for k, v in example_sizes.items()),
         cache_bytes=sum(math.prod(v.shape) * _itemsize(v.dtype) for v in cache),
         signature=_signature(provenance.function, [v.name for v in pair.forward.inputs]),
-        functions=functions(pair, provenance, bodies, jit, sizes),
+        functions=functions_,
         compile_check=compile_check(provenance.function) if jit == "numba" else None,
-        checked=("forward", "value_and_grad", "grad", "forward_with_cache"),
+        checked=[f.name for f in functions_ if f.name in ("forward", "value_and_grad", "grad", "forward_with_cache")],
+        scalar_output=pair.forward.outputs[0].shape == (),
     )

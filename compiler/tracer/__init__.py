@@ -43,7 +43,7 @@ def trace(fn: Callable, *args: Any, **kwargs: Any) -> Graph:
     """Run `fn` on stand-ins for the example arguments and return its forward graph.
 
     Only the examples' shapes and dtypes matter, not their values. The graph's inputs are the
-    parameters in signature order, its one output the returned scalar.
+    parameters in signature order, its one output the returned float scalar or array.
     """
     arguments = bind_arguments(fn, args, kwargs)
     specs = {name: example_spec(name, value) for name, value in arguments.items()}
@@ -75,17 +75,16 @@ def _check_output(
     label = _function_label(fn)
     if not isinstance(result, Traced) or result._recorder is not recorder:
         if isinstance(result, (tuple, list, dict)):
-            raise SignatureError(f"{label} returns a {type(result).__name__}; it must return one scalar")
+            raise SignatureError(f"{label} returns a {type(result).__name__}; it must return one scalar or array")
         raise SignatureError(
             f"{label} returns {result!r}, which does not depend on its inputs; "
             "there is no gradient to compute"
         )
     shape, dtype = recorder.types[result._index]
-    if shape != ():
-        raise SignatureError(f"{label} returns an array of shape {shape}; it must return a scalar")
     if np.dtype(dtype).kind != "f":
+        what = "a float scalar or array"
         raise SignatureError(
-            f"{label} returns a value of dtype {dtype}; it must return a float scalar{integer_examples_hint(arguments)}"
+            f"{label} returns a value of dtype {dtype}; it must return {what}{integer_examples_hint(arguments)}"
         )
     if result._index < len(inputs):  # the output is an input itself: copy it into a gate
         result = _apply(OPS["pos"], (result,))
