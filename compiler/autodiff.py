@@ -18,22 +18,23 @@ import numpy as np
 
 from compiler.errors import SignatureError
 from compiler.ir import MEMO_LIMIT, Backprop, Eqn, Graph, KindKeys, Var, dtype_name, sample_of, stand_in
-from compiler.naming import Namer, term_name
+from compiler.naming import GRAD_PREFIX, Namer, term_name
 from compiler.ops import OPS
 
 
-def differentiate(forward: Graph, wrt: Sequence[str]) -> Backprop:
+def differentiate(forward: Graph, wrt: Sequence[str], grad_prefix: str = GRAD_PREFIX) -> Backprop:
     """The backward pass of `forward` with respect to the inputs named in `wrt`, beside it.
 
     The backward pass starts from the upstream gradient `grad_L` (of the output's shape: for an
     array output the gradients are its vector-Jacobian product) and gives one gradient per
-    `wrt` name. Within one gate the function's own
-    inputs get their gradients first, then intermediates, each in argument order. An operand
-    broadcast against the gate's output has its gradient summed back to its shape. An input
-    the output does not depend on gets a zero gradient.
+    `wrt` name, each named `grad_prefix` + the value's name (`grad_x`, or a course's `dx`).
+    Within one gate the function's own inputs get their gradients first, then intermediates,
+    each in argument order. An operand broadcast against the gate's output has its gradient
+    summed back to its shape. An input the output does not depend on gets a zero gradient.
     """
     wrt_vars = _inputs_named(forward, wrt)
-    names = _GradNames(Namer(taken=[v.name for v in forward.inputs] + [e.out.name for e in forward.eqns]))
+    taken = [v.name for v in forward.inputs] + [e.out.name for e in forward.eqns]
+    names = _GradNames(Namer(taken, grad_prefix))
     plans = _Plans(forward, active_values(forward, wrt_vars))
     (output,) = forward.outputs
     start = Var(names.grad(output), output.shape, output.dtype)

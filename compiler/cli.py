@@ -229,7 +229,9 @@ def cmd_emit(args: argparse.Namespace) -> int:
     out = Path(args.output or os.path.join(DEFAULT_OUT_DIR, f"{target.short_name}{suffix}.py"))
     if out.is_dir():
         raise UsageError(f"{out} is a folder; name a .py file with -o")
-    program = _build(args, target, examples, jit=args.jit, output=display_path(str(out)), explain=args.explain)
+    program = _build(
+        args, target, examples, jit=args.jit, output=display_path(str(out)), explain=args.explain, layer=args.layer
+    )
     written = write_output(out, program.source, **_writer_options(args, target))
     print(f"wrote {display_path(str(written))}")
     return 0
@@ -237,7 +239,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     target, examples = _target(args)
-    program = _build(args, target, examples, jit=args.jit, explain=args.explain)
+    program = _build(args, target, examples, jit=args.jit, explain=args.explain, layer=args.layer)
     sys.stdout.write(display.for_terminal(program.source, sys.stdout))
     return 0
 
@@ -285,6 +287,7 @@ def _add_target_options(parser: argparse.ArgumentParser, explain: bool = False) 
     parser.add_argument(
         "--arg", action="append", default=[], metavar="NAME=SPEC",
         help="an example for parameter NAME: a number (2.0) or a dtype and shape (f64, f32[4,3], i64[8]); "
+        "or with a named size the module reads from its arguments (f64[N,4]); "
         "parameters without one are float scalars",
     )
     parser.add_argument("--wrt", metavar="a,b", help="differentiate with respect to these inputs only")
@@ -294,6 +297,11 @@ def _add_target_options(parser: argparse.ArgumentParser, explain: bool = False) 
     if explain:
         parser.add_argument(
             "--explain", action="store_true", help="comment each backward line with its gate and chain rule"
+        )
+        parser.add_argument(
+            "--layer", action="store_true",
+            help="a layer module, as a course writes one: FUNC(...) -> (out, cache) and its backward "
+            "(affine_forward -> affine_backward(dout, cache) -> (dx, dw, db))",
         )
 
 

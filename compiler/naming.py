@@ -88,16 +88,19 @@ def placeholder(index: int) -> str:
     return _PLACEHOLDER.format(index)
 
 
-OUTPUT_NAME = "L"
+OUTPUT_NAME = "L"  # a returned number, the loss
+ARRAY_OUTPUT_NAME = "out"  # a returned array, a layer's output
 TEMPORARY_PREFIX = "s"
 GRAD_PREFIX = "grad_"
+COURSE_GRAD_PREFIX = "d"  # a layer module's, as course code writes them: dout, dx, dw
 
 
 class Namer:
     """Hands out distinct names in one module's namespace."""
 
-    def __init__(self, taken: Iterable[str] = ()) -> None:
+    def __init__(self, taken: Iterable[str] = (), grad_prefix: str = GRAD_PREFIX) -> None:
         self._taken: set[str] = set(taken)
+        self._grad_prefix = grad_prefix
         self._suffix: dict[str, int] = {}  # the next suffix to try per wanted name: claims stay O(1)
 
     def claim(self, wanted: str) -> str:
@@ -128,17 +131,17 @@ class Namer:
                 yield name
 
     def grad_name(self, forward_name: str) -> str:
-        return self.claim(GRAD_PREFIX + forward_name)
+        return self.claim(self._grad_prefix + forward_name)
 
 
 def forward_names(
-    params: Sequence[str], hints: Sequence[str | None], output_index: int | None
+    params: Sequence[str], hints: Sequence[str | None], output_index: int | None, output_name: str = OUTPUT_NAME
 ) -> tuple[list[str], list[str]]:
     """Names for the inputs and for each traced value (rules 1-4).
 
     `hints[i]` is the source name of value i (None if it was never bound to a local), and
     `output_index` the position of the returned value among them. Returns the input names and
-    the value names.
+    the value names; a returned value the source does not name is `output_name`.
     """
     namer = Namer()
     input_names = [namer.claim(p) for p in params]
@@ -147,7 +150,7 @@ def forward_names(
         if hint is not None:
             names[i] = namer.claim(hint)
     if output_index is not None and names[output_index] is None:
-        names[output_index] = namer.claim(OUTPUT_NAME)
+        names[output_index] = namer.claim(output_name)
     fresh = namer.temporaries()
     return input_names, [name if name is not None else next(fresh) for name in names]
 

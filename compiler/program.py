@@ -27,12 +27,13 @@ import numpy as np
 
 from compiler import display, passes, visualize
 from compiler.autodiff import differentiate
-from compiler.codegen import JIT_BACKENDS, Provenance, emit_module
+from compiler.codegen import JIT_BACKENDS, LayerNames, Provenance, emit_module
 from compiler.codegen.guards import CHECK
 from compiler.errors import FlatgradError, SignatureError, SizeDependenceError
 from compiler.files import display_path, write_atomically, write_output
 from compiler.helpers import HELPERS
 from compiler.ir import Backprop, Graph, Var
+from compiler.naming import COURSE_GRAD_PREFIX, GRAD_PREFIX
 from compiler.sizes import NO_SIZES, Sizes, probe_factors, sizes_for, symbolic_source
 from compiler.tracer import ExampleSpec, bind_arguments, example_spec, integer_examples_hint, trace
 
@@ -87,7 +88,12 @@ def _emitted(name: str, doc: str) -> functools.cached_property:
     """A `GradientProgram` attribute that is the emitted module's function `name`."""
 
     def function(self: GradientProgram) -> Callable[..., Any]:
-        found = getattr(self.module, name, None)
+        layer = self.layer
+        emitted = {"forward_with_cache": layer.forward, "backward": layer.backward}.get(name, name) if layer else name
+        found = getattr(self.module, emitted, None)
+        if found is None and name == "forward" and layer:  # a layer module's forward keeps its cache
+            with_cache = getattr(self.module, layer.forward)
+            return lambda *args, **kwargs: with_cache(*args, **kwargs)[0]
         return found if found is not None else self._no_gradient(name)
 
     function.__doc__ = doc
@@ -120,6 +126,7 @@ class GradientProgram:
         self._module: types.ModuleType | None = None
         self._dtypes = {v.name: np.dtype(v.dtype) for v in graph.inputs}
         self.sizes = NO_SIZES  # the sizes named in the module (build sets them)
+        self.layer: LayerNames | None = None  # a layer module's function names (build sets them)
 
     @property
     def module(self) -> types.ModuleType:
@@ -164,11 +171,16 @@ class GradientProgram:
         """What stands for `value_and_grad` and `grad` when the output is an array."""
         output = self.graph.forward.outputs[0]
 
+        if self.layer:
+            why = f"a layer module has only {self.layer.forward} and {self.layer.backward}"
+        else:
+            why = f"the function returns an array ({output.name}, shape {output.shape}), with no gradient of its own"
+
         def refuse(*args: Any, **kwargs: Any) -> Any:
             raise SignatureError(
-                f"prog.{name}: the function returns an array ({output.name}, shape {output.shape}), which has "
-                f"no gradient of its own; run `{output.name}, cache = prog.forward_with_cache(...)` and then "
-                f"`prog.backward(grad_{output.name}, cache)` with the upstream gradient of {output.name}'s shape"
+                f"prog.{name}: {why}; run `{output.name}, cache = prog.forward_with_cache(...)` and then "
+                f"`prog.backward({self.graph.upstream[0].name}, cache)` with an upstream gradient of "
+                f"{output.name}'s shape"
             )
 
         return refuse
@@ -240,6 +252,7 @@ class Options:
     source: str | None = None  # the header's `FILE.py:FUNC` (default: the function's file and name)
     output: str | None = None  # the file the header's command writes (the CLI's -o)
     dims: Mapping[str, Any] | None = None  # named sizes by parameter: {"X": "N,4"} (see compiler.sizes)
+    layer: bool = False  # a layer module: `affine_forward` and `affine_backward(dout, cache)`, nothing else
 
     def check(self) -> Options:
         """These options, after checking what can be checked before tracing."""
@@ -274,6 +287,8 @@ def provenance(
         command.append("--optimize")
     if options.explain:
         command.append("--explain")
+    if options.layer:
+        command.append("--layer")
     if options.output:
         command += ["-o", options.output]
     # Quoted for POSIX shells: zsh expands an unquoted `X=f64[8,4]` as a glob.
@@ -359,14 +374,17 @@ def _build_at(
         names = _resolve_wrt(forward, options.wrt, f"{getattr(f, '__qualname__', f)}()", hint)
         if options.optimize:
             forward = passes.optimize_forward(forward)
-        graph = differentiate(forward, names)
+        graph = differentiate(forward, names, COURSE_GRAD_PREFIX if options.layer else GRAD_PREFIX)
         folded = None
         if options.optimize:
             graph = passes.optimize(graph)
             folded = passes.fold_seed(graph)
         origin = provenance(f, graph, names, options, requested)
-        source_code = emit_module(graph, origin, options.jit, options.explain, folded, sizes)
-    return GradientProgram(graph, source_code, names, options.jit, options.optimize, source_file(f))
+        layer = LayerNames.of(origin.function) if options.layer else None
+        source_code = emit_module(graph, origin, options.jit, options.explain, folded, sizes, layer)
+    program = GradientProgram(graph, source_code, names, options.jit, options.optimize, source_file(f))
+    program.layer = layer
+    return program
 
 
 @contextlib.contextmanager
@@ -390,6 +408,7 @@ def gradient(
     optimize: bool = False,
     explain: bool = False,
     dims: Mapping[str, Any] | None = None,
+    layer: bool = False,
     **example_kwargs: Any,
 ) -> GradientProgram:
     """Trace `f` on example arguments, differentiate it and emit flat forward/backward code.
@@ -403,8 +422,12 @@ def gradient(
     `dims` names sizes the module reads from its arguments instead of baking in, one entry per
     axis of a parameter, a name or a number: `dims={"X": "N,4", "y": "N"}` gives one module for
     every batch size N (`compiler.sizes`).
+
+    `layer=True` emits a layer module, as a course writes one: the forward named after `f`
+    (`affine_forward(x, w, b) -> (out, cache)`) and its backward (`affine_backward(dout, cache)
+    -> (dx, dw, db)`), gradients named `dx`; `prog.forward_with_cache` and `prog.backward` run them.
     """
-    return build(f, example_args, example_kwargs, Options(wrt, jit, optimize, explain, dims=dims))
+    return build(f, example_args, example_kwargs, Options(wrt, jit, optimize, explain, dims=dims, layer=layer))
 
 
 def _signature_key(arguments: dict[str, Any], dims: Mapping[str, Any] | None) -> tuple:

@@ -3,6 +3,7 @@ is the vector-Jacobian product, checked against autograd's at random upstream gr
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 
 import autograd.numpy as anp
@@ -98,7 +99,7 @@ def test_an_array_output_has_no_grad_but_says_where_backward_is():
     with pytest.raises(compiler.FlatgradError, match="prog.value_and_grad"):
         prog.value_and_grad(np.ones((2, 3)))
     _, cache = prog.forward_with_cache(np.ones((2, 3)))
-    with pytest.raises(ValueError, match="relu: grad_L must be float64 of L's shape, not ndarray \\(3, 2\\)"):
+    with pytest.raises(ValueError, match="relu: grad_out must be float64 of out's shape, not ndarray \\(3, 2\\)"):
         prog.backward(np.ones((3, 2)), cache)
 
 
@@ -130,3 +131,48 @@ def test_backward_under_numba():
     dout = RNG.normal(size=out.shape)
     for ours, theirs in zip(prog.backward(dout, cache), _vjp(layer, point, dout)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+
+
+def affine_forward(x, w, b):
+    out = x.reshape(x.shape[0], -1) @ w + b
+    return out
+
+
+def softmax_loss(x, y):
+    """A loss layer: a number out, the gradient of the scores back."""
+    shifted = x - x.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+    return -np.sum(log_probs[np.arange(x.shape[0]), y]) / x.shape[0]
+
+
+def test_a_layer_module_is_the_pair_a_course_asks_for(tmp_path):
+    x, w, b = RNG.normal(size=(4, 2, 3)), RNG.normal(size=(6, 5)), RNG.normal(size=5)
+    prog = compiler.gradient(affine_forward, x, w, b, layer=True, dims={"x": "N,2,3"})
+    source = prog.source
+    assert "def affine_forward(x, w, b):" in source and "def affine_backward(dout, cache):" in source
+    assert "def forward(" not in source and "def backward(" not in source and "def value_and_grad(" not in source
+    assert "    affine_forward(...) -> (out, cache)\n    affine_backward(dout, cache) -> (dx, dw, db)\n" in source
+    assert "    dw = s0.T @ ds1\n" in source and "--layer" in source
+    # the module drops into an assignment's layers.py: import it alone and run it at another N
+    prog.save(tmp_path / "layers.py")
+    spec = importlib.util.spec_from_file_location("layers_module", tmp_path / "layers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x = RNG.normal(size=(7, 2, 3))
+    out, cache = module.affine_forward(x, w, b)
+    dout = RNG.normal(size=out.shape)
+    for ours, theirs in zip(module.affine_backward(dout, cache), _vjp(affine, (x, w, b), dout)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+    np.testing.assert_allclose(prog.forward(x, w, b), out)
+    with pytest.raises(compiler.FlatgradError, match="a layer module has only affine_forward and affine_backward"):
+        prog.grad(x, w, b)
+
+
+def test_a_loss_layer_gives_the_gradient_of_its_scores():
+    x, y = RNG.normal(size=(5, 3)), np.array([0, 2, 1, 1, 0])
+    prog = compiler.gradient(softmax_loss, x, y, layer=True, dims={"x": "N,3", "y": "N"})
+    assert "def softmax_loss_backward(dL, cache):" in prog.source
+    loss, cache = prog.forward_with_cache(x, y)
+    (dx,) = prog.backward(1.0, cache)
+    probs = np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(dx, (probs - np.eye(3)[y]) / 5, rtol=1e-12)

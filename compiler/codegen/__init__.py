@@ -4,16 +4,18 @@
   a tree becomes text;
 - `lines`: an equation as one line of Python, rendered once per kind of line;
 - `explain`: explain mode's comment on a backward line;
+- `guards`: the checks of the arguments every emitted function starts with;
 - `module`: the lines laid out as the module's functions, through the Jinja template.
 """
 
 from compiler.codegen.explain import explanation
 from compiler.codegen.expressions import expression, unparse
 from compiler.codegen.lines import render_lines, statement
-from compiler.codegen.module import JIT_BACKENDS, Provenance, emit_module, template
+from compiler.codegen.module import JIT_BACKENDS, LayerNames, Provenance, emit_module, template
 
 __all__ = [
     "JIT_BACKENDS",
+    "LayerNames",
     "Provenance",
     "emit_module",
     "explanation",

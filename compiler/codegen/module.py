@@ -40,7 +40,8 @@ TEMPLATE = "module.py.j2"  # the emitted module; templates/ holds the report's t
 
 # The header names at most this many cached values; a long program's cache is summed up.
 HEADER_NAMES = 24
-TRIPLE = '"' * 3  # what would end the module's docstring
+TRIPLE = '"' * 3  # what would end the module's docstring, in a line the header quotes
+SINGLE_TRIPLE = "'" * 3
 
 
 def _listing(names: Sequence[str]) -> str:
@@ -83,6 +84,7 @@ class Function:
     params: tuple[str, ...]
     doc: str
     sections: tuple[tuple[str, tuple[str, ...]], ...]  # (comment, lines); an empty comment prints none
+    summary: str = ""  # the header's line for a public function: `grad(...) -> (grad_x,)`
 
 
 def _signature(name: str, params: Sequence[str]) -> str:
@@ -246,12 +248,28 @@ def cached_names(pair: Backprop, sizes: Sizes) -> list[str]:
     return names + definitions(sizes, names)[1]
 
 
+@dataclass(frozen=True)
+class LayerNames:
+    """A layer module's two public functions, named after the user's forward: `affine_forward`
+    (returning `(out, cache)`) and `affine_backward(dout, cache)`."""
+
+    forward: str
+    backward: str
+
+    @classmethod
+    def of(cls, function: str) -> LayerNames:
+        backward = function.replace("forward", "backward") if "forward" in function else f"{function}_backward"
+        return cls(function, backward)
+
+
 def functions(
-    pair: Backprop, provenance: Provenance, bodies: Bodies, jit: str | None, sizes: Sizes = NO_SIZES
+    pair: Backprop, provenance: Provenance, bodies: Bodies, jit: str | None, sizes: Sizes = NO_SIZES,
+    layer: LayerNames | None = None,
 ) -> tuple[Function, ...]:
-    """The module's functions, made of `bodies`: forward, value_and_grad, grad,
-    forward_with_cache and backward, then any part functions numba needs. Each function that
-    takes the inputs checks them first (`guards`)."""
+    """The module's functions, made of `bodies`: forward, value_and_grad and grad (for a scalar
+    output), forward_with_cache and backward, or for a layer the last two named after it; then
+    check_arguments and any part functions numba needs. Each function that takes the inputs
+    checks them first (`guards`)."""
     params = tuple(v.name for v in pair.forward.inputs)
     output = pair.forward.outputs[0].name
     grad_names = [g.name for g in pair.backward.outputs]
@@ -262,46 +280,57 @@ def functions(
     parts = _Parts(jit, sizes.symbols)
     guard = (("", guard_lines(pair.forward.inputs, sizes)),)  # `grad`'s is the `value_and_grad` it calls
     checks = check_body(provenance.function, pair.forward.inputs, sizes, jit)
+    with_cache_name, backward_name = (layer.forward, layer.backward) if layer else ("forward_with_cache", "backward")
 
-    forward = parts.body("forward", bodies.forward, params, [output])
-    inline_forward, inline_backward = bodies.inline
-    whole = Code(inline_forward.eqns + inline_backward.eqns, inline_forward.lines + inline_backward.lines)
-    everything = parts.body("value_and_grad", whole, params, [output, *grad_names])
-    if len(everything) < len(whole.lines):  # split into parts: the passes are no longer apart
-        value_and_grad = (*guard, ("", (*everything, returns(load(output), bodies.inline_grads))))
-    else:
-        backward_pass = (*inline_backward.lines, returns(load(output), bodies.inline_grads))
-        value_and_grad = (*guard, ("forward pass", inline_forward.lines), ("backward pass", backward_pass))
-    recompute = ast.Subscript(ast.Call(load("value_and_grad"), list(map(load, params)), []), ast.Constant(1))
-    with_cache = parts.body("forward_with_cache", bodies.forward, params, [output, *cached])
+    with_cache = parts.body(with_cache_name, bodies.forward, params, [output, *cached])
     keep = f"cache = {_names(cached)}" if cached else "cache = ()"
     unpack = (f"{_names(cached)} = cache",) if cached else ()
     unpack += tuple(definitions(sizes, [v.name for v in pair.cache])[0])
     unpack += upstream_check(provenance.function, pair.upstream[0], output, jit)
-    backward = parts.body("backward", bodies.backward, [seed, *cached], grad_names)
-    # an array output has no gradient of its own: only `backward` (a vector-Jacobian product)
-    scalar = (
+    backward = parts.body(backward_name, bodies.backward, [seed, *cached], grad_names)
+    pair_functions = (
         Function(
-            "value_and_grad", params, f"Return ({output}, {listed}): the value of {call} and its gradients.",
-            value_and_grad,
-        ),
-        Function("grad", params, f"Return {listed}, the gradients of {call}.", (("", (returns(recompute),)),)),
-    ) if pair.seed is not None or pair.forward.outputs[0].shape == () else ()
-    return (
-        Function("forward", params, f"Return {call}.", (*guard, ("", (*forward, returns(load(output)))))),
-        *scalar,
-        Function(
-            "forward_with_cache", params, f"Return ({output}, cache): the value of {call} and what `backward` reads.",
+            with_cache_name, params, f"Return ({output}, cache): the value of {call} and what `{backward_name}` reads.",
             (*guard, ("", (*with_cache, keep, returns(load(output), load("cache"))))),
+            f"{with_cache_name}(...) -> ({output}, cache)",
         ),
         Function(
-            "backward", (seed, "cache"),
-            f"Return {listed} from the upstream gradient {seed} and `forward_with_cache`'s cache.",
+            backward_name, (seed, "cache"),
+            f"Return {listed} from the upstream gradient {seed} and `{with_cache_name}`'s cache.",
             (("", (*unpack, *backward, returns(bodies.grads))),),
+            f"{backward_name}({seed}, cache) -> {listed}",
         ),
-        Function(CHECK, params, check_doc(provenance.function, sizes), (("", checks),)),
-        *parts.functions,
     )
+    check = Function(CHECK, params, check_doc(provenance.function, sizes), (("", checks),))
+    if layer:
+        return (*pair_functions, check, *parts.functions)
+
+    forward = parts.body("forward", bodies.forward, params, [output])
+    functions: list[Function] = [
+        Function("forward", params, f"Return {call}.", (*guard, ("", (*forward, returns(load(output))))),
+                 f"forward(...) -> {output}")
+    ]
+    if pair.seed is not None:  # a scalar output: its gradients (an array has only `backward`'s)
+        inline_forward, inline_backward = bodies.inline
+        whole = Code(inline_forward.eqns + inline_backward.eqns, inline_forward.lines + inline_backward.lines)
+        everything = parts.body("value_and_grad", whole, params, [output, *grad_names])
+        if len(everything) < len(whole.lines):  # split into parts: the passes are no longer apart
+            value_and_grad = (*guard, ("", (*everything, returns(load(output), bodies.inline_grads))))
+        else:
+            backward_pass = (*inline_backward.lines, returns(load(output), bodies.inline_grads))
+            value_and_grad = (*guard, ("forward pass", inline_forward.lines), ("backward pass", backward_pass))
+        recompute = ast.Subscript(ast.Call(load("value_and_grad"), list(map(load, params)), []), ast.Constant(1))
+        functions += [
+            Function(
+                "value_and_grad", params, f"Return ({output}, {listed}): the value of {call} and its gradients.",
+                value_and_grad, f"value_and_grad(...) -> ({output}, {listed})",
+            ),
+            Function(
+                "grad", params, f"Return {listed}, the gradients of {call}.", (("", (returns(recompute),)),),
+                f"grad(...) -> {listed}",
+            ),
+        ]
+    return (*functions, *pair_functions, check, *parts.functions)
 
 
 def _environment() -> jinja2.Environment:
@@ -327,34 +356,32 @@ def template(name: str) -> jinja2.Template:
 
 def emit_module(
     pair: Backprop, provenance: Provenance, jit: str | None = None, explain: bool = False,
-    folded: Backprop | None = None, sizes: Sizes = NO_SIZES,
+    folded: Backprop | None = None, sizes: Sizes = NO_SIZES, layer: LayerNames | None = None,
 ) -> str:
     """The whole module for a differentiated function (see `autodiff.differentiate`); `folded`
     is what `value_and_grad` runs instead, with the seed folded in (`passes.fold_seed`); the
-    inputs' axes named in `sizes` are read from the arguments (see `compiler.sizes`)."""
+    inputs' axes named in `sizes` are read from the arguments (see `compiler.sizes`); a `layer`
+    module has only the forward with its cache and the backward, named after the layer."""
     bodies = Bodies.of(pair, folded, jit, explain)
     called = set().union(*(form.calls for form in bodies.forms))
     helpers = [helper_source(name) for name in HELPERS if name in called]
     cache = pair.cache
-    functions_ = functions(pair, provenance, bodies, jit, sizes)
+    emitted = functions(pair, provenance, bodies, jit, sizes, layer)
     example_sizes = sizes.values({v.name: v.shape for v in pair.forward.inputs})
     return template(TEMPLATE).render(
         provenance=provenance,
         jit=jit,
         helpers=helpers,
         inputs=[(v.name, describe(v, sizes)) for v in pair.forward.inputs],
-        output=pair.forward.outputs[0].name,
-        grads=[g.name for g in pair.backward.outputs],
-        seed=pair.upstream[0].name,
         constants=[(name, repr(value)) for name, value in pair.constants],
         cache=_listing(cached_names(pair, sizes)),
         symbols=sizes.symbols,
-        fixed=[(symbol, value, line.replace(TRIPLE, "'''")) for symbol, value, line in sizes.fixed],
+        fixed=[(symbol, value, line.replace(TRIPLE, SINGLE_TRIPLE)) for symbol, value, line in sizes.fixed],
         example_sizes=", ".join(f"{k} = {v}" for k, v in example_sizes.items()),
         cache_bytes=sum(math.prod(v.shape) * _itemsize(v.dtype) for v in cache),
         signature=_signature(provenance.function, [v.name for v in pair.forward.inputs]),
-        functions=functions_,
+        functions=emitted,
         compile_check=compile_check(provenance.function) if jit == "numba" else None,
-        checked=[f.name for f in functions_ if f.name in ("forward", "value_and_grad", "grad", "forward_with_cache")],
-        scalar_output=pair.forward.outputs[0].shape == (),
+        # the functions that take the inputs: under numba, checked before each compile
+        checked=[f.name for f in emitted if f.summary and f.params[-1:] != ("cache",)],
     )

@@ -99,7 +99,8 @@ def _build_graph(
     hints = recorder.hints
     produced = [eqn[2] for eqn in recorder.eqns]
     value_hints = [hints.get(i, (None,))[0] for i in produced]
-    input_names, value_names = naming.forward_names(params, value_hints, produced.index(output))
+    default = naming.OUTPUT_NAME if types[output][0] == () else naming.ARRAY_OUTPUT_NAME
+    input_names, value_names = naming.forward_names(params, value_hints, produced.index(output), default)
     variables: list[Var | None] = [None] * len(types)
     for index, name in [*zip(range(n_inputs), input_names), *zip(produced, value_names)]:
         shape, dtype = types[index]
