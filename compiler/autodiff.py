@@ -22,11 +22,22 @@ from compiler.naming import GRAD_PREFIX, Namer, term_name
 from compiler.ops import OPS
 
 
-def differentiate(forward: Graph, wrt: Sequence[str], grad_prefix: str = GRAD_PREFIX) -> Backprop:
+def differentiated_outputs(forward: Graph, has_aux: bool = False) -> tuple[int, ...]:
+    """The positions of the outputs the backward pass takes an upstream gradient for: every float
+    output, or with `has_aux` the first alone (the others are returned, never differentiated)."""
+    if has_aux:
+        return (0,)
+    return tuple(i for i, v in enumerate(forward.outputs) if np.dtype(v.dtype).kind == "f")
+
+
+def differentiate(
+    forward: Graph, wrt: Sequence[str], grad_prefix: str = GRAD_PREFIX, has_aux: bool = False
+) -> Backprop:
     """The backward pass of `forward` with respect to the inputs named in `wrt`, beside it.
 
-    The backward pass starts from the upstream gradient `grad_L` (of the output's shape: for an
-    array output the gradients are its vector-Jacobian product) and gives one gradient per
+    The backward pass starts from the upstream gradients `grad_L`, one per differentiated
+    output (`differentiated_outputs`) and of its shape (for an array output the gradients are a
+    vector-Jacobian product, for several the sum of theirs), and gives one gradient per
     `wrt` name, each named `grad_prefix` + the value's name (`grad_x`, or a course's `dx`).
     Within one gate the function's own inputs get their gradients first, then intermediates,
     each in argument order. An operand broadcast against the gate's output has its gradient
@@ -36,13 +47,15 @@ def differentiate(forward: Graph, wrt: Sequence[str], grad_prefix: str = GRAD_PR
     taken = [v.name for v in forward.inputs] + [e.out.name for e in forward.eqns]
     names = _GradNames(Namer(taken, grad_prefix))
     plans = _Plans(forward, active_values(forward, wrt_vars))
-    (output,) = forward.outputs
-    start = Var(names.grad(output), output.shape, output.dtype)
-    # a scalar's backward pass starts, in `value_and_grad`, from the number one; an array's
-    # only from the upstream gradient `backward` is given (the vector-Jacobian product)
-    seed = Eqn("ones_like", (output,), start) if output.shape == () else None
+    differentiated = differentiated_outputs(forward, has_aux)
+    outputs = [forward.outputs[i] for i in differentiated]
+    starts = tuple(Var(names.grad(v), v.shape, v.dtype) for v in outputs)
+    # one number's backward pass starts, in `value_and_grad`, from the number one; arrays' and
+    # several outputs' only from the upstream gradients `backward` is given
+    scalar = differentiated == (0,) and outputs[0].shape == ()
+    seed = Eqn("ones_like", (outputs[0],), starts[0]) if scalar else None
     backward: list[Eqn] = []
-    grads: dict[Var, Var] = {output: start}  # a Var hashes by identity
+    grads: dict[Var, Var] = dict(zip(outputs, starts))  # a Var hashes by identity
     for eqn in reversed(forward.eqns):
         upstream = grads.get(eqn.out)
         if upstream is None:
@@ -55,7 +68,7 @@ def differentiate(forward: Graph, wrt: Sequence[str], grad_prefix: str = GRAD_PR
         if v not in grads:  # the output does not depend on v
             backward.append(Eqn("zeros_like", (v,), Var(names.grad(v), v.shape, v.dtype)))
             grads[v] = backward[-1].out
-    return Backprop.of(forward, tuple(backward), tuple(grads[v] for v in wrt_vars), (start,), seed)
+    return Backprop.of(forward, tuple(backward), tuple(grads[v] for v in wrt_vars), starts, seed, differentiated)
 
 
 def active_values(forward: Graph, wrt: Sequence[Var]) -> set[Var]:

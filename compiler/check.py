@@ -118,13 +118,17 @@ def compare(program: GradientProgram, f: Callable, arguments: dict[str, Any]) ->
     For `f` returning an array, the gradient checked is `backward`'s at a random upstream
     gradient `dout` (seeded): the vector-Jacobian product, the gradient of `sum(f * dout)`."""
     rng = np.random.default_rng(0)
-    if program.graph.forward.outputs[0].shape == ():
+    pair = program.graph
+    several = len(pair.forward.outputs) > 1
+    if pair.seed is not None:  # one number is differentiated: its gradient
         grads = program.grad(*arguments.values())
+        f = _projected(f, {0: None} if several else {})
     else:
         out, cache = program.forward_with_cache(*arguments.values())
-        dout = rng.normal(size=np.shape(out)).astype(np.asarray(out).dtype)
-        grads = program.backward(dout, cache)
-        f = _projected(f, dout)
+        outs = out if several else (out,)
+        douts = {i: rng.normal(size=np.shape(outs[i])).astype(np.asarray(outs[i]).dtype) for i in pair.differentiated}
+        grads = program.backward(*douts.values(), cache)
+        f = _projected(f, douts if several else {None: douts[0]})
     point, dtype = difference_point(f, arguments)
     rows = []
     for name, g in zip(program.wrt, grads):
@@ -142,12 +146,20 @@ def compare(program: GradientProgram, f: Callable, arguments: dict[str, Any]) ->
     return rows
 
 
-def _projected(f: Callable, dout: np.ndarray) -> Callable:
-    """The number `sum(f(...) * dout)`, whose gradient is f's vector-Jacobian product at dout."""
+def _projected(f: Callable, douts: dict) -> Callable:
+    """The number whose gradient is the one checked: `sum(out_i * dout_i)` over the outputs
+    differentiated (by position in the returned tuple; None for f's one output), whose gradient
+    is f's vector-Jacobian product at the douts; a dout of None takes the output as it is."""
+    if not douts:
+        return f
 
     def projected(**arguments: Any) -> Any:
-        out = np.asarray(f(**arguments))
-        return np.sum(out * dout.astype(out.dtype))
+        returned = f(**arguments)
+        total = 0.0
+        for index, dout in douts.items():
+            out = np.asarray(returned if index is None else returned[index])
+            total = total + (out if dout is None else np.sum(out * dout.astype(out.dtype)))
+        return total
 
     return projected
 

@@ -230,7 +230,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise UsageError(f"{out} is a folder; name a .py file with -o")
     program = _build(
-        args, target, examples, jit=args.jit, output=display_path(str(out)), explain=args.explain, layer=args.layer
+        args, target, examples, jit=args.jit, output=display_path(str(out)), explain=args.explain, layer=args.layer,
+        has_aux=args.has_aux,
     )
     written = write_output(out, program.source, **_writer_options(args, target))
     print(f"wrote {display_path(str(written))}")
@@ -239,7 +240,9 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     target, examples = _target(args)
-    program = _build(args, target, examples, jit=args.jit, explain=args.explain, layer=args.layer)
+    program = _build(
+        args, target, examples, jit=args.jit, explain=args.explain, layer=args.layer, has_aux=args.has_aux
+    )
     sys.stdout.write(display.for_terminal(program.source, sys.stdout))
     return 0
 
@@ -297,6 +300,11 @@ def _add_target_options(parser: argparse.ArgumentParser, explain: bool = False) 
     if explain:
         parser.add_argument(
             "--explain", action="store_true", help="comment each backward line with its gate and chain rule"
+        )
+        parser.add_argument(
+            "--has-aux", action="store_true",
+            help="FUNC returns (loss, aux...): differentiate the loss alone; value_and_grad returns "
+            "((loss, aux), grads)",
         )
         parser.add_argument(
             "--layer", action="store_true",

@@ -290,8 +290,9 @@ def values_read(eqns: tuple[Eqn, ...], outputs: tuple[Var, ...], candidates: lis
 class Backprop:
     """A differentiated function: its forward pass, its backward pass and the cache between them.
 
-    `forward` maps the function's inputs to its output. `backward` is a graph of its own: its
-    inputs are the `upstream` gradients (one per output, `grad_L`), then the `cache`, the values
+    `forward` maps the function's inputs to its outputs. `backward` is a graph of its own: its
+    inputs are the `upstream` gradients (one per differentiated output, `grad_L`: the float
+    outputs, or with `has_aux` the first; `differentiated` holds their positions), then the `cache`, the values
     of the forward pass it reads; its outputs are the gradients. `seed` is the equation that
     starts `value_and_grad`'s backward pass from the number one (`grad_L = 1.0`); None where
     that number has been folded into the gates it reaches (`passes.fold_seed`), and then the
@@ -302,14 +303,15 @@ class Backprop:
     backward: Graph
     upstream: tuple[Var, ...]
     seed: Eqn | None
+    differentiated: tuple[int, ...] = (0,)  # the forward outputs the upstream gradients are of
 
     @classmethod
     def of(cls, forward: Graph, backward_eqns: tuple[Eqn, ...], grads: tuple[Var, ...],
-           upstream: tuple[Var, ...], seed: Eqn | None) -> Backprop:
+           upstream: tuple[Var, ...], seed: Eqn | None, differentiated: tuple[int, ...] = (0,)) -> Backprop:
         """The pair, with the cache worked out: what `backward_eqns` read of the forward pass."""
         candidates = list(forward.inputs) + [e.out for e in forward.eqns]
         cache = values_read(backward_eqns, grads, candidates)
-        return cls(forward, Graph(upstream + cache, backward_eqns, grads), upstream, seed)
+        return cls(forward, Graph(upstream + cache, backward_eqns, grads), upstream, seed, differentiated)
 
     @property
     def cache(self) -> tuple[Var, ...]:

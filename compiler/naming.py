@@ -135,13 +135,13 @@ class Namer:
 
 
 def forward_names(
-    params: Sequence[str], hints: Sequence[str | None], output_index: int | None, output_name: str = OUTPUT_NAME
+    params: Sequence[str], hints: Sequence[str | None], outputs: Sequence[tuple[int, str]] = ()
 ) -> tuple[list[str], list[str]]:
     """Names for the inputs and for each traced value (rules 1-4).
 
     `hints[i]` is the source name of value i (None if it was never bound to a local), and
-    `output_index` the position of the returned value among them. Returns the input names and
-    the value names; a returned value the source does not name is `output_name`.
+    `outputs` the positions of the returned values among them, each with the name it takes when
+    the source does not name it (`L`, `out`). Returns the input names and the value names.
     """
     namer = Namer()
     input_names = [namer.claim(p) for p in params]
@@ -149,8 +149,9 @@ def forward_names(
     for i, hint in enumerate(hints):
         if hint is not None:
             names[i] = namer.claim(hint)
-    if output_index is not None and names[output_index] is None:
-        names[output_index] = namer.claim(output_name)
+    for index, default in outputs:
+        if names[index] is None:
+            names[index] = namer.claim(default)
     fresh = namer.temporaries()
     return input_names, [name if name is not None else next(fresh) for name in names]
 

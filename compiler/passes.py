@@ -529,7 +529,8 @@ def _split(joined: Graph, pair: Backprop, upstream: tuple[Var, ...], seed: Eqn |
     n_forward = sum(1 for e in joined.eqns if id(e.out) not in backward_values)
     n_outputs = len(pair.forward.outputs)
     forward = Graph(pair.forward.inputs, joined.eqns[:n_forward], joined.outputs[:n_outputs], joined.constants)
-    return Backprop.of(forward, joined.eqns[n_forward:], joined.outputs[n_outputs:], upstream, seed)
+    backward_eqns, grads = joined.eqns[n_forward:], joined.outputs[n_outputs:]
+    return Backprop.of(forward, backward_eqns, grads, upstream, seed, pair.differentiated)
 
 
 def optimize(pair: Backprop, check: Callable[[Graph], Graph] | None = None) -> Backprop:

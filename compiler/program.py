@@ -253,6 +253,7 @@ class Options:
     output: str | None = None  # the file the header's command writes (the CLI's -o)
     dims: Mapping[str, Any] | None = None  # named sizes by parameter: {"X": "N,4"} (see compiler.sizes)
     layer: bool = False  # a layer module: `affine_forward` and `affine_backward(dout, cache)`, nothing else
+    has_aux: bool = False  # differentiate the first output only; the others are returned beside it
 
     def check(self) -> Options:
         """These options, after checking what can be checked before tracing."""
@@ -289,6 +290,8 @@ def provenance(
         command.append("--explain")
     if options.layer:
         command.append("--layer")
+    if options.has_aux:
+        command.append("--has-aux")
     if options.output:
         command += ["-o", options.output]
     # Quoted for POSIX shells: zsh expands an unquoted `X=f64[8,4]` as a glob.
@@ -374,7 +377,9 @@ def _build_at(
         names = _resolve_wrt(forward, options.wrt, f"{getattr(f, '__qualname__', f)}()", hint)
         if options.optimize:
             forward = passes.optimize_forward(forward)
-        graph = differentiate(forward, names, COURSE_GRAD_PREFIX if options.layer else GRAD_PREFIX)
+        if options.has_aux:
+            _check_aux(f, forward)
+        graph = differentiate(forward, names, COURSE_GRAD_PREFIX if options.layer else GRAD_PREFIX, options.has_aux)
         folded = None
         if options.optimize:
             graph = passes.optimize(graph)
@@ -385,6 +390,19 @@ def _build_at(
     program = GradientProgram(graph, source_code, names, options.jit, options.optimize, source_file(f))
     program.layer = layer
     return program
+
+
+def _check_aux(f: Callable, forward: Graph) -> None:
+    """has_aux differentiates the first of several outputs: a number."""
+    label = f"{getattr(f, '__qualname__', f)}()"
+    first = forward.outputs[0]
+    if len(forward.outputs) < 2:
+        raise SignatureError(f"has_aux=True, but {label} returns one value; return (loss, aux)")
+    if first.shape != () or np.dtype(first.dtype).kind != "f":
+        raise SignatureError(
+            f"has_aux=True differentiates {label}'s first output, which is {first.dtype}{list(first.shape)}, "
+            "not a float number; return the loss first"
+        )
 
 
 @contextlib.contextmanager
@@ -409,6 +427,7 @@ def gradient(
     explain: bool = False,
     dims: Mapping[str, Any] | None = None,
     layer: bool = False,
+    has_aux: bool = False,
     **example_kwargs: Any,
 ) -> GradientProgram:
     """Trace `f` on example arguments, differentiate it and emit flat forward/backward code.
@@ -426,8 +445,13 @@ def gradient(
     `layer=True` emits a layer module, as a course writes one: the forward named after `f`
     (`affine_forward(x, w, b) -> (out, cache)`) and its backward (`affine_backward(dout, cache)
     -> (dx, dw, db)`), gradients named `dx`; `prog.forward_with_cache` and `prog.backward` run them.
+
+    A function may return several values (a tuple): `backward` then takes one upstream gradient
+    per float output (None for zeros). With `has_aux=True` only the first, a number, is
+    differentiated, and `value_and_grad` returns `((loss, aux), grads)`, as JAX's does.
     """
-    return build(f, example_args, example_kwargs, Options(wrt, jit, optimize, explain, dims=dims, layer=layer))
+    options = Options(wrt, jit, optimize, explain, dims=dims, layer=layer, has_aux=has_aux)
+    return build(f, example_args, example_kwargs, options)
 
 
 def _signature_key(arguments: dict[str, Any], dims: Mapping[str, Any] | None) -> tuple:
@@ -470,19 +494,19 @@ def _lazy(f: Callable, options: Options, pick: Callable) -> Callable:
 
 def grad(
     f: Callable, wrt: str | Sequence[str] | None = None, jit: str | None = None, optimize: bool = False,
-    dims: Mapping[str, Any] | None = None,
+    dims: Mapping[str, Any] | None = None, has_aux: bool = False,
 ) -> Callable:
     """A function computing `f`'s gradients, traced on first call per argument signature: the
     dtypes and the fixed sizes, a size named in `dims` (as in `gradient`) taking any value.
 
     With `wrt` a single name it returns that one gradient, else a tuple aligned with `wrt`.
     """
-    return _lazy(f, Options(wrt, jit, optimize, dims=dims), lambda value, grads: grads)
+    return _lazy(f, Options(wrt, jit, optimize, dims=dims, has_aux=has_aux), lambda value, grads: grads)
 
 
 def value_and_grad(
     f: Callable, wrt: str | Sequence[str] | None = None, jit: str | None = None, optimize: bool = False,
-    dims: Mapping[str, Any] | None = None,
+    dims: Mapping[str, Any] | None = None, has_aux: bool = False,
 ) -> Callable:
-    """Like `grad`, returning `(value, gradients)`."""
-    return _lazy(f, Options(wrt, jit, optimize, dims=dims), lambda value, grads: (value, grads))
+    """Like `grad`, returning `(value, gradients)`; with `has_aux`, `((loss, aux), gradients)`."""
+    return _lazy(f, Options(wrt, jit, optimize, dims=dims, has_aux=has_aux), lambda value, grads: (value, grads))

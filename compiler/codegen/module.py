@@ -262,19 +262,46 @@ class LayerNames:
         return cls(function, backward)
 
 
+def _value(names: Sequence[str], auxiliary: bool) -> ast.expr:
+    """The function's value as the module returns it: `L`; `(loss, scores)`; with `auxiliary`
+    and more than one other output, `(loss, (a, b))` (as JAX's has_aux: the loss and its aux)."""
+    if len(names) == 1:
+        return load(names[0])
+    if auxiliary and len(names) > 2:
+        return ast.Tuple([load(names[0]), tuple_of(names[1:])], ast.Load())
+    return tuple_of(names)
+
+
+def _upstream_lines(pair: Backprop, function: str, jit: str | None) -> tuple[str, ...]:
+    """`backward`'s upstream gradients checked; with several, None stands for zeros."""
+    lines: list[str] = []
+    for index, upstream in zip(pair.differentiated, pair.upstream):
+        output = pair.forward.outputs[index]
+        if len(pair.upstream) > 1:
+            zeros = f"np.zeros({_shape_literal(output.shape)}, np.{output.dtype})" if output.shape else "0.0"
+            lines += [f"if {upstream.name} is None:", f"    {upstream.name} = {zeros}"]
+        lines += upstream_check(function, upstream, output.name, jit)
+    return tuple(lines)
+
+
+def _shape_literal(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
 def functions(
     pair: Backprop, provenance: Provenance, bodies: Bodies, jit: str | None, sizes: Sizes = NO_SIZES,
     layer: LayerNames | None = None,
 ) -> tuple[Function, ...]:
-    """The module's functions, made of `bodies`: forward, value_and_grad and grad (for a scalar
-    output), forward_with_cache and backward, or for a layer the last two named after it; then
-    check_arguments and any part functions numba needs. Each function that takes the inputs
-    checks them first (`guards`)."""
+    """The module's functions, made of `bodies`: forward, value_and_grad and grad (when the
+    backward pass starts from one number), forward_with_cache and backward, or for a layer the
+    last two named after it; then check_arguments and any part functions numba needs. Each
+    function that takes the inputs checks them first (`guards`)."""
     params = tuple(v.name for v in pair.forward.inputs)
-    output = pair.forward.outputs[0].name
+    outputs = [v.name for v in pair.forward.outputs]
+    returned = unparse(_value(outputs, auxiliary=False))
     grad_names = [g.name for g in pair.backward.outputs]
     listed = f"({_names(grad_names)})"
-    seed = pair.upstream[0].name
+    upstream = [v.name for v in pair.upstream]
     cached = cached_names(pair, sizes)
     call = _signature(provenance.function, params)
     parts = _Parts(jit, sizes.symbols)
@@ -282,52 +309,58 @@ def functions(
     checks = check_body(provenance.function, pair.forward.inputs, sizes, jit)
     with_cache_name, backward_name = (layer.forward, layer.backward) if layer else ("forward_with_cache", "backward")
 
-    with_cache = parts.body(with_cache_name, bodies.forward, params, [output, *cached])
+    with_cache = parts.body(with_cache_name, bodies.forward, params, [*outputs, *cached])
     keep = f"cache = {_names(cached)}" if cached else "cache = ()"
     unpack = (f"{_names(cached)} = cache",) if cached else ()
     unpack += tuple(definitions(sizes, [v.name for v in pair.cache])[0])
-    unpack += upstream_check(provenance.function, pair.upstream[0], output, jit)
-    backward = parts.body(backward_name, bodies.backward, [seed, *cached], grad_names)
+    unpack += _upstream_lines(pair, provenance.function, jit)
+    backward = parts.body(backward_name, bodies.backward, [*upstream, *cached], grad_names)
+    from_upstream = f"the upstream gradient {upstream[0]}" if len(upstream) == 1 else "the upstream gradients"
     pair_functions = (
         Function(
-            with_cache_name, params, f"Return ({output}, cache): the value of {call} and what `{backward_name}` reads.",
-            (*guard, ("", (*with_cache, keep, returns(load(output), load("cache"))))),
-            f"{with_cache_name}(...) -> ({output}, cache)",
+            with_cache_name, params,
+            f"Return ({returned}, cache): the value of {call} and what `{backward_name}` reads.",
+            (*guard, ("", (*with_cache, keep, returns(_value(outputs, False), load("cache"))))),
+            f"{with_cache_name}(...) -> ({returned}, cache)",
         ),
         Function(
-            backward_name, (seed, "cache"),
-            f"Return {listed} from the upstream gradient {seed} and `{with_cache_name}`'s cache.",
+            backward_name, (*upstream, "cache"),
+            f"Return {listed} from {from_upstream} and `{with_cache_name}`'s cache"
+            + (" (None for an output's: zeros)." if len(upstream) > 1 else "."),
             (("", (*unpack, *backward, returns(bodies.grads))),),
-            f"{backward_name}({seed}, cache) -> {listed}",
+            f"{backward_name}({', '.join(upstream)}, cache) -> {listed}",
         ),
     )
     check = Function(CHECK, params, check_doc(provenance.function, sizes), (("", checks),))
     if layer:
         return (*pair_functions, check, *parts.functions)
 
-    forward = parts.body("forward", bodies.forward, params, [output])
+    forward = parts.body("forward", bodies.forward, params, outputs)
     functions: list[Function] = [
-        Function("forward", params, f"Return {call}.", (*guard, ("", (*forward, returns(load(output))))),
-                 f"forward(...) -> {output}")
+        Function("forward", params, f"Return {call}.", (*guard, ("", (*forward, returns(*map(load, outputs))))),
+                 f"forward(...) -> {returned}")
     ]
-    if pair.seed is not None:  # a scalar output: its gradients (an array has only `backward`'s)
+    if pair.seed is not None:  # the backward pass starts from one number: the gradients of it
+        value = _value(outputs, auxiliary=True)
+        shown = unparse(value)
         inline_forward, inline_backward = bodies.inline
         whole = Code(inline_forward.eqns + inline_backward.eqns, inline_forward.lines + inline_backward.lines)
-        everything = parts.body("value_and_grad", whole, params, [output, *grad_names])
+        everything = parts.body("value_and_grad", whole, params, [*outputs, *grad_names])
         if len(everything) < len(whole.lines):  # split into parts: the passes are no longer apart
-            value_and_grad = (*guard, ("", (*everything, returns(load(output), bodies.inline_grads))))
+            value_and_grad = (*guard, ("", (*everything, returns(value, bodies.inline_grads))))
         else:
-            backward_pass = (*inline_backward.lines, returns(load(output), bodies.inline_grads))
+            backward_pass = (*inline_backward.lines, returns(value, bodies.inline_grads))
             value_and_grad = (*guard, ("forward pass", inline_forward.lines), ("backward pass", backward_pass))
         recompute = ast.Subscript(ast.Call(load("value_and_grad"), list(map(load, params)), []), ast.Constant(1))
+        of = f"the gradients of {outputs[0]}" if len(outputs) > 1 else "its gradients"
         functions += [
             Function(
-                "value_and_grad", params, f"Return ({output}, {listed}): the value of {call} and its gradients.",
-                value_and_grad, f"value_and_grad(...) -> ({output}, {listed})",
+                "value_and_grad", params, f"Return ({shown}, {listed}): the value of {call} and {of}.",
+                value_and_grad, f"value_and_grad(...) -> ({shown}, {listed})",
             ),
             Function(
-                "grad", params, f"Return {listed}, the gradients of {call}.", (("", (returns(recompute),)),),
-                f"grad(...) -> {listed}",
+                "grad", params, f"Return {listed}, the gradients of {call if len(outputs) == 1 else outputs[0]}.",
+                (("", (returns(recompute),)),), f"grad(...) -> {listed}",
             ),
         ]
     return (*functions, *pair_functions, check, *parts.functions)

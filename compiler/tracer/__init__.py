@@ -56,8 +56,8 @@ def trace(fn: Callable, *args: Any, **kwargs: Any) -> Graph:
         finally:
             recorder.finish()
         result = _unmade(result)
-        output = _check_output(fn, recorder, result, stand_ins, arguments)
-        return _build_graph(recorder, list(stand_ins), output, baked_constants(fn))
+        outputs = _check_outputs(fn, recorder, result, stand_ins, arguments)
+        return _build_graph(recorder, list(stand_ins), outputs, baked_constants(fn))
     finally:
         # The recorder holds this frame, which holds the recorder: let go, so that what it
         # recorded is freed now, not at the collector's next run (compiler.gradient pauses it).
@@ -69,38 +69,50 @@ def _all_keyword_safe(fn: Callable) -> bool:
     return not any(p.kind is p.POSITIONAL_ONLY for p in params)
 
 
-def _check_output(
+def _check_outputs(
     fn: Callable, recorder: _Recorder, result: Any, inputs: dict[str, Traced], arguments: dict[str, Any]
-) -> int:
+) -> list[int]:
+    """The returned values: one, or a tuple's (an integer or bool one is auxiliary, never
+    differentiated; at least one is a float)."""
     label = _function_label(fn)
-    if not isinstance(result, Traced) or result._recorder is not recorder:
-        if isinstance(result, (tuple, list, dict)):
-            raise SignatureError(f"{label} returns a {type(result).__name__}; it must return one scalar or array")
-        raise SignatureError(
-            f"{label} returns {result!r}, which does not depend on its inputs; "
-            "there is no gradient to compute"
-        )
-    shape, dtype = recorder.types[result._index]
-    if np.dtype(dtype).kind != "f":
-        what = "a float scalar or array"
-        raise SignatureError(
-            f"{label} returns a value of dtype {dtype}; it must return {what}{integer_examples_hint(arguments)}"
-        )
-    if result._index < len(inputs):  # the output is an input itself: copy it into a gate
-        result = _apply(OPS["pos"], (result,))
-    return result._index
+    if isinstance(result, dict):
+        raise SignatureError(f"{label} returns a dict; return one value or a tuple of values")
+    several = isinstance(result, (tuple, list))
+    results = [_unmade(item) for item in result] if several else [result]
+    if not results:
+        raise SignatureError(f"{label} returns an empty {type(result).__name__}; there is no gradient to compute")
+    indices: list[int] = []
+    for position, item in enumerate(results):
+        which = f" as its output {position}" if several else ""
+        if not isinstance(item, Traced) or item._recorder is not recorder:
+            raise SignatureError(
+                f"{label} returns {item!r}{which}, which does not depend on its inputs; "
+                + ("return only values computed from them" if several else "there is no gradient to compute")
+            )
+        if item._index < len(inputs) or item._index in indices:  # an input, or returned twice: copy it into a gate
+            item = _apply(OPS["pos"], (item,))
+        indices.append(item._index)
+    dtypes = [recorder.types[i][1] for i in indices]
+    if not any(np.dtype(dtype).kind == "f" for dtype in dtypes):
+        returned = f"values of dtype {', '.join(dtypes)}" if several else f"a value of dtype {dtypes[0]}"
+        what = "a float scalar or array" + (" among its outputs" if several else "")
+        raise SignatureError(f"{label} returns {returned}; it must return {what}{integer_examples_hint(arguments)}")
+    return indices
 
 
 def _build_graph(
-    recorder: _Recorder, params: list[str], output: int, constants: tuple[tuple[str, object], ...]
+    recorder: _Recorder, params: list[str], outputs: list[int], constants: tuple[tuple[str, object], ...]
 ) -> Graph:
     n_inputs = len(params)
     types = recorder.types
     hints = recorder.hints
     produced = [eqn[2] for eqn in recorder.eqns]
     value_hints = [hints.get(i, (None,))[0] for i in produced]
-    default = naming.OUTPUT_NAME if types[output][0] == () else naming.ARRAY_OUTPUT_NAME
-    input_names, value_names = naming.forward_names(params, value_hints, produced.index(output), default)
+    defaults = [
+        (produced.index(output), naming.OUTPUT_NAME if types[output][0] == () else naming.ARRAY_OUTPUT_NAME)
+        for output in outputs
+    ]
+    input_names, value_names = naming.forward_names(params, value_hints, defaults)
     variables: list[Var | None] = [None] * len(types)
     for index, name in [*zip(range(n_inputs), input_names), *zip(produced, value_names)]:
         shape, dtype = types[index]
@@ -109,4 +121,4 @@ def _build_graph(
     for row, operands, out, loc, static in recorder.eqns:
         inputs = tuple([operand if type(operand) is Const else variables[operand] for operand in operands])
         eqns.append(Eqn(row.name, inputs, variables[out], None, None, loc, tuple(static.items()) if static else ()))
-    return Graph(tuple(variables[:n_inputs]), tuple(eqns), (variables[output],), constants=constants)
+    return Graph(tuple(variables[:n_inputs]), tuple(eqns), tuple(variables[i] for i in outputs), constants=constants)
