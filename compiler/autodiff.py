@@ -11,6 +11,7 @@ upstream gradient. A value used more than once sums its gradients by rebinding
 from __future__ import annotations
 
 import operator
+import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -49,7 +50,7 @@ def differentiate(
     plans = _Plans(forward, active_values(forward, wrt_vars))
     differentiated = differentiated_outputs(forward, has_aux)
     outputs = [forward.outputs[i] for i in differentiated]
-    starts = tuple(Var(names.grad(v), v.shape, v.dtype) for v in outputs)
+    starts = tuple(Var(names.upstream(v, set(taken)), v.shape, v.dtype) for v in outputs)
     # one number's backward pass starts, in `value_and_grad`, from the number one; arrays' and
     # several outputs' only from the upstream gradients `backward` is given
     scalar = differentiated == (0,) and outputs[0].shape == ()
@@ -108,6 +109,14 @@ class _GradNames:
         name = self._grads.get(of)
         if name is None:
             name = self._grads[of] = self._namer.grad_name(of.name)
+        return name
+
+    def upstream(self, of: Var, forward_names: set[str]) -> str:
+        """The name of output `of`'s upstream gradient, claimed before any other gradient's: that of
+        the name the source gave it (`dout` for `out_49`, the last of a rebound `out`)."""
+        base = re.sub(r"_\d+$", "", of.name)
+        rebound = base != of.name and (base in forward_names or f"{base}_1" in forward_names - {of.name})
+        name = self._grads[of] = self._namer.grad_name(base if rebound else of.name)
         return name
 
     def term(self, of: Var) -> str:

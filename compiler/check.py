@@ -104,10 +104,11 @@ def central_difference(
 
 
 def check_rows(
-    f: Callable, *args: Any, wrt: str | Sequence[str] | None = None, optimize: bool = False, **kwargs: Any
+    f: Callable, *args: Any, wrt: str | Sequence[str] | None = None, optimize: bool = False, has_aux: bool = False,
+    **kwargs: Any,
 ) -> list[CheckRow]:
     """flatgrad's gradient of `f` beside central differences of `f` itself, one row per input."""
-    program = build(f, args, kwargs, Options(wrt, optimize=optimize))
+    program = build(f, args, kwargs, Options(wrt, optimize=optimize, has_aux=has_aux))
     return compare(program, f, bind_arguments(f, args, kwargs))
 
 
@@ -169,13 +170,15 @@ def check_passes(rows: Sequence[CheckRow], tolerance: float | None = None) -> bo
     return all(row.error <= (row.tolerance if tolerance is None else tolerance) for row in rows)
 
 
-def check_grad(f: Callable, *args: Any, wrt: str | Sequence[str] | None = None, **kwargs: Any) -> float:
+def check_grad(
+    f: Callable, *args: Any, wrt: str | Sequence[str] | None = None, has_aux: bool = False, **kwargs: Any
+) -> float:
     """The largest error between flatgrad's gradient and central finite differences (see CheckRow).
 
     Float32 inputs are differenced in float64 where `f` allows it; a float32 gradient is then
     right when the error is below about 1e-4 (`CheckRow.tolerance`), a float64 one below 1e-6.
     """
-    return max(row.error for row in check_rows(f, *args, wrt=wrt, **kwargs))
+    return max(row.error for row in check_rows(f, *args, wrt=wrt, has_aux=has_aux, **kwargs))
 
 
 # Check inputs are drawn with magnitudes in this range and either sign: away from 0, where
