@@ -32,6 +32,33 @@ EXAMPLES = {
 }
 
 
+# Each layer of examples/layers.py -> its `flatgrad emit --layer` options (N examples, traced at 8)
+LAYER_EXAMPLES = {
+    "affine_forward": ["--arg", "x=f64[N,2,3]", "--arg", "w=f64[6,5]", "--arg", "b=f64[5]"],
+    "relu_forward": ["--arg", "x=f64[N,5]"],
+    "affine_relu_forward": ["--arg", "x=f64[N,6]", "--arg", "w=f64[6,5]", "--arg", "b=f64[5]"],
+    "softmax_loss": [
+        "--arg", "x=f64[N,6]", "--arg", "w=f64[6,3]", "--arg", "b=f64[3]", "--arg", "y=i64[N]", "--has-aux",
+    ],
+    "batchnorm_forward": ["--arg", "x=f64[N,5]", "--arg", "gamma=f64[5]", "--arg", "beta=f64[5]"],
+    "layernorm_forward": ["--arg", "x=f64[N,5]", "--arg", "gamma=f64[5]", "--arg", "beta=f64[5]"],
+    "dropout_forward": ["--arg", "x=f64[N,5]", "--arg", "mask=f64[N,5]"],
+    "conv_forward_naive": ["--arg", "x=f64[N,3,5,5]", "--arg", "w=f64[2,3,3,3]", "--arg", "b=f64[2]"],
+    "max_pool_forward_naive": ["--arg", "x=f64[N,3,4,4]"],
+    "rnn_step_forward": [
+        "--arg", "x=f64[N,4]", "--arg", "prev_h=f64[N,5]", "--arg", "Wx=f64[4,5]", "--arg", "Wh=f64[5,5]",
+        "--arg", "b=f64[5]",
+    ],
+    "rnn_forward": [
+        "--arg", "x=f64[N,3,4]", "--arg", "h0=f64[N,5]", "--arg", "Wx=f64[4,5]", "--arg", "Wh=f64[5,5]",
+        "--arg", "b=f64[5]",
+    ],
+}
+LAYER_EXAMPLES = {name: [*options, "--layer"] for name, options in LAYER_EXAMPLES.items()}
+# numba has no lowering of np.max over a tuple of axes yet: refused with a clear error
+NUMPY_ONLY_LAYERS = {"max_pool_forward_naive"}
+
+
 def pyflakes_messages(source: str, filename: str = "emitted.py") -> str:
     """What pyflakes reports about `source` (as if read from `filename`): empty when clean."""
     stream = io.StringIO()

@@ -12,7 +12,7 @@ import shlex
 import shutil
 
 import pytest
-from support import EXAMPLES, ROOT
+from support import EXAMPLES, LAYER_EXAMPLES, NUMPY_ONLY_LAYERS, ROOT
 
 from compiler.cli import main
 
@@ -21,6 +21,11 @@ GOLDEN = [
     (f"examples/{stem}.py:{stem}", options + variant)
     for stem, options in EXAMPLES.items()
     for variant in ([], ["--jit", "numba"], ["--optimize"])
+] + [
+    (f"examples/layers.py:{name}", options + variant)
+    for name, options in LAYER_EXAMPLES.items()
+    for variant in ([], ["--jit", "numba"])
+    if not (variant and name in NUMPY_ONLY_LAYERS)
 ]
 
 
