@@ -277,12 +277,14 @@ def _listing(inputs: tuple[Var, ...], sections: list[tuple[Eqn, ...]], outputs: 
 
 
 def values_read(eqns: tuple[Eqn, ...], outputs: tuple[Var, ...], candidates: list[Var]) -> tuple[Var, ...]:
-    """Those of `candidates` that `eqns` read or that are among `outputs`, in candidates' order."""
+    """Those of `candidates` that `eqns` read, or that are among `outputs`, and do not compute
+    themselves, in candidates' order."""
     read: set[Atom] = set(outputs)  # Var and Const hash by identity
     for eqn in eqns:
         read.update(eqn.inputs)
         if eqn.accumulate is not None:
             read.add(eqn.accumulate)
+    read.difference_update(eqn.out for eqn in eqns)
     return tuple([v for v in candidates if v in read])
 
 

@@ -560,3 +560,32 @@ def fold_seed(pair: Backprop, check: Callable[[Graph], Graph] | None = None) -> 
     unseeded = _rebuild(joined, joined.eqns, {id(seed.out): Const(1.0)})
     folded = _run(unseeded if check is None else check(unseeded), SEED_PASSES, check)
     return _split(folded, pair, (), None)
+
+
+def recompute_views(pair: Backprop) -> Backprop:
+    """The pair with every view the backward pass reads (a slice, `.T`, a reshape: see
+    `Op.view`) computed again at its start from what it views, instead of kept in the cache.
+
+    A view costs nothing to take again, and a course's backward keeps its layer's inputs and
+    takes `x.reshape(N, -1)` anew: the cache holds fewer, larger values (an unrolled convolution
+    keeps `x_pad` instead of every window of it, which a numba cache of a tuple of hundreds of
+    arrays takes minutes to compile). Only the module's `forward_with_cache` and `backward` run
+    this pair; `value_and_grad` has every view at hand already."""
+    made = {id(e.out): e for e in pair.forward.eqns}
+    recomputed: dict[int, Eqn] = {}
+    pending = [v for v in pair.cache if _is_view(made.get(id(v)))]
+    while pending:
+        eqn = made[id(pending.pop())]
+        if id(eqn.out) in recomputed:
+            continue
+        recomputed[id(eqn.out)] = eqn
+        pending += [a for a in eqn.reads if isinstance(a, Var) and _is_view(made.get(id(a)))]
+    if not recomputed:
+        return pair
+    order = [e for e in pair.forward.eqns if id(e.out) in recomputed]
+    return Backprop.of(pair.forward, (*order, *pair.backward.eqns), pair.backward.outputs, pair.upstream, pair.seed,
+                       pair.differentiated)
+
+
+def _is_view(eqn: Eqn | None) -> bool:
+    return eqn is not None and eqn.accumulate is None and OPS[eqn.op].view

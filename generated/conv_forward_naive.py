@@ -7,7 +7,7 @@ Written for these inputs, N read from the arguments at each call:
     x: float64[N, 3, 5, 5]
     w: float64[2, 3, 3, 3]
     b: float64[2]
-The backward pass caches window, s0, s5, window_1, s10, s15, window_2, s20, s25, window_3, s30, s35, window_4, s40, s45, window_5, s50, s55, window_6, s60, s65, window_7, s70, s75 and 52 more: 54000 bytes at the example's sizes (N = 8).
+The backward pass caches w, x_pad, N: 9840 bytes at the example's sizes (N = 8).
 
     conv_forward_naive(...) -> (out_49, cache)
     conv_backward_naive(dout, cache) -> (dx, dw, db)
@@ -359,15 +359,90 @@ def conv_forward_naive(x, w, b):
     s248 = b[1]
     s249 = s247 + s248
     out_49 = updated(out_48, (slice(None), 1, 4, 4), s249)
-    cache = window, s0, s5, window_1, s10, s15, window_2, s20, s25, window_3, s30, s35, window_4, s40, s45, window_5, s50, s55, window_6, s60, s65, window_7, s70, s75, window_8, s80, s85, window_9, s90, s95, window_10, s100, s105, window_11, s110, s115, window_12, s120, s125, window_13, s130, s135, window_14, s140, s145, window_15, s150, s155, window_16, s160, s165, window_17, s170, s175, window_18, s180, s185, window_19, s190, s195, window_20, s200, s205, window_21, s210, s215, window_22, s220, s225, window_23, s230, s235, window_24, s240, s245, N
+    cache = w, x_pad, N
     return out_49, cache
 
 
 def conv_backward_naive(dout, cache):
     """Return (dx, dw, db) from the upstream gradient dout and `conv_forward_naive`'s cache."""
-    window, s0, s5, window_1, s10, s15, window_2, s20, s25, window_3, s30, s35, window_4, s40, s45, window_5, s50, s55, window_6, s60, s65, window_7, s70, s75, window_8, s80, s85, window_9, s90, s95, window_10, s100, s105, window_11, s110, s115, window_12, s120, s125, window_13, s130, s135, window_14, s140, s145, window_15, s150, s155, window_16, s160, s165, window_17, s170, s175, window_18, s180, s185, window_19, s190, s195, window_20, s200, s205, window_21, s210, s215, window_22, s220, s225, window_23, s230, s235, window_24, s240, s245, N = cache
+    w, x_pad, N = cache
     if dout.shape != (N, 2, 5, 5) or dout.dtype != np.float64:
         raise ValueError(f"conv_forward_naive: dout must be float64 of out_49's shape, not {type(dout).__name__} {np.shape(dout)}")
+    window = x_pad[:, :, 0:3, 0:3]
+    s0 = w[0]
+    s5 = w[1]
+    window_1 = x_pad[:, :, 0:3, 1:4]
+    s10 = w[0]
+    s15 = w[1]
+    window_2 = x_pad[:, :, 0:3, 2:5]
+    s20 = w[0]
+    s25 = w[1]
+    window_3 = x_pad[:, :, 0:3, 3:6]
+    s30 = w[0]
+    s35 = w[1]
+    window_4 = x_pad[:, :, 0:3, 4:7]
+    s40 = w[0]
+    s45 = w[1]
+    window_5 = x_pad[:, :, 1:4, 0:3]
+    s50 = w[0]
+    s55 = w[1]
+    window_6 = x_pad[:, :, 1:4, 1:4]
+    s60 = w[0]
+    s65 = w[1]
+    window_7 = x_pad[:, :, 1:4, 2:5]
+    s70 = w[0]
+    s75 = w[1]
+    window_8 = x_pad[:, :, 1:4, 3:6]
+    s80 = w[0]
+    s85 = w[1]
+    window_9 = x_pad[:, :, 1:4, 4:7]
+    s90 = w[0]
+    s95 = w[1]
+    window_10 = x_pad[:, :, 2:5, 0:3]
+    s100 = w[0]
+    s105 = w[1]
+    window_11 = x_pad[:, :, 2:5, 1:4]
+    s110 = w[0]
+    s115 = w[1]
+    window_12 = x_pad[:, :, 2:5, 2:5]
+    s120 = w[0]
+    s125 = w[1]
+    window_13 = x_pad[:, :, 2:5, 3:6]
+    s130 = w[0]
+    s135 = w[1]
+    window_14 = x_pad[:, :, 2:5, 4:7]
+    s140 = w[0]
+    s145 = w[1]
+    window_15 = x_pad[:, :, 3:6, 0:3]
+    s150 = w[0]
+    s155 = w[1]
+    window_16 = x_pad[:, :, 3:6, 1:4]
+    s160 = w[0]
+    s165 = w[1]
+    window_17 = x_pad[:, :, 3:6, 2:5]
+    s170 = w[0]
+    s175 = w[1]
+    window_18 = x_pad[:, :, 3:6, 3:6]
+    s180 = w[0]
+    s185 = w[1]
+    window_19 = x_pad[:, :, 3:6, 4:7]
+    s190 = w[0]
+    s195 = w[1]
+    window_20 = x_pad[:, :, 4:7, 0:3]
+    s200 = w[0]
+    s205 = w[1]
+    window_21 = x_pad[:, :, 4:7, 1:4]
+    s210 = w[0]
+    s215 = w[1]
+    window_22 = x_pad[:, :, 4:7, 2:5]
+    s220 = w[0]
+    s225 = w[1]
+    window_23 = x_pad[:, :, 4:7, 3:6]
+    s230 = w[0]
+    s235 = w[1]
+    window_24 = x_pad[:, :, 4:7, 4:7]
+    s240 = w[0]
+    s245 = w[1]
     dout_48 = updated(dout, (slice(None), 1, 4, 4), 0)
     ds249 = dout[:, 1, 4, 4]
     ds247 = ds249

@@ -7,7 +7,7 @@ Written for these inputs, N read from the arguments at each call:
     x: float64[N, 3, 5, 5]
     w: float64[2, 3, 3, 3]
     b: float64[2]
-The backward pass caches window, s0, s5, window_1, s10, s15, window_2, s20, s25, window_3, s30, s35, window_4, s40, s45, window_5, s50, s55, window_6, s60, s65, window_7, s70, s75 and 52 more: 54000 bytes at the example's sizes (N = 8).
+The backward pass caches w, x_pad, N: 9840 bytes at the example's sizes (N = 8).
 
     conv_forward_naive(...) -> (out_49, cache)
     conv_backward_naive(dout, cache) -> (dx, dw, db)
@@ -39,21 +39,21 @@ def conv_forward_naive(x, w, b):
     """Return (out_49, cache): the value of conv_forward_naive(x, w, b) and what `conv_backward_naive` reads."""
     N = check_arguments(x, w, b)
 
-    x_pad, window, s0, s5, window_1, s10, s15, window_2, s20, s25, window_3, s30, s35, window_4, s40, s45, window_5, s50, s55, window_6, s60, s65, window_7, s70, s75, window_8, s80, s85, window_9, s90, s95, window_10, s100, s105, window_11, s110, s115, window_12, s120, s125, window_13, s130, s135, window_14, s140, s145, window_15, s150, s155, window_16, s160, s165, window_17, s170, s175, window_18, s180, s185, out_37, window_19, s190 = _conv_forward_naive_part0(N, x, w, b)
-    s195, window_20, s200, s205, window_21, s210, s215, window_22, s220, s225, window_23, s230, s235, window_24, s240, s245, out_49 = _conv_forward_naive_part1(N, window_19, s190, b, out_37, w, x_pad)
-    cache = window, s0, s5, window_1, s10, s15, window_2, s20, s25, window_3, s30, s35, window_4, s40, s45, window_5, s50, s55, window_6, s60, s65, window_7, s70, s75, window_8, s80, s85, window_9, s90, s95, window_10, s100, s105, window_11, s110, s115, window_12, s120, s125, window_13, s130, s135, window_14, s140, s145, window_15, s150, s155, window_16, s160, s165, window_17, s170, s175, window_18, s180, s185, window_19, s190, s195, window_20, s200, s205, window_21, s210, s215, window_22, s220, s225, window_23, s230, s235, window_24, s240, s245, N
+    x_pad, out_37, window_19, s190 = _conv_forward_naive_part0(N, x, w, b)
+    out_49, = _conv_forward_naive_part1(N, window_19, s190, b, out_37, w, x_pad)
+    cache = w, x_pad, N
     return out_49, cache
 
 
 @numba.njit(cache=True)
 def conv_backward_naive(dout, cache):
     """Return (dx, dw, db) from the upstream gradient dout and `conv_forward_naive`'s cache."""
-    window, s0, s5, window_1, s10, s15, window_2, s20, s25, window_3, s30, s35, window_4, s40, s45, window_5, s50, s55, window_6, s60, s65, window_7, s70, s75, window_8, s80, s85, window_9, s90, s95, window_10, s100, s105, window_11, s110, s115, window_12, s120, s125, window_13, s130, s135, window_14, s140, s145, window_15, s150, s155, window_16, s160, s165, window_17, s170, s175, window_18, s180, s185, window_19, s190, s195, window_20, s200, s205, window_21, s210, s215, window_22, s220, s225, window_23, s230, s235, window_24, s240, s245, N = cache
+    w, x_pad, N = cache
     if np.shape(dout) != (N, 2, 5, 5) or not np.asarray(dout).dtype == np.dtype("float64"):
         raise ValueError("conv_forward_naive: dout must be float64 of out_49's shape; it has shape", np.shape(dout))
-    db, dw, dx_pad, dwindow_14, dout_27, ds140 = _conv_backward_naive_part0(N, dout, s245, window_24, s240, s235, window_23, s230, s225, window_22, s220, s215, window_21, s210, s205, window_20, s200, s195, window_19, s190, s185, window_18, s180, s175, window_17, s170, s165, window_16, s160, s155, window_15, s150, s145, window_14, s140)
-    dw, dx_pad, db, dwindow_3, dout_5, ds32 = _conv_backward_naive_part1(N, ds140, dw, dwindow_14, dx_pad, dout_27, db, s135, window_13, s130, s125, window_12, s120, s115, window_11, s110, s105, window_10, s100, s95, window_9, s90, s85, window_8, s80, s75, window_7, s70, s65, window_6, s60, s55, window_5, s50, s45, window_4, s40, s35, window_3)
-    dw, db, dx = _conv_backward_naive_part2(N, ds32, s30, dwindow_3, window_3, dw, dx_pad, dout_5, db, s25, window_2, s20, s15, window_1, s10, s5, window, s0)
+    window, s0, s5, window_1, s10, s15, window_2, s20, s25, window_3, s30, s35, window_4, s40, s45, window_5, s50, s55, window_6, s60, s65, window_7, s70, s75, window_8, s80, s85, window_9, s90, s95, window_10, s100, s105, window_11, s110, s115, window_12, s120, s125, window_13, s130, s135, window_14, s140, s145, window_15, s150, s155, window_16, s160, s165, window_17, s170, db, dw, dx_pad, dwindow_17, dout_33, ds174, ds172 = _conv_backward_naive_part0(N, x_pad, w, dout)
+    db, dw, dx_pad, dout_12, dwindow_6 = _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17, dw, dx_pad, dout_33, s165, window_16, s160, s155, window_15, s150, s145, window_14, s140, s135, window_13, s130, s125, window_12, s120, s115, window_11, s110, s105, window_10, s100, s95, window_9, s90, s85, window_8, s80, s75, window_7, s70, s65, window_6)
+    db, dw, dx = _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_pad, s55, window_5, s50, s45, window_4, s40, s35, window_3, s30, s25, window_2, s20, s15, window_1, s10, s5, window, s0)
     return dx.copy(), dw, db
 
 
@@ -329,7 +329,7 @@ def _conv_forward_naive_part0(N, x, w, b):
     out_37 = updated(out_36, (slice(None), 1, 3, 3), s189)
     window_19 = x_pad[:, :, 3:6, 4:7]
     s190 = w[0]
-    return x_pad, window, s0, s5, window_1, s10, s15, window_2, s20, s25, window_3, s30, s35, window_4, s40, s45, window_5, s50, s55, window_6, s60, s65, window_7, s70, s75, window_8, s80, s85, window_9, s90, s95, window_10, s100, s105, window_11, s110, s115, window_12, s120, s125, window_13, s130, s135, window_14, s140, s145, window_15, s150, s155, window_16, s160, s165, window_17, s170, s175, window_18, s180, s185, out_37, window_19, s190
+    return x_pad, out_37, window_19, s190
 
 
 @numba.njit(cache=True)
@@ -411,12 +411,87 @@ def _conv_forward_naive_part1(N, window_19, s190, b, out_37, w, x_pad):
     s248 = b[1]
     s249 = s247 + s248
     out_49 = updated(out_48, (slice(None), 1, 4, 4), s249)
-    return s195, window_20, s200, s205, window_21, s210, s215, window_22, s220, s225, window_23, s230, s235, window_24, s240, s245, out_49
+    return out_49,
 
 
 @numba.njit(cache=True)
-def _conv_backward_naive_part0(N, dout, s245, window_24, s240, s235, window_23, s230, s225, window_22, s220, s215, window_21, s210, s205, window_20, s200, s195, window_19, s190, s185, window_18, s180, s175, window_17, s170, s165, window_16, s160, s155, window_15, s150, s145, window_14, s140):
+def _conv_backward_naive_part0(N, x_pad, w, dout):
     """Lines 1-250 of `conv_backward_naive`."""
+    window = x_pad[:, :, 0:3, 0:3]
+    s0 = w[0]
+    s5 = w[1]
+    window_1 = x_pad[:, :, 0:3, 1:4]
+    s10 = w[0]
+    s15 = w[1]
+    window_2 = x_pad[:, :, 0:3, 2:5]
+    s20 = w[0]
+    s25 = w[1]
+    window_3 = x_pad[:, :, 0:3, 3:6]
+    s30 = w[0]
+    s35 = w[1]
+    window_4 = x_pad[:, :, 0:3, 4:7]
+    s40 = w[0]
+    s45 = w[1]
+    window_5 = x_pad[:, :, 1:4, 0:3]
+    s50 = w[0]
+    s55 = w[1]
+    window_6 = x_pad[:, :, 1:4, 1:4]
+    s60 = w[0]
+    s65 = w[1]
+    window_7 = x_pad[:, :, 1:4, 2:5]
+    s70 = w[0]
+    s75 = w[1]
+    window_8 = x_pad[:, :, 1:4, 3:6]
+    s80 = w[0]
+    s85 = w[1]
+    window_9 = x_pad[:, :, 1:4, 4:7]
+    s90 = w[0]
+    s95 = w[1]
+    window_10 = x_pad[:, :, 2:5, 0:3]
+    s100 = w[0]
+    s105 = w[1]
+    window_11 = x_pad[:, :, 2:5, 1:4]
+    s110 = w[0]
+    s115 = w[1]
+    window_12 = x_pad[:, :, 2:5, 2:5]
+    s120 = w[0]
+    s125 = w[1]
+    window_13 = x_pad[:, :, 2:5, 3:6]
+    s130 = w[0]
+    s135 = w[1]
+    window_14 = x_pad[:, :, 2:5, 4:7]
+    s140 = w[0]
+    s145 = w[1]
+    window_15 = x_pad[:, :, 3:6, 0:3]
+    s150 = w[0]
+    s155 = w[1]
+    window_16 = x_pad[:, :, 3:6, 1:4]
+    s160 = w[0]
+    s165 = w[1]
+    window_17 = x_pad[:, :, 3:6, 2:5]
+    s170 = w[0]
+    s175 = w[1]
+    window_18 = x_pad[:, :, 3:6, 3:6]
+    s180 = w[0]
+    s185 = w[1]
+    window_19 = x_pad[:, :, 3:6, 4:7]
+    s190 = w[0]
+    s195 = w[1]
+    window_20 = x_pad[:, :, 4:7, 0:3]
+    s200 = w[0]
+    s205 = w[1]
+    window_21 = x_pad[:, :, 4:7, 1:4]
+    s210 = w[0]
+    s215 = w[1]
+    window_22 = x_pad[:, :, 4:7, 2:5]
+    s220 = w[0]
+    s225 = w[1]
+    window_23 = x_pad[:, :, 4:7, 3:6]
+    s230 = w[0]
+    s235 = w[1]
+    window_24 = x_pad[:, :, 4:7, 4:7]
+    s240 = w[0]
+    s245 = w[1]
     dout_48 = updated(dout, (slice(None), 1, 4, 4), 0)
     ds249 = dout[:, 1, 4, 4]
     ds247 = ds249
@@ -592,6 +667,12 @@ def _conv_backward_naive_part0(N, dout, s245, window_24, s240, s235, window_23, 
     dout_33 = updated(dout_34, (slice(None), 0, 3, 2), 0)
     ds174 = dout_34[:, 0, 3, 2]
     ds172 = ds174
+    return window, s0, s5, window_1, s10, s15, window_2, s20, s25, window_3, s30, s35, window_4, s40, s45, window_5, s50, s55, window_6, s60, s65, window_7, s70, s75, window_8, s80, s85, window_9, s90, s95, window_10, s100, s105, window_11, s110, s115, window_12, s120, s125, window_13, s130, s135, window_14, s140, s145, window_15, s150, s155, window_16, s160, s165, window_17, s170, db, dw, dx_pad, dwindow_17, dout_33, ds174, ds172
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17, dw, dx_pad, dout_33, s165, window_16, s160, s155, window_15, s150, s145, window_14, s140, s135, window_13, s130, s125, window_12, s120, s115, window_11, s110, s105, window_10, s100, s95, window_9, s90, s85, window_8, s80, s75, window_7, s70, s65, window_6):
+    """Lines 251-500 of `conv_backward_naive`."""
     ds173 = ds174
     ds173 = ds173.sum(axis=0)
     db = db + scatter((2,), (0,), ds173, np.float64)
@@ -667,12 +748,6 @@ def _conv_backward_naive_part0(N, dout, s245, window_24, s240, s235, window_23, 
     ds141 = np.broadcast_to(np.expand_dims(ds142, (1, 2, 3)), (N, 3, 3, 3))
     dwindow_14 = dwindow_14 + s140 * ds141
     ds140 = window_14 * ds141
-    return db, dw, dx_pad, dwindow_14, dout_27, ds140
-
-
-@numba.njit(cache=True)
-def _conv_backward_naive_part1(N, ds140, dw, dwindow_14, dx_pad, dout_27, db, s135, window_13, s130, s125, window_12, s120, s115, window_11, s110, s105, window_10, s100, s95, window_9, s90, s85, window_8, s80, s75, window_7, s70, s65, window_6, s60, s55, window_5, s50, s45, window_4, s40, s35, window_3):
-    """Lines 251-500 of `conv_backward_naive`."""
     ds140 = ds140.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds140, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(2, 5), slice(4, 7)), dwindow_14, np.float64)
@@ -848,6 +923,12 @@ def _conv_backward_naive_part1(N, ds140, dw, dwindow_14, dx_pad, dout_27, db, s1
     ds65 = window_6 * ds66
     ds65 = ds65.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds65, np.float64)
+    return db, dw, dx_pad, dout_12, dwindow_6
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_pad, s55, window_5, s50, s45, window_4, s40, s35, window_3, s30, s25, window_2, s20, s15, window_1, s10, s5, window, s0):
+    """Lines 501-650 of `conv_backward_naive`."""
     dout_11 = updated(dout_12, (slice(None), 0, 1, 1), 0)
     ds64 = dout_12[:, 0, 1, 1]
     ds62 = ds64
@@ -923,12 +1004,6 @@ def _conv_backward_naive_part1(N, ds140, dw, dwindow_14, dx_pad, dout_27, db, s1
     ds33 = ds34
     ds33 = ds33.sum(axis=0)
     db = db + scatter((2,), (0,), ds33, np.float64)
-    return dw, dx_pad, db, dwindow_3, dout_5, ds32
-
-
-@numba.njit(cache=True)
-def _conv_backward_naive_part2(N, ds32, s30, dwindow_3, window_3, dw, dx_pad, dout_5, db, s25, window_2, s20, s15, window_1, s10, s5, window, s0):
-    """Lines 501-575 of `conv_backward_naive`."""
     ds31 = np.broadcast_to(np.expand_dims(ds32, (1, 2, 3)), (N, 3, 3, 3))
     dwindow_3 = dwindow_3 + s30 * ds31
     ds30 = window_3 * ds31
@@ -1004,7 +1079,7 @@ def _conv_backward_naive_part2(N, ds32, s30, dwindow_3, window_3, dw, dx_pad, do
     dw = dw + scatter((2, 3, 3, 3), (0,), ds0, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(0, 3), slice(0, 3)), dwindow, np.float64)
     dx = dx_pad[0:N, 0:3, 1:6, 1:6]
-    return dw, db, dx
+    return db, dw, dx
 
 
 def checked_before_compiling(function):

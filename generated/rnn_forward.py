@@ -9,7 +9,7 @@ Written for these inputs, N read from the arguments at each call:
     Wx: float64[4, 5]
     Wh: float64[5, 5]
     b: float64[5]
-The backward pass caches h0, Wx, Wh, s0, h, s5, h_1, s10, h_2: 2408 bytes at the example's sizes (N = 8).
+The backward pass caches x, h0, Wx, Wh, h, h_1, h_2: 2408 bytes at the example's sizes (N = 8).
 
     rnn_forward(...) -> (out, cache)
     rnn_backward(dout, cache) -> (dx, dh0, dWx, dWh, db)
@@ -47,16 +47,19 @@ def rnn_forward(x, h0, Wx, Wh, b):
     s14 = s13 + b
     h_2 = np.tanh(s14)
     out = np.stack((h, h_1, h_2), axis=1)
-    cache = h0, Wx, Wh, s0, h, s5, h_1, s10, h_2
+    cache = x, h0, Wx, Wh, h, h_1, h_2
     return out, cache
 
 
 def rnn_backward(dout, cache):
     """Return (dx, dh0, dWx, dWh, db) from the upstream gradient dout and `rnn_forward`'s cache."""
-    h0, Wx, Wh, s0, h, s5, h_1, s10, h_2 = cache
-    N = h0.shape[0]
+    x, h0, Wx, Wh, h, h_1, h_2 = cache
+    N = x.shape[0]
     if dout.shape != (N, 3, 5) or dout.dtype != np.float64:
         raise ValueError(f"rnn_forward: dout must be float64 of out's shape, not {type(dout).__name__} {np.shape(dout)}")
+    s0 = x[:, 0, :]
+    s5 = x[:, 1, :]
+    s10 = x[:, 2, :]
     dh = dout[:, 0]
     dh_1 = dout[:, 1]
     dh_2 = dout[:, 2]

@@ -31,7 +31,7 @@ from compiler.codegen.lines import LineForm, render_lines
 from compiler.helpers import HELPERS, helper_source
 from compiler.ir import Atom, Backprop, Eqn, Var
 from compiler.naming import part_name
-from compiler.passes import copy_source
+from compiler.passes import copy_source, recompute_views
 from compiler.sizes import NO_SIZES, Sizes
 
 JIT_BACKENDS = ("numba",)
@@ -152,15 +152,22 @@ class Bodies:
     inline_grads: ast.Tuple  # and as `value_and_grad` returns them
 
     @classmethod
-    def of(cls, pair: Backprop, folded: Backprop | None, jit: str | None, explain: bool) -> Bodies:
-        """The bodies of `pair`'s module; `value_and_grad` runs `folded` where given."""
+    def of(cls, pair: Backprop, inline: Backprop, jit: str | None, explain: bool) -> Bodies:
+        """The bodies of `pair`'s module; `value_and_grad` runs `inline` (the pair with its
+        seed folded in, or without its views taken again: see `passes.recompute_views`)."""
         forms: dict[int, LineForm] = {}
+        forward_values = {id(e.out) for e in pair.forward.eqns}
 
         def code(eqns: Sequence[Eqn], gates: dict[str, str] | None = None) -> Code:
             lines, used = render_lines(eqns, jit)
             forms.update((id(form), form) for form in used)
             if gates is not None:  # explain mode: each backward line says what it does
-                lines = [f"{line}  # {explanation(eqn, gates)}" for eqn, line in zip(eqns, lines)]
+                lines = [
+                    f"{line}  # "
+                    + ("a view of the forward pass, taken again" if id(eqn.out) in forward_values
+                       else explanation(eqn, gates))
+                    for eqn, line in zip(eqns, lines)
+                ]
             return Code(tuple(eqns), tuple(lines))
 
         def passes(pair: Backprop) -> tuple[Code, Code]:
@@ -169,12 +176,12 @@ class Bodies:
             return forward, code(pair.backward_eqns, gates)
 
         forward, backward = passes(pair)
-        inline = passes(folded) if folded is not None else (forward, backward)
+        inline_code = passes(inline) if inline is not pair else (forward, backward)
         seeds = len(backward.eqns) - len(pair.backward.eqns)
         seedless = Code(backward.eqns[seeds:], backward.lines[seeds:])
         grads = fresh_gradients(pair.backward.outputs, pair.backward.eqns, jit)
-        inline_grads = fresh_gradients((folded or pair).backward.outputs, inline[1].eqns, jit)
-        return cls(forward, seedless, inline, tuple(forms.values()), grads, inline_grads)
+        inline_grads = fresh_gradients(inline.backward.outputs, inline_code[1].eqns, jit)
+        return cls(forward, seedless, inline_code, tuple(forms.values()), grads, inline_grads)
 
 
 # Calls that may give back (a view of) an array they are passed, rather than a new one
@@ -395,7 +402,9 @@ def emit_module(
     is what `value_and_grad` runs instead, with the seed folded in (`passes.fold_seed`); the
     inputs' axes named in `sizes` are read from the arguments (see `compiler.sizes`); a `layer`
     module has only the forward with its cache and the backward, named after the layer."""
-    bodies = Bodies.of(pair, folded, jit, explain)
+    inline = folded or pair
+    pair = recompute_views(pair)  # the module's forward_with_cache and backward
+    bodies = Bodies.of(pair, inline, jit, explain)
     called = set().union(*(form.calls for form in bodies.forms))
     helpers = [helper_source(name) for name in HELPERS if name in called]
     cache = pair.cache
