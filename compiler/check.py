@@ -70,12 +70,18 @@ def difference_point(f: Callable, arguments: dict[str, Any]) -> tuple[dict[str, 
     }
     if any(widened[name] is not value for name, value in arguments.items()):
         try:
-            if np.asarray(f(**widened)).dtype == np.float64:
+            if _float_dtype(f(**widened)) == np.float64:
                 return widened, np.dtype(np.float64)
         except Exception:  # f refuses float64 inputs: difference it as it is
             pass
-    dtype = np.asarray(f(**arguments)).dtype
-    return arguments, dtype if dtype.kind == "f" else np.dtype(np.float64)
+    return arguments, _float_dtype(f(**arguments))
+
+
+def _float_dtype(returned: Any) -> np.dtype:
+    """The float type of what `f` returned (of its float outputs, for a tuple); float64 if none."""
+    values = returned if isinstance(returned, tuple) else (returned,)
+    floats = [np.asarray(v).dtype for v in values if np.asarray(v).dtype.kind == "f"]
+    return np.result_type(*floats) if floats else np.dtype(np.float64)
 
 
 def central_difference(
@@ -206,7 +212,9 @@ def check_inputs(program: GradientProgram, given: Mapping[str, Any], seed: int) 
     names = ", ".join(v.name for v in drawn)
     labels = f", integers in 0..{DRAWN_LABELS - 1}" if any(np.dtype(v.dtype).kind != "f" for v in drawn) else ""
     with np.errstate(all="ignore"):
-        finite = bool(np.all(np.isfinite(program.forward(*values.values()))))
+        returned = program.forward(*values.values())
+        outputs = returned if len(graph.forward.outputs) > 1 else (returned,)
+        finite = all(bool(np.all(np.isfinite(out))) for out in outputs)
     if finite:
         return values, f"{names} drawn with --seed {seed}: floats from both signs within each op's domain{labels}"
     values = {**values, **_draw(graph, drawn, seed, signed=False)}

@@ -33,11 +33,14 @@ _SYMBOLS = {"add": "+", "sub": "−", "mul": "×", "div": "÷", "neg": "−x", "
 
 def evaluate(graph: Graph | Backprop, args: Sequence[Any]) -> dict[str, Any]:
     """Every name of the flat code, bound as running the emitted lines at `args` binds it
-    (a gradient that is accumulated ends with its total)."""
+    (a gradient that is accumulated ends with its total). Upstream gradients no seed binds (an
+    array's, several outputs') are ones: the gradients drawn are those of the outputs' sum."""
     if len(args) != len(graph.inputs):
         raise FlatgradError(f"the graph takes {len(graph.inputs)} arguments, got {len(args)}")
     namespace: dict[str, Any] = {"np": np, **HELPERS}
     namespace.update({v.name: a for v, a in zip(graph.inputs, args)})
+    if isinstance(graph, Backprop) and graph.seed is None:
+        namespace.update({u.name: np.ones(u.shape, u.dtype)[()] for u in graph.upstream})
     code = "\n".join(statement(eqn) for eqn in graph.eqns)
     exec(compile(code, "<flatgrad graph>", "exec"), namespace)  # flatgrad's own emitted lines
     return namespace
@@ -102,9 +105,10 @@ def dot_source(pair: Backprop, args: Sequence[Any], title: str = "") -> str:
                 continue  # constants are part of the gate
             lines.append(f"  {producer[id(a)]} -> {node} [label={_edge_label(a.name, values, grads.get(id(a)))}];")
         producer[id(eqn.out)] = node
-    output = pair.forward.outputs[0]
-    lines.append(f'  out [shape=plaintext, label="{output.name}"];')
-    lines.append(f"  {producer[id(output)]} -> out [label={_edge_label(output.name, values, grads.get(id(output)))}];")
+    for i, output in enumerate(pair.forward.outputs):
+        label = _edge_label(output.name, values, grads.get(id(output)))
+        lines.append(f'  out{i} [shape=plaintext, label="{output.name}"];')
+        lines.append(f"  {producer[id(output)]} -> out{i} [label={label}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

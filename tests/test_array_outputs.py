@@ -10,7 +10,7 @@ import autograd.numpy as anp
 import numpy as np
 import pytest
 from autograd import make_vjp
-from support import assert_fresh, pyflakes_messages
+from support import ROOT, assert_fresh, pyflakes_messages
 
 import compiler
 from compiler.cli import main
@@ -176,3 +176,17 @@ def test_a_loss_layer_gives_the_gradient_of_its_scores():
     (dx,) = prog.backward(1.0, cache)
     probs = np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(dx, (probs - np.eye(3)[y]) / 5, rtol=1e-12)
+
+
+def test_the_command_line_draws_and_checks_several_outputs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    target = str(ROOT / "examples" / "layers.py") + ":softmax_loss"
+    args = ["--arg", "x=f64[N,6]", "--arg", "w=f64[6,3]", "--arg", "b=f64[3]", "--arg", "y=i64[N]"]
+    assert main(["check", target, *args]) == 0
+    assert "tolerance 1e-06: ok" in capsys.readouterr().out
+    assert main(["graph", target, *args, "-o", "g.dot"]) == 0
+    dot = (tmp_path / "g.dot").read_text()
+    assert 'out0 [shape=plaintext, label="loss"]' in dot and 'out1 [shape=plaintext, label="scores"]' in dot
+    assert main(["emit", target, *args, "--has-aux", "-o", "loss.py"]) == 0
+    header = "    value_and_grad(...) -> ((loss, scores), (grad_x, grad_w, grad_b))\n"
+    assert header in (tmp_path / "loss.py").read_text()
