@@ -105,10 +105,12 @@ def dot_source(pair: Backprop, args: Sequence[Any], title: str = "") -> str:
                 continue  # constants are part of the gate
             lines.append(f"  {producer[id(a)]} -> {node} [label={_edge_label(a.name, values, grads.get(id(a)))}];")
         producer[id(eqn.out)] = node
+    several = len(pair.forward.outputs) > 1
     for i, output in enumerate(pair.forward.outputs):
         label = _edge_label(output.name, values, grads.get(id(output)))
-        lines.append(f'  out{i} [shape=plaintext, label="{output.name}"];')
-        lines.append(f"  {producer[id(output)]} -> out{i} [label={label}];")
+        node = f"out{i}" if several else "out"
+        lines.append(f'  {node} [shape=plaintext, label="{output.name}"];')
+        lines.append(f"  {producer[id(output)]} -> {node} [label={label}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
