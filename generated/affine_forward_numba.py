@@ -44,7 +44,7 @@ def affine_backward(dout, cache):
     dw = s0.T @ ds1
     ds0 = ds1 @ w.T
     dx = ds0.reshape((N, 2, 3))
-    return dx.copy(), dw, db
+    return dx, dw, db
 
 
 @numba.njit(cache=True)

@@ -46,7 +46,7 @@ def affine_relu_backward(dout, cache):
     dw = s0.T @ ds1
     ds0 = ds1 @ w.T
     dx = ds0.reshape((N, 6))
-    return dx.copy(), dw, db
+    return dx, dw, db
 
 
 @numba.njit(cache=True)

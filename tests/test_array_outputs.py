@@ -153,6 +153,8 @@ def test_a_layer_module_is_the_pair_a_course_asks_for(tmp_path):
     assert "def forward(" not in source and "def backward(" not in source and "def value_and_grad(" not in source
     assert "    affine_forward(...) -> (out, cache)\n    affine_backward(dout, cache) -> (dx, dw, db)\n" in source
     assert "    dw = s0.T @ ds1\n" in source and "--layer" in source
+    assert "    s0 = x.reshape((N, 6))\n" in source  # a view, taken again: the cache is (x, w)
+    assert "    return dx, dw, db\n" in source  # dx views ds0, which no one else holds: no copy
     # the module drops into an assignment's layers.py: import it alone and run it at another N
     prog.save(tmp_path / "layers.py")
     spec = importlib.util.spec_from_file_location("layers_module", tmp_path / "layers.py")

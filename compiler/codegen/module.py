@@ -204,6 +204,24 @@ def _allocates(tree: ast.expr) -> bool:
     return False
 
 
+# Calls whose result is a view of their operand that writes through to it: a gradient that is
+# one of a fresh array is as fresh (a read-only one, np.broadcast_to's, never is)
+_WRITABLE_VIEWS = frozenset(("reshape", "ravel", "transpose", "squeeze", "expand_dims", "swapaxes", "moveaxis"))
+
+
+def _writable_view_of(eqn: Eqn, tree: ast.expr) -> Var | None:
+    """The operand `eqn`'s value is a writable view of (`ds0.reshape(...)`,
+    `np.expand_dims(g, 0)`), if it is one."""
+    if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Attribute) and tree.func.attr in _WRITABLE_VIEWS):
+        return None
+    base = tree.func.value
+    if isinstance(base, ast.Name) and base.id == "np" and tree.args:
+        base = tree.args[0]  # np.reshape(x, ...)
+    if not isinstance(base, ast.Name):
+        return None
+    return next((a for a in eqn.inputs if isinstance(a, Var) and a.name == base.id), None)
+
+
 def fresh_gradients(grads: Sequence[Var], body: Sequence[Eqn], jit: str | None) -> ast.Tuple:
     """The gradients as a function returns them, each array one the caller owns: a gradient that
     may be an input, a cached value, another gradient, or a (read-only) view of one, is
@@ -211,10 +229,13 @@ def fresh_gradients(grads: Sequence[Var], body: Sequence[Eqn], jit: str | None) 
     made = {id(eqn.out): eqn for eqn in body}
 
     def origin(value: Atom) -> Atom:
-        """The value whose array `value` is: through copies (`grad_x = grad_s0`) to the value
-        an equation made, or to an input or cached value."""
+        """The value whose array `value` is: through copies (`grad_x = grad_s0`) and writable
+        views (`dx = ds0.reshape(...)`) to the value an equation made, or to an input or cached
+        value."""
         eqn = made.get(id(value))
-        source = copy_source(eqn) if eqn is not None else None
+        if eqn is None:
+            return value
+        source = copy_source(eqn) or _writable_view_of(eqn, expression(eqn, jit))
         return value if source is None else origin(source)
 
     returned: set[int] = set()
