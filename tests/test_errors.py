@@ -94,6 +94,7 @@ def test_unsupported_lists_what_is_supported():
     "fn, args, match",
     [
         (lambda x: {"x": x}, (1.0,), "returns a dict; return one value or a tuple of values"),
+        (lambda x: (x * 2, (x, x)), (1.0,), r"returns a tuple as its output 1 \(a cache\?\); return the outputs"),
         (lambda x: 3.0, (1.0,), "does not depend on its inputs"),
         (lambda x: x > 1.0, (1.0,), "must return a float scalar"),
         (lambda x: x * 2.0, ("a",), "flatgrad traces numbers"),
@@ -158,3 +159,14 @@ def test_wrt_written_as_the_command_lines_list_says_to_pass_a_tuple():
         compiler.gradient(lambda w0, x0: w0 * x0, 1.0, 2.0, wrt="w0,x0")
     with pytest.raises(compiler.FlatgradError, match="is not a backend"):
         compiler.grad(lambda x: x * x, jit="cuda")  # checked when the callable is made, before any call
+
+
+def padded(x, pad):
+    return np.sum(np.pad(x, ((pad, pad),)))
+
+
+def test_an_error_inside_an_op_rows_own_code_names_the_users_line():
+    """np.pad's row works out its widths while tracing; a traced width fails there, and the
+    error names the user's line, not the op table's."""
+    with pytest.raises(compiler.FlatgradError, match=r"^tests/test_errors.py:\d+: converting a traced value"):
+        compiler.gradient(padded, np.ones(3), 1.0)

@@ -84,6 +84,11 @@ def _check_outputs(
     indices: list[int] = []
     for position, item in enumerate(results):
         which = f" as its output {position}" if several else ""
+        if isinstance(item, (tuple, list, dict)):
+            raise SignatureError(
+                f"{label} returns a {type(item).__name__}{which} (a cache?); return the outputs themselves: "
+                "flatgrad's forward_with_cache keeps what the backward reads (layer=True names it as a course does)"
+            )
         if not isinstance(item, Traced) or item._recorder is not recorder:
             raise SignatureError(
                 f"{label} returns {item!r}{which}, which does not depend on its inputs; "

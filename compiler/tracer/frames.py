@@ -14,6 +14,7 @@ import types
 
 import numpy as np
 
+from compiler import ops
 from compiler.errors import (
     ConcreteValueError,
     UnsupportedOperationError,
@@ -22,9 +23,10 @@ from compiler.files import display_path
 from compiler.ops import OPS
 
 # Frames in these files are flatgrad's, NumPy's or the standard library's, not the user's: they neither name values
-# nor locate errors. (The rest of the `compiler` package is never on the stack while the
-# user's function runs, except the demo's functions, which are user code here.)
+# nor locate errors. (Of the rest of the `compiler` package only the op table is on the stack
+# while the user's function runs; the demo's functions are user code here.)
 _TRACER_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep  # the tracer's own files
+_OP_TABLE = os.path.abspath(ops.__file__)  # its rows' `normalize` and `compute` run while tracing
 # SciPy's functions are library code too, found without importing SciPy (slow to import).
 _SCIPY_SPEC = importlib.util.find_spec("scipy")
 _SCIPY_DIR = None if _SCIPY_SPEC is None or not _SCIPY_SPEC.origin else os.path.dirname(_SCIPY_SPEC.origin) + os.sep
@@ -32,6 +34,7 @@ _LIBRARY_DIRS = (
     os.path.dirname(os.path.abspath(np.__file__)) + os.sep,
     os.path.dirname(os.path.abspath(inspect.__file__)) + os.sep,  # the standard library
     "<__array",
+    _OP_TABLE,
 ) + ((_SCIPY_DIR,) if _SCIPY_DIR else ())
 
 
