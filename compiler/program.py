@@ -116,6 +116,8 @@ class GradientProgram:
         jit: str | None,
         optimize: bool = False,
         source_file: str | None = None,
+        sizes: Sizes = NO_SIZES,
+        layer: LayerNames | None = None,
     ) -> None:
         self.graph = graph
         self.source = source
@@ -125,8 +127,8 @@ class GradientProgram:
         self.source_file = source_file  # the traced function's file, which `save` never writes over
         self._module: types.ModuleType | None = None
         self._dtypes = {v.name: np.dtype(v.dtype) for v in graph.inputs}
-        self.sizes = NO_SIZES  # the sizes named in the module (build sets them)
-        self.layer: LayerNames | None = None  # a layer module's function names (build sets them)
+        self.sizes = sizes  # the sizes named in the module, and those fixed (compiler.sizes)
+        self.layer = layer  # a layer module's function names
 
     @property
     def module(self) -> types.ModuleType:
@@ -310,8 +312,9 @@ def build(f: Callable, args: tuple, kwargs: dict, options: Options = Options()) 
     arguments = bind_arguments(f, args, kwargs)
     shapes = {name: example_spec(name, value).shape for name, value in arguments.items()}
     requested = sizes_for(options.dims, shapes)
+    examples = _Examples(f, args, kwargs, arguments, shapes)
     try:
-        return _with_sizes(f, args, kwargs, options, requested, requested)
+        return _with_sizes(examples, options, requested, requested)
     except SizeDependenceError as error:
         dependence = error
     # Specialise: fix one named size at the example's value (the checks then hold the module to
@@ -319,28 +322,34 @@ def build(f: Callable, args: tuple, kwargs: dict, options: Options = Options()) 
     values = requested.values(shapes)
     for symbol in requested.symbols:
         try:
-            sizes = requested.fixing(symbol, values[symbol], dependence.line)
-            return _with_sizes(f, args, kwargs, options, sizes, requested)
+            return _with_sizes(examples, options, requested.fixing(symbol, values[symbol], dependence.line), requested)
         except SizeDependenceError:
             continue
     sizes = requested
     for symbol in requested.symbols:
         sizes = sizes.fixing(symbol, values[symbol], dependence.line)
-    return _with_sizes(f, args, kwargs, options, sizes, requested)
+    return _with_sizes(examples, options, sizes, requested)
 
 
-def _with_sizes(
-    f: Callable, args: tuple, kwargs: dict, options: Options, sizes: Sizes, requested: Sizes
-) -> GradientProgram:
+@dataclass(frozen=True)
+class _Examples:
+    """A function and its example arguments, as given and bound by parameter name, with shapes."""
+
+    f: Callable
+    args: tuple
+    kwargs: dict
+    arguments: dict[str, Any]
+    shapes: dict[str, tuple[int, ...]]
+
+
+def _with_sizes(examples: _Examples, options: Options, sizes: Sizes, requested: Sizes) -> GradientProgram:
     """The program with `sizes` named (`requested` is what the header's command asks for); a
     SizeDependenceError when the code depends on one's value."""
+    f, args, kwargs, arguments, shapes = examples.f, examples.args, examples.kwargs, examples.arguments, examples.shapes
     program = _build_at(f, args, kwargs, options, sizes, requested)
-    program.sizes = sizes
     if not sizes.symbols:
         return program
     _check_size_names(sizes, program)
-    arguments = bind_arguments(f, args, kwargs)
-    shapes = {name: example_spec(name, value).shape for name, value in arguments.items()}
     points, sources = [sizes.values(shapes)], [program.source]
     positional = list(arguments)[: len(args)]
     for factors in probe_factors(sizes.symbols):
@@ -387,9 +396,7 @@ def _build_at(
         origin = provenance(f, graph, names, options, requested)
         layer = LayerNames.of(origin.function) if options.layer else None
         source_code = emit_module(graph, origin, options.jit, options.explain, folded, sizes, layer)
-    program = GradientProgram(graph, source_code, names, options.jit, options.optimize, source_file(f))
-    program.layer = layer
-    return program
+    return GradientProgram(graph, source_code, names, options.jit, options.optimize, source_file(f), sizes, layer)
 
 
 def _check_aux(f: Callable, forward: Graph) -> None:
@@ -475,16 +482,18 @@ def _lazy(f: Callable, options: Options, pick: Callable) -> Callable:
     def transformed(*args: Any, **kwargs: Any) -> Any:
         arguments = bind_arguments(f, args, kwargs)
         signature = _signature_key(arguments, options.dims)
-        key = signature + tuple(np.shape(arguments[name])[axis] for name, axis in fixed_at.get(signature, ()))
-        program = programs.get(key)
+
+        def key() -> tuple:
+            return signature + tuple(np.shape(arguments[name])[axis] for name, axis in fixed_at.get(signature, ()))
+
+        program = programs.get(key())
         if program is None:
             program = build(f, args, kwargs, options)
             if program.sizes.fixed:
                 shapes = {name: np.shape(value) for name, value in arguments.items()}
                 defining = sizes_for(options.dims, shapes).defining()
                 fixed_at[signature] = tuple(defining[symbol] for symbol, _, _ in program.sizes.fixed)
-                key = signature + tuple(np.shape(arguments[name])[axis] for name, axis in fixed_at[signature])
-            programs[key] = program
+            programs[key()] = program
         value, grads = program.value_and_grad(*arguments.values())
         return pick(value, grads[0] if isinstance(options.wrt, str) else grads)
 

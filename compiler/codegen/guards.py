@@ -24,8 +24,8 @@ def _kind(v: Var, sizes: Sizes) -> str:
     return f"{v.dtype}[{sizes.shape_text(v.name, v.shape)}]"
 
 
-def _shape_tuple(v: Var, sizes: Sizes) -> str:
-    axes = sizes.of(v.name) or v.shape
+def shape_literal(axes: Sequence[object]) -> str:
+    """A shape as Python writes the tuple: `(N, 4)`, `(3,)`, `()`."""
     return "(" + ", ".join(map(str, axes)) + ("," if len(axes) == 1 else "") + ")"
 
 
@@ -106,7 +106,7 @@ def check_body(function: str, inputs: Sequence[Var], sizes: Sizes, jit: str | No
         named = sorted({a for a in sizes.of(v.name) or () if isinstance(a, str) and origin[a][0] != v.name})
         where = "".join(f" with {a} = {origin[a][0]}.shape[{origin[a][1]}]" for a in named)
         lines += [
-            f"if {_shape_of(v.name, jit)} != {_shape_tuple(v, sizes)} or {_dtype_differs(v, jit)}:",
+            f"if {_shape_of(v.name, jit)} != {shape_literal(sizes.of(v.name) or v.shape)} or {_dtype_differs(v, jit)}:",
             "    " + _raise(function, v, sizes, jit, where),
         ]
     if sizes.symbols:
@@ -119,13 +119,12 @@ def upstream_check(function: str, upstream: Var, output: str, jit: str | None) -
     of the output's shape (the message names no size, which may be named: see compiler.sizes)."""
     if not upstream.shape:
         return tuple(_axes_check(function, upstream, NO_SIZES, jit))
-    shape = "(" + ", ".join(map(str, upstream.shape)) + ("," if len(upstream.shape) == 1 else "") + ")"
     expected = f"{function}: {upstream.name} must be {upstream.dtype} of {output}'s shape"
     if jit == "numba":
         message = f'"{expected}; it has shape", np.shape({upstream.name})'
     else:
         message = f'f"{expected}, not {{type({upstream.name}).__name__}} {{np.shape({upstream.name})}}"'
-    test = f"{_shape_of(upstream.name, jit)} != {shape} or {_dtype_differs(upstream, jit)}"
+    test = f"{_shape_of(upstream.name, jit)} != {shape_literal(upstream.shape)} or {_dtype_differs(upstream, jit)}"
     return (f"if {test}:", f"    raise ValueError({message})")
 
 

@@ -25,6 +25,7 @@ from compiler.codegen.guards import (
     compile_check,
     definitions,
     guard_lines,
+    shape_literal,
     upstream_check,
 )
 from compiler.codegen.lines import LineForm, render_lines
@@ -306,14 +307,10 @@ def _upstream_lines(pair: Backprop, function: str, jit: str | None) -> tuple[str
     for index, upstream in zip(pair.differentiated, pair.upstream):
         output = pair.forward.outputs[index]
         if len(pair.upstream) > 1:
-            zeros = f"np.zeros({_shape_literal(output.shape)}, np.{output.dtype})" if output.shape else "0.0"
+            zeros = f"np.zeros({shape_literal(output.shape)}, np.{output.dtype})" if output.shape else "0.0"
             lines += [f"if {upstream.name} is None:", f"    {upstream.name} = {zeros}"]
         lines += upstream_check(function, upstream, output.name, jit)
     return tuple(lines)
-
-
-def _shape_literal(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
 def functions(
