@@ -185,11 +185,13 @@ class Bodies:
         return cls(forward, seedless, inline_code, tuple(forms.values()), grads, inline_grads)
 
 
+# Calls whose result is a view that writes through to its operand: a gradient that is one of a
+# fresh array is as fresh (a read-only one, np.broadcast_to's, never is)
+_WRITABLE_VIEWS = frozenset(("reshape", "ravel", "transpose", "squeeze", "expand_dims", "swapaxes", "moveaxis"))
 # Calls that may give back (a view of) an array they are passed, rather than a new one
-_VIEWING_CALLS = frozenset((
-    "broadcast_to", "reshape", "ravel", "transpose", "squeeze", "expand_dims", "swapaxes", "moveaxis", "asarray",
-    "ascontiguousarray", "asfortranarray", "atleast_1d", "atleast_2d", "atleast_3d", "diagonal", "diag", "flip",
-    "fliplr", "flipud", "view", "real", "imag",
+_VIEWING_CALLS = _WRITABLE_VIEWS | frozenset((
+    "broadcast_to", "asarray", "ascontiguousarray", "asfortranarray", "atleast_1d", "atleast_2d", "atleast_3d",
+    "diagonal", "diag", "flip", "fliplr", "flipud", "view", "real", "imag",
 ))
 
 
@@ -203,11 +205,6 @@ def _allocates(tree: ast.expr) -> bool:
         name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
         return name is not None and name not in _VIEWING_CALLS
     return False
-
-
-# Calls whose result is a view of their operand that writes through to it: a gradient that is
-# one of a fresh array is as fresh (a read-only one, np.broadcast_to's, never is)
-_WRITABLE_VIEWS = frozenset(("reshape", "ravel", "transpose", "squeeze", "expand_dims", "swapaxes", "moveaxis"))
 
 
 def _writable_view_of(eqn: Eqn, tree: ast.expr) -> Var | None:
