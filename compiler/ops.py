@@ -807,6 +807,15 @@ def _joined(function: str, shapes: tuple[tuple[int, ...], ...], static: dict) ->
     return {"parts": tuple(parts)}
 
 
+def _matrix_axis_or_last_axes(ndims: tuple[int, ...], static: Mapping[str, object]) -> bool:
+    """What `extreme_along` reduces under numba: a matrix along one axis, or the last axes of any
+    array (`np.max(window, axis=(2, 3))`)."""
+    axis = static["axis"]
+    if isinstance(axis, int):
+        return ndims[0] == 2
+    return isinstance(axis, tuple) and axis == tuple(range(ndims[0] - len(axis), ndims[0]))
+
+
 def _one_axis(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
     """`axis` as one non-negative int."""
     return {"axis": int(static["axis"]) % max(len(shapes[0]), 1)}
@@ -849,7 +858,8 @@ def _reductions() -> tuple[Op, ...]:
                     if chooses
                     else f"np.broadcast_to({spread}{divide}, x.shape)"
                 )
-                along = f"extreme_along(x, axis, {kind == 'max'})"  # numba has no np.max(x, axis=...)
+                # numba has no np.max(x, axis=...); the reshape is dropped where it changes nothing
+                along = f"extreme_along(x, axis, {kind == 'max'}).reshape(out.shape)"
                 numba_forward = {"sum": None, "mean": f"x.sum(axis=axis){divide}"}.get(kind, along)
                 numba_grad = f"{mask} / np.expand_dims({mask}.sum(axis=axis), axis) * {spread}" if chooses else None
             else:
@@ -868,7 +878,8 @@ def _reductions() -> tuple[Op, ...]:
                    signature="x, axis=None, keepdims=False", when=when, normalize=_axes,
                    numba_forward=numba_forward, numba_grads={"x": numba_grad} if numba_grad else {},
                    numba_when=(lambda nd, st: nd[0] == 2 and isinstance(st["axis"], int))
-                   if chooses and suffix != "_all"
+                   if chooses and suffix == "_keep"
+                   else _matrix_axis_or_last_axes if chooses and suffix == ""
                    else (lambda nd, st: not every_axis(nd, st)) if suffix == "_keep" else None,
                    domain=_X, shapes=((3, 4),))
             )

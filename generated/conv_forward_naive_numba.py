@@ -498,7 +498,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds248 = ds249
     ds248 = ds248.sum(axis=0)
     db = scatter((2,), (1,), ds248, np.float64)
-    ds246 = np.broadcast_to(np.expand_dims(ds247, (1, 2, 3)), (N, 3, 3, 3))
+    ds246 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds247, 1), 2), 3), (N, 3, 3, 3))
     dwindow_24 = s245 * ds246
     ds245 = window_24 * ds246
     ds245 = ds245.sum(axis=0)
@@ -509,7 +509,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds243 = ds244
     ds243 = ds243.sum(axis=0)
     db = db + scatter((2,), (0,), ds243, np.float64)
-    ds241 = np.broadcast_to(np.expand_dims(ds242, (1, 2, 3)), (N, 3, 3, 3))
+    ds241 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds242, 1), 2), 3), (N, 3, 3, 3))
     dwindow_24 = dwindow_24 + s240 * ds241
     ds240 = window_24 * ds241
     ds240 = ds240.sum(axis=0)
@@ -521,7 +521,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds238 = ds239
     ds238 = ds238.sum(axis=0)
     db = db + scatter((2,), (1,), ds238, np.float64)
-    ds236 = np.broadcast_to(np.expand_dims(ds237, (1, 2, 3)), (N, 3, 3, 3))
+    ds236 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds237, 1), 2), 3), (N, 3, 3, 3))
     dwindow_23 = s235 * ds236
     ds235 = window_23 * ds236
     ds235 = ds235.sum(axis=0)
@@ -532,7 +532,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds233 = ds234
     ds233 = ds233.sum(axis=0)
     db = db + scatter((2,), (0,), ds233, np.float64)
-    ds231 = np.broadcast_to(np.expand_dims(ds232, (1, 2, 3)), (N, 3, 3, 3))
+    ds231 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds232, 1), 2), 3), (N, 3, 3, 3))
     dwindow_23 = dwindow_23 + s230 * ds231
     ds230 = window_23 * ds231
     ds230 = ds230.sum(axis=0)
@@ -544,7 +544,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds228 = ds229
     ds228 = ds228.sum(axis=0)
     db = db + scatter((2,), (1,), ds228, np.float64)
-    ds226 = np.broadcast_to(np.expand_dims(ds227, (1, 2, 3)), (N, 3, 3, 3))
+    ds226 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds227, 1), 2), 3), (N, 3, 3, 3))
     dwindow_22 = s225 * ds226
     ds225 = window_22 * ds226
     ds225 = ds225.sum(axis=0)
@@ -555,7 +555,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds223 = ds224
     ds223 = ds223.sum(axis=0)
     db = db + scatter((2,), (0,), ds223, np.float64)
-    ds221 = np.broadcast_to(np.expand_dims(ds222, (1, 2, 3)), (N, 3, 3, 3))
+    ds221 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds222, 1), 2), 3), (N, 3, 3, 3))
     dwindow_22 = dwindow_22 + s220 * ds221
     ds220 = window_22 * ds221
     ds220 = ds220.sum(axis=0)
@@ -567,7 +567,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds218 = ds219
     ds218 = ds218.sum(axis=0)
     db = db + scatter((2,), (1,), ds218, np.float64)
-    ds216 = np.broadcast_to(np.expand_dims(ds217, (1, 2, 3)), (N, 3, 3, 3))
+    ds216 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds217, 1), 2), 3), (N, 3, 3, 3))
     dwindow_21 = s215 * ds216
     ds215 = window_21 * ds216
     ds215 = ds215.sum(axis=0)
@@ -578,7 +578,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds213 = ds214
     ds213 = ds213.sum(axis=0)
     db = db + scatter((2,), (0,), ds213, np.float64)
-    ds211 = np.broadcast_to(np.expand_dims(ds212, (1, 2, 3)), (N, 3, 3, 3))
+    ds211 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds212, 1), 2), 3), (N, 3, 3, 3))
     dwindow_21 = dwindow_21 + s210 * ds211
     ds210 = window_21 * ds211
     ds210 = ds210.sum(axis=0)
@@ -590,7 +590,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds208 = ds209
     ds208 = ds208.sum(axis=0)
     db = db + scatter((2,), (1,), ds208, np.float64)
-    ds206 = np.broadcast_to(np.expand_dims(ds207, (1, 2, 3)), (N, 3, 3, 3))
+    ds206 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds207, 1), 2), 3), (N, 3, 3, 3))
     dwindow_20 = s205 * ds206
     ds205 = window_20 * ds206
     ds205 = ds205.sum(axis=0)
@@ -601,7 +601,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds203 = ds204
     ds203 = ds203.sum(axis=0)
     db = db + scatter((2,), (0,), ds203, np.float64)
-    ds201 = np.broadcast_to(np.expand_dims(ds202, (1, 2, 3)), (N, 3, 3, 3))
+    ds201 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds202, 1), 2), 3), (N, 3, 3, 3))
     dwindow_20 = dwindow_20 + s200 * ds201
     ds200 = window_20 * ds201
     ds200 = ds200.sum(axis=0)
@@ -613,7 +613,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds198 = ds199
     ds198 = ds198.sum(axis=0)
     db = db + scatter((2,), (1,), ds198, np.float64)
-    ds196 = np.broadcast_to(np.expand_dims(ds197, (1, 2, 3)), (N, 3, 3, 3))
+    ds196 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds197, 1), 2), 3), (N, 3, 3, 3))
     dwindow_19 = s195 * ds196
     ds195 = window_19 * ds196
     ds195 = ds195.sum(axis=0)
@@ -624,7 +624,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds193 = ds194
     ds193 = ds193.sum(axis=0)
     db = db + scatter((2,), (0,), ds193, np.float64)
-    ds191 = np.broadcast_to(np.expand_dims(ds192, (1, 2, 3)), (N, 3, 3, 3))
+    ds191 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds192, 1), 2), 3), (N, 3, 3, 3))
     dwindow_19 = dwindow_19 + s190 * ds191
     ds190 = window_19 * ds191
     ds190 = ds190.sum(axis=0)
@@ -636,7 +636,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds188 = ds189
     ds188 = ds188.sum(axis=0)
     db = db + scatter((2,), (1,), ds188, np.float64)
-    ds186 = np.broadcast_to(np.expand_dims(ds187, (1, 2, 3)), (N, 3, 3, 3))
+    ds186 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds187, 1), 2), 3), (N, 3, 3, 3))
     dwindow_18 = s185 * ds186
     ds185 = window_18 * ds186
     ds185 = ds185.sum(axis=0)
@@ -647,7 +647,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds183 = ds184
     ds183 = ds183.sum(axis=0)
     db = db + scatter((2,), (0,), ds183, np.float64)
-    ds181 = np.broadcast_to(np.expand_dims(ds182, (1, 2, 3)), (N, 3, 3, 3))
+    ds181 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds182, 1), 2), 3), (N, 3, 3, 3))
     dwindow_18 = dwindow_18 + s180 * ds181
     ds180 = window_18 * ds181
     ds180 = ds180.sum(axis=0)
@@ -659,7 +659,7 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds178 = ds179
     ds178 = ds178.sum(axis=0)
     db = db + scatter((2,), (1,), ds178, np.float64)
-    ds176 = np.broadcast_to(np.expand_dims(ds177, (1, 2, 3)), (N, 3, 3, 3))
+    ds176 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds177, 1), 2), 3), (N, 3, 3, 3))
     dwindow_17 = s175 * ds176
     ds175 = window_17 * ds176
     ds175 = ds175.sum(axis=0)
@@ -676,7 +676,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds173 = ds174
     ds173 = ds173.sum(axis=0)
     db = db + scatter((2,), (0,), ds173, np.float64)
-    ds171 = np.broadcast_to(np.expand_dims(ds172, (1, 2, 3)), (N, 3, 3, 3))
+    ds171 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds172, 1), 2), 3), (N, 3, 3, 3))
     dwindow_17 = dwindow_17 + s170 * ds171
     ds170 = window_17 * ds171
     ds170 = ds170.sum(axis=0)
@@ -688,7 +688,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds168 = ds169
     ds168 = ds168.sum(axis=0)
     db = db + scatter((2,), (1,), ds168, np.float64)
-    ds166 = np.broadcast_to(np.expand_dims(ds167, (1, 2, 3)), (N, 3, 3, 3))
+    ds166 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds167, 1), 2), 3), (N, 3, 3, 3))
     dwindow_16 = s165 * ds166
     ds165 = window_16 * ds166
     ds165 = ds165.sum(axis=0)
@@ -699,7 +699,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds163 = ds164
     ds163 = ds163.sum(axis=0)
     db = db + scatter((2,), (0,), ds163, np.float64)
-    ds161 = np.broadcast_to(np.expand_dims(ds162, (1, 2, 3)), (N, 3, 3, 3))
+    ds161 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds162, 1), 2), 3), (N, 3, 3, 3))
     dwindow_16 = dwindow_16 + s160 * ds161
     ds160 = window_16 * ds161
     ds160 = ds160.sum(axis=0)
@@ -711,7 +711,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds158 = ds159
     ds158 = ds158.sum(axis=0)
     db = db + scatter((2,), (1,), ds158, np.float64)
-    ds156 = np.broadcast_to(np.expand_dims(ds157, (1, 2, 3)), (N, 3, 3, 3))
+    ds156 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds157, 1), 2), 3), (N, 3, 3, 3))
     dwindow_15 = s155 * ds156
     ds155 = window_15 * ds156
     ds155 = ds155.sum(axis=0)
@@ -722,7 +722,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds153 = ds154
     ds153 = ds153.sum(axis=0)
     db = db + scatter((2,), (0,), ds153, np.float64)
-    ds151 = np.broadcast_to(np.expand_dims(ds152, (1, 2, 3)), (N, 3, 3, 3))
+    ds151 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds152, 1), 2), 3), (N, 3, 3, 3))
     dwindow_15 = dwindow_15 + s150 * ds151
     ds150 = window_15 * ds151
     ds150 = ds150.sum(axis=0)
@@ -734,7 +734,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds148 = ds149
     ds148 = ds148.sum(axis=0)
     db = db + scatter((2,), (1,), ds148, np.float64)
-    ds146 = np.broadcast_to(np.expand_dims(ds147, (1, 2, 3)), (N, 3, 3, 3))
+    ds146 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds147, 1), 2), 3), (N, 3, 3, 3))
     dwindow_14 = s145 * ds146
     ds145 = window_14 * ds146
     ds145 = ds145.sum(axis=0)
@@ -745,7 +745,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds143 = ds144
     ds143 = ds143.sum(axis=0)
     db = db + scatter((2,), (0,), ds143, np.float64)
-    ds141 = np.broadcast_to(np.expand_dims(ds142, (1, 2, 3)), (N, 3, 3, 3))
+    ds141 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds142, 1), 2), 3), (N, 3, 3, 3))
     dwindow_14 = dwindow_14 + s140 * ds141
     ds140 = window_14 * ds141
     ds140 = ds140.sum(axis=0)
@@ -757,7 +757,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds138 = ds139
     ds138 = ds138.sum(axis=0)
     db = db + scatter((2,), (1,), ds138, np.float64)
-    ds136 = np.broadcast_to(np.expand_dims(ds137, (1, 2, 3)), (N, 3, 3, 3))
+    ds136 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds137, 1), 2), 3), (N, 3, 3, 3))
     dwindow_13 = s135 * ds136
     ds135 = window_13 * ds136
     ds135 = ds135.sum(axis=0)
@@ -768,7 +768,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds133 = ds134
     ds133 = ds133.sum(axis=0)
     db = db + scatter((2,), (0,), ds133, np.float64)
-    ds131 = np.broadcast_to(np.expand_dims(ds132, (1, 2, 3)), (N, 3, 3, 3))
+    ds131 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds132, 1), 2), 3), (N, 3, 3, 3))
     dwindow_13 = dwindow_13 + s130 * ds131
     ds130 = window_13 * ds131
     ds130 = ds130.sum(axis=0)
@@ -780,7 +780,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds128 = ds129
     ds128 = ds128.sum(axis=0)
     db = db + scatter((2,), (1,), ds128, np.float64)
-    ds126 = np.broadcast_to(np.expand_dims(ds127, (1, 2, 3)), (N, 3, 3, 3))
+    ds126 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds127, 1), 2), 3), (N, 3, 3, 3))
     dwindow_12 = s125 * ds126
     ds125 = window_12 * ds126
     ds125 = ds125.sum(axis=0)
@@ -791,7 +791,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds123 = ds124
     ds123 = ds123.sum(axis=0)
     db = db + scatter((2,), (0,), ds123, np.float64)
-    ds121 = np.broadcast_to(np.expand_dims(ds122, (1, 2, 3)), (N, 3, 3, 3))
+    ds121 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds122, 1), 2), 3), (N, 3, 3, 3))
     dwindow_12 = dwindow_12 + s120 * ds121
     ds120 = window_12 * ds121
     ds120 = ds120.sum(axis=0)
@@ -803,7 +803,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds118 = ds119
     ds118 = ds118.sum(axis=0)
     db = db + scatter((2,), (1,), ds118, np.float64)
-    ds116 = np.broadcast_to(np.expand_dims(ds117, (1, 2, 3)), (N, 3, 3, 3))
+    ds116 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds117, 1), 2), 3), (N, 3, 3, 3))
     dwindow_11 = s115 * ds116
     ds115 = window_11 * ds116
     ds115 = ds115.sum(axis=0)
@@ -814,7 +814,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds113 = ds114
     ds113 = ds113.sum(axis=0)
     db = db + scatter((2,), (0,), ds113, np.float64)
-    ds111 = np.broadcast_to(np.expand_dims(ds112, (1, 2, 3)), (N, 3, 3, 3))
+    ds111 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds112, 1), 2), 3), (N, 3, 3, 3))
     dwindow_11 = dwindow_11 + s110 * ds111
     ds110 = window_11 * ds111
     ds110 = ds110.sum(axis=0)
@@ -826,7 +826,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds108 = ds109
     ds108 = ds108.sum(axis=0)
     db = db + scatter((2,), (1,), ds108, np.float64)
-    ds106 = np.broadcast_to(np.expand_dims(ds107, (1, 2, 3)), (N, 3, 3, 3))
+    ds106 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds107, 1), 2), 3), (N, 3, 3, 3))
     dwindow_10 = s105 * ds106
     ds105 = window_10 * ds106
     ds105 = ds105.sum(axis=0)
@@ -837,7 +837,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds103 = ds104
     ds103 = ds103.sum(axis=0)
     db = db + scatter((2,), (0,), ds103, np.float64)
-    ds101 = np.broadcast_to(np.expand_dims(ds102, (1, 2, 3)), (N, 3, 3, 3))
+    ds101 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds102, 1), 2), 3), (N, 3, 3, 3))
     dwindow_10 = dwindow_10 + s100 * ds101
     ds100 = window_10 * ds101
     ds100 = ds100.sum(axis=0)
@@ -849,7 +849,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds98 = ds99
     ds98 = ds98.sum(axis=0)
     db = db + scatter((2,), (1,), ds98, np.float64)
-    ds96 = np.broadcast_to(np.expand_dims(ds97, (1, 2, 3)), (N, 3, 3, 3))
+    ds96 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds97, 1), 2), 3), (N, 3, 3, 3))
     dwindow_9 = s95 * ds96
     ds95 = window_9 * ds96
     ds95 = ds95.sum(axis=0)
@@ -860,7 +860,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds93 = ds94
     ds93 = ds93.sum(axis=0)
     db = db + scatter((2,), (0,), ds93, np.float64)
-    ds91 = np.broadcast_to(np.expand_dims(ds92, (1, 2, 3)), (N, 3, 3, 3))
+    ds91 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds92, 1), 2), 3), (N, 3, 3, 3))
     dwindow_9 = dwindow_9 + s90 * ds91
     ds90 = window_9 * ds91
     ds90 = ds90.sum(axis=0)
@@ -872,7 +872,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds88 = ds89
     ds88 = ds88.sum(axis=0)
     db = db + scatter((2,), (1,), ds88, np.float64)
-    ds86 = np.broadcast_to(np.expand_dims(ds87, (1, 2, 3)), (N, 3, 3, 3))
+    ds86 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds87, 1), 2), 3), (N, 3, 3, 3))
     dwindow_8 = s85 * ds86
     ds85 = window_8 * ds86
     ds85 = ds85.sum(axis=0)
@@ -883,7 +883,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds83 = ds84
     ds83 = ds83.sum(axis=0)
     db = db + scatter((2,), (0,), ds83, np.float64)
-    ds81 = np.broadcast_to(np.expand_dims(ds82, (1, 2, 3)), (N, 3, 3, 3))
+    ds81 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds82, 1), 2), 3), (N, 3, 3, 3))
     dwindow_8 = dwindow_8 + s80 * ds81
     ds80 = window_8 * ds81
     ds80 = ds80.sum(axis=0)
@@ -895,7 +895,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds78 = ds79
     ds78 = ds78.sum(axis=0)
     db = db + scatter((2,), (1,), ds78, np.float64)
-    ds76 = np.broadcast_to(np.expand_dims(ds77, (1, 2, 3)), (N, 3, 3, 3))
+    ds76 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds77, 1), 2), 3), (N, 3, 3, 3))
     dwindow_7 = s75 * ds76
     ds75 = window_7 * ds76
     ds75 = ds75.sum(axis=0)
@@ -906,7 +906,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds73 = ds74
     ds73 = ds73.sum(axis=0)
     db = db + scatter((2,), (0,), ds73, np.float64)
-    ds71 = np.broadcast_to(np.expand_dims(ds72, (1, 2, 3)), (N, 3, 3, 3))
+    ds71 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds72, 1), 2), 3), (N, 3, 3, 3))
     dwindow_7 = dwindow_7 + s70 * ds71
     ds70 = window_7 * ds71
     ds70 = ds70.sum(axis=0)
@@ -918,7 +918,7 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds68 = ds69
     ds68 = ds68.sum(axis=0)
     db = db + scatter((2,), (1,), ds68, np.float64)
-    ds66 = np.broadcast_to(np.expand_dims(ds67, (1, 2, 3)), (N, 3, 3, 3))
+    ds66 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds67, 1), 2), 3), (N, 3, 3, 3))
     dwindow_6 = s65 * ds66
     ds65 = window_6 * ds66
     ds65 = ds65.sum(axis=0)
@@ -935,7 +935,7 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds63 = ds64
     ds63 = ds63.sum(axis=0)
     db = db + scatter((2,), (0,), ds63, np.float64)
-    ds61 = np.broadcast_to(np.expand_dims(ds62, (1, 2, 3)), (N, 3, 3, 3))
+    ds61 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds62, 1), 2), 3), (N, 3, 3, 3))
     dwindow_6 = dwindow_6 + s60 * ds61
     ds60 = window_6 * ds61
     ds60 = ds60.sum(axis=0)
@@ -947,7 +947,7 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds58 = ds59
     ds58 = ds58.sum(axis=0)
     db = db + scatter((2,), (1,), ds58, np.float64)
-    ds56 = np.broadcast_to(np.expand_dims(ds57, (1, 2, 3)), (N, 3, 3, 3))
+    ds56 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds57, 1), 2), 3), (N, 3, 3, 3))
     dwindow_5 = s55 * ds56
     ds55 = window_5 * ds56
     ds55 = ds55.sum(axis=0)
@@ -958,7 +958,7 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds53 = ds54
     ds53 = ds53.sum(axis=0)
     db = db + scatter((2,), (0,), ds53, np.float64)
-    ds51 = np.broadcast_to(np.expand_dims(ds52, (1, 2, 3)), (N, 3, 3, 3))
+    ds51 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds52, 1), 2), 3), (N, 3, 3, 3))
     dwindow_5 = dwindow_5 + s50 * ds51
     ds50 = window_5 * ds51
     ds50 = ds50.sum(axis=0)
@@ -970,7 +970,7 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds48 = ds49
     ds48 = ds48.sum(axis=0)
     db = db + scatter((2,), (1,), ds48, np.float64)
-    ds46 = np.broadcast_to(np.expand_dims(ds47, (1, 2, 3)), (N, 3, 3, 3))
+    ds46 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds47, 1), 2), 3), (N, 3, 3, 3))
     dwindow_4 = s45 * ds46
     ds45 = window_4 * ds46
     ds45 = ds45.sum(axis=0)
@@ -981,7 +981,7 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds43 = ds44
     ds43 = ds43.sum(axis=0)
     db = db + scatter((2,), (0,), ds43, np.float64)
-    ds41 = np.broadcast_to(np.expand_dims(ds42, (1, 2, 3)), (N, 3, 3, 3))
+    ds41 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds42, 1), 2), 3), (N, 3, 3, 3))
     dwindow_4 = dwindow_4 + s40 * ds41
     ds40 = window_4 * ds41
     ds40 = ds40.sum(axis=0)
@@ -993,7 +993,7 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds38 = ds39
     ds38 = ds38.sum(axis=0)
     db = db + scatter((2,), (1,), ds38, np.float64)
-    ds36 = np.broadcast_to(np.expand_dims(ds37, (1, 2, 3)), (N, 3, 3, 3))
+    ds36 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds37, 1), 2), 3), (N, 3, 3, 3))
     dwindow_3 = s35 * ds36
     ds35 = window_3 * ds36
     ds35 = ds35.sum(axis=0)
@@ -1004,7 +1004,7 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds33 = ds34
     ds33 = ds33.sum(axis=0)
     db = db + scatter((2,), (0,), ds33, np.float64)
-    ds31 = np.broadcast_to(np.expand_dims(ds32, (1, 2, 3)), (N, 3, 3, 3))
+    ds31 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds32, 1), 2), 3), (N, 3, 3, 3))
     dwindow_3 = dwindow_3 + s30 * ds31
     ds30 = window_3 * ds31
     ds30 = ds30.sum(axis=0)
@@ -1016,7 +1016,7 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds28 = ds29
     ds28 = ds28.sum(axis=0)
     db = db + scatter((2,), (1,), ds28, np.float64)
-    ds26 = np.broadcast_to(np.expand_dims(ds27, (1, 2, 3)), (N, 3, 3, 3))
+    ds26 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds27, 1), 2), 3), (N, 3, 3, 3))
     dwindow_2 = s25 * ds26
     ds25 = window_2 * ds26
     ds25 = ds25.sum(axis=0)
@@ -1027,7 +1027,7 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds23 = ds24
     ds23 = ds23.sum(axis=0)
     db = db + scatter((2,), (0,), ds23, np.float64)
-    ds21 = np.broadcast_to(np.expand_dims(ds22, (1, 2, 3)), (N, 3, 3, 3))
+    ds21 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds22, 1), 2), 3), (N, 3, 3, 3))
     dwindow_2 = dwindow_2 + s20 * ds21
     ds20 = window_2 * ds21
     ds20 = ds20.sum(axis=0)
@@ -1039,7 +1039,7 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds18 = ds19
     ds18 = ds18.sum(axis=0)
     db = db + scatter((2,), (1,), ds18, np.float64)
-    ds16 = np.broadcast_to(np.expand_dims(ds17, (1, 2, 3)), (N, 3, 3, 3))
+    ds16 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds17, 1), 2), 3), (N, 3, 3, 3))
     dwindow_1 = s15 * ds16
     ds15 = window_1 * ds16
     ds15 = ds15.sum(axis=0)
@@ -1050,7 +1050,7 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds13 = ds14
     ds13 = ds13.sum(axis=0)
     db = db + scatter((2,), (0,), ds13, np.float64)
-    ds11 = np.broadcast_to(np.expand_dims(ds12, (1, 2, 3)), (N, 3, 3, 3))
+    ds11 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds12, 1), 2), 3), (N, 3, 3, 3))
     dwindow_1 = dwindow_1 + s10 * ds11
     ds10 = window_1 * ds11
     ds10 = ds10.sum(axis=0)
@@ -1062,7 +1062,7 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds8 = ds9
     ds8 = ds8.sum(axis=0)
     db = db + scatter((2,), (1,), ds8, np.float64)
-    ds6 = np.broadcast_to(np.expand_dims(ds7, (1, 2, 3)), (N, 3, 3, 3))
+    ds6 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds7, 1), 2), 3), (N, 3, 3, 3))
     dwindow = s5 * ds6
     ds5 = window * ds6
     ds5 = ds5.sum(axis=0)
@@ -1072,7 +1072,7 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds3 = ds4
     ds3 = ds3.sum(axis=0)
     db = db + scatter((2,), (0,), ds3, np.float64)
-    ds1 = np.broadcast_to(np.expand_dims(ds2, (1, 2, 3)), (N, 3, 3, 3))
+    ds1 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds2, 1), 2), 3), (N, 3, 3, 3))
     dwindow = dwindow + s0 * ds1
     ds0 = window * ds1
     ds0 = ds0.sum(axis=0)

@@ -55,8 +55,6 @@ LAYER_EXAMPLES = {
     ],
 }
 LAYER_EXAMPLES = {name: [*options, "--layer"] for name, options in LAYER_EXAMPLES.items()}
-# numba has no lowering of np.max over a tuple of axes yet: refused with a clear error
-NUMPY_ONLY_LAYERS = {"max_pool_forward_naive"}
 
 
 def pyflakes_messages(source: str, filename: str = "emitted.py") -> str:

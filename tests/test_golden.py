@@ -12,7 +12,7 @@ import shlex
 import shutil
 
 import pytest
-from support import EXAMPLES, LAYER_EXAMPLES, NUMPY_ONLY_LAYERS, ROOT
+from support import EXAMPLES, LAYER_EXAMPLES, ROOT
 
 from compiler.cli import main
 
@@ -25,7 +25,6 @@ GOLDEN = [
     (f"examples/layers.py:{name}", options + variant)
     for name, options in LAYER_EXAMPLES.items()
     for variant in ([], ["--jit", "numba"])
-    if not (variant and name in NUMPY_ONLY_LAYERS)
 ]
 
 

@@ -14,10 +14,10 @@ import layers
 import numpy as np
 import pytest
 from autograd import grad, make_vjp
-from support import LAYER_EXAMPLES, NUMPY_ONLY_LAYERS, ROOT
+from support import LAYER_EXAMPLES, ROOT
 
 import compiler
-from compiler.cli import parse_spec
+from compiler.cli import main, parse_spec
 
 # autograd's copy of the layers: the same source with autograd's NumPy
 AUTOGRAD_LAYERS: dict = {}
@@ -36,9 +36,10 @@ def load(path):
     return module
 
 
-def arguments(name, n, seed):
-    """Arguments of the shapes the layer's golden module is written for, with n examples."""
-    options = LAYER_EXAMPLES[name]
+def arguments(name, n, seed, options=None):
+    """Arguments of the shapes the layer's golden module (or `options`) is written for, with n
+    examples."""
+    options = options or LAYER_EXAMPLES[name]
     given = dict(options[i + 1].split("=", 1) for i, o in enumerate(options) if o == "--arg")
     rng = np.random.default_rng(seed)
     values = {}
@@ -96,8 +97,8 @@ def autograd_vjp(name, values, douts, differentiated):
     return vjp(1.0)
 
 
-def check_layer(module, name, n, seed):
-    values = arguments(name, n, seed)
+def check_layer(module, name, n, seed, options=None):
+    values = arguments(name, n, seed, options)
     forward, backward = getattr(module, name), getattr(module, name.replace("forward", "backward")
                                                       if "forward" in name else f"{name}_backward")
     out, cache = forward(*values.values())
@@ -105,7 +106,7 @@ def check_layer(module, name, n, seed):
     outs = out if isinstance(out, tuple) else (out,)
     for ours, theirs in zip(outs, expected):
         np.testing.assert_allclose(ours, theirs, rtol=1e-12)
-    differentiated = [0] if "--has-aux" in LAYER_EXAMPLES[name] else list(range(len(outs)))
+    differentiated = [0] if "--has-aux" in (options or LAYER_EXAMPLES[name]) else list(range(len(outs)))
     rng = np.random.default_rng(seed + 1)
     douts = [rng.normal(size=np.shape(outs[i])) if np.shape(outs[i]) else 1.0 for i in differentiated]
     grads = backward(*douts, cache)
@@ -131,9 +132,25 @@ NUMBA_CHECKED = ["affine_relu_forward", "softmax_loss", "batchnorm_forward", "rn
 @pytest.mark.numba
 @pytest.mark.parametrize("name", NUMBA_CHECKED)
 def test_golden_numba_layer_backward(name, tmp_path):
-    assert name not in NUMPY_ONLY_LAYERS
     module = load(shutil.copy(ROOT / "generated" / f"{name}_numba.py", tmp_path / f"{name}_numba_module.py"))
     check_layer(module, name, 5, 2)
+
+
+# The unrolled loops, at one output position: numba compiles each line of rank-4 broadcasting
+# for seconds, so the golden sizes would take minutes (see benchmarks/bench_layers.py).
+ONE_POSITION = {
+    "conv_forward_naive": ["--arg", "x=f64[N,2,1,1]", "--arg", "w=f64[2,2,3,3]", "--arg", "b=f64[2]", "--layer"],
+    "max_pool_forward_naive": ["--arg", "x=f64[N,2,2,2]", "--layer"],
+}
+
+
+@pytest.mark.numba
+@pytest.mark.parametrize("name", list(ONE_POSITION))
+def test_numba_loop_layer_backward(name, tmp_path):
+    target = tmp_path / f"{name}_numba_module.py"
+    options = [*ONE_POSITION[name], "--jit", "numba", "-o", str(target)]
+    assert main(["emit", f"{ROOT}/examples/layers.py:{name}", *options]) == 0
+    check_layer(load(target), name, 3, 4, ONE_POSITION[name])
 
 
 # --------------------------------------------------------------------------- a training loop

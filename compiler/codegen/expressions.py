@@ -203,6 +203,17 @@ class _Substitute(ast.NodeTransformer):
         kept = self._type(other)
         return other if kept is not None and kept == self._type(node) else node
 
+    def visit_Call(self, node: ast.Call) -> ast.expr:
+        """A rule's `e.reshape(out.shape)` is `e` where e already has out's shape: the rule is
+        written for every shape, and most often needs no reshape."""
+        to_out = ast.unparse(node.func).endswith(".reshape") and [ast.unparse(a) for a in node.args] == ["out.shape"]
+        self.generic_visit(node)
+        if not to_out:
+            return node
+        reshaped, shape = node.func.value, self.types["out"][0]  # type: ignore[attr-defined]
+        kept = self._type(reshaped)
+        return reshaped if kept is not None and kept[0] == shape else node
+
     def visit_Compare(self, node: ast.Compare) -> ast.expr:
         self.generic_visit(node)
         compare = _COMPARABLE.get(type(node.ops[0])) if len(node.ops) == 1 else None
@@ -271,6 +282,22 @@ def _constant_only(node: ast.expr) -> bool:
     return False
 
 
+class _OneAxisExpansions(ast.NodeTransformer):
+    """`np.expand_dims(g, (1, 2))` -> `np.expand_dims(np.expand_dims(g, 1), 2)`, for numba, whose
+    np.expand_dims takes one axis. The axes are sorted, so each insertion leaves the later
+    positions where the tuple means them."""
+
+    def visit_Call(self, node: ast.Call) -> ast.expr:
+        self.generic_visit(node)
+        several = len(node.args) == 2 and isinstance(node.args[1], ast.Tuple)
+        if _numpy_attribute(node.func) != "expand_dims" or not several:
+            return node
+        expanded = node.args[0]
+        for axis in node.args[1].elts:
+            expanded = _call(_np("expand_dims"), expanded, axis)
+        return expanded
+
+
 class _TypedArithmetic(ast.NodeTransformer):
     """`x * 2.0` -> `x * np.float32(2.0)`, for numba: unlike NumPy, which lets a Python number
     take the array's dtype, numba computes float32 with a Python number in float64. Only the
@@ -337,6 +364,8 @@ def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
         tree = _TypedLiterals(eqn.out.dtype).visit(tree)
     samples = {a.name: stand_in(a.shape, a.dtype) for a in eqn.inputs if isinstance(a, Var)}
     tree = _Substitute(bindings, static, types, samples).visit(tree)
+    if jit == "numba":
+        tree = _OneAxisExpansions().visit(tree)
     if jit == "numba" and eqn.out.dtype == "float32":
         tree = _TypedArithmetic(eqn.out.dtype).visit(tree)
     if eqn.accumulate is not None:
