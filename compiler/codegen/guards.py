@@ -20,7 +20,7 @@ from compiler.sizes import NO_SIZES, Sizes
 def _kind(v: Var, sizes: Sizes) -> str:
     """`float64[N, 4]`, `a float64 number`."""
     if not v.shape:
-        return f"a {v.dtype} number"
+        return f"{'an' if v.dtype[0] in 'aeiou' else 'a'} {v.dtype} number"
     return f"{v.dtype}[{sizes.shape_text(v.name, v.shape)}]"
 
 
