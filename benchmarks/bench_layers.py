@@ -3,12 +3,12 @@ flatgrad unrolls: what emission and numba's compile cost as the loop grows, and 
 
 1. Emission at the layers issue's size, x (2, 3, 8, 8) and w (4, 3, 3, 3): equations, lines,
    numba part functions and seconds, for the NumPy and the numba module.
-2. numba's compile time against the number of unrolled output positions (a fresh cache each
-   time): forward and backward, and the seconds per unrolled block (one position, one filter).
-3. One forward and backward call at the issue's size: the generated NumPy module against the
+2. One forward and backward call at the issue's size: the generated NumPy module against the
    course's hand-written naive backward (the same loops, written by hand).
+3. numba's compile time against the number of unrolled output positions (a fresh cache each
+   time): forward and backward, and the seconds per unrolled block (one position, one filter).
 
-    python benchmarks/bench_layers.py [--quick] [--positions 1,4,9]
+    python benchmarks/bench_layers.py [--quick] [--positions 1,4]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def emission() -> str:
 def numba_compile(positions: list[int]) -> None:
     """Square inputs of side h (padding 1 keeps h x h positions), 3 channels and 2 filters; each
     row printed as it is measured, as one takes minutes."""
-    print("== 2. numba compile of conv_forward_naive against unrolled positions (3 channels, 2 filters, fresh cache)")
+    print("== 3. numba compile of conv_forward_naive against unrolled positions (3 channels, 2 filters, fresh cache)")
     headers = ("positions", "blocks", "lines", "parts", "forward", "backward", "per block")
     print("  ".join(f"{h:>9}" for h in headers))
     for count in positions:
@@ -115,7 +115,7 @@ def calls(settings: harness.Settings) -> str:
     harness.check_agreement(candidates, reference=candidates[1].name, rtol=1e-9, atol=1e-12)
     timings = harness.measure(candidates, settings, progress=False)
     table = harness.render_table(timings, baselines=[harness.Baseline(candidates[1].name, "vs hand")])
-    return "== 3. one forward and backward at the issue's size\n" + table
+    return "== 2. one forward and backward at the issue's size\n" + table
 
 
 def main(argv: list[str] | None = None) -> int:
