@@ -39,8 +39,25 @@ def conv_forward_naive(x, w, b):
     """Return (out_49, cache): the value of conv_forward_naive(x, w, b) and what `conv_backward_naive` reads."""
     N = check_arguments(x, w, b)
 
-    x_pad, out_37, window_19, s190 = _conv_forward_naive_part0(N, x, w, b)
-    out_49, = _conv_forward_naive_part1(N, window_19, s190, b, out_37, w, x_pad)
+    x_pad, out_1, window_1, s10 = _conv_forward_naive_part0(N, x, w, b)
+    window_2, out_4 = _conv_forward_naive_part1(N, window_1, s10, b, out_1, w, x_pad)
+    out_6, s39 = _conv_forward_naive_part2(N, w, window_2, b, out_4, x_pad)
+    out_9, window_5, s50 = _conv_forward_naive_part3(N, out_6, s39, x_pad, w, b)
+    window_6, out_12 = _conv_forward_naive_part4(N, window_5, s50, b, out_9, w, x_pad)
+    out_14, s79 = _conv_forward_naive_part5(N, w, window_6, b, out_12, x_pad)
+    out_17, window_9, s90 = _conv_forward_naive_part6(N, out_14, s79, x_pad, w, b)
+    window_10, out_20 = _conv_forward_naive_part7(N, window_9, s90, b, out_17, w, x_pad)
+    out_22, s119 = _conv_forward_naive_part8(N, w, window_10, b, out_20, x_pad)
+    out_25, window_13, s130 = _conv_forward_naive_part9(N, out_22, s119, x_pad, w, b)
+    window_14, out_28 = _conv_forward_naive_part10(N, window_13, s130, b, out_25, w, x_pad)
+    out_30, s159 = _conv_forward_naive_part11(N, w, window_14, b, out_28, x_pad)
+    out_33, window_17, s170 = _conv_forward_naive_part12(N, out_30, s159, x_pad, w, b)
+    window_18, out_36 = _conv_forward_naive_part13(N, window_17, s170, b, out_33, w, x_pad)
+    out_38, s199 = _conv_forward_naive_part14(N, w, window_18, b, out_36, x_pad)
+    out_41, window_21, s210 = _conv_forward_naive_part15(N, out_38, s199, x_pad, w, b)
+    window_22, out_44 = _conv_forward_naive_part16(N, window_21, s210, b, out_41, w, x_pad)
+    out_46, s239 = _conv_forward_naive_part17(N, w, window_22, b, out_44, x_pad)
+    out_49, = _conv_forward_naive_part18(N, out_46, s239, x_pad, w, b)
     cache = w, x_pad, N
     return out_49, cache
 
@@ -51,9 +68,44 @@ def conv_backward_naive(dout, cache):
     w, x_pad, N = cache
     if np.shape(dout) != (N, 2, 5, 5) or not np.asarray(dout).dtype == np.dtype("float64"):
         raise ValueError("conv_forward_naive: dout must be float64 of out_49's shape; it has shape", np.shape(dout))
-    window, s0, s5, window_1, s10, s15, window_2, s20, s25, window_3, s30, s35, window_4, s40, s45, window_5, s50, s55, window_6, s60, s65, window_7, s70, s75, window_8, s80, s85, window_9, s90, s95, window_10, s100, s105, window_11, s110, s115, window_12, s120, s125, window_13, s130, s135, window_14, s140, s145, window_15, s150, s155, window_16, s160, s165, window_17, s170, db, dw, dx_pad, dwindow_17, dout_33, ds174, ds172 = _conv_backward_naive_part0(N, x_pad, w, dout)
-    db, dw, dx_pad, dout_12, dwindow_6 = _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17, dw, dx_pad, dout_33, s165, window_16, s160, s155, window_15, s150, s145, window_14, s140, s135, window_13, s130, s125, window_12, s120, s115, window_11, s110, s105, window_10, s100, s95, window_9, s90, s85, window_8, s80, s75, window_7, s70, s65, window_6)
-    db, dw, dx = _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_pad, s55, window_5, s50, s45, window_4, s40, s35, window_3, s30, s25, window_2, s20, s15, window_1, s10, s5, window, s0)
+    window, s0, s5, window_1, s10, s15, window_2, s20, s25, window_3, s30, s35 = _conv_backward_naive_part0(N, x_pad, w)
+    window_4, s40, s45, window_5, s50, s55, window_6, s60, s65, window_7, s70, s75 = _conv_backward_naive_part1(N, x_pad, w)
+    window_8, s80, s85, window_9, s90, s95, window_10, s100, s105, window_11, s110, s115 = _conv_backward_naive_part2(N, x_pad, w)
+    window_12, s120, s125, window_13, s130, s135, window_14, s140, s145, window_15, s150, s155 = _conv_backward_naive_part3(N, x_pad, w)
+    window_16, s160, s165, window_17, s170, s175, window_18, s180, s185, window_19, s190, s195 = _conv_backward_naive_part4(N, x_pad, w)
+    window_20, s200, s205, window_21, s210, s215, window_22, s220, s225, window_23, s230, s235 = _conv_backward_naive_part5(N, x_pad, w)
+    window_24, s240, db, dwindow_24, dw, dout_47, ds242 = _conv_backward_naive_part6(N, x_pad, w, dout)
+    dw, dx_pad, dout_46, db, dwindow_23, ds235 = _conv_backward_naive_part7(N, ds242, s240, dwindow_24, window_24, dw, dout_47, db, s235, window_23)
+    dw, db, dx_pad, dout_44, ds226 = _conv_backward_naive_part8(N, ds235, dw, dout_46, db, s230, dwindow_23, window_23, dx_pad)
+    dw, dout_43, db, dx_pad = _conv_backward_naive_part9(N, s225, ds226, window_22, dw, dout_44, db, s220, dx_pad)
+    db, dwindow_21, dw, dout_41, ds210 = _conv_backward_naive_part10(N, dout_43, db, s215, window_21, dw, s210)
+    dw, dx_pad, db, dwindow_20, dout_39, ds202 = _conv_backward_naive_part11(N, ds210, dw, dwindow_21, dx_pad, dout_41, db, s205, window_20)
+    dw, dx_pad, dout_38, db, dwindow_19, ds195 = _conv_backward_naive_part12(N, ds202, s200, dwindow_20, window_20, dw, dx_pad, dout_39, db, s195, window_19)
+    dw, db, dx_pad, dout_36, ds186 = _conv_backward_naive_part13(N, ds195, dw, dout_38, db, s190, dwindow_19, window_19, dx_pad)
+    dw, dout_35, db, dx_pad = _conv_backward_naive_part14(N, s185, ds186, window_18, dw, dout_36, db, s180, dx_pad)
+    db, dwindow_17, dw, dout_33, ds170 = _conv_backward_naive_part15(N, dout_35, db, s175, window_17, dw, s170)
+    dw, dx_pad, db, dwindow_16, dout_31, ds162 = _conv_backward_naive_part16(N, ds170, dw, dwindow_17, dx_pad, dout_33, db, s165, window_16)
+    dw, dx_pad, dout_30, db, dwindow_15, ds155 = _conv_backward_naive_part17(N, ds162, s160, dwindow_16, window_16, dw, dx_pad, dout_31, db, s155, window_15)
+    dw, db, dx_pad, dout_28, ds146 = _conv_backward_naive_part18(N, ds155, dw, dout_30, db, s150, dwindow_15, window_15, dx_pad)
+    dw, dout_27, db, dx_pad = _conv_backward_naive_part19(N, s145, ds146, window_14, dw, dout_28, db, s140, dx_pad)
+    db, dwindow_13, dw, dout_25, ds130 = _conv_backward_naive_part20(N, dout_27, db, s135, window_13, dw, s130)
+    dw, dx_pad, db, dwindow_12, dout_23, ds122 = _conv_backward_naive_part21(N, ds130, dw, dwindow_13, dx_pad, dout_25, db, s125, window_12)
+    dw, dx_pad, dout_22, db, dwindow_11, ds115 = _conv_backward_naive_part22(N, ds122, s120, dwindow_12, window_12, dw, dx_pad, dout_23, db, s115, window_11)
+    dw, db, dx_pad, dout_20, ds106 = _conv_backward_naive_part23(N, ds115, dw, dout_22, db, s110, dwindow_11, window_11, dx_pad)
+    dw, dout_19, db, dx_pad = _conv_backward_naive_part24(N, s105, ds106, window_10, dw, dout_20, db, s100, dx_pad)
+    db, dwindow_9, dw, dout_17, ds90 = _conv_backward_naive_part25(N, dout_19, db, s95, window_9, dw, s90)
+    dw, dx_pad, db, dwindow_8, dout_15, ds82 = _conv_backward_naive_part26(N, ds90, dw, dwindow_9, dx_pad, dout_17, db, s85, window_8)
+    dw, dx_pad, dout_14, db, dwindow_7, ds75 = _conv_backward_naive_part27(N, ds82, s80, dwindow_8, window_8, dw, dx_pad, dout_15, db, s75, window_7)
+    dw, db, dx_pad, dout_12, ds66 = _conv_backward_naive_part28(N, ds75, dw, dout_14, db, s70, dwindow_7, window_7, dx_pad)
+    dw, dout_11, db, dx_pad = _conv_backward_naive_part29(N, s65, ds66, window_6, dw, dout_12, db, s60, dx_pad)
+    db, dwindow_5, dw, dout_9, ds50 = _conv_backward_naive_part30(N, dout_11, db, s55, window_5, dw, s50)
+    dw, dx_pad, db, dwindow_4, dout_7, ds42 = _conv_backward_naive_part31(N, ds50, dw, dwindow_5, dx_pad, dout_9, db, s45, window_4)
+    dw, dx_pad, dout_6, db, dwindow_3, ds35 = _conv_backward_naive_part32(N, ds42, s40, dwindow_4, window_4, dw, dx_pad, dout_7, db, s35, window_3)
+    dw, db, dx_pad, dout_4, ds26 = _conv_backward_naive_part33(N, ds35, dw, dout_6, db, s30, dwindow_3, window_3, dx_pad)
+    dw, dout_3, db, dx_pad = _conv_backward_naive_part34(N, s25, ds26, window_2, dw, dout_4, db, s20, dx_pad)
+    db, dwindow_1, dw, dout_1, ds10 = _conv_backward_naive_part35(N, dout_3, db, s15, window_1, dw, s10)
+    dw, dx_pad, db, dwindow, ds1 = _conv_backward_naive_part36(N, ds10, dw, dwindow_1, dx_pad, dout_1, db, s5, window)
+    dw, dx = _conv_backward_naive_part37(N, s0, ds1, dwindow, window, dw, dx_pad)
     return dx.copy(), dw, db
 
 
@@ -78,7 +130,7 @@ def check_arguments(x, w, b):
 
 @numba.njit(cache=True)
 def _conv_forward_naive_part0(N, x, w, b):
-    """Lines 1-250 of `conv_forward_naive`."""
+    """Lines 1-16 of `conv_forward_naive`."""
     x_pad = updated(np.full((N, 3, 7, 7), 0, np.float64), (slice(0, N), slice(0, 3), slice(1, 6), slice(1, 6)), x)
     window = x_pad[:, :, 0:3, 0:3]
     s0 = w[0]
@@ -95,6 +147,12 @@ def _conv_forward_naive_part0(N, x, w, b):
     out_1 = updated(out, (slice(None), 1, 0, 0), s9)
     window_1 = x_pad[:, :, 0:3, 1:4]
     s10 = w[0]
+    return x_pad, out_1, window_1, s10
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part1(N, window_1, s10, b, out_1, w, x_pad):
+    """Lines 17-34 of `conv_forward_naive`."""
     s11 = window_1 * s10
     s12 = s11.sum(axis=(1, 2, 3))
     s13 = b[0]
@@ -113,6 +171,12 @@ def _conv_forward_naive_part0(N, x, w, b):
     s23 = b[0]
     s24 = s22 + s23
     out_4 = updated(out_3, (slice(None), 0, 0, 2), s24)
+    return window_2, out_4
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part2(N, w, window_2, b, out_4, x_pad):
+    """Lines 35-52 of `conv_forward_naive`."""
     s25 = w[1]
     s26 = window_2 * s25
     s27 = s26.sum(axis=(1, 2, 3))
@@ -131,6 +195,12 @@ def _conv_forward_naive_part0(N, x, w, b):
     s37 = s36.sum(axis=(1, 2, 3))
     s38 = b[1]
     s39 = s37 + s38
+    return out_6, s39
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part3(N, out_6, s39, x_pad, w, b):
+    """Lines 53-68 of `conv_forward_naive`."""
     out_7 = updated(out_6, (slice(None), 1, 0, 3), s39)
     window_4 = x_pad[:, :, 0:3, 4:7]
     s40 = w[0]
@@ -147,6 +217,12 @@ def _conv_forward_naive_part0(N, x, w, b):
     out_9 = updated(out_8, (slice(None), 1, 0, 4), s49)
     window_5 = x_pad[:, :, 1:4, 0:3]
     s50 = w[0]
+    return out_9, window_5, s50
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part4(N, window_5, s50, b, out_9, w, x_pad):
+    """Lines 69-86 of `conv_forward_naive`."""
     s51 = window_5 * s50
     s52 = s51.sum(axis=(1, 2, 3))
     s53 = b[0]
@@ -165,6 +241,12 @@ def _conv_forward_naive_part0(N, x, w, b):
     s63 = b[0]
     s64 = s62 + s63
     out_12 = updated(out_11, (slice(None), 0, 1, 1), s64)
+    return window_6, out_12
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part5(N, w, window_6, b, out_12, x_pad):
+    """Lines 87-104 of `conv_forward_naive`."""
     s65 = w[1]
     s66 = window_6 * s65
     s67 = s66.sum(axis=(1, 2, 3))
@@ -183,6 +265,12 @@ def _conv_forward_naive_part0(N, x, w, b):
     s77 = s76.sum(axis=(1, 2, 3))
     s78 = b[1]
     s79 = s77 + s78
+    return out_14, s79
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part6(N, out_14, s79, x_pad, w, b):
+    """Lines 105-120 of `conv_forward_naive`."""
     out_15 = updated(out_14, (slice(None), 1, 1, 2), s79)
     window_8 = x_pad[:, :, 1:4, 3:6]
     s80 = w[0]
@@ -199,6 +287,12 @@ def _conv_forward_naive_part0(N, x, w, b):
     out_17 = updated(out_16, (slice(None), 1, 1, 3), s89)
     window_9 = x_pad[:, :, 1:4, 4:7]
     s90 = w[0]
+    return out_17, window_9, s90
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part7(N, window_9, s90, b, out_17, w, x_pad):
+    """Lines 121-138 of `conv_forward_naive`."""
     s91 = window_9 * s90
     s92 = s91.sum(axis=(1, 2, 3))
     s93 = b[0]
@@ -217,6 +311,12 @@ def _conv_forward_naive_part0(N, x, w, b):
     s103 = b[0]
     s104 = s102 + s103
     out_20 = updated(out_19, (slice(None), 0, 2, 0), s104)
+    return window_10, out_20
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part8(N, w, window_10, b, out_20, x_pad):
+    """Lines 139-156 of `conv_forward_naive`."""
     s105 = w[1]
     s106 = window_10 * s105
     s107 = s106.sum(axis=(1, 2, 3))
@@ -235,6 +335,12 @@ def _conv_forward_naive_part0(N, x, w, b):
     s117 = s116.sum(axis=(1, 2, 3))
     s118 = b[1]
     s119 = s117 + s118
+    return out_22, s119
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part9(N, out_22, s119, x_pad, w, b):
+    """Lines 157-172 of `conv_forward_naive`."""
     out_23 = updated(out_22, (slice(None), 1, 2, 1), s119)
     window_12 = x_pad[:, :, 2:5, 2:5]
     s120 = w[0]
@@ -251,6 +357,12 @@ def _conv_forward_naive_part0(N, x, w, b):
     out_25 = updated(out_24, (slice(None), 1, 2, 2), s129)
     window_13 = x_pad[:, :, 2:5, 3:6]
     s130 = w[0]
+    return out_25, window_13, s130
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part10(N, window_13, s130, b, out_25, w, x_pad):
+    """Lines 173-190 of `conv_forward_naive`."""
     s131 = window_13 * s130
     s132 = s131.sum(axis=(1, 2, 3))
     s133 = b[0]
@@ -269,6 +381,12 @@ def _conv_forward_naive_part0(N, x, w, b):
     s143 = b[0]
     s144 = s142 + s143
     out_28 = updated(out_27, (slice(None), 0, 2, 4), s144)
+    return window_14, out_28
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part11(N, w, window_14, b, out_28, x_pad):
+    """Lines 191-208 of `conv_forward_naive`."""
     s145 = w[1]
     s146 = window_14 * s145
     s147 = s146.sum(axis=(1, 2, 3))
@@ -287,6 +405,12 @@ def _conv_forward_naive_part0(N, x, w, b):
     s157 = s156.sum(axis=(1, 2, 3))
     s158 = b[1]
     s159 = s157 + s158
+    return out_30, s159
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part12(N, out_30, s159, x_pad, w, b):
+    """Lines 209-224 of `conv_forward_naive`."""
     out_31 = updated(out_30, (slice(None), 1, 3, 0), s159)
     window_16 = x_pad[:, :, 3:6, 1:4]
     s160 = w[0]
@@ -303,6 +427,12 @@ def _conv_forward_naive_part0(N, x, w, b):
     out_33 = updated(out_32, (slice(None), 1, 3, 1), s169)
     window_17 = x_pad[:, :, 3:6, 2:5]
     s170 = w[0]
+    return out_33, window_17, s170
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part13(N, window_17, s170, b, out_33, w, x_pad):
+    """Lines 225-242 of `conv_forward_naive`."""
     s171 = window_17 * s170
     s172 = s171.sum(axis=(1, 2, 3))
     s173 = b[0]
@@ -321,6 +451,12 @@ def _conv_forward_naive_part0(N, x, w, b):
     s183 = b[0]
     s184 = s182 + s183
     out_36 = updated(out_35, (slice(None), 0, 3, 3), s184)
+    return window_18, out_36
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part14(N, w, window_18, b, out_36, x_pad):
+    """Lines 243-260 of `conv_forward_naive`."""
     s185 = w[1]
     s186 = window_18 * s185
     s187 = s186.sum(axis=(1, 2, 3))
@@ -329,12 +465,6 @@ def _conv_forward_naive_part0(N, x, w, b):
     out_37 = updated(out_36, (slice(None), 1, 3, 3), s189)
     window_19 = x_pad[:, :, 3:6, 4:7]
     s190 = w[0]
-    return x_pad, out_37, window_19, s190
-
-
-@numba.njit(cache=True)
-def _conv_forward_naive_part1(N, window_19, s190, b, out_37, w, x_pad):
-    """Lines 251-326 of `conv_forward_naive`."""
     s191 = window_19 * s190
     s192 = s191.sum(axis=(1, 2, 3))
     s193 = b[0]
@@ -345,6 +475,12 @@ def _conv_forward_naive_part1(N, window_19, s190, b, out_37, w, x_pad):
     s197 = s196.sum(axis=(1, 2, 3))
     s198 = b[1]
     s199 = s197 + s198
+    return out_38, s199
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part15(N, out_38, s199, x_pad, w, b):
+    """Lines 261-276 of `conv_forward_naive`."""
     out_39 = updated(out_38, (slice(None), 1, 3, 4), s199)
     window_20 = x_pad[:, :, 4:7, 0:3]
     s200 = w[0]
@@ -361,6 +497,12 @@ def _conv_forward_naive_part1(N, window_19, s190, b, out_37, w, x_pad):
     out_41 = updated(out_40, (slice(None), 1, 4, 0), s209)
     window_21 = x_pad[:, :, 4:7, 1:4]
     s210 = w[0]
+    return out_41, window_21, s210
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part16(N, window_21, s210, b, out_41, w, x_pad):
+    """Lines 277-294 of `conv_forward_naive`."""
     s211 = window_21 * s210
     s212 = s211.sum(axis=(1, 2, 3))
     s213 = b[0]
@@ -379,6 +521,12 @@ def _conv_forward_naive_part1(N, window_19, s190, b, out_37, w, x_pad):
     s223 = b[0]
     s224 = s222 + s223
     out_44 = updated(out_43, (slice(None), 0, 4, 2), s224)
+    return window_22, out_44
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part17(N, w, window_22, b, out_44, x_pad):
+    """Lines 295-312 of `conv_forward_naive`."""
     s225 = w[1]
     s226 = window_22 * s225
     s227 = s226.sum(axis=(1, 2, 3))
@@ -397,6 +545,12 @@ def _conv_forward_naive_part1(N, window_19, s190, b, out_37, w, x_pad):
     s237 = s236.sum(axis=(1, 2, 3))
     s238 = b[1]
     s239 = s237 + s238
+    return out_46, s239
+
+
+@numba.njit(cache=True)
+def _conv_forward_naive_part18(N, out_46, s239, x_pad, w, b):
+    """Lines 313-326 of `conv_forward_naive`."""
     out_47 = updated(out_46, (slice(None), 1, 4, 3), s239)
     window_24 = x_pad[:, :, 4:7, 4:7]
     s240 = w[0]
@@ -415,8 +569,8 @@ def _conv_forward_naive_part1(N, window_19, s190, b, out_37, w, x_pad):
 
 
 @numba.njit(cache=True)
-def _conv_backward_naive_part0(N, x_pad, w, dout):
-    """Lines 1-250 of `conv_backward_naive`."""
+def _conv_backward_naive_part0(N, x_pad, w):
+    """Lines 1-12 of `conv_backward_naive`."""
     window = x_pad[:, :, 0:3, 0:3]
     s0 = w[0]
     s5 = w[1]
@@ -429,6 +583,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     window_3 = x_pad[:, :, 0:3, 3:6]
     s30 = w[0]
     s35 = w[1]
+    return window, s0, s5, window_1, s10, s15, window_2, s20, s25, window_3, s30, s35
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part1(N, x_pad, w):
+    """Lines 13-24 of `conv_backward_naive`."""
     window_4 = x_pad[:, :, 0:3, 4:7]
     s40 = w[0]
     s45 = w[1]
@@ -441,6 +601,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     window_7 = x_pad[:, :, 1:4, 2:5]
     s70 = w[0]
     s75 = w[1]
+    return window_4, s40, s45, window_5, s50, s55, window_6, s60, s65, window_7, s70, s75
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part2(N, x_pad, w):
+    """Lines 25-36 of `conv_backward_naive`."""
     window_8 = x_pad[:, :, 1:4, 3:6]
     s80 = w[0]
     s85 = w[1]
@@ -453,6 +619,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     window_11 = x_pad[:, :, 2:5, 1:4]
     s110 = w[0]
     s115 = w[1]
+    return window_8, s80, s85, window_9, s90, s95, window_10, s100, s105, window_11, s110, s115
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part3(N, x_pad, w):
+    """Lines 37-48 of `conv_backward_naive`."""
     window_12 = x_pad[:, :, 2:5, 2:5]
     s120 = w[0]
     s125 = w[1]
@@ -465,6 +637,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     window_15 = x_pad[:, :, 3:6, 0:3]
     s150 = w[0]
     s155 = w[1]
+    return window_12, s120, s125, window_13, s130, s135, window_14, s140, s145, window_15, s150, s155
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part4(N, x_pad, w):
+    """Lines 49-60 of `conv_backward_naive`."""
     window_16 = x_pad[:, :, 3:6, 1:4]
     s160 = w[0]
     s165 = w[1]
@@ -477,6 +655,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     window_19 = x_pad[:, :, 3:6, 4:7]
     s190 = w[0]
     s195 = w[1]
+    return window_16, s160, s165, window_17, s170, s175, window_18, s180, s185, window_19, s190, s195
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part5(N, x_pad, w):
+    """Lines 61-72 of `conv_backward_naive`."""
     window_20 = x_pad[:, :, 4:7, 0:3]
     s200 = w[0]
     s205 = w[1]
@@ -489,6 +673,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     window_23 = x_pad[:, :, 4:7, 3:6]
     s230 = w[0]
     s235 = w[1]
+    return window_20, s200, s205, window_21, s210, s215, window_22, s220, s225, window_23, s230, s235
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part6(N, x_pad, w, dout):
+    """Lines 73-92 of `conv_backward_naive`."""
     window_24 = x_pad[:, :, 4:7, 4:7]
     s240 = w[0]
     s245 = w[1]
@@ -509,6 +699,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds243 = ds244
     ds243 = ds243.sum(axis=0)
     db = db + scatter((2,), (0,), ds243, np.float64)
+    return window_24, s240, db, dwindow_24, dw, dout_47, ds242
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part7(N, ds242, s240, dwindow_24, window_24, dw, dout_47, db, s235, window_23):
+    """Lines 93-108 of `conv_backward_naive`."""
     ds241 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds242, 1), 2), 3), (N, 3, 3, 3))
     dwindow_24 = dwindow_24 + s240 * ds241
     ds240 = window_24 * ds241
@@ -525,6 +721,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     dwindow_23 = s235 * ds236
     ds235 = window_23 * ds236
     ds235 = ds235.sum(axis=0)
+    return dw, dx_pad, dout_46, db, dwindow_23, ds235
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part8(N, ds235, dw, dout_46, db, s230, dwindow_23, window_23, dx_pad):
+    """Lines 109-128 of `conv_backward_naive`."""
     dw = dw + scatter((2, 3, 3, 3), (1,), ds235, np.float64)
     dout_45 = updated(dout_46, (slice(None), 0, 4, 3), 0)
     ds234 = dout_46[:, 0, 4, 3]
@@ -545,6 +747,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds228 = ds228.sum(axis=0)
     db = db + scatter((2,), (1,), ds228, np.float64)
     ds226 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds227, 1), 2), 3), (N, 3, 3, 3))
+    return dw, db, dx_pad, dout_44, ds226
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part9(N, s225, ds226, window_22, dw, dout_44, db, s220, dx_pad):
+    """Lines 129-144 of `conv_backward_naive`."""
     dwindow_22 = s225 * ds226
     ds225 = window_22 * ds226
     ds225 = ds225.sum(axis=0)
@@ -561,6 +769,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds220 = ds220.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds220, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(4, 7), slice(2, 5)), dwindow_22, np.float64)
+    return dw, dout_43, db, dx_pad
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part10(N, dout_43, db, s215, window_21, dw, s210):
+    """Lines 145-164 of `conv_backward_naive`."""
     dout_42 = updated(dout_43, (slice(None), 1, 4, 1), 0)
     ds219 = dout_43[:, 1, 4, 1]
     ds217 = ds219
@@ -581,6 +795,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds211 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds212, 1), 2), 3), (N, 3, 3, 3))
     dwindow_21 = dwindow_21 + s210 * ds211
     ds210 = window_21 * ds211
+    return db, dwindow_21, dw, dout_41, ds210
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part11(N, ds210, dw, dwindow_21, dx_pad, dout_41, db, s205, window_20):
+    """Lines 165-184 of `conv_backward_naive`."""
     ds210 = ds210.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds210, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(4, 7), slice(1, 4)), dwindow_21, np.float64)
@@ -601,6 +821,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds203 = ds204
     ds203 = ds203.sum(axis=0)
     db = db + scatter((2,), (0,), ds203, np.float64)
+    return dw, dx_pad, db, dwindow_20, dout_39, ds202
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part12(N, ds202, s200, dwindow_20, window_20, dw, dx_pad, dout_39, db, s195, window_19):
+    """Lines 185-200 of `conv_backward_naive`."""
     ds201 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds202, 1), 2), 3), (N, 3, 3, 3))
     dwindow_20 = dwindow_20 + s200 * ds201
     ds200 = window_20 * ds201
@@ -617,6 +843,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     dwindow_19 = s195 * ds196
     ds195 = window_19 * ds196
     ds195 = ds195.sum(axis=0)
+    return dw, dx_pad, dout_38, db, dwindow_19, ds195
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part13(N, ds195, dw, dout_38, db, s190, dwindow_19, window_19, dx_pad):
+    """Lines 201-220 of `conv_backward_naive`."""
     dw = dw + scatter((2, 3, 3, 3), (1,), ds195, np.float64)
     dout_37 = updated(dout_38, (slice(None), 0, 3, 4), 0)
     ds194 = dout_38[:, 0, 3, 4]
@@ -637,6 +869,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds188 = ds188.sum(axis=0)
     db = db + scatter((2,), (1,), ds188, np.float64)
     ds186 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds187, 1), 2), 3), (N, 3, 3, 3))
+    return dw, db, dx_pad, dout_36, ds186
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part14(N, s185, ds186, window_18, dw, dout_36, db, s180, dx_pad):
+    """Lines 221-236 of `conv_backward_naive`."""
     dwindow_18 = s185 * ds186
     ds185 = window_18 * ds186
     ds185 = ds185.sum(axis=0)
@@ -653,6 +891,12 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     ds180 = ds180.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds180, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(3, 6), slice(3, 6)), dwindow_18, np.float64)
+    return dw, dout_35, db, dx_pad
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part15(N, dout_35, db, s175, window_17, dw, s170):
+    """Lines 237-256 of `conv_backward_naive`."""
     dout_34 = updated(dout_35, (slice(None), 1, 3, 2), 0)
     ds179 = dout_35[:, 1, 3, 2]
     ds177 = ds179
@@ -667,18 +911,18 @@ def _conv_backward_naive_part0(N, x_pad, w, dout):
     dout_33 = updated(dout_34, (slice(None), 0, 3, 2), 0)
     ds174 = dout_34[:, 0, 3, 2]
     ds172 = ds174
-    return window, s0, s5, window_1, s10, s15, window_2, s20, s25, window_3, s30, s35, window_4, s40, s45, window_5, s50, s55, window_6, s60, s65, window_7, s70, s75, window_8, s80, s85, window_9, s90, s95, window_10, s100, s105, window_11, s110, s115, window_12, s120, s125, window_13, s130, s135, window_14, s140, s145, window_15, s150, s155, window_16, s160, s165, window_17, s170, db, dw, dx_pad, dwindow_17, dout_33, ds174, ds172
-
-
-@numba.njit(cache=True)
-def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17, dw, dx_pad, dout_33, s165, window_16, s160, s155, window_15, s150, s145, window_14, s140, s135, window_13, s130, s125, window_12, s120, s115, window_11, s110, s105, window_10, s100, s95, window_9, s90, s85, window_8, s80, s75, window_7, s70, s65, window_6):
-    """Lines 251-500 of `conv_backward_naive`."""
     ds173 = ds174
     ds173 = ds173.sum(axis=0)
     db = db + scatter((2,), (0,), ds173, np.float64)
     ds171 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds172, 1), 2), 3), (N, 3, 3, 3))
     dwindow_17 = dwindow_17 + s170 * ds171
     ds170 = window_17 * ds171
+    return db, dwindow_17, dw, dout_33, ds170
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part16(N, ds170, dw, dwindow_17, dx_pad, dout_33, db, s165, window_16):
+    """Lines 257-276 of `conv_backward_naive`."""
     ds170 = ds170.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds170, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(3, 6), slice(2, 5)), dwindow_17, np.float64)
@@ -699,6 +943,12 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds163 = ds164
     ds163 = ds163.sum(axis=0)
     db = db + scatter((2,), (0,), ds163, np.float64)
+    return dw, dx_pad, db, dwindow_16, dout_31, ds162
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part17(N, ds162, s160, dwindow_16, window_16, dw, dx_pad, dout_31, db, s155, window_15):
+    """Lines 277-292 of `conv_backward_naive`."""
     ds161 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds162, 1), 2), 3), (N, 3, 3, 3))
     dwindow_16 = dwindow_16 + s160 * ds161
     ds160 = window_16 * ds161
@@ -715,6 +965,12 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     dwindow_15 = s155 * ds156
     ds155 = window_15 * ds156
     ds155 = ds155.sum(axis=0)
+    return dw, dx_pad, dout_30, db, dwindow_15, ds155
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part18(N, ds155, dw, dout_30, db, s150, dwindow_15, window_15, dx_pad):
+    """Lines 293-312 of `conv_backward_naive`."""
     dw = dw + scatter((2, 3, 3, 3), (1,), ds155, np.float64)
     dout_29 = updated(dout_30, (slice(None), 0, 3, 0), 0)
     ds154 = dout_30[:, 0, 3, 0]
@@ -735,6 +991,12 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds148 = ds148.sum(axis=0)
     db = db + scatter((2,), (1,), ds148, np.float64)
     ds146 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds147, 1), 2), 3), (N, 3, 3, 3))
+    return dw, db, dx_pad, dout_28, ds146
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part19(N, s145, ds146, window_14, dw, dout_28, db, s140, dx_pad):
+    """Lines 313-328 of `conv_backward_naive`."""
     dwindow_14 = s145 * ds146
     ds145 = window_14 * ds146
     ds145 = ds145.sum(axis=0)
@@ -751,6 +1013,12 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds140 = ds140.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds140, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(2, 5), slice(4, 7)), dwindow_14, np.float64)
+    return dw, dout_27, db, dx_pad
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part20(N, dout_27, db, s135, window_13, dw, s130):
+    """Lines 329-348 of `conv_backward_naive`."""
     dout_26 = updated(dout_27, (slice(None), 1, 2, 3), 0)
     ds139 = dout_27[:, 1, 2, 3]
     ds137 = ds139
@@ -771,6 +1039,12 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds131 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds132, 1), 2), 3), (N, 3, 3, 3))
     dwindow_13 = dwindow_13 + s130 * ds131
     ds130 = window_13 * ds131
+    return db, dwindow_13, dw, dout_25, ds130
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part21(N, ds130, dw, dwindow_13, dx_pad, dout_25, db, s125, window_12):
+    """Lines 349-368 of `conv_backward_naive`."""
     ds130 = ds130.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds130, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(2, 5), slice(3, 6)), dwindow_13, np.float64)
@@ -791,6 +1065,12 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds123 = ds124
     ds123 = ds123.sum(axis=0)
     db = db + scatter((2,), (0,), ds123, np.float64)
+    return dw, dx_pad, db, dwindow_12, dout_23, ds122
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part22(N, ds122, s120, dwindow_12, window_12, dw, dx_pad, dout_23, db, s115, window_11):
+    """Lines 369-384 of `conv_backward_naive`."""
     ds121 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds122, 1), 2), 3), (N, 3, 3, 3))
     dwindow_12 = dwindow_12 + s120 * ds121
     ds120 = window_12 * ds121
@@ -807,6 +1087,12 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     dwindow_11 = s115 * ds116
     ds115 = window_11 * ds116
     ds115 = ds115.sum(axis=0)
+    return dw, dx_pad, dout_22, db, dwindow_11, ds115
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part23(N, ds115, dw, dout_22, db, s110, dwindow_11, window_11, dx_pad):
+    """Lines 385-404 of `conv_backward_naive`."""
     dw = dw + scatter((2, 3, 3, 3), (1,), ds115, np.float64)
     dout_21 = updated(dout_22, (slice(None), 0, 2, 1), 0)
     ds114 = dout_22[:, 0, 2, 1]
@@ -827,6 +1113,12 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds108 = ds108.sum(axis=0)
     db = db + scatter((2,), (1,), ds108, np.float64)
     ds106 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds107, 1), 2), 3), (N, 3, 3, 3))
+    return dw, db, dx_pad, dout_20, ds106
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part24(N, s105, ds106, window_10, dw, dout_20, db, s100, dx_pad):
+    """Lines 405-420 of `conv_backward_naive`."""
     dwindow_10 = s105 * ds106
     ds105 = window_10 * ds106
     ds105 = ds105.sum(axis=0)
@@ -843,6 +1135,12 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds100 = ds100.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds100, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(2, 5), slice(0, 3)), dwindow_10, np.float64)
+    return dw, dout_19, db, dx_pad
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part25(N, dout_19, db, s95, window_9, dw, s90):
+    """Lines 421-440 of `conv_backward_naive`."""
     dout_18 = updated(dout_19, (slice(None), 1, 1, 4), 0)
     ds99 = dout_19[:, 1, 1, 4]
     ds97 = ds99
@@ -863,6 +1161,12 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds91 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds92, 1), 2), 3), (N, 3, 3, 3))
     dwindow_9 = dwindow_9 + s90 * ds91
     ds90 = window_9 * ds91
+    return db, dwindow_9, dw, dout_17, ds90
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part26(N, ds90, dw, dwindow_9, dx_pad, dout_17, db, s85, window_8):
+    """Lines 441-460 of `conv_backward_naive`."""
     ds90 = ds90.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds90, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(1, 4), slice(4, 7)), dwindow_9, np.float64)
@@ -883,6 +1187,12 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds83 = ds84
     ds83 = ds83.sum(axis=0)
     db = db + scatter((2,), (0,), ds83, np.float64)
+    return dw, dx_pad, db, dwindow_8, dout_15, ds82
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part27(N, ds82, s80, dwindow_8, window_8, dw, dx_pad, dout_15, db, s75, window_7):
+    """Lines 461-476 of `conv_backward_naive`."""
     ds81 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds82, 1), 2), 3), (N, 3, 3, 3))
     dwindow_8 = dwindow_8 + s80 * ds81
     ds80 = window_8 * ds81
@@ -899,6 +1209,12 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     dwindow_7 = s75 * ds76
     ds75 = window_7 * ds76
     ds75 = ds75.sum(axis=0)
+    return dw, dx_pad, dout_14, db, dwindow_7, ds75
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part28(N, ds75, dw, dout_14, db, s70, dwindow_7, window_7, dx_pad):
+    """Lines 477-496 of `conv_backward_naive`."""
     dw = dw + scatter((2, 3, 3, 3), (1,), ds75, np.float64)
     dout_13 = updated(dout_14, (slice(None), 0, 1, 2), 0)
     ds74 = dout_14[:, 0, 1, 2]
@@ -919,16 +1235,16 @@ def _conv_backward_naive_part1(N, ds174, db, ds172, s170, dwindow_17, window_17,
     ds68 = ds68.sum(axis=0)
     db = db + scatter((2,), (1,), ds68, np.float64)
     ds66 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds67, 1), 2), 3), (N, 3, 3, 3))
+    return dw, db, dx_pad, dout_12, ds66
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part29(N, s65, ds66, window_6, dw, dout_12, db, s60, dx_pad):
+    """Lines 497-512 of `conv_backward_naive`."""
     dwindow_6 = s65 * ds66
     ds65 = window_6 * ds66
     ds65 = ds65.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds65, np.float64)
-    return db, dw, dx_pad, dout_12, dwindow_6
-
-
-@numba.njit(cache=True)
-def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_pad, s55, window_5, s50, s45, window_4, s40, s35, window_3, s30, s25, window_2, s20, s15, window_1, s10, s5, window, s0):
-    """Lines 501-650 of `conv_backward_naive`."""
     dout_11 = updated(dout_12, (slice(None), 0, 1, 1), 0)
     ds64 = dout_12[:, 0, 1, 1]
     ds62 = ds64
@@ -941,6 +1257,12 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds60 = ds60.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds60, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(1, 4), slice(1, 4)), dwindow_6, np.float64)
+    return dw, dout_11, db, dx_pad
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part30(N, dout_11, db, s55, window_5, dw, s50):
+    """Lines 513-532 of `conv_backward_naive`."""
     dout_10 = updated(dout_11, (slice(None), 1, 1, 0), 0)
     ds59 = dout_11[:, 1, 1, 0]
     ds57 = ds59
@@ -961,6 +1283,12 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds51 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds52, 1), 2), 3), (N, 3, 3, 3))
     dwindow_5 = dwindow_5 + s50 * ds51
     ds50 = window_5 * ds51
+    return db, dwindow_5, dw, dout_9, ds50
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part31(N, ds50, dw, dwindow_5, dx_pad, dout_9, db, s45, window_4):
+    """Lines 533-552 of `conv_backward_naive`."""
     ds50 = ds50.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds50, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(1, 4), slice(0, 3)), dwindow_5, np.float64)
@@ -981,6 +1309,12 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds43 = ds44
     ds43 = ds43.sum(axis=0)
     db = db + scatter((2,), (0,), ds43, np.float64)
+    return dw, dx_pad, db, dwindow_4, dout_7, ds42
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part32(N, ds42, s40, dwindow_4, window_4, dw, dx_pad, dout_7, db, s35, window_3):
+    """Lines 553-568 of `conv_backward_naive`."""
     ds41 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds42, 1), 2), 3), (N, 3, 3, 3))
     dwindow_4 = dwindow_4 + s40 * ds41
     ds40 = window_4 * ds41
@@ -997,6 +1331,12 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     dwindow_3 = s35 * ds36
     ds35 = window_3 * ds36
     ds35 = ds35.sum(axis=0)
+    return dw, dx_pad, dout_6, db, dwindow_3, ds35
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part33(N, ds35, dw, dout_6, db, s30, dwindow_3, window_3, dx_pad):
+    """Lines 569-588 of `conv_backward_naive`."""
     dw = dw + scatter((2, 3, 3, 3), (1,), ds35, np.float64)
     dout_5 = updated(dout_6, (slice(None), 0, 0, 3), 0)
     ds34 = dout_6[:, 0, 0, 3]
@@ -1017,6 +1357,12 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds28 = ds28.sum(axis=0)
     db = db + scatter((2,), (1,), ds28, np.float64)
     ds26 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds27, 1), 2), 3), (N, 3, 3, 3))
+    return dw, db, dx_pad, dout_4, ds26
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part34(N, s25, ds26, window_2, dw, dout_4, db, s20, dx_pad):
+    """Lines 589-604 of `conv_backward_naive`."""
     dwindow_2 = s25 * ds26
     ds25 = window_2 * ds26
     ds25 = ds25.sum(axis=0)
@@ -1033,6 +1379,12 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds20 = ds20.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds20, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(0, 3), slice(2, 5)), dwindow_2, np.float64)
+    return dw, dout_3, db, dx_pad
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part35(N, dout_3, db, s15, window_1, dw, s10):
+    """Lines 605-624 of `conv_backward_naive`."""
     dout_2 = updated(dout_3, (slice(None), 1, 0, 1), 0)
     ds19 = dout_3[:, 1, 0, 1]
     ds17 = ds19
@@ -1053,6 +1405,12 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds11 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds12, 1), 2), 3), (N, 3, 3, 3))
     dwindow_1 = dwindow_1 + s10 * ds11
     ds10 = window_1 * ds11
+    return db, dwindow_1, dw, dout_1, ds10
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part36(N, ds10, dw, dwindow_1, dx_pad, dout_1, db, s5, window):
+    """Lines 625-644 of `conv_backward_naive`."""
     ds10 = ds10.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds10, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(0, 3), slice(1, 4)), dwindow_1, np.float64)
@@ -1073,13 +1431,19 @@ def _conv_backward_naive_part2(N, dout_12, db, s60, dwindow_6, window_6, dw, dx_
     ds3 = ds3.sum(axis=0)
     db = db + scatter((2,), (0,), ds3, np.float64)
     ds1 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds2, 1), 2), 3), (N, 3, 3, 3))
+    return dw, dx_pad, db, dwindow, ds1
+
+
+@numba.njit(cache=True)
+def _conv_backward_naive_part37(N, s0, ds1, dwindow, window, dw, dx_pad):
+    """Lines 645-650 of `conv_backward_naive`."""
     dwindow = dwindow + s0 * ds1
     ds0 = window * ds1
     ds0 = ds0.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds0, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(0, 3), slice(0, 3)), dwindow, np.float64)
     dx = dx_pad[0:N, 0:3, 1:6, 1:6]
-    return db, dw, dx
+    return dw, dx
 
 
 def checked_before_compiling(function):

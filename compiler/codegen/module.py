@@ -30,7 +30,7 @@ from compiler.codegen.guards import (
 )
 from compiler.codegen.lines import LineForm, render_lines
 from compiler.helpers import HELPERS, helper_source
-from compiler.ir import Atom, Backprop, Eqn, Var
+from compiler.ir import Atom, Backprop, Const, Eqn, Var
 from compiler.naming import part_name
 from compiler.passes import copy_source, recompute_views
 from compiler.sizes import NO_SIZES, Sizes
@@ -96,6 +96,28 @@ def _signature(name: str, params: Sequence[str]) -> str:
 # numba's compile time grows faster than linearly with a function's length: under numba a long
 # body is split into part functions of at most this many lines, called in turn.
 NUMBA_PART_LINES = 250
+# A line on arrays of 3 or more axes counts as this many: LLVM unswitches and vectorizes each
+# broadcasting loop nest numba writes inline, for seconds a line and more the longer the
+# function (an unrolled convolution's backward: 8 positions in 194 s in 12-line parts, over
+# 900 s in 250-line ones).
+NUMBA_HEAVY_LINE = 20
+
+
+def _weight(eqn: Eqn) -> int:
+    ranks = [np.ndim(a.value) if isinstance(a, Const) else len(a.shape) for a in (*eqn.reads, eqn.out)]
+    return NUMBA_HEAVY_LINE if max(ranks) >= 3 else 1
+
+
+def _chunks(eqns: Sequence[Eqn]) -> list[range]:
+    """Consecutive runs of equations whose weights add up to at most NUMBA_PART_LINES."""
+    chunks, start, total = [], 0, 0
+    for index, eqn in enumerate(eqns):
+        weight = _weight(eqn)
+        if total + weight > NUMBA_PART_LINES and index > start:
+            chunks.append(range(start, index))
+            start, total = index, 0
+        total += weight
+    return [*chunks, range(start, len(eqns))]
 
 
 def _reads(eqn: Eqn) -> list[str]:
@@ -106,23 +128,26 @@ def split_into_parts(
     name: str, eqns: Sequence[Eqn], texts: Sequence[str], bound_before: Sequence[str], read_after: Sequence[str],
     sizes: Sequence[str] = (),
 ) -> tuple[list[Function], list[str]]:
-    """Straight-line code as part functions of at most NUMBA_PART_LINES lines, and the lines that
-    call them in turn. Each part takes the named sizes and the names it reads that were bound
-    before it, and returns the names it binds that are read after it (`read_after` counts as
-    read after the end)."""
-    if len(eqns) <= NUMBA_PART_LINES:
+    """Straight-line code as part functions of at most NUMBA_PART_LINES lines (a line on arrays of
+    3 or more axes weighing NUMBA_HEAVY_LINE), and the lines that call them in turn. Each part
+    takes the named sizes and the names it reads that were bound before it, and returns the
+    names it binds that are read after it (`read_after` counts as read after the end)."""
+    chunks = _chunks(eqns)
+    if len(chunks) == 1:
         return [], list(texts)
     parts: list[Function] = []
     calls: list[str] = []
     available = set(bound_before)
-    for index, start in enumerate(range(0, len(eqns), NUMBA_PART_LINES)):
-        chunk = eqns[start : start + NUMBA_PART_LINES]
-        later = set(read_after).union(*(_reads(e) for e in eqns[start + NUMBA_PART_LINES :]))
+    last_read = {name: index for index, e in enumerate(eqns) for name in _reads(e)}
+    last_read.update((name, len(eqns)) for name in read_after)
+    for index, lines in enumerate(chunks):
+        start, end = lines.start, lines.stop
+        chunk = eqns[start:end]
         takes = [*sizes, *dict.fromkeys(n for e in chunk for n in _reads(e) if n in available)]
-        gives = list(dict.fromkeys(e.out.name for e in chunk if e.out.name in later))
+        gives = list(dict.fromkeys(e.out.name for e in chunk if last_read.get(e.out.name, -1) >= end))
         available.update(e.out.name for e in chunk)
         part = part_name(name, index)
-        body = [*texts[start : start + NUMBA_PART_LINES], returns(tuple_of(gives))]
+        body = [*texts[start:end], returns(tuple_of(gives))]
         doc = f"Lines {start + 1}-{start + len(chunk)} of `{name}`."
         parts.append(Function(part, tuple(takes), doc, (("", tuple(body)),)))
         call = ast.Call(load(part), [load(n) for n in takes], [])
