@@ -808,12 +808,11 @@ def _joined(function: str, shapes: tuple[tuple[int, ...], ...], static: dict) ->
 
 
 def _matrix_axis_or_last_axes(ndims: tuple[int, ...], static: Mapping[str, object]) -> bool:
-    """What `extreme_along` reduces under numba: a matrix along one axis, or the last axes of any
-    array (`np.max(window, axis=(2, 3))`)."""
+    """What `extreme_along` reduces under numba: a matrix along either axis, or any array along its
+    last axis or axes (`np.max(window, axis=(2, 3))`)."""
     axis = static["axis"]
-    if isinstance(axis, int):
-        return ndims[0] == 2
-    return isinstance(axis, tuple) and axis == tuple(range(ndims[0] - len(axis), ndims[0]))
+    axes = (axis,) if isinstance(axis, int) else axis
+    return ndims[0] == 2 or isinstance(axes, tuple) and axes == tuple(range(ndims[0] - len(axes), ndims[0]))
 
 
 def _one_axis(shapes: tuple[tuple[int, ...], ...], static: dict) -> dict:
@@ -1382,6 +1381,9 @@ _ROWS = (
     Op("reshape", ("x",), "x.reshape(shape)", {"x": "grad.reshape(x.shape)"},
        pattern="reshape: the gradient reshaped back", functions=("reshape",), methods=("reshape",),
        static=("shape",), signature="x, shape", method_signature="x, *shape", normalize=_reshape,
+       # numba reshapes only contiguous arrays, and a slice or a transposed gradient is none
+       numba_forward="np.ascontiguousarray(x).reshape(shape)",
+       numba_grads={"x": "np.ascontiguousarray(grad).reshape(x.shape)"},
        domain=_X, shapes=((3, 2),), view=True),
     *_layout_rows(),
     *_reductions(),

@@ -23,7 +23,7 @@ def affine_forward(x, w, b):
     """Return (out, cache): the value of affine_forward(x, w, b) and what `affine_backward` reads."""
     N = check_arguments(x, w, b)
 
-    s0 = x.reshape((N, 6))
+    s0 = np.ascontiguousarray(x).reshape((N, 6))
     s1 = s0 @ w
     out = s1 + b
     cache = x, w
@@ -37,13 +37,13 @@ def affine_backward(dout, cache):
     N = x.shape[0]
     if np.shape(dout) != (N, 5) or not np.asarray(dout).dtype == np.dtype("float64"):
         raise ValueError("affine_forward: dout must be float64 of out's shape; it has shape", np.shape(dout))
-    s0 = x.reshape((N, 6))
+    s0 = np.ascontiguousarray(x).reshape((N, 6))
     db = dout
     db = db.sum(axis=0)
     ds1 = dout
     dw = s0.T @ ds1
     ds0 = ds1 @ w.T
-    dx = ds0.reshape((N, 2, 3))
+    dx = np.ascontiguousarray(ds0).reshape((N, 2, 3))
     return dx, dw, db
 
 

@@ -23,7 +23,7 @@ def affine_relu_forward(x, w, b):
     """Return (out, cache): the value of affine_relu_forward(x, w, b) and what `affine_relu_backward` reads."""
     N = check_arguments(x, w, b)
 
-    s0 = x.reshape((N, 6))
+    s0 = np.ascontiguousarray(x).reshape((N, 6))
     s1 = s0 @ w
     a = s1 + b
     out = np.maximum(0, a)
@@ -38,14 +38,14 @@ def affine_relu_backward(dout, cache):
     N = x.shape[0]
     if np.shape(dout) != (N, 5) or not np.asarray(dout).dtype == np.dtype("float64"):
         raise ValueError("affine_relu_forward: dout must be float64 of out's shape; it has shape", np.shape(dout))
-    s0 = x.reshape((N, 6))
+    s0 = np.ascontiguousarray(x).reshape((N, 6))
     da = (0 < a) * dout
     db = da
     db = db.sum(axis=0)
     ds1 = da
     dw = s0.T @ ds1
     ds0 = ds1 @ w.T
-    dx = ds0.reshape((N, 6))
+    dx = np.ascontiguousarray(ds0).reshape((N, 6))
     return dx, dw, db
 
 

@@ -31,20 +31,18 @@ def add_pairs(shape, rows, cols, values, dtype):
 @numba.njit(cache=True)
 def extreme_along(x, axis, largest):
     """`np.max(x, axis=axis)` (or `np.min` when not `largest`) as loops numba compiles: of a
-    matrix along one axis, or of any array along a tuple of its last axes, flattened."""
-    if isinstance(axis, int):
-        if axis == 0:
-            out = x[0].copy()
-            for i in range(1, x.shape[0]):
-                out = np.maximum(out, x[i]) if largest else np.minimum(out, x[i])
-            return out
-        out = np.empty(x.shape[0], x.dtype)
-        for i in range(x.shape[0]):
-            out[i] = np.max(x[i]) if largest else np.min(x[i])
+    matrix along either axis, or of any array along its last axis or axes, flattened."""
+    if isinstance(axis, int) and axis == 0 and x.ndim == 2:  # a matrix's columns
+        out = x[0].copy()
+        for i in range(1, x.shape[0]):
+            out = np.maximum(out, x[i]) if largest else np.minimum(out, x[i])
         return out
-    count = 1
-    for a in axis:
-        count *= x.shape[a]
+    count = 1  # the elements along the last axes, one row of them per position before
+    if isinstance(axis, int):
+        count = x.shape[axis]
+    else:
+        for a in axis:
+            count *= x.shape[a]
     rows = np.ascontiguousarray(x).reshape((x.size // count, count))
     out = np.empty(rows.shape[0], x.dtype)
     for i in range(rows.shape[0]):

@@ -190,3 +190,32 @@ def test_a_training_loop_runs_on_generated_layers_alone():
             theirs[key] = theirs[key] - learning_rate * g
     np.testing.assert_allclose(curve, expected, rtol=1e-9)
     assert curve[-1] < 0.5 * curve[0]
+
+
+def pool_by_rows(x):
+    """Max pooling as many course solutions write it: each window's rows flattened, then the
+    maximum of each (a reshape of a slice, which numba reshapes only once made contiguous)."""
+    N, C, H, W = x.shape
+    out = np.zeros((N, C, H // 2, W // 2))
+    for i in range(H // 2):
+        for j in range(W // 2):
+            out[:, :, i, j] = x[:, :, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].reshape(N, C, -1).max(axis=2)
+    return out
+
+
+@pytest.mark.numba
+def test_numba_pools_a_flattened_window():
+    x = np.random.default_rng(5).normal(size=(3, 2, 2, 2))
+    program = compiler.gradient(pool_by_rows, x, layer=True, jit="numba")
+    out, cache = program.forward_with_cache(x)
+    np.testing.assert_allclose(out, pool_by_rows(x), rtol=1e-12)
+    dout = np.random.default_rng(6).normal(size=out.shape)
+    (dx,) = program.backward(dout, cache)
+    expected = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        moved = x.copy()
+        moved[index] += 1e-6
+        up = np.sum(pool_by_rows(moved) * dout)
+        moved[index] -= 2e-6
+        expected[index] = (up - np.sum(pool_by_rows(moved) * dout)) / 2e-6
+    np.testing.assert_allclose(dx, expected, rtol=1e-6, atol=1e-7)

@@ -240,6 +240,8 @@ def _writable_view_of(eqn: Eqn, tree: ast.expr) -> Var | None:
     base = tree.func.value
     if isinstance(base, ast.Name) and base.id == "np" and tree.args:
         base = tree.args[0]  # np.reshape(x, ...)
+    if isinstance(base, ast.Call) and ast.unparse(base.func) == "np.ascontiguousarray" and len(base.args) == 1:
+        base = base.args[0]  # numba's reshape: the array itself where contiguous, else a new one
     if not isinstance(base, ast.Name):
         return None
     return next((a for a in eqn.inputs if isinstance(a, Var) and a.name == base.id), None)
