@@ -44,6 +44,11 @@ def conv_program(shapes: dict[str, tuple[int, ...]], jit: str | None) -> tuple[c
     return program, time.perf_counter() - start
 
 
+def part_count(source: str) -> int:
+    """The numba part functions in a module: each is named twice, where defined and where called."""
+    return source.count("_part") // 2
+
+
 def emission() -> str:
     lines = [
         "== 1. emission of conv_forward_naive at x (2, 3, 8, 8), w (4, 3, 3, 3): 64 positions x 4 filters",
@@ -51,10 +56,9 @@ def emission() -> str:
     ]
     for jit in (None, "numba"):
         program, seconds = conv_program(ISSUE_SIZE, jit)
-        parts = program.source.count("_part")  # each part is named twice: defined, and called
         lines.append(
             f"{jit or 'NumPy':>7}  {len(program.graph.eqns):>9}  {program.source.count(chr(10)):>6}  "
-            f"{parts // 2:>5}  {seconds:>6.2f}s"
+            f"{part_count(program.source):>5}  {seconds:>6.2f}s"
         )
     return "\n".join(lines)
 
@@ -73,7 +77,7 @@ def numba_compile(positions: list[int]) -> None:
         (out, cache), forward = harness.time_once(lambda: program.forward_with_cache(*arguments))
         _, backward = harness.time_once(lambda: program.backward(np.ones_like(out), cache))
         blocks = side * side * 2
-        sizes = (side * side, blocks, program.source.count("\n"), program.source.count("_part") // 2)
+        sizes = (side * side, blocks, program.source.count("\n"), part_count(program.source))
         seconds = (forward, backward, (forward + backward) / blocks)
         print("  ".join([*(f"{n:>9}" for n in sizes), *(f"{t:>8.1f}s" for t in seconds)]), flush=True)
 

@@ -847,7 +847,7 @@ def _reductions() -> tuple[Op, ...]:
             if suffix == "_all":
                 forward = f"np.{kind}(x)"
                 grad = "(x == out) / np.sum(x == out) * grad" if chooses else f"np.full(x.shape, grad{divide})"
-                numba_forward, numba_grad = None, None
+                numba_forward, numba_grad, numba_when = None, None, None
             elif suffix == "":
                 forward = f"x.{kind}(axis=axis)"  # the method: NumPy's function wrapper costs a call
                 spread = "np.expand_dims(grad, axis)"
@@ -861,6 +861,7 @@ def _reductions() -> tuple[Op, ...]:
                 along = f"extreme_along(x, axis, {kind == 'max'}).reshape(out.shape)"
                 numba_forward = {"sum": None, "mean": f"x.sum(axis=axis){divide}"}.get(kind, along)
                 numba_grad = f"{mask} / np.expand_dims({mask}.sum(axis=axis), axis) * {spread}" if chooses else None
+                numba_when = _matrix_axis_or_last_axes if chooses else None
             else:
                 forward = f"x.{kind}(axis=axis, keepdims=True)"
                 grad = (
@@ -871,16 +872,18 @@ def _reductions() -> tuple[Op, ...]:
                 reduced = f"extreme_along(x, axis, {kind == 'max'})" if chooses else "x.sum(axis=axis)"
                 numba_forward = f"({reduced}{divide}).reshape(out.shape)" if divide else f"{reduced}.reshape(out.shape)"
                 numba_grad = "(x == out) / (x == out).sum(axis=axis).reshape(out.shape) * grad" if chooses else None
+                # reshape takes an array, and a sum over every axis is a number
+                numba_when = (
+                    (lambda nd, st: _matrix_axis_or_last_axes(nd, st) and not every_axis(nd, st))
+                    if chooses
+                    else (lambda nd, st: not every_axis(nd, st))
+                )
             rows.append(
                 Op(f"{kind}{suffix}", ("x",), forward, {"x": grad}, pattern=pattern,
                    functions=(kind,), methods=(kind,), static=("axis", "keepdims"),
                    signature="x, axis=None, keepdims=False", when=when, normalize=_axes,
                    numba_forward=numba_forward, numba_grads={"x": numba_grad} if numba_grad else {},
-                   numba_when=(lambda nd, st: nd[0] == 2 and isinstance(st["axis"], int))
-                   if chooses and suffix == "_keep"
-                   else _matrix_axis_or_last_axes if chooses and suffix == ""
-                   else (lambda nd, st: not every_axis(nd, st)) if suffix == "_keep" else None,
-                   domain=_X, shapes=((3, 4),))
+                   numba_when=numba_when, domain=_X, shapes=((3, 4),))
             )
     return tuple(rows)
 

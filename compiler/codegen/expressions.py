@@ -206,7 +206,9 @@ class _Substitute(ast.NodeTransformer):
     def visit_Call(self, node: ast.Call) -> ast.expr:
         """A rule's `e.reshape(out.shape)` is `e` where e already has out's shape: the rule is
         written for every shape, and most often needs no reshape."""
-        to_out = ast.unparse(node.func).endswith(".reshape") and [ast.unparse(a) for a in node.args] == ["out.shape"]
+        func, args = node.func, node.args
+        reshape = isinstance(func, ast.Attribute) and func.attr == "reshape" and len(args) == 1
+        to_out = reshape and ast.unparse(args[0]) == "out.shape"  # read before the visit writes it in
         self.generic_visit(node)
         if not to_out:
             return node
