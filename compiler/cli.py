@@ -10,6 +10,7 @@ Every option a subcommand accepts changes what it does; files are written under 
 from __future__ import annotations
 
 import argparse
+import ast
 import difflib
 import importlib.util
 import inspect
@@ -86,8 +87,20 @@ class Examples:
     dims: dict[str, tuple[str | int, ...]]  # the parameters with a named axis (f64[N,4]), for Options.dims
 
 
-def example_arguments(fn: Callable, specs: Sequence[str]) -> Examples:
-    """Examples for every parameter from `--arg NAME=SPEC`; a float scalar where none is given."""
+def static_value(name: str, spec: str) -> Any:
+    """`--arg NAME=VALUE` for a parameter named by `--static`: a Python literal, taken as written
+    (`3` is an int, `0.5` a float, `'relu'` a string, `(2, 2)` a tuple)."""
+    try:
+        return ast.literal_eval(spec)
+    except (ValueError, SyntaxError):
+        raise UsageError(
+            f"--arg {name}={spec}: {name} is static, so its value is a Python literal (3, 0.5, 'relu', (2, 2))"
+        ) from None
+
+
+def example_arguments(fn: Callable, specs: Sequence[str], static: Sequence[str] = ()) -> Examples:
+    """Examples for every parameter from `--arg NAME=SPEC`; a float scalar where none is given;
+    a static parameter's value is its literal, which it must have."""
     given: dict[str, str] = {}
     for item in specs:
         name, sep, spec = item.partition("=")
@@ -98,10 +111,17 @@ def example_arguments(fn: Callable, specs: Sequence[str]) -> Examples:
     unknown = [name for name in given if name not in params]
     if unknown:
         raise UsageError(f"--arg {unknown[0]}: the function's parameters are {', '.join(params)}")
+    for name in static:
+        if name not in params:
+            raise UsageError(f"--static {name}: the function's parameters are {', '.join(params)}")
+        if name not in given:
+            raise UsageError(f"--static {name} needs its value: add --arg {name}=VALUE (e.g. --arg {name}=3)")
+    fixed = {name: static_value(name, given[name]) for name in static}
     parsed = {name: parse_spec(name, given[name]) if name in given else ExampleSpec((), "float64") for name in params}
+    parsed.update(fixed)
     return Examples(
-        values={name: _stand_in(spec) for name, spec in parsed.items()},
-        numbers={name: spec for name, spec in parsed.items() if isinstance(spec, float)},
+        values={name: fixed[name] if name in fixed else _stand_in(spec) for name, spec in parsed.items()},
+        numbers={name: spec for name, spec in parsed.items() if isinstance(spec, float) or name in fixed},
         defaulted=tuple(name for name in params if name not in given),
         dims={name: axes for name in given if (axes := named_axes(name, given[name])) is not None},
     )
@@ -163,14 +183,16 @@ class Target:
 
 def _target(args: argparse.Namespace) -> tuple[Target, Examples]:
     fn, file, name = load_function(args.target)
-    return Target(fn, file, name), example_arguments(fn, args.arg)
+    return Target(fn, file, name), example_arguments(fn, args.arg, _wrt(args.static) or ())
 
 
 def _build(args: argparse.Namespace, target: Target, examples: Examples, **more: Any) -> GradientProgram:
     """The program for the command's options (`more`: the Options only some commands take); a
     failure that a missing `--arg` may explain says which parameters were traced as float
     scalars and what to write."""
-    options = Options(_wrt(args.wrt), optimize=args.optimize, source=target.source, dims=examples.dims, **more)
+    options = Options(
+        _wrt(args.wrt), optimize=args.optimize, source=target.source, dims=examples.dims, static=args.static, **more
+    )
     try:
         return build(target.fn, (), examples.values, options)
     except (SignatureError, UsageError):
@@ -294,6 +316,11 @@ def _add_target_options(parser: argparse.ArgumentParser, explain: bool = False) 
         "parameters without one are float scalars",
     )
     parser.add_argument("--wrt", metavar="a,b", help="differentiate with respect to these inputs only")
+    parser.add_argument(
+        "--static", metavar="n,m", default="",
+        help="parameters whose --arg values are baked in (a loop count for range(n), a flag); "
+        "the module checks them at each call",
+    )
     parser.add_argument(
         "--optimize", action="store_true", help="emit the leanest code instead of one gate per line"
     )

@@ -31,6 +31,11 @@ class ConcreteValueError(TracingError):
     """`float()`, `int()` or a `math.*` function asked for the number behind a traced value."""
 
 
+class UndeclaredStaticError(ConcreteValueError):
+    """An integer argument used as a Python int (`range(n)`, `int(n)`, a slice bound): the message
+    names `static=("n",)`, which bakes its value in."""
+
+
 class SignatureError(FlatgradError):
     """Arguments that do not fit the function or the program (count, type, `wrt` names)."""
 

@@ -255,6 +255,9 @@ class Graph:
     eqns: tuple[Eqn, ...]
     outputs: tuple[Var, ...]
     constants: tuple[tuple[str, object], ...] = field(default=())
+    # parameters declared static: their example values, baked into the code (the inputs of those
+    # names are parameters the emitted functions check against these values and never read)
+    static: tuple[tuple[str, object], ...] = field(default=())
 
     def __str__(self) -> str:
         return _listing(self.inputs, [self.eqns], self.outputs)
@@ -333,6 +336,10 @@ class Backprop:
     @property
     def constants(self) -> tuple[tuple[str, object], ...]:
         return self.forward.constants
+
+    @property
+    def static(self) -> tuple[tuple[str, object], ...]:
+        return self.forward.static
 
     @property
     def forward_eqns(self) -> tuple[Eqn, ...]:

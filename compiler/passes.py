@@ -56,7 +56,7 @@ def _rebuild(graph: Graph, kept: Iterable[Eqn], replace: dict[int, Atom]) -> Gra
         eqns.append(eqn)
     outputs = tuple(sub(v) for v in graph.outputs)
     assert all(isinstance(v, Var) for v in outputs)
-    return Graph(graph.inputs, tuple(eqns), outputs, graph.constants)  # type: ignore[arg-type]
+    return Graph(graph.inputs, tuple(eqns), outputs, graph.constants, graph.static)  # type: ignore[arg-type]
 
 
 def _reads_any(eqn: Eqn, ids: dict[int, object] | set[int]) -> bool:
@@ -517,8 +517,10 @@ def _joined(pair: Backprop, upstream: tuple[Var, ...]) -> Graph:
     """The forward and backward passes as one straight line, so that a pass sees across them (a
     backward gate that computes again what the forward pass has computed reads it instead)."""
     forward, backward = pair.forward, pair.backward
-    return Graph(forward.inputs + upstream, forward.eqns + backward.eqns, forward.outputs + backward.outputs,
-                 forward.constants)
+    return dataclasses.replace(
+        forward, inputs=forward.inputs + upstream, eqns=forward.eqns + backward.eqns,
+        outputs=forward.outputs + backward.outputs,
+    )
 
 
 def _split(joined: Graph, pair: Backprop, upstream: tuple[Var, ...], seed: Eqn | None) -> Backprop:
@@ -528,7 +530,9 @@ def _split(joined: Graph, pair: Backprop, upstream: tuple[Var, ...], seed: Eqn |
     backward_values = {id(e.out) for e in pair.backward.eqns}
     n_forward = sum(1 for e in joined.eqns if id(e.out) not in backward_values)
     n_outputs = len(pair.forward.outputs)
-    forward = Graph(pair.forward.inputs, joined.eqns[:n_forward], joined.outputs[:n_outputs], joined.constants)
+    forward = dataclasses.replace(
+        joined, inputs=pair.forward.inputs, eqns=joined.eqns[:n_forward], outputs=joined.outputs[:n_outputs]
+    )
     backward_eqns, grads = joined.eqns[n_forward:], joined.outputs[n_outputs:]
     return Backprop.of(forward, backward_eqns, grads, upstream, seed, pair.differentiated)
 

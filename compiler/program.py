@@ -9,6 +9,7 @@ lets numba cache its compiled code (`numba.njit(cache=True)` needs a file to cac
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import hashlib
@@ -35,7 +36,7 @@ from compiler.helpers import HELPERS
 from compiler.ir import Backprop, Graph, Var
 from compiler.naming import COURSE_GRAD_PREFIX, GRAD_PREFIX
 from compiler.sizes import NO_SIZES, Sizes, probe_factors, sizes_for, symbolic_source
-from compiler.tracer import ExampleSpec, bind_arguments, example_spec, integer_examples_hint, trace
+from compiler.tracer import ExampleSpec, bind_arguments, example_spec, integer_examples_hint, trace_call
 
 
 def spec_text(spec: ExampleSpec | Var, axes: Sequence[str | int] | None = None) -> str:
@@ -211,7 +212,8 @@ class GradientProgram:
 
 
 def _default_wrt(graph: Graph) -> tuple[str, ...]:
-    return tuple(v.name for v in graph.inputs if np.dtype(v.dtype).kind == "f")
+    static = dict(graph.static)
+    return tuple(v.name for v in graph.inputs if np.dtype(v.dtype).kind == "f" and v.name not in static)
 
 
 def _resolve_wrt(graph: Graph, wrt: str | Sequence[str] | None, label: str, hint: str = "") -> tuple[str, ...]:
@@ -225,6 +227,8 @@ def _resolve_wrt(graph: Graph, wrt: str | Sequence[str] | None, label: str, hint
     for name in names:
         if name not in inputs:
             raise SignatureError(f"wrt names {name!r}, which is not a parameter of {label}: {list(inputs)}")
+        if name in dict(graph.static):
+            raise SignatureError(f"wrt names {name!r}, which is static: a static value is baked in, without a gradient")
         if np.dtype(inputs[name].dtype).kind != "f":
             raise SignatureError(
                 f"wrt names {name!r}, an {inputs[name].dtype} input; only float inputs have gradients"
@@ -256,6 +260,7 @@ class Options:
     dims: Mapping[str, Any] | None = None  # named sizes by parameter: {"X": "N,4"} (see compiler.sizes)
     layer: bool = False  # a layer module: `affine_forward` and `affine_backward(dout, cache)`, nothing else
     has_aux: bool = False  # differentiate the first output only; the others are returned beside it
+    static: Sequence[str] = ()  # parameters whose example values are baked in (a count, a flag)
 
     def check(self) -> Options:
         """These options, after checking what can be checked before tracing."""
@@ -263,6 +268,9 @@ class Options:
             raise FlatgradError(f"jit={self.jit!r} is not a backend; use None (NumPy) or 'numba'")
         if self.jit == "numba" and importlib.util.find_spec("numba") is None:
             raise FlatgradError("jit='numba' needs numba: pip install numba scipy")
+        if isinstance(self.static, str):
+            names = tuple(n.strip() for n in self.static.split(",") if n.strip())
+            return dataclasses.replace(self, static=names).check()
         if isinstance(self.wrt, str) and "," in self.wrt:
             names = tuple(n.strip() for n in self.wrt.split(","))
             raise SignatureError(f"wrt={self.wrt!r} names one parameter; for several write wrt={names!r}")
@@ -279,9 +287,14 @@ def provenance(
         file = display_path(source_file(f) or "<unknown>")
         source = f"{file}:{getattr(f, '__qualname__', getattr(f, '__name__', 'f'))}"
     command = ["flatgrad", "emit", source]
+    static = dict(graph.static)
     for v in graph.inputs:
-        if spec_text(v) != "f64":
+        if v.name in static:
+            command += ["--arg", f"{v.name}={static[v.name]!r}"]
+        elif spec_text(v) != "f64":
             command += ["--arg", f"{v.name}={spec_text(v, sizes.of(v.name))}"]
+    if static:
+        command += ["--static", ",".join(static)]
     if wrt != _default_wrt(graph):
         command += ["--wrt", ",".join(wrt)]
     if options.jit:
@@ -308,9 +321,11 @@ def build(f: Callable, args: tuple, kwargs: dict, options: Options = Options()) 
     as expressions of the names. A size whose value the code depends on (a loop over the rows,
     a branch on it) is fixed at the example's instead, which the module's header says and its
     argument checks hold it to."""
-    options.check()
+    options = options.check()
     arguments = bind_arguments(f, args, kwargs)
-    shapes = {name: example_spec(name, value).shape for name, value in arguments.items()}
+    shapes = {
+        name: () if name in options.static else example_spec(name, value).shape for name, value in arguments.items()
+    }
     requested = sizes_for(options.dims, shapes)
     examples = _Examples(f, args, kwargs, arguments, shapes)
     try:
@@ -381,7 +396,9 @@ def _build_at(
     f: Callable, args: tuple, kwargs: dict, options: Options, sizes: Sizes, requested: Sizes
 ) -> GradientProgram:
     with _collector_paused():
-        forward = trace(f, *args, **kwargs)
+        forward = trace_call(f, args, kwargs, options.static)
+        if options.jit == "numba":
+            _check_numba_static(forward)
         hint = integer_examples_hint(bind_arguments(f, args, kwargs))
         names = _resolve_wrt(forward, options.wrt, f"{getattr(f, '__qualname__', f)}()", hint)
         if options.optimize:
@@ -397,6 +414,17 @@ def _build_at(
         layer = LayerNames.of(origin.function) if options.layer else None
         source_code = emit_module(graph, origin, options.jit, options.explain, folded, sizes, layer)
     return GradientProgram(graph, source_code, names, options.jit, options.optimize, source_file(f), sizes, layer)
+
+
+def _check_numba_static(forward: Graph) -> None:
+    """numba takes numbers, strings, None and tuples of numbers as arguments, not a dict."""
+    for name, value in forward.static:
+        items = value if isinstance(value, tuple) else (value,)
+        if isinstance(value, dict) or any(isinstance(item, (tuple, dict)) for item in items):
+            raise SignatureError(
+                f"static parameter {name!r} is a {type(value).__name__} of {value!r}, which a numba function "
+                "cannot take as an argument; give each setting its own static parameter, or emit without jit"
+            )
 
 
 def _check_aux(f: Callable, forward: Graph) -> None:
@@ -435,6 +463,7 @@ def gradient(
     dims: Mapping[str, Any] | None = None,
     layer: bool = False,
     has_aux: bool = False,
+    static: Sequence[str] = (),
     **example_kwargs: Any,
 ) -> GradientProgram:
     """Trace `f` on example arguments, differentiate it and emit flat forward/backward code.
@@ -456,15 +485,23 @@ def gradient(
     A function may return several values (a tuple): `backward` then takes one upstream gradient
     per float output (None for zeros). With `has_aux=True` only the first, a number, is
     differentiated, and `value_and_grad` returns `((loss, aux), grads)`, as JAX's does.
+
+    `static` names parameters whose example values are baked in, as JAX's `static_argnames`:
+    a count (`for i in range(n)`), a flag, a dict of layer settings. The code is written for
+    those values, and every emitted function checks them (`if n != 3: raise ValueError`).
     """
-    options = Options(wrt, jit, optimize, explain, dims=dims, layer=layer, has_aux=has_aux)
+    options = Options(wrt, jit, optimize, explain, dims=dims, layer=layer, has_aux=has_aux, static=static)
     return build(f, example_args, example_kwargs, options)
 
 
-def _signature_key(arguments: dict[str, Any], dims: Mapping[str, Any] | None) -> tuple:
-    """What tells programs apart: each argument's dtype and shape, its named sizes as names."""
-    key = []
+def _signature_key(arguments: dict[str, Any], dims: Mapping[str, Any] | None, static: Sequence[str]) -> tuple:
+    """What tells programs apart: each argument's dtype and shape, its named sizes as names,
+    a static argument's value."""
+    key: list[tuple] = []
     for name, value in arguments.items():
+        if name in static:
+            key.append((name, "static", repr(value)))
+            continue
         spec = example_spec(name, value)
         named = dims.get(name) if dims else None
         key.append((name, spec.dtype, spec.shape if named is None else (named, len(spec.shape))))
@@ -472,7 +509,7 @@ def _signature_key(arguments: dict[str, Any], dims: Mapping[str, Any] | None) ->
 
 
 def _lazy(f: Callable, options: Options, pick: Callable) -> Callable:
-    options.check()
+    options = options.check()
     programs: dict[tuple, GradientProgram] = {}
     # for a signature whose program fixed a named size (its code depends on the value), where
     # that size is read: the size's value then tells programs apart too
@@ -481,7 +518,7 @@ def _lazy(f: Callable, options: Options, pick: Callable) -> Callable:
     @functools.wraps(f)
     def transformed(*args: Any, **kwargs: Any) -> Any:
         arguments = bind_arguments(f, args, kwargs)
-        signature = _signature_key(arguments, options.dims)
+        signature = _signature_key(arguments, options.dims, options.static)
 
         def key() -> tuple:
             return signature + tuple(np.shape(arguments[name])[axis] for name, axis in fixed_at.get(signature, ()))
@@ -503,19 +540,22 @@ def _lazy(f: Callable, options: Options, pick: Callable) -> Callable:
 
 def grad(
     f: Callable, wrt: str | Sequence[str] | None = None, jit: str | None = None, optimize: bool = False,
-    dims: Mapping[str, Any] | None = None, has_aux: bool = False,
+    dims: Mapping[str, Any] | None = None, has_aux: bool = False, static: Sequence[str] = (),
 ) -> Callable:
     """A function computing `f`'s gradients, traced on first call per argument signature: the
-    dtypes and the fixed sizes, a size named in `dims` (as in `gradient`) taking any value.
+    dtypes and the fixed sizes, a size named in `dims` (as in `gradient`) taking any value, and
+    the value of each parameter named in `static` (one program per value).
 
     With `wrt` a single name it returns that one gradient, else a tuple aligned with `wrt`.
     """
-    return _lazy(f, Options(wrt, jit, optimize, dims=dims, has_aux=has_aux), lambda value, grads: grads)
+    options = Options(wrt, jit, optimize, dims=dims, has_aux=has_aux, static=static)
+    return _lazy(f, options, lambda value, grads: grads)
 
 
 def value_and_grad(
     f: Callable, wrt: str | Sequence[str] | None = None, jit: str | None = None, optimize: bool = False,
-    dims: Mapping[str, Any] | None = None, has_aux: bool = False,
+    dims: Mapping[str, Any] | None = None, has_aux: bool = False, static: Sequence[str] = (),
 ) -> Callable:
     """Like `grad`, returning `(value, gradients)`; with `has_aux`, `((loss, aux), gradients)`."""
-    return _lazy(f, Options(wrt, jit, optimize, dims=dims, has_aux=has_aux), lambda value, grads: (value, grads))
+    options = Options(wrt, jit, optimize, dims=dims, has_aux=has_aux, static=static)
+    return _lazy(f, options, lambda value, grads: (value, grads))

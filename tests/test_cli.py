@@ -254,11 +254,11 @@ def test_a_mistyped_option_points_to_the_subcommands_help_with_a_guess(workdir, 
 
 
 OPTIONS = {  # every option each subcommand accepts, beside FILE.py:FUNC and --arg
-    "emit": {"--wrt", "--optimize", "--explain", "--layer", "--has-aux", "--jit", "--output", "--force"},
-    "show": {"--wrt", "--optimize", "--explain", "--layer", "--has-aux", "--jit"},
-    "check": {"--wrt", "--optimize", "--seed", "--tolerance"},
-    "graph": {"--wrt", "--optimize", "--output", "--force", "--seed"},
-    "report": {"--wrt", "--optimize", "--output", "--force", "--seed", "--tolerance"},
+    "emit": {"--wrt", "--static", "--optimize", "--explain", "--layer", "--has-aux", "--jit", "--output", "--force"},
+    "show": {"--wrt", "--static", "--optimize", "--explain", "--layer", "--has-aux", "--jit"},
+    "check": {"--wrt", "--static", "--optimize", "--seed", "--tolerance"},
+    "graph": {"--wrt", "--static", "--optimize", "--output", "--force", "--seed"},
+    "report": {"--wrt", "--static", "--optimize", "--output", "--force", "--seed", "--tolerance"},
     "demo": {"--out", "--force"},
 }
 

@@ -11,7 +11,8 @@ before each such compile (`compile_check`), which costs the calls that need no c
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Mapping, Sequence
 
 from compiler.ir import Var
 from compiler.sizes import NO_SIZES, Sizes
@@ -94,9 +95,39 @@ def definitions(sizes: Sizes, available: Sequence[str], jit: str | None = None) 
 CHECK = "check_arguments"  # the emitted function that checks the inputs
 
 
-def check_body(function: str, inputs: Sequence[Var], sizes: Sizes, jit: str | None) -> tuple[str, ...]:
-    """The body of `check_arguments`: every input checked, the named sizes returned."""
-    lines = [line for v in inputs for line in _axes_check(function, v, sizes, jit)]
+def static_literal(value: object) -> str:
+    """A static value as the module writes it: Python's repr, infinities as float("inf")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f'float("{value}")'
+    return repr(value)
+
+
+def _quoted(text: str) -> str:
+    """A string literal in double quotes, as the module's other messages are, where it can be."""
+    return f'"{text}"' if '"' not in text and "\\" not in text else repr(text)
+
+
+def _static_check(function: str, name: str, value: object, jit: str | None) -> list[str]:
+    """A static parameter's check: the value the code was written for, and no other."""
+    differs = f"{name} is not None" if value is None else f"{name} != {static_literal(value)}"
+    expected = f"{function}: {name} is static, and this code is written for {name} = {static_literal(value)}"
+    instead = "; emit it again for another value"
+    if jit == "numba":  # numba formats no strings at run time; the value goes as a second argument
+        message = f"{_quoted(expected + instead + '; it is')}, {name}"
+    else:  # the literal may hold braces (a dict), which the f-string doubles
+        escaped = expected.replace("{", "{{").replace("}", "}}")
+        message = "f" + _quoted(f"{escaped}, not {{{name}!r}}{instead}")
+    return [f"if {differs}:", f"    raise ValueError({message})"]
+
+
+def check_body(
+    function: str, inputs: Sequence[Var], sizes: Sizes, jit: str | None, static: Mapping[str, object] = {}
+) -> tuple[str, ...]:
+    """The body of `check_arguments`: every input checked (a static one against its value), the
+    named sizes returned."""
+    lines = [line for name, value in static.items() for line in _static_check(function, name, value, jit)]
+    inputs = [v for v in inputs if v.name not in static]
+    lines += [line for v in inputs for line in _axes_check(function, v, sizes, jit)]
     defined, _ = definitions(sizes, [v.name for v in inputs], jit)
     lines += defined
     origin = sizes.defining()

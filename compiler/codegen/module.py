@@ -26,6 +26,7 @@ from compiler.codegen.guards import (
     definitions,
     guard_lines,
     shape_literal,
+    static_literal,
     upstream_check,
 )
 from compiler.codegen.lines import LineForm, render_lines
@@ -355,7 +356,7 @@ def functions(
     call = _signature(provenance.function, params)
     parts = _Parts(jit, sizes.symbols)
     guard = (("", guard_lines(pair.forward.inputs, sizes)),)  # `grad`'s is the `value_and_grad` it calls
-    checks = check_body(provenance.function, pair.forward.inputs, sizes, jit)
+    checks = check_body(provenance.function, pair.forward.inputs, sizes, jit, dict(pair.static))
     with_cache_name, backward_name = (layer.forward, layer.backward) if layer else ("forward_with_cache", "backward")
 
     with_cache = parts.body(with_cache_name, bodies.forward, params, [*outputs, *cached])
@@ -452,11 +453,16 @@ def emit_module(
     cache = pair.cache
     emitted = functions(pair, provenance, bodies, jit, sizes, layer)
     example_sizes = sizes.values({v.name: v.shape for v in pair.forward.inputs})
+    static = dict(pair.static)
     return template(TEMPLATE).render(
         provenance=provenance,
         jit=jit,
         helpers=helpers,
-        inputs=[(v.name, describe(v, sizes)) for v in pair.forward.inputs],
+        inputs=[
+            (v.name, f"static = {static_literal(static[v.name])}" if v.name in static else describe(v, sizes))
+            for v in pair.forward.inputs
+        ],
+        static=bool(static),
         constants=[(name, repr(value)) for name, value in pair.constants],
         cache=_listing(cached_names(pair, sizes)),
         symbols=sizes.symbols,

@@ -13,9 +13,10 @@ file:line and what to write instead.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -30,13 +31,15 @@ from compiler.tracer.examples import (
     bind_arguments,
     example_spec,
     integer_examples_hint,
+    static_dtype,
+    static_values,
 )
 from compiler.tracer.frames import supported_operations
 from compiler.tracer.values import _SUBSTITUTES, GATES, Made, MaskedRead, Traced, _apply, _Recorder, _unmade
 
 __all__ = [
     "GATES", "ExampleSpec", "Made", "MaskedRead", "Traced", "baked_constants", "bind_arguments", "example_spec",
-    "integer_examples_hint", "supported_operations", "trace",
+    "integer_examples_hint", "static_dtype", "static_values", "supported_operations", "trace", "trace_call",
 ]
 
 def trace(fn: Callable, *args: Any, **kwargs: Any) -> Graph:
@@ -45,19 +48,33 @@ def trace(fn: Callable, *args: Any, **kwargs: Any) -> Graph:
     Only the examples' shapes and dtypes matter, not their values. The graph's inputs are the
     parameters in signature order, its one output the returned float scalar or array.
     """
+    return trace_call(fn, args, kwargs)
+
+
+def trace_call(fn: Callable, args: tuple, kwargs: dict, static: Sequence[str] = ()) -> Graph:
+    """`trace(fn, *args, **kwargs)`, the parameters named in `static` taking their example
+    values themselves (a count for `range(n)`, a flag): the code is specialised to them, and
+    the graph lists them (`Graph.static`)."""
     arguments = bind_arguments(fn, args, kwargs)
-    specs = {name: example_spec(name, value) for name, value in arguments.items()}
+    fixed = static_values(fn, arguments, static)
+    specs = {
+        name: ExampleSpec((), static_dtype(fixed[name])) if name in fixed else example_spec(name, value)
+        for name, value in arguments.items()
+    }
     recorder = _Recorder(stop_frame=sys._getframe(0))
     stand_ins = {name: recorder.new_value(spec.shape, spec.dtype) for name, spec in specs.items()}
+    recorder.inputs = list(stand_ins)
+    passed = {name: fixed.get(name, value) for name, value in stand_ins.items()}
     try:
         try:
             with _SUBSTITUTES.active():
-                result = fn(**stand_ins) if _all_keyword_safe(fn) else fn(*stand_ins.values())
+                result = fn(**passed) if _all_keyword_safe(fn) else fn(*passed.values())
         finally:
             recorder.finish()
         result = _unmade(result)
         outputs = _check_outputs(fn, recorder, result, stand_ins, arguments)
-        return _build_graph(recorder, list(stand_ins), outputs, baked_constants(fn))
+        graph = _build_graph(recorder, list(stand_ins), outputs, baked_constants(fn))
+        return dataclasses.replace(graph, static=tuple(fixed.items())) if fixed else graph
     finally:
         # The recorder holds this frame, which holds the recorder: let go, so that what it
         # recorded is freed now, not at the collector's next run (compiler.gradient pauses it).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -58,6 +58,61 @@ def bind_arguments(fn: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
     except TypeError as error:
         raise SignatureError(f"the example arguments do not fit {_function_label(fn)}: {error}") from None
     return dict(bound.arguments)
+
+
+def static_values(fn: Callable, arguments: dict[str, Any], static: Sequence[str]) -> dict[str, Any]:
+    """The example values of the parameters named in `static`, checked: each names a parameter
+    and holds a value the emitted code can compare with (a number, a string, None, or a tuple
+    or dict of them), not an array."""
+    if isinstance(static, str):
+        static = tuple(n.strip() for n in static.split(","))
+    fixed: dict[str, Any] = {}
+    for name in static:
+        if name not in arguments:
+            raise SignatureError(
+                f"static names {name!r}, which is not a parameter of {_function_label(fn)}: {list(arguments)}"
+            )
+        value = arguments[name]
+        if not _comparable(value):
+            raise SignatureError(
+                f"static parameter {name!r} is a {type(value).__name__}; a static value is a number, a string, "
+                "None or a tuple or dict of them, which the module compares each call's with (pass an array as "
+                "an input instead)"
+            )
+        fixed[name] = _plain(value)
+    return fixed
+
+
+def _comparable(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str, np.bool_, np.integer, np.floating)):
+        return True
+    if isinstance(value, tuple):
+        return all(_comparable(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _comparable(v) for k, v in value.items())
+    return False
+
+
+def _plain(value: Any) -> Any:
+    """A static value as Python writes it: NumPy scalars as Python numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def static_dtype(value: Any) -> str:
+    """The dtype a static value's input is listed with: a number's, else `object`."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int64"
+    if isinstance(value, float):
+        return "float64"
+    return "object"
 
 
 def integer_examples_hint(arguments: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 from compiler.errors import (
     BranchOnTracedValueError,
     TracingError,
+    UndeclaredStaticError,
     UnsupportedAttributeError,
     UnsupportedOperationError,
 )
@@ -146,11 +147,11 @@ class Traced:
     def __float__(self) -> float:
         raise _concrete("float")
 
-    def __int__(self) -> int:
-        raise _concrete("int")
+    def __int__(self) -> int:  # int(x) of a float is arithmetic: only an integer's is a count
+        raise _undeclared_static(self, integers_only=True) or _concrete("int")
 
-    def __index__(self) -> int:
-        raise _concrete("int")
+    def __index__(self) -> int:  # range(n), a slice bound: only a count will do
+        raise _undeclared_static(self) or _concrete("int")
 
     def __iter__(self) -> Any:
         """`for row in x`, as NumPy iterates: x[0], x[1], ... (the length is known)."""
@@ -172,6 +173,26 @@ class Traced:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
+
+
+def _undeclared_static(value: Traced, integers_only: bool = False) -> UndeclaredStaticError | None:
+    """Where user code needs a Python int (`range(n)`, `int(n)`, a slice bound) of a value
+    computed from scalar arguments (`integers_only`: integer ones): the error that says to
+    declare them static."""
+    recorder = value._recorder
+    names = recorder.scalar_arguments_of(value._index, integers_only)
+    if not names:
+        return None
+    listed = ", ".join(f'"{name}"' for name in names)
+    which = "argument " + " and ".join(names) if len(names) == 1 else "arguments " + ", ".join(names)
+    return UndeclaredStaticError(
+        _at_user_line(
+            f"`{_user_source_line()}` needs the {which} as a Python int (a count, an index, a "
+            f"slice bound), but arguments are traced; declare {'it' if len(names) == 1 else 'them'} static: "
+            f"compiler.gradient(f, ..., static=({listed},)) (on the command line --static {','.join(names)}) "
+            "bakes the value in and checks it at each call"
+        )
+    )
 
 
 def _size(x: Any, axis: int | None = None) -> int:
@@ -442,8 +463,11 @@ def _parse_index(index: Any) -> tuple[tuple, list]:
             arrays.append(part if isinstance(part, Traced) else np.asarray(part))
         elif isinstance(part, slice):
             bounds = (part.start, part.stop, part.step)
-            if any(isinstance(b, Traced) for b in bounds):
-                raise _unsupported("a slice with traced bounds", "slice with Python integers")
+            traced = [b for b in bounds if isinstance(b, Traced)]
+            if traced:
+                raise _undeclared_static(traced[0]) or _unsupported(
+                    "a slice with traced bounds", "slice with Python integers"
+                )
             static.append(slice(*(None if b is None else int(b) for b in bounds)))
         elif part is None or part is Ellipsis:
             static.append(part)
@@ -474,6 +498,23 @@ class _Recorder:
         self._stack: list[tuple[types.FrameType, int]] = []  # the user's frames at the last op
         self._caller: types.FrameType | None = None  # the frame the last op's search started at
         self._locations: dict[tuple[str, int, str], Loc] = {}  # one Loc per source line
+        self.inputs: list[str] = []  # the parameters' names: values 0, 1, ... are the inputs
+
+    def scalar_arguments_of(self, index: int, integers_only: bool = False) -> list[str]:
+        """The scalar inputs value `index` is computed from (or is), in parameter order."""
+        made = {eqn[2]: eqn[1] for eqn in self.eqns}
+        seen, todo = set(), [index]
+        while todo:
+            value = todo.pop()
+            if value in seen:
+                continue
+            seen.add(value)
+            todo.extend(o for o in made.get(value, ()) if type(o) is int)
+        kinds = "iu" if integers_only else "iufb"
+        return [
+            name for i, name in enumerate(self.inputs)
+            if i in seen and self.types[i][0] == () and np.dtype(self.types[i][1]).kind in kinds
+        ]
 
     def new_value(self, shape: tuple[int, ...], dtype: str, base: Traced | None = None) -> Traced:
         return self.new_value_of_type((shape, dtype), base)
