@@ -24,7 +24,16 @@ class UnsupportedAttributeError(UnsupportedOperationError, AttributeError):
 
 
 class BranchOnTracedValueError(TracingError):
-    """Python control flow (`if`, `while`, `and`, `max()`) asked a traced value for a bool."""
+    """Python control flow asked a traced value for a bool where it cannot be emitted as an `if`
+    (an array's truth, a `while` loop, too many paths)."""
+
+
+class LoopOnTracedValueError(BranchOnTracedValueError):
+    """A `while` loop tests a traced value: its trip count depends on numbers the trace does not have."""
+
+
+class TooManyPathsError(BranchOnTracedValueError):
+    """Branches on traced values make more paths through the function than a module holds."""
 
 
 class ConcreteValueError(TracingError):

@@ -291,6 +291,41 @@ def values_read(eqns: tuple[Eqn, ...], outputs: tuple[Var, ...], candidates: lis
     return tuple([v for v in candidates if v in read])
 
 
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """A branch on a traced value (`if a > 0:`), as one path through the function takes it.
+
+    `value` is what the branch asked for True or False; `condition` the equations (of the
+    path's trace, in order) that compute it from the inputs, from which the module's `if` line
+    is written; `source` the user's line.
+    """
+
+    value: Var
+    taken: bool
+    condition: tuple[Eqn, ...]
+    loc: Loc | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Path:
+    """One path through a function's branches on traced values: the decisions it takes, in
+    the order the function meets them, and its straight-line forward graph."""
+
+    decisions: tuple[Decision, ...]
+    graph: Graph
+
+
+@dataclass(frozen=True, eq=False)
+class Branch:
+    """One path through a function's branches, differentiated: the decisions it takes, its
+    forward and backward pair, and the pair `value_and_grad` runs (seed folded), if another."""
+
+    decisions: tuple[Decision, ...]
+    pair: Backprop
+    folded: Backprop | None = None
+
+
 @dataclass(frozen=True)
 class Backprop:
     """A differentiated function: its forward pass, its backward pass and the cache between them.

@@ -43,6 +43,7 @@ MODULE_NAMES = (
     "value_and_grad",
     "grad",
     "cache",
+    "path",  # with branches on values, the path forward_with_cache took (the cache's first item)
 )
 
 
@@ -64,8 +65,9 @@ RESERVED = (
     | frozenset(MODULE_NAMES)
 )
 
-# The part functions of a long body under numba: `_<function>_part<k>`.
-_PART_NAME = re.compile(r"_(?:{})_part\d+".format("|".join(MODULE_NAMES)))
+# The part functions of a long body under numba: `_<function>_part<k>`, with several paths
+# `_<function>_path<j>_part<k>`.
+_PART_NAME = re.compile(r"_(?:{})(?:_path\d+)?_part\d+".format("|".join(MODULE_NAMES)))
 
 
 def part_name(function: str, index: int) -> str:

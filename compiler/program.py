@@ -33,10 +33,10 @@ from compiler.codegen.guards import CHECK
 from compiler.errors import FlatgradError, SignatureError, SizeDependenceError
 from compiler.files import display_path, write_atomically, write_output
 from compiler.helpers import HELPERS
-from compiler.ir import Backprop, Graph, Var
+from compiler.ir import Backprop, Branch, Graph, Var
 from compiler.naming import COURSE_GRAD_PREFIX, GRAD_PREFIX
 from compiler.sizes import NO_SIZES, Sizes, probe_factors, sizes_for, symbolic_source
-from compiler.tracer import ExampleSpec, bind_arguments, example_spec, integer_examples_hint, trace_call
+from compiler.tracer import ExampleSpec, bind_arguments, example_spec, integer_examples_hint, trace_paths
 
 
 def spec_text(spec: ExampleSpec | Var, axes: Sequence[str | int] | None = None) -> str:
@@ -130,6 +130,8 @@ class GradientProgram:
         self._dtypes = {v.name: np.dtype(v.dtype) for v in graph.inputs}
         self.sizes = sizes  # the sizes named in the module, and those fixed (compiler.sizes)
         self.layer = layer  # a layer module's function names
+        # with branches on values, every path's differentiated code; `graph` is the first's
+        self.branches: tuple[Branch, ...] = ()
 
     @property
     def module(self) -> types.ModuleType:
@@ -199,8 +201,18 @@ class GradientProgram:
 
     def dot(self, *args: Any, **kwargs: Any) -> str:
         """Graphviz DOT of the graph at `args`: each gate a node, each value an edge carrying its
-        forward value (green) and its gradient (red), as in the lecture's figures."""
-        return visualize.dot_source(self.graph, self._arguments(args, kwargs))
+        forward value (green) and its gradient (red), as in the lecture's figures. Where the
+        function branches on its values, the graph is of the path `args` take."""
+        arguments = self._arguments(args, kwargs)
+        return visualize.dot_source(self.path_at(*arguments).pair, arguments)
+
+    def path_at(self, *args: Any, **kwargs: Any) -> Branch:
+        """The path through the function's branches on values that these arguments take (the
+        only one where it has none): its decisions and its differentiated code."""
+        if len(self.branches) <= 1:
+            return self.branches[0] if self.branches else Branch((), self.graph)
+        _, cache = self.forward_with_cache(*args, **kwargs)
+        return self.branches[cache[0]]
 
     def _repr_html_(self) -> str:
         """Jupyter shows a program as its highlighted source."""
@@ -396,24 +408,39 @@ def _build_at(
     f: Callable, args: tuple, kwargs: dict, options: Options, sizes: Sizes, requested: Sizes
 ) -> GradientProgram:
     with _collector_paused():
-        forward = trace_call(f, args, kwargs, options.static)
+        paths = trace_paths(f, args, kwargs, options.static)
+        first = paths[0].graph
         if options.jit == "numba":
-            _check_numba_static(forward)
+            _check_numba_static(first)
         hint = integer_examples_hint(bind_arguments(f, args, kwargs))
-        names = _resolve_wrt(forward, options.wrt, f"{getattr(f, '__qualname__', f)}()", hint)
-        if options.optimize:
-            forward = passes.optimize_forward(forward)
-        if options.has_aux:
-            _check_aux(f, forward)
-        graph = differentiate(forward, names, COURSE_GRAD_PREFIX if options.layer else GRAD_PREFIX, options.has_aux)
-        folded = None
-        if options.optimize:
-            graph = passes.optimize(graph)
-            folded = passes.fold_seed(graph)
+        names = _resolve_wrt(first, options.wrt, f"{getattr(f, '__qualname__', f)}()", hint)
+        branches = tuple(Branch(path.decisions, *_differentiated(f, path.graph, names, options)) for path in paths)
+        graph = branches[0].pair
         origin = provenance(f, graph, names, options, requested)
         layer = LayerNames.of(origin.function) if options.layer else None
-        source_code = emit_module(graph, origin, options.jit, options.explain, folded, sizes, layer)
-    return GradientProgram(graph, source_code, names, options.jit, options.optimize, source_file(f), sizes, layer)
+        source_code = emit_module(
+            graph, origin, options.jit, options.explain, branches[0].folded, sizes, layer,
+            branches if len(branches) > 1 else (),
+        )
+    program = GradientProgram(graph, source_code, names, options.jit, options.optimize, source_file(f), sizes, layer)
+    program.branches = branches
+    return program
+
+
+def _differentiated(
+    f: Callable, forward: Graph, names: tuple[str, ...], options: Options
+) -> tuple[Backprop, Backprop | None]:
+    """The forward graph differentiated with respect to `names`, and optimized as `options` say:
+    the pair, and the one `value_and_grad` runs where its seed is folded in (else None)."""
+    if options.optimize:
+        forward = passes.optimize_forward(forward)
+    if options.has_aux:
+        _check_aux(f, forward)
+    graph = differentiate(forward, names, COURSE_GRAD_PREFIX if options.layer else GRAD_PREFIX, options.has_aux)
+    if not options.optimize:
+        return graph, None
+    graph = passes.optimize(graph)
+    return graph, passes.fold_seed(graph)
 
 
 def _check_numba_static(forward: Graph) -> None:

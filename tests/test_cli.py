@@ -22,9 +22,9 @@ import numpy as np
 
 
 def branches(x):
-    if x > 0:
-        return x
-    return -x
+    while x > 0:
+        x = x - 1.0
+    return x
 
 
 def uses_math(x):
@@ -90,7 +90,7 @@ def test_emit_overwrites_its_own_file_only(workdir, capsys):
 @pytest.mark.parametrize(
     "argv, says",
     [
-        (["emit", "bad.py:branches"], "bad.py:7: `if x > 0:`"),
+        (["emit", "bad.py:branches"], "bad.py:7: `while x > 0:` repeats as long as a traced value says so"),
         (["emit", "bad.py:uses_math"], "bad.py:13: math.exp()"),
         (["emit", "bad.py:uses_sum"], "bad.py:17: np.spacing has no rule"),
         (["emit", "bad.py:raises"], "bad.py:21: RuntimeError: boom"),
@@ -310,7 +310,7 @@ def test_a_traceback_only_when_asked(workdir, capsys, monkeypatch):
     code, _, err = run(capsys, "emit", "bad.py:branches")
     assert code == 2 and err.count("\n") == 1
     monkeypatch.setenv("FLATGRAD_TRACEBACK", "1")
-    with pytest.raises(Exception, match="asks a traced value"):
+    with pytest.raises(Exception, match="repeats as long as a traced value says so"):
         main(["emit", "bad.py:branches"])
 
 

@@ -13,6 +13,7 @@ import pytest
 import compiler
 from compiler.errors import (
     BranchOnTracedValueError,
+    LoopOnTracedValueError,
     ConcreteValueError,
     SignatureError,
     UnsupportedOperationError,
@@ -29,9 +30,9 @@ def line_of(fn, marker: str) -> str:
 
 
 def branch(x):
-    if x > 0:  # BRANCH
-        return x
-    return -x
+    while x > 0:  # BRANCH: a trip count that depends on the value
+        x = x - 1.0
+    return x
 
 
 def builtin_max(x, y):
@@ -65,7 +66,7 @@ def ufunc_out(x):
 @pytest.mark.parametrize(
     "fn, marker, error, fix",
     [
-        (branch, "BRANCH", BranchOnTracedValueError, "np.where"),
+        (branch, "BRANCH", LoopOnTracedValueError, "for _ in range(50):"),
         (builtin_max, "MAX", BranchOnTracedValueError, "np.maximum"),
         (to_float, "FLOAT", ConcreteValueError, "float()"),
         (to_int, "INT", ConcreteValueError, "int()"),

@@ -7,15 +7,18 @@ nothing.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import jinja2
 import numpy as np
 
+from compiler.codegen.branches import CacheSlots, PathLines, bound_names, condition_text, merged
 from compiler.codegen.explain import explanation
 from compiler.codegen.expressions import assign, expression, load, returns, tuple_of, unparse
 from compiler.codegen.guards import (
@@ -31,7 +34,7 @@ from compiler.codegen.guards import (
 )
 from compiler.codegen.lines import LineForm, render_lines
 from compiler.helpers import HELPERS, helper_source
-from compiler.ir import Atom, Backprop, Const, Eqn, Var
+from compiler.ir import Atom, Backprop, Branch, Const, Eqn, Var
 from compiler.naming import part_name
 from compiler.passes import copy_source, recompute_views
 from compiler.sizes import NO_SIZES, Sizes
@@ -282,15 +285,17 @@ class _Parts:
     """Under numba, bodies longer than NUMBA_PART_LINES lines become calls of part functions,
     which this collects; other backends keep every body whole."""
 
-    def __init__(self, jit: str | None, sizes: Sequence[str]) -> None:
+    def __init__(self, jit: str | None, sizes: Sequence[str], path: str = "") -> None:
         self.jit = jit
         self.sizes = sizes
+        self.path = path  # with several paths, each path's parts are named after it
         self.functions: list[Function] = []
 
     def body(self, name: str, code: Code, bound_before: Sequence[str], read_after: Sequence[str]) -> tuple[str, ...]:
         if self.jit != "numba":
             return code.lines
-        parts, calls = split_into_parts(name, code.eqns, code.lines, bound_before, read_after, self.sizes)
+        named = f"{name}_{self.path}" if self.path else name
+        parts, calls = split_into_parts(named, code.eqns, code.lines, bound_before, read_after, self.sizes)
         self.functions.extend(parts)
         return tuple(calls)
 
@@ -338,14 +343,23 @@ def _upstream_lines(pair: Backprop, function: str, jit: str | None) -> tuple[str
     return tuple(lines)
 
 
+@dataclass(frozen=True)
+class OnePath:
+    """Which of several paths the functions are written for, and the cache they share."""
+
+    number: int
+    cache: CacheSlots
+
+
 def functions(
     pair: Backprop, provenance: Provenance, bodies: Bodies, jit: str | None, sizes: Sizes = NO_SIZES,
-    layer: LayerNames | None = None,
+    layer: LayerNames | None = None, path: OnePath | None = None,
 ) -> tuple[Function, ...]:
     """The module's functions, made of `bodies`: forward, value_and_grad and grad (when the
     backward pass starts from one number), forward_with_cache and backward, or for a layer the
     last two named after it; then check_arguments and any part functions numba needs. Each
-    function that takes the inputs checks them first (`guards`)."""
+    function that takes the inputs checks them first (`guards`). With `path`, they are one
+    path's, whose cache is laid out in the paths' shared slots."""
     params = tuple(v.name for v in pair.forward.inputs)
     outputs = [v.name for v in pair.forward.outputs]
     returned = unparse(_value(outputs, auxiliary=False))
@@ -354,7 +368,7 @@ def functions(
     upstream = [v.name for v in pair.upstream]
     cached = cached_names(pair, sizes)
     call = _signature(provenance.function, params)
-    parts = _Parts(jit, sizes.symbols)
+    parts = _Parts(jit, sizes.symbols, f"path{path.number}" if path else "")
     guard = (("", guard_lines(pair.forward.inputs, sizes)),)  # `grad`'s is the `value_and_grad` it calls
     checks = check_body(provenance.function, pair.forward.inputs, sizes, jit, dict(pair.static))
     with_cache_name, backward_name = (layer.forward, layer.backward) if layer else ("forward_with_cache", "backward")
@@ -362,8 +376,14 @@ def functions(
     with_cache = parts.body(with_cache_name, bodies.forward, params, [*outputs, *cached])
     keep = f"cache = {_names(cached)}" if cached else "cache = ()"
     unpack = (f"{_names(cached)} = cache",) if cached else ()
-    unpack += tuple(definitions(sizes, [v.name for v in pair.cache])[0])
-    unpack += _upstream_lines(pair, provenance.function, jit)
+    if path:  # the checks first: they are every path's, and the shared lines come first
+        keep = path.cache.keep(path.number, jit)
+        unpack = tuple(line for line in ("path = cache[0]", path.cache.unpack(path.number)) if line)
+        unpack = (*_upstream_lines(pair, provenance.function, jit), *unpack)
+        unpack += tuple(definitions(sizes, [v.name for v in pair.cache])[0])
+    else:
+        unpack += tuple(definitions(sizes, [v.name for v in pair.cache])[0])
+        unpack += _upstream_lines(pair, provenance.function, jit)
     backward = parts.body(backward_name, bodies.backward, [*upstream, *cached], grad_names)
     from_upstream = f"the upstream gradient {upstream[0]}" if len(upstream) == 1 else "the upstream gradients"
     pair_functions = (
@@ -437,24 +457,37 @@ def template(name: str) -> jinja2.Template:
     return _environment().get_template(name)
 
 
+def _cache_bytes(pair: Backprop) -> int:
+    return sum(math.prod(v.shape) * _itemsize(v.dtype) for v in pair.cache)
+
+
 def emit_module(
     pair: Backprop, provenance: Provenance, jit: str | None = None, explain: bool = False,
     folded: Backprop | None = None, sizes: Sizes = NO_SIZES, layer: LayerNames | None = None,
+    branches: Sequence[Branch] = (),
 ) -> str:
     """The whole module for a differentiated function (see `autodiff.differentiate`); `folded`
     is what `value_and_grad` runs instead, with the seed folded in (`passes.fold_seed`); the
     inputs' axes named in `sizes` are read from the arguments (see `compiler.sizes`); a `layer`
-    module has only the forward with its cache and the backward, named after the layer."""
-    inline = folded or pair
-    pair = recompute_views(pair)  # the module's forward_with_cache and backward
-    bodies = Bodies.of(pair, inline, jit, explain)
-    called = set().union(*(form.calls for form in bodies.forms))
+    module has only the forward with its cache and the backward, named after the layer. A
+    function that branches on its values has several `branches` (the first is `pair`'s), laid
+    out as `if` blocks (see `codegen.branches`)."""
+    if len(branches) > 1:
+        emitted, forms, cached, cache_bytes = _branched(branches, provenance, jit, explain, sizes, layer)
+        pair = branches[0].pair
+    else:
+        inline = folded or pair
+        pair = recompute_views(pair)  # the module's forward_with_cache and backward
+        bodies = Bodies.of(pair, inline, jit, explain)
+        forms = bodies.forms
+        emitted = functions(pair, provenance, bodies, jit, sizes, layer)
+        cached, cache_bytes = cached_names(pair, sizes), _cache_bytes(pair)
+    called = set().union(*(form.calls for form in forms))
     helpers = [helper_source(name) for name in HELPERS if name in called]
-    cache = pair.cache
-    emitted = functions(pair, provenance, bodies, jit, sizes, layer)
     example_sizes = sizes.values({v.name: v.shape for v in pair.forward.inputs})
     static = dict(pair.static)
-    return template(TEMPLATE).render(
+    decided = dict.fromkeys(f"{d.loc} `{d.source}`" for b in branches for d in b.decisions)
+    text = template(TEMPLATE).render(
         provenance=provenance,
         jit=jit,
         helpers=helpers,
@@ -464,14 +497,84 @@ def emit_module(
         ],
         static=bool(static),
         constants=[(name, repr(value)) for name, value in pair.constants],
-        cache=_listing(cached_names(pair, sizes)),
+        cache=_listing(cached),
+        branches="; ".join(decided),
         symbols=sizes.symbols,
         fixed=[(symbol, value, line.replace(TRIPLE, SINGLE_TRIPLE)) for symbol, value, line in sizes.fixed],
         example_sizes=", ".join(f"{k} = {v}" for k, v in example_sizes.items()),
-        cache_bytes=sum(math.prod(v.shape) * _itemsize(v.dtype) for v in cache),
+        cache_bytes=cache_bytes,
         signature=_signature(provenance.function, [v.name for v in pair.forward.inputs]),
         functions=emitted,
         compile_check=compile_check(provenance.function) if jit == "numba" else None,
         # the functions that take the inputs: under numba, checked before each compile
         checked=[f.name for f in emitted if f.summary and f.params[-1:] != ("cache",)],
     )
+    # an empty line inside an `if` block is laid out indented: no line ends in spaces
+    return re.sub(r"[ \t]+$", "", text, flags=re.MULTILINE) if branches else text
+
+
+def _branched(
+    branches: Sequence[Branch], provenance: Provenance, jit: str | None, explain: bool, sizes: Sizes,
+    layer: LayerNames | None,
+) -> tuple[tuple[Function, ...], list[LineForm], list[str], int]:
+    """The functions of a module with several paths, each path's code under its `if`s; the
+    kinds of line they use, what the cache holds and its largest size in bytes."""
+    pairs = [recompute_views(branch.pair) for branch in branches]
+    bodies = [Bodies.of(pair, branch.folded or branch.pair, jit, explain) for pair, branch in zip(pairs, branches)]
+    symbols = {symbol: Var(symbol, (), "int64") for symbol in sizes.symbols}
+    values = [{v.name: v for v in pair.cache} | symbols for pair in pairs]
+    cached = [[(name, values[k][name].dtype, len(values[k][name].shape)) for name in cached_names(pair, sizes)]
+              for k, pair in enumerate(pairs)]
+    slots = CacheSlots.of(cached)
+    per_path = [
+        functions(pair, provenance, body, jit, sizes, layer, OnePath(k, slots))
+        for k, (pair, body) in enumerate(zip(pairs, bodies))
+    ]
+    decisions = [branch.decisions for branch in branches]
+    known = [
+        {v.name: v for v in (*pair.forward.inputs, *(e.out for e in pair.forward.eqns))}
+        | {e.out.name: e.out for e in (branch.folded or branch.pair).forward.eqns}
+        for pair, branch in zip(pairs, branches)
+    ]
+    lines: dict[int, list[str]] = {}
+
+    def forward_test(members: Sequence[int], depth: int, start: Mapping[int, int]) -> str:
+        """The branch's condition, reading what the shared lines bound where every path can."""
+        texts = set()
+        for k in members:
+            bound = {name: known[k][name] for name in bound_names(lines[k][: start[k]]) if name in known[k]}
+            texts.add(condition_text(decisions[k][depth], bound, jit))
+        return texts.pop() if len(texts) == 1 else condition_text(decisions[members[0]][depth], {}, jit)
+
+    def note(k: int, depth: int, way: bool) -> str:
+        decision = decisions[k][depth]
+        return f"{decision.loc}: `{decision.source}`" + ("" if way else ", the other way")
+
+    backward_name = layer.backward if layer else "backward"
+    merged_functions: list[Function] = []
+    for index, function in enumerate(per_path[0]):
+        if not (function.summary or function.name == CHECK):
+            continue  # a part function: each path's are its own, below
+        for k, emitted in enumerate(per_path):
+            lines[k] = _flattened(emitted[index])
+        if function.name == backward_name:  # the cache says which path the forward took
+            chain = PathLines(lines, lambda k, depth: k == depth)
+            body = merged(chain, lambda members, depth, start: f"path == {depth}")
+        else:
+            tree = PathLines(lines, lambda k, depth: decisions[k][depth].taken, note if explain else None)
+            body = merged(tree, forward_test)
+        merged_functions.append(dataclasses.replace(function, sections=(("", tuple(body)),)))
+    parts = [f for emitted in per_path for f in emitted if not (f.summary or f.name == CHECK)]
+    forms = list({id(form): form for body in bodies for form in body.forms}.values())
+    listed = list(dict.fromkeys(["path", *(name for names in cached for name, _, _ in names)]))
+    return (*merged_functions, *parts), forms, listed, max(map(_cache_bytes, pairs))
+
+
+def _flattened(function: Function) -> list[str]:
+    """A function's sections as one list of lines, each comment a line and a blank line between."""
+    lines: list[str] = []
+    for index, (comment, section) in enumerate(function.sections):
+        lines += [""] if index else []
+        lines += [f"# {comment}"] if comment else []
+        lines += section
+    return lines

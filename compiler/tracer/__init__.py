@@ -21,8 +21,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from compiler import naming
-from compiler.errors import SignatureError
-from compiler.ir import Const, Eqn, Graph, Var
+from compiler.errors import SignatureError, TooManyPathsError
+from compiler.ir import Const, Decision, Eqn, Graph, Path, Var, dtype_name
 from compiler.ops import OPS
 from compiler.tracer.examples import (
     ExampleSpec,
@@ -38,23 +38,62 @@ from compiler.tracer.frames import supported_operations
 from compiler.tracer.values import _SUBSTITUTES, GATES, Made, MaskedRead, Traced, _apply, _Recorder, _unmade
 
 __all__ = [
-    "GATES", "ExampleSpec", "Made", "MaskedRead", "Traced", "baked_constants", "bind_arguments", "example_spec",
-    "integer_examples_hint", "static_dtype", "static_values", "supported_operations", "trace", "trace_call",
+    "GATES", "MAX_PATHS", "ExampleSpec", "Made", "MaskedRead", "Traced", "baked_constants", "bind_arguments",
+    "example_spec", "integer_examples_hint", "static_dtype", "static_values", "supported_operations", "trace",
+    "trace_paths",
 ]
 
 def trace(fn: Callable, *args: Any, **kwargs: Any) -> Graph:
     """Run `fn` on stand-ins for the example arguments and return its forward graph.
 
     Only the examples' shapes and dtypes matter, not their values. The graph's inputs are the
-    parameters in signature order, its one output the returned float scalar or array.
+    parameters in signature order, its one output the returned float scalar or array. Where
+    `fn` branches on traced values, this is the path that takes each branch's True way;
+    `trace_paths` gives every path.
     """
-    return trace_call(fn, args, kwargs)
+    return trace_paths(fn, args, kwargs)[0].graph
 
 
-def trace_call(fn: Callable, args: tuple, kwargs: dict, static: Sequence[str] = ()) -> Graph:
-    """`trace(fn, *args, **kwargs)`, the parameters named in `static` taking their example
-    values themselves (a count for `range(n)`, a flag): the code is specialised to them, and
-    the graph lists them (`Graph.static`)."""
+# A module holds at most this many paths through branches on traced values.
+MAX_PATHS = 64
+
+
+def trace_paths(fn: Callable, args: tuple, kwargs: dict, static: Sequence[str] = ()) -> tuple[Path, ...]:
+    """Every path through `fn`'s branches on traced values, each traced as straight-line code;
+    one path, with no decisions, where it has none. The parameters named in `static` take
+    their example values themselves (a count for `range(n)`, a flag): the code is specialised to
+    them, and each graph lists them (`Graph.static`).
+
+    The trace has no numbers to decide a branch by, so it runs `fn` once per path: a run takes
+    the ways it is told at its first branches and True at the rest, and each branch it meets
+    past those is a new path to run, taking the other way there.
+    """
+    paths: list[Path] = []
+    pending: list[tuple[bool, ...]] = [()]
+    while pending:
+        forced = pending.pop()
+        path = _trace_path(fn, args, kwargs, static, forced)
+        paths.append(path)
+        taken = [d.taken for d in path.decisions]
+        pending.extend(tuple(taken[:k]) + (not taken[k],) for k in range(len(taken) - 1, len(forced) - 1, -1))
+        if len(paths) + len(pending) > MAX_PATHS:
+            raise _too_many_paths(fn, paths)
+    paths.sort(key=lambda path: [not d.taken for d in path.decisions])  # True before False, as `if` writes it
+    return tuple(paths)
+
+
+def _too_many_paths(fn: Callable, paths: list[Path]) -> TooManyPathsError:
+    lines = dict.fromkeys(f"{d.loc}" for path in paths for d in path.decisions if d.loc is not None)
+    shown = ", ".join(list(lines)[:4]) + (", ..." if len(lines) > 4 else "")
+    return TooManyPathsError(
+        f"{_function_label(fn)} has more than {MAX_PATHS} paths through its branches on traced values (at {shown}); "
+        "an `if` inside an unrolled loop doubles them each iteration: choose with np.where (or np.maximum, "
+        "np.minimum) there, which keeps one path"
+    )
+
+
+def _trace_path(fn: Callable, args: tuple, kwargs: dict, static: Sequence[str], forced: tuple[bool, ...]) -> Path:
+    """One run of `fn` on stand-ins, taking the `forced` ways at its first branches."""
     arguments = bind_arguments(fn, args, kwargs)
     fixed = static_values(fn, arguments, static)
     specs = {
@@ -64,6 +103,7 @@ def trace_call(fn: Callable, args: tuple, kwargs: dict, static: Sequence[str] = 
     recorder = _Recorder(stop_frame=sys._getframe(0))
     stand_ins = {name: recorder.new_value(spec.shape, spec.dtype) for name, spec in specs.items()}
     recorder.inputs = list(stand_ins)
+    recorder.forced = forced
     passed = {name: fixed.get(name, value) for name, value in stand_ins.items()}
     try:
         try:
@@ -73,8 +113,9 @@ def trace_call(fn: Callable, args: tuple, kwargs: dict, static: Sequence[str] = 
             recorder.finish()
         result = _unmade(result)
         outputs = _check_outputs(fn, recorder, result, stand_ins, arguments)
-        graph = _build_graph(recorder, list(stand_ins), outputs, baked_constants(fn))
-        return dataclasses.replace(graph, static=tuple(fixed.items())) if fixed else graph
+        graph, variables = _build_graph(recorder, list(stand_ins), outputs, baked_constants(fn))
+        graph = dataclasses.replace(graph, static=tuple(fixed.items())) if fixed else graph
+        return _with_decisions(graph, variables, recorder.decisions)
     finally:
         # The recorder holds this frame, which holds the recorder: let go, so that what it
         # recorded is freed now, not at the collector's next run (compiler.gradient pauses it).
@@ -106,6 +147,8 @@ def _check_outputs(
                 f"{label} returns a {type(item).__name__}{which} (a cache?); return the outputs themselves: "
                 "flatgrad's forward_with_cache keeps what the backward reads (layer=True names it as a course does)"
             )
+        if recorder.decisions and _is_constant(item):  # this path's value is a constant (`return 0.0`)
+            item = _constant_output(recorder, np.asarray(_unmade(item)))
         if not isinstance(item, Traced) or item._recorder is not recorder:
             raise SignatureError(
                 f"{label} returns {item!r}{which}, which does not depend on its inputs; "
@@ -122,13 +165,75 @@ def _check_outputs(
     return indices
 
 
+def _with_decisions(graph: Graph, variables: list[Var | None], decisions: list) -> Path:
+    """The path a run took: its graph, without the equations that only decide branches (the
+    module's `if` lines compute those), and its decisions."""
+    if not decisions:
+        return Path((), graph)
+    made = {id(eqn.out): eqn for eqn in graph.eqns}
+
+    def ancestors(roots: list[Var]) -> set[int]:
+        seen: set[int] = set()
+        todo = list(roots)
+        while todo:
+            v = todo.pop()
+            if id(v) not in seen:
+                seen.add(id(v))
+                eqn = made.get(id(v))
+                todo.extend(a for a in eqn.inputs if isinstance(a, Var)) if eqn is not None else None
+        return seen
+
+    made_decisions = []
+    for index, taken, loc, source in decisions:
+        value = variables[index]
+        assert value is not None
+        needed = ancestors([value])
+        condition = tuple(eqn for eqn in graph.eqns if id(eqn.out) in needed)
+        made_decisions.append(Decision(value, taken, condition, loc, source))
+    # the comparisons the branches ask for are the `if` lines' (the values they compare are
+    # the user's, and stay where the path computes them)
+    only_deciding = {id(d.value) for d in made_decisions} - ancestors(list(graph.outputs))
+    eqns = tuple(eqn for eqn in graph.eqns if id(eqn.out) not in only_deciding)
+    return Path(tuple(made_decisions), dataclasses.replace(graph, eqns=eqns))
+
+
+def _is_constant(value: Any) -> bool:
+    value = _unmade(value)
+    return not isinstance(value, Traced) and np.asarray(value).dtype.kind in "biuf"
+
+
+def _constant_output(recorder: _Recorder, value: np.ndarray) -> Traced:
+    """A value a path returns that is a constant, as a gate of its own (`L = 0.0`): a path
+    through branches may return a number where others return what they computed."""
+    out = recorder.new_value(value.shape, dtype_name(value.dtype))
+    operand = Const(value.item() if value.shape == () else value)
+    recorder.eqns.append((OPS["pos"], (operand,), out._index, None, {}))
+    return out
+
+
+def _deciding_only(recorder: _Recorder, outputs: list[int]) -> set[int]:
+    """The values branches asked for True or False that no output is computed from."""
+    if not recorder.decisions:
+        return set()
+    made = {eqn[2]: eqn[1] for eqn in recorder.eqns}
+    needed: set[int] = set()
+    todo = list(outputs)
+    while todo:
+        value = todo.pop()
+        if value not in needed:
+            needed.add(value)
+            todo.extend(o for o in made.get(value, ()) if type(o) is int)
+    return {index for index, *_ in recorder.decisions if index in made and index not in needed}
+
+
 def _build_graph(
     recorder: _Recorder, params: list[str], outputs: list[int], constants: tuple[tuple[str, object], ...]
-) -> Graph:
+) -> tuple[Graph, list[Var | None]]:
     n_inputs = len(params)
     types = recorder.types
     hints = recorder.hints
-    produced = [eqn[2] for eqn in recorder.eqns]
+    deciding = _deciding_only(recorder, outputs)
+    produced = [eqn[2] for eqn in recorder.eqns if eqn[2] not in deciding]
     value_hints = [hints.get(i, (None,))[0] for i in produced]
     defaults = [
         (produced.index(output), naming.OUTPUT_NAME if types[output][0] == () else naming.ARRAY_OUTPUT_NAME)
@@ -136,11 +241,14 @@ def _build_graph(
     ]
     input_names, value_names = naming.forward_names(params, value_hints, defaults)
     variables: list[Var | None] = [None] * len(types)
-    for index, name in [*zip(range(n_inputs), input_names), *zip(produced, value_names)]:
+    # a comparison only a branch asks for is written into the `if` line: it takes no name of its own
+    named = [*zip(range(n_inputs), input_names), *zip(produced, value_names), *((i, "condition") for i in deciding)]
+    for index, name in named:
         shape, dtype = types[index]
         variables[index] = Var(name, shape, dtype)
     eqns = []
     for row, operands, out, loc, static in recorder.eqns:
         inputs = tuple([operand if type(operand) is Const else variables[operand] for operand in operands])
         eqns.append(Eqn(row.name, inputs, variables[out], None, None, loc, tuple(static.items()) if static else ()))
-    return Graph(tuple(variables[:n_inputs]), tuple(eqns), tuple(variables[i] for i in outputs), constants=constants)
+    graph = Graph(tuple(variables[:n_inputs]), tuple(eqns), tuple(variables[i] for i in outputs), constants=constants)
+    return graph, variables

@@ -18,6 +18,7 @@ import numpy as np
 
 from compiler.errors import (
     BranchOnTracedValueError,
+    LoopOnTracedValueError,
     TracingError,
     UndeclaredStaticError,
     UnsupportedAttributeError,
@@ -29,6 +30,7 @@ from compiler.tracer.frames import (
     _at_user_line,
     _called_by_user,
     _concrete,
+    _innermost_user_frame,
     _is_library,
     _unsupported,
     _user_source_line,
@@ -133,16 +135,9 @@ class Traced:
         )
 
     def __bool__(self) -> bool:
-        source = _user_source_line()
-        hint = "np.where(cond, a, b) to choose between two values"
-        if re.search(r"\b(max|min)\(", source):
-            hint = "np.maximum(a, b) / np.minimum(a, b) instead of max() / min()"
-        raise BranchOnTracedValueError(
-            _at_user_line(
-                f"`{source}` asks a traced value for True or False, and traced code cannot "
-                f"branch on the numbers it does not have yet; write {hint}"
-            )
-        )
+        """A branch on this value (`if`, `and`, `x if c else y`): the way this run of the trace
+        takes (see `_Recorder.decide`)."""
+        return self._recorder.decide(self)
 
     def __float__(self) -> float:
         raise _concrete("float")
@@ -483,6 +478,10 @@ def _parse_index(index: Any) -> tuple[tuple, list]:
 _RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
+# One run may branch this often on traced values (an `if` in an unrolled loop, each iteration).
+MAX_BRANCHES_PER_RUN = 1000
+
+
 class _Recorder:
     """Collects values and equations while the user's function runs.
 
@@ -499,6 +498,45 @@ class _Recorder:
         self._caller: types.FrameType | None = None  # the frame the last op's search started at
         self._locations: dict[tuple[str, int, str], Loc] = {}  # one Loc per source line
         self.inputs: list[str] = []  # the parameters' names: values 0, 1, ... are the inputs
+        # Branches on traced values: the ways this run must take at its first branches (the
+        # later ones take True), and each branch met: (value, way taken, where, source line).
+        self.forced: tuple[bool, ...] = ()
+        self.decisions: list[tuple[int, bool, Loc | None, str]] = []
+
+    def decide(self, value: Traced) -> bool:
+        """The way a branch on `value` goes in this run: the forced one, else True. Every path
+        through the function is one run (see `tracer.trace_paths`)."""
+        source = _user_source_line()
+        if value.shape != ():
+            hint = "reduce it to one number first (np.all, np.any, a sum), or write np.where(cond, a, b)"
+            if re.search(r"\b(max|min)\(", source):
+                hint = "write np.maximum(a, b) / np.minimum(a, b) instead of max() / min()"
+            raise BranchOnTracedValueError(
+                _at_user_line(
+                    f"`{source}` asks an array of shape {value.shape} for True or False, which NumPy refuses "
+                    f"as ambiguous; {hint} to choose element by element"
+                )
+            )
+        if re.match(r"while\b", source):
+            raise LoopOnTracedValueError(
+                _at_user_line(
+                    f"`{source}` repeats as long as a traced value says so, and that count depends on numbers "
+                    "the trace does not have; loop a fixed number of times instead (`for _ in range(50):`, with "
+                    "np.where to keep a value once it is done), or pass the count as a static argument"
+                )
+            )
+        if len(self.decisions) >= MAX_BRANCHES_PER_RUN:
+            raise LoopOnTracedValueError(
+                _at_user_line(
+                    f"`{source}`: one run through the function meets more than {MAX_BRANCHES_PER_RUN} branches on "
+                    "traced values (a loop that stops on a value?); loop a fixed number of times, and choose "
+                    "with np.where inside the loop"
+                )
+            )
+        taken = self.forced[len(self.decisions)] if len(self.decisions) < len(self.forced) else True
+        frame = _innermost_user_frame()
+        self.decisions.append((value._index, taken, self._location(frame) if frame else None, source))
+        return taken
 
     def scalar_arguments_of(self, index: int, integers_only: bool = False) -> list[str]:
         """The scalar inputs value `index` is computed from (or is), in parameter order."""
