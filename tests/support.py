@@ -29,6 +29,7 @@ EXAMPLES = {
     # the same two models as course solutions write them (X.dot(W), np.eye(C)[y], masks, np.var, ...)
     "course_net": _NET + _LAYERS,
     "course_softmax": ["--arg", "W=f64[5,3]", "--arg", "X=f64[N,4]", "--arg", "y=i64[N]", "--wrt", "W"],
+    "huber": [],  # a branch on a value, emitted as an `if` block
 }
 
 

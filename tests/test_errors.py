@@ -13,8 +13,8 @@ import pytest
 import compiler
 from compiler.errors import (
     BranchOnTracedValueError,
-    LoopOnTracedValueError,
     ConcreteValueError,
+    LoopOnTracedValueError,
     SignatureError,
     UnsupportedOperationError,
 )

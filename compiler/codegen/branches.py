@@ -21,6 +21,7 @@ from typing import Callable, Mapping, Sequence
 
 from compiler.codegen.expressions import expression, unparse
 from compiler.codegen.guards import shape_literal
+from compiler.files import display_path
 from compiler.ir import Decision, Var
 
 INDENT = "    "
@@ -46,6 +47,12 @@ def condition_text(decision: Decision, bound: Mapping[str, Var], jit: str | None
         return Inline().visit(expression(eqn, jit))
 
     return unparse(ast.Expr(tree(decision.value)))  # as a statement: no parentheses around it
+
+
+def where(decision: Decision) -> str:
+    """The branch as the user wrote it: `examples/huber.py:10 `if a <= delta:``."""
+    place = f"{display_path(decision.loc.file)}:{decision.loc.line}" if decision.loc else "?"
+    return f"{place} `{decision.source}`"
 
 
 def bound_names(lines: Sequence[str]) -> set[str]:

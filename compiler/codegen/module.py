@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import jinja2
 import numpy as np
 
-from compiler.codegen.branches import CacheSlots, PathLines, bound_names, condition_text, merged
+from compiler.codegen.branches import CacheSlots, PathLines, bound_names, condition_text, merged, where
 from compiler.codegen.explain import explanation
 from compiler.codegen.expressions import assign, expression, load, returns, tuple_of, unparse
 from compiler.codegen.guards import (
@@ -486,7 +486,7 @@ def emit_module(
     helpers = [helper_source(name) for name in HELPERS if name in called]
     example_sizes = sizes.values({v.name: v.shape for v in pair.forward.inputs})
     static = dict(pair.static)
-    decided = dict.fromkeys(f"{d.loc} `{d.source}`" for b in branches for d in b.decisions)
+    decided = dict.fromkeys(where(d) for b in branches for d in b.decisions)
     text = template(TEMPLATE).render(
         provenance=provenance,
         jit=jit,
@@ -498,7 +498,7 @@ def emit_module(
         static=bool(static),
         constants=[(name, repr(value)) for name, value in pair.constants],
         cache=_listing(cached),
-        branches="; ".join(decided),
+        branches="\n    ".join(decided),
         symbols=sizes.symbols,
         fixed=[(symbol, value, line.replace(TRIPLE, SINGLE_TRIPLE)) for symbol, value, line in sizes.fixed],
         example_sizes=", ".join(f"{k} = {v}" for k, v in example_sizes.items()),
@@ -547,8 +547,7 @@ def _branched(
         return texts.pop() if len(texts) == 1 else condition_text(decisions[members[0]][depth], {}, jit)
 
     def note(k: int, depth: int, way: bool) -> str:
-        decision = decisions[k][depth]
-        return f"{decision.loc}: `{decision.source}`" + ("" if way else ", the other way")
+        return where(decisions[k][depth]) + ("" if way else ", the other way")
 
     backward_name = layer.backward if layer else "backward"
     merged_functions: list[Function] = []
