@@ -306,6 +306,11 @@ def _elementwise_rows() -> tuple[Op, ...]:
         unary("isposinf", None, f"isposinf: {predicate}", ufuncs=(), functions=("isposinf",)),
         unary("isneginf", None, f"isneginf: {predicate}", ufuncs=(), functions=("isneginf",)),
         unary("logical_not", None, f"logical not: {predicate}"),
+        # whole-array truth, as a branch asks it (`if np.all(x > 0):`)
+        unary("all", None, "all: one bool of every element, passes no gradient", ufuncs=(), functions=("all",),
+              methods=("all",)),
+        unary("any", None, "any: one bool of the elements, passes no gradient", ufuncs=(), functions=("any",),
+              methods=("any",)),
         *(
             binary(f"logical_{kind}", {}, f"logical {kind}: a bool of x and y, passes no gradient")
             for kind in ("and", "or", "xor")

@@ -56,6 +56,8 @@ def trace(fn: Callable, *args: Any, **kwargs: Any) -> Graph:
 
 # A module holds at most this many paths through branches on traced values.
 MAX_PATHS = 64
+# What a value only branches read is called: no line binds it, the `if` line computes it.
+DECIDING = "<condition>"
 
 
 def trace_paths(fn: Callable, args: tuple, kwargs: dict, static: Sequence[str] = ()) -> tuple[Path, ...]:
@@ -171,29 +173,24 @@ def _with_decisions(graph: Graph, variables: list[Var | None], decisions: list) 
     if not decisions:
         return Path((), graph)
     made = {id(eqn.out): eqn for eqn in graph.eqns}
-
-    def ancestors(roots: list[Var]) -> set[int]:
-        seen: set[int] = set()
-        todo = list(roots)
-        while todo:
-            v = todo.pop()
-            if id(v) not in seen:
-                seen.add(id(v))
-                eqn = made.get(id(v))
-                todo.extend(a for a in eqn.inputs if isinstance(a, Var)) if eqn is not None else None
-        return seen
-
     made_decisions = []
     for index, taken, loc, source in decisions:
         value = variables[index]
         assert value is not None
-        needed = ancestors([value])
+        needed: set[int] = set()
+        todo = [value]
+        while todo:  # the value's ancestors
+            v = todo.pop()
+            eqn = made.get(id(v))
+            if id(v) not in needed:
+                needed.add(id(v))
+                if eqn is not None:
+                    todo.extend(a for a in eqn.inputs if isinstance(a, Var))
         condition = tuple(eqn for eqn in graph.eqns if id(eqn.out) in needed)
         made_decisions.append(Decision(value, taken, condition, loc, source))
-    # the comparisons the branches ask for are the `if` lines' (the values they compare are
-    # the user's, and stay where the path computes them)
-    only_deciding = {id(d.value) for d in made_decisions} - ancestors(list(graph.outputs))
-    eqns = tuple(eqn for eqn in graph.eqns if id(eqn.out) not in only_deciding)
+    # the comparisons the branches ask for are the `if` lines' (see _deciding_only; the
+    # numbers they compare are the user's, and stay where the path computes them)
+    eqns = tuple(eqn for eqn in graph.eqns if eqn.out.name != DECIDING)
     return Path(tuple(made_decisions), dataclasses.replace(graph, eqns=eqns))
 
 
@@ -204,7 +201,10 @@ def _is_constant(value: Any) -> bool:
 
 def _constant_output(recorder: _Recorder, value: np.ndarray) -> Traced:
     """A value a path returns that is a constant, as a gate of its own (`L = 0.0`): a path
-    through branches may return a number where others return what they computed."""
+    through branches may return a number where others return what they computed. An integer
+    (`return 0`) stands for the float the other paths return."""
+    if value.dtype.kind != "f":
+        value = value.astype(np.float64)
     out = recorder.new_value(value.shape, dtype_name(value.dtype))
     operand = Const(value.item() if value.shape == () else value)
     recorder.eqns.append((OPS["pos"], (operand,), out._index, None, {}))
@@ -212,7 +212,8 @@ def _constant_output(recorder: _Recorder, value: np.ndarray) -> Traced:
 
 
 def _deciding_only(recorder: _Recorder, outputs: list[int]) -> set[int]:
-    """The values branches asked for True or False that no output is computed from."""
+    """The values only branches read: what they asked for True or False, and the bools that is
+    computed from (`x > 0` in `np.all(x > 0)`), where no output is computed from them."""
     if not recorder.decisions:
         return set()
     made = {eqn[2]: eqn[1] for eqn in recorder.eqns}
@@ -223,7 +224,14 @@ def _deciding_only(recorder: _Recorder, outputs: list[int]) -> set[int]:
         if value not in needed:
             needed.add(value)
             todo.extend(o for o in made.get(value, ()) if type(o) is int)
-    return {index for index, *_ in recorder.decisions if index in made and index not in needed}
+    deciding: set[int] = set()
+    todo = [index for index, *_ in recorder.decisions]
+    while todo:
+        value = todo.pop()
+        if value in made and value not in needed and value not in deciding:
+            deciding.add(value)
+            todo.extend(o for o in made[value] if type(o) is int and recorder.types[o][1] == "bool")
+    return deciding
 
 
 def _build_graph(
@@ -242,7 +250,7 @@ def _build_graph(
     input_names, value_names = naming.forward_names(params, value_hints, defaults)
     variables: list[Var | None] = [None] * len(types)
     # a comparison only a branch asks for is written into the `if` line: it takes no name of its own
-    named = [*zip(range(n_inputs), input_names), *zip(produced, value_names), *((i, "condition") for i in deciding)]
+    named = [*zip(range(n_inputs), input_names), *zip(produced, value_names), *((i, DECIDING) for i in deciding)]
     for index, name in named:
         shape, dtype = types[index]
         variables[index] = Var(name, shape, dtype)
