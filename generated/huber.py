@@ -93,9 +93,9 @@ def forward_with_cache(r, delta):
 
 def backward(grad_L, cache):
     """Return (grad_r, grad_delta) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
+    path = cache[0]
     if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
         raise ValueError(f"huber: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
-    path = cache[0]
     if path == 0:
         r, delta, s0 = cache[1], cache[2], cache[3]
         grad_r = s0 * grad_L

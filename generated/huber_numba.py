@@ -101,9 +101,9 @@ def forward_with_cache(r, delta):
 @numba.njit(cache=True)
 def backward(grad_L, cache):
     """Return (grad_r, grad_delta) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
+    path = cache[0]
     if not isinstance(grad_L, (int, float)):
         raise ValueError("huber: grad_L must be a float64 number; it has shape", np.shape(grad_L))
-    path = cache[0]
     if path == 0:
         r, delta, s0 = cache[1], cache[2], cache[3]
         grad_r = s0 * grad_L

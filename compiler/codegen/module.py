@@ -376,10 +376,10 @@ def functions(
     with_cache = parts.body(with_cache_name, bodies.forward, params, [*outputs, *cached])
     keep = f"cache = {_names(cached)}" if cached else "cache = ()"
     unpack = (f"{_names(cached)} = cache",) if cached else ()
-    if path:  # the checks first: they are every path's, and the shared lines come first
+    if path:  # what every path's backward starts with first: the shared lines come first
         keep = path.cache.keep(path.number, jit)
-        unpack = tuple(line for line in ("path = cache[0]", path.cache.unpack(path.number)) if line)
-        unpack = (*_upstream_lines(pair, provenance.function, jit), *unpack)
+        unpack = ("path = cache[0]", *_upstream_lines(pair, provenance.function, jit))
+        unpack += tuple(line for line in (path.cache.unpack(path.number),) if line)
         unpack += tuple(definitions(sizes, [v.name for v in pair.cache])[0])
     else:
         unpack += tuple(definitions(sizes, [v.name for v in pair.cache])[0])

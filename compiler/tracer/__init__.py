@@ -243,6 +243,9 @@ def _build_graph(
     deciding = _deciding_only(recorder, outputs)
     produced = [eqn[2] for eqn in recorder.eqns if eqn[2] not in deciding]
     value_hints = [hints.get(i, (None,))[0] for i in produced]
+    if recorder.decisions:  # every path names its outputs alike (`L`), as the module's functions do
+        for output in outputs:
+            value_hints[produced.index(output)] = None
     defaults = [
         (produced.index(output), naming.OUTPUT_NAME if types[output][0] == () else naming.ARRAY_OUTPUT_NAME)
         for output in outputs
