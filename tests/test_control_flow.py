@@ -298,3 +298,23 @@ def test_branches_compile_under_numba():
         positions = [list(inspect.signature(OURS[name]).parameters).index(s) for s in static]
         for point in points:
             check_branched(prog, name, point, positions)
+
+
+def test_a_layer_with_a_branch_keeps_its_path_in_the_cache():
+    def leaky_forward(x, slope):
+        if slope > 0:
+            out = np.where(x > 0, x, slope * x)
+        else:
+            out = np.maximum(x, 0.0)
+        return out
+
+    prog = compiler.gradient(leaky_forward, np.ones((4, 3)), 0.1, layer=True)
+    assert "def leaky_backward(dout, cache):" in prog.source
+    x = np.linspace(-1.0, 1.0, 12).reshape(4, 3)
+    dout = np.arange(12.0).reshape(4, 3)
+    for slope in (0.1, -0.1):
+        out, cache = prog.forward_with_cache(x, slope)
+        dx, dslope = prog.backward(dout, cache)
+        np.testing.assert_allclose(out, leaky_forward(x, slope))
+        np.testing.assert_allclose(dx, np.where(x > 0, 1.0, slope if slope > 0 else 0.0) * dout)
+        assert dslope == pytest.approx(np.sum(np.where(x > 0, 0.0, x) * dout) if slope > 0 else 0.0)

@@ -549,6 +549,12 @@ def _branched(
     def note(k: int, depth: int, way: bool) -> str:
         return where(decisions[k][depth]) + ("" if way else ", the other way")
 
+    def path_note(k: int, depth: int, way: bool) -> str:
+        """The path a branch of `backward` is for: the ways its forward went (a chain's last
+        `else` is the last path's)."""
+        taken = decisions[depth if way else len(decisions) - 1]
+        return "the path where " + "; ".join(f"{where(d)} is {d.taken}" for d in taken)
+
     backward_name = layer.backward if layer else "backward"
     merged_functions: list[Function] = []
     for index, function in enumerate(per_path[0]):
@@ -557,7 +563,7 @@ def _branched(
         for k, emitted in enumerate(per_path):
             lines[k] = _flattened(emitted[index])
         if function.name == backward_name:  # the cache says which path the forward took
-            chain = PathLines(lines, lambda k, depth: k == depth)
+            chain = PathLines(lines, lambda k, depth: k == depth, path_note if explain else None)
             body = merged(chain, lambda members, depth, start: f"path == {depth}")
         else:
             tree = PathLines(lines, lambda k, depth: decisions[k][depth].taken, note if explain else None)
