@@ -268,7 +268,8 @@ def test_a_loop_on_a_value_is_refused_with_what_to_write():
 
 
 def test_too_many_paths_are_refused_with_the_lines_that_make_them():
-    with pytest.raises(TooManyPathsError, match=r"more than 64 paths .* np\.where"):
+    where = r"\(at tests/test_control_flow.py:\d+\)"
+    with pytest.raises(TooManyPathsError, match=rf"more than 64 paths .* {where}; .* np\.where"):
         compiler.gradient(OURS["loop_if"], np.ones(8), 8, static="n")
 
 

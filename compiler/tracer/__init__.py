@@ -22,6 +22,7 @@ import numpy as np
 
 from compiler import naming
 from compiler.errors import SignatureError, TooManyPathsError
+from compiler.files import display_path
 from compiler.ir import Const, Decision, Eqn, Graph, Path, Var, dtype_name
 from compiler.ops import OPS
 from compiler.tracer.examples import (
@@ -85,7 +86,9 @@ def trace_paths(fn: Callable, args: tuple, kwargs: dict, static: Sequence[str] =
 
 
 def _too_many_paths(fn: Callable, paths: list[Path]) -> TooManyPathsError:
-    lines = dict.fromkeys(f"{d.loc}" for path in paths for d in path.decisions if d.loc is not None)
+    lines = dict.fromkeys(
+        f"{display_path(d.loc.file)}:{d.loc.line}" for path in paths for d in path.decisions if d.loc is not None
+    )
     shown = ", ".join(list(lines)[:4]) + (", ..." if len(lines) > 4 else "")
     return TooManyPathsError(
         f"{_function_label(fn)} has more than {MAX_PATHS} paths through its branches on traced values (at {shown}); "
