@@ -11,7 +11,7 @@ from markupsafe import Markup
 
 from compiler import display, visualize
 from compiler.check import check_passes, compare
-from compiler.codegen import explanation, statement, template
+from compiler.codegen import explained, statement, template
 from compiler.program import GradientProgram
 
 
@@ -25,15 +25,16 @@ def html_report(
 ) -> str:
     """The report page for `program` (built from `f`) at `values`; `drawn` says where the values
     came from, `tolerance` overrides each checked input's own."""
-    graph = program.graph
     args = tuple(values.values())
+    graph = program.path_at(*args).pair  # with branches on values, the path these values take
     dot = visualize.dot_source(graph, args, source)
     svg = graphviz.Source(dot).pipe(format="svg").decode() if shutil.which("dot") else ""
     svg = svg[svg.find("<svg"):] if svg else ""  # drop the XML prolog: the SVG sits inside HTML
     forward_lines = [statement(e) for e in graph.forward.eqns]
-    gates = {e.out.name: line for e, line in zip(graph.forward.eqns, forward_lines)}
+    gates = {e.out.name: (line, e) for e, line in zip(graph.forward.eqns, forward_lines)}
     forward = "\n".join(forward_lines)
-    backward = "\n".join(f"{statement(e)}  # {explanation(e, gates)}" for e in graph.backward_eqns)
+    backward_eqns = graph.backward_eqns
+    backward = "\n".join(explained(backward_eqns, [statement(e) for e in backward_eqns], gates, set()))
     rows = compare(program, f, values)
     return template("report.html.j2").render(
         title=source,

@@ -172,7 +172,8 @@ def test_errors_exit_nonzero_from_a_real_process(tmp_path):
 def test_show_explain(workdir, capsys):
     code, out, _ = run(capsys, "show", "examples/simple.py:simple", "--explain")
     assert code == 0
-    assert "grad_z = q * grad_L  # mul gate: swap multiplier at `L = q * z` — local q × upstream grad_L" in out
+    block = "    # L = q * z: mul gate, swap multiplier (examples/simple.py:6: return q * z)\n"
+    assert block + "    grad_z = q * grad_L  # local q × upstream grad_L\n" in out
 
 
 def test_show_highlights_on_a_terminal_only(workdir, capsys, monkeypatch):

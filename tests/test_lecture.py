@@ -267,18 +267,22 @@ def test_explain_names_each_backward_line_s_gate_and_forward_line():
         return np.sum(np.tanh(q) + x)
 
     prog = compiler.gradient(f, np.ones(3), np.ones(3), explain=True)
-    forward = set(body(prog.source, "forward"))
-    lines = [line for line in body(prog.source, "value_and_grad") if "  # " in line]
-    assert lines[0] == "grad_L = 1.0  # the seed: the gradient of the output with respect to itself is 1"
-    for line in lines[1:]:
-        code, comment = line.split("  # ")
-        quoted = comment.split("`")[1]
-        assert quoted in forward, line  # the forward line this backward line differentiates
-        gate = {"mul": "mul gate", "add": "add gate", "tanh": "tanh gate", "sum_all": "sum gate"}
-        op = next(e.op for e in prog.graph.forward_eqns if quoted.startswith(e.out.name + " = "))
-        assert comment.startswith(gate[op]), line
-    assert "grad_y = x * grad_q  # mul gate: swap multiplier at `q = x * y` — local x × upstream grad_q" in lines
-    assert any("added to grad_x (the value feeds several gates)" in line for line in lines)
+    forward = body(prog.source, "forward")
+    function = prog.source.split("\ndef value_and_grad(", 1)[1].split("\n\n\n", 1)[0]
+    backward = [line.strip() for line in function.split("# backward pass\n")[1].splitlines()[:-1]]
+    assert backward[0] == "grad_L = 1.0  # the seed: the gradient of the output with respect to itself is 1"
+    gate = {"mul": "mul gate", "add": "add gate", "tanh": "tanh gate", "sum_all": "sum gate"}
+    for line in backward[1:]:
+        if line.startswith("# "):  # a block: the forward line it differentiates, its gate, the user's line
+            quoted, words = line[2:].split(": ", 1)
+            assert quoted in forward, line
+            op = next(e.op for e in prog.graph.forward_eqns if quoted.startswith(e.out.name + " = "))
+            assert words.startswith(gate[op]) and "test_lecture.py:" in words, line
+        else:
+            assert line.split("  # ")[1].startswith("local "), line
+    assert "# q = x * y: mul gate, swap multiplier" in "\n".join(backward)
+    assert "grad_y = x * grad_q  # local x × upstream grad_q" in backward
+    assert any(line.endswith(", added to grad_x") for line in backward)
     # explanations are comments: the numbers do not change
     plain = compiler.gradient(f, np.ones(3), np.ones(3))
     args = (np.array([0.1, 0.2, 0.3]), np.array([1.0, -1.0, 2.0]))
@@ -298,4 +302,4 @@ def test_explain_mode_names_a_gate_whose_line_optimize_mode_dropped():
         return out * 2.0
 
     source = compiler.gradient(f, 1.0, explain=True, optimize=True).source
-    assert "`out, a line optimize mode dropped`" in source
+    assert "# out: a line optimize mode dropped" in source

@@ -61,7 +61,7 @@ def test_report_holds_the_graph_the_code_side_by_side_and_the_check(report):
     assert {"graph", "forward", "backward", "check"} <= page.ids
     text = "".join(page.text)
     assert "s1 = w1 * x1" in text  # the forward column
-    assert "grad_w1 = x1 * grad_s1" in text and "mul gate: swap multiplier" in text  # the backward column
+    assert "grad_w1 = x1 * grad_s1" in text and "mul gate, swap multiplier" in text  # the backward column
     # the check: input, flatgrad, central difference, error, tolerance; a row per input
     assert page.cells[:3] == ["w0", "-1.966119e-01", "-1.966119e-01"]
     rows = check_rows(neuron, **POINT)

@@ -8,7 +8,7 @@
 - `module`: the lines laid out as the module's functions, through the Jinja template.
 """
 
-from compiler.codegen.explain import explanation
+from compiler.codegen.explain import explained, gate_header, line_comment
 from compiler.codegen.expressions import expression, unparse
 from compiler.codegen.lines import render_lines, statement
 from compiler.codegen.module import JIT_BACKENDS, LayerNames, Provenance, emit_module, template
@@ -18,7 +18,9 @@ __all__ = [
     "LayerNames",
     "Provenance",
     "emit_module",
-    "explanation",
+    "explained",
+    "gate_header",
+    "line_comment",
     "expression",
     "render_lines",
     "statement",

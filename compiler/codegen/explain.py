@@ -1,43 +1,240 @@
-"""Explain mode: what each backward line does, for a learner."""
+"""Explain mode: what each backward line does, for a learner.
+
+The backward pass is laid out in blocks, one per gate, as the lecture's notes write it: a
+comment above the block names the gate, the forward line it differentiates and the line of
+the user's source that made it; each line then says what it computes as a local gradient
+times an upstream one, in a form that evaluates to the line's right-hand side:
+
+- `local A × upstream B` is `(A) * (B)`;
+- `local A (shape) @ upstream B (shape)` and `upstream B (shape) @ local A (shape)` are
+  matrix products;
+- `, added to V` adds the target's value before the line, `, added to V (so far W)` the value
+  of W, which it stands for (after copy propagation the first term may still have W's name).
+
+Where a gate's gradient is not a product (a scatter, a reshape, a sum back to a broadcast
+operand's shape), the local factor is 1 and the upstream term says where the gradient goes.
+"""
 
 from __future__ import annotations
 
 import ast
+import linecache
+import re
+
+import numpy as np
 
 from compiler.codegen.expressions import expression, unparse
-from compiler.ir import Eqn, Var
+from compiler.files import display_path
+from compiler.helpers import HELPERS
+from compiler.ir import Eqn, Var, stand_in
 from compiler.ops import OPS
 
+# A block's comment stays under this many characters; the quoted source line is shortened.
+HEADER_WIDTH = 92
 
-def explanation(eqn: Eqn, gates: dict[str, str]) -> str:
-    """What a backward line does, for a learner: its gate, the gate's pattern, the forward line
-    it differentiates, and the chain rule it applies (local gradient times upstream)."""
+
+def gate_header(forward: Eqn | None, forward_line: str, gate: str) -> str:
+    """The comment above a gate's block: `L = s0 * r: mul gate, swap multiplier
+    (examples/huber.py:11: return 0.5 * r * r)`."""
+    if forward is None:  # optimize mode dropped the gate's own line (a copy reads its operand)
+        return f"{gate}: a line optimize mode dropped"
+    text = f"{forward_line}: {_pattern(forward)}"
+    if forward.loc is None:
+        return text
+    where = f"{display_path(forward.loc.file)}:{forward.loc.line}"
+    source = linecache.getline(forward.loc.file, forward.loc.line).strip()
+    room = HEADER_WIDTH - len(text) - len(where) - 5
+    if source and room >= 12:
+        source = source if len(source) <= room else source[: room - 1] + "…"
+        return f"{text} ({where}: {source})"
+    return f"{text} ({where})"
+
+
+def _pattern(forward: Eqn) -> str:
+    """The gate's pattern, with the values it names written as the gate's operands: the op
+    table's `x` is the value the gate reads. A detail about an operand that is a constant
+    (which gets no gradient) is left out."""
+    row = OPS[forward.op]
+    head, _, detail = row.pattern.partition(": ")
+    names: dict[str, object] = dict(zip(row.operands, forward.inputs))
+    mentioned = [name for name in names if re.search(rf"\b{name}\b", detail)]
+    if any(not isinstance(names[name], Var) for name in mentioned):
+        return head
+    for name in mentioned:
+        detail = re.sub(rf"\b{name}\b", "\0" + name + "\0", detail)
+    for name in mentioned:
+        detail = detail.replace("\0" + name + "\0", names[name].name)  # type: ignore[union-attr]
+    return f"{head}, {detail}" if detail else head
+
+
+def line_comment(eqn: Eqn, jit: str | None = None) -> str:
+    """What a backward line computes: `local A × upstream B[, added to V]` (see the module's
+    docstring), or for a line of no gate what it stands for (the seed, a zero gradient)."""
     if eqn.gate is None:
         if eqn.op == "ones_like":
             return "the seed: the gradient of the output with respect to itself is 1"
         return "no path from this input to the output: its gradient is 0"
-    # optimize mode may have dropped the gate's own line (a copy `out = +x` reads x instead)
-    forward = gates.get(eqn.gate, f"{eqn.gate}, a line optimize mode dropped")
-    row = OPS[eqn.op]
-    if eqn.rule is None:  # a step autodiff added after a gate's rule
-        what = {
-            "astype": f"casts the gradient back to {eqn.out.dtype}, the dtype of the value",
-        }.get(eqn.op, f"sums the gradient over the axes `{eqn.gate}`'s operand was broadcast along")
-        return f"{what} (`{forward}`)"
-    tree = expression(eqn)
+    line = expression(eqn, jit)
+    tree, negated = line, False
     if eqn.accumulate is not None:
-        tree = tree.right
-    upstream_var = dict(zip(row.rule_names(eqn.rule), eqn.inputs))["grad"]
-    upstream = upstream_var.name if isinstance(upstream_var, Var) else repr(upstream_var)
-    rule = unparse(ast.Expr(tree))
-    if rule == upstream:
-        chain = f"passes upstream {upstream} through"
-    elif isinstance(tree, ast.UnaryOp) and unparse(ast.Expr(tree.operand)) == upstream:
-        chain = f"local -1 × upstream {upstream}"
-    elif isinstance(tree, ast.BinOp) and isinstance(tree.op, ast.Mult) and unparse(ast.Expr(tree.right)) == upstream:
-        chain = f"local {unparse(ast.Expr(tree.left))} × upstream {upstream}"
-    else:
-        chain = f"chain rule: {rule}"
+        assert isinstance(line, ast.BinOp)
+        tree, negated = line.right, isinstance(line.op, ast.Sub)
+    chain = _product(eqn, tree, negated)
+    if not _holds(eqn, line, chain):  # a product read off a line it does not equal: say it plainly
+        chain = _local("-1" if negated else "1", unparse(ast.Expr(tree)))
     if eqn.accumulate is not None:
-        chain += f", added to {eqn.accumulate.name} (the value feeds several gates)"
-    return f"{row.pattern} at `{forward}` — {chain}"
+        chain += f", added to {eqn.out.name}"
+        if eqn.accumulate.name != eqn.out.name:
+            chain += f" (so far {eqn.accumulate.name})"
+    if eqn.rule is None:  # a step after the gate's rule: a sum back to the operand's shape, a cast
+        what = "cast back to the value's dtype" if eqn.op == "astype" else "summed over the broadcast axes"
+        return f"{what}: {chain}"
+    return chain
+
+
+def _upstream(eqn: Eqn) -> tuple[str, ast.expr] | None:
+    """The upstream gradient the line reads, as written, and as a tree."""
+    if eqn.rule is None:
+        return None
+    upstream = dict(zip(OPS[eqn.op].rule_names(eqn.rule), eqn.inputs))["grad"]
+    if isinstance(upstream, Var):
+        return upstream.name, ast.Name(upstream.name, ast.Load())
+    return repr(upstream.value), ast.Constant(upstream.value)
+
+
+def _product(eqn: Eqn, term: ast.expr, negated: bool) -> str:
+    """`term` (negated where the line subtracts it) as local gradient times upstream."""
+    upstream = _upstream(eqn)
+    text = unparse(ast.Expr(term))
+    if upstream is None:  # a step: its operand is the gradient it brings to shape
+        return _local("-1" if negated else "1", text)
+    name, _ = upstream
+    if isinstance(upstream[1], ast.Constant):  # the seed, folded into the line: the local is the line
+        return _local(_negate(text) if negated else text, name)
+    if text == name:
+        return _local("-1" if negated else "1", name)
+    if isinstance(term, ast.UnaryOp) and isinstance(term.op, ast.USub) and unparse(ast.Expr(term.operand)) == name:
+        return _local("1" if negated else "-1", name)
+    if isinstance(term, ast.BinOp) and isinstance(term.op, ast.Mult) and unparse(ast.Expr(term.right)) == name:
+        local = unparse(ast.Expr(term.left))
+        return _local(_negate(local) if negated else local, name)
+    if isinstance(term, ast.BinOp) and isinstance(term.op, ast.MatMult) and not negated:
+        left, right = unparse(ast.Expr(term.left)), unparse(ast.Expr(term.right))
+        if right == name:
+            return f"local {_grouped(left)} {_shape(eqn, term.left)} @ upstream {name} {_shape(eqn, term.right)}"
+        if left == name:
+            return f"upstream {name} {_shape(eqn, term.left)} @ local {_grouped(right)} {_shape(eqn, term.right)}"
+    return _local("-1" if negated else "1", text)
+
+
+def _local(local: str, upstream: str) -> str:
+    return f"local {_grouped(local)} × upstream {_grouped(upstream)}"
+
+
+def _negate(text: str) -> str:
+    return text[1:] if text.startswith("-") and _is_atom(text[1:]) else f"-{_grouped(text)}"
+
+
+def _is_atom(text: str) -> bool:
+    """Whether `text` reads as one operand next to `×`: a name, a number, a call, an index."""
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        return False
+    if isinstance(tree, ast.UnaryOp) and isinstance(tree.op, ast.USub):
+        tree = tree.operand
+    return isinstance(tree, (ast.Name, ast.Constant, ast.Attribute, ast.Call, ast.Subscript))
+
+
+def _grouped(text: str) -> str:
+    """`text` in parentheses unless it is one operand: `(1 - h ** 2)`, `(s5 > 0)`, `x1`."""
+    return text if _is_atom(text) else f"({text})"
+
+
+# What `local A × upstream B` and the matrix products mean, as Python
+_CLAIM = re.compile(r"(?:local (?P<local>.+?) (?P<shape1>\(.*?\) )?(?P<op>[×@]) upstream (?P<upstream>.+?)"
+                    r"|upstream (?P<first>.+?) (?P<shape2>\(.*?\) )?@ local (?P<second>.+?))(?: \(.*?\))?$")
+
+
+def claimed(comment: str) -> str | None:
+    """The Python expression a line's `local ... upstream ...` comment says its right-hand side
+    equals, without what it adds to (`(A) * (B)`, `(A) @ (B)`, `(B) @ (A)`); None for another
+    comment."""
+    chain = comment.split(", added to ")[0]
+    chain = chain.split(": ", 1)[1] if not chain.startswith(("local ", "upstream ")) and ": " in chain else chain
+    found = _CLAIM.match(chain)
+    if found is None:
+        return None
+    if found["first"] is not None:
+        return f"({found['first']}) @ ({found['second']})"
+    operator = "*" if found["op"] == "×" else "@"
+    return f"({found['local']}) {operator} ({found['upstream']})"
+
+
+def _values(eqn: Eqn) -> dict[str, object]:
+    """Random values for the names a line reads (integers as stand-ins, which index safely)."""
+    rng = np.random.default_rng(0)
+    values: dict[str, object] = {}
+    for a in eqn.reads:
+        if isinstance(a, Var):
+            kind = np.dtype(a.dtype).kind
+            random = rng.uniform(0.5, 1.5, a.shape).astype(a.dtype)
+            values[a.name] = random if kind == "f" else stand_in(a.shape, a.dtype)
+    return values
+
+
+def _evaluate(tree: ast.expr | str, values: dict[str, object]) -> object:
+    expression_tree = ast.parse(tree, mode="eval") if isinstance(tree, str) else ast.Expression(tree)
+    code = compile(ast.fix_missing_locations(expression_tree), "<explain>", "eval")
+    with np.errstate(all="ignore"):
+        return eval(code, {"np": np, **HELPERS}, dict(values))
+
+
+def _holds(eqn: Eqn, line: ast.expr, chain: str) -> bool:
+    """Whether the comment's product, plus what the line adds to, equals the line's right-hand
+    side on random values."""
+    product = claimed(chain)
+    if product is None:
+        return False
+    if eqn.accumulate is not None:
+        product = f"{eqn.accumulate.name} + {product}"
+    values = _values(eqn)
+    try:
+        expected, got = _evaluate(line, values), _evaluate(product, values)
+        return np.shape(expected) == np.shape(got) and bool(np.allclose(expected, got, equal_nan=True))
+    except Exception:  # the comment's text is no Python of these values: it does not hold
+        return False
+
+
+def _shape(eqn: Eqn, tree: ast.expr) -> str:
+    """The shape of an operand of a matrix product: `(8, 4)`."""
+    try:
+        return str(tuple(np.shape(_evaluate(tree, _values(eqn)))))
+    except Exception:  # the comment goes without the shape
+        return ""
+
+
+
+
+def explained(
+    eqns: list[Eqn] | tuple[Eqn, ...], lines: list[str], gates: dict[str, tuple[str, Eqn]], retaken: set[int],
+    jit: str | None = None,
+) -> list[str]:
+    """Backward lines in explain mode's blocks: each gate's first line carries the block's
+    comment above it (a line of its own: the text holds a newline), each line its own comment.
+    `gates` maps a forward value's name to its line and equation; `retaken` holds the ids of
+    values that are views of the forward pass taken again in the backward."""
+    explained_lines = []
+    last = None
+    for eqn, line in zip(eqns, lines):
+        if id(eqn.out) in retaken:
+            explained_lines.append(f"{line}  # a view of the forward pass, taken again")
+            last = None
+            continue
+        text = f"{line}  # {line_comment(eqn, jit)}"
+        if eqn.gate is not None and eqn.gate != last:
+            forward_line, forward = gates.get(eqn.gate, (eqn.gate, None))
+            text = f"# {gate_header(forward, forward_line, eqn.gate)}\n{text}"
+        last = eqn.gate
+        explained_lines.append(text)
+    return explained_lines

@@ -10,7 +10,6 @@ import ast
 import dataclasses
 import functools
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -19,7 +18,7 @@ import jinja2
 import numpy as np
 
 from compiler.codegen.branches import CacheSlots, PathLines, bound_names, condition_text, merged, where
-from compiler.codegen.explain import explanation
+from compiler.codegen.explain import explained
 from compiler.codegen.expressions import assign, expression, load, returns, tuple_of, unparse
 from compiler.codegen.guards import (
     CHECK,
@@ -188,21 +187,16 @@ class Bodies:
         forms: dict[int, LineForm] = {}
         forward_values = {id(e.out) for e in pair.forward.eqns}
 
-        def code(eqns: Sequence[Eqn], gates: dict[str, str] | None = None) -> Code:
+        def code(eqns: Sequence[Eqn], gates: dict[str, tuple[str, Eqn]] | None = None) -> Code:
             lines, used = render_lines(eqns, jit)
             forms.update((id(form), form) for form in used)
-            if gates is not None:  # explain mode: each backward line says what it does
-                lines = [
-                    f"{line}  # "
-                    + ("a view of the forward pass, taken again" if id(eqn.out) in forward_values
-                       else explanation(eqn, gates))
-                    for eqn, line in zip(eqns, lines)
-                ]
+            if gates is not None:  # explain mode: each backward gate a block, each line what it does
+                lines = explained(eqns, lines, gates, forward_values, jit)
             return Code(tuple(eqns), tuple(lines))
 
         def passes(pair: Backprop) -> tuple[Code, Code]:
             forward = code(pair.forward.eqns)
-            gates = dict(zip((e.out.name for e in forward.eqns), forward.lines)) if explain else None
+            gates = {e.out.name: (line, e) for e, line in zip(forward.eqns, forward.lines)} if explain else None
             return forward, code(pair.backward_eqns, gates)
 
         forward, backward = passes(pair)
@@ -509,8 +503,7 @@ def emit_module(
         # the functions that take the inputs: under numba, checked before each compile
         checked=[f.name for f in emitted if f.summary and f.params[-1:] != ("cache",)],
     )
-    # an empty line inside an `if` block is laid out indented: no line ends in spaces
-    return re.sub(r"[ \t]+$", "", text, flags=re.MULTILINE) if branches else text
+    return text
 
 
 def _branched(
@@ -576,10 +569,11 @@ def _branched(
 
 
 def _flattened(function: Function) -> list[str]:
-    """A function's sections as one list of lines, each comment a line and a blank line between."""
+    """A function's sections as one list of physical lines (explain mode's block comments are
+    lines of their own), each section's comment a line and a blank line between."""
     lines: list[str] = []
     for index, (comment, section) in enumerate(function.sections):
         lines += [""] if index else []
         lines += [f"# {comment}"] if comment else []
-        lines += section
+        lines += [physical for line in section for physical in line.split("\n")]
     return lines
