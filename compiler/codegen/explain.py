@@ -121,9 +121,9 @@ def _product(eqn: Eqn, term: ast.expr, negated: bool) -> str:
     if isinstance(term, ast.BinOp) and isinstance(term.op, ast.MatMult) and not negated:
         left, right = unparse(ast.Expr(term.left)), unparse(ast.Expr(term.right))
         if right == name:
-            return f"local {_grouped(left)} {_shape(eqn, term.left)} @ upstream {name} {_shape(eqn, term.right)}"
+            return f"local {_grouped(left)}{_shape(eqn, term.left)} @ upstream {name}{_shape(eqn, term.right)}"
         if left == name:
-            return f"upstream {name} {_shape(eqn, term.left)} @ local {_grouped(right)} {_shape(eqn, term.right)}"
+            return f"upstream {name}{_shape(eqn, term.left)} @ local {_grouped(right)}{_shape(eqn, term.right)}"
     return _local("-1" if negated else "1", text)
 
 
@@ -151,9 +151,14 @@ def _grouped(text: str) -> str:
     return text if _is_atom(text) else f"({text})"
 
 
-# What `local A × upstream B` and the matrix products mean, as Python
-_CLAIM = re.compile(r"(?:local (?P<local>.+?) (?P<shape1>\(.*?\) )?(?P<op>[×@]) upstream (?P<upstream>.+?)"
-                    r"|upstream (?P<first>.+?) (?P<shape2>\(.*?\) )?@ local (?P<second>.+?))(?: \(.*?\))?$")
+# What the comments claim, as Python: `local A × upstream B` is `(A) * (B)`; the matrix
+# products carry each side's shape, `(8, 4)`
+_SHAPE = r"(?: \([\d, ]*\))?"
+_CLAIMS = (
+    (re.compile(rf"local (?P<a>.+?){_SHAPE} @ upstream (?P<b>.+?){_SHAPE}$"), "({a}) @ ({b})"),
+    (re.compile(rf"upstream (?P<b>.+?){_SHAPE} @ local (?P<a>.+?){_SHAPE}$"), "({b}) @ ({a})"),
+    (re.compile(r"local (?P<a>.+?) × upstream (?P<b>.+)$"), "({a}) * ({b})"),
+)
 
 
 def claimed(comment: str) -> str | None:
@@ -161,14 +166,13 @@ def claimed(comment: str) -> str | None:
     equals, without what it adds to (`(A) * (B)`, `(A) @ (B)`, `(B) @ (A)`); None for another
     comment."""
     chain = comment.split(", added to ")[0]
-    chain = chain.split(": ", 1)[1] if not chain.startswith(("local ", "upstream ")) and ": " in chain else chain
-    found = _CLAIM.match(chain)
-    if found is None:
-        return None
-    if found["first"] is not None:
-        return f"({found['first']}) @ ({found['second']})"
-    operator = "*" if found["op"] == "×" else "@"
-    return f"({found['local']}) {operator} ({found['upstream']})"
+    if not chain.startswith(("local ", "upstream ")) and ": " in chain:  # a step says what it does first
+        chain = chain.split(": ", 1)[1]
+    for pattern, meaning in _CLAIMS:
+        found = pattern.match(chain)
+        if found is not None:
+            return meaning.format(**found.groupdict())
+    return None
 
 
 def _values(eqn: Eqn) -> dict[str, object]:
@@ -207,9 +211,9 @@ def _holds(eqn: Eqn, line: ast.expr, chain: str) -> bool:
 
 
 def _shape(eqn: Eqn, tree: ast.expr) -> str:
-    """The shape of an operand of a matrix product: `(8, 4)`."""
+    """The shape of an operand of a matrix product, after a space: ` (8, 4)`."""
     try:
-        return str(tuple(np.shape(_evaluate(tree, _values(eqn)))))
+        return " " + str(tuple(np.shape(_evaluate(tree, _values(eqn)))))
     except Exception:  # the comment goes without the shape
         return ""
 
