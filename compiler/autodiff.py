@@ -141,10 +141,17 @@ def _contribute(
             Eqn(eqn.op, operands, term, target.rule, previous, eqn.loc, target.params, eqn.out.name, target.types)
         )
         return term
-    # the last equation reads `previous`, so the ones before it must not rebind its name
-    name = names.term(of) if previous is not None else names.grad(of)
-    term = Var(name, target.shape, target.dtype)
-    backward.append(Eqn(eqn.op, operands, term, target.rule, None, eqn.loc, target.params, eqn.out.name, target.types))
+    if OPS[eqn.op].grads[target.rule] == "grad":  # the gradient passes through: the step reads it
+        (term,) = operands
+        name = names.term(of) if len(steps) > 1 else ""
+    else:
+        # a term of its own name: `of`'s gradient never holds a value of another shape (and the
+        # last equation reads `previous`, so the ones before it must not rebind its name)
+        name = names.term(of)
+        term = Var(name, target.shape, target.dtype)
+        backward.append(
+            Eqn(eqn.op, operands, term, target.rule, None, eqn.loc, target.params, eqn.out.name, target.types)
+        )
     for index, step in enumerate(steps, 1):
         last = index == len(steps)
         reduced = Var(names.grad(of) if last else name, step.shape, step.dtype)

@@ -22,6 +22,7 @@ import io
 import itertools
 import keyword
 import math
+import re
 import tokenize
 from dataclasses import dataclass
 from fractions import Fraction
@@ -255,6 +256,43 @@ def _expression(products: Sequence[tuple[str, ...]], coefficients: Sequence[int]
     return text
 
 
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _comment_edits(sources: Sequence[str], points: Sequence[Mapping[str, int]]) -> list[tuple[int, int, int, str]]:
+    """The comments (explain mode's) with each number that differs between `sources` written as
+    an expression of the named sizes where one gives it (`(8, 3)` is `(N, 3)`); a comment whose
+    words differ, or a number no expression gives, stays as the first source has it."""
+    streams = [
+        [t for t in tokenize.generate_tokens(io.StringIO(s).readline) if t.type == tokenize.COMMENT] for s in sources
+    ]
+    if len({len(s) for s in streams}) != 1:
+        return []
+    edits = []
+    for tokens in zip(*streams):
+        texts = [t.string for t in tokens]
+        if len(set(texts)) == 1 or len({tuple(_NUMBER.split(text)) for text in texts}) != 1:
+            continue
+        found = [[m.group() for m in _NUMBER.finditer(text)] for text in texts]
+        pieces = _NUMBER.split(texts[0])
+        written = []
+        for numbers in zip(*found):
+            expression = None
+            if len(set(numbers)) > 1:
+                values = [float(n) if "." in n else int(n) for n in numbers]
+                if all(isinstance(v, int) for v in values):
+                    expression = fit(values, points)  # type: ignore[arg-type]
+                else:
+                    expression = fit_float(values, points)  # type: ignore[arg-type]
+            if expression is not None and not expression.isidentifier():
+                expression = f"({expression})"  # as in the code: `/ (3 * N)`, not `/ 3 * N`
+            written.append(numbers[0] if expression is None else expression)
+        text = pieces[0] + "".join(number + piece for number, piece in zip(written, pieces[1:]))
+        (row, start), (_, end) = tokens[0].start, tokens[0].end
+        edits.append((row, start, end, text))
+    return edits
+
+
 def _tokens(source: str) -> list[tokenize.TokenInfo]:
     return [
         t
@@ -294,7 +332,8 @@ def symbolic_source(sources: Sequence[str], points: Sequence[Mapping[str, int]],
             expression = f"({expression})"
         (row, start), (_, end) = first.start, first.end
         edits.append((row, start, end, expression))
-    for row, start, end, expression in reversed(edits):
+    edits += _comment_edits(sources, points)
+    for row, start, end, expression in sorted(edits, reverse=True):
         line = lines[row - 1]
         lines[row - 1] = line[:start] + expression + line[end:]
     return _without_unused_sizes("".join(lines), set(points[0]))

@@ -38,8 +38,7 @@ def affine_backward(dout, cache):
     if np.shape(dout) != (N, 5) or not np.asarray(dout).dtype == np.dtype("float64"):
         raise ValueError("affine_forward: dout must be float64 of out's shape; it has shape", np.shape(dout))
     s0 = np.ascontiguousarray(x).reshape((N, 6))
-    db = dout
-    db = db.sum(axis=0)
+    db = dout.sum(axis=0)
     ds1 = dout
     dw = s0.T @ ds1
     ds0 = ds1 @ w.T

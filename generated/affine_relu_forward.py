@@ -35,8 +35,7 @@ def affine_relu_backward(dout, cache):
         raise ValueError(f"affine_relu_forward: dout must be float64 of out's shape, not {type(dout).__name__} {np.shape(dout)}")
     s0 = x.reshape((N, 6))
     da = (0 < a) * dout
-    db = da
-    db = db.sum(axis=0)
+    db = da.sum(axis=0)
     ds1 = da
     dw = s0.T @ ds1
     ds0 = ds1 @ w.T

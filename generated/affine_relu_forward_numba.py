@@ -40,8 +40,7 @@ def affine_relu_backward(dout, cache):
         raise ValueError("affine_relu_forward: dout must be float64 of out's shape; it has shape", np.shape(dout))
     s0 = np.ascontiguousarray(x).reshape((N, 6))
     da = (0 < a) * dout
-    db = da
-    db = db.sum(axis=0)
+    db = da.sum(axis=0)
     ds1 = da
     dw = s0.T @ ds1
     ds0 = ds1 @ w.T

@@ -42,22 +42,21 @@ def batchnorm_backward(dout, cache):
     gamma, xc, s2, xhat, N = cache
     if np.shape(dout) != (N, 5) or not np.asarray(dout).dtype == np.dtype("float64"):
         raise ValueError("batchnorm_forward: dout must be float64 of out's shape; it has shape", np.shape(dout))
-    dbeta = dout
-    dbeta = dbeta.sum(axis=0)
+    dbeta = dout.sum(axis=0)
     ds3 = dout
-    dgamma = xhat * ds3
-    dgamma = dgamma.sum(axis=0)
+    dgamma_term = xhat * ds3
+    dgamma = dgamma_term.sum(axis=0)
     dxhat = gamma * ds3
     dxc = 1 / s2 * dxhat
-    ds2 = -xc / s2 ** 2 * dxhat
-    ds2 = ds2.sum(axis=0)
+    ds2_term = -xc / s2 ** 2 * dxhat
+    ds2 = ds2_term.sum(axis=0)
     ds1 = 0.5 / s2 * ds2
     dvar = ds1
     ds0 = np.broadcast_to(np.expand_dims(dvar, 0) / N, (N, 5))
     dxc = dxc + 2 * xc * ds0
     dx = dxc
-    dmu = -dxc
-    dmu = dmu.sum(axis=0)
+    dmu_term = -dxc
+    dmu = dmu_term.sum(axis=0)
     dx = dx + np.broadcast_to(np.expand_dims(dmu, 0) / N, (N, 5))
     return dx, dgamma, dbeta
 

@@ -78,33 +78,33 @@ def conv_backward_naive(dout, cache):
     dw, dx_pad, dout_46, db, dwindow_23, ds235 = _conv_backward_naive_part7(N, ds242, s240, dwindow_24, window_24, dw, dout_47, db, s235, window_23)
     dw, db, dx_pad, dout_44, ds226 = _conv_backward_naive_part8(N, ds235, dw, dout_46, db, s230, dwindow_23, window_23, dx_pad)
     dw, dout_43, db, dx_pad = _conv_backward_naive_part9(N, s225, ds226, window_22, dw, dout_44, db, s220, dx_pad)
-    db, dwindow_21, dw, dout_41, ds210 = _conv_backward_naive_part10(N, dout_43, db, s215, window_21, dw, s210)
-    dw, dx_pad, db, dwindow_20, dout_39, ds202 = _conv_backward_naive_part11(N, ds210, dw, dwindow_21, dx_pad, dout_41, db, s205, window_20)
+    db, dwindow_21, dw, dout_41, ds210_term = _conv_backward_naive_part10(N, dout_43, db, s215, window_21, dw, s210)
+    dw, dx_pad, db, dwindow_20, dout_39, ds202 = _conv_backward_naive_part11(N, ds210_term, dw, dwindow_21, dx_pad, dout_41, db, s205, window_20)
     dw, dx_pad, dout_38, db, dwindow_19, ds195 = _conv_backward_naive_part12(N, ds202, s200, dwindow_20, window_20, dw, dx_pad, dout_39, db, s195, window_19)
     dw, db, dx_pad, dout_36, ds186 = _conv_backward_naive_part13(N, ds195, dw, dout_38, db, s190, dwindow_19, window_19, dx_pad)
     dw, dout_35, db, dx_pad = _conv_backward_naive_part14(N, s185, ds186, window_18, dw, dout_36, db, s180, dx_pad)
-    db, dwindow_17, dw, dout_33, ds170 = _conv_backward_naive_part15(N, dout_35, db, s175, window_17, dw, s170)
-    dw, dx_pad, db, dwindow_16, dout_31, ds162 = _conv_backward_naive_part16(N, ds170, dw, dwindow_17, dx_pad, dout_33, db, s165, window_16)
+    db, dwindow_17, dw, dout_33, ds170_term = _conv_backward_naive_part15(N, dout_35, db, s175, window_17, dw, s170)
+    dw, dx_pad, db, dwindow_16, dout_31, ds162 = _conv_backward_naive_part16(N, ds170_term, dw, dwindow_17, dx_pad, dout_33, db, s165, window_16)
     dw, dx_pad, dout_30, db, dwindow_15, ds155 = _conv_backward_naive_part17(N, ds162, s160, dwindow_16, window_16, dw, dx_pad, dout_31, db, s155, window_15)
     dw, db, dx_pad, dout_28, ds146 = _conv_backward_naive_part18(N, ds155, dw, dout_30, db, s150, dwindow_15, window_15, dx_pad)
     dw, dout_27, db, dx_pad = _conv_backward_naive_part19(N, s145, ds146, window_14, dw, dout_28, db, s140, dx_pad)
-    db, dwindow_13, dw, dout_25, ds130 = _conv_backward_naive_part20(N, dout_27, db, s135, window_13, dw, s130)
-    dw, dx_pad, db, dwindow_12, dout_23, ds122 = _conv_backward_naive_part21(N, ds130, dw, dwindow_13, dx_pad, dout_25, db, s125, window_12)
+    db, dwindow_13, dw, dout_25, ds130_term = _conv_backward_naive_part20(N, dout_27, db, s135, window_13, dw, s130)
+    dw, dx_pad, db, dwindow_12, dout_23, ds122 = _conv_backward_naive_part21(N, ds130_term, dw, dwindow_13, dx_pad, dout_25, db, s125, window_12)
     dw, dx_pad, dout_22, db, dwindow_11, ds115 = _conv_backward_naive_part22(N, ds122, s120, dwindow_12, window_12, dw, dx_pad, dout_23, db, s115, window_11)
     dw, db, dx_pad, dout_20, ds106 = _conv_backward_naive_part23(N, ds115, dw, dout_22, db, s110, dwindow_11, window_11, dx_pad)
     dw, dout_19, db, dx_pad = _conv_backward_naive_part24(N, s105, ds106, window_10, dw, dout_20, db, s100, dx_pad)
-    db, dwindow_9, dw, dout_17, ds90 = _conv_backward_naive_part25(N, dout_19, db, s95, window_9, dw, s90)
-    dw, dx_pad, db, dwindow_8, dout_15, ds82 = _conv_backward_naive_part26(N, ds90, dw, dwindow_9, dx_pad, dout_17, db, s85, window_8)
+    db, dwindow_9, dw, dout_17, ds90_term = _conv_backward_naive_part25(N, dout_19, db, s95, window_9, dw, s90)
+    dw, dx_pad, db, dwindow_8, dout_15, ds82 = _conv_backward_naive_part26(N, ds90_term, dw, dwindow_9, dx_pad, dout_17, db, s85, window_8)
     dw, dx_pad, dout_14, db, dwindow_7, ds75 = _conv_backward_naive_part27(N, ds82, s80, dwindow_8, window_8, dw, dx_pad, dout_15, db, s75, window_7)
     dw, db, dx_pad, dout_12, ds66 = _conv_backward_naive_part28(N, ds75, dw, dout_14, db, s70, dwindow_7, window_7, dx_pad)
     dw, dout_11, db, dx_pad = _conv_backward_naive_part29(N, s65, ds66, window_6, dw, dout_12, db, s60, dx_pad)
-    db, dwindow_5, dw, dout_9, ds50 = _conv_backward_naive_part30(N, dout_11, db, s55, window_5, dw, s50)
-    dw, dx_pad, db, dwindow_4, dout_7, ds42 = _conv_backward_naive_part31(N, ds50, dw, dwindow_5, dx_pad, dout_9, db, s45, window_4)
+    db, dwindow_5, dw, dout_9, ds50_term = _conv_backward_naive_part30(N, dout_11, db, s55, window_5, dw, s50)
+    dw, dx_pad, db, dwindow_4, dout_7, ds42 = _conv_backward_naive_part31(N, ds50_term, dw, dwindow_5, dx_pad, dout_9, db, s45, window_4)
     dw, dx_pad, dout_6, db, dwindow_3, ds35 = _conv_backward_naive_part32(N, ds42, s40, dwindow_4, window_4, dw, dx_pad, dout_7, db, s35, window_3)
     dw, db, dx_pad, dout_4, ds26 = _conv_backward_naive_part33(N, ds35, dw, dout_6, db, s30, dwindow_3, window_3, dx_pad)
     dw, dout_3, db, dx_pad = _conv_backward_naive_part34(N, s25, ds26, window_2, dw, dout_4, db, s20, dx_pad)
-    db, dwindow_1, dw, dout_1, ds10 = _conv_backward_naive_part35(N, dout_3, db, s15, window_1, dw, s10)
-    dw, dx_pad, db, dwindow, ds1 = _conv_backward_naive_part36(N, ds10, dw, dwindow_1, dx_pad, dout_1, db, s5, window)
+    db, dwindow_1, dw, dout_1, ds10_term = _conv_backward_naive_part35(N, dout_3, db, s15, window_1, dw, s10)
+    dw, dx_pad, db, dwindow, ds1 = _conv_backward_naive_part36(N, ds10_term, dw, dwindow_1, dx_pad, dout_1, db, s5, window)
     dw, dx = _conv_backward_naive_part37(N, s0, ds1, dwindow, window, dw, dx_pad)
     return dx.copy(), dw, db
 
@@ -678,73 +678,68 @@ def _conv_backward_naive_part5(N, x_pad, w):
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part6(N, x_pad, w, dout):
-    """Lines 73-92 of `conv_backward_naive`."""
+    """Lines 73-90 of `conv_backward_naive`."""
     window_24 = x_pad[:, :, 4:7, 4:7]
     s240 = w[0]
     s245 = w[1]
     dout_48 = updated(dout, (slice(None), 1, 4, 4), 0)
     ds249 = dout[:, 1, 4, 4]
     ds247 = ds249
-    ds248 = ds249
-    ds248 = ds248.sum(axis=0)
+    ds248 = ds249.sum(axis=0)
     db = scatter((2,), (1,), ds248, np.float64)
     ds246 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds247, 1), 2), 3), (N, 3, 3, 3))
     dwindow_24 = s245 * ds246
-    ds245 = window_24 * ds246
-    ds245 = ds245.sum(axis=0)
+    ds245_term = window_24 * ds246
+    ds245 = ds245_term.sum(axis=0)
     dw = scatter((2, 3, 3, 3), (1,), ds245, np.float64)
     dout_47 = updated(dout_48, (slice(None), 0, 4, 4), 0)
     ds244 = dout_48[:, 0, 4, 4]
     ds242 = ds244
-    ds243 = ds244
-    ds243 = ds243.sum(axis=0)
+    ds243 = ds244.sum(axis=0)
     db = db + scatter((2,), (0,), ds243, np.float64)
     return window_24, s240, db, dwindow_24, dw, dout_47, ds242
 
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part7(N, ds242, s240, dwindow_24, window_24, dw, dout_47, db, s235, window_23):
-    """Lines 93-108 of `conv_backward_naive`."""
+    """Lines 91-105 of `conv_backward_naive`."""
     ds241 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds242, 1), 2), 3), (N, 3, 3, 3))
     dwindow_24 = dwindow_24 + s240 * ds241
-    ds240 = window_24 * ds241
-    ds240 = ds240.sum(axis=0)
+    ds240_term = window_24 * ds241
+    ds240 = ds240_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds240, np.float64)
     dx_pad = scatter((N, 3, 7, 7), (slice(None), slice(None), slice(4, 7), slice(4, 7)), dwindow_24, np.float64)
     dout_46 = updated(dout_47, (slice(None), 1, 4, 3), 0)
     ds239 = dout_47[:, 1, 4, 3]
     ds237 = ds239
-    ds238 = ds239
-    ds238 = ds238.sum(axis=0)
+    ds238 = ds239.sum(axis=0)
     db = db + scatter((2,), (1,), ds238, np.float64)
     ds236 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds237, 1), 2), 3), (N, 3, 3, 3))
     dwindow_23 = s235 * ds236
-    ds235 = window_23 * ds236
-    ds235 = ds235.sum(axis=0)
+    ds235_term = window_23 * ds236
+    ds235 = ds235_term.sum(axis=0)
     return dw, dx_pad, dout_46, db, dwindow_23, ds235
 
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part8(N, ds235, dw, dout_46, db, s230, dwindow_23, window_23, dx_pad):
-    """Lines 109-128 of `conv_backward_naive`."""
+    """Lines 106-123 of `conv_backward_naive`."""
     dw = dw + scatter((2, 3, 3, 3), (1,), ds235, np.float64)
     dout_45 = updated(dout_46, (slice(None), 0, 4, 3), 0)
     ds234 = dout_46[:, 0, 4, 3]
     ds232 = ds234
-    ds233 = ds234
-    ds233 = ds233.sum(axis=0)
+    ds233 = ds234.sum(axis=0)
     db = db + scatter((2,), (0,), ds233, np.float64)
     ds231 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds232, 1), 2), 3), (N, 3, 3, 3))
     dwindow_23 = dwindow_23 + s230 * ds231
-    ds230 = window_23 * ds231
-    ds230 = ds230.sum(axis=0)
+    ds230_term = window_23 * ds231
+    ds230 = ds230_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds230, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(4, 7), slice(3, 6)), dwindow_23, np.float64)
     dout_44 = updated(dout_45, (slice(None), 1, 4, 2), 0)
     ds229 = dout_45[:, 1, 4, 2]
     ds227 = ds229
-    ds228 = ds229
-    ds228 = ds228.sum(axis=0)
+    ds228 = ds229.sum(axis=0)
     db = db + scatter((2,), (1,), ds228, np.float64)
     ds226 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds227, 1), 2), 3), (N, 3, 3, 3))
     return dw, db, dx_pad, dout_44, ds226
@@ -752,21 +747,20 @@ def _conv_backward_naive_part8(N, ds235, dw, dout_46, db, s230, dwindow_23, wind
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part9(N, s225, ds226, window_22, dw, dout_44, db, s220, dx_pad):
-    """Lines 129-144 of `conv_backward_naive`."""
+    """Lines 124-138 of `conv_backward_naive`."""
     dwindow_22 = s225 * ds226
-    ds225 = window_22 * ds226
-    ds225 = ds225.sum(axis=0)
+    ds225_term = window_22 * ds226
+    ds225 = ds225_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds225, np.float64)
     dout_43 = updated(dout_44, (slice(None), 0, 4, 2), 0)
     ds224 = dout_44[:, 0, 4, 2]
     ds222 = ds224
-    ds223 = ds224
-    ds223 = ds223.sum(axis=0)
+    ds223 = ds224.sum(axis=0)
     db = db + scatter((2,), (0,), ds223, np.float64)
     ds221 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds222, 1), 2), 3), (N, 3, 3, 3))
     dwindow_22 = dwindow_22 + s220 * ds221
-    ds220 = window_22 * ds221
-    ds220 = ds220.sum(axis=0)
+    ds220_term = window_22 * ds221
+    ds220 = ds220_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds220, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(4, 7), slice(2, 5)), dwindow_22, np.float64)
     return dw, dout_43, db, dx_pad
@@ -774,99 +768,92 @@ def _conv_backward_naive_part9(N, s225, ds226, window_22, dw, dout_44, db, s220,
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part10(N, dout_43, db, s215, window_21, dw, s210):
-    """Lines 145-164 of `conv_backward_naive`."""
+    """Lines 139-156 of `conv_backward_naive`."""
     dout_42 = updated(dout_43, (slice(None), 1, 4, 1), 0)
     ds219 = dout_43[:, 1, 4, 1]
     ds217 = ds219
-    ds218 = ds219
-    ds218 = ds218.sum(axis=0)
+    ds218 = ds219.sum(axis=0)
     db = db + scatter((2,), (1,), ds218, np.float64)
     ds216 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds217, 1), 2), 3), (N, 3, 3, 3))
     dwindow_21 = s215 * ds216
-    ds215 = window_21 * ds216
-    ds215 = ds215.sum(axis=0)
+    ds215_term = window_21 * ds216
+    ds215 = ds215_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds215, np.float64)
     dout_41 = updated(dout_42, (slice(None), 0, 4, 1), 0)
     ds214 = dout_42[:, 0, 4, 1]
     ds212 = ds214
-    ds213 = ds214
-    ds213 = ds213.sum(axis=0)
+    ds213 = ds214.sum(axis=0)
     db = db + scatter((2,), (0,), ds213, np.float64)
     ds211 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds212, 1), 2), 3), (N, 3, 3, 3))
     dwindow_21 = dwindow_21 + s210 * ds211
-    ds210 = window_21 * ds211
-    return db, dwindow_21, dw, dout_41, ds210
+    ds210_term = window_21 * ds211
+    return db, dwindow_21, dw, dout_41, ds210_term
 
 
 @numba.njit(cache=True)
-def _conv_backward_naive_part11(N, ds210, dw, dwindow_21, dx_pad, dout_41, db, s205, window_20):
-    """Lines 165-184 of `conv_backward_naive`."""
-    ds210 = ds210.sum(axis=0)
+def _conv_backward_naive_part11(N, ds210_term, dw, dwindow_21, dx_pad, dout_41, db, s205, window_20):
+    """Lines 157-174 of `conv_backward_naive`."""
+    ds210 = ds210_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds210, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(4, 7), slice(1, 4)), dwindow_21, np.float64)
     dout_40 = updated(dout_41, (slice(None), 1, 4, 0), 0)
     ds209 = dout_41[:, 1, 4, 0]
     ds207 = ds209
-    ds208 = ds209
-    ds208 = ds208.sum(axis=0)
+    ds208 = ds209.sum(axis=0)
     db = db + scatter((2,), (1,), ds208, np.float64)
     ds206 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds207, 1), 2), 3), (N, 3, 3, 3))
     dwindow_20 = s205 * ds206
-    ds205 = window_20 * ds206
-    ds205 = ds205.sum(axis=0)
+    ds205_term = window_20 * ds206
+    ds205 = ds205_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds205, np.float64)
     dout_39 = updated(dout_40, (slice(None), 0, 4, 0), 0)
     ds204 = dout_40[:, 0, 4, 0]
     ds202 = ds204
-    ds203 = ds204
-    ds203 = ds203.sum(axis=0)
+    ds203 = ds204.sum(axis=0)
     db = db + scatter((2,), (0,), ds203, np.float64)
     return dw, dx_pad, db, dwindow_20, dout_39, ds202
 
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part12(N, ds202, s200, dwindow_20, window_20, dw, dx_pad, dout_39, db, s195, window_19):
-    """Lines 185-200 of `conv_backward_naive`."""
+    """Lines 175-189 of `conv_backward_naive`."""
     ds201 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds202, 1), 2), 3), (N, 3, 3, 3))
     dwindow_20 = dwindow_20 + s200 * ds201
-    ds200 = window_20 * ds201
-    ds200 = ds200.sum(axis=0)
+    ds200_term = window_20 * ds201
+    ds200 = ds200_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds200, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(4, 7), slice(0, 3)), dwindow_20, np.float64)
     dout_38 = updated(dout_39, (slice(None), 1, 3, 4), 0)
     ds199 = dout_39[:, 1, 3, 4]
     ds197 = ds199
-    ds198 = ds199
-    ds198 = ds198.sum(axis=0)
+    ds198 = ds199.sum(axis=0)
     db = db + scatter((2,), (1,), ds198, np.float64)
     ds196 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds197, 1), 2), 3), (N, 3, 3, 3))
     dwindow_19 = s195 * ds196
-    ds195 = window_19 * ds196
-    ds195 = ds195.sum(axis=0)
+    ds195_term = window_19 * ds196
+    ds195 = ds195_term.sum(axis=0)
     return dw, dx_pad, dout_38, db, dwindow_19, ds195
 
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part13(N, ds195, dw, dout_38, db, s190, dwindow_19, window_19, dx_pad):
-    """Lines 201-220 of `conv_backward_naive`."""
+    """Lines 190-207 of `conv_backward_naive`."""
     dw = dw + scatter((2, 3, 3, 3), (1,), ds195, np.float64)
     dout_37 = updated(dout_38, (slice(None), 0, 3, 4), 0)
     ds194 = dout_38[:, 0, 3, 4]
     ds192 = ds194
-    ds193 = ds194
-    ds193 = ds193.sum(axis=0)
+    ds193 = ds194.sum(axis=0)
     db = db + scatter((2,), (0,), ds193, np.float64)
     ds191 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds192, 1), 2), 3), (N, 3, 3, 3))
     dwindow_19 = dwindow_19 + s190 * ds191
-    ds190 = window_19 * ds191
-    ds190 = ds190.sum(axis=0)
+    ds190_term = window_19 * ds191
+    ds190 = ds190_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds190, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(3, 6), slice(4, 7)), dwindow_19, np.float64)
     dout_36 = updated(dout_37, (slice(None), 1, 3, 3), 0)
     ds189 = dout_37[:, 1, 3, 3]
     ds187 = ds189
-    ds188 = ds189
-    ds188 = ds188.sum(axis=0)
+    ds188 = ds189.sum(axis=0)
     db = db + scatter((2,), (1,), ds188, np.float64)
     ds186 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds187, 1), 2), 3), (N, 3, 3, 3))
     return dw, db, dx_pad, dout_36, ds186
@@ -874,21 +861,20 @@ def _conv_backward_naive_part13(N, ds195, dw, dout_38, db, s190, dwindow_19, win
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part14(N, s185, ds186, window_18, dw, dout_36, db, s180, dx_pad):
-    """Lines 221-236 of `conv_backward_naive`."""
+    """Lines 208-222 of `conv_backward_naive`."""
     dwindow_18 = s185 * ds186
-    ds185 = window_18 * ds186
-    ds185 = ds185.sum(axis=0)
+    ds185_term = window_18 * ds186
+    ds185 = ds185_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds185, np.float64)
     dout_35 = updated(dout_36, (slice(None), 0, 3, 3), 0)
     ds184 = dout_36[:, 0, 3, 3]
     ds182 = ds184
-    ds183 = ds184
-    ds183 = ds183.sum(axis=0)
+    ds183 = ds184.sum(axis=0)
     db = db + scatter((2,), (0,), ds183, np.float64)
     ds181 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds182, 1), 2), 3), (N, 3, 3, 3))
     dwindow_18 = dwindow_18 + s180 * ds181
-    ds180 = window_18 * ds181
-    ds180 = ds180.sum(axis=0)
+    ds180_term = window_18 * ds181
+    ds180 = ds180_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds180, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(3, 6), slice(3, 6)), dwindow_18, np.float64)
     return dw, dout_35, db, dx_pad
@@ -896,99 +882,92 @@ def _conv_backward_naive_part14(N, s185, ds186, window_18, dw, dout_36, db, s180
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part15(N, dout_35, db, s175, window_17, dw, s170):
-    """Lines 237-256 of `conv_backward_naive`."""
+    """Lines 223-240 of `conv_backward_naive`."""
     dout_34 = updated(dout_35, (slice(None), 1, 3, 2), 0)
     ds179 = dout_35[:, 1, 3, 2]
     ds177 = ds179
-    ds178 = ds179
-    ds178 = ds178.sum(axis=0)
+    ds178 = ds179.sum(axis=0)
     db = db + scatter((2,), (1,), ds178, np.float64)
     ds176 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds177, 1), 2), 3), (N, 3, 3, 3))
     dwindow_17 = s175 * ds176
-    ds175 = window_17 * ds176
-    ds175 = ds175.sum(axis=0)
+    ds175_term = window_17 * ds176
+    ds175 = ds175_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds175, np.float64)
     dout_33 = updated(dout_34, (slice(None), 0, 3, 2), 0)
     ds174 = dout_34[:, 0, 3, 2]
     ds172 = ds174
-    ds173 = ds174
-    ds173 = ds173.sum(axis=0)
+    ds173 = ds174.sum(axis=0)
     db = db + scatter((2,), (0,), ds173, np.float64)
     ds171 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds172, 1), 2), 3), (N, 3, 3, 3))
     dwindow_17 = dwindow_17 + s170 * ds171
-    ds170 = window_17 * ds171
-    return db, dwindow_17, dw, dout_33, ds170
+    ds170_term = window_17 * ds171
+    return db, dwindow_17, dw, dout_33, ds170_term
 
 
 @numba.njit(cache=True)
-def _conv_backward_naive_part16(N, ds170, dw, dwindow_17, dx_pad, dout_33, db, s165, window_16):
-    """Lines 257-276 of `conv_backward_naive`."""
-    ds170 = ds170.sum(axis=0)
+def _conv_backward_naive_part16(N, ds170_term, dw, dwindow_17, dx_pad, dout_33, db, s165, window_16):
+    """Lines 241-258 of `conv_backward_naive`."""
+    ds170 = ds170_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds170, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(3, 6), slice(2, 5)), dwindow_17, np.float64)
     dout_32 = updated(dout_33, (slice(None), 1, 3, 1), 0)
     ds169 = dout_33[:, 1, 3, 1]
     ds167 = ds169
-    ds168 = ds169
-    ds168 = ds168.sum(axis=0)
+    ds168 = ds169.sum(axis=0)
     db = db + scatter((2,), (1,), ds168, np.float64)
     ds166 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds167, 1), 2), 3), (N, 3, 3, 3))
     dwindow_16 = s165 * ds166
-    ds165 = window_16 * ds166
-    ds165 = ds165.sum(axis=0)
+    ds165_term = window_16 * ds166
+    ds165 = ds165_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds165, np.float64)
     dout_31 = updated(dout_32, (slice(None), 0, 3, 1), 0)
     ds164 = dout_32[:, 0, 3, 1]
     ds162 = ds164
-    ds163 = ds164
-    ds163 = ds163.sum(axis=0)
+    ds163 = ds164.sum(axis=0)
     db = db + scatter((2,), (0,), ds163, np.float64)
     return dw, dx_pad, db, dwindow_16, dout_31, ds162
 
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part17(N, ds162, s160, dwindow_16, window_16, dw, dx_pad, dout_31, db, s155, window_15):
-    """Lines 277-292 of `conv_backward_naive`."""
+    """Lines 259-273 of `conv_backward_naive`."""
     ds161 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds162, 1), 2), 3), (N, 3, 3, 3))
     dwindow_16 = dwindow_16 + s160 * ds161
-    ds160 = window_16 * ds161
-    ds160 = ds160.sum(axis=0)
+    ds160_term = window_16 * ds161
+    ds160 = ds160_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds160, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(3, 6), slice(1, 4)), dwindow_16, np.float64)
     dout_30 = updated(dout_31, (slice(None), 1, 3, 0), 0)
     ds159 = dout_31[:, 1, 3, 0]
     ds157 = ds159
-    ds158 = ds159
-    ds158 = ds158.sum(axis=0)
+    ds158 = ds159.sum(axis=0)
     db = db + scatter((2,), (1,), ds158, np.float64)
     ds156 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds157, 1), 2), 3), (N, 3, 3, 3))
     dwindow_15 = s155 * ds156
-    ds155 = window_15 * ds156
-    ds155 = ds155.sum(axis=0)
+    ds155_term = window_15 * ds156
+    ds155 = ds155_term.sum(axis=0)
     return dw, dx_pad, dout_30, db, dwindow_15, ds155
 
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part18(N, ds155, dw, dout_30, db, s150, dwindow_15, window_15, dx_pad):
-    """Lines 293-312 of `conv_backward_naive`."""
+    """Lines 274-291 of `conv_backward_naive`."""
     dw = dw + scatter((2, 3, 3, 3), (1,), ds155, np.float64)
     dout_29 = updated(dout_30, (slice(None), 0, 3, 0), 0)
     ds154 = dout_30[:, 0, 3, 0]
     ds152 = ds154
-    ds153 = ds154
-    ds153 = ds153.sum(axis=0)
+    ds153 = ds154.sum(axis=0)
     db = db + scatter((2,), (0,), ds153, np.float64)
     ds151 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds152, 1), 2), 3), (N, 3, 3, 3))
     dwindow_15 = dwindow_15 + s150 * ds151
-    ds150 = window_15 * ds151
-    ds150 = ds150.sum(axis=0)
+    ds150_term = window_15 * ds151
+    ds150 = ds150_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds150, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(3, 6), slice(0, 3)), dwindow_15, np.float64)
     dout_28 = updated(dout_29, (slice(None), 1, 2, 4), 0)
     ds149 = dout_29[:, 1, 2, 4]
     ds147 = ds149
-    ds148 = ds149
-    ds148 = ds148.sum(axis=0)
+    ds148 = ds149.sum(axis=0)
     db = db + scatter((2,), (1,), ds148, np.float64)
     ds146 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds147, 1), 2), 3), (N, 3, 3, 3))
     return dw, db, dx_pad, dout_28, ds146
@@ -996,21 +975,20 @@ def _conv_backward_naive_part18(N, ds155, dw, dout_30, db, s150, dwindow_15, win
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part19(N, s145, ds146, window_14, dw, dout_28, db, s140, dx_pad):
-    """Lines 313-328 of `conv_backward_naive`."""
+    """Lines 292-306 of `conv_backward_naive`."""
     dwindow_14 = s145 * ds146
-    ds145 = window_14 * ds146
-    ds145 = ds145.sum(axis=0)
+    ds145_term = window_14 * ds146
+    ds145 = ds145_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds145, np.float64)
     dout_27 = updated(dout_28, (slice(None), 0, 2, 4), 0)
     ds144 = dout_28[:, 0, 2, 4]
     ds142 = ds144
-    ds143 = ds144
-    ds143 = ds143.sum(axis=0)
+    ds143 = ds144.sum(axis=0)
     db = db + scatter((2,), (0,), ds143, np.float64)
     ds141 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds142, 1), 2), 3), (N, 3, 3, 3))
     dwindow_14 = dwindow_14 + s140 * ds141
-    ds140 = window_14 * ds141
-    ds140 = ds140.sum(axis=0)
+    ds140_term = window_14 * ds141
+    ds140 = ds140_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds140, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(2, 5), slice(4, 7)), dwindow_14, np.float64)
     return dw, dout_27, db, dx_pad
@@ -1018,99 +996,92 @@ def _conv_backward_naive_part19(N, s145, ds146, window_14, dw, dout_28, db, s140
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part20(N, dout_27, db, s135, window_13, dw, s130):
-    """Lines 329-348 of `conv_backward_naive`."""
+    """Lines 307-324 of `conv_backward_naive`."""
     dout_26 = updated(dout_27, (slice(None), 1, 2, 3), 0)
     ds139 = dout_27[:, 1, 2, 3]
     ds137 = ds139
-    ds138 = ds139
-    ds138 = ds138.sum(axis=0)
+    ds138 = ds139.sum(axis=0)
     db = db + scatter((2,), (1,), ds138, np.float64)
     ds136 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds137, 1), 2), 3), (N, 3, 3, 3))
     dwindow_13 = s135 * ds136
-    ds135 = window_13 * ds136
-    ds135 = ds135.sum(axis=0)
+    ds135_term = window_13 * ds136
+    ds135 = ds135_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds135, np.float64)
     dout_25 = updated(dout_26, (slice(None), 0, 2, 3), 0)
     ds134 = dout_26[:, 0, 2, 3]
     ds132 = ds134
-    ds133 = ds134
-    ds133 = ds133.sum(axis=0)
+    ds133 = ds134.sum(axis=0)
     db = db + scatter((2,), (0,), ds133, np.float64)
     ds131 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds132, 1), 2), 3), (N, 3, 3, 3))
     dwindow_13 = dwindow_13 + s130 * ds131
-    ds130 = window_13 * ds131
-    return db, dwindow_13, dw, dout_25, ds130
+    ds130_term = window_13 * ds131
+    return db, dwindow_13, dw, dout_25, ds130_term
 
 
 @numba.njit(cache=True)
-def _conv_backward_naive_part21(N, ds130, dw, dwindow_13, dx_pad, dout_25, db, s125, window_12):
-    """Lines 349-368 of `conv_backward_naive`."""
-    ds130 = ds130.sum(axis=0)
+def _conv_backward_naive_part21(N, ds130_term, dw, dwindow_13, dx_pad, dout_25, db, s125, window_12):
+    """Lines 325-342 of `conv_backward_naive`."""
+    ds130 = ds130_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds130, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(2, 5), slice(3, 6)), dwindow_13, np.float64)
     dout_24 = updated(dout_25, (slice(None), 1, 2, 2), 0)
     ds129 = dout_25[:, 1, 2, 2]
     ds127 = ds129
-    ds128 = ds129
-    ds128 = ds128.sum(axis=0)
+    ds128 = ds129.sum(axis=0)
     db = db + scatter((2,), (1,), ds128, np.float64)
     ds126 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds127, 1), 2), 3), (N, 3, 3, 3))
     dwindow_12 = s125 * ds126
-    ds125 = window_12 * ds126
-    ds125 = ds125.sum(axis=0)
+    ds125_term = window_12 * ds126
+    ds125 = ds125_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds125, np.float64)
     dout_23 = updated(dout_24, (slice(None), 0, 2, 2), 0)
     ds124 = dout_24[:, 0, 2, 2]
     ds122 = ds124
-    ds123 = ds124
-    ds123 = ds123.sum(axis=0)
+    ds123 = ds124.sum(axis=0)
     db = db + scatter((2,), (0,), ds123, np.float64)
     return dw, dx_pad, db, dwindow_12, dout_23, ds122
 
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part22(N, ds122, s120, dwindow_12, window_12, dw, dx_pad, dout_23, db, s115, window_11):
-    """Lines 369-384 of `conv_backward_naive`."""
+    """Lines 343-357 of `conv_backward_naive`."""
     ds121 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds122, 1), 2), 3), (N, 3, 3, 3))
     dwindow_12 = dwindow_12 + s120 * ds121
-    ds120 = window_12 * ds121
-    ds120 = ds120.sum(axis=0)
+    ds120_term = window_12 * ds121
+    ds120 = ds120_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds120, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(2, 5), slice(2, 5)), dwindow_12, np.float64)
     dout_22 = updated(dout_23, (slice(None), 1, 2, 1), 0)
     ds119 = dout_23[:, 1, 2, 1]
     ds117 = ds119
-    ds118 = ds119
-    ds118 = ds118.sum(axis=0)
+    ds118 = ds119.sum(axis=0)
     db = db + scatter((2,), (1,), ds118, np.float64)
     ds116 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds117, 1), 2), 3), (N, 3, 3, 3))
     dwindow_11 = s115 * ds116
-    ds115 = window_11 * ds116
-    ds115 = ds115.sum(axis=0)
+    ds115_term = window_11 * ds116
+    ds115 = ds115_term.sum(axis=0)
     return dw, dx_pad, dout_22, db, dwindow_11, ds115
 
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part23(N, ds115, dw, dout_22, db, s110, dwindow_11, window_11, dx_pad):
-    """Lines 385-404 of `conv_backward_naive`."""
+    """Lines 358-375 of `conv_backward_naive`."""
     dw = dw + scatter((2, 3, 3, 3), (1,), ds115, np.float64)
     dout_21 = updated(dout_22, (slice(None), 0, 2, 1), 0)
     ds114 = dout_22[:, 0, 2, 1]
     ds112 = ds114
-    ds113 = ds114
-    ds113 = ds113.sum(axis=0)
+    ds113 = ds114.sum(axis=0)
     db = db + scatter((2,), (0,), ds113, np.float64)
     ds111 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds112, 1), 2), 3), (N, 3, 3, 3))
     dwindow_11 = dwindow_11 + s110 * ds111
-    ds110 = window_11 * ds111
-    ds110 = ds110.sum(axis=0)
+    ds110_term = window_11 * ds111
+    ds110 = ds110_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds110, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(2, 5), slice(1, 4)), dwindow_11, np.float64)
     dout_20 = updated(dout_21, (slice(None), 1, 2, 0), 0)
     ds109 = dout_21[:, 1, 2, 0]
     ds107 = ds109
-    ds108 = ds109
-    ds108 = ds108.sum(axis=0)
+    ds108 = ds109.sum(axis=0)
     db = db + scatter((2,), (1,), ds108, np.float64)
     ds106 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds107, 1), 2), 3), (N, 3, 3, 3))
     return dw, db, dx_pad, dout_20, ds106
@@ -1118,21 +1089,20 @@ def _conv_backward_naive_part23(N, ds115, dw, dout_22, db, s110, dwindow_11, win
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part24(N, s105, ds106, window_10, dw, dout_20, db, s100, dx_pad):
-    """Lines 405-420 of `conv_backward_naive`."""
+    """Lines 376-390 of `conv_backward_naive`."""
     dwindow_10 = s105 * ds106
-    ds105 = window_10 * ds106
-    ds105 = ds105.sum(axis=0)
+    ds105_term = window_10 * ds106
+    ds105 = ds105_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds105, np.float64)
     dout_19 = updated(dout_20, (slice(None), 0, 2, 0), 0)
     ds104 = dout_20[:, 0, 2, 0]
     ds102 = ds104
-    ds103 = ds104
-    ds103 = ds103.sum(axis=0)
+    ds103 = ds104.sum(axis=0)
     db = db + scatter((2,), (0,), ds103, np.float64)
     ds101 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds102, 1), 2), 3), (N, 3, 3, 3))
     dwindow_10 = dwindow_10 + s100 * ds101
-    ds100 = window_10 * ds101
-    ds100 = ds100.sum(axis=0)
+    ds100_term = window_10 * ds101
+    ds100 = ds100_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds100, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(2, 5), slice(0, 3)), dwindow_10, np.float64)
     return dw, dout_19, db, dx_pad
@@ -1140,99 +1110,92 @@ def _conv_backward_naive_part24(N, s105, ds106, window_10, dw, dout_20, db, s100
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part25(N, dout_19, db, s95, window_9, dw, s90):
-    """Lines 421-440 of `conv_backward_naive`."""
+    """Lines 391-408 of `conv_backward_naive`."""
     dout_18 = updated(dout_19, (slice(None), 1, 1, 4), 0)
     ds99 = dout_19[:, 1, 1, 4]
     ds97 = ds99
-    ds98 = ds99
-    ds98 = ds98.sum(axis=0)
+    ds98 = ds99.sum(axis=0)
     db = db + scatter((2,), (1,), ds98, np.float64)
     ds96 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds97, 1), 2), 3), (N, 3, 3, 3))
     dwindow_9 = s95 * ds96
-    ds95 = window_9 * ds96
-    ds95 = ds95.sum(axis=0)
+    ds95_term = window_9 * ds96
+    ds95 = ds95_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds95, np.float64)
     dout_17 = updated(dout_18, (slice(None), 0, 1, 4), 0)
     ds94 = dout_18[:, 0, 1, 4]
     ds92 = ds94
-    ds93 = ds94
-    ds93 = ds93.sum(axis=0)
+    ds93 = ds94.sum(axis=0)
     db = db + scatter((2,), (0,), ds93, np.float64)
     ds91 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds92, 1), 2), 3), (N, 3, 3, 3))
     dwindow_9 = dwindow_9 + s90 * ds91
-    ds90 = window_9 * ds91
-    return db, dwindow_9, dw, dout_17, ds90
+    ds90_term = window_9 * ds91
+    return db, dwindow_9, dw, dout_17, ds90_term
 
 
 @numba.njit(cache=True)
-def _conv_backward_naive_part26(N, ds90, dw, dwindow_9, dx_pad, dout_17, db, s85, window_8):
-    """Lines 441-460 of `conv_backward_naive`."""
-    ds90 = ds90.sum(axis=0)
+def _conv_backward_naive_part26(N, ds90_term, dw, dwindow_9, dx_pad, dout_17, db, s85, window_8):
+    """Lines 409-426 of `conv_backward_naive`."""
+    ds90 = ds90_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds90, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(1, 4), slice(4, 7)), dwindow_9, np.float64)
     dout_16 = updated(dout_17, (slice(None), 1, 1, 3), 0)
     ds89 = dout_17[:, 1, 1, 3]
     ds87 = ds89
-    ds88 = ds89
-    ds88 = ds88.sum(axis=0)
+    ds88 = ds89.sum(axis=0)
     db = db + scatter((2,), (1,), ds88, np.float64)
     ds86 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds87, 1), 2), 3), (N, 3, 3, 3))
     dwindow_8 = s85 * ds86
-    ds85 = window_8 * ds86
-    ds85 = ds85.sum(axis=0)
+    ds85_term = window_8 * ds86
+    ds85 = ds85_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds85, np.float64)
     dout_15 = updated(dout_16, (slice(None), 0, 1, 3), 0)
     ds84 = dout_16[:, 0, 1, 3]
     ds82 = ds84
-    ds83 = ds84
-    ds83 = ds83.sum(axis=0)
+    ds83 = ds84.sum(axis=0)
     db = db + scatter((2,), (0,), ds83, np.float64)
     return dw, dx_pad, db, dwindow_8, dout_15, ds82
 
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part27(N, ds82, s80, dwindow_8, window_8, dw, dx_pad, dout_15, db, s75, window_7):
-    """Lines 461-476 of `conv_backward_naive`."""
+    """Lines 427-441 of `conv_backward_naive`."""
     ds81 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds82, 1), 2), 3), (N, 3, 3, 3))
     dwindow_8 = dwindow_8 + s80 * ds81
-    ds80 = window_8 * ds81
-    ds80 = ds80.sum(axis=0)
+    ds80_term = window_8 * ds81
+    ds80 = ds80_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds80, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(1, 4), slice(3, 6)), dwindow_8, np.float64)
     dout_14 = updated(dout_15, (slice(None), 1, 1, 2), 0)
     ds79 = dout_15[:, 1, 1, 2]
     ds77 = ds79
-    ds78 = ds79
-    ds78 = ds78.sum(axis=0)
+    ds78 = ds79.sum(axis=0)
     db = db + scatter((2,), (1,), ds78, np.float64)
     ds76 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds77, 1), 2), 3), (N, 3, 3, 3))
     dwindow_7 = s75 * ds76
-    ds75 = window_7 * ds76
-    ds75 = ds75.sum(axis=0)
+    ds75_term = window_7 * ds76
+    ds75 = ds75_term.sum(axis=0)
     return dw, dx_pad, dout_14, db, dwindow_7, ds75
 
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part28(N, ds75, dw, dout_14, db, s70, dwindow_7, window_7, dx_pad):
-    """Lines 477-496 of `conv_backward_naive`."""
+    """Lines 442-459 of `conv_backward_naive`."""
     dw = dw + scatter((2, 3, 3, 3), (1,), ds75, np.float64)
     dout_13 = updated(dout_14, (slice(None), 0, 1, 2), 0)
     ds74 = dout_14[:, 0, 1, 2]
     ds72 = ds74
-    ds73 = ds74
-    ds73 = ds73.sum(axis=0)
+    ds73 = ds74.sum(axis=0)
     db = db + scatter((2,), (0,), ds73, np.float64)
     ds71 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds72, 1), 2), 3), (N, 3, 3, 3))
     dwindow_7 = dwindow_7 + s70 * ds71
-    ds70 = window_7 * ds71
-    ds70 = ds70.sum(axis=0)
+    ds70_term = window_7 * ds71
+    ds70 = ds70_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds70, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(1, 4), slice(2, 5)), dwindow_7, np.float64)
     dout_12 = updated(dout_13, (slice(None), 1, 1, 1), 0)
     ds69 = dout_13[:, 1, 1, 1]
     ds67 = ds69
-    ds68 = ds69
-    ds68 = ds68.sum(axis=0)
+    ds68 = ds69.sum(axis=0)
     db = db + scatter((2,), (1,), ds68, np.float64)
     ds66 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds67, 1), 2), 3), (N, 3, 3, 3))
     return dw, db, dx_pad, dout_12, ds66
@@ -1240,21 +1203,20 @@ def _conv_backward_naive_part28(N, ds75, dw, dout_14, db, s70, dwindow_7, window
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part29(N, s65, ds66, window_6, dw, dout_12, db, s60, dx_pad):
-    """Lines 497-512 of `conv_backward_naive`."""
+    """Lines 460-474 of `conv_backward_naive`."""
     dwindow_6 = s65 * ds66
-    ds65 = window_6 * ds66
-    ds65 = ds65.sum(axis=0)
+    ds65_term = window_6 * ds66
+    ds65 = ds65_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds65, np.float64)
     dout_11 = updated(dout_12, (slice(None), 0, 1, 1), 0)
     ds64 = dout_12[:, 0, 1, 1]
     ds62 = ds64
-    ds63 = ds64
-    ds63 = ds63.sum(axis=0)
+    ds63 = ds64.sum(axis=0)
     db = db + scatter((2,), (0,), ds63, np.float64)
     ds61 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds62, 1), 2), 3), (N, 3, 3, 3))
     dwindow_6 = dwindow_6 + s60 * ds61
-    ds60 = window_6 * ds61
-    ds60 = ds60.sum(axis=0)
+    ds60_term = window_6 * ds61
+    ds60 = ds60_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds60, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(1, 4), slice(1, 4)), dwindow_6, np.float64)
     return dw, dout_11, db, dx_pad
@@ -1262,99 +1224,92 @@ def _conv_backward_naive_part29(N, s65, ds66, window_6, dw, dout_12, db, s60, dx
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part30(N, dout_11, db, s55, window_5, dw, s50):
-    """Lines 513-532 of `conv_backward_naive`."""
+    """Lines 475-492 of `conv_backward_naive`."""
     dout_10 = updated(dout_11, (slice(None), 1, 1, 0), 0)
     ds59 = dout_11[:, 1, 1, 0]
     ds57 = ds59
-    ds58 = ds59
-    ds58 = ds58.sum(axis=0)
+    ds58 = ds59.sum(axis=0)
     db = db + scatter((2,), (1,), ds58, np.float64)
     ds56 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds57, 1), 2), 3), (N, 3, 3, 3))
     dwindow_5 = s55 * ds56
-    ds55 = window_5 * ds56
-    ds55 = ds55.sum(axis=0)
+    ds55_term = window_5 * ds56
+    ds55 = ds55_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds55, np.float64)
     dout_9 = updated(dout_10, (slice(None), 0, 1, 0), 0)
     ds54 = dout_10[:, 0, 1, 0]
     ds52 = ds54
-    ds53 = ds54
-    ds53 = ds53.sum(axis=0)
+    ds53 = ds54.sum(axis=0)
     db = db + scatter((2,), (0,), ds53, np.float64)
     ds51 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds52, 1), 2), 3), (N, 3, 3, 3))
     dwindow_5 = dwindow_5 + s50 * ds51
-    ds50 = window_5 * ds51
-    return db, dwindow_5, dw, dout_9, ds50
+    ds50_term = window_5 * ds51
+    return db, dwindow_5, dw, dout_9, ds50_term
 
 
 @numba.njit(cache=True)
-def _conv_backward_naive_part31(N, ds50, dw, dwindow_5, dx_pad, dout_9, db, s45, window_4):
-    """Lines 533-552 of `conv_backward_naive`."""
-    ds50 = ds50.sum(axis=0)
+def _conv_backward_naive_part31(N, ds50_term, dw, dwindow_5, dx_pad, dout_9, db, s45, window_4):
+    """Lines 493-510 of `conv_backward_naive`."""
+    ds50 = ds50_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds50, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(1, 4), slice(0, 3)), dwindow_5, np.float64)
     dout_8 = updated(dout_9, (slice(None), 1, 0, 4), 0)
     ds49 = dout_9[:, 1, 0, 4]
     ds47 = ds49
-    ds48 = ds49
-    ds48 = ds48.sum(axis=0)
+    ds48 = ds49.sum(axis=0)
     db = db + scatter((2,), (1,), ds48, np.float64)
     ds46 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds47, 1), 2), 3), (N, 3, 3, 3))
     dwindow_4 = s45 * ds46
-    ds45 = window_4 * ds46
-    ds45 = ds45.sum(axis=0)
+    ds45_term = window_4 * ds46
+    ds45 = ds45_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds45, np.float64)
     dout_7 = updated(dout_8, (slice(None), 0, 0, 4), 0)
     ds44 = dout_8[:, 0, 0, 4]
     ds42 = ds44
-    ds43 = ds44
-    ds43 = ds43.sum(axis=0)
+    ds43 = ds44.sum(axis=0)
     db = db + scatter((2,), (0,), ds43, np.float64)
     return dw, dx_pad, db, dwindow_4, dout_7, ds42
 
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part32(N, ds42, s40, dwindow_4, window_4, dw, dx_pad, dout_7, db, s35, window_3):
-    """Lines 553-568 of `conv_backward_naive`."""
+    """Lines 511-525 of `conv_backward_naive`."""
     ds41 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds42, 1), 2), 3), (N, 3, 3, 3))
     dwindow_4 = dwindow_4 + s40 * ds41
-    ds40 = window_4 * ds41
-    ds40 = ds40.sum(axis=0)
+    ds40_term = window_4 * ds41
+    ds40 = ds40_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds40, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(0, 3), slice(4, 7)), dwindow_4, np.float64)
     dout_6 = updated(dout_7, (slice(None), 1, 0, 3), 0)
     ds39 = dout_7[:, 1, 0, 3]
     ds37 = ds39
-    ds38 = ds39
-    ds38 = ds38.sum(axis=0)
+    ds38 = ds39.sum(axis=0)
     db = db + scatter((2,), (1,), ds38, np.float64)
     ds36 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds37, 1), 2), 3), (N, 3, 3, 3))
     dwindow_3 = s35 * ds36
-    ds35 = window_3 * ds36
-    ds35 = ds35.sum(axis=0)
+    ds35_term = window_3 * ds36
+    ds35 = ds35_term.sum(axis=0)
     return dw, dx_pad, dout_6, db, dwindow_3, ds35
 
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part33(N, ds35, dw, dout_6, db, s30, dwindow_3, window_3, dx_pad):
-    """Lines 569-588 of `conv_backward_naive`."""
+    """Lines 526-543 of `conv_backward_naive`."""
     dw = dw + scatter((2, 3, 3, 3), (1,), ds35, np.float64)
     dout_5 = updated(dout_6, (slice(None), 0, 0, 3), 0)
     ds34 = dout_6[:, 0, 0, 3]
     ds32 = ds34
-    ds33 = ds34
-    ds33 = ds33.sum(axis=0)
+    ds33 = ds34.sum(axis=0)
     db = db + scatter((2,), (0,), ds33, np.float64)
     ds31 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds32, 1), 2), 3), (N, 3, 3, 3))
     dwindow_3 = dwindow_3 + s30 * ds31
-    ds30 = window_3 * ds31
-    ds30 = ds30.sum(axis=0)
+    ds30_term = window_3 * ds31
+    ds30 = ds30_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds30, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(0, 3), slice(3, 6)), dwindow_3, np.float64)
     dout_4 = updated(dout_5, (slice(None), 1, 0, 2), 0)
     ds29 = dout_5[:, 1, 0, 2]
     ds27 = ds29
-    ds28 = ds29
-    ds28 = ds28.sum(axis=0)
+    ds28 = ds29.sum(axis=0)
     db = db + scatter((2,), (1,), ds28, np.float64)
     ds26 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds27, 1), 2), 3), (N, 3, 3, 3))
     return dw, db, dx_pad, dout_4, ds26
@@ -1362,21 +1317,20 @@ def _conv_backward_naive_part33(N, ds35, dw, dout_6, db, s30, dwindow_3, window_
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part34(N, s25, ds26, window_2, dw, dout_4, db, s20, dx_pad):
-    """Lines 589-604 of `conv_backward_naive`."""
+    """Lines 544-558 of `conv_backward_naive`."""
     dwindow_2 = s25 * ds26
-    ds25 = window_2 * ds26
-    ds25 = ds25.sum(axis=0)
+    ds25_term = window_2 * ds26
+    ds25 = ds25_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds25, np.float64)
     dout_3 = updated(dout_4, (slice(None), 0, 0, 2), 0)
     ds24 = dout_4[:, 0, 0, 2]
     ds22 = ds24
-    ds23 = ds24
-    ds23 = ds23.sum(axis=0)
+    ds23 = ds24.sum(axis=0)
     db = db + scatter((2,), (0,), ds23, np.float64)
     ds21 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds22, 1), 2), 3), (N, 3, 3, 3))
     dwindow_2 = dwindow_2 + s20 * ds21
-    ds20 = window_2 * ds21
-    ds20 = ds20.sum(axis=0)
+    ds20_term = window_2 * ds21
+    ds20 = ds20_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds20, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(0, 3), slice(2, 5)), dwindow_2, np.float64)
     return dw, dout_3, db, dx_pad
@@ -1384,51 +1338,47 @@ def _conv_backward_naive_part34(N, s25, ds26, window_2, dw, dout_4, db, s20, dx_
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part35(N, dout_3, db, s15, window_1, dw, s10):
-    """Lines 605-624 of `conv_backward_naive`."""
+    """Lines 559-576 of `conv_backward_naive`."""
     dout_2 = updated(dout_3, (slice(None), 1, 0, 1), 0)
     ds19 = dout_3[:, 1, 0, 1]
     ds17 = ds19
-    ds18 = ds19
-    ds18 = ds18.sum(axis=0)
+    ds18 = ds19.sum(axis=0)
     db = db + scatter((2,), (1,), ds18, np.float64)
     ds16 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds17, 1), 2), 3), (N, 3, 3, 3))
     dwindow_1 = s15 * ds16
-    ds15 = window_1 * ds16
-    ds15 = ds15.sum(axis=0)
+    ds15_term = window_1 * ds16
+    ds15 = ds15_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds15, np.float64)
     dout_1 = updated(dout_2, (slice(None), 0, 0, 1), 0)
     ds14 = dout_2[:, 0, 0, 1]
     ds12 = ds14
-    ds13 = ds14
-    ds13 = ds13.sum(axis=0)
+    ds13 = ds14.sum(axis=0)
     db = db + scatter((2,), (0,), ds13, np.float64)
     ds11 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds12, 1), 2), 3), (N, 3, 3, 3))
     dwindow_1 = dwindow_1 + s10 * ds11
-    ds10 = window_1 * ds11
-    return db, dwindow_1, dw, dout_1, ds10
+    ds10_term = window_1 * ds11
+    return db, dwindow_1, dw, dout_1, ds10_term
 
 
 @numba.njit(cache=True)
-def _conv_backward_naive_part36(N, ds10, dw, dwindow_1, dx_pad, dout_1, db, s5, window):
-    """Lines 625-644 of `conv_backward_naive`."""
-    ds10 = ds10.sum(axis=0)
+def _conv_backward_naive_part36(N, ds10_term, dw, dwindow_1, dx_pad, dout_1, db, s5, window):
+    """Lines 577-594 of `conv_backward_naive`."""
+    ds10 = ds10_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds10, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(0, 3), slice(1, 4)), dwindow_1, np.float64)
     dout_49 = updated(dout_1, (slice(None), 1, 0, 0), 0)
     ds9 = dout_1[:, 1, 0, 0]
     ds7 = ds9
-    ds8 = ds9
-    ds8 = ds8.sum(axis=0)
+    ds8 = ds9.sum(axis=0)
     db = db + scatter((2,), (1,), ds8, np.float64)
     ds6 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds7, 1), 2), 3), (N, 3, 3, 3))
     dwindow = s5 * ds6
-    ds5 = window * ds6
-    ds5 = ds5.sum(axis=0)
+    ds5_term = window * ds6
+    ds5 = ds5_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (1,), ds5, np.float64)
     ds4 = dout_49[:, 0, 0, 0]
     ds2 = ds4
-    ds3 = ds4
-    ds3 = ds3.sum(axis=0)
+    ds3 = ds4.sum(axis=0)
     db = db + scatter((2,), (0,), ds3, np.float64)
     ds1 = np.broadcast_to(np.expand_dims(np.expand_dims(np.expand_dims(ds2, 1), 2), 3), (N, 3, 3, 3))
     return dw, dx_pad, db, dwindow, ds1
@@ -1436,10 +1386,10 @@ def _conv_backward_naive_part36(N, ds10, dw, dwindow_1, dx_pad, dout_1, db, s5, 
 
 @numba.njit(cache=True)
 def _conv_backward_naive_part37(N, s0, ds1, dwindow, window, dw, dx_pad):
-    """Lines 645-650 of `conv_backward_naive`."""
+    """Lines 595-600 of `conv_backward_naive`."""
     dwindow = dwindow + s0 * ds1
-    ds0 = window * ds1
-    ds0 = ds0.sum(axis=0)
+    ds0_term = window * ds1
+    ds0 = ds0_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds0, np.float64)
     dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(0, 3), slice(0, 3)), dwindow, np.float64)
     dx = dx_pad[0:N, 0:3, 1:6, 1:6]

@@ -141,28 +141,26 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_margins = np.logical_not(s11) * grad_margins_1
     grad_s10 = grad_margins
     grad_scores = grad_s10
-    grad_s9 = -grad_s10
-    grad_s9 = grad_s9.sum(axis=1).reshape((N, 1))
+    grad_s9_term = -grad_s10
+    grad_s9 = grad_s9_term.sum(axis=1).reshape((N, 1))
     grad_s8 = scatter((N,), (slice(None), None), grad_s9, np.float64)
     grad_scores = grad_scores + add_pairs((N, 3), np.arange(N), y, grad_s8, np.float64)
-    grad_b2 = grad_scores
-    grad_b2 = grad_b2.sum(axis=0)
+    grad_b2 = grad_scores.sum(axis=0)
     grad_s7 = grad_scores
     grad_W2 = grad_W2 + hidden_2.T @ grad_s7
     grad_hidden_2 = grad_s7 @ W2.T
     grad_hidden_1 = np.logical_not(s6) * grad_hidden_2
     grad_s2 = 1 / s5 * grad_hidden_1
-    grad_s5 = -s2 / s5 ** 2 * grad_hidden_1
-    grad_s5 = grad_s5.sum(axis=0)
+    grad_s5_term = -s2 / s5 ** 2 * grad_hidden_1
+    grad_s5 = grad_s5_term.sum(axis=0)
     grad_s4 = 0.5 / s5 * grad_s5
     grad_s3 = grad_s4
     grad_hidden = 2 * (hidden - np.expand_dims(hidden.sum(axis=0), 0) / N) / N * np.expand_dims(grad_s3, 0)
     grad_hidden = grad_hidden + grad_s2
-    grad_s1 = -grad_s2
-    grad_s1 = grad_s1.sum(axis=0)
+    grad_s1_term = -grad_s2
+    grad_s1 = grad_s1_term.sum(axis=0)
     grad_hidden = grad_hidden + np.broadcast_to(np.expand_dims(grad_s1, 0) / N, (N, 8))
-    grad_b1 = grad_hidden
-    grad_b1 = grad_b1.sum(axis=0)
+    grad_b1 = grad_hidden.sum(axis=0)
     grad_s0 = grad_hidden
     grad_W1 = grad_W1 + X.T @ grad_s0
     return L, (grad_W1, grad_b1, grad_W2, grad_b2)
@@ -234,28 +232,26 @@ def backward(grad_L, cache):
     grad_margins = np.logical_not(s11) * grad_margins_1
     grad_s10 = grad_margins
     grad_scores = grad_s10
-    grad_s9 = -grad_s10
-    grad_s9 = grad_s9.sum(axis=1).reshape((N, 1))
+    grad_s9_term = -grad_s10
+    grad_s9 = grad_s9_term.sum(axis=1).reshape((N, 1))
     grad_s8 = scatter((N,), (slice(None), None), grad_s9, np.float64)
     grad_scores = grad_scores + add_pairs((N, 3), np.arange(N), y, grad_s8, np.float64)
-    grad_b2 = grad_scores
-    grad_b2 = grad_b2.sum(axis=0)
+    grad_b2 = grad_scores.sum(axis=0)
     grad_s7 = grad_scores
     grad_W2 = grad_W2 + hidden_2.T @ grad_s7
     grad_hidden_2 = grad_s7 @ W2.T
     grad_hidden_1 = np.logical_not(s6) * grad_hidden_2
     grad_s2 = 1 / s5 * grad_hidden_1
-    grad_s5 = -s2 / s5 ** 2 * grad_hidden_1
-    grad_s5 = grad_s5.sum(axis=0)
+    grad_s5_term = -s2 / s5 ** 2 * grad_hidden_1
+    grad_s5 = grad_s5_term.sum(axis=0)
     grad_s4 = 0.5 / s5 * grad_s5
     grad_s3 = grad_s4
     grad_hidden = 2 * (hidden - np.expand_dims(hidden.sum(axis=0), 0) / N) / N * np.expand_dims(grad_s3, 0)
     grad_hidden = grad_hidden + grad_s2
-    grad_s1 = -grad_s2
-    grad_s1 = grad_s1.sum(axis=0)
+    grad_s1_term = -grad_s2
+    grad_s1 = grad_s1_term.sum(axis=0)
     grad_hidden = grad_hidden + np.broadcast_to(np.expand_dims(grad_s1, 0) / N, (N, 8))
-    grad_b1 = grad_hidden
-    grad_b1 = grad_b1.sum(axis=0)
+    grad_b1 = grad_hidden.sum(axis=0)
     grad_s0 = grad_hidden
     grad_W1 = grad_W1 + X.T @ grad_s0
     return grad_W1, grad_b1, grad_W2, grad_b2

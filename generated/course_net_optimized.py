@@ -129,8 +129,8 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_W1 = grad_s12.reshape((4, 8))
     grad_margins_1 = updated(grad_margins_2, (np.arange(N), y), 0)
     grad_margins = np.logical_not(s11) * grad_margins_1
-    grad_s9 = -grad_margins
-    grad_s9 = grad_s9.sum(axis=1, keepdims=True)
+    grad_s9_term = -grad_margins
+    grad_s9 = grad_s9_term.sum(axis=1, keepdims=True)
     grad_s8 = scatter((N,), (slice(None), None), grad_s9, np.float64)
     grad_scores = grad_margins + add_at((N, 3), (np.arange(N), y), grad_s8, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
@@ -138,13 +138,13 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_hidden_2 = grad_scores @ W2.T
     grad_hidden_1 = np.logical_not(s6) * grad_hidden_2
     grad_s2 = 1 / s5 * grad_hidden_1
-    grad_s5 = -s2 / s5 ** 2 * grad_hidden_1
-    grad_s5 = grad_s5.sum(axis=0)
+    grad_s5_term = -s2 / s5 ** 2 * grad_hidden_1
+    grad_s5 = grad_s5_term.sum(axis=0)
     grad_s4 = 0.5 / s5 * grad_s5
     grad_hidden = 2 * (hidden - hidden.mean(axis=0, keepdims=True)) / N * np.expand_dims(grad_s4, 0)
     grad_hidden = grad_hidden + grad_s2
-    grad_s1 = -grad_s2
-    grad_s1 = grad_s1.sum(axis=0)
+    grad_s1_term = -grad_s2
+    grad_s1 = grad_s1_term.sum(axis=0)
     grad_hidden = grad_hidden + np.broadcast_to(np.expand_dims(grad_s1, 0) / N, (N, 8))
     grad_b1 = grad_hidden.sum(axis=0)
     grad_W1 = grad_W1 + X.T @ grad_hidden
@@ -212,8 +212,8 @@ def backward(grad_L, cache):
     grad_W1 = grad_s12.reshape((4, 8))
     grad_margins_1 = updated(grad_margins_2, (np.arange(N), y), 0)
     grad_margins = np.logical_not(s11) * grad_margins_1
-    grad_s9 = -grad_margins
-    grad_s9 = grad_s9.sum(axis=1, keepdims=True)
+    grad_s9_term = -grad_margins
+    grad_s9 = grad_s9_term.sum(axis=1, keepdims=True)
     grad_s8 = scatter((N,), (slice(None), None), grad_s9, np.float64)
     grad_scores = grad_margins + add_at((N, 3), (np.arange(N), y), grad_s8, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
@@ -221,13 +221,13 @@ def backward(grad_L, cache):
     grad_hidden_2 = grad_scores @ W2.T
     grad_hidden_1 = np.logical_not(s6) * grad_hidden_2
     grad_s2 = 1 / s5 * grad_hidden_1
-    grad_s5 = -s2 / s5 ** 2 * grad_hidden_1
-    grad_s5 = grad_s5.sum(axis=0)
+    grad_s5_term = -s2 / s5 ** 2 * grad_hidden_1
+    grad_s5 = grad_s5_term.sum(axis=0)
     grad_s4 = 0.5 / s5 * grad_s5
     grad_hidden = 2 * (hidden - hidden.mean(axis=0, keepdims=True)) / N * np.expand_dims(grad_s4, 0)
     grad_hidden = grad_hidden + grad_s2
-    grad_s1 = -grad_s2
-    grad_s1 = grad_s1.sum(axis=0)
+    grad_s1_term = -grad_s2
+    grad_s1 = grad_s1_term.sum(axis=0)
     grad_hidden = grad_hidden + np.broadcast_to(np.expand_dims(grad_s1, 0) / N, (N, 8))
     grad_b1 = grad_hidden.sum(axis=0)
     grad_W1 = grad_W1 + X.T @ grad_hidden

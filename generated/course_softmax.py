@@ -105,14 +105,14 @@ def value_and_grad(W, X, y):
     grad_s4 = Y * grad_s5
     grad_probs = 1 / probs * grad_s4
     grad_s1 = 1 / s3 * grad_probs
-    grad_s3 = -s1 / s3 ** 2 * grad_probs
-    grad_s3 = grad_s3.sum(axis=1, keepdims=True)
+    grad_s3_term = -s1 / s3 ** 2 * grad_probs
+    grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
     grad_s2 = np.broadcast_to(grad_s3, (N, 3))
     grad_scores_1 = s2 * grad_s2
     grad_scores_1 = grad_scores_1 + s1 * grad_s1
     grad_scores = grad_scores_1
-    grad_s0 = -grad_scores_1
-    grad_s0 = grad_s0.sum(axis=1, keepdims=True)
+    grad_s0_term = -grad_scores_1
+    grad_s0 = grad_s0_term.sum(axis=1, keepdims=True)
     grad_scores = grad_scores + (scores == s0) / (scores == s0).sum(axis=1, keepdims=True) * grad_s0
     grad_W = grad_W + X_1.T @ grad_scores
     return L, (grad_W,)
@@ -172,14 +172,14 @@ def backward(grad_L, cache):
     grad_s4 = Y * grad_s5
     grad_probs = 1 / probs * grad_s4
     grad_s1 = 1 / s3 * grad_probs
-    grad_s3 = -s1 / s3 ** 2 * grad_probs
-    grad_s3 = grad_s3.sum(axis=1, keepdims=True)
+    grad_s3_term = -s1 / s3 ** 2 * grad_probs
+    grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
     grad_s2 = np.broadcast_to(grad_s3, (N, 3))
     grad_scores_1 = s2 * grad_s2
     grad_scores_1 = grad_scores_1 + s1 * grad_s1
     grad_scores = grad_scores_1
-    grad_s0 = -grad_scores_1
-    grad_s0 = grad_s0.sum(axis=1, keepdims=True)
+    grad_s0_term = -grad_scores_1
+    grad_s0 = grad_s0_term.sum(axis=1, keepdims=True)
     grad_scores = grad_scores + (scores == s0) / (scores == s0).sum(axis=1, keepdims=True) * grad_s0
     grad_W = grad_W + X_1.T @ grad_scores
     return grad_W,

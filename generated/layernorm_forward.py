@@ -37,22 +37,21 @@ def layernorm_backward(dout, cache):
     gamma, xc, s2, s3, N = cache
     if dout.shape != (N, 5) or dout.dtype != np.float64:
         raise ValueError(f"layernorm_forward: dout must be float64 of out's shape, not {type(dout).__name__} {np.shape(dout)}")
-    dbeta = dout
-    dbeta = dbeta.sum(axis=0)
+    dbeta = dout.sum(axis=0)
     ds4 = dout
-    dgamma = s3 * ds4
-    dgamma = dgamma.sum(axis=0)
+    dgamma_term = s3 * ds4
+    dgamma = dgamma_term.sum(axis=0)
     ds3 = gamma * ds4
     dxc = 1 / s2 * ds3
-    ds2 = -xc / s2 ** 2 * ds3
-    ds2 = ds2.sum(axis=1, keepdims=True)
+    ds2_term = -xc / s2 ** 2 * ds3
+    ds2 = ds2_term.sum(axis=1, keepdims=True)
     ds1 = 0.5 / s2 * ds2
     dvar = ds1
     ds0 = np.broadcast_to(dvar / 5, (N, 5))
     dxc = dxc + 2 * xc * ds0
     dx = dxc
-    dmu = -dxc
-    dmu = dmu.sum(axis=1, keepdims=True)
+    dmu_term = -dxc
+    dmu = dmu_term.sum(axis=1, keepdims=True)
     dx = dx + np.broadcast_to(dmu / 5, (N, 5))
     return dx, dgamma, dbeta
 

@@ -70,8 +70,7 @@ def rnn_backward(dout, cache):
     dh_1 = dout[:, 1]
     dh_2 = dout[:, 2]
     ds14 = (1 - h_2 ** 2) * dh_2
-    db = ds14
-    db = db.sum(axis=0)
+    db = ds14.sum(axis=0)
     ds13 = ds14
     ds11 = ds13
     ds12 = ds13
@@ -81,8 +80,7 @@ def rnn_backward(dout, cache):
     ds10 = ds11 @ Wx.T
     dx = scatter((N, 3, 4), (slice(None), 2, slice(None)), ds10, np.float64)
     ds9 = (1 - h_1 ** 2) * dh_1
-    db_term = ds9
-    db = db + db_term.sum(axis=0)
+    db = db + ds9.sum(axis=0)
     ds8 = ds9
     ds6 = ds8
     ds7 = ds8
@@ -92,8 +90,7 @@ def rnn_backward(dout, cache):
     ds5 = ds6 @ Wx.T
     dx = dx + scatter((N, 3, 4), (slice(None), 1, slice(None)), ds5, np.float64)
     ds4 = (1 - h ** 2) * dh
-    db_term_1 = ds4
-    db = db + db_term_1.sum(axis=0)
+    db = db + ds4.sum(axis=0)
     ds3 = ds4
     ds1 = ds3
     ds2 = ds3

@@ -37,8 +37,7 @@ def rnn_step_backward(dnext_h, cache):
     if dnext_h.shape != (N, 5) or dnext_h.dtype != np.float64:
         raise ValueError(f"rnn_step_forward: dnext_h must be float64 of next_h's shape, not {type(dnext_h).__name__} {np.shape(dnext_h)}")
     ds3 = (1 - next_h ** 2) * dnext_h
-    db = ds3
-    db = db.sum(axis=0)
+    db = ds3.sum(axis=0)
     ds2 = ds3
     ds0 = ds2
     ds1 = ds2

@@ -42,8 +42,7 @@ def rnn_step_backward(dnext_h, cache):
     if np.shape(dnext_h) != (N, 5) or not np.asarray(dnext_h).dtype == np.dtype("float64"):
         raise ValueError("rnn_step_forward: dnext_h must be float64 of next_h's shape; it has shape", np.shape(dnext_h))
     ds3 = (1 - next_h ** 2) * dnext_h
-    db = ds3
-    db = db.sum(axis=0)
+    db = ds3.sum(axis=0)
     ds2 = ds3
     ds0 = ds2
     ds1 = ds2

@@ -87,16 +87,15 @@ def value_and_grad(X, y, W, b):
     grad_s3 = 1 / s3 * grad_s4
     grad_probs = add_at((N, 3), (np.arange(N), y), grad_s3, np.float64)
     grad_exp_scores = 1 / s2 * grad_probs
-    grad_s2 = -exp_scores / s2 ** 2 * grad_probs
-    grad_s2 = grad_s2.sum(axis=1, keepdims=True)
+    grad_s2_term = -exp_scores / s2 ** 2 * grad_probs
+    grad_s2 = grad_s2_term.sum(axis=1, keepdims=True)
     grad_exp_scores = grad_exp_scores + np.broadcast_to(grad_s2, (N, 3))
     grad_shifted = exp_scores * grad_exp_scores
     grad_scores = grad_shifted
-    grad_s1 = -grad_shifted
-    grad_s1 = grad_s1.sum(axis=1, keepdims=True)
+    grad_s1_term = -grad_shifted
+    grad_s1 = grad_s1_term.sum(axis=1, keepdims=True)
     grad_scores = grad_scores + (scores == s1) / (scores == s1).sum(axis=1, keepdims=True) * grad_s1
-    grad_b = grad_scores
-    grad_b = grad_b.sum(axis=0)
+    grad_b = grad_scores.sum(axis=0)
     grad_s0 = grad_scores
     grad_W = grad_W + X.T @ grad_s0
     return L, (grad_W, grad_b)
@@ -149,16 +148,15 @@ def backward(grad_L, cache):
     grad_s3 = 1 / s3 * grad_s4
     grad_probs = add_at((N, 3), (np.arange(N), y), grad_s3, np.float64)
     grad_exp_scores = 1 / s2 * grad_probs
-    grad_s2 = -exp_scores / s2 ** 2 * grad_probs
-    grad_s2 = grad_s2.sum(axis=1, keepdims=True)
+    grad_s2_term = -exp_scores / s2 ** 2 * grad_probs
+    grad_s2 = grad_s2_term.sum(axis=1, keepdims=True)
     grad_exp_scores = grad_exp_scores + np.broadcast_to(grad_s2, (N, 3))
     grad_shifted = exp_scores * grad_exp_scores
     grad_scores = grad_shifted
-    grad_s1 = -grad_shifted
-    grad_s1 = grad_s1.sum(axis=1, keepdims=True)
+    grad_s1_term = -grad_shifted
+    grad_s1 = grad_s1_term.sum(axis=1, keepdims=True)
     grad_scores = grad_scores + (scores == s1) / (scores == s1).sum(axis=1, keepdims=True) * grad_s1
-    grad_b = grad_scores
-    grad_b = grad_b.sum(axis=0)
+    grad_b = grad_scores.sum(axis=0)
     grad_s0 = grad_scores
     grad_W = grad_W + X.T @ grad_s0
     return grad_W, grad_b

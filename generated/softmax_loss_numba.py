@@ -83,17 +83,16 @@ def softmax_loss_backward(dloss, cache):
     ds5 = np.full((N,), ds6)
     dlog_probs = add_pairs((N, 3), np.arange(N), y, ds5, np.float64)
     dshifted = dlog_probs
-    ds4 = -dlog_probs
-    ds4 = ds4.sum(axis=1).reshape((N, 1))
+    ds4_term = -dlog_probs
+    ds4 = ds4_term.sum(axis=1).reshape((N, 1))
     ds3 = 1 / s3 * ds4
     ds2 = np.broadcast_to(ds3, (N, 3))
     dshifted = dshifted + s2 * ds2
     dscores = dshifted
-    ds1 = -dshifted
-    ds1 = ds1.sum(axis=1).reshape((N, 1))
+    ds1_term = -dshifted
+    ds1 = ds1_term.sum(axis=1).reshape((N, 1))
     dscores = dscores + (scores == s1) / (scores == s1).sum(axis=1).reshape((N, 1)) * ds1
-    db = dscores
-    db = db.sum(axis=0)
+    db = dscores.sum(axis=0)
     ds0 = dscores
     dx = ds0 @ w.T
     dw = x.T @ ds0

@@ -125,18 +125,16 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_s5 = (0 < s5) * grad_margins
     grad_s4 = grad_s5
     grad_scores = grad_s4
-    grad_s3 = -grad_s4
-    grad_s3 = grad_s3.sum(axis=1).reshape((N, 1))
+    grad_s3_term = -grad_s4
+    grad_s3 = grad_s3_term.sum(axis=1).reshape((N, 1))
     grad_correct = scatter((N,), (slice(None), None), grad_s3, np.float64)
     grad_scores = grad_scores + add_pairs((N, 3), np.arange(N), y, grad_correct, np.float64)
-    grad_b2 = grad_scores
-    grad_b2 = grad_b2.sum(axis=0)
+    grad_b2 = grad_scores.sum(axis=0)
     grad_s2 = grad_scores
     grad_W2 = grad_W2 + h.T @ grad_s2
     grad_h = grad_s2 @ W2.T
     grad_s1 = (0 < s1) * grad_h
-    grad_b1 = grad_s1
-    grad_b1 = grad_b1.sum(axis=0)
+    grad_b1 = grad_s1.sum(axis=0)
     grad_s0 = grad_s1
     grad_W1 = grad_W1 + X.T @ grad_s0
     return L, (grad_W1, grad_b1, grad_W2, grad_b2)
@@ -201,18 +199,16 @@ def backward(grad_L, cache):
     grad_s5 = (0 < s5) * grad_margins
     grad_s4 = grad_s5
     grad_scores = grad_s4
-    grad_s3 = -grad_s4
-    grad_s3 = grad_s3.sum(axis=1).reshape((N, 1))
+    grad_s3_term = -grad_s4
+    grad_s3 = grad_s3_term.sum(axis=1).reshape((N, 1))
     grad_correct = scatter((N,), (slice(None), None), grad_s3, np.float64)
     grad_scores = grad_scores + add_pairs((N, 3), np.arange(N), y, grad_correct, np.float64)
-    grad_b2 = grad_scores
-    grad_b2 = grad_b2.sum(axis=0)
+    grad_b2 = grad_scores.sum(axis=0)
     grad_s2 = grad_scores
     grad_W2 = grad_W2 + h.T @ grad_s2
     grad_h = grad_s2 @ W2.T
     grad_s1 = (0 < s1) * grad_h
-    grad_b1 = grad_s1
-    grad_b1 = grad_b1.sum(axis=0)
+    grad_b1 = grad_s1.sum(axis=0)
     grad_s0 = grad_s1
     grad_W1 = grad_W1 + X.T @ grad_s0
     return grad_W1, grad_b1, grad_W2, grad_b2

@@ -103,8 +103,8 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_margins_1 = np.full((N, 3), (1 / N))
     grad_margins = updated(grad_margins_1, (np.arange(N), y), 0)
     grad_s5 = (s5 > 0) * grad_margins
-    grad_s3 = -grad_s5
-    grad_s3 = grad_s3.sum(axis=1, keepdims=True)
+    grad_s3_term = -grad_s5
+    grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
     grad_correct = scatter((N,), (slice(None), None), grad_s3, np.float64)
     grad_scores = grad_s5 + add_at((N, 3), (np.arange(N), y), grad_correct, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
@@ -162,8 +162,8 @@ def backward(grad_L, cache):
     grad_margins_1 = np.full((N, 3), grad_s6)
     grad_margins = updated(grad_margins_1, (np.arange(N), y), 0)
     grad_s5 = (s5 > 0) * grad_margins
-    grad_s3 = -grad_s5
-    grad_s3 = grad_s3.sum(axis=1, keepdims=True)
+    grad_s3_term = -grad_s5
+    grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
     grad_correct = scatter((N,), (slice(None), None), grad_s3, np.float64)
     grad_scores = grad_s5 + add_at((N, 3), (np.arange(N), y), grad_correct, np.float64)
     grad_b2 = grad_scores.sum(axis=0)

@@ -142,7 +142,7 @@ def test_array_code_stays_one_gate_per_line_with_user_names():
         "h = np.maximum(0, s1)",
         "correct = scores[np.arange(8), y]",
         "margins_1 = updated(margins, (np.arange(8), y), 0)",
-        "grad_b2 = grad_b2.sum(axis=0)",
+        "grad_b2 = grad_scores.sum(axis=0)",  # one gate, one line, the right shape
         "grad_W2 = grad_W2 + h.T @ grad_s2",
         "grad_h = grad_s2 @ W2.T",
     ):

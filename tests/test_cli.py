@@ -172,7 +172,7 @@ def test_errors_exit_nonzero_from_a_real_process(tmp_path):
 def test_show_explain(workdir, capsys):
     code, out, _ = run(capsys, "show", "examples/simple.py:simple", "--explain")
     assert code == 0
-    block = "    # L = q * z: mul gate, swap multiplier (examples/simple.py:6: return q * z)\n"
+    block = "    # L = q * z: mul gate, swap multiplier\n    # from examples/simple.py:6: return q * z\n"
     assert block + "    grad_z = q * grad_L  # local q × upstream grad_L\n" in out
 
 

@@ -55,7 +55,8 @@ def instrumented(source: str) -> tuple[str, int]:
             assert added["target"] == target, f"line {number}: adds to {added['target']}, not its target: {line}"
             product = f"{added['before'] or target} + {product}"
         # the claim is about the right-hand side: evaluated before the line rebinds any name
-        out += [f"{indent}_expected = {product}", line, f"{indent}_check({target}, _expected, {number}, {line.strip()!r})"]
+        check = f"{indent}_check({target}, _expected, {number}, {line.strip()!r})"
+        out += [f"{indent}_expected = {product}", line, check]
         checked += 1
     return "\n".join(out), checked
 

@@ -33,21 +33,27 @@ from compiler.ops import OPS
 HEADER_WIDTH = 92
 
 
-def gate_header(forward: Eqn | None, forward_line: str, gate: str) -> str:
-    """The comment above a gate's block: `L = s0 * r: mul gate, swap multiplier
-    (examples/huber.py:11: return 0.5 * r * r)`."""
+def gate_header(forward: Eqn | None, forward_line: str, gate: str) -> list[str]:
+    """The comment lines above a gate's block: its forward line and gate, then, unless that
+    line is the user's own, where the user wrote it and what:
+
+        L = s0 * r: mul gate, swap multiplier
+        from examples/huber.py:11: return 0.5 * r * r
+    """
     if forward is None:  # optimize mode dropped the gate's own line (a copy reads its operand)
-        return f"{gate}: a line optimize mode dropped"
-    text = f"{forward_line}: {_pattern(forward)}"
+        return [f"{gate}: a line optimize mode dropped"]
+    pattern = _pattern(forward)
+    if len(forward_line) + len(pattern) + 2 > HEADER_WIDTH:  # the gate's name alone
+        pattern = pattern.split(", ")[0]
+    text = f"{forward_line}: {pattern}"
     if forward.loc is None:
-        return text
+        return [text]
     where = f"{display_path(forward.loc.file)}:{forward.loc.line}"
     source = linecache.getline(forward.loc.file, forward.loc.line).strip()
-    room = HEADER_WIDTH - len(text) - len(where) - 5
-    if source and room >= 12:
-        source = source if len(source) <= room else source[: room - 1] + "…"
-        return f"{text} ({where}: {source})"
-    return f"{text} ({where})"
+    if source == forward_line or not source:
+        return [f"{text} ({where})"]
+    room = HEADER_WIDTH - len(where) - 7
+    return [text, f"from {where}: {source if len(source) <= room else source[: room - 1] + '…'}"]
 
 
 def _pattern(forward: Eqn) -> str:
@@ -153,7 +159,7 @@ def _grouped(text: str) -> str:
 
 # What the comments claim, as Python: `local A × upstream B` is `(A) * (B)`; the matrix
 # products carry each side's shape, `(8, 4)`
-_SHAPE = r"(?: \([\d, ]*\))?"
+_SHAPE = r"(?: \((?:[\w ,*+-]|\([\w ,*+-]*\))*\))?"  # `(8, 4)`, `(N, 4)`, `((N - 1), 4)`
 _CLAIMS = (
     (re.compile(rf"local (?P<a>.+?){_SHAPE} @ upstream (?P<b>.+?){_SHAPE}$"), "({a}) @ ({b})"),
     (re.compile(rf"upstream (?P<b>.+?){_SHAPE} @ local (?P<a>.+?){_SHAPE}$"), "({b}) @ ({a})"),
@@ -175,14 +181,19 @@ def claimed(comment: str) -> str | None:
     return None
 
 
-def _values(eqn: Eqn) -> dict[str, object]:
+# Where floats are drawn from to check a comment: each interval lies in the domain of some ops
+# (a square root's below 1, an arccosh's above 1), and a check needs one where the line is finite
+_CHECK_INTERVALS = ((0.2, 0.8), (1.2, 1.8), (-0.8, -0.2))
+
+
+def _values(eqn: Eqn, interval: tuple[float, float] = _CHECK_INTERVALS[0]) -> dict[str, object]:
     """Random values for the names a line reads (integers as stand-ins, which index safely)."""
     rng = np.random.default_rng(0)
     values: dict[str, object] = {}
     for a in eqn.reads:
         if isinstance(a, Var):
             kind = np.dtype(a.dtype).kind
-            random = rng.uniform(0.5, 1.5, a.shape).astype(a.dtype)
+            random = rng.uniform(*interval, a.shape).astype(a.dtype)
             values[a.name] = random if kind == "f" else stand_in(a.shape, a.dtype)
     return values
 
@@ -202,12 +213,17 @@ def _holds(eqn: Eqn, line: ast.expr, chain: str) -> bool:
         return False
     if eqn.accumulate is not None:
         product = f"{eqn.accumulate.name} + {product}"
-    values = _values(eqn)
-    try:
-        expected, got = _evaluate(line, values), _evaluate(product, values)
-        return np.shape(expected) == np.shape(got) and bool(np.allclose(expected, got, equal_nan=True))
-    except Exception:  # the comment's text is no Python of these values: it does not hold
-        return False
+    informative = False
+    for interval in _CHECK_INTERVALS:
+        values = _values(eqn, interval)
+        try:
+            expected, got = _evaluate(line, values), _evaluate(product, values)
+        except Exception:  # the comment's text is no Python of these values: it does not hold
+            return False
+        if np.shape(expected) != np.shape(got) or not np.allclose(expected, got, equal_nan=True):
+            return False
+        informative = informative or bool(np.any(np.isfinite(expected)))
+    return informative
 
 
 def _shape(eqn: Eqn, tree: ast.expr) -> str:
@@ -238,7 +254,7 @@ def explained(
         text = f"{line}  # {line_comment(eqn, jit)}"
         if eqn.gate is not None and eqn.gate != last:
             forward_line, forward = gates.get(eqn.gate, (eqn.gate, None))
-            text = f"# {gate_header(forward, forward_line, eqn.gate)}\n{text}"
+            text = "".join(f"# {line}\n" for line in gate_header(forward, forward_line, eqn.gate)) + text
         last = eqn.gate
         explained_lines.append(text)
     return explained_lines
