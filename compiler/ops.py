@@ -102,6 +102,9 @@ class Op:
     # --- optimize mode (passes) -----------------------------------------------------------------
     fuses: tuple[str, ...] = ()  # forward patterns, calls of rows by name, rewritten into this row
     fuse_when: Callable[[Mapping[str, object], Mapping[str, object]], bool] | None = None
+    # readable mode fuses this row too: the fused gate's local gradient is finite where the
+    # spelled-out gates' is not (the sigmoid's (1 - s) s, where exp(-x) overflows)
+    fuse_for_stability: bool = False
     identity: Mapping[str, float] = field(default_factory=dict)  # operand: the number it is a no-op at
 
     # --- tests ----------------------------------------------------------------------------------
@@ -1293,7 +1296,7 @@ _ROWS = (
        pattern="square gate: local gradient 2x", ufuncs=("square",), fuses=("mul(x, x)",), domain=_X),
     Op("sigmoid", ("x",), "1 / (1 + np.exp(-x))", {"x": "(1 - out) * out * grad"},
        pattern="sigmoid gate: local gradient (1 - s) s from its output", gate=True,
-       fuses=("div(1, add(1, exp(neg(x))))", "div(1, add(exp(neg(x)), 1))"),
+       fuses=("div(1, add(1, exp(neg(x))))", "div(1, add(exp(neg(x)), 1))"), fuse_for_stability=True,
        domain=((-4.0, 4.0),)),
     # softmax along an axis; optimize mode fuses it from exp(x - max) / sum(exp(x - max))
     Op("softmax", ("x",), "softmax(x, axis)", {"x": "out * (grad - (out * grad).sum(axis=axis, keepdims=True))"},

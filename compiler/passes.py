@@ -385,11 +385,15 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
 
 
 @functools.lru_cache(maxsize=None)
-def _fusions() -> dict[str, tuple[tuple[Op, ast.Call], ...]]:
-    """The table's fusion patterns, parsed once, by the op of their outermost call: an equation
-    is tried only against the patterns that could end in it."""
+@functools.cache
+def _fusions(for_stability: bool = False) -> dict[str, tuple[tuple[Op, ast.Call], ...]]:
+    """The table's fusion patterns (`for_stability`: those readable mode applies too), parsed
+    once, by the op of their outermost call: an equation is tried only against the patterns
+    that could end in it."""
     by_top: dict[str, list[tuple[Op, ast.Call]]] = {}
     for row in OPS.values():
+        if for_stability and not row.fuse_for_stability:
+            continue
         for text in row.fuses:
             tree = ast.parse(text, mode="eval").body
             assert isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name), text
@@ -459,15 +463,16 @@ class _Match:
         return all(self.uses.get(v, 0) == reads for v, reads in self.inner.items())
 
 
-def fuse_gates(graph: Graph) -> Graph:
+def fuse_gates(graph: Graph, for_stability: bool = False) -> Graph:
     """Rewrite a forward pattern into the one gate it spells (`1 / (1 + np.exp(-x))` into
-    sigmoid, `np.maximum(0, x)` into relu), from the op table's `fuses`. Keeps: the fused
+    sigmoid, `np.maximum(0, x)` into relu), from the op table's `fuses`; `for_stability`: only
+    the rows whose fused gate is stable where the spelled-out one is not. Keeps: the fused
     value's name and every value read outside the pattern."""
     producers = {id(e.out): e for e in graph.eqns}
     uses = _uses(graph)
     fused: dict[int, Eqn] = {}
     dropped: set[int] = set()
-    fusions = _fusions()
+    fusions = _fusions(for_stability)
     for eqn in graph.eqns:
         for row, pattern in fusions.get(eqn.op, ()):
             match = _Match(producers, uses)
@@ -506,6 +511,13 @@ GRADIENT_PASSES: tuple[Pass, ...] = (
     eliminate_common_subexpressions,
     eliminate_dead_code,
 )
+
+
+def fuse_for_stability(graph: Graph) -> Graph:
+    """Readable mode's one pass: the fusions that change a gate's numerical stability, not
+    what the lecture's code shows (`1 / (1 + np.exp(-x))` stays one line, its gradient the
+    sigmoid's `(1 - s) * s`, finite at x = -1000)."""
+    return fuse_gates(graph, for_stability=True)
 
 
 def optimize_forward(graph: Graph, check: Callable[[Graph], Graph] | None = None) -> Graph:

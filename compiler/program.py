@@ -432,8 +432,7 @@ def _differentiated(
 ) -> tuple[Backprop, Backprop | None]:
     """The forward graph differentiated with respect to `names`, and optimized as `options` say:
     the pair, and the one `value_and_grad` runs where its seed is folded in (else None)."""
-    if options.optimize:
-        forward = passes.optimize_forward(forward)
+    forward = passes.optimize_forward(forward) if options.optimize else passes.fuse_for_stability(forward)
     if options.has_aux:
         _check_aux(f, forward)
     graph = differentiate(forward, names, COURSE_GRAD_PREFIX if options.layer else GRAD_PREFIX, options.has_aux)
