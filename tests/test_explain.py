@@ -145,3 +145,21 @@ def test_a_wrong_comment_fails_the_check():
     prog.source = wrong
     with pytest.raises(AssertionError, match="local x × upstream grad_L"):
         check_comments(prog, (2.0, 3.0))
+
+
+def test_the_staged_sigmoid_is_one_gate_with_a_stable_gradient_in_readable_mode():
+    def staged_sigmoid(x):
+        return 1.0 / (1 + np.exp(-x)) * 3.0
+
+    prog = compiler.gradient(staged_sigmoid, 1.0, explain=True)
+    assert re.search(r"(s\d) = 1 / \(1 \+ np.exp\(-x\)\)\n.*\(1 - \1\) \* \1 \*", prog.source, re.DOTALL)
+    with np.errstate(over="ignore"):
+        value, (grad_x,) = prog.value_and_grad(-1000.0)
+    assert value == 0.0 and grad_x == 0.0  # not nan: exp(1000) overflows in the spelled-out gates
+
+
+def test_a_broadcast_operands_gradient_is_one_line_of_its_shape():
+    prog = compiler.gradient(lambda X, b: np.sum(np.tanh(X + b)), np.ones((4, 3)), np.ones(3), explain=True)
+    lines = [line.strip() for line in prog.source.splitlines()]
+    assert any(line.startswith("grad_b = grad_s0.sum(axis=0)  # summed over the broadcast axes") for line in lines)
+    assert not any(line.startswith("grad_b = grad_s0  #") for line in lines)
