@@ -161,5 +161,6 @@ def test_the_staged_sigmoid_is_one_gate_with_a_stable_gradient_in_readable_mode(
 def test_a_broadcast_operands_gradient_is_one_line_of_its_shape():
     prog = compiler.gradient(lambda X, b: np.sum(np.tanh(X + b)), np.ones((4, 3)), np.ones(3), explain=True)
     lines = [line.strip() for line in prog.source.splitlines()]
-    assert any(line.startswith("grad_b = grad_s0.sum(axis=0)  # summed over the broadcast axes") for line in lines)
+    comment = "b was broadcast along axis 0: local 1 × upstream grad_s0.sum(axis=0)"
+    assert f"grad_b = grad_s0.sum(axis=0)  # {comment}" in lines
     assert not any(line.startswith("grad_b = grad_s0  #") for line in lines)

@@ -73,9 +73,10 @@ def _pattern(forward: Eqn) -> str:
     return f"{head}, {detail}" if detail else head
 
 
-def line_comment(eqn: Eqn, jit: str | None = None) -> str:
+def line_comment(eqn: Eqn, jit: str | None = None, forward: Eqn | None = None) -> str:
     """What a backward line computes: `local A × upstream B[, added to V]` (see the module's
-    docstring), or for a line of no gate what it stands for (the seed, a zero gradient)."""
+    docstring), or for a line of no gate what it stands for (the seed, a zero gradient);
+    `forward` is the gate's forward equation, which names a broadcast operand."""
     if eqn.gate is None:
         if eqn.op == "ones_like":
             return "the seed: the gradient of the output with respect to itself is 1"
@@ -93,9 +94,21 @@ def line_comment(eqn: Eqn, jit: str | None = None) -> str:
         if eqn.accumulate.name != eqn.out.name:
             chain += f" (so far {eqn.accumulate.name})"
     if eqn.rule is None:  # a step after the gate's rule: a sum back to the operand's shape, a cast
-        what = "cast back to the value's dtype" if eqn.op == "astype" else "summed over the broadcast axes"
-        return f"{what}: {chain}"
+        return f"{_step(eqn, forward)}: {chain}"
     return chain
+
+
+def _step(eqn: Eqn, forward: Eqn | None) -> str:
+    """What a step after a gate's rule does: `b2 was broadcast along axis 0`."""
+    if eqn.op == "astype":
+        return "cast back to the value's dtype"
+    operands = [a for a in (forward.inputs if forward else ()) if isinstance(a, Var) and a.shape == eqn.out.shape]
+    named = [a.name for a in operands if eqn.out.name.endswith(a.name) or eqn.out.name.endswith(f"{a.name}_term")]
+    axes = dict(eqn.params).get("axis")
+    if isinstance(axes, tuple) and len(axes) == 1:
+        axes = axes[0]
+    along = f"axis {axes}" if isinstance(axes, int) else f"axes {axes}"
+    return f"{named[0]} was broadcast along {along}" if len(set(named)) == 1 else "summed over the broadcast axes"
 
 
 def _upstream(eqn: Eqn) -> tuple[str, ast.expr] | None:
@@ -115,6 +128,9 @@ def _product(eqn: Eqn, term: ast.expr, negated: bool) -> str:
     if upstream is None:  # a step: its operand is the gradient it brings to shape
         return _local("-1" if negated else "1", text)
     name, _ = upstream
+    spread = _spread(term, name)
+    if spread is not None:  # np.full(shape, g): the upstream number, the same at every element
+        return _local(_negate(spread) if negated else spread, name)
     if isinstance(upstream[1], ast.Constant):  # the seed, folded into the line: the local is the line
         return _local(_negate(text) if negated else text, name)
     if text == name:
@@ -131,6 +147,19 @@ def _product(eqn: Eqn, term: ast.expr, negated: bool) -> str:
         if left == name:
             return f"upstream {name}{_shape(eqn, term.left)} @ local {_grouped(right)}{_shape(eqn, term.right)}"
     return _local("-1" if negated else "1", text)
+
+
+def _spread(term: ast.expr, name: str) -> str | None:
+    """`np.ones(shape)` where `term` spreads the upstream number over an array (`np.full(shape,
+    g)`, `np.broadcast_to(g, shape)`): its local gradient is 1 at every element."""
+    if not (isinstance(term, ast.Call) and len(term.args) == 2 and not term.keywords):
+        return None
+    function = unparse(ast.Expr(term.func))
+    shape, value = {"np.full": term.args, "np.broadcast_to": term.args[::-1]}.get(function, (None, None))
+    if shape is None or unparse(ast.Expr(value)) != name:
+        return None
+    text = unparse(ast.Expr(shape))
+    return f"np.ones(({text}))" if isinstance(shape, ast.Tuple) else f"np.ones({text})"
 
 
 def _local(local: str, upstream: str) -> str:
@@ -251,9 +280,9 @@ def explained(
             explained_lines.append(f"{line}  # a view of the forward pass, taken again")
             last = None
             continue
-        text = f"{line}  # {line_comment(eqn, jit)}"
+        forward_line, forward = gates.get(eqn.gate, (eqn.gate, None)) if eqn.gate else ("", None)
+        text = f"{line}  # {line_comment(eqn, jit, forward)}"
         if eqn.gate is not None and eqn.gate != last:
-            forward_line, forward = gates.get(eqn.gate, (eqn.gate, None))
             text = "".join(f"# {line}\n" for line in gate_header(forward, forward_line, eqn.gate)) + text
         last = eqn.gate
         explained_lines.append(text)
