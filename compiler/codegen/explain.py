@@ -178,6 +178,8 @@ def _is_atom(text: str) -> bool:
         return False
     if isinstance(tree, ast.UnaryOp) and isinstance(tree.op, ast.USub):
         tree = tree.operand
+    if isinstance(tree, ast.BinOp) and isinstance(tree.op, (ast.Mult, ast.Div, ast.Pow)):
+        return True  # a product times the upstream reads as one: `(1 - s) * s × upstream g`
     return isinstance(tree, (ast.Name, ast.Constant, ast.Attribute, ast.Call, ast.Subscript))
 
 
