@@ -578,6 +578,19 @@ def fold_seed(pair: Backprop, check: Callable[[Graph], Graph] | None = None) -> 
     return _split(folded, pair, (), None)
 
 
+def gradients_only(pair: Backprop) -> tuple[Eqn, ...]:
+    """The equations of `pair`'s forward and backward passes that its gradients need, in order:
+    what `grad` runs in optimize mode, without the lines only the value needs (a loss's data
+    and regularisation sums, the margins' total)."""
+    joined = _joined(pair, ())
+    needed = eliminate_dead_code(dataclasses.replace(joined, outputs=pair.backward.outputs))
+    return ((pair.seed,) if pair.seed is not None and _reads_any_of(needed, pair.seed.out) else ()) + needed.eqns
+
+
+def _reads_any_of(graph: Graph, value: Var) -> bool:
+    return any(a is value for e in graph.eqns for a in e.reads) or any(v is value for v in graph.outputs)
+
+
 def recompute_views(pair: Backprop) -> Backprop:
     """The pair with every view the backward pass reads (a slice, `.T`, a reshape: see
     `Op.view`) computed again at its start from what it views, instead of kept in the cache.

@@ -153,7 +153,62 @@ def value_and_grad(X, y, W1, b1, W2, b2):
 
 def grad(X, y, W1, b1, W2, b2):
     """Return (grad_W1, grad_b1, grad_W2, grad_b2), the gradients of course_net(X, y, W1, b1, W2, b2)."""
-    return value_and_grad(X, y, W1, b1, W2, b2)[1]
+    N = check_arguments(X, y, W1, b1, W2, b2)
+
+    s0 = X @ W1
+    hidden = s0 + b1
+    s1 = hidden.mean(axis=0)
+    s2 = hidden - s1
+    s3 = hidden.var(axis=0, ddof=0)
+    s4 = s3 + 1e-05
+    s5 = np.sqrt(s4)
+    hidden_1 = s2 / s5
+    s6 = hidden_1 < 0
+    hidden_2 = np.where(s6, 0, hidden_1)
+    s7 = hidden_2 @ W2
+    scores = s7 + b2
+    s8 = scores[np.arange(N), y]
+    s9 = s8[:, None]
+    s10 = scores - s9
+    margins = s10 + 1.0
+    s11 = margins < 0
+    s12 = np.ravel(W1)
+    s13 = np.ravel(W2)
+    weights = np.concatenate((s12, s13), axis=0)
+    grad_loss = np.full((2,), 1.0)
+    grad_s15 = grad_loss[0]
+    grad_s17 = grad_loss[1]
+    grad_s16 = 0.025 * grad_s17
+    grad_weights = weights * grad_s16
+    grad_weights = grad_weights + weights * grad_s16
+    grad_s14 = 1 / N * grad_s15
+    grad_margins_2 = np.full((N, 3), grad_s14)
+    grad_s12 = grad_weights[0:32]
+    grad_s13 = grad_weights[32:56]
+    grad_W2 = grad_s13.reshape((8, 3))
+    grad_W1 = grad_s12.reshape((4, 8))
+    grad_margins_1 = updated(grad_margins_2, (np.arange(N), y), 0)
+    grad_margins = np.logical_not(s11) * grad_margins_1
+    grad_s9_term = -grad_margins
+    grad_s9 = grad_s9_term.sum(axis=1, keepdims=True)
+    grad_s8 = scatter((N,), (slice(None), None), grad_s9, np.float64)
+    grad_scores = grad_margins + add_at((N, 3), (np.arange(N), y), grad_s8, np.float64)
+    grad_b2 = grad_scores.sum(axis=0)
+    grad_W2 = grad_W2 + hidden_2.T @ grad_scores
+    grad_hidden_2 = grad_scores @ W2.T
+    grad_hidden_1 = np.logical_not(s6) * grad_hidden_2
+    grad_s2 = 1 / s5 * grad_hidden_1
+    grad_s5_term = -s2 / s5 ** 2 * grad_hidden_1
+    grad_s5 = grad_s5_term.sum(axis=0)
+    grad_s4 = 0.5 / s5 * grad_s5
+    grad_hidden = 2 * (hidden - hidden.mean(axis=0, keepdims=True)) / N * np.expand_dims(grad_s4, 0)
+    grad_hidden = grad_hidden + grad_s2
+    grad_s1_term = -grad_s2
+    grad_s1 = grad_s1_term.sum(axis=0)
+    grad_hidden = grad_hidden + np.broadcast_to(np.expand_dims(grad_s1, 0) / N, (N, 8))
+    grad_b1 = grad_hidden.sum(axis=0)
+    grad_W1 = grad_W1 + X.T @ grad_hidden
+    return grad_W1, grad_b1, grad_W2, grad_b2
 
 
 def forward_with_cache(X, y, W1, b1, W2, b2):

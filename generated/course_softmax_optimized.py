@@ -104,7 +104,27 @@ def value_and_grad(W, X, y):
 
 def grad(W, X, y):
     """Return (grad_W,), the gradients of course_softmax(W, X, y)."""
-    return value_and_grad(W, X, y)[1]
+    N = check_arguments(W, X, y)
+
+    X_1 = np.concatenate((X, np.ones((N, 1))), axis=1)
+    scores = X_1 @ W
+    probs = softmax(scores, 1)
+    Y = np.eye(3)[y]
+    s9 = W[:-1]
+    grad_losses_1 = np.full((2,), 1.0)
+    grad_losses = updated(grad_losses_1, (1,), 0)
+    grad_s12 = grad_losses_1[1]
+    grad_s11 = 0.05 * grad_s12
+    grad_s9 = 2 * s9 * grad_s11
+    grad_W = scatter((5, 3), (slice(-1),), grad_s9, np.float64)
+    grad_s8 = grad_losses[0]
+    grad_s7 = 1 / N * grad_s8
+    grad_s6 = -grad_s7
+    grad_s4 = Y * grad_s6
+    grad_probs = 1 / probs * grad_s4
+    grad_scores = probs * (grad_probs - (probs * grad_probs).sum(axis=1, keepdims=True))
+    grad_W = grad_W + X_1.T @ grad_scores
+    return grad_W,
 
 
 def forward_with_cache(W, X, y):

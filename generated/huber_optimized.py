@@ -67,7 +67,25 @@ def value_and_grad(r, delta):
 
 def grad(r, delta):
     """Return (grad_r, grad_delta), the gradients of huber(r, delta)."""
-    return value_and_grad(r, delta)[1]
+    check_arguments(r, delta)
+
+    if np.abs(r) <= delta:
+        s0 = 0.5 * r
+        grad_r = s0
+        grad_s0 = r
+        grad_r = grad_r + 0.5 * grad_s0
+        grad_delta = 0.0
+        return grad_r, grad_delta
+    else:
+        a = np.abs(r)
+        s0 = 0.5 * delta
+        s1 = a - s0
+        grad_delta = s1
+        grad_s1 = delta
+        grad_s0 = -grad_s1
+        grad_delta = grad_delta + 0.5 * grad_s0
+        grad_r = np.sign(r) * grad_s1
+        return grad_r, grad_delta
 
 
 def forward_with_cache(r, delta):

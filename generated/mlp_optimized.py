@@ -64,7 +64,23 @@ def value_and_grad(X, t, W1, b1, W2, b2):
 
 def grad(X, t, W1, b1, W2, b2):
     """Return (grad_W1, grad_b1, grad_W2, grad_b2), the gradients of mlp(X, t, W1, b1, W2, b2)."""
-    return value_and_grad(X, t, W1, b1, W2, b2)[1]
+    N = check_arguments(X, t, W1, b1, W2, b2)
+
+    s0 = X @ W1
+    s1 = s0 + b1
+    h = np.tanh(s1)
+    s2 = h @ W2
+    pred = s2 + b2
+    s3 = pred - t
+    grad_s4 = np.full((N, 3), 1.0 / (3 * N))
+    grad_s3 = 2 * s3 * grad_s4
+    grad_b2 = grad_s3.sum(axis=0)
+    grad_W2 = h.T @ grad_s3
+    grad_h = grad_s3 @ W2.T
+    grad_s1 = (1 - h ** 2) * grad_h
+    grad_b1 = grad_s1.sum(axis=0)
+    grad_W1 = X.T @ grad_s1
+    return grad_W1, grad_b1, grad_W2, grad_b2
 
 
 def forward_with_cache(X, t, W1, b1, W2, b2):

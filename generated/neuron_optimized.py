@@ -55,7 +55,20 @@ def value_and_grad(w0, x0, w1, x1, w2):
 
 def grad(w0, x0, w1, x1, w2):
     """Return (grad_w0, grad_x0, grad_w1, grad_x1, grad_w2), the gradients of neuron(w0, x0, w1, x1, w2)."""
-    return value_and_grad(w0, x0, w1, x1, w2)[1]
+    check_arguments(w0, x0, w1, x1, w2)
+
+    s0 = w0 * x0
+    s1 = w1 * x1
+    s2 = s0 + s1
+    s3 = s2 + w2
+    L = 1 / (1 + np.exp(-s3))
+    grad_s3 = (1 - L) * L
+    grad_w2 = grad_s3
+    grad_w1 = x1 * grad_s3
+    grad_x1 = w1 * grad_s3
+    grad_w0 = x0 * grad_s3
+    grad_x0 = w0 * grad_s3
+    return grad_w0, grad_x0, grad_w1, grad_x1, grad_w2
 
 
 def forward_with_cache(w0, x0, w1, x1, w2):

@@ -59,7 +59,23 @@ def value_and_grad(x, y):
 
 def grad(x, y):
     """Return (grad_x, grad_y), the gradients of staged(x, y)."""
-    return value_and_grad(x, y)[1]
+    check_arguments(x, y)
+
+    sigy = 1 / (1 + np.exp(-y))
+    num = x + sigy
+    sigx = 1 / (1 + np.exp(-x))
+    xpy = x + y
+    xpysqr = xpy ** 2
+    den = sigx + xpysqr
+    invden = 1.0 / den
+    grad_num = invden
+    grad_invden = num
+    grad_den = -1.0 / den ** 2 * grad_invden
+    grad_xpy = 2 * xpy * grad_den
+    grad_x = grad_xpy + (1 - sigx) * sigx * grad_den
+    grad_x = grad_x + grad_num
+    grad_y = grad_xpy + (1 - sigy) * sigy * grad_num
+    return grad_x, grad_y
 
 
 def forward_with_cache(x, y):

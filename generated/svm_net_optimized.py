@@ -118,7 +118,33 @@ def value_and_grad(X, y, W1, b1, W2, b2):
 
 def grad(X, y, W1, b1, W2, b2):
     """Return (grad_W1, grad_b1, grad_W2, grad_b2), the gradients of svm_net(X, y, W1, b1, W2, b2)."""
-    return value_and_grad(X, y, W1, b1, W2, b2)[1]
+    N = check_arguments(X, y, W1, b1, W2, b2)
+
+    s0 = X @ W1
+    s1 = s0 + b1
+    h = np.maximum(s1, 0.0)
+    s2 = h @ W2
+    scores = s2 + b2
+    correct = scores[np.arange(N), y]
+    s3 = correct[:, None]
+    s4 = scores - s3
+    s5 = s4 + 1.0
+    grad_W2 = 2 * W2 * 0.001
+    grad_W1 = 2 * W1 * 0.001
+    grad_margins_1 = np.full((N, 3), (1 / N))
+    grad_margins = updated(grad_margins_1, (np.arange(N), y), 0)
+    grad_s5 = (s5 > 0) * grad_margins
+    grad_s3_term = -grad_s5
+    grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
+    grad_correct = scatter((N,), (slice(None), None), grad_s3, np.float64)
+    grad_scores = grad_s5 + add_at((N, 3), (np.arange(N), y), grad_correct, np.float64)
+    grad_b2 = grad_scores.sum(axis=0)
+    grad_W2 = grad_W2 + h.T @ grad_scores
+    grad_h = grad_scores @ W2.T
+    grad_s1 = (s1 > 0) * grad_h
+    grad_b1 = grad_s1.sum(axis=0)
+    grad_W1 = grad_W1 + X.T @ grad_s1
+    return grad_W1, grad_b1, grad_W2, grad_b2
 
 
 def forward_with_cache(X, y, W1, b1, W2, b2):

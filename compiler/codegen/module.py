@@ -35,7 +35,7 @@ from compiler.codegen.lines import LineForm, render_lines
 from compiler.helpers import HELPERS, helper_source
 from compiler.ir import Atom, Backprop, Branch, Const, Eqn, Var
 from compiler.naming import part_name
-from compiler.passes import copy_source, recompute_views
+from compiler.passes import copy_source, gradients_only, recompute_views
 from compiler.sizes import NO_SIZES, Sizes
 
 JIT_BACKENDS = ("numba",)
@@ -176,6 +176,8 @@ class Bodies:
     forward: Code  # the forward pass
     backward: Code  # the backward pass from the upstream gradient, `backward`'s parameter
     inline: tuple[Code, Code]  # `value_and_grad`'s forward and backward passes (with the seed)
+    # optimize mode's `grad`: what the gradients need of both passes, and the gradients returned
+    gradients: tuple[Code, ast.Tuple] | None
     forms: tuple[LineForm, ...]  # every kind of line used: the helpers and names they call
     grads: ast.Tuple  # the gradients as `backward` returns them (see `fresh_gradients`)
     inline_grads: ast.Tuple  # and as `value_and_grad` returns them
@@ -205,7 +207,11 @@ class Bodies:
         seedless = Code(backward.eqns[seeds:], backward.lines[seeds:])
         grads = fresh_gradients(pair.backward.outputs, pair.backward.eqns, jit)
         inline_grads = fresh_gradients(inline.backward.outputs, inline_code[1].eqns, jit)
-        return cls(forward, seedless, inline_code, tuple(forms.values()), grads, inline_grads)
+        gradients = None
+        if inline is not pair and inline.seed is None:  # optimize mode, its seed folded in
+            needed = code(gradients_only(inline))
+            gradients = (needed, fresh_gradients(inline.backward.outputs, needed.eqns, jit))
+        return cls(forward, seedless, inline_code, gradients, tuple(forms.values()), grads, inline_grads)
 
 
 # Calls whose result is a view that writes through to its operand: a gradient that is one of a
@@ -424,10 +430,23 @@ def functions(
             ),
             Function(
                 "grad", params, f"Return {listed}, the gradients of {call if len(outputs) == 1 else outputs[0]}.",
-                (("", (returns(recompute),)),), f"grad(...) -> {listed}",
+                _grad_body(bodies, parts, params, grad_names, guard, recompute), f"grad(...) -> {listed}",
             ),
         ]
     return (*functions, *pair_functions, check, *parts.functions)
+
+
+def _grad_body(
+    bodies: Bodies, parts: _Parts, params: Sequence[str], grad_names: Sequence[str],
+    guard: tuple[tuple[str, tuple[str, ...]], ...], recompute: ast.expr,
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`grad`'s body: in optimize mode the lines the gradients need and no others; else
+    `value_and_grad(...)[1]`, which computes nothing the gradients do not (one gate per line
+    keeps every line)."""
+    if bodies.gradients is None:
+        return (("", (returns(recompute),)),)
+    needed, grads = bodies.gradients
+    return (*guard, ("", (*parts.body("grad", needed, params, grad_names), returns(grads))))
 
 
 def _environment() -> jinja2.Environment:
