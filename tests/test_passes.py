@@ -363,3 +363,18 @@ def test_gradients_that_would_alias_are_copied(f, optimize):
     prog = compiler.gradient(f, a, b, optimize=optimize)
     grads = prog.grad(a, b)
     assert_fresh(grads, [a, b], prog.source)
+
+
+@pytest.mark.parametrize("stem", ["svm_net", "mlp", "huber"])
+def test_optimize_modes_grad_runs_no_line_only_the_value_needs(stem):
+    """`grad` has its own body in optimize mode: no data-loss or regularisation sums, no
+    total of the margins; and its gradients are value_and_grad's, bit for bit."""
+    f, args, readable, optimized = _programs(stem, EXAMPLES[stem])
+    body = optimized.source.split("\ndef grad(")[1].split("\n\n\n")[0]
+    assert "value_and_grad(" not in body and "return L" not in body
+    if stem == "svm_net":
+        assert "np.sum(" not in body and "reg_loss" not in body and "data_loss" not in body
+    for point in (args, {k: v * 0.5 if np.asarray(v).dtype.kind == "f" else v for k, v in args.items()}):
+        for ours, theirs in zip(optimized.grad(*point.values()), optimized.value_and_grad(*point.values())[1]):
+            np.testing.assert_array_equal(ours, theirs)
+    assert "return value_and_grad(" in readable.source  # readable mode keeps every gate: grad calls it
