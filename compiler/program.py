@@ -28,7 +28,7 @@ import numpy as np
 
 from compiler import display, passes, visualize
 from compiler.autodiff import differentiate
-from compiler.codegen import JIT_BACKENDS, LayerNames, Provenance, emit_module
+from compiler.codegen import JIT_BACKENDS, VECTORIZE_TARGETS, LayerNames, Provenance, emit_module
 from compiler.codegen.guards import CHECK
 from compiler.errors import FlatgradError, SignatureError, SizeDependenceError
 from compiler.files import display_path, write_atomically, write_output
@@ -91,6 +91,8 @@ def _emitted(name: str, doc: str) -> functools.cached_property:
     def function(self: GradientProgram) -> Callable[..., Any]:
         layer = self.layer
         emitted = {"forward_with_cache": layer.forward, "backward": layer.backward}.get(name, name) if layer else name
+        if self.vectorized and name in ("value_and_grad", "grad"):
+            emitted = f"{name}_many"
         found = getattr(self.module, emitted, None)
         if found is None and name == "forward" and layer:  # a layer module's forward keeps its cache
             with_cache = getattr(self.module, layer.forward)
@@ -132,6 +134,7 @@ class GradientProgram:
         self.layer = layer  # a layer module's function names
         # with branches on values, every path's differentiated code; `graph` is the first's
         self.branches: tuple[Branch, ...] = ()
+        self.vectorized = False  # value_and_grad and grad take arrays of points (`vectorize`)
 
     @property
     def module(self) -> types.ModuleType:
@@ -273,6 +276,7 @@ class Options:
     layer: bool = False  # a layer module: `affine_forward` and `affine_backward(dout, cache)`, nothing else
     has_aux: bool = False  # differentiate the first output only; the others are returned beside it
     static: Sequence[str] = ()  # parameters whose example values are baked in (a count, a flag)
+    vectorize: bool | str = False  # numba: value_and_grad at every point of arrays (True or "parallel")
 
     def check(self) -> Options:
         """These options, after checking what can be checked before tracing."""
@@ -283,6 +287,10 @@ class Options:
         if isinstance(self.static, str):
             names = tuple(n.strip() for n in self.static.split(",") if n.strip())
             return dataclasses.replace(self, static=names).check()
+        if self.vectorize not in (False, None, True, *VECTORIZE_TARGETS):
+            raise FlatgradError(f"vectorize={self.vectorize!r}: write True (one thread) or 'parallel' (every core)")
+        if self.vectorize and self.jit != "numba":
+            raise FlatgradError("vectorize needs jit='numba': the points are looped over in compiled code")
         if isinstance(self.wrt, str) and "," in self.wrt:
             names = tuple(n.strip() for n in self.wrt.split(","))
             raise SignatureError(f"wrt={self.wrt!r} names one parameter; for several write wrt={names!r}")
@@ -418,12 +426,14 @@ def _build_at(
         graph = branches[0].pair
         origin = provenance(f, graph, names, options, requested)
         layer = LayerNames.of(origin.function) if options.layer else None
+        vectorize = _vectorize_target(f, graph, options)
         source_code = emit_module(
             graph, origin, options.jit, options.explain, branches[0].folded, sizes, layer,
-            branches if len(branches) > 1 else (),
+            branches if len(branches) > 1 else (), vectorize,
         )
     program = GradientProgram(graph, source_code, names, options.jit, options.optimize, source_file(f), sizes, layer)
     program.branches = branches
+    program.vectorized = vectorize is not None
     return program
 
 
@@ -440,6 +450,23 @@ def _differentiated(
         return graph, None
     graph = passes.optimize(graph)
     return graph, passes.fold_seed(graph)
+
+
+def _vectorize_target(f: Callable, pair: Backprop, options: Options) -> str | None:
+    """The target of the vectorized functions (None: none), checked: a scalar function of
+    scalar arguments, differentiated from one number."""
+    if not options.vectorize:
+        return None
+    static = dict(pair.static)
+    label = f"{getattr(f, '__qualname__', f)}()"
+    arrays = [v.name for v in pair.forward.inputs if v.shape and v.name not in static]
+    if arrays or pair.seed is None or options.layer:
+        why = f"takes the arrays {', '.join(arrays)}" if arrays else "has no scalar value to differentiate"
+        raise SignatureError(
+            f"vectorize runs a scalar function at every point of arrays, and {label} {why}; "
+            "trace it on numbers (the arrays go to value_and_grad_many), or emit it without vectorize"
+        )
+    return "parallel" if options.vectorize == "parallel" else "cpu"
 
 
 def _check_numba_static(forward: Graph) -> None:
@@ -490,6 +517,7 @@ def gradient(
     layer: bool = False,
     has_aux: bool = False,
     static: Sequence[str] = (),
+    vectorize: bool | str = False,
     **example_kwargs: Any,
 ) -> GradientProgram:
     """Trace `f` on example arguments, differentiate it and emit flat forward/backward code.
@@ -515,8 +543,14 @@ def gradient(
     `static` names parameters whose example values are baked in, as JAX's `static_argnames`:
     a count (`for i in range(n)`), a flag, a dict of layer settings. The code is written for
     those values, and every emitted function checks them (`if n != 3: raise ValueError`).
+
+    `vectorize=True` (with `jit="numba"`; `"parallel"` for every core) makes a scalar
+    function's `prog.value_and_grad` and `prog.grad` take arrays of any broadcastable shapes and
+    return arrays of values and gradients, computed in one compiled loop over the points.
     """
-    options = Options(wrt, jit, optimize, explain, dims=dims, layer=layer, has_aux=has_aux, static=static)
+    options = Options(
+        wrt, jit, optimize, explain, dims=dims, layer=layer, has_aux=has_aux, static=static, vectorize=vectorize
+    )
     return build(f, example_args, example_kwargs, options)
 
 

@@ -11,10 +11,11 @@
 from compiler.codegen.explain import explained, gate_header, line_comment
 from compiler.codegen.expressions import expression, unparse
 from compiler.codegen.lines import render_lines, statement
-from compiler.codegen.module import JIT_BACKENDS, LayerNames, Provenance, emit_module, template
+from compiler.codegen.module import JIT_BACKENDS, VECTORIZE_TARGETS, LayerNames, Provenance, emit_module, template
 
 __all__ = [
     "JIT_BACKENDS",
+    "VECTORIZE_TARGETS",
     "LayerNames",
     "Provenance",
     "emit_module",

@@ -89,6 +89,7 @@ class Function:
     doc: str
     sections: tuple[tuple[str, tuple[str, ...]], ...]  # (comment, lines); an empty comment prints none
     summary: str = ""  # the header's line for a public function: `grad(...) -> (grad_x,)`
+    decorator: str | None = "@numba.njit(cache=True)"  # under numba; None: plain Python
 
 
 def _signature(name: str, params: Sequence[str]) -> str:
@@ -436,6 +437,59 @@ def functions(
     return (*functions, *pair_functions, check, *parts.functions)
 
 
+VECTORIZE_TARGETS = ("cpu", "parallel")
+# numba compiles a function so decorated into each caller: a loop over a million points pays no call
+INLINED = '@numba.njit(cache=True, inline="always")'
+
+
+def vectorized(pair: Backprop, target: str, static: Sequence[str]) -> tuple[Function, ...]:
+    """The functions that run a scalar function's value and gradients at every point of arrays:
+    `value_and_grad_many(...)` broadcasts its arguments (the static ones excepted), and a numba
+    loop calls the module's own `value_and_grad` at each point, writing into arrays it made.
+    `target="parallel"` spreads the points over every core (`numba.prange`)."""
+    params = [v.name for v in pair.forward.inputs]
+    varying = [v for v in pair.forward.inputs if v.name not in static]
+    names = [v.name for v in varying]
+    value = pair.forward.outputs[0].name
+    grads = [g.name for g in pair.backward.outputs]
+    parallel = target == "parallel"
+    loop = f"_value_and_grad_{'parallel' if parallel else 'loop'}"
+    each = ", ".join(f"{n}[i]" if n in names else n for n in params)
+    body = (
+        f"for i in {'numba.prange' if parallel else 'range'}({value}.shape[0]):",
+        f"    value, grads = value_and_grad({each})",
+        f"    {value}[i] = value",
+        *(f"    {g}[i] = grads[{k}]" for k, g in enumerate(grads)),
+    )
+    doc = f"`value_and_grad` at each point of the flat arrays, into `{value}` and the gradients."
+    decorator = "@numba.njit(cache=True, parallel=True)" if parallel else "@numba.njit(cache=True)"
+    listed = _names(names)
+    wrapper = (
+        f"{listed} = np.broadcast_arrays({', '.join(f'np.asarray({v.name}, np.{v.dtype})' for v in varying)})",
+        f"shape = {names[0]}.shape",
+        *(f"{n} = np.ascontiguousarray({n}).ravel()" for n in names),
+        *(f"{out} = np.empty({names[0]}.size)" for out in (value, *grads)),
+        f"{loop}({', '.join((*params, value, *grads))})",
+        returns(ast.parse(f"{value}.reshape(shape)", mode="eval").body,
+                ast.Tuple([ast.parse(f"{g}.reshape(shape)", mode="eval").body for g in grads], ast.Load())),
+    )
+    shown = f"({_names(grads)})"
+    call = ", ".join(params)
+    return (
+        Function(
+            "value_and_grad_many", tuple(params),
+            f"Return ({value}, {shown}) at every point of the broadcast arguments, arrays of their shape.",
+            (("", wrapper),), f"value_and_grad_many(...) -> ({value}, {shown}), arrays", decorator=None,
+        ),
+        Function(
+            "grad_many", tuple(params), f"Return {shown} at every point of the broadcast arguments.",
+            (("", (f"return value_and_grad_many({call})[1]",)),), f"grad_many(...) -> {shown}, arrays",
+            decorator=None,
+        ),
+        Function(loop, (*params, value, *grads), doc, (("", body),), decorator=decorator),
+    )
+
+
 def _grad_body(
     bodies: Bodies, parts: _Parts, params: Sequence[str], grad_names: Sequence[str],
     guard: tuple[tuple[str, tuple[str, ...]], ...], recompute: ast.expr,
@@ -477,14 +531,15 @@ def _cache_bytes(pair: Backprop) -> int:
 def emit_module(
     pair: Backprop, provenance: Provenance, jit: str | None = None, explain: bool = False,
     folded: Backprop | None = None, sizes: Sizes = NO_SIZES, layer: LayerNames | None = None,
-    branches: Sequence[Branch] = (),
+    branches: Sequence[Branch] = (), vectorize: str | None = None,
 ) -> str:
     """The whole module for a differentiated function (see `autodiff.differentiate`); `folded`
     is what `value_and_grad` runs instead, with the seed folded in (`passes.fold_seed`); the
     inputs' axes named in `sizes` are read from the arguments (see `compiler.sizes`); a `layer`
     module has only the forward with its cache and the backward, named after the layer. A
     function that branches on its values has several `branches` (the first is `pair`'s), laid
-    out as `if` blocks (see `codegen.branches`)."""
+    out as `if` blocks (see `codegen.branches`). `vectorize` (a VECTORIZE_TARGETS) adds the
+    functions that run a scalar function at every point of arrays (see `vectorized`)."""
     if len(branches) > 1:
         emitted, forms, cached, cache_bytes = _branched(branches, provenance, jit, explain, sizes, layer)
         pair = branches[0].pair
@@ -495,6 +550,11 @@ def emit_module(
         forms = bodies.forms
         emitted = functions(pair, provenance, bodies, jit, sizes, layer)
         cached, cache_bytes = cached_names(pair, sizes), _cache_bytes(pair)
+    if vectorize:  # the loop over the points calls value_and_grad, which numba then inlines into it
+        # (not into a parallel loop: numba's parfor pass fails on the inlined tuple of gradients)
+        inlined = {"value_and_grad", CHECK} if vectorize != "parallel" else set()
+        emitted = tuple(dataclasses.replace(f, decorator=INLINED) if f.name in inlined else f for f in emitted)
+        emitted = (*emitted, *vectorized(pair, vectorize, [name for name, _ in pair.static]))
     called = set().union(*(form.calls for form in forms))
     helpers = [helper_source(name) for name in HELPERS if name in called]
     example_sizes = sizes.values({v.name: v.shape for v in pair.forward.inputs})
@@ -520,7 +580,7 @@ def emit_module(
         functions=emitted,
         compile_check=compile_check(provenance.function) if jit == "numba" else None,
         # the functions that take the inputs: under numba, checked before each compile
-        checked=[f.name for f in emitted if f.summary and f.params[-1:] != ("cache",)],
+        checked=[f.name for f in emitted if f.summary and f.params[-1:] != ("cache",) and f.decorator],
     )
     return text
 
