@@ -253,17 +253,25 @@ def cmd_emit(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} is a folder; name a .py file with -o")
     program = _build(
         args, target, examples, jit=args.jit, output=display_path(str(out)), explain=args.explain, layer=args.layer,
-        has_aux=args.has_aux,
+        has_aux=args.has_aux, vectorize=_vectorize(args),
     )
     written = write_output(out, program.source, **_writer_options(args, target))
     print(f"wrote {display_path(str(written))}")
     return 0
 
 
+def _vectorize(args: argparse.Namespace) -> bool | str:
+    """`--vectorize` (one thread) or `--vectorize parallel`, as Options take it."""
+    if args.vectorize and args.jit != "numba":
+        raise UsageError("--vectorize needs --jit numba: the points are looped over in compiled code")
+    return {None: False, "cpu": True}.get(args.vectorize, args.vectorize)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     target, examples = _target(args)
     program = _build(
-        args, target, examples, jit=args.jit, explain=args.explain, layer=args.layer, has_aux=args.has_aux
+        args, target, examples, jit=args.jit, explain=args.explain, layer=args.layer, has_aux=args.has_aux,
+        vectorize=_vectorize(args),
     )
     sys.stdout.write(display.for_terminal(program.source, sys.stdout))
     return 0
@@ -340,6 +348,14 @@ def _add_target_options(parser: argparse.ArgumentParser, explain: bool = False) 
         )
 
 
+def _add_vectorize_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--vectorize", nargs="?", const="cpu", choices=["cpu", "parallel"],
+        help="with --jit numba, for a scalar function: value_and_grad_many over arrays of points "
+        "(`--vectorize parallel` on every core)",
+    )
+
+
 def _add_output_options(parser: argparse.ArgumentParser, metavar: str, default: str) -> None:
     parser.add_argument("-o", "--output", metavar=metavar, help=f"where to write it (default: {default})")
     parser.add_argument(
@@ -369,11 +385,13 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_target_options(emit, explain=True)
     emit.add_argument("--jit", choices=["numba"], help="compile the emitted functions with numba")
+    _add_vectorize_option(emit)
     _add_output_options(emit, "OUT.py", f"{DEFAULT_OUT_DIR}/FUNC[_optimized][_numba].py")
     emit.set_defaults(run=cmd_emit)
     show = commands.add_parser("show", help="print the emitted module", description="Print the emitted module.")
     _add_target_options(show, explain=True)
     show.add_argument("--jit", choices=["numba"], help="show the numba variant")
+    _add_vectorize_option(show)
     show.set_defaults(run=cmd_show)
     check = commands.add_parser(
         "check", help="compare the gradient with central differences",

@@ -327,6 +327,8 @@ def provenance(
         command.append("--layer")
     if options.has_aux:
         command.append("--has-aux")
+    if options.vectorize:
+        command += ["--vectorize"] + (["parallel"] if options.vectorize == "parallel" else [])
     if options.output:
         command += ["-o", options.output]
     # Quoted for POSIX shells: zsh expands an unquoted `X=f64[8,4]` as a glob.

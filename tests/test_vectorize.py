@@ -55,3 +55,20 @@ def test_vectorize_is_for_scalar_functions_under_numba():
         compiler.gradient(neuron, *[1.0] * 5, jit="numba", vectorize="gpu")
     with pytest.raises(SignatureError, match=r"takes the arrays x; trace it on numbers"):
         compiler.gradient(lambda x: np.sum(x * x), np.ones(3), jit="numba", vectorize=True)
+
+
+def test_the_command_line_emits_the_vectorized_functions(tmp_path, monkeypatch, capsys):
+    from support import ROOT
+
+    from compiler.cli import main
+
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "neuron_many.py"
+    assert main(["emit", "examples/neuron.py:neuron", "--jit", "numba", "--vectorize", "-o", str(out)]) == 0
+    source = out.read_text()
+    assert "def value_and_grad_many(" in source and "--jit numba --vectorize -o" in source
+    capsys.readouterr()
+    assert main(["show", "examples/neuron.py:neuron", "--vectorize"]) == 2
+    assert capsys.readouterr().err == (
+        "flatgrad: error: --vectorize needs --jit numba: the points are looped over in compiled code\n"
+    )

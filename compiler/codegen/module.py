@@ -581,6 +581,7 @@ def emit_module(
         compile_check=compile_check(provenance.function) if jit == "numba" else None,
         # the functions that take the inputs: under numba, checked before each compile
         checked=[f.name for f in emitted if f.summary and f.params[-1:] != ("cache",) and f.decorator],
+        vectorized=bool(vectorize),
     )
     return text
 
