@@ -361,6 +361,14 @@ def _arrays(count: int, operands: int = 1) -> Callable[[tuple[int, ...], Mapping
     return lambda ndims, static: len(ndims) == operands + count
 
 
+def _adds_axes_only(static: Mapping[str, object]) -> bool:
+    """Whether a static index only adds axes: None, with full slices and Ellipsis around it."""
+    index = static["index"]
+    parts = index if isinstance(index, tuple) else (index,)
+    full = slice(None)
+    return any(p is None for p in parts) and all(p is None or p is Ellipsis or p == full for p in parts)
+
+
 def _bound(value: object, default: float) -> float:
     return default if value is None else float(value)  # type: ignore[arg-type]
 
@@ -1399,10 +1407,16 @@ _ROWS = (
     *_layout_rows(),
     *_reductions(),
     *_statistics_rows(),
-    # Indexing, by how many index arrays the index holds (their operands are i and j).
+    # Indexing, by how many index arrays the index holds (their operands are i and j). An index
+    # that only adds axes (`correct[:, None]`) is a reshape, and so is its gradient.
+    Op("new_axes", ("x",), "x[index]", {"x": "grad.reshape(x.shape)"},
+       pattern="new axes: the gradient reshaped back", operators=("__getitem__",), static=("index",),
+       when=lambda ndims, static: len(ndims) == 1 and _adds_axes_only(static),
+       numba_grads={"x": "np.ascontiguousarray(grad).reshape(x.shape)"}, domain=_X, shapes=((3, 4),), view=True),
     Op("getitem", ("x",), "x[index]", {"x": "scatter(x.shape, index, grad, x.dtype)"},
        pattern="index gate: the gradient written back where the values came from",
-       operators=("__getitem__",), static=("index",), when=_arrays(0),
+       operators=("__getitem__",), static=("index",),
+       when=lambda ndims, static: _arrays(0)(ndims, static) and not _adds_axes_only(static),
        domain=_X, shapes=((3, 4),), view=True),
     Op("take", ("x", "i"), "x[index]", {"x": "add_at(x.shape, index, grad, x.dtype)"},
        pattern="gather gate: the gradient added back where the values came from (repeats add up)",

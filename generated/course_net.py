@@ -24,13 +24,6 @@ The backward pass caches X, y, W2, hidden, s2, s5, s6, hidden_2, s11, weights: 2
 import numpy as np
 
 
-def scatter(shape, index, values, dtype):
-    """Zeros of `shape`, with `values` written at a basic index (slices, integers, None)."""
-    out = np.zeros(shape, dtype)
-    out[index] = values
-    return out
-
-
 def add_at(shape, index, values, dtype):
     """Zeros of `shape`, with `values` added at an index with arrays: repeated indices add up."""
     out = np.zeros(shape, dtype)
@@ -134,7 +127,7 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_scores = grad_s10
     grad_s9_term = -grad_s10
     grad_s9 = grad_s9_term.sum(axis=1, keepdims=True)
-    grad_s8 = scatter((N,), (slice(None), None), grad_s9, np.float64)
+    grad_s8 = grad_s9.reshape((N,))
     grad_scores = grad_scores + add_at((N, 3), (np.arange(N), y), grad_s8, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_s7 = grad_scores
@@ -222,7 +215,7 @@ def backward(grad_L, cache):
     grad_scores = grad_s10
     grad_s9_term = -grad_s10
     grad_s9 = grad_s9_term.sum(axis=1, keepdims=True)
-    grad_s8 = scatter((N,), (slice(None), None), grad_s9, np.float64)
+    grad_s8 = grad_s9.reshape((N,))
     grad_scores = grad_scores + add_at((N, 3), (np.arange(N), y), grad_s8, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_s7 = grad_scores

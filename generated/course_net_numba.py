@@ -28,14 +28,6 @@ import numba
 
 
 @numba.njit(cache=True)
-def scatter(shape, index, values, dtype):
-    """Zeros of `shape`, with `values` written at a basic index (slices, integers, None)."""
-    out = np.zeros(shape, dtype)
-    out[index] = values
-    return out
-
-
-@numba.njit(cache=True)
 def add_pairs(shape, rows, cols, values, dtype):
     """`add_at` for the index `(rows, cols)` of a matrix, as a loop numba compiles."""
     out = np.zeros(shape, dtype)
@@ -143,7 +135,7 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_scores = grad_s10
     grad_s9_term = -grad_s10
     grad_s9 = grad_s9_term.sum(axis=1).reshape((N, 1))
-    grad_s8 = scatter((N,), (slice(None), None), grad_s9, np.float64)
+    grad_s8 = np.ascontiguousarray(grad_s9).reshape((N,))
     grad_scores = grad_scores + add_pairs((N, 3), np.arange(N), y, grad_s8, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_s7 = grad_scores
@@ -234,7 +226,7 @@ def backward(grad_L, cache):
     grad_scores = grad_s10
     grad_s9_term = -grad_s10
     grad_s9 = grad_s9_term.sum(axis=1).reshape((N, 1))
-    grad_s8 = scatter((N,), (slice(None), None), grad_s9, np.float64)
+    grad_s8 = np.ascontiguousarray(grad_s9).reshape((N,))
     grad_scores = grad_scores + add_pairs((N, 3), np.arange(N), y, grad_s8, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_s7 = grad_scores

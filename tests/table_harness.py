@@ -116,7 +116,8 @@ SUBSCRIPTS = ("ij,jk->ik", "ij,jk", "ij,ji->", "ij,jk->kji", "ij,ji->ij", "ii,jk
 CLIP_BOUNDS = ((-1.0, 1.0), (None, 0.5), (-0.5, None))
 # Indices as user code writes them; `i` and `j` are index arrays (the rows' operands i and j).
 INDEX_TEXTS = (
-    "1", "-1", ":, 2", "1:3", "1:", ":, 2:", "::2, 1:", "None, 0", "..., 1", "0, 1", "::-1, -2",
+    "1", "-1", ":, 2", "1:3", "1:", ":, 2:", "::2, 1:", "None, 0", "..., 1", "0, 1", "::-1, -2", ":, None",
+    "None", "..., None", "None, :, None",
     "i", ":, i", "i, 2", "-1, i", "i, 1:3", "i, j",
 )
 
