@@ -122,6 +122,26 @@ def logsumexp_along(x, axis):
     return out
 
 
+def log_softmax_pick(x, probs, index):
+    """log(probs[index]) where probs is the softmax of x along axis 1, the index naming (rows,
+    columns), without the log of a probability that underflowed to 0: each picked score minus
+    its row's log-sum-exp, which is the row's largest probability's score minus that
+    probability's log (at least 1/C, never 0)."""
+    rows = index[0]
+    top = probs.argmax(axis=1)[rows]
+    return x[index] - x[rows, top] + np.log(probs[rows, top])
+
+
+def log_softmax_pick_pairs(x, probs, rows, cols):
+    """`log_softmax_pick` for the index `(rows, cols)`, as loops numba compiles."""
+    out = np.empty(rows.shape[0], x.dtype)
+    for k in range(rows.shape[0]):
+        row = rows[k]
+        top = np.argmax(probs[row])
+        out[k] = x[row, cols[k]] - x[row, top] + np.log(probs[row, top])
+    return out
+
+
 def log_softmax_pick_grad(probs, index, grad):
     """The gradient of log(probs[index]) with respect to the scores whose softmax along axis 1
     is `probs`, the index naming (rows, columns): onehot - probs, each row weighted by its
@@ -267,7 +287,8 @@ HELPERS = {
     fn.__name__: fn
     for fn in (
         scatter, add_at, add_rows, add_pairs, updated, last_writes, softmax, softmax_along, extreme_along,
-        logsumexp, logsumexp_all, logsumexp_along, log_softmax_pick_grad, log_softmax_pick_grad_pairs,
+        logsumexp, logsumexp_all, logsumexp_along, log_softmax_pick, log_softmax_pick_pairs,
+        log_softmax_pick_grad, log_softmax_pick_grad_pairs,
         on_diagonal, tiled,
         prod_others, prod_along, prod_others_flat, prod_others_along, cumsum_from_end, cross_of_rows,
         kron_grad_x, kron_grad_y,

@@ -1321,8 +1321,9 @@ _ROWS = (
     # log(softmax(x)[rows, labels]): the log-probability of each row's label, whose negative is
     # cross-entropy. Optimize mode fuses it for its local gradient onehot - probs; the softmax
     # stays a line of its own, as that output is what this gate reads. No user code names it.
-    Op("log_softmax_pick", ("x", "probs", "i", "j"), "np.log(probs[index])",
-       {"x": "log_softmax_pick_grad(probs, index, grad)"},
+    # Its forward is the log-softmax, finite where a probability underflows to 0.
+    Op("log_softmax_pick", ("x", "probs", "i", "j"), "log_softmax_pick(x, probs, index)",
+       {"x": "log_softmax_pick_grad(probs, index, grad)"}, numba_forward="log_softmax_pick_pairs(x, probs, i, j)",
        pattern="softmax cross-entropy gate: local gradient onehot - probs, from the softmax's output",
        static=("index",), numba_grads={"x": "log_softmax_pick_grad_pairs(probs, i, j, grad)"},
        fuses=("log(take2(probs := softmax(x, axis=1), i, j, index=index))",), fuse_when=_one_pick_per_row,

@@ -27,6 +27,16 @@ def softmax(x, axis):
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def log_softmax_pick(x, probs, index):
+    """log(probs[index]) where probs is the softmax of x along axis 1, the index naming (rows,
+    columns), without the log of a probability that underflowed to 0: each picked score minus
+    its row's log-sum-exp, which is the row's largest probability's score minus that
+    probability's log (at least 1/C, never 0)."""
+    rows = index[0]
+    top = probs.argmax(axis=1)[rows]
+    return x[index] - x[rows, top] + np.log(probs[rows, top])
+
+
 def log_softmax_pick_grad(probs, index, grad):
     """The gradient of log(probs[index]) with respect to the scores whose softmax along axis 1
     is `probs`, the index naming (rows, columns): onehot - probs, each row weighted by its
@@ -45,7 +55,7 @@ def forward(X, y, W, b):
     s0 = X @ W
     scores = s0 + b
     probs = softmax(scores, 1)
-    s4 = np.log(probs[np.arange(N), y])
+    s4 = log_softmax_pick(scores, probs, (np.arange(N), y))
     correct_logprobs = -s4
     s5 = np.sum(correct_logprobs)
     data_loss = s5 / N
@@ -64,7 +74,7 @@ def value_and_grad(X, y, W, b):
     s0 = X @ W
     scores = s0 + b
     probs = softmax(scores, 1)
-    s4 = np.log(probs[np.arange(N), y])
+    s4 = log_softmax_pick(scores, probs, (np.arange(N), y))
     correct_logprobs = -s4
     s5 = np.sum(correct_logprobs)
     data_loss = s5 / N
@@ -106,7 +116,7 @@ def forward_with_cache(X, y, W, b):
     s0 = X @ W
     scores = s0 + b
     probs = softmax(scores, 1)
-    s4 = np.log(probs[np.arange(N), y])
+    s4 = log_softmax_pick(scores, probs, (np.arange(N), y))
     correct_logprobs = -s4
     s5 = np.sum(correct_logprobs)
     data_loss = s5 / N

@@ -232,7 +232,7 @@ def test_softmax_cross_entropy_is_fused_with_gradient_onehot_minus_probs_in_nump
     f, args, readable, optimized = _programs("softmax", EXAMPLES["softmax"])
     lines = [line.strip() for line in optimized.source.splitlines()]
     assert "probs = softmax(scores, 1)" in lines
-    assert "s4 = np.log(probs[np.arange(8), y])" in lines
+    assert "s4 = log_softmax_pick(scores, probs, (np.arange(8), y))" in lines  # the log-softmax: finite
     assert "grad_scores = log_softmax_pick_grad(probs, (np.arange(8), y), grad_s4)" in lines
     assert not any(line.startswith(("shifted =", "exp_scores =", "grad_probs =")) for line in lines)
     jitted = compiler.gradient(f, **args, wrt=("W", "b"), optimize=True, jit="numba")
@@ -378,3 +378,18 @@ def test_optimize_modes_grad_runs_no_line_only_the_value_needs(stem):
         for ours, theirs in zip(optimized.grad(*point.values()), optimized.value_and_grad(*point.values())[1]):
             np.testing.assert_array_equal(ours, theirs)
     assert "return value_and_grad(" in readable.source  # readable mode keeps every gate: grad calls it
+
+
+def test_the_fused_cross_entropy_is_finite_for_a_confidently_wrong_row():
+    """log(probs[label]) is -inf where the label's probability underflows to 0; the fused gate's
+    forward is the log-softmax instead (the picked score minus the row's log-sum-exp)."""
+    f, args, readable, optimized = _programs("softmax", EXAMPLES["softmax"])
+    args = {**args, "W": np.tile([[300.0, -300.0, 0.0]], (4, 1)), "X": np.abs(args["X"]) + 0.5}
+    args["y"] = np.full_like(args["y"], 1)  # every row's label gets probability exp(-1000s): 0.0
+    value, grads = optimized.value_and_grad(*args.values())
+    X, W, b = args["X"], args["W"], args["b"]
+    scores = X @ W + b
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    expected = -np.mean(shifted[:, 1] - np.log(np.exp(shifted).sum(axis=1))) + 0.5 * 1e-3 * np.sum(W * W)
+    assert np.isfinite(value) and value == pytest.approx(expected, rel=1e-12)
+    assert all(np.all(np.isfinite(g)) for g in grads)
