@@ -1330,7 +1330,8 @@ _ROWS = (
        shapes=((3, 4), (3, 4), (3,), (3,))),
     *_logsumexp_rows(),
     # maximum(0, x) routes a tie to the 0, as relu does; maximum(x, 0) would route it to x
-    Op("relu", ("x",), "np.maximum(x, 0.0)", {"x": "(x > 0) * grad"},
+    # the mask reads the output (positive just where x is), so the pre-activation need not be kept
+    Op("relu", ("x",), "np.maximum(x, 0.0)", {"x": "(out > 0) * grad"},
        pattern="max gate: router (to x where x > 0)", gate=True, domain=_X, fuses=("maximum(0, x)",)),
     Op("maximum", ("x", "y"), "np.maximum(x, y)", {"x": "(x >= y) * grad", "y": "(x < y) * grad"},
        pattern="max gate: router (a tie goes to the first argument)", ufuncs=("maximum",),

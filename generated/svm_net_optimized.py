@@ -12,7 +12,7 @@ Written for these inputs, N read from the arguments at each call:
     b2: float64[3]
 Constants baked in from the function's globals and closure:
     REG = 0.001
-The backward pass caches X, y, W1, W2, s1, h, s5: 1984 bytes at the example's sizes (N = 8).
+The backward pass caches X, y, W1, W2, h, margins: 1472 bytes at the example's sizes (N = 8).
 
     forward(...) -> L
     value_and_grad(...) -> (L, (grad_W1, grad_b1, grad_W2, grad_b2))
@@ -95,7 +95,7 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_W1 = 2 * W1 * 0.001
     grad_margins_1 = np.full((N, 3), (1 / N))
     grad_margins = updated(grad_margins_1, (np.arange(N), y), 0)
-    grad_s5 = (s5 > 0) * grad_margins
+    grad_s5 = (margins > 0) * grad_margins
     grad_s3_term = -grad_s5
     grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
     grad_correct = grad_s3.reshape((N,))
@@ -103,7 +103,7 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + h.T @ grad_scores
     grad_h = grad_scores @ W2.T
-    grad_s1 = (s1 > 0) * grad_h
+    grad_s1 = (h > 0) * grad_h
     grad_b1 = grad_s1.sum(axis=0)
     grad_W1 = grad_W1 + X.T @ grad_s1
     return L, (grad_W1, grad_b1, grad_W2, grad_b2)
@@ -122,11 +122,12 @@ def grad(X, y, W1, b1, W2, b2):
     s3 = correct[:, None]
     s4 = scores - s3
     s5 = s4 + 1.0
+    margins = np.maximum(s5, 0.0)
     grad_W2 = 2 * W2 * 0.001
     grad_W1 = 2 * W1 * 0.001
     grad_margins_1 = np.full((N, 3), (1 / N))
     grad_margins = updated(grad_margins_1, (np.arange(N), y), 0)
-    grad_s5 = (s5 > 0) * grad_margins
+    grad_s5 = (margins > 0) * grad_margins
     grad_s3_term = -grad_s5
     grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
     grad_correct = grad_s3.reshape((N,))
@@ -134,7 +135,7 @@ def grad(X, y, W1, b1, W2, b2):
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + h.T @ grad_scores
     grad_h = grad_scores @ W2.T
-    grad_s1 = (s1 > 0) * grad_h
+    grad_s1 = (h > 0) * grad_h
     grad_b1 = grad_s1.sum(axis=0)
     grad_W1 = grad_W1 + X.T @ grad_s1
     return grad_W1, grad_b1, grad_W2, grad_b2
@@ -164,13 +165,13 @@ def forward_with_cache(X, y, W1, b1, W2, b2):
     s11 = s8 + s10
     reg_loss = 0.001 * s11
     L = data_loss + reg_loss
-    cache = X, y, W1, W2, s1, h, s5
+    cache = X, y, W1, W2, h, margins
     return L, cache
 
 
 def backward(grad_L, cache):
     """Return (grad_W1, grad_b1, grad_W2, grad_b2) from the upstream gradient grad_L and `forward_with_cache`'s cache."""
-    X, y, W1, W2, s1, h, s5 = cache
+    X, y, W1, W2, h, margins = cache
     N = X.shape[0]
     if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
         raise ValueError(f"svm_net: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
@@ -180,7 +181,7 @@ def backward(grad_L, cache):
     grad_s6 = 1 / N * grad_L
     grad_margins_1 = np.full((N, 3), grad_s6)
     grad_margins = updated(grad_margins_1, (np.arange(N), y), 0)
-    grad_s5 = (s5 > 0) * grad_margins
+    grad_s5 = (margins > 0) * grad_margins
     grad_s3_term = -grad_s5
     grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
     grad_correct = grad_s3.reshape((N,))
@@ -188,7 +189,7 @@ def backward(grad_L, cache):
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + h.T @ grad_scores
     grad_h = grad_scores @ W2.T
-    grad_s1 = (s1 > 0) * grad_h
+    grad_s1 = (h > 0) * grad_h
     grad_b1 = grad_s1.sum(axis=0)
     grad_W1 = grad_W1 + X.T @ grad_s1
     return grad_W1, grad_b1, grad_W2, grad_b2
