@@ -16,7 +16,8 @@ import numpy as np
 
 
 def scatter(shape, index, values, dtype):
-    """Zeros of `shape`, with `values` written at a basic index (slices, integers, None)."""
+    """Zeros of `shape`, with `values` written at an index: a basic one (slices, integers, None),
+    or index arrays that name no place twice (`(np.arange(N), y)`)."""
     out = np.zeros(shape, dtype)
     out[index] = values
     return out

@@ -24,10 +24,11 @@ The backward pass caches X, y, W2, hidden, s2, s5, s6, hidden_2, s11, weights: 2
 import numpy as np
 
 
-def add_at(shape, index, values, dtype):
-    """Zeros of `shape`, with `values` added at an index with arrays: repeated indices add up."""
+def scatter(shape, index, values, dtype):
+    """Zeros of `shape`, with `values` written at an index: a basic one (slices, integers, None),
+    or index arrays that name no place twice (`(np.arange(N), y)`)."""
     out = np.zeros(shape, dtype)
-    np.add.at(out, index, values)
+    out[index] = values
     return out
 
 
@@ -125,7 +126,7 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_s9_term = -grad_margins
     grad_s9 = grad_s9_term.sum(axis=1, keepdims=True)
     grad_s8 = grad_s9.reshape((N,))
-    grad_scores = grad_margins + add_at((N, 3), (np.arange(N), y), grad_s8, np.float64)
+    grad_scores = grad_margins + scatter((N, 3), (np.arange(N), y), grad_s8, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + hidden_2.T @ grad_scores
     grad_hidden_2 = grad_scores @ W2.T
@@ -185,7 +186,7 @@ def grad(X, y, W1, b1, W2, b2):
     grad_s9_term = -grad_margins
     grad_s9 = grad_s9_term.sum(axis=1, keepdims=True)
     grad_s8 = grad_s9.reshape((N,))
-    grad_scores = grad_margins + add_at((N, 3), (np.arange(N), y), grad_s8, np.float64)
+    grad_scores = grad_margins + scatter((N, 3), (np.arange(N), y), grad_s8, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + hidden_2.T @ grad_scores
     grad_hidden_2 = grad_scores @ W2.T
@@ -263,7 +264,7 @@ def backward(grad_L, cache):
     grad_s9_term = -grad_margins
     grad_s9 = grad_s9_term.sum(axis=1, keepdims=True)
     grad_s8 = grad_s9.reshape((N,))
-    grad_scores = grad_margins + add_at((N, 3), (np.arange(N), y), grad_s8, np.float64)
+    grad_scores = grad_margins + scatter((N, 3), (np.arange(N), y), grad_s8, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + hidden_2.T @ grad_scores
     grad_hidden_2 = grad_scores @ W2.T

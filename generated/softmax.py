@@ -21,10 +21,11 @@ The backward pass caches X, y, W, scores, s1, exp_scores, s2, s3: 992 bytes at t
 import numpy as np
 
 
-def add_at(shape, index, values, dtype):
-    """Zeros of `shape`, with `values` added at an index with arrays: repeated indices add up."""
+def scatter(shape, index, values, dtype):
+    """Zeros of `shape`, with `values` written at an index: a basic one (slices, integers, None),
+    or index arrays that name no place twice (`(np.arange(N), y)`)."""
     out = np.zeros(shape, dtype)
-    np.add.at(out, index, values)
+    out[index] = values
     return out
 
 
@@ -85,7 +86,7 @@ def value_and_grad(X, y, W, b):
     grad_correct_logprobs = np.full((N,), grad_s5)
     grad_s4 = -grad_correct_logprobs
     grad_s3 = 1 / s3 * grad_s4
-    grad_probs = add_at((N, 3), (np.arange(N), y), grad_s3, np.float64)
+    grad_probs = scatter((N, 3), (np.arange(N), y), grad_s3, np.float64)
     grad_exp_scores = 1 / s2 * grad_probs
     grad_s2_term = -exp_scores / s2 ** 2 * grad_probs
     grad_s2 = grad_s2_term.sum(axis=1, keepdims=True)
@@ -146,7 +147,7 @@ def backward(grad_L, cache):
     grad_correct_logprobs = np.full((N,), grad_s5)
     grad_s4 = -grad_correct_logprobs
     grad_s3 = 1 / s3 * grad_s4
-    grad_probs = add_at((N, 3), (np.arange(N), y), grad_s3, np.float64)
+    grad_probs = scatter((N, 3), (np.arange(N), y), grad_s3, np.float64)
     grad_exp_scores = 1 / s2 * grad_probs
     grad_s2_term = -exp_scores / s2 ** 2 * grad_probs
     grad_s2 = grad_s2_term.sum(axis=1, keepdims=True)

@@ -16,10 +16,11 @@ The backward pass caches x, w, y, scores, s1, s2, s3: 1104 bytes at the example'
 import numpy as np
 
 
-def add_at(shape, index, values, dtype):
-    """Zeros of `shape`, with `values` added at an index with arrays: repeated indices add up."""
+def scatter(shape, index, values, dtype):
+    """Zeros of `shape`, with `values` written at an index: a basic one (slices, integers, None),
+    or index arrays that name no place twice (`(np.arange(N), y)`)."""
     out = np.zeros(shape, dtype)
-    np.add.at(out, index, values)
+    out[index] = values
     return out
 
 
@@ -52,7 +53,7 @@ def softmax_loss_backward(dloss, cache):
     ds7 = 1 / N * dloss
     ds6 = -ds7
     ds5 = np.full((N,), ds6)
-    dlog_probs = add_at((N, 3), (np.arange(N), y), ds5, np.float64)
+    dlog_probs = scatter((N, 3), (np.arange(N), y), ds5, np.float64)
     dshifted = dlog_probs
     ds4_term = -dlog_probs
     ds4 = ds4_term.sum(axis=1, keepdims=True)

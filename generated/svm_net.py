@@ -23,10 +23,11 @@ The backward pass caches X, y, W1, W2, s1, h, s5: 1984 bytes at the example's si
 import numpy as np
 
 
-def add_at(shape, index, values, dtype):
-    """Zeros of `shape`, with `values` added at an index with arrays: repeated indices add up."""
+def scatter(shape, index, values, dtype):
+    """Zeros of `shape`, with `values` written at an index: a basic one (slices, integers, None),
+    or index arrays that name no place twice (`(np.arange(N), y)`)."""
     out = np.zeros(shape, dtype)
-    np.add.at(out, index, values)
+    out[index] = values
     return out
 
 
@@ -112,7 +113,7 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_s3_term = -grad_s4
     grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
     grad_correct = grad_s3.reshape((N,))
-    grad_scores = grad_scores + add_at((N, 3), (np.arange(N), y), grad_correct, np.float64)
+    grad_scores = grad_scores + scatter((N, 3), (np.arange(N), y), grad_correct, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_s2 = grad_scores
     grad_W2 = grad_W2 + h.T @ grad_s2
@@ -183,7 +184,7 @@ def backward(grad_L, cache):
     grad_s3_term = -grad_s4
     grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
     grad_correct = grad_s3.reshape((N,))
-    grad_scores = grad_scores + add_at((N, 3), (np.arange(N), y), grad_correct, np.float64)
+    grad_scores = grad_scores + scatter((N, 3), (np.arange(N), y), grad_correct, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_s2 = grad_scores
     grad_W2 = grad_W2 + h.T @ grad_s2

@@ -23,10 +23,11 @@ The backward pass caches X, y, W1, W2, h, margins: 1472 bytes at the example's s
 import numpy as np
 
 
-def add_at(shape, index, values, dtype):
-    """Zeros of `shape`, with `values` added at an index with arrays: repeated indices add up."""
+def scatter(shape, index, values, dtype):
+    """Zeros of `shape`, with `values` written at an index: a basic one (slices, integers, None),
+    or index arrays that name no place twice (`(np.arange(N), y)`)."""
     out = np.zeros(shape, dtype)
-    np.add.at(out, index, values)
+    out[index] = values
     return out
 
 
@@ -99,7 +100,7 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_s3_term = -grad_s5
     grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
     grad_correct = grad_s3.reshape((N,))
-    grad_scores = grad_s5 + add_at((N, 3), (np.arange(N), y), grad_correct, np.float64)
+    grad_scores = grad_s5 + scatter((N, 3), (np.arange(N), y), grad_correct, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + h.T @ grad_scores
     grad_h = grad_scores @ W2.T
@@ -131,7 +132,7 @@ def grad(X, y, W1, b1, W2, b2):
     grad_s3_term = -grad_s5
     grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
     grad_correct = grad_s3.reshape((N,))
-    grad_scores = grad_s5 + add_at((N, 3), (np.arange(N), y), grad_correct, np.float64)
+    grad_scores = grad_s5 + scatter((N, 3), (np.arange(N), y), grad_correct, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + h.T @ grad_scores
     grad_h = grad_scores @ W2.T
@@ -185,7 +186,7 @@ def backward(grad_L, cache):
     grad_s3_term = -grad_s5
     grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
     grad_correct = grad_s3.reshape((N,))
-    grad_scores = grad_s5 + add_at((N, 3), (np.arange(N), y), grad_correct, np.float64)
+    grad_scores = grad_s5 + scatter((N, 3), (np.arange(N), y), grad_correct, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + h.T @ grad_scores
     grad_h = grad_scores @ W2.T

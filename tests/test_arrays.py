@@ -149,3 +149,18 @@ def test_array_code_stays_one_gate_per_line_with_user_names():
         assert expected in lines
     assert "REG = 0.001" in prog.source
     assert "cache = X, y, W1, W2, s1, h, s5" in prog.source
+
+
+def test_a_gather_of_one_pick_per_row_scatters_its_gradient_with_a_plain_write():
+    """`s[np.arange(N), y]` picks each row once: no two picks share a place, so the gradient is
+    written (`scatter`), not added up (`add_at`); `s[y, np.arange(N)]` may repeat rows."""
+    def f(s, idx):
+        return np.sum(s[np.arange(4), idx] ** 2) + np.sum(s[idx, np.arange(4)])
+
+    prog = compiler.gradient(f, np.ones((4, 4)), np.array([0, 1, 1, 2]))
+    assert "scatter((4, 4), (np.arange(4), idx), " in prog.source
+    assert "add_at((4, 4), (idx, np.arange(4)), " in prog.source
+    s, idx = np.random.default_rng(1).normal(size=(4, 4)), np.array([0, 1, 1, 2])
+    expected = 2 * np.where(np.arange(4)[None, :] == idx[:, None], s, 0.0)  # the squared picks
+    np.add.at(expected, (idx, np.arange(4)), 1.0)
+    np.testing.assert_allclose(prog.grad(s, idx)[0], expected)

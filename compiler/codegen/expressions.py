@@ -300,6 +300,26 @@ class _OneAxisExpansions(ast.NodeTransformer):
         return expanded
 
 
+class _OnePerRow(ast.NodeTransformer):
+    """`add_at((N, 3), (np.arange(N), y), g, dtype)` -> `scatter(...)`: where the rows are every
+    row once, no two picks share a place, and a plain write adds up nothing (`scores[np.arange(N),
+    y]`'s gradient, as a person writes it)."""
+
+    def visit_Call(self, node: ast.Call) -> ast.expr:
+        self.generic_visit(node)
+        if not (isinstance(node.func, ast.Name) and node.func.id == "add_at" and len(node.args) == 4):
+            return node
+        shape, index = node.args[0], node.args[1]
+        if not (isinstance(shape, ast.Tuple) and isinstance(index, ast.Tuple) and len(index.elts) == 2):
+            return node
+        rows = index.elts[0]
+        every_row = (
+            isinstance(rows, ast.Call) and _numpy_attribute(rows.func) == "arange" and len(rows.args) == 1
+            and not rows.keywords and ast.dump(rows.args[0]) == ast.dump(shape.elts[0])
+        )
+        return ast.Call(ast.Name("scatter", ast.Load()), node.args, []) if every_row else node
+
+
 class _TypedArithmetic(ast.NodeTransformer):
     """`x * 2.0` -> `x * np.float32(2.0)`, for numba: unlike NumPy, which lets a Python number
     take the array's dtype, numba computes float32 with a Python number in float64. Only the
@@ -368,6 +388,8 @@ def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
     tree = _Substitute(bindings, static, types, samples).visit(tree)
     if jit == "numba":
         tree = _OneAxisExpansions().visit(tree)
+    else:
+        tree = _OnePerRow().visit(tree)
     if jit == "numba" and eqn.out.dtype == "float32":
         tree = _TypedArithmetic(eqn.out.dtype).visit(tree)
     if eqn.accumulate is not None:
