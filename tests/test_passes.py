@@ -393,3 +393,21 @@ def test_the_fused_cross_entropy_is_finite_for_a_confidently_wrong_row():
     expected = -np.mean(shifted[:, 1] - np.log(np.exp(shifted).sum(axis=1))) + 0.5 * 1e-3 * np.sum(W * W)
     assert np.isfinite(value) and value == pytest.approx(expected, rel=1e-12)
     assert all(np.all(np.isfinite(g)) for g in grads)
+
+
+def test_optimize_mode_reads_a_forward_value_instead_of_computing_it_again():
+    """cos's local gradient is -sin(x): where the forward pass computed np.sin(s0) as s1, the
+    backward reads s1 (in value_and_grad and grad; `backward` has only its cache)."""
+    def f(x):
+        s0 = x * 2.0
+        return np.sum(np.sin(s0) * np.cos(s0))
+
+    optimized = compiler.gradient(f, np.ones(3), optimize=True)
+    for function in ("value_and_grad", "grad"):
+        body = optimized.source.split(f"\ndef {function}(")[1].split("\n\n\n")[0]
+        assert body.count("np.sin(") == 1 and body.count("np.cos(") == 1, body  # the forward's own
+        assert "grad_s0 = -s1 * grad_s2" in body
+    x = np.array([0.1, -0.7, 1.3])
+    expected = compiler.gradient(f, np.ones(3)).grad(x)[0]
+    np.testing.assert_allclose(optimized.grad(x)[0], expected, rtol=1e-15)
+    np.testing.assert_allclose(optimized.value_and_grad(x)[1][0], expected, rtol=1e-15)

@@ -204,6 +204,9 @@ class Bodies:
 
         forward, backward = passes(pair)
         inline_code = passes(inline) if inline is not pair else (forward, backward)
+        reuse = inline is not pair and jit is None  # optimize mode; numba's parts pass names by the IR
+        if reuse:
+            inline_code = (inline_code[0], reusing_forward_values(inline_code[0], inline_code[1]))
         seeds = len(backward.eqns) - len(pair.backward.eqns)
         seedless = Code(backward.eqns[seeds:], backward.lines[seeds:])
         grads = fresh_gradients(pair.backward.outputs, pair.backward.eqns, jit)
@@ -211,8 +214,54 @@ class Bodies:
         gradients = None
         if inline is not pair and inline.seed is None:  # optimize mode, its seed folded in
             needed = code(gradients_only(inline))
+            if reuse:
+                made = {id(e.out) for e in inline.forward.eqns}
+                split = sum(1 for e in needed.eqns if id(e.out) in made)
+                before = Code(needed.eqns[:split], needed.lines[:split])
+                after = reusing_forward_values(before, Code(needed.eqns[split:], needed.lines[split:]))
+                needed = Code(needed.eqns, before.lines + after.lines)
             gradients = (needed, fresh_gradients(inline.backward.outputs, needed.eqns, jit))
         return cls(forward, seedless, inline_code, gradients, tuple(forms.values()), grads, inline_grads)
+
+
+def reusing_forward_values(forward: Code, backward: Code) -> Code:
+    """The backward lines reading the forward pass's values where they compute one again: a
+    local gradient `-np.sin(s0) * grad_s3` reads `s1` where the forward line is `s1 =
+    np.sin(s0)`. The forward names are bound once and never rebound, and every forward line runs
+    before the backward ones, so the value read is the one computed. Only parts of a line's
+    right-hand side are replaced: a whole one would make the gradient the forward value itself."""
+    computed: dict[str, str] = {}
+    for line in forward.lines:
+        target, equals, value = line.partition(" = ")
+        tree = ast.parse(value, mode="eval").body if equals and target.isidentifier() else None
+        if isinstance(tree, (ast.Call, ast.BinOp, ast.UnaryOp)):
+            computed.setdefault(ast.dump(tree), target)
+    if not computed:
+        return backward
+
+    class Reuse(ast.NodeTransformer):
+        replaced = False
+
+        def visit(self, node: ast.AST) -> ast.AST:
+            name = computed.get(ast.dump(node)) if isinstance(node, ast.expr) else None
+            if name is None:
+                return self.generic_visit(node)
+            self.replaced = True
+            return ast.Name(name, ast.Load())
+
+    lines = []
+    for line in backward.lines:
+        header, newline, statement = line.rpartition("\n")  # explain mode's block comment stays
+        code, comment, note = statement.partition("  # ")
+        target, equals, value = code.partition(" = ")
+        tree = ast.parse(value, mode="eval").body if equals and target.isidentifier() else None
+        reuse = Reuse()
+        if tree is not None and ast.dump(tree) not in computed:
+            tree = reuse.generic_visit(tree)
+        if reuse.replaced:
+            statement = assign(ast.Name(target, ast.Store()), tree) + comment + note
+        lines.append(header + newline + statement)
+    return Code(backward.eqns, tuple(lines))
 
 
 # Calls whose result is a view that writes through to its operand: a gradient that is one of a
