@@ -503,24 +503,25 @@ def vectorized(pair: Backprop, target: str, static: Sequence[str]) -> tuple[Func
     grads = [g.name for g in pair.backward.outputs]
     parallel = target == "parallel"
     loop = f"_value_and_grad_{'parallel' if parallel else 'loop'}"
-    each = ", ".join(f"{n}[i]" if n in names else n for n in params)
+    # the loop's own names start with _, which no parameter of the user's function is likely to
+    each = ", ".join(f"{n}[_i]" if n in names else n for n in params)
     body = (
-        f"for i in {'numba.prange' if parallel else 'range'}({value}.shape[0]):",
-        f"    value, grads = value_and_grad({each})",
-        f"    {value}[i] = value",
-        *(f"    {g}[i] = grads[{k}]" for k, g in enumerate(grads)),
+        f"for _i in {'numba.prange' if parallel else 'range'}({value}.shape[0]):",
+        f"    _value, _grads = value_and_grad({each})",
+        f"    {value}[_i] = _value",
+        *(f"    {g}[_i] = _grads[{k}]" for k, g in enumerate(grads)),
     )
     doc = f"`value_and_grad` at each point of the flat arrays, into `{value}` and the gradients."
     decorator = "@numba.njit(cache=True, parallel=True)" if parallel else "@numba.njit(cache=True)"
     listed = _names(names)
     wrapper = (
         f"{listed} = np.broadcast_arrays({', '.join(f'np.asarray({v.name}, np.{v.dtype})' for v in varying)})",
-        f"shape = {names[0]}.shape",
+        f"_shape = {names[0]}.shape",
         *(f"{n} = np.ascontiguousarray({n}).ravel()" for n in names),
         *(f"{out} = np.empty({names[0]}.size)" for out in (value, *grads)),
         f"{loop}({', '.join((*params, value, *grads))})",
-        returns(ast.parse(f"{value}.reshape(shape)", mode="eval").body,
-                ast.Tuple([ast.parse(f"{g}.reshape(shape)", mode="eval").body for g in grads], ast.Load())),
+        returns(ast.parse(f"{value}.reshape(_shape)", mode="eval").body,
+                ast.Tuple([ast.parse(f"{g}.reshape(_shape)", mode="eval").body for g in grads], ast.Load())),
     )
     shown = f"({_names(grads)})"
     call = ", ".join(params)
