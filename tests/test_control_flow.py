@@ -319,3 +319,8 @@ def test_a_layer_with_a_branch_keeps_its_path_in_the_cache():
         np.testing.assert_allclose(out, leaky_forward(x, slope))
         np.testing.assert_allclose(dx, np.where(x > 0, 1.0, slope if slope > 0 else 0.0) * dout)
         assert dslope == pytest.approx(np.sum(np.where(x > 0, 0.0, x) * dout) if slope > 0 else 0.0)
+
+
+def test_a_settings_dict_without_static_names_the_fix():
+    with pytest.raises(SignatureError, match=r"'conv_param' is a dict; .* static=\(\"conv_param\",\)"):
+        compiler.gradient(course_style, np.ones(6), {"stride": 2})

@@ -36,6 +36,11 @@ def example_spec(name: str, value: Any) -> ExampleSpec:
         return ExampleSpec((), "float64")
     if isinstance(value, (np.ndarray, np.number)) and np.asarray(value).dtype.kind in "fiu":
         return ExampleSpec(tuple(np.shape(value)), np.asarray(value).dtype.name)
+    if _comparable(value):  # a setting the code reads (a course's conv_param, a mode string)
+        raise SignatureError(
+            f"argument {name!r} is a {type(value).__name__}; flatgrad traces numbers and numeric arrays: "
+            f'for a setting the code reads, declare it static=("{name}",) (--static {name}), which bakes it in'
+        )
     raise SignatureError(
         f"argument {name!r} is a {type(value).__name__}; flatgrad traces numbers and numeric arrays "
         "(bind other arguments with functools.partial or a default)"
