@@ -581,14 +581,10 @@ def fold_seed(pair: Backprop, check: Callable[[Graph], Graph] | None = None) -> 
 def gradients_only(pair: Backprop) -> tuple[Eqn, ...]:
     """The equations of `pair`'s forward and backward passes that its gradients need, in order:
     what `grad` runs in optimize mode, without the lines only the value needs (a loss's data
-    and regularisation sums, the margins' total)."""
+    and regularisation sums, the margins' total). `pair` has its seed folded in (`fold_seed`)."""
+    assert pair.seed is None, "the seed is folded into the gates it reaches"
     joined = _joined(pair, ())
-    needed = eliminate_dead_code(dataclasses.replace(joined, outputs=pair.backward.outputs))
-    return ((pair.seed,) if pair.seed is not None and _reads_any_of(needed, pair.seed.out) else ()) + needed.eqns
-
-
-def _reads_any_of(graph: Graph, value: Var) -> bool:
-    return any(a is value for e in graph.eqns for a in e.reads) or any(v is value for v in graph.outputs)
+    return eliminate_dead_code(dataclasses.replace(joined, outputs=pair.backward.outputs)).eqns
 
 
 def recompute_views(pair: Backprop) -> Backprop:

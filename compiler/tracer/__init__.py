@@ -120,7 +120,7 @@ def _trace_path(fn: Callable, args: tuple, kwargs: dict, static: Sequence[str], 
         outputs = _check_outputs(fn, recorder, result, stand_ins, arguments)
         graph, variables = _build_graph(recorder, list(stand_ins), outputs, baked_constants(fn))
         graph = dataclasses.replace(graph, static=tuple(fixed.items())) if fixed else graph
-        return _with_decisions(graph, variables, recorder.decisions)
+        return _with_decisions(graph, variables, recorder)
     finally:
         # The recorder holds this frame, which holds the recorder: let go, so that what it
         # recorded is freed now, not at the collector's next run (compiler.gradient pauses it).
@@ -170,25 +170,16 @@ def _check_outputs(
     return indices
 
 
-def _with_decisions(graph: Graph, variables: list[Var | None], decisions: list) -> Path:
+def _with_decisions(graph: Graph, variables: list[Var | None], recorder: _Recorder) -> Path:
     """The path a run took: its graph, without the equations that only decide branches (the
     module's `if` lines compute those), and its decisions."""
-    if not decisions:
+    if not recorder.decisions:
         return Path((), graph)
-    made = {id(eqn.out): eqn for eqn in graph.eqns}
     made_decisions = []
-    for index, taken, loc, source in decisions:
+    for index, taken, loc, source in recorder.decisions:
         value = variables[index]
         assert value is not None
-        needed: set[int] = set()
-        todo = [value]
-        while todo:  # the value's ancestors
-            v = todo.pop()
-            eqn = made.get(id(v))
-            if id(v) not in needed:
-                needed.add(id(v))
-                if eqn is not None:
-                    todo.extend(a for a in eqn.inputs if isinstance(a, Var))
+        needed = {id(variables[i]) for i in recorder.ancestors([index])}
         condition = tuple(eqn for eqn in graph.eqns if id(eqn.out) in needed)
         made_decisions.append(Decision(value, taken, condition, loc, source))
     # the comparisons the branches ask for are the `if` lines' (see _deciding_only; the
@@ -219,22 +210,14 @@ def _deciding_only(recorder: _Recorder, outputs: list[int]) -> set[int]:
     computed from (`x > 0` in `np.all(x > 0)`), where no output is computed from them."""
     if not recorder.decisions:
         return set()
-    made = {eqn[2]: eqn[1] for eqn in recorder.eqns}
-    needed: set[int] = set()
-    todo = list(outputs)
-    while todo:
-        value = todo.pop()
-        if value not in needed:
-            needed.add(value)
-            todo.extend(o for o in made.get(value, ()) if type(o) is int)
-    deciding: set[int] = set()
-    todo = [index for index, *_ in recorder.decisions]
-    while todo:
-        value = todo.pop()
-        if value in made and value not in needed and value not in deciding:
-            deciding.add(value)
-            todo.extend(o for o in made[value] if type(o) is int and recorder.types[o][1] == "bool")
-    return deciding
+    made = {eqn[2] for eqn in recorder.eqns}
+    needed = recorder.ancestors(outputs)
+    asked = {index for index, *_ in recorder.decisions}
+
+    def only_deciding(value: int) -> bool:
+        return value in made and value not in needed and (value in asked or recorder.types[value][1] == "bool")
+
+    return recorder.ancestors(asked, only_deciding)
 
 
 def _build_graph(

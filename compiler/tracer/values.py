@@ -12,7 +12,7 @@ import re
 import sys
 import threading
 import types
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -538,16 +538,23 @@ class _Recorder:
         self.decisions.append((value._index, taken, self._location(frame) if frame else None, source))
         return taken
 
-    def scalar_arguments_of(self, index: int, integers_only: bool = False) -> list[str]:
-        """The scalar inputs value `index` is computed from (or is), in parameter order."""
+    def ancestors(self, roots: Iterable[int], keep: Callable[[int], bool] = lambda value: True) -> set[int]:
+        """The values `roots` are computed from, themselves included, through the values `keep`
+        accepts (the others, and what only they are computed from, are left out)."""
         made = {eqn[2]: eqn[1] for eqn in self.eqns}
-        seen, todo = set(), [index]
+        seen: set[int] = set()
+        todo = list(roots)
         while todo:
             value = todo.pop()
-            if value in seen:
+            if value in seen or not keep(value):
                 continue
             seen.add(value)
             todo.extend(o for o in made.get(value, ()) if type(o) is int)
+        return seen
+
+    def scalar_arguments_of(self, index: int, integers_only: bool = False) -> list[str]:
+        """The scalar inputs value `index` is computed from (or is), in parameter order."""
+        seen = self.ancestors([index])
         kinds = "iu" if integers_only else "iufb"
         return [
             name for i, name in enumerate(self.inputs)
