@@ -58,6 +58,12 @@ class SizeDependenceError(FlatgradError):
         self.line = line  # the first emitted line that differs between the sizes
 
 
+class NotAdditiveError(FlatgradError):
+    """A loss split over chunks of its batch (`compiler.dask`) whose value on all the rows is not
+    the sum of its values on parts of them: a mean over the rows, or a term that does not depend
+    on the rows (a regulariser), which every chunk would count again."""
+
+
 class WriteError(FlatgradError):
     """A file cannot be written, or must not be: it would replace a folder, the traced
     function's own source, or a file flatgrad did not write (unless forced)."""
