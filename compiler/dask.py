@@ -169,8 +169,9 @@ class _Job:
         if differentiated:
             weights = tuple(w for w in self.prog.wrt if w not in self.batch)
             raise SignatureError(
-                f"{self.call}: the program differentiates {', '.join(differentiated)}, which is in batch: its "
-                f"gradient has a row per row, not a sum over chunks; build it with wrt={weights!r}"
+                f"{self.call}: the program differentiates {', '.join(differentiated)}, in batch: "
+                f"{'their gradients have' if len(differentiated) > 1 else 'its gradient has'} a row per row, not "
+                f"a sum over chunks; build it with wrt={weights!r}"
             )
 
     def _check_named_rows(self) -> None:
