@@ -212,6 +212,16 @@ def test_without_dask_the_error_names_the_extra(monkeypatch):
         fd.value_and_grad(program(), X, y, w, b)
 
 
+def test_the_example_trains_logistic_regression_with_lbfgs():
+    import dask_logistic
+
+    X, y = dask_logistic.make_data(20_000, 3_000)
+    result = dask_logistic.fit(X, y, progress=False)
+    assert result.success, result.message
+    np.testing.assert_allclose(result.x[:-1], dask_logistic.TRUE_W, atol=0.15)
+    np.testing.assert_allclose(result.x[-1], dask_logistic.TRUE_B, atol=0.15)
+
+
 # --------------------------------------------------------------------------- numba, a cluster
 
 
@@ -251,3 +261,4 @@ def test_a_local_cluster_of_two_processes_over_a_million_rows(client):
     # each worker imported the module from its source: no worker has traced anything
     loaded = client.run(lambda: sorted(__import__("compiler.dask").dask._MODULES))
     assert len(loaded) == 2 and all(len(digests) == 1 for digests in loaded.values())
+
