@@ -66,16 +66,21 @@ def softmax(x, axis):
 
 
 def softmax_along(x, axis):
-    """`softmax(x, axis)` of a matrix, as loops numba compiles."""
+    """`softmax(x, axis)` of a matrix, as loops numba compiles (element by element: its array
+    expressions on a row and on a column take seconds to compile)."""
+    lines = x if axis == 1 else x.T
     out = np.empty_like(x)
-    if axis == 1:
-        for i in range(x.shape[0]):
-            e = np.exp(x[i] - np.max(x[i]))
-            out[i] = e / e.sum()
-    else:
-        for j in range(x.shape[1]):
-            e = np.exp(x[:, j] - np.max(x[:, j]))
-            out[:, j] = e / e.sum()
+    values = out if axis == 1 else out.T
+    for i in range(lines.shape[0]):
+        top = lines[i, 0]
+        for j in range(1, lines.shape[1]):
+            top = max(top, lines[i, j])
+        total = 0.0
+        for j in range(lines.shape[1]):
+            values[i, j] = np.exp(lines[i, j] - top)
+            total += values[i, j]
+        for j in range(lines.shape[1]):
+            values[i, j] /= total
     return out
 
 
@@ -97,6 +102,23 @@ def extreme_along(x, axis, largest):
     out = np.empty(rows.shape[0], x.dtype)
     for i in range(rows.shape[0]):
         out[i] = np.max(rows[i]) if largest else np.min(rows[i])
+    return out
+
+
+def sum_along(x, axis):
+    """`x.sum(axis=axis)` of a float matrix, as loops numba compiles in a tenth of a second
+    (its own sum along an axis takes more than one)."""
+    rows, cols = x.shape
+    if axis == 0:
+        out = np.zeros(cols, x.dtype)
+        for i in range(rows):
+            for j in range(cols):
+                out[j] += x[i, j]
+    else:
+        out = np.zeros(rows, x.dtype)
+        for i in range(rows):
+            for j in range(cols):
+                out[i] += x[i, j]
     return out
 
 
@@ -128,6 +150,10 @@ def log_softmax_pick(x, probs, index):
     columns), without the log of a probability that underflowed to 0: each picked score minus
     its row's log-sum-exp, which is the row's largest probability's score minus that
     probability's log (at least 1/C, never 0)."""
+    picked = probs[index]
+    # with no probability below the normal numbers, the log of each is as exact
+    if picked.size == 0 or picked.min() >= np.finfo(probs.dtype).tiny:
+        return np.log(picked)
     rows = index[0]
     top = probs.argmax(axis=1)[rows]
     return x[index] - x[rows, top] + np.log(probs[rows, top])
@@ -147,10 +173,11 @@ def log_softmax_pick_grad(probs, index, grad):
     """The gradient of log(probs[index]) with respect to the scores whose softmax along axis 1
     is `probs`, the index naming (rows, columns): onehot - probs, each row weighted by its
     upstream gradient; a row picked more than once adds up."""
-    weights = np.zeros(probs.shape[0], probs.dtype)
-    np.add.at(weights, index[0], grad)
-    out = probs * -weights[:, None]
-    np.add.at(out, index, grad)
+    n, c = probs.shape
+    # the forward pass has checked the index; bincount adds up repeats, as np.add.at would
+    flat = np.ravel_multi_index(index, (n, c), mode="wrap")
+    out = probs * -np.bincount(flat // c, grad, n)[:, None]
+    out += np.bincount(flat, grad, n * c).reshape(n, c)
     return out
 
 
@@ -159,7 +186,11 @@ def log_softmax_pick_grad_pairs(probs, rows, cols, grad):
     weights = np.zeros(probs.shape[0], probs.dtype)
     for k in range(rows.shape[0]):
         weights[rows[k]] += grad[k]
-    out = probs * -weights.reshape(-1, 1)
+    out = np.empty_like(probs)
+    # element by element: a broadcast product takes a second to compile
+    for i in range(probs.shape[0]):
+        for j in range(probs.shape[1]):
+            out[i, j] = -probs[i, j] * weights[i]
     for k in range(rows.shape[0]):
         out[rows[k], cols[k]] += grad[k]
     return out
@@ -287,7 +318,7 @@ def kron_grad_y(x, grad):
 HELPERS = {
     fn.__name__: fn
     for fn in (
-        scatter, add_at, add_rows, add_pairs, updated, last_writes, softmax, softmax_along, extreme_along,
+        scatter, add_at, add_rows, add_pairs, updated, last_writes, softmax, softmax_along, extreme_along, sum_along,
         logsumexp, logsumexp_all, logsumexp_along, log_softmax_pick, log_softmax_pick_pairs,
         log_softmax_pick_grad, log_softmax_pick_grad_pairs,
         on_diagonal, tiled,

@@ -161,3 +161,15 @@ def forward_names(
 def term_name(grad_name: str) -> str:
     """The name wanted for a term to be summed or cast before it adds onto `grad_name` (rule 5)."""
     return f"{grad_name}_term"
+
+
+_TEMPORARY = re.compile(
+    rf"(?:(?:{GRAD_PREFIX}|{COURSE_GRAD_PREFIX}){TEMPORARY_PREFIX}\d+(?:_\d+)?|{TEMPORARY_PREFIX}\d+)(?:_term(?:_\d+)?)?"
+    rf"|(?:{GRAD_PREFIX}|{COURSE_GRAD_PREFIX})\w+_term(?:_\d+)?"
+)
+
+
+def is_temporary(name: str) -> bool:
+    """Whether `name` is one rule 4 or 5 made up (`s3`, `grad_s3`, `ds3`, `grad_W_term`), not one
+    the user's source gave (`h`, `grad_h`)."""
+    return _TEMPORARY.fullmatch(name) is not None

@@ -19,6 +19,24 @@ import numba
 
 
 @numba.njit(cache=True)
+def sum_along(x, axis):
+    """`x.sum(axis=axis)` of a float matrix, as loops numba compiles in a tenth of a second
+    (its own sum along an axis takes more than one)."""
+    rows, cols = x.shape
+    if axis == 0:
+        out = np.zeros(cols, x.dtype)
+        for i in range(rows):
+            for j in range(cols):
+                out[j] += x[i, j]
+    else:
+        out = np.zeros(rows, x.dtype)
+        for i in range(rows):
+            for j in range(cols):
+                out[i] += x[i, j]
+    return out
+
+
+@numba.njit(cache=True)
 def affine_forward(x, w, b):
     """Return (out, cache): the value of affine_forward(x, w, b) and what `affine_backward` reads."""
     N = check_arguments(x, w, b)
@@ -38,7 +56,7 @@ def affine_backward(dout, cache):
     if np.shape(dout) != (N, 5) or not np.asarray(dout).dtype == np.dtype("float64"):
         raise ValueError("affine_forward: dout must be float64 of out's shape; it has shape", np.shape(dout))
     s0 = np.ascontiguousarray(x).reshape((N, 6))
-    db = dout.sum(axis=0)
+    db = sum_along(dout, 0)
     ds1 = dout
     dw = s0.T @ ds1
     ds0 = ds1 @ w.T

@@ -43,33 +43,15 @@ def forward(X, y, W1, b1, W2, b2):
     """Return course_net(X, y, W1, b1, W2, b2)."""
     N = check_arguments(X, y, W1, b1, W2, b2)
 
-    s0 = X @ W1
-    hidden = s0 + b1
-    s1 = hidden.mean(axis=0)
-    s2 = hidden - s1
-    s3 = hidden.var(axis=0, ddof=0)
-    s4 = s3 + 1e-05
-    s5 = np.sqrt(s4)
-    hidden_1 = s2 / s5
-    s6 = hidden_1 < 0
-    hidden_2 = np.where(s6, 0, hidden_1)
-    s7 = hidden_2 @ W2
-    scores = s7 + b2
-    s8 = scores[np.arange(N), y]
-    s9 = s8[:, None]
-    s10 = scores - s9
-    margins = s10 + 1.0
-    s11 = margins < 0
-    margins_1 = np.where(s11, 0, margins)
+    hidden = X @ W1 + b1
+    hidden_1 = (hidden - hidden.mean(axis=0)) / np.sqrt(hidden.var(axis=0, ddof=0) + 1e-05)
+    hidden_2 = np.where(hidden_1 < 0, 0, hidden_1)
+    scores = hidden_2 @ W2 + b2
+    margins = scores - scores[np.arange(N), y][:, None] + 1.0
+    margins_1 = np.where(margins < 0, 0, margins)
     margins_2 = updated(margins_1, (np.arange(N), y), 0)
-    s12 = np.ravel(W1)
-    s13 = np.ravel(W2)
-    weights = np.concatenate((s12, s13), axis=0)
-    s14 = np.sum(margins_2)
-    s15 = s14 / N
-    s16 = weights @ weights
-    s17 = 0.025 * s16
-    loss = np.array((s15, s17))
+    weights = np.concatenate((np.ravel(W1), np.ravel(W2)), axis=0)
+    loss = np.array((np.sum(margins_2) / N, 0.025 * (weights @ weights)))
     L = np.sum(loss)
     return L
 
@@ -79,67 +61,42 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     N = check_arguments(X, y, W1, b1, W2, b2)
 
     # forward pass
-    s0 = X @ W1
-    hidden = s0 + b1
-    s1 = hidden.mean(axis=0)
-    s2 = hidden - s1
-    s3 = hidden.var(axis=0, ddof=0)
-    s4 = s3 + 1e-05
-    s5 = np.sqrt(s4)
+    hidden = X @ W1 + b1
+    s2 = hidden - hidden.mean(axis=0)
+    s5 = np.sqrt(hidden.var(axis=0, ddof=0) + 1e-05)
     hidden_1 = s2 / s5
     s6 = hidden_1 < 0
     hidden_2 = np.where(s6, 0, hidden_1)
-    s7 = hidden_2 @ W2
-    scores = s7 + b2
-    s8 = scores[np.arange(N), y]
-    s9 = s8[:, None]
-    s10 = scores - s9
-    margins = s10 + 1.0
+    scores = hidden_2 @ W2 + b2
+    margins = scores - scores[np.arange(N), y][:, None] + 1.0
     s11 = margins < 0
     margins_1 = np.where(s11, 0, margins)
     margins_2 = updated(margins_1, (np.arange(N), y), 0)
-    s12 = np.ravel(W1)
-    s13 = np.ravel(W2)
-    weights = np.concatenate((s12, s13), axis=0)
-    s14 = np.sum(margins_2)
-    s15 = s14 / N
-    s16 = weights @ weights
-    s17 = 0.025 * s16
-    loss = np.array((s15, s17))
+    weights = np.concatenate((np.ravel(W1), np.ravel(W2)), axis=0)
+    loss = np.array((np.sum(margins_2) / N, 0.025 * (weights @ weights)))
     L = np.sum(loss)
 
     # backward pass
     grad_loss = np.full((2,), 1.0)
-    grad_s15 = grad_loss[0]
-    grad_s17 = grad_loss[1]
-    grad_s16 = 0.025 * grad_s17
+    grad_s16 = 0.025 * grad_loss[1]
     grad_weights = weights * grad_s16
     grad_weights = grad_weights + weights * grad_s16
-    grad_s14 = 1 / N * grad_s15
-    grad_margins_2 = np.full((N, 3), grad_s14)
-    grad_s12 = grad_weights[0:32]
-    grad_s13 = grad_weights[32:56]
-    grad_W2 = grad_s13.reshape((8, 3))
-    grad_W1 = grad_s12.reshape((4, 8))
+    grad_margins_2 = np.full((N, 3), 1 / N * grad_loss[0])
+    grad_W2 = grad_weights[32:56].reshape((8, 3))
+    grad_W1 = grad_weights[0:32].reshape((4, 8))
     grad_margins_1 = updated(grad_margins_2, (np.arange(N), y), 0)
     grad_margins = np.logical_not(s11) * grad_margins_1
-    grad_s9_term = -grad_margins
-    grad_s9 = grad_s9_term.sum(axis=1, keepdims=True)
-    grad_s8 = grad_s9.reshape((N,))
+    grad_s8 = (-grad_margins).sum(axis=1, keepdims=True).reshape((N,))
     grad_scores = grad_margins + scatter((N, 3), (np.arange(N), y), grad_s8, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + hidden_2.T @ grad_scores
     grad_hidden_2 = grad_scores @ W2.T
     grad_hidden_1 = np.logical_not(s6) * grad_hidden_2
     grad_s2 = 1 / s5 * grad_hidden_1
-    grad_s5_term = -s2 / s5 ** 2 * grad_hidden_1
-    grad_s5 = grad_s5_term.sum(axis=0)
-    grad_s4 = 0.5 / s5 * grad_s5
+    grad_s4 = 0.5 / s5 * (-s2 / s5 ** 2 * grad_hidden_1).sum(axis=0)
     grad_hidden = 2 * (hidden - hidden.mean(axis=0, keepdims=True)) / N * np.expand_dims(grad_s4, 0)
     grad_hidden = grad_hidden + grad_s2
-    grad_s1_term = -grad_s2
-    grad_s1 = grad_s1_term.sum(axis=0)
-    grad_hidden = grad_hidden + np.broadcast_to(np.expand_dims(grad_s1, 0) / N, (N, 8))
+    grad_hidden = grad_hidden + np.broadcast_to(np.expand_dims((-grad_s2).sum(axis=0), 0) / N, (N, 8))
     grad_b1 = grad_hidden.sum(axis=0)
     grad_W1 = grad_W1 + X.T @ grad_hidden
     return L, (grad_W1, grad_b1, grad_W2, grad_b2)
@@ -149,57 +106,35 @@ def grad(X, y, W1, b1, W2, b2):
     """Return (grad_W1, grad_b1, grad_W2, grad_b2), the gradients of course_net(X, y, W1, b1, W2, b2)."""
     N = check_arguments(X, y, W1, b1, W2, b2)
 
-    s0 = X @ W1
-    hidden = s0 + b1
-    s1 = hidden.mean(axis=0)
-    s2 = hidden - s1
-    s3 = hidden.var(axis=0, ddof=0)
-    s4 = s3 + 1e-05
-    s5 = np.sqrt(s4)
+    hidden = X @ W1 + b1
+    s2 = hidden - hidden.mean(axis=0)
+    s5 = np.sqrt(hidden.var(axis=0, ddof=0) + 1e-05)
     hidden_1 = s2 / s5
     s6 = hidden_1 < 0
     hidden_2 = np.where(s6, 0, hidden_1)
-    s7 = hidden_2 @ W2
-    scores = s7 + b2
-    s8 = scores[np.arange(N), y]
-    s9 = s8[:, None]
-    s10 = scores - s9
-    margins = s10 + 1.0
-    s11 = margins < 0
-    s12 = np.ravel(W1)
-    s13 = np.ravel(W2)
-    weights = np.concatenate((s12, s13), axis=0)
+    scores = hidden_2 @ W2 + b2
+    margins = scores - scores[np.arange(N), y][:, None] + 1.0
+    weights = np.concatenate((np.ravel(W1), np.ravel(W2)), axis=0)
     grad_loss = np.full((2,), 1.0)
-    grad_s15 = grad_loss[0]
-    grad_s17 = grad_loss[1]
-    grad_s16 = 0.025 * grad_s17
+    grad_s16 = 0.025 * grad_loss[1]
     grad_weights = weights * grad_s16
     grad_weights = grad_weights + weights * grad_s16
-    grad_s14 = 1 / N * grad_s15
-    grad_margins_2 = np.full((N, 3), grad_s14)
-    grad_s12 = grad_weights[0:32]
-    grad_s13 = grad_weights[32:56]
-    grad_W2 = grad_s13.reshape((8, 3))
-    grad_W1 = grad_s12.reshape((4, 8))
+    grad_margins_2 = np.full((N, 3), 1 / N * grad_loss[0])
+    grad_W2 = grad_weights[32:56].reshape((8, 3))
+    grad_W1 = grad_weights[0:32].reshape((4, 8))
     grad_margins_1 = updated(grad_margins_2, (np.arange(N), y), 0)
-    grad_margins = np.logical_not(s11) * grad_margins_1
-    grad_s9_term = -grad_margins
-    grad_s9 = grad_s9_term.sum(axis=1, keepdims=True)
-    grad_s8 = grad_s9.reshape((N,))
+    grad_margins = np.logical_not(margins < 0) * grad_margins_1
+    grad_s8 = (-grad_margins).sum(axis=1, keepdims=True).reshape((N,))
     grad_scores = grad_margins + scatter((N, 3), (np.arange(N), y), grad_s8, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + hidden_2.T @ grad_scores
     grad_hidden_2 = grad_scores @ W2.T
     grad_hidden_1 = np.logical_not(s6) * grad_hidden_2
     grad_s2 = 1 / s5 * grad_hidden_1
-    grad_s5_term = -s2 / s5 ** 2 * grad_hidden_1
-    grad_s5 = grad_s5_term.sum(axis=0)
-    grad_s4 = 0.5 / s5 * grad_s5
+    grad_s4 = 0.5 / s5 * (-s2 / s5 ** 2 * grad_hidden_1).sum(axis=0)
     grad_hidden = 2 * (hidden - hidden.mean(axis=0, keepdims=True)) / N * np.expand_dims(grad_s4, 0)
     grad_hidden = grad_hidden + grad_s2
-    grad_s1_term = -grad_s2
-    grad_s1 = grad_s1_term.sum(axis=0)
-    grad_hidden = grad_hidden + np.broadcast_to(np.expand_dims(grad_s1, 0) / N, (N, 8))
+    grad_hidden = grad_hidden + np.broadcast_to(np.expand_dims((-grad_s2).sum(axis=0), 0) / N, (N, 8))
     grad_b1 = grad_hidden.sum(axis=0)
     grad_W1 = grad_W1 + X.T @ grad_hidden
     return grad_W1, grad_b1, grad_W2, grad_b2
@@ -209,33 +144,19 @@ def forward_with_cache(X, y, W1, b1, W2, b2):
     """Return (L, cache): the value of course_net(X, y, W1, b1, W2, b2) and what `backward` reads."""
     N = check_arguments(X, y, W1, b1, W2, b2)
 
-    s0 = X @ W1
-    hidden = s0 + b1
-    s1 = hidden.mean(axis=0)
-    s2 = hidden - s1
-    s3 = hidden.var(axis=0, ddof=0)
-    s4 = s3 + 1e-05
-    s5 = np.sqrt(s4)
+    hidden = X @ W1 + b1
+    s2 = hidden - hidden.mean(axis=0)
+    s5 = np.sqrt(hidden.var(axis=0, ddof=0) + 1e-05)
     hidden_1 = s2 / s5
     s6 = hidden_1 < 0
     hidden_2 = np.where(s6, 0, hidden_1)
-    s7 = hidden_2 @ W2
-    scores = s7 + b2
-    s8 = scores[np.arange(N), y]
-    s9 = s8[:, None]
-    s10 = scores - s9
-    margins = s10 + 1.0
+    scores = hidden_2 @ W2 + b2
+    margins = scores - scores[np.arange(N), y][:, None] + 1.0
     s11 = margins < 0
     margins_1 = np.where(s11, 0, margins)
     margins_2 = updated(margins_1, (np.arange(N), y), 0)
-    s12 = np.ravel(W1)
-    s13 = np.ravel(W2)
-    weights = np.concatenate((s12, s13), axis=0)
-    s14 = np.sum(margins_2)
-    s15 = s14 / N
-    s16 = weights @ weights
-    s17 = 0.025 * s16
-    loss = np.array((s15, s17))
+    weights = np.concatenate((np.ravel(W1), np.ravel(W2)), axis=0)
+    loss = np.array((np.sum(margins_2) / N, 0.025 * (weights @ weights)))
     L = np.sum(loss)
     cache = X, y, W2, hidden, s2, s5, s6, hidden_2, s11, weights
     return L, cache
@@ -248,36 +169,25 @@ def backward(grad_L, cache):
     if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
         raise ValueError(f"course_net: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
     grad_loss = np.full((2,), grad_L)
-    grad_s15 = grad_loss[0]
-    grad_s17 = grad_loss[1]
-    grad_s16 = 0.025 * grad_s17
+    grad_s16 = 0.025 * grad_loss[1]
     grad_weights = weights * grad_s16
     grad_weights = grad_weights + weights * grad_s16
-    grad_s14 = 1 / N * grad_s15
-    grad_margins_2 = np.full((N, 3), grad_s14)
-    grad_s12 = grad_weights[0:32]
-    grad_s13 = grad_weights[32:56]
-    grad_W2 = grad_s13.reshape((8, 3))
-    grad_W1 = grad_s12.reshape((4, 8))
+    grad_margins_2 = np.full((N, 3), 1 / N * grad_loss[0])
+    grad_W2 = grad_weights[32:56].reshape((8, 3))
+    grad_W1 = grad_weights[0:32].reshape((4, 8))
     grad_margins_1 = updated(grad_margins_2, (np.arange(N), y), 0)
     grad_margins = np.logical_not(s11) * grad_margins_1
-    grad_s9_term = -grad_margins
-    grad_s9 = grad_s9_term.sum(axis=1, keepdims=True)
-    grad_s8 = grad_s9.reshape((N,))
+    grad_s8 = (-grad_margins).sum(axis=1, keepdims=True).reshape((N,))
     grad_scores = grad_margins + scatter((N, 3), (np.arange(N), y), grad_s8, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + hidden_2.T @ grad_scores
     grad_hidden_2 = grad_scores @ W2.T
     grad_hidden_1 = np.logical_not(s6) * grad_hidden_2
     grad_s2 = 1 / s5 * grad_hidden_1
-    grad_s5_term = -s2 / s5 ** 2 * grad_hidden_1
-    grad_s5 = grad_s5_term.sum(axis=0)
-    grad_s4 = 0.5 / s5 * grad_s5
+    grad_s4 = 0.5 / s5 * (-s2 / s5 ** 2 * grad_hidden_1).sum(axis=0)
     grad_hidden = 2 * (hidden - hidden.mean(axis=0, keepdims=True)) / N * np.expand_dims(grad_s4, 0)
     grad_hidden = grad_hidden + grad_s2
-    grad_s1_term = -grad_s2
-    grad_s1 = grad_s1_term.sum(axis=0)
-    grad_hidden = grad_hidden + np.broadcast_to(np.expand_dims(grad_s1, 0) / N, (N, 8))
+    grad_hidden = grad_hidden + np.broadcast_to(np.expand_dims((-grad_s2).sum(axis=0), 0) / N, (N, 8))
     grad_b1 = grad_hidden.sum(axis=0)
     grad_W1 = grad_W1 + X.T @ grad_hidden
     return grad_W1, grad_b1, grad_W2, grad_b2

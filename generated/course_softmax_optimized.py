@@ -49,17 +49,8 @@ def forward(W, X, y):
     scores = X_1 @ W
     probs = softmax(scores, 1)
     Y = np.eye(3)[y]
-    s4 = np.log(probs)
-    s5 = Y * s4
-    s6 = np.sum(s5)
-    s7 = -s6
-    s8 = s7 / N
-    losses = updated(np.zeros(2), (0,), s8)
-    s9 = W[:-1]
-    s10 = s9 ** 2
-    s11 = np.sum(s10)
-    s12 = 0.05 * s11
-    losses_1 = updated(losses, (1,), s12)
+    losses = updated(np.zeros(2), (0,), -np.sum(Y * np.log(probs)) / N)
+    losses_1 = updated(losses, (1,), 0.05 * np.sum(W[:-1] ** 2))
     L = np.sum(losses_1)
     return L
 
@@ -73,31 +64,16 @@ def value_and_grad(W, X, y):
     scores = X_1 @ W
     probs = softmax(scores, 1)
     Y = np.eye(3)[y]
-    s4 = np.log(probs)
-    s5 = Y * s4
-    s6 = np.sum(s5)
-    s7 = -s6
-    s8 = s7 / N
-    losses = updated(np.zeros(2), (0,), s8)
+    losses = updated(np.zeros(2), (0,), -np.sum(Y * np.log(probs)) / N)
     s9 = W[:-1]
-    s10 = s9 ** 2
-    s11 = np.sum(s10)
-    s12 = 0.05 * s11
-    losses_1 = updated(losses, (1,), s12)
+    losses_1 = updated(losses, (1,), 0.05 * np.sum(s9 ** 2))
     L = np.sum(losses_1)
 
     # backward pass
     grad_losses_1 = np.full((2,), 1.0)
     grad_losses = updated(grad_losses_1, (1,), 0)
-    grad_s12 = grad_losses_1[1]
-    grad_s11 = 0.05 * grad_s12
-    grad_s9 = 2 * s9 * grad_s11
-    grad_W = scatter((5, 3), (slice(-1),), grad_s9, np.float64)
-    grad_s8 = grad_losses[0]
-    grad_s7 = 1 / N * grad_s8
-    grad_s6 = -grad_s7
-    grad_s4 = Y * grad_s6
-    grad_probs = 1 / probs * grad_s4
+    grad_W = scatter((5, 3), (slice(-1),), 2 * s9 * (0.05 * grad_losses_1[1]), np.float64)
+    grad_probs = 1 / probs * (Y * -(1 / N * grad_losses[0]))
     grad_scores = probs * (grad_probs - (probs * grad_probs).sum(axis=1, keepdims=True))
     grad_W = grad_W + X_1.T @ grad_scores
     return L, (grad_W,)
@@ -111,18 +87,10 @@ def grad(W, X, y):
     scores = X_1 @ W
     probs = softmax(scores, 1)
     Y = np.eye(3)[y]
-    s9 = W[:-1]
     grad_losses_1 = np.full((2,), 1.0)
     grad_losses = updated(grad_losses_1, (1,), 0)
-    grad_s12 = grad_losses_1[1]
-    grad_s11 = 0.05 * grad_s12
-    grad_s9 = 2 * s9 * grad_s11
-    grad_W = scatter((5, 3), (slice(-1),), grad_s9, np.float64)
-    grad_s8 = grad_losses[0]
-    grad_s7 = 1 / N * grad_s8
-    grad_s6 = -grad_s7
-    grad_s4 = Y * grad_s6
-    grad_probs = 1 / probs * grad_s4
+    grad_W = scatter((5, 3), (slice(-1),), 2 * W[:-1] * (0.05 * grad_losses_1[1]), np.float64)
+    grad_probs = 1 / probs * (Y * -(1 / N * grad_losses[0]))
     grad_scores = probs * (grad_probs - (probs * grad_probs).sum(axis=1, keepdims=True))
     grad_W = grad_W + X_1.T @ grad_scores
     return grad_W,
@@ -136,17 +104,8 @@ def forward_with_cache(W, X, y):
     scores = X_1 @ W
     probs = softmax(scores, 1)
     Y = np.eye(3)[y]
-    s4 = np.log(probs)
-    s5 = Y * s4
-    s6 = np.sum(s5)
-    s7 = -s6
-    s8 = s7 / N
-    losses = updated(np.zeros(2), (0,), s8)
-    s9 = W[:-1]
-    s10 = s9 ** 2
-    s11 = np.sum(s10)
-    s12 = 0.05 * s11
-    losses_1 = updated(losses, (1,), s12)
+    losses = updated(np.zeros(2), (0,), -np.sum(Y * np.log(probs)) / N)
+    losses_1 = updated(losses, (1,), 0.05 * np.sum(W[:-1] ** 2))
     L = np.sum(losses_1)
     cache = W, X_1, probs, Y, N
     return L, cache
@@ -157,18 +116,10 @@ def backward(grad_L, cache):
     W, X_1, probs, Y, N = cache
     if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
         raise ValueError(f"course_softmax: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
-    s9 = W[:-1]
     grad_losses_1 = np.full((2,), grad_L)
     grad_losses = updated(grad_losses_1, (1,), 0)
-    grad_s12 = grad_losses_1[1]
-    grad_s11 = 0.05 * grad_s12
-    grad_s9 = 2 * s9 * grad_s11
-    grad_W = scatter((5, 3), (slice(-1),), grad_s9, np.float64)
-    grad_s8 = grad_losses[0]
-    grad_s7 = 1 / N * grad_s8
-    grad_s6 = -grad_s7
-    grad_s4 = Y * grad_s6
-    grad_probs = 1 / probs * grad_s4
+    grad_W = scatter((5, 3), (slice(-1),), 2 * W[:-1] * (0.05 * grad_losses_1[1]), np.float64)
+    grad_probs = 1 / probs * (Y * -(1 / N * grad_losses[0]))
     grad_scores = probs * (grad_probs - (probs * grad_probs).sum(axis=1, keepdims=True))
     grad_W = grad_W + X_1.T @ grad_scores
     return grad_W,

@@ -19,14 +19,32 @@ import numba
 
 
 @numba.njit(cache=True)
+def sum_along(x, axis):
+    """`x.sum(axis=axis)` of a float matrix, as loops numba compiles in a tenth of a second
+    (its own sum along an axis takes more than one)."""
+    rows, cols = x.shape
+    if axis == 0:
+        out = np.zeros(cols, x.dtype)
+        for i in range(rows):
+            for j in range(cols):
+                out[j] += x[i, j]
+    else:
+        out = np.zeros(rows, x.dtype)
+        for i in range(rows):
+            for j in range(cols):
+                out[i] += x[i, j]
+    return out
+
+
+@numba.njit(cache=True)
 def layernorm_forward(x, gamma, beta):
     """Return (out, cache): the value of layernorm_forward(x, gamma, beta) and what `layernorm_backward` reads."""
     N = check_arguments(x, gamma, beta)
 
-    mu = (x.sum(axis=1) / 5).reshape((N, 1))
+    mu = (sum_along(x, 1) / 5).reshape((N, 1))
     xc = x - mu
     s0 = xc ** 2
-    var = (s0.sum(axis=1) / 5).reshape((N, 1))
+    var = (sum_along(s0, 1) / 5).reshape((N, 1))
     s1 = var + 1e-05
     s2 = np.sqrt(s1)
     s3 = xc / s2
@@ -42,21 +60,21 @@ def layernorm_backward(dout, cache):
     gamma, xc, s2, s3, N = cache
     if np.shape(dout) != (N, 5) or not np.asarray(dout).dtype == np.dtype("float64"):
         raise ValueError("layernorm_forward: dout must be float64 of out's shape; it has shape", np.shape(dout))
-    dbeta = dout.sum(axis=0)
+    dbeta = sum_along(dout, 0)
     ds4 = dout
     dgamma_term = s3 * ds4
-    dgamma = dgamma_term.sum(axis=0)
+    dgamma = sum_along(dgamma_term, 0)
     ds3 = gamma * ds4
     dxc = 1 / s2 * ds3
     ds2_term = -xc / s2 ** 2 * ds3
-    ds2 = ds2_term.sum(axis=1).reshape((N, 1))
+    ds2 = sum_along(ds2_term, 1).reshape((N, 1))
     ds1 = 0.5 / s2 * ds2
     dvar = ds1
     ds0 = np.broadcast_to(dvar / 5, (N, 5))
     dxc = dxc + 2 * xc * ds0
     dx = dxc
     dmu_term = -dxc
-    dmu = dmu_term.sum(axis=1).reshape((N, 1))
+    dmu = sum_along(dmu_term, 1).reshape((N, 1))
     dx = dx + np.broadcast_to(dmu / 5, (N, 5))
     return dx, dgamma, dbeta
 

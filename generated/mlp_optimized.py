@@ -25,14 +25,9 @@ def forward(X, t, W1, b1, W2, b2):
     """Return mlp(X, t, W1, b1, W2, b2)."""
     check_arguments(X, t, W1, b1, W2, b2)
 
-    s0 = X @ W1
-    s1 = s0 + b1
-    h = np.tanh(s1)
-    s2 = h @ W2
-    pred = s2 + b2
-    s3 = pred - t
-    s4 = s3 ** 2
-    L = np.mean(s4)
+    h = np.tanh(X @ W1 + b1)
+    pred = h @ W2 + b2
+    L = np.mean((pred - t) ** 2)
     return L
 
 
@@ -41,18 +36,13 @@ def value_and_grad(X, t, W1, b1, W2, b2):
     N = check_arguments(X, t, W1, b1, W2, b2)
 
     # forward pass
-    s0 = X @ W1
-    s1 = s0 + b1
-    h = np.tanh(s1)
-    s2 = h @ W2
-    pred = s2 + b2
+    h = np.tanh(X @ W1 + b1)
+    pred = h @ W2 + b2
     s3 = pred - t
-    s4 = s3 ** 2
-    L = np.mean(s4)
+    L = np.mean(s3 ** 2)
 
     # backward pass
-    grad_s4 = np.full((N, 3), 1.0 / (3 * N))
-    grad_s3 = 2 * s3 * grad_s4
+    grad_s3 = 2 * s3 * np.full((N, 3), 1.0 / (3 * N))
     grad_b2 = grad_s3.sum(axis=0)
     grad_W2 = h.T @ grad_s3
     grad_h = grad_s3 @ W2.T
@@ -66,14 +56,9 @@ def grad(X, t, W1, b1, W2, b2):
     """Return (grad_W1, grad_b1, grad_W2, grad_b2), the gradients of mlp(X, t, W1, b1, W2, b2)."""
     N = check_arguments(X, t, W1, b1, W2, b2)
 
-    s0 = X @ W1
-    s1 = s0 + b1
-    h = np.tanh(s1)
-    s2 = h @ W2
-    pred = s2 + b2
-    s3 = pred - t
-    grad_s4 = np.full((N, 3), 1.0 / (3 * N))
-    grad_s3 = 2 * s3 * grad_s4
+    h = np.tanh(X @ W1 + b1)
+    pred = h @ W2 + b2
+    grad_s3 = 2 * (pred - t) * np.full((N, 3), 1.0 / (3 * N))
     grad_b2 = grad_s3.sum(axis=0)
     grad_W2 = h.T @ grad_s3
     grad_h = grad_s3 @ W2.T
@@ -87,14 +72,10 @@ def forward_with_cache(X, t, W1, b1, W2, b2):
     """Return (L, cache): the value of mlp(X, t, W1, b1, W2, b2) and what `backward` reads."""
     check_arguments(X, t, W1, b1, W2, b2)
 
-    s0 = X @ W1
-    s1 = s0 + b1
-    h = np.tanh(s1)
-    s2 = h @ W2
-    pred = s2 + b2
+    h = np.tanh(X @ W1 + b1)
+    pred = h @ W2 + b2
     s3 = pred - t
-    s4 = s3 ** 2
-    L = np.mean(s4)
+    L = np.mean(s3 ** 2)
     cache = X, W2, h, s3
     return L, cache
 
@@ -105,8 +86,7 @@ def backward(grad_L, cache):
     N = X.shape[0]
     if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
         raise ValueError(f"mlp: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
-    grad_s4 = np.full((N, 3), grad_L / (3 * N))
-    grad_s3 = 2 * s3 * grad_s4
+    grad_s3 = 2 * s3 * np.full((N, 3), grad_L / (3 * N))
     grad_b2 = grad_s3.sum(axis=0)
     grad_W2 = h.T @ grad_s3
     grad_h = grad_s3 @ W2.T

@@ -24,11 +24,7 @@ def forward(w0, x0, w1, x1, w2):
     """Return neuron(w0, x0, w1, x1, w2)."""
     check_arguments(w0, x0, w1, x1, w2)
 
-    s0 = w0 * x0
-    s1 = w1 * x1
-    s2 = s0 + s1
-    s3 = s2 + w2
-    L = 1 / (1 + np.exp(-s3))
+    L = 1 / (1 + np.exp(-(w0 * x0 + w1 * x1 + w2)))
     return L
 
 
@@ -37,11 +33,7 @@ def value_and_grad(w0, x0, w1, x1, w2):
     check_arguments(w0, x0, w1, x1, w2)
 
     # forward pass
-    s0 = w0 * x0
-    s1 = w1 * x1
-    s2 = s0 + s1
-    s3 = s2 + w2
-    L = 1 / (1 + np.exp(-s3))
+    L = 1 / (1 + np.exp(-(w0 * x0 + w1 * x1 + w2)))
 
     # backward pass
     grad_s3 = (1 - L) * L
@@ -57,11 +49,7 @@ def grad(w0, x0, w1, x1, w2):
     """Return (grad_w0, grad_x0, grad_w1, grad_x1, grad_w2), the gradients of neuron(w0, x0, w1, x1, w2)."""
     check_arguments(w0, x0, w1, x1, w2)
 
-    s0 = w0 * x0
-    s1 = w1 * x1
-    s2 = s0 + s1
-    s3 = s2 + w2
-    L = 1 / (1 + np.exp(-s3))
+    L = 1 / (1 + np.exp(-(w0 * x0 + w1 * x1 + w2)))
     grad_s3 = (1 - L) * L
     grad_w2 = grad_s3
     grad_w1 = x1 * grad_s3
@@ -75,11 +63,7 @@ def forward_with_cache(w0, x0, w1, x1, w2):
     """Return (L, cache): the value of neuron(w0, x0, w1, x1, w2) and what `backward` reads."""
     check_arguments(w0, x0, w1, x1, w2)
 
-    s0 = w0 * x0
-    s1 = w1 * x1
-    s2 = s0 + s1
-    s3 = s2 + w2
-    L = 1 / (1 + np.exp(-s3))
+    L = 1 / (1 + np.exp(-(w0 * x0 + w1 * x1 + w2)))
     cache = w0, x0, w1, x1, L
     return L, cache
 

@@ -32,6 +32,10 @@ def log_softmax_pick(x, probs, index):
     columns), without the log of a probability that underflowed to 0: each picked score minus
     its row's log-sum-exp, which is the row's largest probability's score minus that
     probability's log (at least 1/C, never 0)."""
+    picked = probs[index]
+    # with no probability below the normal numbers, the log of each is as exact
+    if picked.size == 0 or picked.min() >= np.finfo(probs.dtype).tiny:
+        return np.log(picked)
     rows = index[0]
     top = probs.argmax(axis=1)[rows]
     return x[index] - x[rows, top] + np.log(probs[rows, top])
@@ -41,10 +45,11 @@ def log_softmax_pick_grad(probs, index, grad):
     """The gradient of log(probs[index]) with respect to the scores whose softmax along axis 1
     is `probs`, the index naming (rows, columns): onehot - probs, each row weighted by its
     upstream gradient; a row picked more than once adds up."""
-    weights = np.zeros(probs.shape[0], probs.dtype)
-    np.add.at(weights, index[0], grad)
-    out = probs * -weights[:, None]
-    np.add.at(out, index, grad)
+    n, c = probs.shape
+    # the forward pass has checked the index; bincount adds up repeats, as np.add.at would
+    flat = np.ravel_multi_index(index, (n, c), mode="wrap")
+    out = probs * -np.bincount(flat // c, grad, n)[:, None]
+    out += np.bincount(flat, grad, n * c).reshape(n, c)
     return out
 
 
@@ -52,16 +57,11 @@ def forward(X, y, W, b):
     """Return softmax(X, y, W, b)."""
     N = check_arguments(X, y, W, b)
 
-    s0 = X @ W
-    scores = s0 + b
+    scores = X @ W + b
     probs = softmax(scores, 1)
-    s4 = log_softmax_pick(scores, probs, (np.arange(N), y))
-    correct_logprobs = -s4
-    s5 = np.sum(correct_logprobs)
-    data_loss = s5 / N
-    s6 = np.square(W)
-    s7 = np.sum(s6)
-    reg_loss = 0.0005 * s7
+    correct_logprobs = -log_softmax_pick(scores, probs, (np.arange(N), y))
+    data_loss = np.sum(correct_logprobs) / N
+    reg_loss = 0.0005 * np.sum(np.square(W))
     L = data_loss + reg_loss
     return L
 
@@ -71,23 +71,17 @@ def value_and_grad(X, y, W, b):
     N = check_arguments(X, y, W, b)
 
     # forward pass
-    s0 = X @ W
-    scores = s0 + b
+    scores = X @ W + b
     probs = softmax(scores, 1)
-    s4 = log_softmax_pick(scores, probs, (np.arange(N), y))
-    correct_logprobs = -s4
-    s5 = np.sum(correct_logprobs)
-    data_loss = s5 / N
-    s6 = np.square(W)
-    s7 = np.sum(s6)
-    reg_loss = 0.0005 * s7
+    correct_logprobs = -log_softmax_pick(scores, probs, (np.arange(N), y))
+    data_loss = np.sum(correct_logprobs) / N
+    reg_loss = 0.0005 * np.sum(np.square(W))
     L = data_loss + reg_loss
 
     # backward pass
     grad_W = 2 * W * 0.0005
     grad_correct_logprobs = np.full((N,), (1 / N))
-    grad_s4 = -grad_correct_logprobs
-    grad_scores = log_softmax_pick_grad(probs, (np.arange(N), y), grad_s4)
+    grad_scores = log_softmax_pick_grad(probs, (np.arange(N), y), -grad_correct_logprobs)
     grad_b = grad_scores.sum(axis=0)
     grad_W = grad_W + X.T @ grad_scores
     return L, (grad_W, grad_b)
@@ -97,13 +91,11 @@ def grad(X, y, W, b):
     """Return (grad_W, grad_b), the gradients of softmax(X, y, W, b)."""
     N = check_arguments(X, y, W, b)
 
-    s0 = X @ W
-    scores = s0 + b
+    scores = X @ W + b
     probs = softmax(scores, 1)
     grad_W = 2 * W * 0.0005
     grad_correct_logprobs = np.full((N,), (1 / N))
-    grad_s4 = -grad_correct_logprobs
-    grad_scores = log_softmax_pick_grad(probs, (np.arange(N), y), grad_s4)
+    grad_scores = log_softmax_pick_grad(probs, (np.arange(N), y), -grad_correct_logprobs)
     grad_b = grad_scores.sum(axis=0)
     grad_W = grad_W + X.T @ grad_scores
     return grad_W, grad_b
@@ -113,16 +105,11 @@ def forward_with_cache(X, y, W, b):
     """Return (L, cache): the value of softmax(X, y, W, b) and what `backward` reads."""
     N = check_arguments(X, y, W, b)
 
-    s0 = X @ W
-    scores = s0 + b
+    scores = X @ W + b
     probs = softmax(scores, 1)
-    s4 = log_softmax_pick(scores, probs, (np.arange(N), y))
-    correct_logprobs = -s4
-    s5 = np.sum(correct_logprobs)
-    data_loss = s5 / N
-    s6 = np.square(W)
-    s7 = np.sum(s6)
-    reg_loss = 0.0005 * s7
+    correct_logprobs = -log_softmax_pick(scores, probs, (np.arange(N), y))
+    data_loss = np.sum(correct_logprobs) / N
+    reg_loss = 0.0005 * np.sum(np.square(W))
     L = data_loss + reg_loss
     cache = X, y, W, probs
     return L, cache
@@ -134,12 +121,9 @@ def backward(grad_L, cache):
     N = X.shape[0]
     if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
         raise ValueError(f"softmax: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
-    grad_s7 = 0.0005 * grad_L
-    grad_W = 2 * W * grad_s7
-    grad_s5 = 1 / N * grad_L
-    grad_correct_logprobs = np.full((N,), grad_s5)
-    grad_s4 = -grad_correct_logprobs
-    grad_scores = log_softmax_pick_grad(probs, (np.arange(N), y), grad_s4)
+    grad_W = 2 * W * (0.0005 * grad_L)
+    grad_correct_logprobs = np.full((N,), 1 / N * grad_L)
+    grad_scores = log_softmax_pick_grad(probs, (np.arange(N), y), -grad_correct_logprobs)
     grad_b = grad_scores.sum(axis=0)
     grad_W = grad_W + X.T @ grad_scores
     return grad_W, grad_b

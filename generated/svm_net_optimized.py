@@ -42,25 +42,13 @@ def forward(X, y, W1, b1, W2, b2):
     """Return svm_net(X, y, W1, b1, W2, b2)."""
     N = check_arguments(X, y, W1, b1, W2, b2)
 
-    s0 = X @ W1
-    s1 = s0 + b1
-    h = np.maximum(s1, 0.0)
-    s2 = h @ W2
-    scores = s2 + b2
+    h = np.maximum(X @ W1 + b1, 0.0)
+    scores = h @ W2 + b2
     correct = scores[np.arange(N), y]
-    s3 = correct[:, None]
-    s4 = scores - s3
-    s5 = s4 + 1.0
-    margins = np.maximum(s5, 0.0)
+    margins = np.maximum(scores - correct[:, None] + 1.0, 0.0)
     margins_1 = updated(margins, (np.arange(N), y), 0)
-    s6 = np.sum(margins_1)
-    data_loss = s6 / N
-    s7 = np.square(W1)
-    s8 = np.sum(s7)
-    s9 = np.square(W2)
-    s10 = np.sum(s9)
-    s11 = s8 + s10
-    reg_loss = 0.001 * s11
+    data_loss = np.sum(margins_1) / N
+    reg_loss = 0.001 * (np.sum(np.square(W1)) + np.sum(np.square(W2)))
     L = data_loss + reg_loss
     return L
 
@@ -70,25 +58,13 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     N = check_arguments(X, y, W1, b1, W2, b2)
 
     # forward pass
-    s0 = X @ W1
-    s1 = s0 + b1
-    h = np.maximum(s1, 0.0)
-    s2 = h @ W2
-    scores = s2 + b2
+    h = np.maximum(X @ W1 + b1, 0.0)
+    scores = h @ W2 + b2
     correct = scores[np.arange(N), y]
-    s3 = correct[:, None]
-    s4 = scores - s3
-    s5 = s4 + 1.0
-    margins = np.maximum(s5, 0.0)
+    margins = np.maximum(scores - correct[:, None] + 1.0, 0.0)
     margins_1 = updated(margins, (np.arange(N), y), 0)
-    s6 = np.sum(margins_1)
-    data_loss = s6 / N
-    s7 = np.square(W1)
-    s8 = np.sum(s7)
-    s9 = np.square(W2)
-    s10 = np.sum(s9)
-    s11 = s8 + s10
-    reg_loss = 0.001 * s11
+    data_loss = np.sum(margins_1) / N
+    reg_loss = 0.001 * (np.sum(np.square(W1)) + np.sum(np.square(W2)))
     L = data_loss + reg_loss
 
     # backward pass
@@ -97,9 +73,7 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_margins_1 = np.full((N, 3), (1 / N))
     grad_margins = updated(grad_margins_1, (np.arange(N), y), 0)
     grad_s5 = (margins > 0) * grad_margins
-    grad_s3_term = -grad_s5
-    grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
-    grad_correct = grad_s3.reshape((N,))
+    grad_correct = (-grad_s5).sum(axis=1, keepdims=True).reshape((N,))
     grad_scores = grad_s5 + scatter((N, 3), (np.arange(N), y), grad_correct, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + h.T @ grad_scores
@@ -114,24 +88,16 @@ def grad(X, y, W1, b1, W2, b2):
     """Return (grad_W1, grad_b1, grad_W2, grad_b2), the gradients of svm_net(X, y, W1, b1, W2, b2)."""
     N = check_arguments(X, y, W1, b1, W2, b2)
 
-    s0 = X @ W1
-    s1 = s0 + b1
-    h = np.maximum(s1, 0.0)
-    s2 = h @ W2
-    scores = s2 + b2
+    h = np.maximum(X @ W1 + b1, 0.0)
+    scores = h @ W2 + b2
     correct = scores[np.arange(N), y]
-    s3 = correct[:, None]
-    s4 = scores - s3
-    s5 = s4 + 1.0
-    margins = np.maximum(s5, 0.0)
+    margins = np.maximum(scores - correct[:, None] + 1.0, 0.0)
     grad_W2 = 2 * W2 * 0.001
     grad_W1 = 2 * W1 * 0.001
     grad_margins_1 = np.full((N, 3), (1 / N))
     grad_margins = updated(grad_margins_1, (np.arange(N), y), 0)
     grad_s5 = (margins > 0) * grad_margins
-    grad_s3_term = -grad_s5
-    grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
-    grad_correct = grad_s3.reshape((N,))
+    grad_correct = (-grad_s5).sum(axis=1, keepdims=True).reshape((N,))
     grad_scores = grad_s5 + scatter((N, 3), (np.arange(N), y), grad_correct, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + h.T @ grad_scores
@@ -146,25 +112,13 @@ def forward_with_cache(X, y, W1, b1, W2, b2):
     """Return (L, cache): the value of svm_net(X, y, W1, b1, W2, b2) and what `backward` reads."""
     N = check_arguments(X, y, W1, b1, W2, b2)
 
-    s0 = X @ W1
-    s1 = s0 + b1
-    h = np.maximum(s1, 0.0)
-    s2 = h @ W2
-    scores = s2 + b2
+    h = np.maximum(X @ W1 + b1, 0.0)
+    scores = h @ W2 + b2
     correct = scores[np.arange(N), y]
-    s3 = correct[:, None]
-    s4 = scores - s3
-    s5 = s4 + 1.0
-    margins = np.maximum(s5, 0.0)
+    margins = np.maximum(scores - correct[:, None] + 1.0, 0.0)
     margins_1 = updated(margins, (np.arange(N), y), 0)
-    s6 = np.sum(margins_1)
-    data_loss = s6 / N
-    s7 = np.square(W1)
-    s8 = np.sum(s7)
-    s9 = np.square(W2)
-    s10 = np.sum(s9)
-    s11 = s8 + s10
-    reg_loss = 0.001 * s11
+    data_loss = np.sum(margins_1) / N
+    reg_loss = 0.001 * (np.sum(np.square(W1)) + np.sum(np.square(W2)))
     L = data_loss + reg_loss
     cache = X, y, W1, W2, h, margins
     return L, cache
@@ -179,13 +133,10 @@ def backward(grad_L, cache):
     grad_s11 = 0.001 * grad_L
     grad_W2 = 2 * W2 * grad_s11
     grad_W1 = 2 * W1 * grad_s11
-    grad_s6 = 1 / N * grad_L
-    grad_margins_1 = np.full((N, 3), grad_s6)
+    grad_margins_1 = np.full((N, 3), 1 / N * grad_L)
     grad_margins = updated(grad_margins_1, (np.arange(N), y), 0)
     grad_s5 = (margins > 0) * grad_margins
-    grad_s3_term = -grad_s5
-    grad_s3 = grad_s3_term.sum(axis=1, keepdims=True)
-    grad_correct = grad_s3.reshape((N,))
+    grad_correct = (-grad_s5).sum(axis=1, keepdims=True).reshape((N,))
     grad_scores = grad_s5 + scatter((N, 3), (np.arange(N), y), grad_correct, np.float64)
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + h.T @ grad_scores

@@ -12,7 +12,7 @@ import functools
 import math
 import operator
 import warnings
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -320,6 +320,31 @@ class _OnePerRow(ast.NodeTransformer):
         return ast.Call(ast.Name("scatter", ast.Load()), node.args, []) if every_row else node
 
 
+class _MatrixSums(ast.NodeTransformer):
+    """`x.sum(axis=0)` of a float matrix -> `sum_along(x, 0)`, for numba, whose own sum along an
+    axis takes over a second to compile (a bias's gradient in every layer). Runs on the op
+    table's text, where the operands' names have their types."""
+
+    def __init__(self, types: Mapping[str, tuple[tuple[int, ...], str]], static: Mapping[str, object]) -> None:
+        self.types, self.static = types, static
+
+    def visit_Call(self, node: ast.Call) -> ast.expr:
+        self.generic_visit(node)
+        func = node.func
+        if not (isinstance(func, ast.Attribute) and func.attr == "sum" and isinstance(func.value, ast.Name)):
+            return node
+        shape, dtype = self.types.get(func.value.id, ((), ""))
+        keywords = {k.arg: k.value for k in node.keywords}
+        axis = keywords.get("axis")
+        if isinstance(axis, ast.Name):
+            value = self.static.get(axis.id)
+            axis = ast.Constant(value[0] if isinstance(value, tuple) and len(value) == 1 else value)
+        matrix = len(shape) == 2 and dtype in ("float64", "float32") and not node.args and list(keywords) == ["axis"]
+        if not (matrix and isinstance(axis, ast.Constant) and axis.value in (0, 1) and type(axis.value) is int):
+            return node
+        return ast.Call(ast.Name("sum_along", ast.Load()), [func.value, axis], [])
+
+
 class _TypedArithmetic(ast.NodeTransformer):
     """`x * 2.0` -> `x * np.float32(2.0)`, for numba: unlike NumPy, which lets a Python number
     take the array's dtype, numba computes float32 with a Python number in float64. Only the
@@ -385,6 +410,8 @@ def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
     if eqn.rule is None and text == row.scalar_forward and eqn.out.dtype not in _PYTHON_DTYPES:
         tree = _TypedLiterals(eqn.out.dtype).visit(tree)
     samples = {a.name: stand_in(a.shape, a.dtype) for a in eqn.inputs if isinstance(a, Var)}
+    if jit == "numba":
+        tree = _MatrixSums(types, static).visit(tree)
     tree = _Substitute(bindings, static, types, samples).visit(tree)
     if jit == "numba":
         tree = _OneAxisExpansions().visit(tree)

@@ -31,6 +31,7 @@ from compiler.codegen.guards import (
     static_literal,
     upstream_check,
 )
+from compiler.codegen.inlining import inline_single_uses
 from compiler.codegen.lines import LineForm, render_lines
 from compiler.helpers import HELPERS, helper_source
 from compiler.ir import Atom, Backprop, Branch, Const, Eqn, Var
@@ -605,6 +606,9 @@ def emit_module(
         inlined = {"value_and_grad", CHECK} if vectorize != "parallel" else set()
         emitted = tuple(dataclasses.replace(f, decorator=INLINED) if f.name in inlined else f for f in emitted)
         emitted = (*emitted, *vectorized(pair, vectorize, [name for name, _ in pair.static]))
+    optimized = folded is not None or any(b.folded is not None for b in branches)
+    if optimized and not explain:  # each temporary read once written where it is read
+        emitted = tuple(dataclasses.replace(f, sections=inline_single_uses(f.sections)) for f in emitted)
     called = set().union(*(form.calls for form in forms))
     helpers = [helper_source(name) for name in HELPERS if name in called]
     example_sizes = sizes.values({v.name: v.shape for v in pair.forward.inputs})
