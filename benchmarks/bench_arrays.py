@@ -4,9 +4,12 @@
                                     (examples/svm_net.py; gradient w.r.t. W1, b1, W2, b2)
     softmax(X, y, W, b)             softmax classifier, cross-entropy loss, L2 term
                                     (examples/softmax.py; gradient w.r.t. W, b)
+    mlp(X, t, W1, b1, W2, b2)       two-layer tanh net, mean squared error against targets t
+                                    (examples/mlp.py; gradient w.r.t. W1, b1, W2, b2)
 
-    small:  N=8 examples, D=4 features, H=8 hidden units, C=3 classes
+    small:  N=8 examples, D=4 features, H=8 hidden units, C=3 classes (outputs)
     medium: N=256, D=64, H=128, C=10
+    large:  N=20000, D=64, H=128, C=10
 
 times flatgrad's generated code (NumPy and numba backends) against a hand-written gradient in
 the course-assignment style (NumPy, and the same under numba.njit) and, when they are installed,
@@ -20,6 +23,7 @@ flatgrad's NumPy output before anything is timed. See benchmarks/README.md for h
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -70,6 +74,7 @@ for folder in (ROOT, EXAMPLES):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
+import mlp as mlp_example  # noqa: E402  (examples/mlp.py)
 import numpy as np  # noqa: E402
 import softmax as softmax_example  # noqa: E402  (examples/softmax.py)
 import svm_net as svm_example  # noqa: E402  (examples/svm_net.py)
@@ -83,12 +88,14 @@ SOFTMAX_REG = softmax_example.REG
 SIZES = {
     "small": dict(N=8, D=4, H=8, C=3),
     "medium": dict(N=256, D=64, H=128, C=10),
+    "large": dict(N=20000, D=64, H=128, C=10),
 }
 
 GEN_NUMPY = "flatgrad NumPy (generated)"
 GEN_PROG = "flatgrad NumPy via prog.value_and_grad"
 GEN_NUMBA = "flatgrad numba (generated)"
 GEN_OPTIMIZED = "flatgrad NumPy, optimize=True"
+GEN_OPTIMIZED_NUMBA = "flatgrad numba, optimize=True"
 NUMPY_UNCHECKED = "flatgrad NumPy, argument checks taken out"
 NUMBA_UNCHECKED = "flatgrad numba, argument checks taken out"
 HAND_NUMPY = "hand-written NumPy"
@@ -97,7 +104,10 @@ JAX = "jax.jit(value_and_grad)"
 JAX_DEVICE = "jax.jit, arguments already jax arrays"
 TORCH = "PyTorch autograd"
 AUTOGRAD = "HIPS autograd value_and_grad"
-BEST = "flatgrad best (min of NumPy, optimized NumPy, numba)"
+BEST = "flatgrad best (min of NumPy, optimized NumPy, numba, optimized numba)"
+FLATGRAD_ROWS = (GEN_NUMPY, GEN_OPTIMIZED, GEN_NUMBA, GEN_OPTIMIZED_NUMBA)
+# Rows whose arrays numba's runtime, XLA or PyTorch allocate, which tracemalloc does not see
+UNTRACED = (GEN_NUMBA, GEN_OPTIMIZED_NUMBA, NUMBA_UNCHECKED, HAND_NUMBA, JAX, JAX_DEVICE, TORCH)
 
 # Agreement with flatgrad's NumPy output: value and every gradient element. Different but
 # equivalent formulas (dscores = probs - onehot vs the chain through exp and the division)
@@ -155,6 +165,22 @@ def softmax_hand_numpy(X, y, W, b):
 # and the keepdims / axis reductions of softmax. Everything else is the NumPy code verbatim.
 
 
+def mlp_hand_numpy(X, t, W1, b1, W2, b2):
+    N, C = t.shape
+    # forward pass
+    h = np.tanh(X @ W1 + b1)
+    diff = h @ W2 + b2 - t
+    loss = np.mean(diff**2)
+    # backward pass
+    dpred = diff * (2.0 / (N * C))
+    dW2 = h.T @ dpred
+    db2 = dpred.sum(axis=0)
+    dz = (dpred @ W2.T) * (1 - h * h)
+    dW1 = X.T @ dz
+    db1 = dz.sum(axis=0)
+    return loss, (dW1, db1, dW2, db2)
+
+
 def svm_hand_numba_py(X, y, W1, b1, W2, b2):
     N = X.shape[0]
     h = np.maximum(0.0, X @ W1 + b1)
@@ -196,6 +222,9 @@ def softmax_hand_numba_py(X, y, W, b):
     return loss, (dW, db)
 
 
+mlp_hand_numba_py = mlp_hand_numpy  # nothing in it that numba does not compile as it is
+
+
 # =========================================================================== problems
 
 
@@ -210,7 +239,6 @@ class Problem:
     loss_for: Callable[[Any], Callable]  # array module (jnp, anp, torch shim) -> functional loss
     torch_loss: Callable | None = None
     hand_numba: Any = None  # compiled once per problem (all sizes share numba types)
-    hand_numba_compiled: bool = False
 
 
 def svm_inputs(rng: np.random.Generator, s: dict) -> tuple:
@@ -231,6 +259,17 @@ def softmax_inputs(rng: np.random.Generator, s: dict) -> tuple:
     W = rng.standard_normal((D, C)) / np.sqrt(D)
     b = 0.1 * rng.standard_normal(C)
     return X, y, W, b
+
+
+def mlp_inputs(rng: np.random.Generator, s: dict) -> tuple:
+    N, D, H, C = s["N"], s["D"], s["H"], s["C"]
+    X = rng.standard_normal((N, D))
+    t = rng.standard_normal((N, C))
+    W1 = rng.standard_normal((D, H)) / np.sqrt(D)
+    b1 = 0.1 * rng.standard_normal(H)
+    W2 = rng.standard_normal((H, C)) / np.sqrt(H)
+    b2 = 0.1 * rng.standard_normal(C)
+    return X, t, W1, b1, W2, b2
 
 
 # Functional losses for the peers (no in-place updates), written once over an array module.
@@ -264,6 +303,13 @@ def softmax_loss_for(xp) -> Callable:
         return data_loss + reg_loss
 
     return softmax_functional
+
+
+def mlp_loss_for(xp) -> Callable:
+    def mlp_functional(X, t, W1, b1, W2, b2):
+        return xp.mean((xp.tanh(X @ W1 + b1) @ W2 + b2 - t) ** 2)
+
+    return mlp_functional
 
 
 def svm_torch(torch) -> Callable:
@@ -313,6 +359,16 @@ PROBLEMS = [
         softmax_loss_for,
         softmax_torch,
     ),
+    Problem(
+        "mlp",
+        mlp_example.mlp,
+        ("W1", "b1", "W2", "b2"),
+        mlp_hand_numpy,
+        mlp_hand_numba_py,
+        mlp_inputs,
+        mlp_loss_for,
+        mlp_loss_for,  # torch has tanh and mean under the same names
+    ),
 ]
 
 
@@ -328,11 +384,12 @@ class Case:
     args: tuple
     candidates: list[Candidate] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    compile_times: dict[str, float] = field(default_factory=dict)  # numba's first calls, seconds
     notes: list[str] = field(default_factory=list)
 
     @property
     def title(self) -> str:
-        dims = ", ".join(f"{k}={v}" for k, v in SIZES[self.size].items() if self.problem.name == "svm_net" or k != "H")
+        dims = ", ".join(f"{k}={v}" for k, v in SIZES[self.size].items() if self.problem.name != "softmax" or k != "H")
         grads = ", ".join(self.problem.wrt)
         return f"{self.problem.name}, {self.size} ({dims}): value and gradients w.r.t. {grads}"
 
@@ -340,6 +397,46 @@ class Case:
 def argnums(problem: Problem) -> tuple[int, ...]:
     params = list(problem.fn.__code__.co_varnames[: problem.fn.__code__.co_argcount])
     return tuple(params.index(name) for name in problem.wrt)
+
+
+COMPILED = (GEN_NUMBA, GEN_OPTIMIZED_NUMBA, HAND_NUMBA)
+
+
+def compile_seconds(problem: str, size: str, which: str) -> float:
+    """The first call of `which` (one of COMPILED) at `size`: numba's compile, in this process.
+    numba's own start-up is paid before, on a throwaway function."""
+    import numba
+
+    import compiler
+
+    numba.njit(lambda a: (a @ a.T + 1.0).sum())(np.ones((2, 2)))
+    p = next(p for p in PROBLEMS if p.name == problem)
+    args = p.inputs(np.random.default_rng(0), SIZES[size])
+    if which == HAND_NUMBA:
+        function = numba.njit(p.hand_numba_py)
+    else:
+        function = compiler.gradient(p.fn, *args, wrt=p.wrt, jit="numba", optimize=which == GEN_OPTIMIZED_NUMBA)
+        function = function.module.value_and_grad
+    return harness.time_once(lambda: function(*args))[1]
+
+
+def compile_in_fresh_process(problem: str, size: str, which: str) -> float:
+    """`compile_seconds` in a new Python process with an empty module cache (NaN if it fails)."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="flatgrad-compile-") as cache:
+        code = (
+            f"import sys; sys.path[:0] = [{str(ROOT)!r}]\n"
+            "from benchmarks import bench_arrays\n"
+            f"print(bench_arrays.compile_seconds({problem!r}, {size!r}, {which!r}))"
+        )
+        env = {**os.environ, "FLATGRAD_CACHE_DIR": cache}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    try:
+        return float(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        print(f"compile time of {which} ({problem}, {size}) not measured: {done.stderr.strip()[-300:]}")
+        return math.nan
 
 
 def flatgrad_candidates(case: Case) -> None:
@@ -351,20 +448,21 @@ def flatgrad_candidates(case: Case) -> None:
     optimized_vg = compiler.gradient(p.fn, *args, wrt=p.wrt, optimize=True).module.value_and_grad
     jprog = compiler.gradient(p.fn, *args, wrt=p.wrt, jit="numba")
     numba_vg = jprog.module.value_and_grad
-    _, gen_compile = harness.time_once(lambda: numba_vg(*args))
-
+    numba_vg(*args)
+    optimized_numba_vg = compiler.gradient(p.fn, *args, wrt=p.wrt, jit="numba", optimize=True).module.value_and_grad
+    optimized_numba_vg(*args)
     if p.hand_numba is None:
         import numba
 
         p.hand_numba = numba.njit(p.hand_numba_py)
-        _, hand_compile = harness.time_once(lambda: p.hand_numba(*args))
-        hand_note = f"hand-written {harness.format_time(hand_compile)}"
-    else:
-        hand_note = "hand-written already compiled at the smaller size (same numba types)"
+    p.hand_numba(*args)
+    # numba compiles each NumPy function once per process and types, whoever calls it: each
+    # compile is timed in a process of its own, so that none is cheaper for coming later
+    case.compile_times = {which: compile_in_fresh_process(p.name, case.size, which) for which in COMPILED}
+    times = ", ".join(f"{which} {harness.format_time(case.compile_times[which])}" for which in COMPILED)
     case.notes.append(
         f"flatgrad trace + differentiate + emit (compiler.gradient): {harness.format_time(trace_s)}; "
-        f"numba first call (compile), excluded from the table: generated value_and_grad "
-        f"{harness.format_time(gen_compile)} (specialised to these shapes), {hand_note}"
+        f"numba first call (compile) of value_and_grad, each in a fresh process, excluded from the table: {times}"
     )
     # what the modules' argument checks cost: the same modules without them
     numpy_unchecked = compiler.program.load_module(harness.without_checks(prog.source)).value_and_grad
@@ -377,6 +475,7 @@ def flatgrad_candidates(case: Case) -> None:
         Candidate(GEN_OPTIMIZED, optimized_vg, args),
         Candidate(GEN_PROG, prog.value_and_grad, args),
         Candidate(GEN_NUMBA, numba_vg, args),
+        Candidate(GEN_OPTIMIZED_NUMBA, optimized_numba_vg, args),
         Candidate(HAND_NUMPY, p.hand_numpy, args),
         Candidate(HAND_NUMBA, p.hand_numba, args),
     ]
@@ -455,6 +554,14 @@ def fault_cells(case: Case, timings: list[Timing]) -> dict[str, str]:
     return cells
 
 
+def peak_cells(case: Case) -> dict[str, str]:
+    """The most memory one call holds at once, for the rows whose arrays tracemalloc sees."""
+    return {
+        c.name: "n/a" if c.name in UNTRACED else harness.format_bytes(harness.peak_bytes_per_call(c))
+        for c in case.candidates
+    }
+
+
 # =========================================================================== targets
 
 
@@ -482,12 +589,20 @@ def case_targets(case: Case, timings: list[Timing]) -> list[Target]:
                 timings, f"({tag}) argument checks cost at most 1.1x ({checked})", checked, unchecked, at_most=1.1
             )
         )
-    best = best_of(timings, (GEN_NUMPY, GEN_OPTIMIZED, GEN_NUMBA), BEST)
+    best = best_of(timings, FLATGRAD_ROWS, BEST)
     if best is None:
         return targets
     by_name = {t.name: t for t in timings}
-    winner = min((GEN_NUMPY, GEN_OPTIMIZED, GEN_NUMBA), key=lambda n: by_name[n].median)
+    winner = min(FLATGRAD_ROWS, key=lambda n: by_name[n].median)
     pool = [*timings, best]
+    targets.append(harness.ratio_target(pool, f"({tag}) (4) flatgrad best <= 1.1x hand-written numba", BEST,
+                                        HAND_NUMBA, at_most=1.1))
+    compiled, hand = (case.compile_times.get(name, math.nan) for name in (GEN_OPTIMIZED_NUMBA, HAND_NUMBA))
+    targets.append(Target(
+        f"({tag}) (5) numba compile, optimize=True <= 2x hand-written",
+        compiled <= 2 * hand,
+        f"{harness.format_time(compiled)} against {harness.format_time(hand)}: {compiled / hand:.2f}x",
+    ))
     if case.size == "medium":
         t = harness.ratio_target(pool, f"({tag}) (2) flatgrad best no slower than jax.jit", BEST, JAX, at_most=1.0)
     else:
@@ -599,7 +714,8 @@ def run(settings: harness.Settings, problems: list[str], sizes: list[str], peers
             )
             timings = harness.measure(case.candidates, settings)
             baselines = [Baseline(HAND_NUMPY, "vs hand NumPy"), Baseline(JAX, "vs jax.jit")]
-            print(harness.render_table(timings, baselines, case.skipped, [("faults/call", fault_cells(case, timings))]))
+            extra = [("faults/call", fault_cells(case, timings)), ("peak/call", peak_cells(case))]
+            print(harness.render_table(timings, baselines, case.skipped, extra))
             for s in case.skipped:
                 print(f"skipped {s.name}: {s.reason}")
             for note in case.notes:

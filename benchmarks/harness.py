@@ -242,6 +242,28 @@ def page_faults_per_call(candidate: Candidate, calls: int) -> float | None:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
+def peak_bytes_per_call(candidate: Candidate) -> int:
+    """The most memory one call of `candidate` holds at once (its results included), as
+    `tracemalloc` sees it: NumPy's arrays and Python's objects, not what numba's runtime, XLA
+    or PyTorch allocate on their own (report those rows as not measured)."""
+    import tracemalloc
+
+    fn, args = candidate.fn, candidate.args
+    fn(*args)  # first-call costs (imports, caches) are not the call's
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        fn(*args)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def format_bytes(count: float) -> str:
+    """A size in kB or MB (powers of 1000), 3 significant digits."""
+    return f"{count / 1e6:.3g} MB" if count >= 1e6 else f"{count / 1e3:.3g} kB"
+
+
 def time_once(call: Callable[[], Any]) -> tuple[Any, float]:
     """`(result, seconds)` of a single call: for one-off costs such as a first-call compile."""
     start = timeit.default_timer()

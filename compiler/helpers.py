@@ -181,6 +181,13 @@ def log_softmax_pick_grad(probs, index, grad):
     return out
 
 
+def log_softmax_pick_grad_rows(probs, cols, grad):
+    """`log_softmax_pick_grad` for the index `(np.arange(N), cols)`, one pick in every row."""
+    out = probs * -grad[:, None]
+    out[np.arange(probs.shape[0]), cols] += grad
+    return out
+
+
 def log_softmax_pick_grad_pairs(probs, rows, cols, grad):
     """`log_softmax_pick_grad` for the index `(rows, cols)`, as loops numba compiles."""
     weights = np.zeros(probs.shape[0], probs.dtype)
@@ -320,7 +327,7 @@ HELPERS = {
     for fn in (
         scatter, add_at, add_rows, add_pairs, updated, last_writes, softmax, softmax_along, extreme_along, sum_along,
         logsumexp, logsumexp_all, logsumexp_along, log_softmax_pick, log_softmax_pick_pairs,
-        log_softmax_pick_grad, log_softmax_pick_grad_pairs,
+        log_softmax_pick_grad, log_softmax_pick_grad_rows, log_softmax_pick_grad_pairs,
         on_diagonal, tiled,
         prod_others, prod_along, prod_others_flat, prod_others_along, cumsum_from_end, cross_of_rows,
         kron_grad_x, kron_grad_y,

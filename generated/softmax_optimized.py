@@ -41,15 +41,10 @@ def log_softmax_pick(x, probs, index):
     return x[index] - x[rows, top] + np.log(probs[rows, top])
 
 
-def log_softmax_pick_grad(probs, index, grad):
-    """The gradient of log(probs[index]) with respect to the scores whose softmax along axis 1
-    is `probs`, the index naming (rows, columns): onehot - probs, each row weighted by its
-    upstream gradient; a row picked more than once adds up."""
-    n, c = probs.shape
-    # the forward pass has checked the index; bincount adds up repeats, as np.add.at would
-    flat = np.ravel_multi_index(index, (n, c), mode="wrap")
-    out = probs * -np.bincount(flat // c, grad, n)[:, None]
-    out += np.bincount(flat, grad, n * c).reshape(n, c)
+def log_softmax_pick_grad_rows(probs, cols, grad):
+    """`log_softmax_pick_grad` for the index `(np.arange(N), cols)`, one pick in every row."""
+    out = probs * -grad[:, None]
+    out[np.arange(probs.shape[0]), cols] += grad
     return out
 
 
@@ -81,7 +76,7 @@ def value_and_grad(X, y, W, b):
     # backward pass
     grad_W = 2 * W * 0.0005
     grad_correct_logprobs = np.full((N,), (1 / N))
-    grad_scores = log_softmax_pick_grad(probs, (np.arange(N), y), -grad_correct_logprobs)
+    grad_scores = log_softmax_pick_grad_rows(probs, y, -grad_correct_logprobs)
     grad_b = grad_scores.sum(axis=0)
     grad_W = grad_W + X.T @ grad_scores
     return L, (grad_W, grad_b)
@@ -95,7 +90,7 @@ def grad(X, y, W, b):
     probs = softmax(scores, 1)
     grad_W = 2 * W * 0.0005
     grad_correct_logprobs = np.full((N,), (1 / N))
-    grad_scores = log_softmax_pick_grad(probs, (np.arange(N), y), -grad_correct_logprobs)
+    grad_scores = log_softmax_pick_grad_rows(probs, y, -grad_correct_logprobs)
     grad_b = grad_scores.sum(axis=0)
     grad_W = grad_W + X.T @ grad_scores
     return grad_W, grad_b
@@ -123,7 +118,7 @@ def backward(grad_L, cache):
         raise ValueError(f"softmax: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
     grad_W = 2 * W * (0.0005 * grad_L)
     grad_correct_logprobs = np.full((N,), 1 / N * grad_L)
-    grad_scores = log_softmax_pick_grad(probs, (np.arange(N), y), -grad_correct_logprobs)
+    grad_scores = log_softmax_pick_grad_rows(probs, y, -grad_correct_logprobs)
     grad_b = grad_scores.sum(axis=0)
     grad_W = grad_W + X.T @ grad_scores
     return grad_W, grad_b

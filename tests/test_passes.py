@@ -233,7 +233,7 @@ def test_softmax_cross_entropy_is_fused_with_gradient_onehot_minus_probs_in_nump
     lines = [line.strip() for line in optimized.source.splitlines()]
     assert "probs = softmax(scores, 1)" in lines
     assert "correct_logprobs = -log_softmax_pick(scores, probs, (np.arange(8), y))" in lines  # finite
-    assert "grad_scores = log_softmax_pick_grad(probs, (np.arange(8), y), -grad_correct_logprobs)" in lines
+    assert "grad_scores = log_softmax_pick_grad_rows(probs, y, -grad_correct_logprobs)" in lines  # a pick per row
     assert not any(line.startswith(("shifted =", "exp_scores =", "grad_probs =")) for line in lines)
     jitted = compiler.gradient(f, **args, wrt=("W", "b"), optimize=True, jit="numba")
     assert "def softmax_along(" in jitted.source and "def log_softmax_pick_grad_pairs(" in jitted.source

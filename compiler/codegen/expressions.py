@@ -300,24 +300,37 @@ class _OneAxisExpansions(ast.NodeTransformer):
         return expanded
 
 
+def _every_row(index: ast.expr, count: ast.expr | int | None) -> bool:
+    """Whether an index is `(np.arange(count), columns)`: every row once, in order."""
+    if not (isinstance(index, ast.Tuple) and len(index.elts) == 2):
+        return False
+    rows = index.elts[0]
+    if not (isinstance(rows, ast.Call) and _numpy_attribute(rows.func) == "arange" and len(rows.args) == 1):
+        return False
+    expected = ast.Constant(count) if isinstance(count, int) else count
+    return not rows.keywords and expected is not None and ast.dump(rows.args[0]) == ast.dump(expected)
+
+
 class _OnePerRow(ast.NodeTransformer):
-    """`add_at((N, 3), (np.arange(N), y), g, dtype)` -> `scatter(...)`: where the rows are every
-    row once, no two picks share a place, and a plain write adds up nothing (`scores[np.arange(N),
-    y]`'s gradient, as a person writes it)."""
+    """Where an index picks every row once, no two picks share a place, so a plain write adds
+    up nothing: `add_at((N, 3), (np.arange(N), y), g, dtype)` -> `scatter(...)` (`scores[np.arange(N),
+    y]`'s gradient, as a person writes it), `log_softmax_pick_grad(probs, (np.arange(N), y), g)`
+    -> `log_softmax_pick_grad_rows(probs, y, g)`. `rows` gives the row count of an operand."""
+
+    def __init__(self, rows: Mapping[str, int]) -> None:
+        self.rows = rows
 
     def visit_Call(self, node: ast.Call) -> ast.expr:
         self.generic_visit(node)
-        if not (isinstance(node.func, ast.Name) and node.func.id == "add_at" and len(node.args) == 4):
-            return node
-        shape, index = node.args[0], node.args[1]
-        if not (isinstance(shape, ast.Tuple) and isinstance(index, ast.Tuple) and len(index.elts) == 2):
-            return node
-        rows = index.elts[0]
-        every_row = (
-            isinstance(rows, ast.Call) and _numpy_attribute(rows.func) == "arange" and len(rows.args) == 1
-            and not rows.keywords and ast.dump(rows.args[0]) == ast.dump(shape.elts[0])
-        )
-        return ast.Call(ast.Name("scatter", ast.Load()), node.args, []) if every_row else node
+        called = node.func.id if isinstance(node.func, ast.Name) else None
+        if called == "add_at" and len(node.args) == 4 and isinstance(node.args[0], ast.Tuple):
+            if _every_row(node.args[1], node.args[0].elts[0]):
+                return ast.Call(ast.Name("scatter", ast.Load()), node.args, [])
+        if called == "log_softmax_pick_grad" and len(node.args) == 3 and isinstance(node.args[0], ast.Name):
+            probs, index, grad = node.args
+            if _every_row(index, self.rows.get(probs.id)):
+                return ast.Call(ast.Name("log_softmax_pick_grad_rows", ast.Load()), [probs, index.elts[1], grad], [])
+        return node
 
 
 class _MatrixSums(ast.NodeTransformer):
@@ -416,7 +429,7 @@ def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
     if jit == "numba":
         tree = _OneAxisExpansions().visit(tree)
     else:
-        tree = _OnePerRow().visit(tree)
+        tree = _OnePerRow({name: sample.shape[0] for name, sample in samples.items() if np.ndim(sample)}).visit(tree)
     if jit == "numba" and eqn.out.dtype == "float32":
         tree = _TypedArithmetic(eqn.out.dtype).visit(tree)
     if eqn.accumulate is not None:
