@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import tempfile
+import timeit
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -420,23 +421,51 @@ def compile_seconds(problem: str, size: str, which: str) -> float:
     return harness.time_once(lambda: function(*args))[1]
 
 
-def compile_in_fresh_process(problem: str, size: str, which: str) -> float:
-    """`compile_seconds` in a new Python process with an empty module cache (NaN if it fails)."""
+def in_fresh_process(call: str) -> list[float]:
+    """The numbers `bench_arrays.<call>` returns, computed in a new Python process that has
+    imported only what that needs, with an empty module cache (NaNs if it fails)."""
     import subprocess
 
-    with tempfile.TemporaryDirectory(prefix="flatgrad-compile-") as cache:
-        code = (
-            f"import sys; sys.path[:0] = [{str(ROOT)!r}]\n"
-            "from benchmarks import bench_arrays\n"
-            f"print(bench_arrays.compile_seconds({problem!r}, {size!r}, {which!r}))"
-        )
+    with tempfile.TemporaryDirectory(prefix="flatgrad-fresh-") as cache:
+        code = f"import sys; sys.path[:0] = [{str(ROOT)!r}]\nfrom benchmarks import bench_arrays as b\nprint(b.{call})"
         env = {**os.environ, "FLATGRAD_CACHE_DIR": cache}
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     try:
-        return float(done.stdout.strip().splitlines()[-1])
+        return [float(x) for x in done.stdout.strip().splitlines()[-1].strip("()[]").split(",") if x.strip()]
     except (ValueError, IndexError):
-        print(f"compile time of {which} ({problem}, {size}) not measured: {done.stderr.strip()[-300:]}")
-        return math.nan
+        print(f"{call} not measured: {done.stderr.strip()[-300:]}")
+        return [math.nan, math.nan]
+
+
+def compile_in_fresh_process(problem: str, size: str, which: str) -> float:
+    """`compile_seconds` in a new process: none of it done before by another function."""
+    return in_fresh_process(f"compile_seconds({problem!r}, {size!r}, {which!r})")[0]
+
+
+FRESH = (GEN_NUMPY, GEN_OPTIMIZED, HAND_NUMPY)  # the NumPy rows, as a user's process runs them
+
+
+def fresh_call(problem: str, size: str, which: str, calls: int = 100) -> tuple[float, float]:
+    """(seconds, minor page faults) per call of `which` (one of FRESH) in this process, over
+    `calls` calls after the first: in a process that has run nothing else, glibc hands freed
+    large arrays back to the OS and faults them in again on every call."""
+    import resource
+
+    import compiler
+
+    p = next(p for p in PROBLEMS if p.name == problem)
+    args = p.inputs(np.random.default_rng(0), SIZES[size])
+    if which == HAND_NUMPY:
+        function = p.hand_numpy
+    else:
+        function = compiler.gradient(p.fn, *args, wrt=p.wrt, optimize=which == GEN_OPTIMIZED).module.value_and_grad
+    function(*args)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    start = timeit.default_timer()
+    for _ in range(calls):
+        function(*args)
+    seconds = (timeit.default_timer() - start) / calls
+    return seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / calls
 
 
 def flatgrad_candidates(case: Case) -> None:
@@ -552,6 +581,16 @@ def fault_cells(case: Case, timings: list[Timing]) -> dict[str, str]:
         faults = harness.page_faults_per_call(c, calls)
         cells[c.name] = "n/a" if faults is None else f"{faults:.0f}" if faults >= 10 else f"{faults:.1f}"
     return cells
+
+
+def fresh_cells(case: Case) -> tuple[dict[str, str], dict[str, str]]:
+    """Time and minor page faults per call of the NumPy rows, each in a process of its own."""
+    times, faults = {}, {}
+    for which in FRESH:
+        seconds, count = in_fresh_process(f"fresh_call({case.problem.name!r}, {case.size!r}, {which!r})")
+        times[which] = harness.format_time(seconds)
+        faults[which] = f"{count:.0f}" if count >= 10 else f"{count:.1f}"
+    return times, faults
 
 
 def peak_cells(case: Case) -> dict[str, str]:
@@ -714,7 +753,11 @@ def run(settings: harness.Settings, problems: list[str], sizes: list[str], peers
             )
             timings = harness.measure(case.candidates, settings)
             baselines = [Baseline(HAND_NUMPY, "vs hand NumPy"), Baseline(JAX, "vs jax.jit")]
-            extra = [("faults/call", fault_cells(case, timings)), ("peak/call", peak_cells(case))]
+            fresh_times, fresh_faults = fresh_cells(case)
+            extra = [
+                ("faults/call", fault_cells(case, timings)), ("peak/call", peak_cells(case)),
+                ("fresh process: time/call", fresh_times), ("faults/call", fresh_faults),
+            ]
             print(harness.render_table(timings, baselines, case.skipped, extra))
             for s in case.skipped:
                 print(f"skipped {s.name}: {s.reason}")

@@ -395,14 +395,16 @@ def test_the_fused_cross_entropy_is_finite_for_a_confidently_wrong_row():
     assert all(np.all(np.isfinite(g)) for g in grads)
 
 
-def test_optimize_mode_reads_a_forward_value_instead_of_computing_it_again():
+@pytest.mark.parametrize("jit", [None, pytest.param("numba", marks=pytest.mark.numba)])
+def test_optimize_mode_reads_a_forward_value_instead_of_computing_it_again(jit):
     """cos's local gradient is -sin(x): where the forward pass computed np.sin(s0) as s1, the
-    backward reads s1 (in value_and_grad and grad; `backward` has only its cache)."""
+    backward reads s1 (in value_and_grad and grad; `backward` has only its cache). Under numba
+    too, where the body is not split into part functions."""
     def f(x):
         s0 = x * 2.0
         return np.sum(np.sin(s0) * np.cos(s0))
 
-    optimized = compiler.gradient(f, np.ones(3), optimize=True)
+    optimized = compiler.gradient(f, np.ones(3), optimize=True, jit=jit)
     for function in ("value_and_grad", "grad"):
         body = optimized.source.split(f"\ndef {function}(")[1].split("\n\n\n")[0]
         assert body.count("np.sin(") == 1 and body.count("np.cos(") == 1, body  # the forward's own

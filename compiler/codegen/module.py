@@ -185,7 +185,7 @@ class Bodies:
     inline_grads: ast.Tuple  # and as `value_and_grad` returns them
 
     @classmethod
-    def of(cls, pair: Backprop, inline: Backprop, jit: str | None, explain: bool) -> Bodies:
+    def of(cls, pair: Backprop, inline: Backprop, jit: str | None, explain: bool, optimize: bool = False) -> Bodies:
         """The bodies of `pair`'s module; `value_and_grad` runs `inline` (the pair with its
         seed folded in, or without its views taken again: see `passes.recompute_views`)."""
         forms: dict[int, LineForm] = {}
@@ -203,19 +203,23 @@ class Bodies:
             gates = {e.out.name: (line, e) for e, line in zip(forward.eqns, forward.lines)} if explain else None
             return forward, code(pair.backward_eqns, gates)
 
+        def reusable(*codes: Code) -> bool:
+            """Whether backward lines may read forward values by name: in optimize mode, where
+            the lines stay one body (numba's part functions pass the names the IR reads)."""
+            return optimize and (jit != "numba" or len(_chunks([e for c in codes for e in c.eqns])) == 1)
+
         forward, backward = passes(pair)
         inline_code = passes(inline) if inline is not pair else (forward, backward)
-        reuse = inline is not pair and jit is None  # optimize mode; numba's parts pass names by the IR
-        if reuse:
+        if reusable(*inline_code):
             inline_code = (inline_code[0], reusing_forward_values(inline_code[0], inline_code[1]))
         seeds = len(backward.eqns) - len(pair.backward.eqns)
         seedless = Code(backward.eqns[seeds:], backward.lines[seeds:])
         grads = fresh_gradients(pair.backward.outputs, pair.backward.eqns, jit)
         inline_grads = fresh_gradients(inline.backward.outputs, inline_code[1].eqns, jit)
         gradients = None
-        if inline is not pair and inline.seed is None:  # optimize mode, its seed folded in
+        if optimize and inline.seed is None:  # its seed folded in
             needed = code(gradients_only(inline))
-            if reuse:
+            if reusable(needed):
                 made = {id(e.out) for e in inline.forward.eqns}
                 split = sum(1 for e in needed.eqns if id(e.out) in made)
                 before = Code(needed.eqns[:split], needed.lines[:split])
@@ -597,7 +601,7 @@ def emit_module(
     else:
         inline = folded or pair
         pair = recompute_views(pair)  # the module's forward_with_cache and backward
-        bodies = Bodies.of(pair, inline, jit, explain)
+        bodies = Bodies.of(pair, inline, jit, explain, folded is not None)
         forms = bodies.forms
         emitted = functions(pair, provenance, bodies, jit, sizes, layer)
         cached, cache_bytes = cached_names(pair, sizes), _cache_bytes(pair)
@@ -647,7 +651,10 @@ def _branched(
     """The functions of a module with several paths, each path's code under its `if`s; the
     kinds of line they use, what the cache holds and its largest size in bytes."""
     pairs = [recompute_views(branch.pair) for branch in branches]
-    bodies = [Bodies.of(pair, branch.folded or branch.pair, jit, explain) for pair, branch in zip(pairs, branches)]
+    bodies = [
+        Bodies.of(pair, branch.folded or branch.pair, jit, explain, branch.folded is not None)
+        for pair, branch in zip(pairs, branches)
+    ]
     symbols = {symbol: Var(symbol, (), "int64") for symbol in sizes.symbols}
     values = [{v.name: v for v in pair.cache} | symbols for pair in pairs]
     cached = [[(name, values[k][name].dtype, len(values[k][name].shape)) for name in cached_names(pair, sizes)]
