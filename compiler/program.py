@@ -277,6 +277,7 @@ class Options:
     has_aux: bool = False  # differentiate the first output only; the others are returned beside it
     static: Sequence[str] = ()  # parameters whose example values are baked in (a count, a flag)
     vectorize: bool | str = False  # numba: value_and_grad at every point of arrays (True or "parallel")
+    unroll: bool | None = None  # True: loops stay flat; False: re-rolled where found; None: when long or jitted
 
     def check(self) -> Options:
         """These options, after checking what can be checked before tracing."""
@@ -289,6 +290,8 @@ class Options:
             return dataclasses.replace(self, static=names).check()
         if self.vectorize not in (False, None, True, *VECTORIZE_TARGETS):
             raise FlatgradError(f"vectorize={self.vectorize!r}: write True (one thread) or 'parallel' (every core)")
+        if self.unroll not in (None, True, False):
+            raise FlatgradError(f"unroll={self.unroll!r}: write True (flat), False (loops) or None (the default)")
         if self.vectorize and self.jit != "numba":
             raise FlatgradError("vectorize needs jit='numba': the points are looped over in compiled code")
         if isinstance(self.wrt, str) and "," in self.wrt:
@@ -431,7 +434,7 @@ def _build_at(
         vectorize = _vectorize_target(f, graph, options)
         source_code = emit_module(
             graph, origin, options.jit, options.explain, branches[0].folded, sizes, layer,
-            branches if len(branches) > 1 else (), vectorize,
+            branches if len(branches) > 1 else (), vectorize, options.unroll,
         )
     program = GradientProgram(graph, source_code, names, options.jit, options.optimize, source_file(f), sizes, layer)
     program.branches = branches
@@ -520,6 +523,7 @@ def gradient(
     has_aux: bool = False,
     static: Sequence[str] = (),
     vectorize: bool | str = False,
+    unroll: bool | None = None,
     **example_kwargs: Any,
 ) -> GradientProgram:
     """Trace `f` on example arguments, differentiate it and emit flat forward/backward code.
@@ -549,9 +553,16 @@ def gradient(
     `vectorize=True` (with `jit="numba"`; `"parallel"` for every core) makes a scalar
     function's `prog.value_and_grad` and `prog.grad` take arrays of any broadcastable shapes and
     return arrays of values and gradients, computed in one compiled loop over the points.
+
+    A Python loop traces into its iterations. Where they repeat one structure (`total = total +
+    ...` over `x[i]`, an RNN's steps), `forward`, `value_and_grad` and `grad` write them as a
+    `for` loop, and the backward pass as the reversed loop (`codegen.loops`): by default when the
+    body is longer than 200 equations or under numba; `unroll=True` keeps every iteration's
+    lines, `unroll=False` writes every loop it finds.
     """
     options = Options(
-        wrt, jit, optimize, explain, dims=dims, layer=layer, has_aux=has_aux, static=static, vectorize=vectorize
+        wrt, jit, optimize, explain, dims=dims, layer=layer, has_aux=has_aux, static=static, vectorize=vectorize,
+        unroll=unroll,
     )
     return build(f, example_args, example_kwargs, options)
 

@@ -26,7 +26,7 @@ LAYERS = [
     ["compiler.passes"],
     ["compiler.codegen.expressions"],
     ["compiler.codegen.lines", "compiler.codegen.guards"],
-    ["compiler.codegen.explain", "compiler.codegen.branches", "compiler.codegen.inlining"],
+    ["compiler.codegen.explain", "compiler.codegen.branches", "compiler.codegen.inlining", "compiler.codegen.loops"],
     ["compiler.codegen.module"],
     ["compiler.codegen"],
     ["compiler.visualize"],

@@ -9,7 +9,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -33,6 +35,7 @@ from compiler.codegen.guards import (
 )
 from compiler.codegen.inlining import inline_single_uses
 from compiler.codegen.lines import LineForm, render_lines
+from compiler.codegen.loops import find_loops, held_names, rolled
 from compiler.helpers import HELPERS, helper_source
 from compiler.ir import Atom, Backprop, Branch, Const, Eqn, Var
 from compiler.naming import part_name
@@ -183,6 +186,7 @@ class Bodies:
     forms: tuple[LineForm, ...]  # every kind of line used: the helpers and names they call
     grads: ast.Tuple  # the gradients as `backward` returns them (see `fresh_gradients`)
     inline_grads: ast.Tuple  # and as `value_and_grad` returns them
+    inline_outputs: tuple[Var, ...] = ()  # what `value_and_grad` returns: values, then gradients
 
     @classmethod
     def of(cls, pair: Backprop, inline: Backprop, jit: str | None, explain: bool, optimize: bool = False) -> Bodies:
@@ -226,7 +230,8 @@ class Bodies:
                 after = reusing_forward_values(before, Code(needed.eqns[split:], needed.lines[split:]))
                 needed = Code(needed.eqns, before.lines + after.lines)
             gradients = (needed, fresh_gradients(inline.backward.outputs, needed.eqns, jit))
-        return cls(forward, seedless, inline_code, gradients, tuple(forms.values()), grads, inline_grads)
+        return cls(forward, seedless, inline_code, gradients, tuple(forms.values()), grads, inline_grads,
+                   (*inline.forward.outputs, *inline.backward.outputs))
 
 
 def reusing_forward_values(forward: Code, backward: Code) -> Code:
@@ -355,6 +360,58 @@ class _Parts:
         return tuple(calls)
 
 
+# A function body of more equations than this has its repeated iterations written as loops by
+# default (under numba, any length: its compile time grows with every line)
+ROLL_ABOVE = 200
+_WORD = re.compile(r"[A-Za-z_]\w*")
+
+
+def rolled_sections(
+    sections: Sequence[tuple[str, Code]], outputs: Sequence[Var], jit: str | None, unroll: bool | None,
+    taken: Sequence[str] = (), keeps: bool = False,
+) -> tuple | None:
+    """A function's sections with the iterations of its loops written as `for` loops (see
+    `codegen.loops`), or None where it stays flat: `unroll=True`, none found, or (by default)
+    a short body under NumPy. `unroll=False` writes every loop it finds. With `keeps`, the
+    sections are followed by a function from values to the names that hold them after the
+    lines (`loops.held_names`)."""
+    eqns = [e for _, code in sections for e in code.eqns]
+    if unroll or unroll is None and jit != "numba" and len(eqns) <= ROLL_ABOVE:
+        return None
+    boundaries = list(itertools.accumulate(len(code.eqns) for _, code in sections))[:-1]
+    loops = find_loops(eqns, outputs, boundaries)
+    if not loops:
+        return None
+    lines = [line for _, code in sections for line in code.lines]
+    words = {word for line in lines for word in _WORD.findall(line)} | set(taken)
+    written = rolled(eqns, lines, loops, outputs, boundaries, words)
+    if written is None:
+        return None
+    looped = tuple((title, tuple(section)) for (title, _), section in zip(sections, written))
+    return (*looped, functools.partial(held_names, eqns, loops)) if keeps else looped
+
+
+def rolled_cache_pair(
+    pair: Backprop, bodies: Bodies, jit: str | None, unroll: bool | None, params: Sequence[str]
+) -> tuple[tuple[str, ...], list[str], tuple[str, ...]] | None:
+    """`forward_with_cache`'s and `backward`'s lines with loops, and the names the cache keeps
+    between them (a forward loop's stored arrays among them), or None where they stay flat. The
+    views `backward` would take again (`passes.recompute_views`) are read from the cache."""
+    forward = bodies.forward
+    made = {id(e.out) for e in forward.eqns} | {id(v) for v in pair.forward.inputs}
+    kept = [k for k, e in enumerate(bodies.backward.eqns) if id(e.out) not in made]
+    backward = Code(tuple(bodies.backward.eqns[k] for k in kept), tuple(bodies.backward.lines[k] for k in kept))
+    sections = (("", forward), ("", backward))
+    outputs = (*pair.forward.outputs, *pair.backward.outputs)
+    looped = rolled_sections(sections, outputs, jit, unroll, params, keeps=True)
+    if looped is None:
+        return None
+    (_, forward_lines), (_, backward_lines), names = looped
+    defined = {id(e.out) for e in backward.eqns} | {id(v) for v in pair.upstream}
+    read = [a for e in backward.eqns for a in e.reads if isinstance(a, Var) and id(a) not in defined]
+    return forward_lines, names(read), backward_lines
+
+
 def cached_names(pair: Backprop, sizes: Sizes) -> list[str]:
     """What `forward_with_cache` keeps for `backward`: the values it reads, and the named sizes
     no cached input has an axis of."""
@@ -408,7 +465,7 @@ class OnePath:
 
 def functions(
     pair: Backprop, provenance: Provenance, bodies: Bodies, jit: str | None, sizes: Sizes = NO_SIZES,
-    layer: LayerNames | None = None, path: OnePath | None = None,
+    layer: LayerNames | None = None, path: OnePath | None = None, unroll: bool | None = True,
 ) -> tuple[Function, ...]:
     """The module's functions, made of `bodies`: forward, value_and_grad and grad (when the
     backward pass starts from one number), forward_with_cache and backward, or for a layer the
@@ -428,7 +485,11 @@ def functions(
     checks = check_body(provenance.function, pair.forward.inputs, sizes, jit, dict(pair.static))
     with_cache_name, backward_name = (layer.forward, layer.backward) if layer else ("forward_with_cache", "backward")
 
-    with_cache = parts.body(with_cache_name, bodies.forward, params, [*outputs, *cached])
+    looped = None if path or sizes.symbols else rolled_cache_pair(pair, bodies, jit, unroll, params)
+    if looped:  # loops: the cache keeps the arrays the forward loops store
+        with_cache, cached, backward_lines = looped
+    else:
+        with_cache = parts.body(with_cache_name, bodies.forward, params, [*outputs, *cached])
     keep = f"cache = {_names(cached)}" if cached else "cache = ()"
     unpack = (f"{_names(cached)} = cache",) if cached else ()
     if path:  # what every path's backward starts with first: the shared lines come first
@@ -439,7 +500,10 @@ def functions(
     else:
         unpack += tuple(definitions(sizes, [v.name for v in pair.cache])[0])
         unpack += _upstream_lines(pair, provenance.function, jit)
-    backward = parts.body(backward_name, bodies.backward, [*upstream, *cached], grad_names)
+    if looped:
+        backward = backward_lines
+    else:
+        backward = parts.body(backward_name, bodies.backward, [*upstream, *cached], grad_names)
     from_upstream = f"the upstream gradient {upstream[0]}" if len(upstream) == 1 else "the upstream gradients"
     pair_functions = (
         Function(
@@ -460,7 +524,8 @@ def functions(
     if layer:
         return (*pair_functions, check, *parts.functions)
 
-    forward = parts.body("forward", bodies.forward, params, outputs)
+    looped = rolled_sections((("", bodies.forward),), pair.forward.outputs, jit, unroll, params)
+    forward = looped[0][1] if looped else parts.body("forward", bodies.forward, params, outputs)
     functions: list[Function] = [
         Function("forward", params, f"Return {call}.", (*guard, ("", (*forward, returns(*map(load, outputs))))),
                  f"forward(...) -> {returned}")
@@ -470,8 +535,14 @@ def functions(
         shown = unparse(value)
         inline_forward, inline_backward = bodies.inline
         whole = Code(inline_forward.eqns + inline_backward.eqns, inline_forward.lines + inline_backward.lines)
-        everything = parts.body("value_and_grad", whole, params, [*outputs, *grad_names])
-        if len(everything) < len(whole.lines):  # split into parts: the passes are no longer apart
+        passes = (("forward pass", inline_forward), ("backward pass", inline_backward))
+        looped = rolled_sections(passes, bodies.inline_outputs, jit, unroll, params)
+        everything = () if looped else parts.body("value_and_grad", whole, params, [*outputs, *grad_names])
+        if looped:  # loops: a short body, and the passes apart
+            (_, forward_lines), (_, backward_lines) = looped
+            backward_pass = (*backward_lines, returns(value, bodies.inline_grads))
+            value_and_grad = (*guard, ("forward pass", forward_lines), ("backward pass", backward_pass))
+        elif len(everything) < len(whole.lines):  # split into parts: the passes are no longer apart
             value_and_grad = (*guard, ("", (*everything, returns(value, bodies.inline_grads))))
         else:
             backward_pass = (*inline_backward.lines, returns(value, bodies.inline_grads))
@@ -485,7 +556,7 @@ def functions(
             ),
             Function(
                 "grad", params, f"Return {listed}, the gradients of {call if len(outputs) == 1 else outputs[0]}.",
-                _grad_body(bodies, parts, params, grad_names, guard, recompute), f"grad(...) -> {listed}",
+                _grad_body(bodies, parts, params, grad_names, guard, recompute, unroll), f"grad(...) -> {listed}",
             ),
         ]
     return (*functions, *pair_functions, check, *parts.functions)
@@ -547,7 +618,7 @@ def vectorized(pair: Backprop, target: str, static: Sequence[str]) -> tuple[Func
 
 def _grad_body(
     bodies: Bodies, parts: _Parts, params: Sequence[str], grad_names: Sequence[str],
-    guard: tuple[tuple[str, tuple[str, ...]], ...], recompute: ast.expr,
+    guard: tuple[tuple[str, tuple[str, ...]], ...], recompute: ast.expr, unroll: bool | None = True,
 ) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """`grad`'s body: in optimize mode the lines the gradients need and no others; else
     `value_and_grad(...)[1]`, which computes nothing the gradients do not (one gate per line
@@ -555,7 +626,10 @@ def _grad_body(
     if bodies.gradients is None:
         return (("", (returns(recompute),)),)
     needed, grads = bodies.gradients
-    return (*guard, ("", (*parts.body("grad", needed, params, grad_names), returns(grads))))
+    outputs = bodies.inline_outputs[len(bodies.inline_outputs) - len(grads.elts):]
+    looped = rolled_sections((("", needed),), outputs, parts.jit, unroll, params)
+    lines = looped[0][1] if looped else parts.body("grad", needed, params, grad_names)
+    return (*guard, ("", (*lines, returns(grads))))
 
 
 def _environment() -> jinja2.Environment:
@@ -586,7 +660,7 @@ def _cache_bytes(pair: Backprop) -> int:
 def emit_module(
     pair: Backprop, provenance: Provenance, jit: str | None = None, explain: bool = False,
     folded: Backprop | None = None, sizes: Sizes = NO_SIZES, layer: LayerNames | None = None,
-    branches: Sequence[Branch] = (), vectorize: str | None = None,
+    branches: Sequence[Branch] = (), vectorize: str | None = None, unroll: bool | None = None,
 ) -> str:
     """The whole module for a differentiated function (see `autodiff.differentiate`); `folded`
     is what `value_and_grad` runs instead, with the seed folded in (`passes.fold_seed`); the
@@ -594,7 +668,9 @@ def emit_module(
     module has only the forward with its cache and the backward, named after the layer. A
     function that branches on its values has several `branches` (the first is `pair`'s), laid
     out as `if` blocks (see `codegen.branches`). `vectorize` (a VECTORIZE_TARGETS) adds the
-    functions that run a scalar function at every point of arrays (see `vectorized`)."""
+    functions that run a scalar function at every point of arrays (see `vectorized`). `unroll`
+    says where a loop's iterations stay flat (see `rolled_sections`): `forward`,
+    `value_and_grad` and `grad` may have loops; `forward_with_cache` and `backward` stay flat."""
     if len(branches) > 1:
         emitted, forms, cached, cache_bytes = _branched(branches, provenance, jit, explain, sizes, layer)
         pair = branches[0].pair
@@ -603,7 +679,7 @@ def emit_module(
         pair = recompute_views(pair)  # the module's forward_with_cache and backward
         bodies = Bodies.of(pair, inline, jit, explain, folded is not None)
         forms = bodies.forms
-        emitted = functions(pair, provenance, bodies, jit, sizes, layer)
+        emitted = functions(pair, provenance, bodies, jit, sizes, layer, unroll=unroll)
         cached, cache_bytes = cached_names(pair, sizes), _cache_bytes(pair)
     if vectorize:  # the loop over the points calls value_and_grad, which numba then inlines into it
         # (not into a parallel loop: numba's parfor pass fails on the inlined tuple of gradients)

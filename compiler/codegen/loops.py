@@ -1,0 +1,630 @@
+"""Loops that stay loops: runs of equations that repeat one source loop's iterations, written
+back as a `for` loop, forward and (reversed) backward.
+
+A Python loop with a fixed trip count traces into its iterations, one after another. Where a
+straight line of equations is a run of blocks with the same structure (the same operations on
+the same shapes, from the same source lines), whose operands are, block by block, values of the
+same block, the previous block's (`total = total + ...`, an RNN's `h`), or one value for all
+blocks (a weight, an input), and whose static parameters move by a fixed step per block
+(`x[i + 1]`, `xp[:, :, 2 * i:2 * i + 3]`), the run is written once as the body of `for i in
+range(...)`. Values of an iteration that something after the loop reads are stored into an
+array made before it (`s3 = np.empty((999,))`, `s3[i] = ...`, read as `s3[i]`), which is how
+the backward loop reads the forward pass's values; a gradient scattered into one element per
+iteration is added in place (`grad_x[i + 1] += grad_s0`).
+
+The analysis (`find_loops`) works on the IR alone. The writing (`rolled`) reads the lines
+already rendered for the first, second and last iterations of a run, and makes the loop body
+from the first, with each name that differs from one iteration to the next replaced by its
+role and each number that moves replaced by an expression in `i`: the lines stay exactly what
+the flat code would have been, with one gate per line. What cannot be re-rolled stays flat.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import itertools
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from compiler.codegen.expressions import unparse
+from compiler.ir import Atom, Const, Eqn, Var
+
+MIN_ITERATIONS = 3  # fewer repeats stay flat: a loop of two reads worse than two blocks
+MAX_PERIOD = 400  # equations per iteration tried
+
+
+def _ints(value: object) -> tuple[list[int], object] | None:
+    """The ints in a static parameter, and its shape with them taken out (None: not a kind of
+    parameter whose ints may move: an array, a dict)."""
+    found: list[int] = []
+
+    def shape(v: object) -> object:
+        if isinstance(v, bool) or v is None or isinstance(v, (float, str)):
+            return v
+        if isinstance(v, (int, np.integer)):
+            found.append(int(v))
+            return "#"
+        if isinstance(v, slice):
+            return ("slice", shape(v.start), shape(v.stop), shape(v.step))
+        if isinstance(v, tuple):
+            return tuple(shape(x) for x in v)
+        raise TypeError
+
+    try:
+        return found, shape(value)
+    except TypeError:
+        return None
+
+
+def _signature(eqn: Eqn) -> tuple:
+    params = []
+    for key, value in eqn.params:
+        ints = _ints(value)
+        params.append((key, ints[1] if ints is not None else ("fixed", id(value))))
+    # a number and a value of one shape alike: a carried value starts from a number (total = 0.0)
+    operands = tuple(a.shape if isinstance(a, Var) else np.shape(a.value) for a in eqn.inputs)
+    return (eqn.op, eqn.rule, eqn.accumulate is None, eqn.loc, eqn.out.shape, eqn.out.dtype, operands, tuple(params),
+            eqn.types)
+
+
+@dataclass(frozen=True)
+class Role:
+    """What an operand of a loop body's equation is, the same in every iteration."""
+
+    kind: str  # "local", "carried" (the previous iteration's), "invariant", "const", "outer", "gathered"
+    position: int = -1  # local, carried: the body equation that makes it
+    value: Atom | None = None  # invariant: the value; const: the number
+    outer: tuple[int, int, int, int] | None = None  # outer: (loop, position, iteration at 0, step)
+    values: tuple[Var, ...] = ()  # gathered: one value made before the loop per iteration
+
+
+@dataclass
+class Loop:
+    """`count` iterations of `period` equations from `start` in a list of equations."""
+
+    start: int
+    period: int
+    count: int
+    roles: list[list[Role]] = field(default_factory=list)  # per body equation, per read
+    inits: dict[int, Atom] = field(default_factory=dict)  # carried position -> value before the loop
+    stored: set[int] = field(default_factory=set)  # positions read after the loop: kept per iteration
+    finals: dict[int, Var] = field(default_factory=dict)  # carried position -> its last value, read after
+    first: int = 0  # the index variable's value in the first iteration
+    step: int = 1  # and its step
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.period * self.count
+
+    def carried(self) -> set[int]:
+        """The positions whose values the next iteration reads."""
+        return {r.position for body in self.roles for r in body if r.kind == "carried"}
+
+    def eqn(self, eqns: Sequence[Eqn], iteration: int, position: int) -> Eqn:
+        return eqns[self.start + iteration * self.period + position]
+
+
+def _affine(values: Sequence[Sequence[int]]) -> bool:
+    """Whether each position of the int lists moves by a fixed step from one to the next."""
+    if any(len(v) != len(values[0]) for v in values):
+        return False
+    if len(values) < 2:
+        return True
+    steps = [b - a for a, b in zip(values[0], values[1])]
+    return all(v[k] == values[0][k] + t * steps[k] for t, v in enumerate(values) for k in range(len(steps)))
+
+
+def _params_move_by_steps(eqns: Sequence[Eqn], loop: Loop) -> bool:
+    for position in range(loop.period):
+        per_iteration = [loop.eqn(eqns, t, position).params for t in range(loop.count)]
+        for k, (key, first) in enumerate(per_iteration[0]):
+            ints = [_ints(params[k][1]) for params in per_iteration]
+            if ints[0] is None:
+                if any(params[k][1] is not first for params in per_iteration):
+                    return False
+                continue
+            if not _affine([found for found, _ in ints]):  # type: ignore[misc]
+                return False
+    return True
+
+
+class _Where:
+    """Where each value of a list of equations is made: (index) by id."""
+
+    def __init__(self, eqns: Sequence[Eqn]) -> None:
+        self.index: dict[int, int] = {}
+        for k, e in enumerate(eqns):
+            self.index.setdefault(id(e.out), k)
+
+
+def _classify(eqns: Sequence[Eqn], loop: Loop, where: _Where, loops: Sequence[Loop]) -> int:
+    """Fill in `loop.roles` and `loop.inits`; return how many leading iterations are consistent
+    (the loop is cut to them by the caller)."""
+    start, period = loop.start, loop.period
+    roles: list[list[Role | None]] = [[None] * len(loop.eqn(eqns, 0, j).reads) for j in range(period)]
+    inits: dict[int, Atom] = {}
+
+    def role_of(atom: Atom, t: int) -> Role | None:
+        if isinstance(atom, Const):
+            return Role("const", value=atom)
+        index = where.index.get(id(atom))
+        if index is not None and start <= index < loop.stop:
+            made_t, position = divmod(index - start, period)
+            if made_t == t:
+                return Role("local", position)
+            if made_t == t - 1:
+                return Role("carried", position)
+            return None
+        if index is not None:
+            for number, other in enumerate(loops):
+                if other.start <= index < other.stop and other is not loop:
+                    made_t, position = divmod(index - other.start, other.period)
+                    return Role("outer", outer=(number, position, made_t, 0))
+        return Role("invariant", value=atom)
+
+    for t in range(loop.count):
+        for j in range(period):
+            eqn = loop.eqn(eqns, t, j)
+            for p, atom in enumerate(eqn.reads):
+                role = role_of(atom, t)
+                if role is None:
+                    return t
+                known = roles[j][p]
+                if role.kind == "outer":  # an earlier loop's value: its iteration moves by a step
+                    number, position, made_t, _ = role.outer  # type: ignore[misc]
+                    if t == 0:
+                        roles[j][p] = role
+                        continue
+                    first = known.outer if known is not None and known.kind == "outer" else None
+                    if first is None or first[:2] != (number, position):
+                        return t
+                    step = made_t - first[2]
+                    if t == 1 and step in (1, -1):
+                        roles[j][p] = Role("outer", outer=(number, position, first[2], step))
+                    elif first[3] == 0 or made_t != first[2] + t * first[3]:
+                        return t
+                    continue
+                if t == 0:
+                    if role.kind in ("invariant", "const"):
+                        roles[j][p] = role  # or a carried value's first: settled at t = 1
+                    else:
+                        roles[j][p] = role
+                    continue
+                if role.kind == "carried":
+                    if known is None or known.kind not in ("invariant", "const", "carried"):
+                        return t
+                    if t == 1 and known.kind != "carried":
+                        if role.position < j:  # read after this iteration has made it again
+                            return t
+                        if inits.setdefault(role.position, known.value) is not known.value:  # type: ignore[arg-type]
+                            return t
+                    elif known.kind == "carried" and known.position != role.position:
+                        return t
+                    roles[j][p] = role
+                    continue
+                if role.kind == "invariant" and known is not None and known.kind in ("invariant", "gathered"):
+                    seen = (known.value,) if known.kind == "invariant" else known.values
+                    if known.kind == "invariant" and known.value is role.value:
+                        continue
+                    if len(seen) != t or not isinstance(role.value, Var) or not all(isinstance(v, Var) for v in seen):
+                        return t
+                    index = where.index.get(id(role.value))
+                    if index is not None and index >= start:  # made in the loop's span: not before it
+                        return t
+                    roles[j][p] = Role("gathered", values=(*seen, role.value))  # type: ignore[arg-type]
+                    continue
+                if known is None or known.kind != role.kind:
+                    return t
+                if role.kind == "local" and known.position != role.position:
+                    return t
+                if role.kind == "invariant" and known.value is not role.value:
+                    return t
+                if role.kind == "const" and not _same_constant(known.value, role.value):
+                    return t
+    loop.roles = roles  # type: ignore[assignment]
+    loop.inits = inits
+    return loop.count
+
+
+def _same_constant(a: Atom | None, b: Atom | None) -> bool:
+    return isinstance(a, Const) and isinstance(b, Const) and type(a.value) is type(b.value) and np.array_equal(
+        a.value, b.value
+    )
+
+
+def _reads_after(eqns: Sequence[Eqn], outputs: Sequence[Var], loop: Loop, where: _Where) -> bool:
+    """Mark what is read after the loop: stored positions (a carried one keeps its value before
+    the loop too: an RNN's `h[0]` is h0, `h[t + 1]` the state after step t) and the last values
+    of carried ones. False where an array's name would be its first value's."""
+    carried = {r.position for body in loop.roles for r in body if r.kind == "carried"}
+    reads = [a for e in eqns[loop.stop:] for a in e.reads] + list(outputs)
+    for atom in reads:
+        index = where.index.get(id(atom))
+        if index is None or not loop.start <= index < loop.stop:
+            continue
+        t, position = divmod(index - loop.start, loop.period)
+        if position in carried and t == loop.count - 1:
+            loop.finals[position] = atom  # type: ignore[assignment]
+        else:
+            loop.stored.add(position)
+    for position in loop.stored & carried:
+        init = loop.inits.get(position)
+        if isinstance(init, Var) and init.name == loop.eqn(eqns, 0, position).out.name:
+            return False
+    return True
+
+
+def find_loops(
+    eqns: Sequence[Eqn], outputs: Sequence[Var], boundaries: Sequence[int] = (), min_eqns: int = 0
+) -> list[Loop]:
+    """The runs of `eqns` that can be written as loops, in order, none across a boundary (an
+    index where a section of the function starts); `outputs` are read after the last equation.
+    A run must repeat at least MIN_ITERATIONS times and cover more than `min_eqns` equations."""
+    signatures = [_signature(e) for e in eqns]
+    where = _Where(eqns)
+    loops: list[Loop] = []
+    cuts = sorted(set(boundaries) | {len(eqns)})
+    position = 0
+    while position < len(eqns):
+        limit = next(c for c in cuts if c > position)
+        best: Loop | None = None
+        following = [k for k in range(position + 1, min(limit, position + MAX_PERIOD + 1))
+                     if signatures[k] == signatures[position]][:3]
+        for other in following:
+            period = other - position
+            block = signatures[position:other]
+            count = 1
+            while position + (count + 1) * period <= limit and signatures[
+                position + count * period: position + (count + 1) * period
+            ] == block:
+                count += 1
+            if count < MIN_ITERATIONS or best is not None and count * period <= best.count * best.period:
+                continue
+            loop = Loop(position, period, count)
+            consistent = _classify(eqns, loop, where, loops)
+            if consistent < loop.count:
+                loop = Loop(position, period, consistent)
+                if consistent < MIN_ITERATIONS or _classify(eqns, loop, where, loops) < consistent:
+                    continue
+            if not _params_move_by_steps(eqns, loop) or not _reads_after(eqns, outputs, loop, where):
+                continue
+            if loop.count * loop.period > min_eqns:
+                best = loop
+        if best is None:
+            position += 1
+            continue
+        _index_variable(best, loops)
+        loops.append(best)
+        position = best.stop
+    return loops
+
+
+def _index_variable(loop: Loop, loops: Sequence[Loop]) -> None:
+    """The loop's `i`: where it reads an earlier loop's stored values, the iteration of that loop
+    it reads (a backward loop runs its forward loop's iterations in reverse: `s3[i]`), else
+    0, 1, 2, ..."""
+    for body in loop.roles:
+        for role in body:
+            if role.kind == "outer" and role.outer[3] != 0:  # type: ignore[index]
+                _, _, loop.first, loop.step = role.outer  # type: ignore[misc]
+                return
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _index_expression(index: str, constant: int, slope: int) -> ast.expr:
+    """`constant + slope * index` as it reads best: `i`, `i + 1`, `998 - i`, `2 * i + 3`."""
+    name = ast.Name(index, ast.Load())
+    if slope == 0:
+        return ast.Constant(constant)
+    term: ast.expr = name if slope in (1, -1) else ast.BinOp(ast.Constant(abs(slope)), ast.Mult(), name)
+    if slope < 0:
+        return ast.BinOp(ast.Constant(constant), ast.Sub(), term) if constant else ast.UnaryOp(ast.USub(), term)
+    if constant == 0:
+        return term
+    return ast.BinOp(term, ast.Add() if constant > 0 else ast.Sub(), ast.Constant(abs(constant)))
+
+
+# The lines of a loop's iterations that are not one body: raised as ValueError, caught in `_body`
+def _unify(a: object, b: object, c: object, iterations: tuple[int, int, int], name_of) -> object:
+    """One tree from the lines of three iterations (`iterations` apart from the first): names
+    by `name_of(name_a, name_b, name_c)`, ints that move as `(first, step)` markers."""
+    if isinstance(a, ast.Constant) and isinstance(b, ast.Name) and isinstance(c, ast.Name):
+        return name_of(None, b, c)  # a carried value, a number before the first iteration
+    if type(a) is not type(b) or type(a) is not type(c):
+        raise ValueError("not one body")
+    if isinstance(a, ast.Name):
+        return name_of(a, b, c)
+    if isinstance(a, ast.Constant):
+        if a.value == b.value == c.value and type(a.value) is type(b.value):
+            return copy.copy(a)
+        if all(isinstance(n.value, int) and not isinstance(n.value, bool) for n in (a, b, c)):
+            step = b.value - a.value
+            if step * iterations[1] != b.value - a.value or a.value + step * iterations[2] != c.value:
+                raise ValueError("not one body")
+            return ("moves", a.value, step)
+        raise ValueError("not one body")
+    if isinstance(a, ast.AST):
+        node = copy.copy(a)
+        for name, value in ast.iter_fields(a):
+            setattr(node, name, _unify(value, getattr(b, name), getattr(c, name), iterations, name_of))
+        return node
+    if isinstance(a, list):
+        if len(a) != len(b) or len(a) != len(c):
+            raise ValueError("not one body")
+        return [_unify(x, y, z, iterations, name_of) for x, y, z in zip(a, b, c)]
+    if a != b or a != c:
+        raise ValueError("not one body")
+    return a
+
+
+class _Moves(ast.NodeTransformer):
+    """Put the loop index into the markers `_unify` left for moving ints."""
+
+    def __init__(self, index: str, loop: Loop) -> None:
+        self.index, self.loop = index, loop
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        for name, value in ast.iter_fields(node):
+            if isinstance(value, tuple) and value[:1] == ("moves",):
+                setattr(node, name, self._expression(value))
+            elif isinstance(value, list):
+                setattr(node, name, [self._expression(v) if isinstance(v, tuple) and v[:1] == ("moves",)
+                                     else self.visit(v) if isinstance(v, ast.AST) else v for v in value])
+            elif isinstance(value, ast.AST):
+                setattr(node, name, self.visit(value))
+        return node
+
+    def _expression(self, marker: tuple) -> ast.expr:
+        _, first, step = marker  # the number in iteration t is first + step * t
+        return _iteration(self.loop, self.index, first, step)
+
+
+def _slot(name: str, loop: Loop | None, index: str, constant: int, slope: int, carried: bool,
+          context: ast.expr_context) -> ast.expr:
+    """Iteration `constant + slope * t` 's value (t this loop's iteration; `loop` None: the
+    number `constant`) in the array a loop stores it in: a carried value's array holds the value
+    before the loop first, so iteration t's is one further on."""
+    constant += carried
+    place = ast.Constant(constant) if loop is None else _iteration(loop, index, constant, slope)
+    return ast.Subscript(ast.Name(name, ast.Load()), place, context)
+
+
+def _iteration(loop: Loop, index: str, constant: int = 0, slope: int = 1) -> ast.expr:
+    """`constant + slope * t` in terms of the loop's index `i = loop.first + loop.step * t`."""
+    slope_i = slope * loop.step  # t = loop.step * (i - loop.first), as the step is 1 or -1
+    return _index_expression(index, constant - slope_i * loop.first, slope_i)
+
+
+def rolled(
+    eqns: Sequence[Eqn], lines: Sequence[str], loops: Sequence[Loop], outputs: Sequence[Var],
+    boundaries: Sequence[int], taken: set[str],
+) -> list[list[str]] | None:
+    """`lines` (one per equation of `eqns`) with every loop written as a `for` loop, cut into
+    sections at `boundaries` as `find_loops` was given them; None where a loop's lines cannot be
+    made one body (the caller keeps the flat lines). `outputs` are named after the last line."""
+    index = next(n for n in itertools.chain(("i", "j", "k", "t"), (f"i_{k}" for k in itertools.count(1)))
+                 if n not in taken)
+    owner = {}  # value id -> (loop, iteration, position), for the values loops store
+    for loop in loops:
+        for t in range(loop.count):
+            for position in loop.stored:
+                owner[id(loop.eqn(eqns, t, position).out)] = (loop, t, position)
+    starts = [0, *sorted(boundaries)]
+    sections: list[list[str]] = [[] for _ in starts]
+
+    def section(at: int) -> list[str]:
+        return sections[max(k for k, start in enumerate(starts) if start <= at)]
+
+    cursor = 0
+    for loop in loops:
+        for k in range(cursor, loop.start):
+            section(k).append(_flat(lines[k], eqns[k].reads, owner, eqns))
+        body = _body(eqns, lines, loop, loops, index, taken)
+        if body is None:
+            return None
+        section(loop.start).extend(body)
+        cursor = loop.stop
+    for k in range(cursor, len(eqns)):
+        section(k).append(_flat(lines[k], eqns[k].reads, owner, eqns))
+    named = [v for v in outputs if id(v) in owner]  # an output a loop stores: named after it
+    sections[-1] += [_flat(f"{v.name} = {v.name}", (v,), owner, eqns) for v in dict.fromkeys(named)]
+    return sections
+
+
+def held_names(eqns: Sequence[Eqn], loops: Sequence[Loop], values: Sequence[Var]) -> list[str]:
+    """The names that hold `values` after `rolled`'s lines, once each: a value a loop stores is
+    in its array (`s3`, all iterations' values)."""
+    names = {}
+    for loop in loops:
+        for t in range(loop.count):
+            for position in loop.stored:
+                names[id(loop.eqn(eqns, t, position).out)] = loop.eqn(eqns, 0, position).out.name
+    return list(dict.fromkeys(names.get(id(v), v.name) for v in values))
+
+
+def _flat(line: str, reads: Sequence[Atom], owner: dict, eqns: Sequence[Eqn]) -> str:
+    """A line outside the loops, reading a stored value as `s3[2]`."""
+    stored = {a.name: owner[id(a)] for a in reads if isinstance(a, Var) and id(a) in owner}
+    if not stored:
+        return line
+
+    class Read(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> ast.expr:
+            if node.id not in stored or not isinstance(node.ctx, ast.Load):
+                return node
+            loop, t, position = stored[node.id]
+            name = loop.eqn(eqns, 0, position).out.name
+            return _slot(name, None, "", t, 0, position in loop.carried(), ast.Load())
+
+    return unparse(Read().visit(ast.parse(line)))
+
+
+def _body(
+    eqns: Sequence[Eqn], lines: Sequence[str], loop: Loop, loops: Sequence[Loop], index: str, taken: set[str]
+) -> list[str] | None:
+    """The loop's lines: its arrays made and its carried values started, the `for` and its
+    body, then the last carried values under the names the flat code gave them."""
+    last = loop.count - 1
+    carried = loop.carried()
+    bound = {loop.eqn(eqns, 0, position).out.name for position in range(loop.period)}
+    for body_roles in loop.roles:  # a value from before the loop under a name the body binds
+        if any(r.kind == "invariant" and isinstance(r.value, Var) and r.value.name in bound for r in body_roles):
+            return None
+    # first what reads values from before the loop, as the lines after may bind their names
+    before: list[str] = []
+    gathered: dict[tuple[int, ...], str] = {}  # values made before the loop, one per iteration: a tuple
+    for role in (r for body in loop.roles for r in body if r.kind == "gathered"):
+        key = tuple(map(id, role.values))
+        if key not in gathered:
+            name = next(n for n in (f"{role.values[0].name}_steps{s}" for s in ("", *range(1, 99))) if n not in taken)
+            taken.add(name)
+            gathered[key] = name
+            before.append(f"{name} = ({', '.join(v.name for v in role.values)})")
+    starts = []
+    for position, init in sorted(loop.inits.items()):
+        name = loop.eqn(eqns, 0, position).out.name
+        value = init.name if isinstance(init, Var) else repr(init.value)  # type: ignore[union-attr]
+        starts.append((position, name, value, isinstance(init, Var) and bool(init.shape)))
+    for position in sorted(loop.stored):
+        out = loop.eqn(eqns, 0, position).out
+        shape = (loop.count + (position in carried), *out.shape)
+        before.append(f"{out.name} = np.empty({shape!r}, np.{out.dtype})")
+    body: list[str] = []
+    picks = (0, 1, last)
+    for position in range(loop.period):
+        texts = [lines[loop.start + t * loop.period + position] for t in picks]
+        if any("#" in text or "\n" in text for text in texts):
+            return None
+        name_of = _Names(eqns, loop, loops, position, index, picks, gathered)
+        try:
+            trees = [ast.parse(text).body[0] for text in texts]
+            tree = _unify(*trees, picks, name_of)
+        except (ValueError, SyntaxError, IndexError):
+            return None
+        tree = _Moves(index, loop).visit(tree)
+        body.append(_in_place(tree, index))
+    added = {line.split("[", 1)[0] for line in body if " += " in line}  # arrays added to in place
+    for position, name, value, array in starts:
+        if position in loop.stored:
+            before.append(f"{name}[0] = {value}")
+        elif array and name in added:  # an array the loop adds to in place: it must be the loop's own
+            before.append(f"{name} = {value}.copy()")
+        elif value != name:
+            before.append(f"{name} = {value}")
+    stop = loop.first + loop.step * loop.count
+    header = f"for {index} in range({loop.count}):" if (loop.first, loop.step) == (0, 1) else (
+        f"for {index} in range({loop.first}, {stop}, {loop.step}):")
+    after = []
+    for position, final in sorted(loop.finals.items()):
+        name = loop.eqn(eqns, 0, position).out.name
+        value = unparse(_slot(name, None, index, last, 0, True, ast.Load())) if position in loop.stored else name
+        if final.name != value:
+            after.append(f"{final.name} = {value}")
+    return [*before, header, *(f"    {line}" for line in body), *after]
+
+
+class _Names:
+    """A name in the loop body: by the role of the value it names, the same in every iteration."""
+
+    def __init__(self, eqns: Sequence[Eqn], loop: Loop, loops: Sequence[Loop], position: int, index: str,
+                 picks: tuple[int, ...], gathered: dict[tuple[int, ...], str]) -> None:
+        self.eqns, self.loop, self.loops, self.position, self.index = eqns, loop, loops, position, index
+        self.gathered = gathered
+        self.carried = loop.carried()
+        self.reads = [{a.name: p for p, a in enumerate(loop.eqn(eqns, t, position).reads) if isinstance(a, Var)}
+                      for t in picks]
+        self.outs = [loop.eqn(eqns, t, position).out.name for t in picks]
+
+    def __call__(self, a: ast.Name | None, b: ast.Name, c: ast.Name) -> ast.expr:
+        """The name for a, b and c, the same place in the first, second and last iterations'
+        lines (a is None where the first iteration has a number: a carried value's start)."""
+        loop = self.loop
+        if a is None:
+            slots = {self.reads[1].get(b.id), self.reads[2].get(c.id)}
+            role = loop.roles[self.position][slots.pop()] if len(slots) == 1 and None not in slots else None
+            if role is None or role.kind != "carried":
+                raise ValueError("not one body")
+            return self._local(role.position, ast.Load(), previous=True)
+        if isinstance(a.ctx, ast.Store):
+            if [a.id, b.id, c.id] != self.outs:
+                raise ValueError("not one body")
+            return self._local(self.position, ast.Store(), previous=False)
+        slots = [reads.get(n.id) for reads, n in zip(self.reads, (a, b, c))]
+        if slots[0] is None:
+            if a.id == b.id == c.id:
+                return copy.copy(a)  # np, a helper's name
+            raise ValueError("not one body")
+        if len(set(slots)) != 1:
+            raise ValueError("not one body")
+        role = loop.roles[self.position][slots[0]]
+        if role.kind == "local":
+            return self._local(role.position, ast.Load(), previous=False)
+        if role.kind == "carried":
+            return self._local(role.position, ast.Load(), previous=True)
+        if role.kind in ("invariant", "const"):
+            if a.id != b.id or a.id != c.id:
+                raise ValueError("not one body")
+            return copy.copy(a)
+        if role.kind == "gathered":
+            name = self.gathered[tuple(map(id, role.values))]
+            return ast.Subscript(ast.Name(name, ast.Load()), _iteration(loop, self.index), ast.Load())
+        number, position, first, step = role.outer  # type: ignore[misc]
+        outer = self.loops[number]
+        name = outer.eqn(self.eqns, 0, position).out.name
+        return _slot(name, loop, self.index, first, step, position in outer.carried(), ast.Load())
+
+    def _local(self, position: int, context: ast.expr_context, previous: bool) -> ast.expr:
+        """The value the body makes at `position`, in this iteration or (`previous`) the last."""
+        name = self.loop.eqn(self.eqns, 0, position).out.name
+        if position not in self.loop.stored:
+            return ast.Name(name, context)
+        return _slot(name, self.loop, self.index, -1 if previous else 0, 1, position in self.carried, context)
+
+
+def _in_place(tree: ast.stmt, index: str) -> str:
+    """`g = g + scatter(shape, (i + 1,), v, dtype)` as `g[i + 1] += v`: one element a time, not
+    a new array of the whole shape per iteration (the loop's own `g`: see `_body`). Only where
+    the place is the loop index and numbers: no index array, whose places may repeat."""
+    line = unparse(tree)
+    if not (isinstance(tree, ast.Assign) and len(tree.targets) == 1 and isinstance(tree.targets[0], ast.Name)):
+        return line
+    value, target = tree.value, tree.targets[0].id
+    if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add) and isinstance(value.left, ast.Name)
+            and value.left.id == target and isinstance(value.right, ast.Call)):
+        return line
+    call = value.right
+    if not (isinstance(call.func, ast.Name) and call.func.id == "scatter" and len(call.args) == 4):
+        return line
+    where = call.args[1]
+    if not isinstance(where, ast.Tuple) or not all(_place(e, index) for e in where.elts):
+        return line
+    elements = [_as_slice(e) for e in where.elts]
+    place = elements[0] if len(elements) == 1 else ast.Tuple(elements, ast.Load())
+    subscript = ast.Subscript(ast.Name(target, ast.Load()), place, ast.Store())
+    return unparse(ast.AugAssign(subscript, ast.Add(), call.args[2]))
+
+
+def _as_slice(node: ast.expr) -> ast.expr:
+    """`slice(1, None)` as the `1:` it is written as in an index."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "slice"):
+        return node
+    parts = [None if isinstance(a, ast.Constant) and a.value is None else a for a in node.args]
+    if len(parts) == 1:
+        parts = [None, parts[0]]
+    return ast.Slice(*parts + [None] * (3 - len(parts)))
+
+
+def _place(node: ast.expr, index: str) -> bool:
+    """Whether an index element names places by numbers and the loop index only."""
+    if isinstance(node, ast.Call):  # slice(1, 3)
+        return isinstance(node.func, ast.Name) and node.func.id == "slice" and all(_place(a, index) for a in node.args)
+    return all(
+        isinstance(n, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop, ast.expr_context))
+        or isinstance(n, ast.Name) and n.id == index
+        for n in ast.walk(node)
+    )
