@@ -107,28 +107,31 @@ class Loop:
         return eqns[self.start + iteration * self.period + position]
 
 
-def _affine(values: Sequence[Sequence[int]]) -> bool:
-    """Whether each position of the int lists moves by a fixed step from one to the next."""
-    if any(len(v) != len(values[0]) for v in values):
-        return False
+def _affine(values: Sequence[Sequence[int]]) -> int:
+    """How many of the int lists, from the first, move position by position by a fixed step."""
     if len(values) < 2:
-        return True
+        return len(values)
     steps = [b - a for a, b in zip(values[0], values[1])]
-    return all(v[k] == values[0][k] + t * steps[k] for t, v in enumerate(values) for k in range(len(steps)))
+    for t, v in enumerate(values):
+        if len(v) != len(steps) or any(v[k] != values[0][k] + t * steps[k] for k in range(len(steps))):
+            return t
+    return len(values)
 
 
-def _params_move_by_steps(eqns: Sequence[Eqn], loop: Loop) -> bool:
+def _params_move_by_steps(eqns: Sequence[Eqn], loop: Loop) -> int:
+    """How many iterations, from the first, have static parameters that are the same or move
+    by a fixed step per iteration (the rows of a convolution's output positions, each a run)."""
+    count = loop.count
     for position in range(loop.period):
-        per_iteration = [loop.eqn(eqns, t, position).params for t in range(loop.count)]
+        per_iteration = [loop.eqn(eqns, t, position).params for t in range(count)]
         for k, (key, first) in enumerate(per_iteration[0]):
             ints = [_ints(params[k][1]) for params in per_iteration]
             if ints[0] is None:
-                if any(params[k][1] is not first for params in per_iteration):
-                    return False
-                continue
-            if not _affine([found for found, _ in ints]):  # type: ignore[misc]
-                return False
-    return True
+                count = next((t for t, params in enumerate(per_iteration) if params[k][1] is not first), count)
+            else:
+                count = min(count, _affine([found for found, _ in ints]))  # type: ignore[misc]
+            per_iteration = per_iteration[:count]
+    return count
 
 
 class _Where:
@@ -162,7 +165,9 @@ def _classify(eqns: Sequence[Eqn], loop: Loop, where: _Where, loops: Sequence[Lo
             for number, other in enumerate(loops):
                 if other.start <= index < other.stop and other is not loop:
                     made_t, position = divmod(index - other.start, other.period)
-                    return Role("outer", outer=(number, position, made_t, 0))
+                    if position in other.stored:
+                        return Role("outer", outer=(number, position, made_t, 0))
+                    break  # a carried value's last: named after that loop, as in the flat code
         return Role("invariant", value=atom)
 
     for t in range(loop.count):
@@ -283,13 +288,12 @@ def find_loops(
                 count += 1
             if count < MIN_ITERATIONS or best is not None and count * period <= best.count * best.period:
                 continue
+            count = min(_classify(eqns, Loop(position, period, count), where, loops),
+                        _params_move_by_steps(eqns, Loop(position, period, count)))
             loop = Loop(position, period, count)
-            consistent = _classify(eqns, loop, where, loops)
-            if consistent < loop.count:
-                loop = Loop(position, period, consistent)
-                if consistent < MIN_ITERATIONS or _classify(eqns, loop, where, loops) < consistent:
-                    continue
-            if not _params_move_by_steps(eqns, loop) or not _reads_after(eqns, outputs, loop, where):
+            if count < MIN_ITERATIONS or _classify(eqns, loop, where, loops) < count:
+                continue
+            if not _reads_after(eqns, outputs, loop, where):
                 continue
             if loop.count * loop.period > min_eqns:
                 best = loop
@@ -333,8 +337,8 @@ def _index_expression(index: str, constant: int, slope: int) -> ast.expr:
 def _unify(a: object, b: object, c: object, iterations: tuple[int, int, int], name_of) -> object:
     """One tree from the lines of three iterations (`iterations` apart from the first): names
     by `name_of(name_a, name_b, name_c)`, ints that move as `(first, step)` markers."""
-    if isinstance(a, ast.Constant) and isinstance(b, ast.Name) and isinstance(c, ast.Name):
-        return name_of(None, b, c)  # a carried value, a number before the first iteration
+    if isinstance(a, ast.expr) and not isinstance(a, ast.Name) and isinstance(b, ast.Name) and isinstance(c, ast.Name):
+        return name_of(a, b, c)  # a carried value, a number or array constant before the first iteration
     if type(a) is not type(b) or type(a) is not type(c):
         raise ValueError("not one body")
     if isinstance(a, ast.Name):
@@ -485,16 +489,12 @@ def _body(
             taken.add(name)
             gathered[key] = name
             before.append(f"{name} = ({', '.join(v.name for v in role.values)})")
-    starts = []
-    for position, init in sorted(loop.inits.items()):
-        name = loop.eqn(eqns, 0, position).out.name
-        value = init.name if isinstance(init, Var) else repr(init.value)  # type: ignore[union-attr]
-        starts.append((position, name, value, isinstance(init, Var) and bool(init.shape)))
     for position in sorted(loop.stored):
         out = loop.eqn(eqns, 0, position).out
         shape = (loop.count + (position in carried), *out.shape)
         before.append(f"{out.name} = np.empty({shape!r}, np.{out.dtype})")
     body: list[str] = []
+    constants: dict[int, str] = {}
     picks = (0, 1, last)
     for position in range(loop.period):
         texts = [lines[loop.start + t * loop.period + position] for t in picks]
@@ -506,10 +506,14 @@ def _body(
             tree = _unify(*trees, picks, name_of)
         except (ValueError, SyntaxError, IndexError):
             return None
+        constants.update(name_of.starts)
         tree = _Moves(index, loop).visit(tree)
         body.append(_in_place(tree, index))
     added = {line.split("[", 1)[0] for line in body if " += " in line}  # arrays added to in place
-    for position, name, value, array in starts:
+    for position, init in sorted(loop.inits.items()):
+        name = loop.eqn(eqns, 0, position).out.name
+        value = init.name if isinstance(init, Var) else constants.get(position, repr(init.value))  # type: ignore[union-attr]
+        array = isinstance(init, Var) and bool(init.shape)
         if position in loop.stored:
             before.append(f"{name}[0] = {value}")
         elif array and name in added:  # an array the loop adds to in place: it must be the loop's own
@@ -535,20 +539,23 @@ class _Names:
                  picks: tuple[int, ...], gathered: dict[tuple[int, ...], str]) -> None:
         self.eqns, self.loop, self.loops, self.position, self.index = eqns, loop, loops, position, index
         self.gathered = gathered
+        self.starts: dict[int, str] = {}  # carried position -> its constant start, as written
         self.carried = loop.carried()
         self.reads = [{a.name: p for p, a in enumerate(loop.eqn(eqns, t, position).reads) if isinstance(a, Var)}
                       for t in picks]
         self.outs = [loop.eqn(eqns, t, position).out.name for t in picks]
 
-    def __call__(self, a: ast.Name | None, b: ast.Name, c: ast.Name) -> ast.expr:
+    def __call__(self, a: ast.expr, b: ast.Name, c: ast.Name) -> ast.expr:
         """The name for a, b and c, the same place in the first, second and last iterations'
-        lines (a is None where the first iteration has a number: a carried value's start)."""
+        lines (a is an expression where the first iteration has a constant: a carried value's
+        start, kept in `starts`)."""
         loop = self.loop
-        if a is None:
+        if not isinstance(a, ast.Name):
             slots = {self.reads[1].get(b.id), self.reads[2].get(c.id)}
             role = loop.roles[self.position][slots.pop()] if len(slots) == 1 and None not in slots else None
             if role is None or role.kind != "carried":
                 raise ValueError("not one body")
+            self.starts[role.position] = unparse(a)
             return self._local(role.position, ast.Load(), previous=True)
         if isinstance(a.ctx, ast.Store):
             if [a.id, b.id, c.id] != self.outs:
