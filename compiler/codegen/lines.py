@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from compiler.codegen.expressions import expression, unparse
 from compiler.ir import MEMO_LIMIT, Eqn, KindKeys, Var
@@ -51,24 +51,69 @@ def _render_form(eqn: Eqn, jit: str | None) -> LineForm:
 _FORMS: dict[tuple, LineForm] = {}  # process-wide, by `ir.KindKeys.by_types`
 
 
+def _line(eqn: Eqn, jit: str | None, keys: KindKeys) -> tuple[str, LineForm]:
+    names = [eqn.out.name, *(a.name for a in eqn.inputs if type(a) is Var)]
+    if eqn.accumulate is not None:
+        names.append(eqn.accumulate.name)
+    key = keys.by_types(eqn, jit, eqn.out.shape, eqn.out.dtype, eqn.accumulate is None)
+    form = _FORMS.get(key)
+    if form is None:
+        if len(_FORMS) > MEMO_LIMIT:
+            _FORMS.clear()
+        form = _FORMS[key] = _render_form(eqn, jit)
+    return form.template.format(*names), form
+
+
 def render_lines(eqns: Sequence[Eqn], jit: str | None) -> tuple[list[str], list[LineForm]]:
     """Each equation's line, in order, and the distinct forms the lines took."""
     keys = KindKeys()
     lines: list[str] = []
     forms: dict[int, LineForm] = {}
     for eqn in eqns:
-        names = [eqn.out.name, *(a.name for a in eqn.inputs if type(a) is Var)]
-        if eqn.accumulate is not None:
-            names.append(eqn.accumulate.name)
-        key = keys.by_types(eqn, jit, eqn.out.shape, eqn.out.dtype, eqn.accumulate is None)
-        form = _FORMS.get(key)
-        if form is None:
-            if len(_FORMS) > MEMO_LIMIT:
-                _FORMS.clear()
-            form = _FORMS[key] = _render_form(eqn, jit)
+        line, form = _line(eqn, jit, keys)
         forms[id(form)] = form
-        lines.append(form.template.format(*names))
+        lines.append(line)
     return lines, list(forms.values())
+
+
+class Lines(Sequence[str]):
+    """Each equation's line, rendered when first read: a loop's iterations are written from
+    three of them (`codegen.loops`), and the others' lines are never made. Slices and `of` are
+    lines of other equations that share what has been rendered; `forms` collects the forms
+    used so far. Adding gives a tuple."""
+
+    def __init__(self, eqns: Sequence[Eqn], jit: str | None, forms: dict[int, LineForm] | None = None,
+                 rendered: dict[int, str] | None = None, keys: KindKeys | None = None) -> None:
+        self._eqns, self._jit = tuple(eqns), jit
+        self.forms = {} if forms is None else forms
+        self._rendered = {} if rendered is None else rendered  # by id of the equation
+        self._keys = KindKeys() if keys is None else keys
+
+    def of(self, eqns: Sequence[Eqn]) -> Lines:
+        return Lines(eqns, self._jit, self.forms, self._rendered, self._keys)
+
+    def __len__(self) -> int:
+        return len(self._eqns)
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            return self.of(self._eqns[k])
+        eqn = self._eqns[k]
+        line = self._rendered.get(id(eqn))
+        if line is None:
+            line, form = _line(eqn, self._jit, self._keys)
+            self.forms[id(form)] = form
+            self._rendered[id(eqn)] = line
+        return line
+
+    def __iter__(self) -> Iterator[str]:
+        return (self[k] for k in range(len(self._eqns)))
+
+    def __add__(self, other: Sequence[str]) -> tuple[str, ...]:
+        return (*self, *other)
+
+    def __radd__(self, other: Sequence[str]) -> tuple[str, ...]:
+        return (*other, *self)
 
 
 def statement(eqn: Eqn, jit: str | None = None) -> str:

@@ -34,11 +34,11 @@ from compiler.codegen.guards import (
     upstream_check,
 )
 from compiler.codegen.inlining import inline_single_uses
-from compiler.codegen.lines import LineForm, render_lines
+from compiler.codegen.lines import LineForm, Lines, render_lines
 from compiler.codegen.loops import find_loops, held_names, rolled
 from compiler.helpers import HELPERS, helper_source
 from compiler.ir import Atom, Backprop, Branch, Const, Eqn, Var
-from compiler.naming import part_name
+from compiler.naming import RESERVED, part_name
 from compiler.passes import copy_source, gradients_only, recompute_views
 from compiler.sizes import NO_SIZES, Sizes
 
@@ -171,7 +171,7 @@ class Code:
     """Straight-line code: equations and their finished lines, one each, in order."""
 
     eqns: tuple[Eqn, ...]
-    lines: tuple[str, ...]
+    lines: Sequence[str]  # a tuple, or `Lines` rendered as they are read
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ class Bodies:
     inline: tuple[Code, Code]  # `value_and_grad`'s forward and backward passes (with the seed)
     # optimize mode's `grad`: what the gradients need of both passes, and the gradients returned
     gradients: tuple[Code, ast.Tuple] | None
-    forms: tuple[LineForm, ...]  # every kind of line used: the helpers and names they call
+    rendered: dict[int, LineForm]  # every kind of line used so far: the helpers and names they call
     grads: ast.Tuple  # the gradients as `backward` returns them (see `fresh_gradients`)
     inline_grads: ast.Tuple  # and as `value_and_grad` returns them
     inline_outputs: tuple[Var, ...] = ()  # what `value_and_grad` returns: values, then gradients
@@ -194,13 +194,14 @@ class Bodies:
         seed folded in, or without its views taken again: see `passes.recompute_views`)."""
         forms: dict[int, LineForm] = {}
         forward_values = {id(e.out) for e in pair.forward.eqns}
+        lazy = Lines((), jit, forms)
 
         def code(eqns: Sequence[Eqn], gates: dict[str, tuple[str, Eqn]] | None = None) -> Code:
-            lines, used = render_lines(eqns, jit)
+            if gates is None:
+                return Code(tuple(eqns), lazy.of(eqns))
+            lines, used = render_lines(eqns, jit)  # explain mode: each backward gate a block, each line what it does
             forms.update((id(form), form) for form in used)
-            if gates is not None:  # explain mode: each backward gate a block, each line what it does
-                lines = explained(eqns, lines, gates, forward_values, jit)
-            return Code(tuple(eqns), tuple(lines))
+            return Code(tuple(eqns), tuple(explained(eqns, lines, gates, forward_values, jit)))
 
         def passes(pair: Backprop) -> tuple[Code, Code]:
             forward = code(pair.forward.eqns)
@@ -230,7 +231,7 @@ class Bodies:
                 after = reusing_forward_values(before, Code(needed.eqns[split:], needed.lines[split:]))
                 needed = Code(needed.eqns, before.lines + after.lines)
             gradients = (needed, fresh_gradients(inline.backward.outputs, needed.eqns, jit))
-        return cls(forward, seedless, inline_code, gradients, tuple(forms.values()), grads, inline_grads,
+        return cls(forward, seedless, inline_code, gradients, forms, grads, inline_grads,
                    (*inline.forward.outputs, *inline.backward.outputs))
 
 
@@ -382,8 +383,8 @@ def rolled_sections(
     loops = find_loops(eqns, outputs, boundaries)
     if not loops:
         return None
-    lines = [line for _, code in sections for line in code.lines]
-    words = {word for line in lines for word in _WORD.findall(line)} | set(taken)
+    lines = _Joined([code.lines for _, code in sections])
+    words = {v.name for e in eqns for v in (e.out, *e.reads) if isinstance(v, Var)} | set(taken) | RESERVED
     written = rolled(eqns, lines, loops, outputs, boundaries, words)
     if written is None:
         return None
@@ -400,7 +401,9 @@ def rolled_cache_pair(
     forward = bodies.forward
     made = {id(e.out) for e in forward.eqns} | {id(v) for v in pair.forward.inputs}
     kept = [k for k, e in enumerate(bodies.backward.eqns) if id(e.out) not in made]
-    backward = Code(tuple(bodies.backward.eqns[k] for k in kept), tuple(bodies.backward.lines[k] for k in kept))
+    lines = bodies.backward.lines
+    picked = lines.of([bodies.backward.eqns[k] for k in kept]) if isinstance(lines, Lines) else [lines[k] for k in kept]
+    backward = Code(tuple(bodies.backward.eqns[k] for k in kept), picked)
     sections = (("", forward), ("", backward))
     outputs = (*pair.forward.outputs, *pair.backward.outputs)
     looped = rolled_sections(sections, outputs, jit, unroll, params, keeps=True)
@@ -410,6 +413,20 @@ def rolled_cache_pair(
     defined = {id(e.out) for e in backward.eqns} | {id(v) for v in pair.upstream}
     read = [a for e in backward.eqns for a in e.reads if isinstance(a, Var) and id(a) not in defined]
     return forward_lines, names(read), backward_lines
+
+
+class _Joined(Sequence[str]):
+    """Several sections' lines read as one sequence, each line read only when asked for."""
+
+    def __init__(self, parts: Sequence[Sequence[str]]) -> None:
+        self._where = [(part, k) for part in parts for k in range(len(part))]
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __getitem__(self, k):  # type: ignore[override]
+        part, index = self._where[k]
+        return part[index]
 
 
 def cached_names(pair: Backprop, sizes: Sizes) -> list[str]:
@@ -534,9 +551,10 @@ def functions(
         value = _value(outputs, auxiliary=True)
         shown = unparse(value)
         inline_forward, inline_backward = bodies.inline
-        whole = Code(inline_forward.eqns + inline_backward.eqns, inline_forward.lines + inline_backward.lines)
         passes = (("forward pass", inline_forward), ("backward pass", inline_backward))
         looped = rolled_sections(passes, bodies.inline_outputs, jit, unroll, params)
+        whole_lines = () if looped else inline_forward.lines + inline_backward.lines
+        whole = Code(inline_forward.eqns + inline_backward.eqns, whole_lines)
         everything = () if looped else parts.body("value_and_grad", whole, params, [*outputs, *grad_names])
         if looped:  # loops: a short body, and the passes apart
             (_, forward_lines), (_, backward_lines) = looped
@@ -678,8 +696,8 @@ def emit_module(
         inline = folded or pair
         pair = recompute_views(pair)  # the module's forward_with_cache and backward
         bodies = Bodies.of(pair, inline, jit, explain, folded is not None)
-        forms = bodies.forms
         emitted = functions(pair, provenance, bodies, jit, sizes, layer, unroll=unroll)
+        forms = list(bodies.rendered.values())
         cached, cache_bytes = cached_names(pair, sizes), _cache_bytes(pair)
     if vectorize:  # the loop over the points calls value_and_grad, which numba then inlines into it
         # (not into a parallel loop: numba's parfor pass fails on the inlined tuple of gradients)
@@ -780,7 +798,7 @@ def _branched(
             body = merged(tree, forward_test)
         merged_functions.append(dataclasses.replace(function, sections=(("", tuple(body)),)))
     parts = [f for emitted in per_path for f in emitted if not (f.summary or f.name == CHECK)]
-    forms = list({id(form): form for body in bodies for form in body.forms}.values())
+    forms = list({id(form): form for body in bodies for form in body.rendered.values()}.values())
     listed = list(dict.fromkeys(["path", *(name for names in cached for name, _, _ in names)]))
     return (*merged_functions, *parts), forms, listed, max(map(_cache_bytes, pairs))
 
