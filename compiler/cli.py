@@ -191,7 +191,8 @@ def _build(args: argparse.Namespace, target: Target, examples: Examples, **more:
     failure that a missing `--arg` may explain says which parameters were traced as float
     scalars and what to write."""
     options = Options(
-        _wrt(args.wrt), optimize=args.optimize, source=target.source, dims=examples.dims, static=args.static, **more
+        _wrt(args.wrt), optimize=args.optimize, source=target.source, dims=examples.dims, static=args.static,
+        unroll=getattr(args, "unroll", None), **more,
     )
     try:
         return build(target.fn, (), examples.values, options)
@@ -348,6 +349,14 @@ def _add_target_options(parser: argparse.ArgumentParser, explain: bool = False) 
         )
 
 
+def _add_unroll_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--unroll", action=argparse.BooleanOptionalAction, default=None,
+        help="--unroll writes every iteration of a loop; --no-unroll writes the iterations it can as for "
+        "loops (default: loops when a function is longer than 200 equations, or under --jit numba)",
+    )
+
+
 def _add_vectorize_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vectorize", nargs="?", const="cpu", choices=["cpu", "parallel"],
@@ -386,12 +395,14 @@ def parser() -> argparse.ArgumentParser:
     _add_target_options(emit, explain=True)
     emit.add_argument("--jit", choices=["numba"], help="compile the emitted functions with numba")
     _add_vectorize_option(emit)
+    _add_unroll_option(emit)
     _add_output_options(emit, "OUT.py", f"{DEFAULT_OUT_DIR}/FUNC[_optimized][_numba].py")
     emit.set_defaults(run=cmd_emit)
     show = commands.add_parser("show", help="print the emitted module", description="Print the emitted module.")
     _add_target_options(show, explain=True)
     show.add_argument("--jit", choices=["numba"], help="show the numba variant")
     _add_vectorize_option(show)
+    _add_unroll_option(show)
     show.set_defaults(run=cmd_show)
     check = commands.add_parser(
         "check", help="compare the gradient with central differences",

@@ -332,6 +332,8 @@ def provenance(
         command.append("--has-aux")
     if options.vectorize:
         command += ["--vectorize"] + (["parallel"] if options.vectorize == "parallel" else [])
+    if options.unroll is not None:
+        command.append("--unroll" if options.unroll else "--no-unroll")
     if options.output:
         command += ["-o", options.output]
     # Quoted for POSIX shells: zsh expands an unquoted `X=f64[8,4]` as a glob.

@@ -30,6 +30,7 @@ EXAMPLES = {
     "course_net": _NET + _LAYERS,
     "course_softmax": ["--arg", "W=f64[5,3]", "--arg", "X=f64[N,4]", "--arg", "y=i64[N]", "--wrt", "W"],
     "huber": [],  # a branch on a value, emitted as an `if` block
+    "rosenbrock": ["--arg", "x=f64[6]", "--no-unroll"],  # a Python loop, emitted as for loops
 }
 
 

@@ -256,10 +256,12 @@ def test_a_mistyped_option_points_to_the_subcommands_help_with_a_guess(workdir, 
 
 OPTIONS = {  # every option each subcommand accepts, beside FILE.py:FUNC and --arg
     "emit": {
-        "--wrt", "--static", "--optimize", "--explain", "--layer", "--has-aux", "--jit", "--vectorize", "--output",
-        "--force",
+        "--wrt", "--static", "--optimize", "--explain", "--layer", "--has-aux", "--jit", "--vectorize", "--no-unroll",
+        "--output", "--force",
     },
-    "show": {"--wrt", "--static", "--optimize", "--explain", "--layer", "--has-aux", "--jit", "--vectorize"},
+    "show": {
+        "--wrt", "--static", "--optimize", "--explain", "--layer", "--has-aux", "--jit", "--vectorize", "--no-unroll",
+    },
     "check": {"--wrt", "--static", "--optimize", "--seed", "--tolerance"},
     "graph": {"--wrt", "--static", "--optimize", "--output", "--force", "--seed"},
     "report": {"--wrt", "--static", "--optimize", "--output", "--force", "--seed", "--tolerance"},

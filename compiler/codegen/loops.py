@@ -235,9 +235,11 @@ def _classify(eqns: Sequence[Eqn], loop: Loop, where: _Where, loops: Sequence[Lo
 
 
 def _same_constant(a: Atom | None, b: Atom | None) -> bool:
-    return isinstance(a, Const) and isinstance(b, Const) and type(a.value) is type(b.value) and np.array_equal(
-        a.value, b.value
-    )
+    if not (isinstance(a, Const) and isinstance(b, Const) and type(a.value) is type(b.value)):
+        return False
+    if isinstance(a.value, (int, float)):
+        return a.value == b.value
+    return bool(np.array_equal(a.value, b.value))
 
 
 def _reads_after(eqns: Sequence[Eqn], outputs: Sequence[Var], loop: Loop, where: _Where) -> bool:
@@ -263,12 +265,15 @@ def _reads_after(eqns: Sequence[Eqn], outputs: Sequence[Var], loop: Loop, where:
 
 
 def find_loops(
-    eqns: Sequence[Eqn], outputs: Sequence[Var], boundaries: Sequence[int] = (), min_eqns: int = 0
+    eqns: Sequence[Eqn], outputs: Sequence[Var], boundaries: Sequence[int] = (), min_eqns: int = 0,
+    memo: dict[int, tuple] | None = None,
 ) -> list[Loop]:
     """The runs of `eqns` that can be written as loops, in order, none across a boundary (an
     index where a section of the function starts); `outputs` are read after the last equation.
-    A run must repeat at least MIN_ITERATIONS times and cover more than `min_eqns` equations."""
-    signatures = [_signature(e) for e in eqns]
+    A run must repeat at least MIN_ITERATIONS times and cover more than `min_eqns` equations.
+    `memo` keeps equations' signatures by id across calls on the same equations."""
+    memo = {} if memo is None else memo
+    signatures = [memo.get(id(e)) or memo.setdefault(id(e), _signature(e)) for e in eqns]
     where = _Where(eqns)
     loops: list[Loop] = []
     cuts = sorted(set(boundaries) | {len(eqns)})
@@ -288,11 +293,12 @@ def find_loops(
                 count += 1
             if count < MIN_ITERATIONS or best is not None and count * period <= best.count * best.period:
                 continue
-            count = min(_classify(eqns, Loop(position, period, count), where, loops),
-                        _params_move_by_steps(eqns, Loop(position, period, count)))
             loop = Loop(position, period, count)
-            if count < MIN_ITERATIONS or _classify(eqns, loop, where, loops) < count:
-                continue
+            consistent = min(_classify(eqns, loop, where, loops), _params_move_by_steps(eqns, loop))
+            if consistent < count:  # the roles again, of the iterations kept
+                loop = Loop(position, period, consistent)
+                if consistent < MIN_ITERATIONS or _classify(eqns, loop, where, loops) < consistent:
+                    continue
             if not _reads_after(eqns, outputs, loop, where):
                 continue
             if loop.count * loop.period > min_eqns:
@@ -555,7 +561,7 @@ class _Names:
             role = loop.roles[self.position][slots.pop()] if len(slots) == 1 and None not in slots else None
             if role is None or role.kind != "carried":
                 raise ValueError("not one body")
-            self.starts[role.position] = unparse(a)
+            self.starts[role.position] = repr(a.value) if isinstance(a, ast.Constant) else unparse(a)
             return self._local(role.position, ast.Load(), previous=True)
         if isinstance(a.ctx, ast.Store):
             if [a.id, b.id, c.id] != self.outs:

@@ -187,6 +187,7 @@ class Bodies:
     grads: ast.Tuple  # the gradients as `backward` returns them (see `fresh_gradients`)
     inline_grads: ast.Tuple  # and as `value_and_grad` returns them
     inline_outputs: tuple[Var, ...] = ()  # what `value_and_grad` returns: values, then gradients
+    signatures: dict[int, tuple] = dataclasses.field(default_factory=dict)  # codegen.loops' memo
 
     @classmethod
     def of(cls, pair: Backprop, inline: Backprop, jit: str | None, explain: bool, optimize: bool = False) -> Bodies:
@@ -369,7 +370,7 @@ _WORD = re.compile(r"[A-Za-z_]\w*")
 
 def rolled_sections(
     sections: Sequence[tuple[str, Code]], outputs: Sequence[Var], jit: str | None, unroll: bool | None,
-    taken: Sequence[str] = (), keeps: bool = False,
+    taken: Sequence[str] = (), keeps: bool = False, memo: dict[int, tuple] | None = None,
 ) -> tuple | None:
     """A function's sections with the iterations of its loops written as `for` loops (see
     `codegen.loops`), or None where it stays flat: `unroll=True`, none found, or (by default)
@@ -380,7 +381,7 @@ def rolled_sections(
     if unroll or unroll is None and jit != "numba" and len(eqns) <= ROLL_ABOVE:
         return None
     boundaries = list(itertools.accumulate(len(code.eqns) for _, code in sections))[:-1]
-    loops = find_loops(eqns, outputs, boundaries)
+    loops = find_loops(eqns, outputs, boundaries, memo=memo)
     if not loops:
         return None
     lines = _Joined([code.lines for _, code in sections])
@@ -406,7 +407,7 @@ def rolled_cache_pair(
     backward = Code(tuple(bodies.backward.eqns[k] for k in kept), picked)
     sections = (("", forward), ("", backward))
     outputs = (*pair.forward.outputs, *pair.backward.outputs)
-    looped = rolled_sections(sections, outputs, jit, unroll, params, keeps=True)
+    looped = rolled_sections(sections, outputs, jit, unroll, params, keeps=True, memo=bodies.signatures)
     if looped is None:
         return None
     (_, forward_lines), (_, backward_lines), names = looped
@@ -541,7 +542,7 @@ def functions(
     if layer:
         return (*pair_functions, check, *parts.functions)
 
-    looped = rolled_sections((("", bodies.forward),), pair.forward.outputs, jit, unroll, params)
+    looped = rolled_sections((("", bodies.forward),), pair.forward.outputs, jit, unroll, params, memo=bodies.signatures)
     forward = looped[0][1] if looped else parts.body("forward", bodies.forward, params, outputs)
     functions: list[Function] = [
         Function("forward", params, f"Return {call}.", (*guard, ("", (*forward, returns(*map(load, outputs))))),
@@ -552,7 +553,7 @@ def functions(
         shown = unparse(value)
         inline_forward, inline_backward = bodies.inline
         passes = (("forward pass", inline_forward), ("backward pass", inline_backward))
-        looped = rolled_sections(passes, bodies.inline_outputs, jit, unroll, params)
+        looped = rolled_sections(passes, bodies.inline_outputs, jit, unroll, params, memo=bodies.signatures)
         whole_lines = () if looped else inline_forward.lines + inline_backward.lines
         whole = Code(inline_forward.eqns + inline_backward.eqns, whole_lines)
         everything = () if looped else parts.body("value_and_grad", whole, params, [*outputs, *grad_names])
@@ -645,7 +646,7 @@ def _grad_body(
         return (("", (returns(recompute),)),)
     needed, grads = bodies.gradients
     outputs = bodies.inline_outputs[len(bodies.inline_outputs) - len(grads.elts):]
-    looped = rolled_sections((("", needed),), outputs, parts.jit, unroll, params)
+    looped = rolled_sections((("", needed),), outputs, parts.jit, unroll, params, memo=bodies.signatures)
     lines = looped[0][1] if looped else parts.body("grad", needed, params, grad_names)
     return (*guard, ("", (*lines, returns(grads))))
 

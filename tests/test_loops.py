@@ -1,0 +1,140 @@
+"""Loops that stay loops (compiler.codegen.loops): a Python loop's iterations written back as a
+`for` loop, forward and reversed backward, checked against autograd and the flat code."""
+
+import sys
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import pytest
+from support import ROOT
+
+import compiler
+from compiler.errors import FlatgradError
+
+sys.path.insert(0, str(ROOT / "examples"))
+import layers  # noqa: E402
+from rosenbrock import rosenbrock  # noqa: E402
+
+
+def recurrence(xp):
+    def f(x, W):
+        h = x[0]
+        for t in range(1, x.shape[0]):
+            h = xp.tanh(h @ W + x[t])
+        return xp.sum(h * h)
+
+    return f
+
+
+def windows(xp):
+    def f(x):
+        total = 0.0
+        for i in range(x.shape[0] - 2):
+            total = total + xp.sum(x[i : i + 3] * xp.array([1.0, -2.0, 1.0])) ** 2
+        return total
+
+    return f
+
+
+def cumulative(xp):
+    def f(x, a):
+        y = x[0] * a
+        out = 0.0
+        for i in range(1, x.shape[0]):
+            y = y * a + xp.sin(x[i])
+            out = out + y * x[i - 1]
+        return out
+
+    return f
+
+
+RNG = np.random.default_rng(7)
+PROGRAMS = {
+    "rosenbrock": (lambda xp: rosenbrock, (RNG.normal(size=9),)),
+    "recurrence": (recurrence, (RNG.normal(size=(6, 3)), RNG.normal(size=(3, 3)) / 2)),
+    "windows": (windows, (RNG.normal(size=8),)),
+    "cumulative": (cumulative, (RNG.normal(size=7), 0.9)),
+}
+
+
+def _assert_matches_autograd(prog, make, args):
+    value, grads = prog.value_and_grad(*args)
+    assert value == pytest.approx(make(anp)(*args), rel=1e-12)
+    for k, ours in enumerate(grads):
+        np.testing.assert_allclose(ours, autograd.grad(make(anp), k)(*args), rtol=1e-10, atol=1e-12)
+    for k, ours in enumerate(prog.grad(*args)):
+        np.testing.assert_allclose(ours, grads[k], rtol=1e-12, atol=1e-14)
+    output, cache = prog.forward_with_cache(*args)
+    assert output == pytest.approx(value, rel=1e-12) and prog.forward(*args) == pytest.approx(value, rel=1e-12)
+    for ours, theirs in zip(prog.backward(1.0, cache), grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("optimize", [False, True], ids=["readable", "optimized"])
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_loops_match_autograd_in_every_function(name, optimize):
+    make, args = PROGRAMS[name]
+    prog = compiler.gradient(make(np), *args, unroll=False, optimize=optimize)
+    if not optimize:  # optimize mode's passes may join iterations (one read of x[i] for two)
+        assert "    for i in range(" in prog.source
+    _assert_matches_autograd(prog, make, args)
+
+
+def test_the_loop_reads_like_the_source_loop():
+    prog = compiler.gradient(rosenbrock, np.ones(6), unroll=False)
+    body = prog.source.split("def value_and_grad(")[1].split("\n\n\n")[0]
+    assert "total = 0.0\n    for i in range(5):\n        s0 = x[i + 1]\n        s1[i] = x[i]" in body
+    assert "        total = s6 + s9\n    total_4 = total" in body  # the carried value, named as flat
+    assert "grad_x[i + 1] += grad_s40" in body  # a scatter into one place: added in place
+    assert "for i in range(4, 0, -1):" in body  # the backward loop, reversed
+
+
+def test_unroll_true_keeps_the_iterations_and_short_numpy_bodies_stay_flat_by_default():
+    assert "for i in" not in compiler.gradient(rosenbrock, np.ones(6), unroll=True).source
+    assert "for i in" not in compiler.gradient(rosenbrock, np.ones(6)).source  # 60 equations
+    assert "for i in range(" in compiler.gradient(rosenbrock, np.ones(40)).source  # over 200
+    with pytest.raises(FlatgradError, match="unroll='yes'"):
+        compiler.gradient(rosenbrock, np.ones(6), unroll="yes")
+
+
+def test_an_rnn_layer_keeps_its_states_in_one_array_and_matches_autograd():
+    x, h0 = RNG.normal(size=(2, 5, 3)), RNG.normal(size=(2, 4))
+    Wx, Wh, b = RNG.normal(size=(3, 4)), RNG.normal(size=(4, 4)), RNG.normal(size=4)
+    prog = compiler.gradient(layers.rnn_forward, x, h0, Wx, Wh, b, layer=True, unroll=False)
+    assert "h[0] = h0" in prog.source and "h[i + 1] = np.tanh(" in prog.source
+    out, cache = prog.forward_with_cache(x, h0, Wx, Wh, b)
+    dout = RNG.normal(size=out.shape)
+
+    def rnn(x, h0, Wx, Wh, b):
+        h, hs = h0, []
+        for t in range(x.shape[1]):
+            h = anp.tanh(x[:, t, :] @ Wx + h @ Wh + b)
+            hs.append(h)
+        return anp.sum(anp.stack(hs, axis=1) * dout)
+
+    args = (x, h0, Wx, Wh, b)
+    np.testing.assert_allclose(anp.sum(out * dout), rnn(*args), rtol=1e-12)
+    for k, ours in enumerate(prog.backward(dout, cache)):
+        np.testing.assert_allclose(ours, autograd.grad(rnn, k)(*args), rtol=1e-10, atol=1e-12)
+
+
+def test_a_naive_convolution_writes_its_rows_as_loops_and_matches_the_flat_code():
+    x, w, b = RNG.normal(size=(2, 3, 5, 5)), RNG.normal(size=(2, 3, 3, 3)), RNG.normal(size=2)
+    looped = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=False)
+    flat = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=True)
+    assert looped.source.count("    for i in range(") == 10 and len(looped.source) < len(flat.source) / 2
+    out, cache = looped.forward_with_cache(x, w, b)
+    expected, flat_cache = flat.forward_with_cache(x, w, b)
+    np.testing.assert_allclose(out, expected, rtol=1e-13)
+    dout = RNG.normal(size=out.shape)
+    for ours, theirs in zip(looped.backward(dout, cache), flat.backward(dout, flat_cache)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.numba
+def test_under_numba_loops_are_the_default_and_compile():
+    x = RNG.normal(size=30)
+    prog = compiler.gradient(rosenbrock, x, jit="numba")
+    assert "for i in range(29):" in prog.source
+    _assert_matches_autograd(prog, lambda xp: rosenbrock, (x,))
