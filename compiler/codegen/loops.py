@@ -59,15 +59,20 @@ def _ints(value: object) -> tuple[list[int], object] | None:
         return None
 
 
-def _signature(eqn: Eqn) -> tuple:
-    params = []
+def _signature(eqn: Eqn) -> tuple[tuple, tuple[int, ...]]:
+    """What iterations of one loop share, equation by equation, and the ints of its static
+    parameters, which may move from one iteration to the next (any other parameter is in the
+    signature: a float, a string, or the very array)."""
+    params, moving = [], []
     for key, value in eqn.params:
         ints = _ints(value)
         params.append((key, ints[1] if ints is not None else ("fixed", id(value))))
+        moving += ints[0] if ints is not None else []
     # a number and a value of one shape alike: a carried value starts from a number (total = 0.0)
     operands = tuple(a.shape if isinstance(a, Var) else np.shape(a.value) for a in eqn.inputs)
-    return (eqn.op, eqn.rule, eqn.accumulate is None, eqn.loc, eqn.out.shape, eqn.out.dtype, operands, tuple(params),
-            eqn.types)
+    signature = (eqn.op, eqn.rule, eqn.accumulate is None, eqn.loc, eqn.out.shape, eqn.out.dtype, operands,
+                 tuple(params), eqn.types)
+    return signature, tuple(moving)
 
 
 @dataclass(frozen=True)
@@ -118,19 +123,13 @@ def _affine(values: Sequence[Sequence[int]]) -> int:
     return len(values)
 
 
-def _params_move_by_steps(eqns: Sequence[Eqn], loop: Loop) -> int:
-    """How many iterations, from the first, have static parameters that are the same or move
-    by a fixed step per iteration (the rows of a convolution's output positions, each a run)."""
+def _params_move_by_steps(moving: Sequence[tuple[int, ...]], loop: Loop) -> int:
+    """How many iterations, from the first, have static parameters whose ints (`moving`, by
+    equation) stay or move by a fixed step per iteration (a convolution's rows: each a run)."""
     count = loop.count
     for position in range(loop.period):
-        per_iteration = [loop.eqn(eqns, t, position).params for t in range(count)]
-        for k, (key, first) in enumerate(per_iteration[0]):
-            ints = [_ints(params[k][1]) for params in per_iteration]
-            if ints[0] is None:
-                count = next((t for t, params in enumerate(per_iteration) if params[k][1] is not first), count)
-            else:
-                count = min(count, _affine([found for found, _ in ints]))  # type: ignore[misc]
-            per_iteration = per_iteration[:count]
+        first = loop.start + position
+        count = min(count, _affine([moving[first + t * loop.period] for t in range(count)]))
     return count
 
 
@@ -266,14 +265,16 @@ def _reads_after(eqns: Sequence[Eqn], outputs: Sequence[Var], loop: Loop, where:
 
 def find_loops(
     eqns: Sequence[Eqn], outputs: Sequence[Var], boundaries: Sequence[int] = (), min_eqns: int = 0,
-    memo: dict[int, tuple] | None = None,
+    memo: dict[int, tuple[tuple, tuple[int, ...]]] | None = None,
 ) -> list[Loop]:
     """The runs of `eqns` that can be written as loops, in order, none across a boundary (an
     index where a section of the function starts); `outputs` are read after the last equation.
     A run must repeat at least MIN_ITERATIONS times and cover more than `min_eqns` equations.
     `memo` keeps equations' signatures by id across calls on the same equations."""
     memo = {} if memo is None else memo
-    signatures = [memo.get(id(e)) or memo.setdefault(id(e), _signature(e)) for e in eqns]
+    signed = [memo.get(id(e)) or memo.setdefault(id(e), _signature(e)) for e in eqns]
+    signatures = [signature for signature, _ in signed]
+    moving = [ints for _, ints in signed]
     where = _Where(eqns)
     loops: list[Loop] = []
     cuts = sorted(set(boundaries) | {len(eqns)})
@@ -294,7 +295,7 @@ def find_loops(
             if count < MIN_ITERATIONS or best is not None and count * period <= best.count * best.period:
                 continue
             loop = Loop(position, period, count)
-            consistent = min(_classify(eqns, loop, where, loops), _params_move_by_steps(eqns, loop))
+            consistent = min(_params_move_by_steps(moving, loop), _classify(eqns, loop, where, loops))
             if consistent < count:  # the roles again, of the iterations kept
                 loop = Loop(position, period, consistent)
                 if consistent < MIN_ITERATIONS or _classify(eqns, loop, where, loops) < consistent:
