@@ -7,6 +7,8 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import ROOT
 
 import compiler
@@ -52,6 +54,7 @@ def cumulative(xp):
 RNG = np.random.default_rng(7)
 PROGRAMS = {
     "rosenbrock": (lambda xp: rosenbrock, (RNG.normal(size=9),)),
+    "rosenbrock_40": (lambda xp: rosenbrock, (RNG.normal(size=40),)),  # optimize mode: carried reads stored
     "recurrence": (recurrence, (RNG.normal(size=(6, 3)), RNG.normal(size=(3, 3)) / 2)),
     "windows": (windows, (RNG.normal(size=8),)),
     "cumulative": (cumulative, (RNG.normal(size=7), 0.9)),
@@ -138,3 +141,47 @@ def test_under_numba_loops_are_the_default_and_compile():
     prog = compiler.gradient(rosenbrock, x, jit="numba")
     assert "for i in range(29):" in prog.source
     _assert_matches_autograd(prog, lambda xp: rosenbrock, (x,))
+
+
+# Random loop programs: a carried number and a carried vector, each step one of these terms of
+# x[i], x[i + 1] (or rows of a matrix) and the carried values, written for NumPy and autograd alike
+TERMS = (
+    lambda xp, a, b, c, v: a * b,
+    lambda xp, a, b, c, v: xp.sin(a) + b ** 2,
+    lambda xp, a, b, c, v: xp.tanh(c + a) * b,
+    lambda xp, a, b, c, v: (a - b) ** 2 / (1.0 + c * c),
+    lambda xp, a, b, c, v: xp.exp(-a * a) * c,
+    lambda xp, a, b, c, v: xp.sum(v * v) * a,
+)
+
+
+def _random_loop(choices: list[int], vector: bool):
+    def make(xp):
+        def f(x, w):
+            c, v = 0.5, w * 1.0
+            for i in range(x.shape[0] - 1):
+                a, b = x[i], x[i + 1]
+                for k in choices:
+                    c = c + TERMS[k](xp, a, b, c, v)
+                if vector:
+                    v = xp.tanh(v * a + b)
+            return c + (xp.sum(v) if vector else 0.0)
+
+        return f
+
+    return make
+
+
+@settings(derandomize=True, max_examples=40, deadline=None, database=None)
+@given(
+    choices=st.lists(st.integers(0, len(TERMS) - 1), min_size=1, max_size=3),
+    vector=st.booleans(),
+    n=st.integers(4, 12),
+    optimize=st.booleans(),
+)
+def test_random_loop_programs_match_autograd(choices, vector, n, optimize):
+    make = _random_loop(choices, vector)
+    rng = np.random.default_rng(n)
+    args = (rng.normal(size=n) / 2, rng.normal(size=3) / 2)
+    prog = compiler.gradient(make(np), *args, unroll=False, optimize=optimize)
+    _assert_matches_autograd(prog, make, args)

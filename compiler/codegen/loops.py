@@ -34,6 +34,7 @@ from compiler.ir import Atom, Const, Eqn, Var
 
 MIN_ITERATIONS = 3  # fewer repeats stay flat: a loop of two reads worse than two blocks
 MAX_PERIOD = 400  # equations per iteration tried
+MAX_GATHERED = 32  # values from before a loop, one per iteration, it reads from a tuple
 
 
 def _ints(value: object) -> tuple[list[int], object] | None:
@@ -148,6 +149,7 @@ def _classify(eqns: Sequence[Eqn], loop: Loop, where: _Where, loops: Sequence[Lo
     start, period = loop.start, loop.period
     roles: list[list[Role | None]] = [[None] * len(loop.eqn(eqns, 0, j).reads) for j in range(period)]
     inits: dict[int, Atom] = {}
+    early: set[int] = set()  # carried positions the body reads after making them again
 
     def role_of(atom: Atom, t: int) -> Role | None:
         if isinstance(atom, Const):
@@ -201,8 +203,8 @@ def _classify(eqns: Sequence[Eqn], loop: Loop, where: _Where, loops: Sequence[Lo
                     if known is None or known.kind not in ("invariant", "const", "carried"):
                         return t
                     if t == 1 and known.kind != "carried":
-                        if role.position < j:  # read after this iteration has made it again
-                            return t
+                        if role.position < j:  # read after this iteration has made it again: kept
+                            early.add(role.position)  # per iteration, h[i] read as h[i + 1] is made
                         if inits.setdefault(role.position, known.value) is not known.value:  # type: ignore[arg-type]
                             return t
                     elif known.kind == "carried" and known.position != role.position:
@@ -214,6 +216,8 @@ def _classify(eqns: Sequence[Eqn], loop: Loop, where: _Where, loops: Sequence[Lo
                     if known.kind == "invariant" and known.value is role.value:
                         continue
                     if len(seen) != t or not isinstance(role.value, Var) or not all(isinstance(v, Var) for v in seen):
+                        return t
+                    if t == MAX_GATHERED:  # a longer tuple compiles slowly under numba: the loop ends here
                         return t
                     index = where.index.get(id(role.value))
                     if index is not None and index >= start:  # made in the loop's span: not before it
@@ -230,7 +234,23 @@ def _classify(eqns: Sequence[Eqn], loop: Loop, where: _Where, loops: Sequence[Lo
                     return t
     loop.roles = roles  # type: ignore[assignment]
     loop.inits = inits
-    return loop.count
+    loop.stored = early
+    return loop.count if _names_hold(eqns, loop) else 0
+
+
+def _names_hold(eqns: Sequence[Eqn], loop: Loop) -> bool:
+    """Whether the body's names, the first iteration's, hold what each line reads: an
+    accumulation gives one name to several of an iteration's values (`grad_s40` made, then
+    added to), so the previous iteration's value under that name must be read before this
+    iteration binds it again."""
+    names = [loop.eqn(eqns, 0, position).out.name for position in range(loop.period)]
+    for j, body in enumerate(loop.roles):
+        for role in body:
+            if role.kind == "carried" and any(
+                names[p] == names[role.position] and p != role.position for p in range(j)
+            ):
+                return False
+    return True
 
 
 def _same_constant(a: Atom | None, b: Atom | None) -> bool:
@@ -517,16 +537,24 @@ def _body(
         tree = _Moves(index, loop).visit(tree)
         body.append(_in_place(tree, index))
     added = {line.split("[", 1)[0] for line in body if " += " in line}  # arrays added to in place
+    starts: list[tuple[str, str]] = []  # (target, value) of each carried value's start
     for position, init in sorted(loop.inits.items()):
         name = loop.eqn(eqns, 0, position).out.name
         value = init.name if isinstance(init, Var) else constants.get(position, repr(init.value))  # type: ignore[union-attr]
         array = isinstance(init, Var) and bool(init.shape)
         if position in loop.stored:
-            before.append(f"{name}[0] = {value}")
+            starts.append((f"{name}[0]", value))
         elif array and name in added:  # an array the loop adds to in place: it must be the loop's own
-            before.append(f"{name} = {value}.copy()")
+            starts.append((name, f"{value}.copy()"))
         elif value != name:
-            before.append(f"{name} = {value}")
+            starts.append((name, value))
+    sources = {init.name for init in loop.inits.values() if isinstance(init, Var)}
+    if sources & {loop.eqn(eqns, 0, position).out.name for position in loop.stored}:
+        return None  # an array made above under the name of a value a start reads
+    if sources & {target for target, _ in starts}:  # one start's name another's value: all at once
+        before.append(f"{', '.join(t for t, _ in starts)} = {', '.join(v for _, v in starts)}")
+    else:
+        before += [f"{target} = {value}" for target, value in starts]
     stop = loop.first + loop.step * loop.count
     header = f"for {index} in range({loop.count}):" if (loop.first, loop.step) == (0, 1) else (
         f"for {index} in range({loop.first}, {stop}, {loop.step}):")
