@@ -81,7 +81,8 @@ def value_and_grad(x):
     grad_s48 = 2 * s8[4] * grad_s49
     grad_s47 = -grad_s48
     grad_x = scatter((6,), (4,), grad_s47, np.float64)
-    grad_s36, grad_x = grad_s46, grad_x.copy()
+    grad_s36 = grad_s46
+    grad_x = grad_x.copy()
     for i in range(4, 0, -1):
         grad_total_3 = grad_s36
         grad_s45 = grad_s36
@@ -152,7 +153,8 @@ def backward(grad_total, cache):
     grad_s48 = 2 * s8[4] * grad_s49
     grad_s47 = -grad_s48
     grad_x = scatter((6,), (4,), grad_s47, np.float64)
-    grad_s36, grad_x = grad_s46, grad_x.copy()
+    grad_s36 = grad_s46
+    grad_x = grad_x.copy()
     for i in range(4, 0, -1):
         grad_total_3 = grad_s36
         grad_s45 = grad_s36

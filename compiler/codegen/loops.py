@@ -537,24 +537,24 @@ def _body(
         tree = _Moves(index, loop).visit(tree)
         body.append(_in_place(tree, index))
     added = {line.split("[", 1)[0] for line in body if " += " in line}  # arrays added to in place
-    starts: list[tuple[str, str]] = []  # (target, value) of each carried value's start
+    starts: list[tuple[str, str, str]] = []  # (target, value, the name the value reads) per carried start
     for position, init in sorted(loop.inits.items()):
         name = loop.eqn(eqns, 0, position).out.name
         value = init.name if isinstance(init, Var) else constants.get(position, repr(init.value))  # type: ignore[union-attr]
         array = isinstance(init, Var) and bool(init.shape)
         if position in loop.stored:
-            starts.append((f"{name}[0]", value))
+            starts.append((f"{name}[0]", value, value))
         elif array and name in added:  # an array the loop adds to in place: it must be the loop's own
-            starts.append((name, f"{value}.copy()"))
+            starts.append((name, f"{value}.copy()", value))
         elif value != name:
-            starts.append((name, value))
-    sources = {init.name for init in loop.inits.values() if isinstance(init, Var)}
-    if sources & {loop.eqn(eqns, 0, position).out.name for position in loop.stored}:
+            starts.append((name, value, value))
+    if {source for _, _, source in starts} & {loop.eqn(eqns, 0, position).out.name for position in loop.stored}:
         return None  # an array made above under the name of a value a start reads
-    if sources & {target for target, _ in starts}:  # one start's name another's value: all at once
-        before.append(f"{', '.join(t for t, _ in starts)} = {', '.join(v for _, v in starts)}")
+    if any(source == other for _, _, source in starts for other, _, own in starts if own != source):
+        # one start's name is another's value: bound all at once
+        before.append(f"{', '.join(t for t, _, _ in starts)} = {', '.join(v for _, v, _ in starts)}")
     else:
-        before += [f"{target} = {value}" for target, value in starts]
+        before += [f"{target} = {value}" for target, value, _ in starts]
     stop = loop.first + loop.step * loop.count
     header = f"for {index} in range({loop.count}):" if (loop.first, loop.step) == (0, 1) else (
         f"for {index} in range({loop.first}, {stop}, {loop.step}):")
