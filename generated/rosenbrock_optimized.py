@@ -73,7 +73,6 @@ def value_and_grad(x):
         s15 = 100.0 * s14
         s16 = total + s15
         s18[i + 1] = 1 - s10[i]
-    s48 = s18[4]
     total_4 = s16 + s18[4] ** 2
 
     # backward pass
@@ -174,7 +173,6 @@ def forward_with_cache(x):
         s15 = 100.0 * s14
         s16 = total + s15
         s18[i + 1] = 1 - s10[i]
-    s48 = s18[4]
     total_4 = s16 + s18[4] ** 2
     cache = s18, s13, s10, s0, s8, s3, s1
     return total_4, cache

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import ROOT
+from support import ROOT, pyflakes_messages
 
 import compiler
 from compiler.errors import FlatgradError
@@ -62,6 +62,7 @@ PROGRAMS = {
 
 
 def _assert_matches_autograd(prog, make, args):
+    assert pyflakes_messages(prog.source) == ""  # every name a loop binds is read
     value, grads = prog.value_and_grad(*args)
     assert value == pytest.approx(make(anp)(*args), rel=1e-12)
     for k, ours in enumerate(grads):
@@ -144,14 +145,15 @@ def test_under_numba_loops_are_the_default_and_compile():
 
 
 # Random loop programs: a carried number and a carried vector, each step one of these terms of
-# x[i], x[i + 1] (or rows of a matrix) and the carried values, written for NumPy and autograd alike
+# x[i], x[i + 1] and the carried values (each reads both, so no line is dead), for NumPy and
+# autograd alike
 TERMS = (
     lambda xp, a, b, c, v: a * b,
     lambda xp, a, b, c, v: xp.sin(a) + b ** 2,
     lambda xp, a, b, c, v: xp.tanh(c + a) * b,
     lambda xp, a, b, c, v: (a - b) ** 2 / (1.0 + c * c),
-    lambda xp, a, b, c, v: xp.exp(-a * a) * c,
-    lambda xp, a, b, c, v: xp.sum(v * v) * a,
+    lambda xp, a, b, c, v: xp.exp(-a * b) * c,
+    lambda xp, a, b, c, v: xp.sum(v * v) * (a - b),
 )
 
 
@@ -165,7 +167,7 @@ def _random_loop(choices: list[int], vector: bool):
                     c = c + TERMS[k](xp, a, b, c, v)
                 if vector:
                     v = xp.tanh(v * a + b)
-            return c + (xp.sum(v) if vector else 0.0)
+            return c + xp.sum(v)
 
         return f
 

@@ -283,6 +283,22 @@ def _reads_after(eqns: Sequence[Eqn], outputs: Sequence[Var], loop: Loop, where:
     return True
 
 
+def _names_free(eqns: Sequence[Eqn], outputs: Sequence[Var], loop: Loop, where: _Where) -> bool:
+    """Whether the loop's names stand for its values alone: an accumulation binds one name to
+    several values in turn, so an array the loop stores must have a name nothing else binds, and
+    a value from before the loop that is read after it must not have a name the body binds."""
+    mine = {id(loop.eqn(eqns, t, p).out) for t in range(loop.count) for p in range(loop.period)}
+    body = {loop.eqn(eqns, 0, p).out.name for p in range(loop.period)}
+    stored = {loop.eqn(eqns, 0, p).out.name for p in loop.stored}
+    if any(e.out.name in stored and id(e.out) not in mine for e in eqns):
+        return False
+    later = [a for e in eqns[loop.stop:] for a in e.reads] + list(outputs)
+    return not any(
+        isinstance(a, Var) and a.name in body and id(a) not in mine and where.index.get(id(a), -1) < loop.start
+        for a in later
+    )
+
+
 def find_loops(
     eqns: Sequence[Eqn], outputs: Sequence[Var], boundaries: Sequence[int] = (), min_eqns: int = 0,
     memo: dict[int, tuple[tuple, tuple[int, ...]]] | None = None,
@@ -320,7 +336,7 @@ def find_loops(
                 loop = Loop(position, period, consistent)
                 if consistent < MIN_ITERATIONS or _classify(eqns, loop, where, loops) < consistent:
                     continue
-            if not _reads_after(eqns, outputs, loop, where):
+            if not _reads_after(eqns, outputs, loop, where) or not _names_free(eqns, outputs, loop, where):
                 continue
             if loop.count * loop.period > min_eqns:
                 best = loop
@@ -462,7 +478,9 @@ def rolled(
         cursor = loop.stop
     for k in range(cursor, len(eqns)):
         section(k).append(_flat(lines[k], eqns[k].reads, owner, eqns))
-    named = [v for v in outputs if id(v) in owner]  # an output a loop stores: named after it
+    named = [v for v in outputs if id(v) in owner]  # an output a loop stores: named after it, the
+    arrays = {loop.eqn(eqns, 0, p).out.name for loop in loops for p in loop.stored}  # array's own name last
+    named.sort(key=lambda v: v.name in arrays)
     sections[-1] += [_flat(f"{v.name} = {v.name}", (v,), owner, eqns) for v in dict.fromkeys(named)]
     return sections
 
@@ -561,9 +579,8 @@ def _body(
     after = []
     for position, final in sorted(loop.finals.items()):
         name = loop.eqn(eqns, 0, position).out.name
-        value = unparse(_slot(name, None, index, last, 0, True, ast.Load())) if position in loop.stored else name
-        if final.name != value:
-            after.append(f"{final.name} = {value}")
+        if position not in loop.stored and final.name != name:  # a stored one is read from its array
+            after.append(f"{final.name} = {name}")
     return [*before, header, *(f"    {line}" for line in body), *after]
 
 
