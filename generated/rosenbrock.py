@@ -76,7 +76,6 @@ def value_and_grad(x):
     grad_s47 = -grad_s48
     grad_x = scatter((6,), (4,), grad_s47, np.float64)
     grad_s36 = grad_s46
-    grad_x = grad_x.copy()
     for i in range(4, 0, -1):
         grad_total_3 = grad_s36
         grad_s45 = grad_s36
@@ -99,8 +98,8 @@ def value_and_grad(x):
     grad_s0 = grad_s3
     grad_s2 = -grad_s3
     grad_s1 = 2 * s1[0] * grad_s2
-    grad_x = grad_x + scatter((6,), (0,), grad_s1, np.float64)
-    grad_x = grad_x + scatter((6,), (1,), grad_s0, np.float64)
+    grad_x[0] += grad_s1
+    grad_x[1] += grad_s0
     return total_4, (grad_x,)
 
 
@@ -145,7 +144,6 @@ def backward(grad_total, cache):
     grad_s47 = -grad_s48
     grad_x = scatter((6,), (4,), grad_s47, np.float64)
     grad_s36 = grad_s46
-    grad_x = grad_x.copy()
     for i in range(4, 0, -1):
         grad_total_3 = grad_s36
         grad_s45 = grad_s36
@@ -168,8 +166,8 @@ def backward(grad_total, cache):
     grad_s0 = grad_s3
     grad_s2 = -grad_s3
     grad_s1 = 2 * s1[0] * grad_s2
-    grad_x = grad_x + scatter((6,), (0,), grad_s1, np.float64)
-    grad_x = grad_x + scatter((6,), (1,), grad_s0, np.float64)
+    grad_x[0] += grad_s1
+    grad_x[1] += grad_s0
     return grad_x,
 
 

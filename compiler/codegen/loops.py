@@ -468,16 +468,32 @@ def rolled(
         return sections[max(k for k, start in enumerate(starts) if start <= at)]
 
     cursor = 0
+    own: set[str] = set()  # arrays a loop added to in place: its own, added to so after it too
+
+    def flat(k: int) -> str:
+        eqn = eqns[k]
+        line = _flat(lines[k], eqn.reads, owner, eqns)
+        operands = {a.name for a in eqn.inputs if isinstance(a, Var)}
+        added_to = eqn.accumulate.name if eqn.accumulate is not None else None
+        if operands & own:  # read another way: an alias may share the array
+            own.difference_update(operands)
+        if added_to in own and eqn.out.name == added_to:
+            return _in_place(ast.parse(line).body[0], "")
+        own.discard(added_to)
+        own.discard(eqn.out.name)  # bound to another array
+        return line
+
     for loop in loops:
         for k in range(cursor, loop.start):
-            section(k).append(_flat(lines[k], eqns[k].reads, owner, eqns))
+            section(k).append(flat(k))
         body = _body(eqns, lines, loop, loops, index, taken)
         if body is None:
             return None
         section(loop.start).extend(body)
+        own.update(line.split("[", 1)[0].strip() for line in body if " += " in line)
         cursor = loop.stop
     for k in range(cursor, len(eqns)):
-        section(k).append(_flat(lines[k], eqns[k].reads, owner, eqns))
+        section(k).append(flat(k))
     named = [v for v in outputs if id(v) in owner]  # an output a loop stores: named after it, the
     arrays = {loop.eqn(eqns, 0, p).out.name for loop in loops for p in loop.stored}  # array's own name last
     named.sort(key=lambda v: v.name in arrays)
@@ -511,6 +527,16 @@ def _flat(line: str, reads: Sequence[Atom], owner: dict, eqns: Sequence[Eqn]) ->
             return _slot(name, None, "", t, 0, position in loop.carried(), ast.Load())
 
     return unparse(Read().visit(ast.parse(line)))
+
+
+def _made_for(eqns: Sequence[Eqn], lines: Sequence[str], loop: Loop, value: Atom) -> bool:
+    """Whether `value` is an array made just before the loop for it alone: a scatter's new array
+    that nothing but the loop reads (the first iteration's gradient, peeled off)."""
+    made = next((k for k in range(loop.start - 1, -1, -1) if eqns[k].out is value), None)
+    if made is None or not lines[made].split(" = ", 1)[-1].startswith("scatter("):
+        return False
+    inside = range(loop.start, loop.stop)
+    return not any(a is value for k, e in enumerate(eqns) if k not in inside for a in e.reads)
 
 
 def _body(
@@ -562,7 +588,7 @@ def _body(
         array = isinstance(init, Var) and bool(init.shape)
         if position in loop.stored:
             starts.append((f"{name}[0]", value, value))
-        elif array and name in added:  # an array the loop adds to in place: it must be the loop's own
+        elif array and name in added and not _made_for(eqns, lines, loop, init):  # it must be the loop's own
             starts.append((name, f"{value}.copy()", value))
         elif value != name:
             starts.append((name, value, value))
