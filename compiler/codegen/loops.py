@@ -193,11 +193,8 @@ def _classify(eqns: Sequence[Eqn], loop: Loop, where: _Where, loops: Sequence[Lo
                     elif first[3] == 0 or made_t != first[2] + t * first[3]:
                         return t
                     continue
-                if t == 0:
-                    if role.kind in ("invariant", "const"):
-                        roles[j][p] = role  # or a carried value's first: settled at t = 1
-                    else:
-                        roles[j][p] = role
+                if t == 0:  # an invariant or a constant may turn out a carried value's start at t = 1
+                    roles[j][p] = role
                     continue
                 if role.kind == "carried":
                     if known is None or known.kind not in ("invariant", "const", "carried"):
