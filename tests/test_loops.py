@@ -51,6 +51,18 @@ def cumulative(xp):
     return f
 
 
+def compounding(xp):
+    def f(x):  # the first iteration's `1.0 * s2` is written `s2`: the loop starts past it
+        p = 1.0
+        out = 0.0
+        for v in range(x.shape[0]):
+            p = p * (1.0 + 0.01 * x[v])
+            out = out + p
+        return out
+
+    return f
+
+
 RNG = np.random.default_rng(7)
 PROGRAMS = {
     "rosenbrock": (lambda xp: rosenbrock, (RNG.normal(size=9),)),
@@ -58,6 +70,7 @@ PROGRAMS = {
     "recurrence": (recurrence, (RNG.normal(size=(6, 3)), RNG.normal(size=(3, 3)) / 2)),
     "windows": (windows, (RNG.normal(size=8),)),
     "cumulative": (cumulative, (RNG.normal(size=7), 0.9)),
+    "compounding": (compounding, (RNG.normal(size=8),)),
 }
 
 

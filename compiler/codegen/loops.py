@@ -298,11 +298,12 @@ def _names_free(eqns: Sequence[Eqn], outputs: Sequence[Var], loop: Loop, where: 
 
 def find_loops(
     eqns: Sequence[Eqn], outputs: Sequence[Var], boundaries: Sequence[int] = (), min_eqns: int = 0,
-    memo: dict[int, tuple[tuple, tuple[int, ...]]] | None = None,
+    memo: dict[int, tuple[tuple, tuple[int, ...]]] | None = None, avoid: frozenset[int] = frozenset(),
 ) -> list[Loop]:
     """The runs of `eqns` that can be written as loops, in order, none across a boundary (an
     index where a section of the function starts); `outputs` are read after the last equation.
-    A run must repeat at least MIN_ITERATIONS times and cover more than `min_eqns` equations.
+    A run must repeat at least MIN_ITERATIONS times and cover more than `min_eqns` equations,
+    and start at no index in `avoid` (where `rolled` found a run's lines not one body).
     `memo` keeps equations' signatures by id across calls on the same equations."""
     memo = {} if memo is None else memo
     signed = [memo.get(id(e)) or memo.setdefault(id(e), _signature(e)) for e in eqns]
@@ -316,7 +317,7 @@ def find_loops(
         limit = next(c for c in cuts if c > position)
         best: Loop | None = None
         following = [k for k in range(position + 1, min(limit, position + MAX_PERIOD + 1))
-                     if signatures[k] == signatures[position]][:3]
+                     if signatures[k] == signatures[position]][:3] if position not in avoid else []
         for other in following:
             period = other - position
             block = signatures[position:other]
@@ -447,10 +448,11 @@ def _iteration(loop: Loop, index: str, constant: int = 0, slope: int = 1) -> ast
 def rolled(
     eqns: Sequence[Eqn], lines: Sequence[str], loops: Sequence[Loop], outputs: Sequence[Var],
     boundaries: Sequence[int], taken: set[str],
-) -> list[list[str]] | None:
+) -> list[list[str]] | range:
     """`lines` (one per equation of `eqns`) with every loop written as a `for` loop, cut into
-    sections at `boundaries` as `find_loops` was given them; None where a loop's lines cannot be
-    made one body (the caller keeps the flat lines). `outputs` are named after the last line."""
+    sections at `boundaries` as `find_loops` was given them; or, where a loop's lines cannot be
+    made one body (the first iteration writes `1.0 * s2` as `s2`), the starts `find_loops` is
+    to avoid next. `outputs` are named after the last line."""
     index = next(n for n in itertools.chain(("i", "j", "k", "t"), (f"i_{k}" for k in itertools.count(1)))
                  if n not in taken)
     owner = {}  # value id -> (loop, iteration, position), for the values loops store
@@ -484,8 +486,8 @@ def rolled(
         for k in range(cursor, loop.start):
             section(k).append(flat(k))
         body = _body(eqns, lines, loop, loops, index, taken)
-        if body is None:
-            return None
+        if isinstance(body, int):
+            return range(loop.start, loop.start + body)
         section(loop.start).extend(body)
         own.update(line.split("[", 1)[0].strip() for line in body if " += " in line)
         cursor = loop.stop
@@ -538,15 +540,17 @@ def _made_for(eqns: Sequence[Eqn], lines: Sequence[str], loop: Loop, value: Atom
 
 def _body(
     eqns: Sequence[Eqn], lines: Sequence[str], loop: Loop, loops: Sequence[Loop], index: str, taken: set[str]
-) -> list[str] | None:
+) -> list[str] | int:
     """The loop's lines: its arrays made and its carried values started, the `for` and its
-    body, then the last carried values under the names the flat code gave them."""
+    body, then the last carried values under the names the flat code gave them. Where that
+    cannot be written, how many of its first lines to start past (a first iteration's line the
+    flat code writes otherwise: `p = s2` for `p = 1.0 * s2`), at least 1."""
     last = loop.count - 1
     carried = loop.carried()
     bound = {loop.eqn(eqns, 0, position).out.name for position in range(loop.period)}
     for body_roles in loop.roles:  # a value from before the loop under a name the body binds
         if any(r.kind == "invariant" and isinstance(r.value, Var) and r.value.name in bound for r in body_roles):
-            return None
+            return 1
     # first what reads values from before the loop, as the lines after may bind their names
     before: list[str] = []
     gathered: dict[tuple[int, ...], str] = {}  # values made before the loop, one per iteration: a tuple
@@ -567,13 +571,13 @@ def _body(
     for position in range(loop.period):
         texts = [lines[loop.start + t * loop.period + position] for t in picks]
         if any("#" in text or "\n" in text for text in texts):
-            return None
+            return position + 1
         name_of = _Names(eqns, loop, loops, position, index, picks, gathered)
         try:
             trees = [ast.parse(text).body[0] for text in texts]
             tree = _unify(*trees, picks, name_of)
         except (ValueError, SyntaxError, IndexError):
-            return None
+            return position + 1
         constants.update(name_of.starts)
         tree = _Moves(index, loop).visit(tree)
         body.append(_in_place(tree, index))
@@ -590,7 +594,7 @@ def _body(
         elif value != name:
             starts.append((name, value, value))
     if {source for _, _, source in starts} & {loop.eqn(eqns, 0, position).out.name for position in loop.stored}:
-        return None  # an array made above under the name of a value a start reads
+        return 1  # an array made above under the name of a value a start reads
     if any(source == other for _, _, source in starts for other, _, own in starts if own != source):
         # one start's name is another's value: bound all at once
         before.append(f"{', '.join(t for t, _, _ in starts)} = {', '.join(v for _, v, _ in starts)}")

@@ -365,6 +365,7 @@ class _Parts:
 # A function body of more equations than this has its repeated iterations written as loops by
 # default (under numba, any length: its compile time grows with every line)
 ROLL_ABOVE = 200
+ROLL_ATTEMPTS = 4  # searches for loops, each past the runs the one before could not write
 _WORD = re.compile(r"[A-Za-z_]\w*")
 
 
@@ -381,13 +382,18 @@ def rolled_sections(
     if unroll or unroll is None and jit != "numba" and len(eqns) <= ROLL_ABOVE:
         return None
     boundaries = list(itertools.accumulate(len(code.eqns) for _, code in sections))[:-1]
-    loops = find_loops(eqns, outputs, boundaries, memo=memo)
-    if not loops:
-        return None
     lines = _Joined([code.lines for _, code in sections])
     words = {v.name for e in eqns for v in (e.out, *e.reads) if isinstance(v, Var)} | set(taken) | RESERVED
-    written = rolled(eqns, lines, loops, outputs, boundaries, words)
-    if written is None:
+    avoid: frozenset[int] = frozenset()
+    for _ in range(ROLL_ATTEMPTS):  # a run whose lines are not one body: found again past its start
+        loops = find_loops(eqns, outputs, boundaries, memo=memo, avoid=avoid)
+        if not loops:
+            return None
+        written = rolled(eqns, lines, loops, outputs, boundaries, set(words))
+        if not isinstance(written, range):
+            break
+        avoid |= set(written)
+    else:
         return None
     looped = tuple((title, tuple(section)) for (title, _), section in zip(sections, written))
     return (*looped, functools.partial(held_names, eqns, loops)) if keeps else looped
