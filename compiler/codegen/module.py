@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import itertools
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -366,7 +365,6 @@ class _Parts:
 # default (under numba, any length: its compile time grows with every line)
 ROLL_ABOVE = 200
 ROLL_ATTEMPTS = 4  # searches for loops, each past the runs the one before could not write
-_WORD = re.compile(r"[A-Za-z_]\w*")
 
 
 def rolled_sections(
@@ -560,18 +558,15 @@ def functions(
         inline_forward, inline_backward = bodies.inline
         passes = (("forward pass", inline_forward), ("backward pass", inline_backward))
         looped = rolled_sections(passes, bodies.inline_outputs, jit, unroll, params, memo=bodies.signatures)
-        whole_lines = () if looped else inline_forward.lines + inline_backward.lines
-        whole = Code(inline_forward.eqns + inline_backward.eqns, whole_lines)
-        everything = () if looped else parts.body("value_and_grad", whole, params, [*outputs, *grad_names])
-        if looped:  # loops: a short body, and the passes apart
-            (_, forward_lines), (_, backward_lines) = looped
+        flat = tuple((title, code.lines) for title, code in passes)
+        whole = Code(inline_forward.eqns + inline_backward.eqns, () if looped else flat[0][1] + flat[1][1])
+        split = () if looped else parts.body("value_and_grad", whole, params, [*outputs, *grad_names])
+        if len(split) < len(whole.lines):  # split into parts: the passes are no longer apart
+            value_and_grad = (*guard, ("", (*split, returns(value, bodies.inline_grads))))
+        else:  # the passes apart, with loops or without
+            (_, forward_lines), (_, backward_lines) = looped or flat
             backward_pass = (*backward_lines, returns(value, bodies.inline_grads))
             value_and_grad = (*guard, ("forward pass", forward_lines), ("backward pass", backward_pass))
-        elif len(everything) < len(whole.lines):  # split into parts: the passes are no longer apart
-            value_and_grad = (*guard, ("", (*everything, returns(value, bodies.inline_grads))))
-        else:
-            backward_pass = (*inline_backward.lines, returns(value, bodies.inline_grads))
-            value_and_grad = (*guard, ("forward pass", inline_forward.lines), ("backward pass", backward_pass))
         recompute = ast.Subscript(ast.Call(load("value_and_grad"), list(map(load, params)), []), ast.Constant(1))
         of = f"the gradients of {outputs[0]}" if len(outputs) > 1 else "its gradients"
         functions += [
