@@ -29,7 +29,7 @@ from compiler.codegen.explain import claimed
 
 # Comments on backward lines that stand for no gate: no product to check
 NOT_A_GATE = ("the seed: ", "no path from this input", "a view of the forward pass")
-ADDED = re.compile(r", added to (?P<target>\w+)(?: \(so far (?P<before>\w+)\))?$")
+ADDED = re.compile(r", added to (?P<target>[^()]+?)(?: \(so far (?P<before>[^()]+)\))?$")  # grad_x[i + 1]
 WIDTH = 100
 
 
@@ -48,7 +48,7 @@ def instrumented(source: str) -> tuple[str, int]:
             continue
         product = claimed(comment)
         assert product is not None, f"line {number}: a comment that cannot be evaluated: {line}"
-        target = statement.split(" = ", 1)[0]
+        target = statement.split(" += " if " += " in statement else " = ", 1)[0]  # a loop adds in place
         indent = code[: len(code) - len(code.lstrip())]
         added = ADDED.search(comment)
         if added:  # what the target (or the name it stands for) holds before the line
@@ -164,3 +164,35 @@ def test_a_broadcast_operands_gradient_is_one_line_of_its_shape():
     comment = "b was broadcast along axis 0: local 1 × upstream grad_s0.sum(axis=0)"
     assert f"grad_b = grad_s0.sum(axis=0)  # {comment}" in lines
     assert not any(line.startswith("grad_b = grad_s0  #") for line in lines)
+
+
+def _looped_programs():
+    """Programs whose loops are written as loops (`unroll=False`): a number carried (Rosenbrock),
+    a state carried and stored (an RNN layer), loops over rows (a naive convolution)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import layers
+    from rosenbrock import rosenbrock
+
+    rng = np.random.default_rng(3)
+    rnn = (rng.normal(size=(2, 5, 3)), rng.normal(size=(2, 4)), rng.normal(size=(3, 4)), rng.normal(size=(4, 4)),
+           rng.normal(size=4))
+    conv = (rng.normal(size=(2, 3, 5, 5)), rng.normal(size=(2, 3, 3, 3)), rng.normal(size=2))
+    return {
+        "rosenbrock": (rosenbrock, (rng.normal(size=9),), {}),
+        "rnn": (layers.rnn_forward, rnn, {"layer": True}),
+        "conv": (layers.conv_forward_naive, conv, {"layer": True}),
+    }
+
+
+@pytest.mark.parametrize("optimize", [False, True], ids=["readable", "optimized"])
+@pytest.mark.parametrize("name", ["rosenbrock", "rnn", "conv"])
+def test_every_comment_inside_a_loop_evaluates_to_its_line(name, optimize):
+    """A loop's body carries the gate comments of the flat code, written with the body's names
+    (`s3[i]`, `x[i + 1]`, `grad_x[i] += ...`), and each still equals its line at every iteration."""
+    fn, args, flags = _looped_programs()[name]
+    prog = compiler.gradient(fn, *args, explain=True, unroll=False, optimize=optimize, **flags)
+    backward = prog.source.split(f"def {prog.layer.backward if prog.layer else 'backward'}(")[1]
+    assert "\n    for i in range(" in backward
+    assert check_comments(prog, args) > 0

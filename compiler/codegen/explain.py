@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import linecache
 import re
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -289,3 +290,79 @@ def explained(
         last = eqn.gate
         explained_lines.append(text)
     return explained_lines
+
+
+# ----------------------------------------------------------------------------- comments in loops
+# A loop's body is written from several iterations' lines (`codegen.loops`); explain mode's
+# comments come with them, and the names and numbers that move are written the way the body
+# writes them (`s3[i]`, `x[i + 1]`).
+
+SOURCE_QUOTE = "from "  # a block comment's line quoting the user's source: never renamed
+
+
+def comment_parts(text: str) -> tuple[list[str], str, str] | None:
+    """A line as `explained` writes it, in parts: the block comment's lines above it (without
+    `# `), the code, and its own comment (without `  # `), each possibly empty; None for text
+    that is not one line of code under comment lines."""
+    *above, line = text.split("\n")
+    if any(not a.startswith("# ") for a in above):
+        return None
+    code, _, note = line.partition("  # ")
+    return [a[2:] for a in above], code, note
+
+
+def with_comments(above: Sequence[str], code: str, note: str) -> str:
+    """The line `comment_parts` took apart, put back together."""
+    return "".join(f"# {a}\n" for a in above) + code + (f"  # {note}" if note else "")
+
+
+_TOKEN = re.compile(r"[A-Za-z_]\w*|\d+|\s+|.")
+_OPEN, _CLOSE = ("", "[", "(", ",", ":"), ("", "]", ")", ",", ":")
+
+
+def unified_comment(
+    texts: Sequence[str], name: Callable[[tuple[str, ...]], str | None],
+    number: Callable[[tuple[int, ...]], str | None],
+) -> str | None:
+    """One comment for a loop body from the same comment in several of its iterations: where
+    they agree it is kept, a name that differs is `name(those names)`, an int that differs
+    `number(those ints)` (in parentheses unless it stands alone, `x[i + 1]`); None where
+    either gives None or the comments differ otherwise."""
+    tokens = [_TOKEN.findall(text) for text in texts]
+    if len({len(t) for t in tokens}) != 1:
+        return None
+    out: list[str] = []
+    for k, column in enumerate(zip(*tokens)):
+        if len(set(column)) == 1:
+            out.append(column[0])
+            continue
+        if all(c.isdigit() for c in column):
+            text = number(tuple(map(int, column)))
+            before = next((t for t in reversed(tokens[0][:k]) if not t.isspace()), "")
+            after = next((t for t in tokens[0][k + 1:] if not t.isspace()), "")
+            if text is not None and " " in text and not (before in _OPEN and after in _CLOSE):
+                text = f"({text})"
+        elif all(c[0].isalpha() or c[0] == "_" for c in column):
+            text = name(column)
+        else:
+            return None
+        if text is None:
+            return None
+        out.append(text)
+    return "".join(out)
+
+
+def renamed(comment: str, rename: Callable[[str], str | None]) -> str:
+    """A comment with each name `rename` gives text for replaced by it (a quote of the user's
+    source stays as written)."""
+    if comment.startswith(SOURCE_QUOTE):
+        return comment
+    return re.sub(r"\b[A-Za-z_]\w*\b", lambda m: rename(m.group()) or m.group(), comment)
+
+
+def in_place_note(note: str, target: str, value: str) -> str:
+    """A scatter's comment for the line that adds in place instead (`grad_x[i + 1] += g`):
+    `local 1 × upstream g, added to grad_x[i + 1]`."""
+    if not note.startswith("local 1 × upstream scatter(") or ", added to " not in note:
+        return note
+    return f"local 1 × upstream {_grouped(value)}, added to {target}"

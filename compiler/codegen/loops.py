@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from compiler.codegen.explain import comment_parts, in_place_note, renamed, unified_comment, with_comments
 from compiler.codegen.expressions import unparse
 from compiler.ir import Atom, Const, Eqn, Var
 
@@ -469,18 +470,35 @@ def rolled(
     cursor = 0
     own: set[str] = set()  # arrays a loop added to in place: its own, added to so after it too
 
+    slots: dict[str, str] = {}  # a stored value's name -> where its array holds it, for comments
+
+    def renamed_stored(name: str) -> str | None:
+        if not slots:
+            for key, (loop, t, position) in owner.items():
+                value = loop.eqn(eqns, t, position).out
+                if id(value) == key:
+                    slot = _slot(loop.eqn(eqns, 0, position).out.name, None, "", t, 0, position in loop.carried(),
+                                 ast.Load())
+                    slots.setdefault(value.name, unparse(ast.Expr(slot)))
+        return slots.get(name)
+
     def flat(k: int) -> str:
         eqn = eqns[k]
-        line = _flat(lines[k], eqn.reads, owner, eqns)
+        above, code, note = comment_parts(lines[k]) or ([], lines[k], "")
+        line = _flat(code, eqn.reads, owner, eqns)
         operands = {a.name for a in eqn.inputs if isinstance(a, Var)}
         added_to = eqn.accumulate.name if eqn.accumulate is not None else None
         if operands & own:  # read another way: an alias may share the array
             own.difference_update(operands)
         if added_to in own and eqn.out.name == added_to:
-            return _in_place(ast.parse(line).body[0], "")
-        own.discard(added_to)
-        own.discard(eqn.out.name)  # bound to another array
-        return line
+            line = _in_place(ast.parse(line).body[0], "")
+            note = in_place_note(note, *line.split(" += ", 1)) if " += " in line else note
+        else:
+            own.discard(added_to)
+            own.discard(eqn.out.name)  # bound to another array
+        if not (above or note):
+            return line
+        return with_comments([renamed(a, renamed_stored) for a in above], line, renamed(note, renamed_stored))
 
     for loop in loops:
         for k in range(cursor, loop.start):
@@ -489,7 +507,7 @@ def rolled(
         if isinstance(body, int):
             return range(loop.start, loop.start + body)
         section(loop.start).extend(body)
-        own.update(line.split("[", 1)[0].strip() for line in body if " += " in line)
+        own.update(line.rsplit("\n", 1)[-1].split("[", 1)[0].strip() for line in body if " += " in line)
         cursor = loop.stop
     for k in range(cursor, len(eqns)):
         section(k).append(flat(k))
@@ -532,7 +550,8 @@ def _made_for(eqns: Sequence[Eqn], lines: Sequence[str], loop: Loop, value: Atom
     """Whether `value` is an array made just before the loop for it alone: a scatter's new array
     that nothing but the loop reads (the first iteration's gradient, peeled off)."""
     made = next((k for k in range(loop.start - 1, -1, -1) if eqns[k].out is value), None)
-    if made is None or not lines[made].split(" = ", 1)[-1].startswith("scatter("):
+    parts = comment_parts(lines[made]) if made is not None else None
+    if parts is None or not parts[1].split(" = ", 1)[-1].startswith("scatter("):
         return False
     inside = range(loop.start, loop.stop)
     return not any(a is value for k, e in enumerate(eqns) if k not in inside for a in e.reads)
@@ -566,21 +585,27 @@ def _body(
         shape = (loop.count + (position in carried), *out.shape)
         before.append(f"{out.name} = np.empty({shape!r}, np.{out.dtype})")
     body: list[str] = []
+    comments: list[tuple[list[str], str]] = []  # explain mode's, per body line
+    commented = _BodyComments(eqns, loop, loops, index)
     constants: dict[int, str] = {}
     picks = (0, 1, last)
     for position in range(loop.period):
-        texts = [lines[loop.start + t * loop.period + position] for t in picks]
-        if any("#" in text or "\n" in text for text in texts):
+        parts = [comment_parts(lines[loop.start + t * loop.period + position]) for t in picks]
+        if any(part is None or "#" in part[1] for part in parts):
             return position + 1
         name_of = _Names(eqns, loop, loops, position, index, picks, gathered)
         try:
-            trees = [ast.parse(text).body[0] for text in texts]
+            trees = [ast.parse(code).body[0] for _, code, _ in parts]  # type: ignore[misc]
             tree = _unify(*trees, picks, name_of)
         except (ValueError, SyntaxError, IndexError):
             return position + 1
         constants.update(name_of.starts)
         tree = _Moves(index, loop).visit(tree)
         body.append(_in_place(tree, index))
+        if any(above or note for above, _, note in parts):  # type: ignore[misc]
+            comments.append(commented.of(parts, body[-1], name_of))  # type: ignore[arg-type]
+        else:
+            comments.append(([], ""))
     added = {line.split("[", 1)[0] for line in body if " += " in line}  # arrays added to in place
     starts: list[tuple[str, str, str]] = []  # (target, value, the name the value reads) per carried start
     for position, init in sorted(loop.inits.items()):
@@ -608,7 +633,8 @@ def _body(
         name = loop.eqn(eqns, 0, position).out.name
         if position not in loop.stored and final.name != name:  # a stored one is read from its array
             after.append(f"{final.name} = {name}")
-    return [*before, header, *(f"    {line}" for line in body), *after]
+    lines = [with_comments(above, line, note) for line, (above, note) in zip(body, comments)]
+    return [*before, header, *("    " + line.replace("\n", "\n    ") for line in lines), *after]
 
 
 class _Names:
@@ -670,6 +696,115 @@ class _Names:
         if position not in self.loop.stored:
             return ast.Name(name, context)
         return _slot(name, self.loop, self.index, -1 if previous else 0, 1, position in self.carried, context)
+
+
+class _BodyComments:
+    """Explain mode's comments on a loop body's line, from those of the iterations it is written
+    from (see `explain.unified_comment`): a name that moves is written as the body writes it
+    (`grad_s43`, `s3[i]`), or as the body of the loop that makes it (`s6 = total + s5` in a
+    backward loop's block comment); a number that moves as an expression in the index."""
+
+    def __init__(self, eqns: Sequence[Eqn], loop: Loop, loops: Sequence[Loop], index: str) -> None:
+        self.eqns, self.loop, self.loops, self.index = eqns, loop, loops, index
+        self.picks = (0, 1, loop.count - 1)
+        self._owners: dict[str, list[tuple[int, int, int]]] | None = None
+
+    def of(self, parts: Sequence[tuple[list[str], str, str]], line: str, name_of: _Names) -> tuple[list[str], str]:
+        """The block comment's lines and the comment of the body's `line`, from the parts of
+        the lines it was written from (`name_of` named its names); a part that cannot be
+        written for every iteration is left out (one is written from the second and last
+        iterations where the first differs: a carried value's start)."""
+        self.name_of = name_of
+        aboves = [above for above, _, _ in parts]
+        tried = ((0, 1, 2), (1, 2)) if len({len(a) for a in aboves}) == 1 else ((1, 2),)
+        above = [text for k in range(len(aboves[1])) if (text := self._one(aboves, k, tried)) is not None]
+        note = self._one([[note] for _, _, note in parts], 0) or ""
+        if " += " in line:
+            return above, in_place_note(note, *line.split(" += ", 1))
+        tree = ast.parse(line).body[0]
+        chain, added, _ = note.partition(", added to ")
+        if added and isinstance(tree, ast.Assign) and isinstance(tree.value, ast.BinOp):  # what the
+            target, before = unparse(tree.targets[0]), unparse(ast.Expr(tree.value.left))  # body adds to
+            note = f"{chain}, added to {target}" + (f" (so far {before})" if before != target else "")
+        return above, note
+
+    def _one(self, texts: Sequence[Sequence[str]], k: int, tried: Sequence[tuple[int, ...]] = ((0, 1, 2), (1, 2))
+             ) -> str | None:
+        """Comment `k` of each of the lines, as one for the body, from the first of the `tried`
+        choices of the lines that gives one."""
+        for chosen in tried:
+            if any(k >= len(texts[c]) for c in chosen):
+                continue
+            picks = tuple(self.picks[c] for c in chosen)
+            text = unified_comment([texts[c][k] for c in chosen], lambda names: self._name(names, picks),
+                                   lambda numbers: self._number(numbers, picks))
+            if text is not None:
+                return text
+        return None
+
+    def _name(self, names: tuple[str, ...], picks: tuple[int, ...]) -> str | None:
+        name_of = self.name_of
+        if len(names) == 3:  # the line's own names, as the body's line writes them
+            if list(names) == name_of.outs:
+                return unparse(ast.Expr(name_of._local(name_of.position, ast.Load(), previous=False)))
+            try:
+                return unparse(ast.Expr(name_of(*(ast.Name(n, ast.Load()) for n in names))))
+            except (ValueError, KeyError):
+                pass
+        owned = [dict(((n, p), t) for n, t, p in self.owners.get(name, ())) for name in names]
+        for number, position in owned[0]:  # a loop's last value may be the next loop's start
+            if all((number, position) in o for o in owned):
+                text = self._made(number, position, [o[number, position] for o in owned], picks)
+                if text is not None:
+                    return text
+        return None
+
+    def _made(self, number: int, position: int, made: Sequence[int], picks: tuple[int, ...]) -> str | None:
+        """The values loop `number` makes at `position` in iterations `made`, as read by this
+        loop's iterations `picks`."""
+        other = self.loops[number]
+        if other is self.loop:  # this iteration's value or the last's
+            offsets = {m - t for m, t in zip(made, picks)}
+            if offsets not in ({0}, {-1}):
+                return None
+            return unparse(ast.Expr(self.name_of._local(position, ast.Load(), previous=offsets == {-1})))
+        name = other.eqn(self.eqns, 0, position).out.name
+        if position not in other.stored:  # named as that loop's body names it
+            return name
+        moves = _moves(made, picks)
+        if moves is None:
+            return None
+        slot = _slot(name, self.loop, self.index, *moves, position in other.carried(), ast.Load())
+        return unparse(ast.Expr(slot))
+
+    def _number(self, numbers: tuple[int, ...], picks: tuple[int, ...]) -> str | None:
+        moves = _moves(numbers, picks)
+        return None if moves is None else unparse(ast.Expr(_iteration(self.loop, self.index, *moves)))
+
+    @property
+    def owners(self) -> dict[str, list[tuple[int, int, int]]]:
+        """The loops' values by name: (loop, iteration, position) of each, a carried value's start
+        its iteration -1's."""
+        if self._owners is None:
+            self._owners = {}
+            for number, loop in enumerate(self.loops):
+                for t in range(loop.count):
+                    for position in range(loop.period):
+                        name = loop.eqn(self.eqns, t, position).out.name
+                        self._owners.setdefault(name, []).append((number, t, position))
+                for position, init in sorted(loop.inits.items()):
+                    if isinstance(init, Var):
+                        self._owners.setdefault(init.name, []).append((number, -1, position))
+        return self._owners
+
+
+def _moves(values: Sequence[int], picks: Sequence[int]) -> tuple[int, int] | None:
+    """(the value at iteration 0, its step per iteration) of values at iterations `picks`."""
+    step, left = divmod(values[1] - values[0], picks[1] - picks[0])
+    first = values[0] - step * picks[0]
+    if left or any(v != first + step * t for v, t in zip(values, picks)):
+        return None
+    return first, step
 
 
 def _in_place(tree: ast.stmt, index: str) -> str:
