@@ -34,7 +34,7 @@ from compiler.codegen.guards import (
 )
 from compiler.codegen.inlining import inline_single_uses
 from compiler.codegen.lines import LineForm, Lines, render_lines
-from compiler.codegen.loops import find_loops, held_names, rolled
+from compiler.codegen.loops import Loop, find_loops, held_names, rolled
 from compiler.helpers import HELPERS, helper_source
 from compiler.ir import Atom, Backprop, Branch, Const, Eqn, Var
 from compiler.naming import RESERVED, part_name
@@ -376,6 +376,22 @@ def rolled_sections(
     a short body under NumPy. `unroll=False` writes every loop it finds. With `keeps`, the
     sections are followed by a function from values to the names that hold them after the
     lines (`loops.held_names`)."""
+    found = written_loops(sections, outputs, jit, unroll, taken, memo)
+    if found is None:
+        return None
+    loops, written = found
+    eqns = [e for _, code in sections for e in code.eqns]
+    looped = tuple((title, tuple(section)) for (title, _), section in zip(sections, written))
+    return (*looped, functools.partial(held_names, eqns, loops)) if keeps else looped
+
+
+def written_loops(
+    sections: Sequence[tuple[str, Code]], outputs: Sequence[Var], jit: str | None, unroll: bool | None,
+    taken: Sequence[str] = (), memo: dict[int, tuple] | None = None,
+) -> tuple[list[Loop], list[list[str]]] | None:
+    """The loops a function's sections are written with, and each section's lines with them
+    (see `rolled_sections`, which decides the same way); None where the function stays flat.
+    The pictures (`compiler.visualize`) draw a loop the module writes as a loop box."""
     eqns = [e for _, code in sections for e in code.eqns]
     if unroll or unroll is None and jit != "numba" and len(eqns) <= ROLL_ABOVE:
         return None
@@ -393,8 +409,7 @@ def rolled_sections(
         avoid |= set(written)
     else:
         return None
-    looped = tuple((title, tuple(section)) for (title, _), section in zip(sections, written))
-    return (*looped, functools.partial(held_names, eqns, loops)) if keeps else looped
+    return loops, written
 
 
 def rolled_cache_pair(
