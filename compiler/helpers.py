@@ -3,12 +3,16 @@
 A scatter needs a fresh array and a write into it; numba cannot compile `np.add.at` or
 `np.max(x, axis=...)`. The op table's rules name these functions, and codegen copies the source
 of each one a module uses into that module, so emitted code still needs only NumPy (and numba).
-Each function writes only into an array it has just made.
+Each function writes only into an array it has just made, but the `_to` ones, which add into
+the array they are given: optimize mode calls them on an array that dies there (`codegen.in_place`).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import re
+from typing import Iterable
 
 import numpy as np
 
@@ -30,18 +34,26 @@ def add_at(shape, index, values, dtype):
 
 def add_rows(shape, rows, values, dtype):
     """`add_at` for the index `(rows,)`, as a loop numba compiles."""
-    out = np.zeros(shape, dtype)
-    for k in range(rows.shape[0]):
-        out[rows[k]] += values[k]
-    return out
+    return add_rows_to(np.zeros(shape, dtype), rows, values)
 
 
 def add_pairs(shape, rows, cols, values, dtype):
     """`add_at` for the index `(rows, cols)` of a matrix, as a loop numba compiles."""
-    out = np.zeros(shape, dtype)
+    return add_pairs_to(np.zeros(shape, dtype), rows, cols, values)
+
+
+def add_rows_to(x, rows, values):
+    """`add_rows` into an existing array: `x` with `values` added at the rows (repeats add up)."""
     for k in range(rows.shape[0]):
-        out[rows[k], cols[k]] += values[k]
-    return out
+        x[rows[k]] += values[k]
+    return x
+
+
+def add_pairs_to(x, rows, cols, values):
+    """`add_pairs` into an existing array: `x` with `values` added at `(rows, cols)`."""
+    for k in range(rows.shape[0]):
+        x[rows[k], cols[k]] += values[k]
+    return x
 
 
 def updated(x, index, values):
@@ -325,7 +337,8 @@ def kron_grad_y(x, grad):
 HELPERS = {
     fn.__name__: fn
     for fn in (
-        scatter, add_at, add_rows, add_pairs, updated, last_writes, softmax, softmax_along, extreme_along, sum_along,
+        scatter, add_at, add_rows, add_pairs, add_rows_to, add_pairs_to, updated,
+        last_writes, softmax, softmax_along, extreme_along, sum_along,
         logsumexp, logsumexp_all, logsumexp_along, log_softmax_pick, log_softmax_pick_pairs,
         log_softmax_pick_grad, log_softmax_pick_grad_rows, log_softmax_pick_grad_pairs,
         on_diagonal, tiled,
@@ -335,6 +348,39 @@ HELPERS = {
 }
 
 
+# The helpers that make zeros of a shape and put values in at an index, and what does the same
+# to an array that exists (`codegen.in_place`): a statement by the helper's parameter names,
+# `x` the array
+ADDED_INTO = {
+    "scatter": "{x}[{index}] += {values}",  # its index names no place twice
+    "add_at": "np.add.at({x}, {index}, {values})",
+    "add_rows": "add_rows_to({x}, {rows}, {values})",
+    "add_pairs": "add_pairs_to({x}, {rows}, {cols}, {values})",
+}
+
+
 def helper_source(name: str) -> str:
     """The source of one helper, as it is copied into an emitted module."""
+    return _source(name)
+
+
+@functools.cache
+def _source(name: str) -> str:
     return inspect.getsource(HELPERS[name]).rstrip("\n")
+
+
+@functools.cache
+def _callees(name: str) -> frozenset[str]:
+    body = _source(name).partition("\n")[2]
+    return frozenset(re.findall(r"\b(\w+)\(", body)) & HELPERS.keys()
+
+
+def helpers_needed(called: Iterable[str]) -> list[str]:
+    """The helpers named in `called`, and those they call in turn, in the order of HELPERS."""
+    needed = set(called) & HELPERS.keys()
+    pending = list(needed)
+    while pending:
+        for callee in _callees(pending.pop()) - needed:
+            needed.add(callee)
+            pending.append(callee)
+    return [name for name in HELPERS if name in needed]

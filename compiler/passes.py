@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from compiler.ir import Atom, Backprop, Const, Eqn, Graph, KindKeys, Var, sample_of, stand_in
+from compiler.naming import is_temporary
 from compiler.ops import OPS, Op
 
 Pass = Callable[[Graph], Graph]
@@ -346,6 +347,157 @@ def broadcast_fills(graph: Graph) -> Graph:
     return _rebuild(graph, kept, {})
 
 
+@functools.lru_cache(maxsize=None)
+def _reshaped_name(text: str) -> str | None:
+    """The name an expression only reshapes (`grad` in `grad.reshape(x.shape)`, numba's
+    `np.ascontiguousarray(grad).reshape(x.shape)`), or None."""
+    node = ast.parse(text, mode="eval").body
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "reshape"):
+        return None
+    base = node.func.value
+    if isinstance(base, ast.Call) and ast.unparse(base.func) == "np.ascontiguousarray" and len(base.args) == 1:
+        base = base.args[0]
+    return base.id if isinstance(base, ast.Name) else None
+
+
+def _reshaped(eqn: Eqn) -> Atom | None:
+    """The operand whose elements `eqn`'s value is, in the value's shape (a reshape, or the
+    gradient of one: `grad_correct = grad_s3.reshape((8,))`), under every backend."""
+    if eqn.accumulate is not None:
+        return None
+    names = {_reshaped_name(text) for text in _texts(eqn.op, eqn.rule)}
+    if len(names) != 1 or None in names:
+        return None
+    row = OPS[eqn.op]
+    return dict(zip(row.rule_names(eqn.rule) if eqn.rule else row.operands, eqn.inputs)).get(names.pop())
+
+
+def _without_kept_axes(eqn: Eqn, shape: tuple[int, ...], dtype: str) -> Eqn | None:
+    """A reduction that keeps its axes (`x.sum(axis=1, keepdims=True)`) as the same reduction
+    without them, by the row the same call takes with `keepdims=False`, if that has `shape` and
+    `dtype`."""
+    row = OPS[eqn.op]
+    static = eqn.static
+    if eqn.rule is not None or static.get("keepdims") is not True:
+        return None
+    static = {**static, "keepdims": False}
+    (x,) = eqn.inputs
+    for other in OPS.values():
+        if other is row or (other.functions, other.methods) != (row.functions, row.methods):
+            continue
+        if not other.accepts((len(x.shape),), static):
+            continue
+        sample = np.asarray(other.compute(sample_of(x), **static))
+        if (sample.shape, sample.dtype.name) != (shape, dtype):
+            return None
+        return Eqn(other.name, eqn.inputs, Var(eqn.out.name, shape, dtype), loc=eqn.loc,
+                   params=tuple((name, static[name]) for name in other.static))
+    return None
+
+
+def drop_kept_axes(graph: Graph) -> Graph:
+    """A reduction that keeps its axes, read only by a reshape that drops them again (the
+    gradient of `correct[:, None]` after the broadcast's sum), as the reduction without them:
+    `grad_correct = grad_s4.sum(axis=1)`, where the reduction was. Keeps: the reshape's result,
+    by name and type, where its name is not bound between the two."""
+    eqns = graph.eqns
+    position = {id(e.out): index for index, e in enumerate(eqns)}
+    bindings = _bindings(graph)
+    uses = _uses(graph)
+    replaced: dict[int, Eqn] = {}  # by the position of the reduction
+    dropped: set[int] = set()  # positions of the reshapes
+    for index, eqn in enumerate(eqns):
+        source = _reshaped(eqn)
+        at = position.get(id(source)) if isinstance(source, Var) else None
+        if at is None or uses.get(id(source)) != 1 or _bound_between(bindings, eqn.out.name, at, index):
+            continue
+        reduced = _without_kept_axes(eqns[at], eqn.out.shape, eqn.out.dtype)
+        if reduced is not None:
+            replaced[at] = dataclasses.replace(reduced, out=eqn.out)
+            dropped.add(index)
+    if not replaced:
+        return graph
+    kept = [replaced.get(index, e) for index, e in enumerate(eqns) if index not in dropped]
+    return _rebuild(graph, kept, {})
+
+
+def _bindings(graph: Graph) -> dict[str, list[int]]:
+    """Where each name is bound, by position."""
+    bindings: dict[str, list[int]] = {}
+    for index, e in enumerate(graph.eqns):
+        bindings.setdefault(e.out.name, []).append(index)
+    return bindings
+
+
+def _bound_between(bindings: dict[str, list[int]], name: str, start: int, end: int) -> bool:
+    return any(start < i < end for i in bindings.get(name, ()))
+
+
+@functools.lru_cache(maxsize=None)
+def _negated_name(text: str) -> str | None:
+    """The name an expression negates (`grad` in `-grad`), or None."""
+    node = ast.parse(text, mode="eval").body
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Name):
+        return node.operand.id
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _sums(op: str) -> bool:
+    """Whether a row's forward is a sum of its operand (`x.sum(axis=axis)`, `np.sum(x)`) under
+    every backend: linear, so a negation may come after it."""
+    for text in _texts(op, None):
+        node = ast.parse(text, mode="eval").body
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "sum"):
+            return False
+        operand = node.args[0] if ast.unparse(node.func) == "np.sum" and node.args else node.func.value
+        if ast.unparse(operand) != "x":
+            return False
+    return True
+
+
+def sum_before_negating(graph: Graph) -> Graph:
+    """The sum of a negation, read nowhere else (the subtrahend's gradient summed over the
+    axes it was broadcast along), as the negation of the sum: `grad_correct =
+    -grad_s5.sum(axis=1)` negates one number a row, not every element of the matrix. Keeps:
+    the sum's result by name and type, the negation's name for the sum before it is negated."""
+    eqns = graph.eqns
+    position = {id(e.out): index for index, e in enumerate(eqns)}
+    bindings = _bindings(graph)
+    uses = _uses(graph)
+    swapped: dict[int, tuple[Eqn, Eqn]] = {}  # by the position of the sum
+    dropped: set[int] = set()  # positions of the negations
+    for index, eqn in enumerate(eqns):
+        if eqn.rule is not None or eqn.accumulate is not None or len(eqn.inputs) != 1 or not _sums(eqn.op):
+            continue
+        (negated,) = eqn.inputs
+        at = position.get(id(negated))
+        if at is None or uses.get(id(negated)) != 1 or not is_temporary(negated.name):
+            continue  # a name from the user's source keeps its meaning
+        negation = eqns[at]
+        names = {_negated_name(text) for text in _texts(negation.op, negation.rule)}
+        if negation.accumulate is not None or len(names) != 1 or None in names or len(negation.inputs) != 1:
+            continue
+        (operand,) = negation.inputs
+        if type(operand) is not Var or _bound_between(bindings, operand.name, at, index):
+            continue
+        total = Var(negated.name, eqn.out.shape, eqn.out.dtype)
+        (name,) = names
+        types = tuple((fact[0], total.shape, total.dtype) if fact[0] == name else fact for fact in negation.types)
+        swapped[index] = (
+            dataclasses.replace(eqn, inputs=(operand,), out=total),
+            dataclasses.replace(negation, inputs=(total,), out=eqn.out, types=types),
+        )
+        dropped.add(at)
+    if not swapped:
+        return graph
+    kept: list[Eqn] = []
+    for index, eqn in enumerate(eqns):
+        if index not in dropped:
+            kept.extend(swapped.get(index, (eqn,)))
+    return _rebuild(graph, kept, {})
+
+
 def eliminate_common_subexpressions(graph: Graph) -> Graph:
     """Compute each distinct expression once, forward and backward alike: a later equation with
     the same op, rule, operands and static parameters reads the earlier result. Keeps:
@@ -508,6 +660,8 @@ GRADIENT_PASSES: tuple[Pass, ...] = (
     fold_constants,
     broadcast_fills,
     propagate_copies,
+    drop_kept_axes,
+    sum_before_negating,
     eliminate_common_subexpressions,
     eliminate_dead_code,
 )
@@ -537,10 +691,11 @@ def _joined(pair: Backprop, upstream: tuple[Var, ...]) -> Graph:
 
 def _split(joined: Graph, pair: Backprop, upstream: tuple[Var, ...], seed: Eqn | None) -> Backprop:
     """`joined` (made by `_joined` from `pair`, then passed over) as a forward and a backward pass
-    again. Passes drop and rewrite equations but never reorder them, and a rewritten equation
-    keeps its result: the forward pass is the equations before the first of the backward's."""
-    backward_values = {id(e.out) for e in pair.backward.eqns}
-    n_forward = sum(1 for e in joined.eqns if id(e.out) not in backward_values)
+    again. Passes drop and rewrite equations but never move one across the two passes' border,
+    and the last of a rewritten run keeps its result: the forward pass ends with the last
+    equation that binds one of its values."""
+    forward_values = {id(e.out) for e in pair.forward.eqns}
+    n_forward = max((index + 1 for index, e in enumerate(joined.eqns) if id(e.out) in forward_values), default=0)
     n_outputs = len(pair.forward.outputs)
     forward = dataclasses.replace(
         joined, inputs=pair.forward.inputs, eqns=joined.eqns[:n_forward], outputs=joined.outputs[:n_outputs]

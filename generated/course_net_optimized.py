@@ -24,21 +24,6 @@ The backward pass caches X, y, W2, hidden, s2, s5, s6, hidden_2, s11, weights: 2
 import numpy as np
 
 
-def scatter(shape, index, values, dtype):
-    """Zeros of `shape`, with `values` written at an index: a basic one (slices, integers, None),
-    or index arrays that name no place twice (`(np.arange(N), y)`)."""
-    out = np.zeros(shape, dtype)
-    out[index] = values
-    return out
-
-
-def updated(x, index, values):
-    """A copy of `x` with `values` written at `index`: `x[index] = values` without the mutation."""
-    out = x.copy()
-    out[index] = values
-    return out
-
-
 def forward(X, y, W1, b1, W2, b2):
     """Return course_net(X, y, W1, b1, W2, b2)."""
     N = check_arguments(X, y, W1, b1, W2, b2)
@@ -49,7 +34,8 @@ def forward(X, y, W1, b1, W2, b2):
     scores = hidden_2 @ W2 + b2
     margins = scores - scores[np.arange(N), y][:, None] + 1.0
     margins_1 = np.where(margins < 0, 0, margins)
-    margins_2 = updated(margins_1, (np.arange(N), y), 0)
+    margins_1[np.arange(N), y] = 0
+    margins_2 = margins_1
     weights = np.concatenate((np.ravel(W1), np.ravel(W2)), axis=0)
     loss = np.array((np.sum(margins_2) / N, 0.025 * (weights @ weights)))
     L = np.sum(loss)
@@ -71,7 +57,8 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     margins = scores - scores[np.arange(N), y][:, None] + 1.0
     s11 = margins < 0
     margins_1 = np.where(s11, 0, margins)
-    margins_2 = updated(margins_1, (np.arange(N), y), 0)
+    margins_1[np.arange(N), y] = 0
+    margins_2 = margins_1
     weights = np.concatenate((np.ravel(W1), np.ravel(W2)), axis=0)
     loss = np.array((np.sum(margins_2) / N, 0.025 * (weights @ weights)))
     L = np.sum(loss)
@@ -80,23 +67,24 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_loss = np.full((2,), 1.0)
     grad_s16 = 0.025 * grad_loss[1]
     grad_weights = weights * grad_s16
-    grad_weights = grad_weights + weights * grad_s16
+    grad_weights += weights * grad_s16
     grad_margins_2 = np.full((N, 3), 1 / N * grad_loss[0])
     grad_W2 = grad_weights[32:56].reshape((8, 3))
     grad_W1 = grad_weights[0:32].reshape((4, 8))
-    grad_margins_1 = updated(grad_margins_2, (np.arange(N), y), 0)
-    grad_margins = np.logical_not(s11) * grad_margins_1
-    grad_s8 = (-grad_margins).sum(axis=1, keepdims=True).reshape((N,))
-    grad_scores = grad_margins + scatter((N, 3), (np.arange(N), y), grad_s8, np.float64)
+    grad_margins_2[np.arange(N), y] = 0
+    grad_margins_1 = grad_margins_2
+    grad_margins = np.multiply(np.logical_not(s11), grad_margins_1, out=grad_margins_1)
+    grad_margins[np.arange(N), y] += -grad_margins.sum(axis=1)
+    grad_scores = grad_margins
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + hidden_2.T @ grad_scores
     grad_hidden_2 = grad_scores @ W2.T
-    grad_hidden_1 = np.logical_not(s6) * grad_hidden_2
+    grad_hidden_1 = np.multiply(np.logical_not(s6), grad_hidden_2, out=grad_hidden_2)
     grad_s2 = 1 / s5 * grad_hidden_1
     grad_s4 = 0.5 / s5 * (-s2 / s5 ** 2 * grad_hidden_1).sum(axis=0)
     grad_hidden = 2 * (hidden - hidden.mean(axis=0, keepdims=True)) / N * np.expand_dims(grad_s4, 0)
-    grad_hidden = grad_hidden + grad_s2
-    grad_hidden = grad_hidden + np.broadcast_to(np.expand_dims((-grad_s2).sum(axis=0), 0) / N, (N, 8))
+    grad_hidden += grad_s2
+    grad_hidden += np.broadcast_to(np.expand_dims(-grad_s2.sum(axis=0), 0) / N, (N, 8))
     grad_b1 = grad_hidden.sum(axis=0)
     grad_W1 = grad_W1 + X.T @ grad_hidden
     return L, (grad_W1, grad_b1, grad_W2, grad_b2)
@@ -118,23 +106,24 @@ def grad(X, y, W1, b1, W2, b2):
     grad_loss = np.full((2,), 1.0)
     grad_s16 = 0.025 * grad_loss[1]
     grad_weights = weights * grad_s16
-    grad_weights = grad_weights + weights * grad_s16
+    grad_weights += weights * grad_s16
     grad_margins_2 = np.full((N, 3), 1 / N * grad_loss[0])
     grad_W2 = grad_weights[32:56].reshape((8, 3))
     grad_W1 = grad_weights[0:32].reshape((4, 8))
-    grad_margins_1 = updated(grad_margins_2, (np.arange(N), y), 0)
-    grad_margins = np.logical_not(margins < 0) * grad_margins_1
-    grad_s8 = (-grad_margins).sum(axis=1, keepdims=True).reshape((N,))
-    grad_scores = grad_margins + scatter((N, 3), (np.arange(N), y), grad_s8, np.float64)
+    grad_margins_2[np.arange(N), y] = 0
+    grad_margins_1 = grad_margins_2
+    grad_margins = np.multiply(np.logical_not(margins < 0), grad_margins_1, out=grad_margins_1)
+    grad_margins[np.arange(N), y] += -grad_margins.sum(axis=1)
+    grad_scores = grad_margins
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + hidden_2.T @ grad_scores
     grad_hidden_2 = grad_scores @ W2.T
-    grad_hidden_1 = np.logical_not(s6) * grad_hidden_2
+    grad_hidden_1 = np.multiply(np.logical_not(s6), grad_hidden_2, out=grad_hidden_2)
     grad_s2 = 1 / s5 * grad_hidden_1
     grad_s4 = 0.5 / s5 * (-s2 / s5 ** 2 * grad_hidden_1).sum(axis=0)
     grad_hidden = 2 * (hidden - hidden.mean(axis=0, keepdims=True)) / N * np.expand_dims(grad_s4, 0)
-    grad_hidden = grad_hidden + grad_s2
-    grad_hidden = grad_hidden + np.broadcast_to(np.expand_dims((-grad_s2).sum(axis=0), 0) / N, (N, 8))
+    grad_hidden += grad_s2
+    grad_hidden += np.broadcast_to(np.expand_dims(-grad_s2.sum(axis=0), 0) / N, (N, 8))
     grad_b1 = grad_hidden.sum(axis=0)
     grad_W1 = grad_W1 + X.T @ grad_hidden
     return grad_W1, grad_b1, grad_W2, grad_b2
@@ -154,7 +143,8 @@ def forward_with_cache(X, y, W1, b1, W2, b2):
     margins = scores - scores[np.arange(N), y][:, None] + 1.0
     s11 = margins < 0
     margins_1 = np.where(s11, 0, margins)
-    margins_2 = updated(margins_1, (np.arange(N), y), 0)
+    margins_1[np.arange(N), y] = 0
+    margins_2 = margins_1
     weights = np.concatenate((np.ravel(W1), np.ravel(W2)), axis=0)
     loss = np.array((np.sum(margins_2) / N, 0.025 * (weights @ weights)))
     L = np.sum(loss)
@@ -171,23 +161,24 @@ def backward(grad_L, cache):
     grad_loss = np.full((2,), grad_L)
     grad_s16 = 0.025 * grad_loss[1]
     grad_weights = weights * grad_s16
-    grad_weights = grad_weights + weights * grad_s16
+    grad_weights += weights * grad_s16
     grad_margins_2 = np.full((N, 3), 1 / N * grad_loss[0])
     grad_W2 = grad_weights[32:56].reshape((8, 3))
     grad_W1 = grad_weights[0:32].reshape((4, 8))
-    grad_margins_1 = updated(grad_margins_2, (np.arange(N), y), 0)
-    grad_margins = np.logical_not(s11) * grad_margins_1
-    grad_s8 = (-grad_margins).sum(axis=1, keepdims=True).reshape((N,))
-    grad_scores = grad_margins + scatter((N, 3), (np.arange(N), y), grad_s8, np.float64)
+    grad_margins_2[np.arange(N), y] = 0
+    grad_margins_1 = grad_margins_2
+    grad_margins = np.multiply(np.logical_not(s11), grad_margins_1, out=grad_margins_1)
+    grad_margins[np.arange(N), y] += -grad_margins.sum(axis=1)
+    grad_scores = grad_margins
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + hidden_2.T @ grad_scores
     grad_hidden_2 = grad_scores @ W2.T
-    grad_hidden_1 = np.logical_not(s6) * grad_hidden_2
+    grad_hidden_1 = np.multiply(np.logical_not(s6), grad_hidden_2, out=grad_hidden_2)
     grad_s2 = 1 / s5 * grad_hidden_1
     grad_s4 = 0.5 / s5 * (-s2 / s5 ** 2 * grad_hidden_1).sum(axis=0)
     grad_hidden = 2 * (hidden - hidden.mean(axis=0, keepdims=True)) / N * np.expand_dims(grad_s4, 0)
-    grad_hidden = grad_hidden + grad_s2
-    grad_hidden = grad_hidden + np.broadcast_to(np.expand_dims((-grad_s2).sum(axis=0), 0) / N, (N, 8))
+    grad_hidden += grad_s2
+    grad_hidden += np.broadcast_to(np.expand_dims(-grad_s2.sum(axis=0), 0) / N, (N, 8))
     grad_b1 = grad_hidden.sum(axis=0)
     grad_W1 = grad_W1 + X.T @ grad_hidden
     return grad_W1, grad_b1, grad_W2, grad_b2

@@ -38,7 +38,7 @@ def value_and_grad(X, t, W1, b1, W2, b2):
     # forward pass
     h = np.tanh(X @ W1 + b1)
     pred = h @ W2 + b2
-    s3 = pred - t
+    s3 = np.subtract(pred, t, out=pred)
     L = np.mean(s3 ** 2)
 
     # backward pass
@@ -46,7 +46,7 @@ def value_and_grad(X, t, W1, b1, W2, b2):
     grad_b2 = grad_s3.sum(axis=0)
     grad_W2 = h.T @ grad_s3
     grad_h = grad_s3 @ W2.T
-    grad_s1 = (1 - h ** 2) * grad_h
+    grad_s1 = np.multiply(1 - h ** 2, grad_h, out=grad_h)
     grad_b1 = grad_s1.sum(axis=0)
     grad_W1 = X.T @ grad_s1
     return L, (grad_W1, grad_b1, grad_W2, grad_b2)
@@ -62,7 +62,7 @@ def grad(X, t, W1, b1, W2, b2):
     grad_b2 = grad_s3.sum(axis=0)
     grad_W2 = h.T @ grad_s3
     grad_h = grad_s3 @ W2.T
-    grad_s1 = (1 - h ** 2) * grad_h
+    grad_s1 = np.multiply(1 - h ** 2, grad_h, out=grad_h)
     grad_b1 = grad_s1.sum(axis=0)
     grad_W1 = X.T @ grad_s1
     return grad_W1, grad_b1, grad_W2, grad_b2
@@ -74,7 +74,7 @@ def forward_with_cache(X, t, W1, b1, W2, b2):
 
     h = np.tanh(X @ W1 + b1)
     pred = h @ W2 + b2
-    s3 = pred - t
+    s3 = np.subtract(pred, t, out=pred)
     L = np.mean(s3 ** 2)
     cache = X, W2, h, s3
     return L, cache
@@ -90,7 +90,7 @@ def backward(grad_L, cache):
     grad_b2 = grad_s3.sum(axis=0)
     grad_W2 = h.T @ grad_s3
     grad_h = grad_s3 @ W2.T
-    grad_s1 = (1 - h ** 2) * grad_h
+    grad_s1 = np.multiply(1 - h ** 2, grad_h, out=grad_h)
     grad_b1 = grad_s1.sum(axis=0)
     grad_W1 = X.T @ grad_s1
     return grad_W1, grad_b1, grad_W2, grad_b2

@@ -77,30 +77,30 @@ def value_and_grad(x):
 
     # backward pass
     grad_s30 = -(2 * s18[4])
-    grad_s43 = 2 * s13[3] * 100.0
+    grad_s43 = 200.0 * s13[3]
     grad_s30 = grad_s30 + 2 * s10[3] * -grad_s43
     grad_x = scatter((6,), (5,), grad_s43, np.float64)
     grad_s20 = -(2 * s18[3])
-    grad_s33 = 2 * s13[2] * 100.0
+    grad_s33 = 200.0 * s13[2]
     grad_s30 = grad_s30 + grad_s33
     grad_s20 = grad_s20 + 2 * s10[2] * -grad_s33
-    grad_x = grad_x + scatter((6,), (4,), grad_s30, np.float64)
+    grad_x += scatter((6,), (4,), grad_s30, np.float64)
     grad_s10 = -(2 * s18[2])
-    grad_s23 = 2 * s13[1] * 100.0
+    grad_s23 = 200.0 * s13[1]
     grad_s20 = grad_s20 + grad_s23
     grad_s10 = grad_s10 + 2 * s10[1] * -grad_s23
-    grad_x = grad_x + scatter((6,), (3,), grad_s20, np.float64)
+    grad_x += scatter((6,), (3,), grad_s20, np.float64)
     grad_s0 = -(2 * s18[1])
-    grad_s13 = 2 * s13[0] * 100.0
+    grad_s13 = 200.0 * s13[0]
     grad_s10 = grad_s10 + grad_s13
     grad_s0 = grad_s0 + 2 * s0 * -grad_s13
-    grad_x = grad_x + scatter((6,), (2,), grad_s10, np.float64)
+    grad_x += scatter((6,), (2,), grad_s10, np.float64)
     grad_s1 = -(2 * s8)
-    grad_s3 = 2 * s3 * 100.0
+    grad_s3 = 200.0 * s3
     grad_s0 = grad_s0 + grad_s3
     grad_s1 = grad_s1 + 2 * s1 * -grad_s3
-    grad_x = grad_x + scatter((6,), (0,), grad_s1, np.float64)
-    grad_x = grad_x + scatter((6,), (1,), grad_s0, np.float64)
+    grad_x += scatter((6,), (0,), grad_s1, np.float64)
+    grad_x += scatter((6,), (1,), grad_s0, np.float64)
     return total_4, (grad_x,)
 
 
@@ -122,30 +122,30 @@ def grad(x):
         s13[i] = s10[i + 1] - s12
         s18[i] = 1 - s10[i]
     grad_s30 = -(2 * s18[3])
-    grad_s43 = 2 * s13[3] * 100.0
+    grad_s43 = 200.0 * s13[3]
     grad_s30 = grad_s30 + 2 * s10[3] * -grad_s43
     grad_x = scatter((6,), (5,), grad_s43, np.float64)
     grad_s20 = -(2 * s18[2])
-    grad_s33 = 2 * s13[2] * 100.0
+    grad_s33 = 200.0 * s13[2]
     grad_s30 = grad_s30 + grad_s33
     grad_s20 = grad_s20 + 2 * s10[2] * -grad_s33
-    grad_x = grad_x + scatter((6,), (4,), grad_s30, np.float64)
+    grad_x += scatter((6,), (4,), grad_s30, np.float64)
     grad_s10 = -(2 * s18[1])
-    grad_s23 = 2 * s13[1] * 100.0
+    grad_s23 = 200.0 * s13[1]
     grad_s20 = grad_s20 + grad_s23
     grad_s10 = grad_s10 + 2 * s10[1] * -grad_s23
-    grad_x = grad_x + scatter((6,), (3,), grad_s20, np.float64)
+    grad_x += scatter((6,), (3,), grad_s20, np.float64)
     grad_s0 = -(2 * s18[0])
-    grad_s13 = 2 * s13[0] * 100.0
+    grad_s13 = 200.0 * s13[0]
     grad_s10 = grad_s10 + grad_s13
     grad_s0 = grad_s0 + 2 * s0 * -grad_s13
-    grad_x = grad_x + scatter((6,), (2,), grad_s10, np.float64)
+    grad_x += scatter((6,), (2,), grad_s10, np.float64)
     grad_s1 = -(2 * s8)
-    grad_s3 = 2 * s3 * 100.0
+    grad_s3 = 200.0 * s3
     grad_s0 = grad_s0 + grad_s3
     grad_s1 = grad_s1 + 2 * s1 * -grad_s3
-    grad_x = grad_x + scatter((6,), (0,), grad_s1, np.float64)
-    grad_x = grad_x + scatter((6,), (1,), grad_s0, np.float64)
+    grad_x += scatter((6,), (0,), grad_s1, np.float64)
+    grad_x += scatter((6,), (1,), grad_s0, np.float64)
     return grad_x,
 
 
@@ -192,23 +192,23 @@ def backward(grad_total, cache):
     grad_s33 = 2 * s13[2] * grad_s44
     grad_s30 = grad_s30 + grad_s33
     grad_s20 = grad_s20 + 2 * s10[2] * -grad_s33
-    grad_x = grad_x + scatter((6,), (4,), grad_s30, np.float64)
+    grad_x += scatter((6,), (4,), grad_s30, np.float64)
     grad_s10 = -(2 * s18[2] * grad_total)
     grad_s23 = 2 * s13[1] * grad_s44
     grad_s20 = grad_s20 + grad_s23
     grad_s10 = grad_s10 + 2 * s10[1] * -grad_s23
-    grad_x = grad_x + scatter((6,), (3,), grad_s20, np.float64)
+    grad_x += scatter((6,), (3,), grad_s20, np.float64)
     grad_s0 = -(2 * s18[1] * grad_total)
     grad_s13 = 2 * s13[0] * grad_s44
     grad_s10 = grad_s10 + grad_s13
     grad_s0 = grad_s0 + 2 * s0 * -grad_s13
-    grad_x = grad_x + scatter((6,), (2,), grad_s10, np.float64)
+    grad_x += scatter((6,), (2,), grad_s10, np.float64)
     grad_s1 = -(2 * s8 * grad_total)
     grad_s3 = 2 * s3 * grad_s44
     grad_s0 = grad_s0 + grad_s3
     grad_s1 = grad_s1 + 2 * s1 * -grad_s3
-    grad_x = grad_x + scatter((6,), (0,), grad_s1, np.float64)
-    grad_x = grad_x + scatter((6,), (1,), grad_s0, np.float64)
+    grad_x += scatter((6,), (0,), grad_s1, np.float64)
+    grad_x += scatter((6,), (1,), grad_s0, np.float64)
     return grad_x,
 
 

@@ -22,10 +22,15 @@ import numba
 @numba.njit(cache=True)
 def add_pairs(shape, rows, cols, values, dtype):
     """`add_at` for the index `(rows, cols)` of a matrix, as a loop numba compiles."""
-    out = np.zeros(shape, dtype)
+    return add_pairs_to(np.zeros(shape, dtype), rows, cols, values)
+
+
+@numba.njit(cache=True)
+def add_pairs_to(x, rows, cols, values):
+    """`add_pairs` into an existing array: `x` with `values` added at `(rows, cols)`."""
     for k in range(rows.shape[0]):
-        out[rows[k], cols[k]] += values[k]
-    return out
+        x[rows[k], cols[k]] += values[k]
+    return x
 
 
 @numba.njit(cache=True)

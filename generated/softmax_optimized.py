@@ -74,11 +74,11 @@ def value_and_grad(X, y, W, b):
     L = data_loss + reg_loss
 
     # backward pass
-    grad_W = 2 * W * 0.0005
+    grad_W = 0.001 * W
     grad_correct_logprobs = np.full((N,), (1 / N))
     grad_scores = log_softmax_pick_grad_rows(probs, y, -grad_correct_logprobs)
     grad_b = grad_scores.sum(axis=0)
-    grad_W = grad_W + X.T @ grad_scores
+    grad_W += X.T @ grad_scores
     return L, (grad_W, grad_b)
 
 
@@ -88,11 +88,11 @@ def grad(X, y, W, b):
 
     scores = X @ W + b
     probs = softmax(scores, 1)
-    grad_W = 2 * W * 0.0005
+    grad_W = 0.001 * W
     grad_correct_logprobs = np.full((N,), (1 / N))
     grad_scores = log_softmax_pick_grad_rows(probs, y, -grad_correct_logprobs)
     grad_b = grad_scores.sum(axis=0)
-    grad_W = grad_W + X.T @ grad_scores
+    grad_W += X.T @ grad_scores
     return grad_W, grad_b
 
 
@@ -120,7 +120,7 @@ def backward(grad_L, cache):
     grad_correct_logprobs = np.full((N,), 1 / N * grad_L)
     grad_scores = log_softmax_pick_grad_rows(probs, y, -grad_correct_logprobs)
     grad_b = grad_scores.sum(axis=0)
-    grad_W = grad_W + X.T @ grad_scores
+    grad_W += X.T @ grad_scores
     return grad_W, grad_b
 
 

@@ -23,14 +23,6 @@ The backward pass caches X, y, W1, W2, h, margins: 1472 bytes at the example's s
 import numpy as np
 
 
-def scatter(shape, index, values, dtype):
-    """Zeros of `shape`, with `values` written at an index: a basic one (slices, integers, None),
-    or index arrays that name no place twice (`(np.arange(N), y)`)."""
-    out = np.zeros(shape, dtype)
-    out[index] = values
-    return out
-
-
 def updated(x, index, values):
     """A copy of `x` with `values` written at `index`: `x[index] = values` without the mutation."""
     out = x.copy()
@@ -46,7 +38,8 @@ def forward(X, y, W1, b1, W2, b2):
     scores = h @ W2 + b2
     correct = scores[np.arange(N), y]
     margins = np.maximum(scores - correct[:, None] + 1.0, 0.0)
-    margins_1 = updated(margins, (np.arange(N), y), 0)
+    margins[np.arange(N), y] = 0
+    margins_1 = margins
     data_loss = np.sum(margins_1) / N
     reg_loss = 0.001 * (np.sum(np.square(W1)) + np.sum(np.square(W2)))
     L = data_loss + reg_loss
@@ -68,19 +61,21 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     L = data_loss + reg_loss
 
     # backward pass
-    grad_W2 = 2 * W2 * 0.001
-    grad_W1 = 2 * W1 * 0.001
+    grad_W2 = 0.002 * W2
+    grad_W1 = 0.002 * W1
     grad_margins_1 = np.full((N, 3), (1 / N))
-    grad_margins = updated(grad_margins_1, (np.arange(N), y), 0)
-    grad_s5 = (margins > 0) * grad_margins
-    grad_correct = (-grad_s5).sum(axis=1, keepdims=True).reshape((N,))
-    grad_scores = grad_s5 + scatter((N, 3), (np.arange(N), y), grad_correct, np.float64)
+    grad_margins_1[np.arange(N), y] = 0
+    grad_margins = grad_margins_1
+    grad_s5 = np.multiply(margins > 0, grad_margins, out=grad_margins)
+    grad_correct = -grad_s5.sum(axis=1)
+    grad_s5[np.arange(N), y] += grad_correct
+    grad_scores = grad_s5
     grad_b2 = grad_scores.sum(axis=0)
-    grad_W2 = grad_W2 + h.T @ grad_scores
+    grad_W2 += h.T @ grad_scores
     grad_h = grad_scores @ W2.T
-    grad_s1 = (h > 0) * grad_h
+    grad_s1 = np.multiply(h > 0, grad_h, out=grad_h)
     grad_b1 = grad_s1.sum(axis=0)
-    grad_W1 = grad_W1 + X.T @ grad_s1
+    grad_W1 += X.T @ grad_s1
     return L, (grad_W1, grad_b1, grad_W2, grad_b2)
 
 
@@ -92,19 +87,21 @@ def grad(X, y, W1, b1, W2, b2):
     scores = h @ W2 + b2
     correct = scores[np.arange(N), y]
     margins = np.maximum(scores - correct[:, None] + 1.0, 0.0)
-    grad_W2 = 2 * W2 * 0.001
-    grad_W1 = 2 * W1 * 0.001
+    grad_W2 = 0.002 * W2
+    grad_W1 = 0.002 * W1
     grad_margins_1 = np.full((N, 3), (1 / N))
-    grad_margins = updated(grad_margins_1, (np.arange(N), y), 0)
-    grad_s5 = (margins > 0) * grad_margins
-    grad_correct = (-grad_s5).sum(axis=1, keepdims=True).reshape((N,))
-    grad_scores = grad_s5 + scatter((N, 3), (np.arange(N), y), grad_correct, np.float64)
+    grad_margins_1[np.arange(N), y] = 0
+    grad_margins = grad_margins_1
+    grad_s5 = np.multiply(margins > 0, grad_margins, out=grad_margins)
+    grad_correct = -grad_s5.sum(axis=1)
+    grad_s5[np.arange(N), y] += grad_correct
+    grad_scores = grad_s5
     grad_b2 = grad_scores.sum(axis=0)
-    grad_W2 = grad_W2 + h.T @ grad_scores
+    grad_W2 += h.T @ grad_scores
     grad_h = grad_scores @ W2.T
-    grad_s1 = (h > 0) * grad_h
+    grad_s1 = np.multiply(h > 0, grad_h, out=grad_h)
     grad_b1 = grad_s1.sum(axis=0)
-    grad_W1 = grad_W1 + X.T @ grad_s1
+    grad_W1 += X.T @ grad_s1
     return grad_W1, grad_b1, grad_W2, grad_b2
 
 
@@ -134,16 +131,18 @@ def backward(grad_L, cache):
     grad_W2 = 2 * W2 * grad_s11
     grad_W1 = 2 * W1 * grad_s11
     grad_margins_1 = np.full((N, 3), 1 / N * grad_L)
-    grad_margins = updated(grad_margins_1, (np.arange(N), y), 0)
-    grad_s5 = (margins > 0) * grad_margins
-    grad_correct = (-grad_s5).sum(axis=1, keepdims=True).reshape((N,))
-    grad_scores = grad_s5 + scatter((N, 3), (np.arange(N), y), grad_correct, np.float64)
+    grad_margins_1[np.arange(N), y] = 0
+    grad_margins = grad_margins_1
+    grad_s5 = np.multiply(margins > 0, grad_margins, out=grad_margins)
+    grad_correct = -grad_s5.sum(axis=1)
+    grad_s5[np.arange(N), y] += grad_correct
+    grad_scores = grad_s5
     grad_b2 = grad_scores.sum(axis=0)
-    grad_W2 = grad_W2 + h.T @ grad_scores
+    grad_W2 += h.T @ grad_scores
     grad_h = grad_scores @ W2.T
-    grad_s1 = (h > 0) * grad_h
+    grad_s1 = np.multiply(h > 0, grad_h, out=grad_h)
     grad_b1 = grad_s1.sum(axis=0)
-    grad_W1 = grad_W1 + X.T @ grad_s1
+    grad_W1 += X.T @ grad_s1
     return grad_W1, grad_b1, grad_W2, grad_b2
 
 

@@ -25,8 +25,9 @@ LAYERS = [
     ["compiler.autodiff"],
     ["compiler.passes"],
     ["compiler.codegen.expressions"],
-    ["compiler.codegen.lines", "compiler.codegen.guards"],
-    ["compiler.codegen.explain", "compiler.codegen.branches", "compiler.codegen.inlining", "compiler.codegen.loops"],
+    ["compiler.codegen.lines", "compiler.codegen.guards", "compiler.codegen.explain"],  # loops write its comments
+    ["compiler.codegen.branches", "compiler.codegen.inlining", "compiler.codegen.loops",
+     "compiler.codegen.in_place"],
     ["compiler.codegen.module"],
     ["compiler.codegen"],
     ["compiler.visualize"],

@@ -188,8 +188,26 @@ class _Substitute(ast.NodeTransformer):
         if isinstance(node.op, ast.Pow) and right == 1:
             return node.left
         if fold is None or left is None or right is None:
-            return self._drop_unit_factor(node, left, right)
+            return self._fold_scale(self._drop_unit_factor(node, left, right))
         return _constant(fold(left, right))
+
+    def _fold_scale(self, node: ast.expr) -> ast.expr:
+        """`2 * x * 0.001` is `0.002 * x` where one factor is a power of two: scaling by one is
+        exact, so both orders round alike (the square gate's `2 * x * grad` at a folded grad)."""
+        if not (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult)):
+            return node
+        outer, inner = (node.right, node.left) if _literal(node.right) is not None else (node.left, node.right)
+        b = _literal(outer)
+        if b is None or not (isinstance(inner, ast.BinOp) and isinstance(inner.op, ast.Mult)):
+            return node
+        factor, rest = (inner.left, inner.right) if _literal(inner.left) is not None else (inner.right, inner.left)
+        a = _literal(factor)
+        if a is None or isinstance(a, bool) or isinstance(b, bool) or not (_power_of_two(a) or _power_of_two(b)):
+            return node
+        kept, whole = self._type(rest), self._type(node)
+        if kept is None or kept != whole or kept[1].kind != "f" or not 0 < abs(a * b) < math.inf:
+            return node
+        return ast.BinOp(_constant(a * b), ast.Mult(), rest)
 
     def _drop_unit_factor(self, node: ast.BinOp, left: object, right: object) -> ast.expr:
         """`e * 1.0` (or `1.0 * e`, `e / 1.0`) is `e` when `e` already has the product's type:
@@ -233,6 +251,11 @@ class _Substitute(ast.NodeTransformer):
 
 
 _COMPARABLE = {ast.Eq: operator.eq, ast.NotEq: operator.ne}
+
+
+def _power_of_two(number: int | float) -> bool:
+    mantissa, _ = math.frexp(number)
+    return abs(mantissa) == 0.5
 
 
 def _literal(node: ast.expr) -> int | float | None:

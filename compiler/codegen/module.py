@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -32,16 +33,18 @@ from compiler.codegen.guards import (
     static_literal,
     upstream_check,
 )
+from compiler.codegen.in_place import WRITABLE_VIEWS, allocates, reuse_arrays
 from compiler.codegen.inlining import inline_single_uses
 from compiler.codegen.lines import LineForm, Lines, render_lines
 from compiler.codegen.loops import Loop, find_loops, held_names, rolled
-from compiler.helpers import HELPERS, helper_source
+from compiler.helpers import helper_source, helpers_needed
 from compiler.ir import Atom, Backprop, Branch, Const, Eqn, Var
 from compiler.naming import RESERVED, part_name
 from compiler.passes import copy_source, gradients_only, recompute_views
 from compiler.sizes import NO_SIZES, Sizes
 
 JIT_BACKENDS = ("numba",)
+_CALLED = re.compile(r"\b(\w+)\(")  # a function a line calls by name
 TEMPLATE = "module.py.j2"  # the emitted module; templates/ holds the report's too
 
 
@@ -275,32 +278,10 @@ def reusing_forward_values(forward: Code, backward: Code) -> Code:
     return Code(backward.eqns, tuple(lines))
 
 
-# Calls whose result is a view that writes through to its operand: a gradient that is one of a
-# fresh array is as fresh (a read-only one, np.broadcast_to's, never is)
-_WRITABLE_VIEWS = frozenset(("reshape", "ravel", "transpose", "squeeze", "expand_dims", "swapaxes", "moveaxis"))
-# Calls that may give back (a view of) an array they are passed, rather than a new one
-_VIEWING_CALLS = _WRITABLE_VIEWS | frozenset((
-    "broadcast_to", "asarray", "ascontiguousarray", "asfortranarray", "atleast_1d", "atleast_2d", "atleast_3d",
-    "diagonal", "diag", "flip", "fliplr", "flipud", "view", "real", "imag",
-))
-
-
-def _allocates(tree: ast.expr) -> bool:
-    """Whether an expression certainly makes a new array: arithmetic does, and every call but
-    those that may view their operand; a name, an attribute (`.T`) or an index may not."""
-    if isinstance(tree, (ast.BinOp, ast.UnaryOp, ast.Compare)):
-        return True
-    if isinstance(tree, ast.Call):
-        func = tree.func
-        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
-        return name is not None and name not in _VIEWING_CALLS
-    return False
-
-
 def _writable_view_of(eqn: Eqn, tree: ast.expr) -> Var | None:
     """The operand `eqn`'s value is a writable view of (`ds0.reshape(...)`,
     `np.expand_dims(g, 0)`), if it is one."""
-    if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Attribute) and tree.func.attr in _WRITABLE_VIEWS):
+    if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Attribute) and tree.func.attr in WRITABLE_VIEWS):
         return None
     base = tree.func.value
     if isinstance(base, ast.Name) and base.id == "np" and tree.args:
@@ -333,7 +314,7 @@ def fresh_gradients(grads: Sequence[Var], body: Sequence[Eqn], jit: str | None) 
     for grad in grads:
         source = origin(grad)
         eqn = made.get(id(source))
-        shared = id(source) in returned or eqn is None or not _allocates(expression(eqn, jit))
+        shared = id(source) in returned or eqn is None or not allocates(expression(eqn, jit))
         returned.add(id(source))
         item: ast.expr = load(grad.name)
         if shared and grad.shape != ():  # numbers are immutable: only arrays need their own copy
@@ -688,6 +669,18 @@ def template(name: str) -> jinja2.Template:
     return _environment().get_template(name)
 
 
+def name_types(*pairs: Backprop | None) -> dict[str, tuple[tuple[int, ...], str] | None]:
+    """Each name the pairs bind, with its shape and dtype (None where it has several)."""
+    types: dict[str, tuple[tuple[int, ...], str] | None] = {}
+    for pair in pairs:
+        if pair is None:
+            continue
+        for v in (*pair.forward.inputs, *pair.upstream, *(e.out for e in pair.forward.eqns + pair.backward_eqns)):
+            kind = (v.shape, v.dtype)
+            types[v.name] = kind if types.get(v.name, kind) == kind else None
+    return types
+
+
 def _cache_bytes(pair: Backprop) -> int:
     return sum(math.prod(v.shape) * _itemsize(v.dtype) for v in pair.cache)
 
@@ -722,10 +715,16 @@ def emit_module(
         emitted = tuple(dataclasses.replace(f, decorator=INLINED) if f.name in inlined else f for f in emitted)
         emitted = (*emitted, *vectorized(pair, vectorize, [name for name, _ in pair.static]))
     optimized = folded is not None or any(b.folded is not None for b in branches)
-    if optimized and not explain:  # each temporary read once written where it is read
-        emitted = tuple(dataclasses.replace(f, sections=inline_single_uses(f.sections)) for f in emitted)
-    called = set().union(*(form.calls for form in forms))
-    helpers = [helper_source(name) for name in HELPERS if name in called]
+    if optimized and not explain:  # each temporary read once written where it is read; arrays reused as they die
+        types = name_types(*(graph for b in branches or (Branch((), pair, folded),) for graph in (b.pair, b.folded)))
+        emitted = tuple(
+            dataclasses.replace(f, sections=reuse_arrays(inline_single_uses(f.sections), types, jit)) for f in emitted
+        )
+    if optimized and not explain:  # the rewrites above call helpers of their own, and drop some
+        called = {word for f in emitted for _, lines in f.sections for line in lines for word in _CALLED.findall(line)}
+    else:
+        called = set().union(*(form.calls for form in forms))
+    helpers = [helper_source(name) for name in helpers_needed(called)]
     example_sizes = sizes.values({v.name: v.shape for v in pair.forward.inputs})
     static = dict(pair.static)
     decided = dict.fromkeys(where(d) for b in branches for d in b.decisions)

@@ -1,0 +1,225 @@
+"""Optimize mode's rewrite of a function's lines to reuse arrays the function itself made, as a
+person writes `grad_W2 += h.T @ dscores` rather than allocating the sum anew.
+
+Why: every line of flat code allocates its result, and at large sizes the allocations (each a
+fresh mapping of pages above glibc's mmap threshold) and the memory they hold cost more than the
+arithmetic. Two rewrites, both on a function's finished lines, before its temporaries are
+inlined (`codegen.inlining`):
+
+- an accumulation `g = g + E` becomes `g += E` where `g`'s array was made by an earlier line of
+  the function and nothing else read it since;
+- `z = A * n`, where `n` is an array the function made and this line is the only one that reads
+  it, becomes `z = np.multiply(A, n, out=n)`: the result is written over `n` as `n` dies (under
+  numba, whose ufuncs take `out` only by position, `np.multiply(A, n, n)`).
+
+The rewrite is conservative. It needs each name's type (shape and dtype), and applies only
+where the array written over has exactly the result's type, was made by an allocating
+expression (arithmetic or a call that returns a new array, never a view of another one), and no
+other line reads it: a line that read it could have kept a view of it. Lines it does not
+understand (branches, loops, comments) count as reading every name they mention.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from typing import Mapping, Sequence
+
+from compiler.codegen.expressions import unparse
+from compiler.helpers import ADDED_INTO, HELPERS
+
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+# Calls whose result is a view that writes through to its operand
+WRITABLE_VIEWS = frozenset(("reshape", "ravel", "transpose", "squeeze", "expand_dims", "swapaxes", "moveaxis"))
+# Calls that may give back (a view of) an array they are passed, rather than a new one
+VIEWING_CALLS = WRITABLE_VIEWS | frozenset((
+    "broadcast_to", "asarray", "ascontiguousarray", "asfortranarray", "atleast_1d", "atleast_2d", "atleast_3d",
+    "diagonal", "diag", "flip", "fliplr", "flipud", "view", "real", "imag",
+))
+# The ufunc each arithmetic operator calls, for a result written into an existing array
+_UFUNCS: dict[type, str] = {ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply", ast.Div: "true_divide"}
+
+
+def allocates(tree: ast.expr) -> bool:
+    """Whether an expression certainly makes a new array (where its result is one): arithmetic
+    does, and every call but those that may view their operand; a name, an attribute (`.T`) or
+    an index may not."""
+    if isinstance(tree, (ast.BinOp, ast.UnaryOp, ast.Compare)):
+        return not isinstance(tree, ast.UnaryOp) or not isinstance(tree.op, ast.UAdd)
+    if isinstance(tree, ast.Call):
+        func = tree.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+        return name is not None and name not in VIEWING_CALLS
+    return False
+
+
+def may_view(tree: ast.expr) -> bool:
+    """Whether an expression's value may be (a view of) an array a name holds: a name, an
+    attribute or index of one (`g.T`, `g[0]`), a viewing call on one; not arithmetic, nor a
+    view of a fresh array (`sum_along(g, 1).reshape(...)`)."""
+    while True:
+        if isinstance(tree, ast.Name):
+            return True
+        if isinstance(tree, (ast.Attribute, ast.Subscript)):
+            tree = tree.value
+        elif isinstance(tree, ast.Call) and not allocates(tree):
+            func = tree.func
+            if isinstance(func, ast.Attribute) and not (isinstance(func.value, ast.Name) and func.value.id == "np"):
+                tree = func.value  # `x.reshape(...)`
+            elif tree.args:
+                tree = tree.args[0]  # `np.ascontiguousarray(x)`
+            else:
+                return True
+        else:
+            return False
+
+
+def _statement(line: str) -> ast.stmt | None:
+    """The line as one simple top-level statement, or None for anything else."""
+    if "\n" in line or "#" in line or line[:1].isspace():
+        return None
+    try:
+        body = ast.parse(line).body
+    except SyntaxError:  # `if x > 0:` alone, its block in the lines after
+        return None
+    return body[0] if len(body) == 1 else None
+
+
+def _assignment(statement: ast.stmt | None) -> tuple[str, ast.expr] | None:
+    if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
+        return statement.targets[0].id, statement.value
+    return None
+
+
+def _names_read(line: str, statement: ast.stmt | None) -> list[str]:
+    if statement is None:  # every word of a line not understood counts as a read
+        return _IDENTIFIER.findall(line)
+    return [n.id for n in ast.walk(statement) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+
+
+def reuse_arrays(
+    sections: Sequence[tuple[str, Sequence[str]]], types: Mapping[str, tuple[tuple[int, ...], str] | None],
+    jit: str | None,
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A function's sections (see `module.Function`) with accumulations written `+=` and results
+    written over an operand that dies with them, where that is safe (see the module's doc).
+    `types` gives each name's shape and dtype (None: the name has several)."""
+    lines = [line for _, section in sections for line in section]
+    statements = [_statement(line) for line in lines]
+    reads = [_names_read(line, statement) for line, statement in zip(lines, statements)]
+    last_read: dict[str, int] = {}
+    for j, names in enumerate(reads):
+        last_read.update(dict.fromkeys(names, j))
+    owned: set[str] = set()  # names bound to an array a line made, which no line may have viewed since
+    rewritten: list[tuple[str, ...]] = [(line,) for line in lines]
+    for j, statement in enumerate(statements):
+        assignment = _assignment(statement)
+        if assignment is not None:
+            target, value = assignment
+            dying = {name for name in owned if last_read.get(name) == j}
+            new = _written_in_place(target, value, owned, dying, types, jit)
+            if new is not None:
+                rewritten[j] = new
+        if assignment is None or may_view(assignment[1]):
+            owned.difference_update(reads[j])  # the line may keep a view of what it reads
+        owned.difference_update(_bound(statement, lines[j]))
+        if assignment is not None and allocates(assignment[1]) and _array_type(types, assignment[0]) is not None:
+            owned.add(assignment[0])
+    result, count = [], 0
+    for comment, section in sections:
+        result.append((comment, tuple(line for kept in rewritten[count:count + len(section)] for line in kept)))
+        count += len(section)
+    return tuple(result)
+
+
+def _bound(statement: ast.stmt | None, line: str) -> set[str]:
+    if statement is None:
+        return set(_IDENTIFIER.findall(line))
+    return {n.id for n in ast.walk(statement) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+
+
+def _array_type(types: Mapping[str, tuple[tuple[int, ...], str] | None], name: str) -> tuple | None:
+    """`name`'s type where it is one array type (not a number, not several types)."""
+    found = types.get(name)
+    return found if found is not None and found[0] != () else None
+
+
+def _written_in_place(
+    target: str, value: ast.expr, owned: set[str], dying: set[str],
+    types: Mapping[str, tuple[tuple[int, ...], str] | None], jit: str | None,
+) -> tuple[str, ...] | None:
+    """The lines that compute `target = value` into an operand's array, or None. `owned`: the
+    names whose arrays the function made and nothing views; `dying`: those this line reads last."""
+    result_type = _array_type(types, target)
+    if result_type is None:
+        return None
+
+    def reusable(node: ast.expr, *others: ast.expr, dies: bool = True) -> str | None:
+        """The name `node` is, if its array may take the result: not where one of the `others`,
+        read while the result is written, may be a view of it (`g + g.T` overlaps itself, and
+        numba does not buffer); a new array made of it (`g.sum(axis=1)`) is read before."""
+        if not isinstance(node, ast.Name) or node.id not in (dying if dies else owned):
+            return None
+        if _array_type(types, node.id) != result_type:
+            return None
+        if any(node.id in _names_read(unparse(other), None) and may_view(other) for other in others):
+            return None
+        return node.id
+
+    def then_bind(name: str, *statements: str) -> tuple[str, ...]:
+        return (*statements, f"{target} = {name}") if name != target else statements
+
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "updated":
+        x, index, values = value.args if len(value.args) == 3 else (None, None, None)
+        name = reusable(x, index, values) if x is not None else None
+        if name is not None:  # `x[index] = values` on an array nobody else reads
+            return then_bind(name, unparse(ast.Assign([ast.Subscript(x, index, ast.Store())], values)))
+        return None
+    if isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub):
+        operands = [value.operand]
+    elif isinstance(value, ast.BinOp) and type(value.op) in _UFUNCS:
+        operands = [value.left, value.right]
+    else:
+        return None
+    for position, operand in enumerate(operands):
+        if isinstance(value, ast.BinOp) and (position == 0 or _commutes(value.op)):
+            other = operands[1 - position]
+            if reusable(operand, other, dies=False) == target:  # `g = g + E`: the name's own array
+                return (unparse(ast.AugAssign(ast.Name(target, ast.Store()), value.op, other)),)
+            name = reusable(operand, *_call_args(other))
+            added = _added_into(name, other) if name is not None and isinstance(value.op, ast.Add) else None
+            if added is not None:
+                return then_bind(name, added)
+        name = reusable(operand, *operands[:position], *operands[position + 1:])
+        if name is not None and name != target:
+            ufunc = "negative" if isinstance(value, ast.UnaryOp) else _UFUNCS[type(value.op)]
+            func = ast.Attribute(ast.Name("np", ast.Load()), ufunc, ast.Load())
+            into = ast.Name(name, ast.Load())
+            if jit == "numba":  # numba's ufuncs take `out` by position only
+                call = ast.Call(func, [*operands, into], [])
+            else:
+                call = ast.Call(func, operands, [ast.keyword("out", into)])
+            return (unparse(ast.Assign([ast.Name(target, ast.Store())], call)),)
+    return None
+
+
+def _added_into(name: str, other: ast.expr) -> str | None:
+    """`name + helper(shape, ..., values, dtype)` (zeros with values put in) as the statement that
+    puts the values into `name`'s array instead."""
+    if not (isinstance(other, ast.Call) and isinstance(other.func, ast.Name) and other.func.id in ADDED_INTO):
+        return None
+    params = list(inspect.signature(HELPERS[other.func.id]).parameters)
+    if len(other.args) != len(params) or other.keywords:
+        return None
+    pieces = {param: unparse(arg) for param, arg in zip(params, other.args)}
+    return unparse(ast.parse(ADDED_INTO[other.func.id].format(x=name, **pieces)).body[0])  # `x[i, j]`, not `x[(i, j)]`
+
+
+def _call_args(node: ast.expr) -> list[ast.expr]:
+    """A call's arguments, read before the call writes (the whole of anything else)."""
+    return list(node.args) if isinstance(node, ast.Call) else [node]
+
+
+def _commutes(op: ast.operator) -> bool:
+    return isinstance(op, (ast.Add, ast.Mult))
