@@ -715,15 +715,14 @@ def emit_module(
         emitted = tuple(dataclasses.replace(f, decorator=INLINED) if f.name in inlined else f for f in emitted)
         emitted = (*emitted, *vectorized(pair, vectorize, [name for name, _ in pair.static]))
     optimized = folded is not None or any(b.folded is not None for b in branches)
+    called = set().union(*(form.calls for form in forms))
     if optimized and not explain:  # each temporary read once written where it is read; arrays reused as they die
         types = name_types(*(graph for b in branches or (Branch((), pair, folded),) for graph in (b.pair, b.folded)))
         emitted = tuple(
             dataclasses.replace(f, sections=reuse_arrays(inline_single_uses(f.sections), types, jit)) for f in emitted
         )
-    if optimized and not explain:  # the rewrites above call helpers of their own, and drop some
+        # the rewrite calls helpers of its own, and leaves some uncalled
         called = {word for f in emitted for _, lines in f.sections for line in lines for word in _CALLED.findall(line)}
-    else:
-        called = set().union(*(form.calls for form in forms))
     helpers = [helper_source(name) for name in helpers_needed(called)]
     example_sizes = sizes.values({v.name: v.shape for v in pair.forward.inputs})
     static = dict(pair.static)
