@@ -294,7 +294,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     program = _build(args, target, examples)
     values, _ = check_inputs(program, examples.numbers, args.seed)
     out = Path(args.output or f"{target.short_name}.svg")
-    dot = visualize.dot_source(program.graph, tuple(values.values()), target.source)
+    dot = visualize.dot_source(program.graph, tuple(values.values()), target.source, program.jit, program.unroll)
     written = visualize.render(dot, out, **_writer_options(args, target))
     print(f"wrote {display_path(str(written))}")
     return 0
@@ -419,6 +419,7 @@ def parser() -> argparse.ArgumentParser:
     _add_target_options(graph)
     _add_output_options(graph, "OUT.svg", "FUNC.svg; .png and .dot also work")
     _add_check_options(graph, tolerance=False)
+    _add_unroll_option(graph)  # a loop the module writes as a loop is drawn once, in a box
     graph.set_defaults(run=cmd_graph)
     page = commands.add_parser(
         "report", help="one HTML page: the graph, the flat code, the gradient check",

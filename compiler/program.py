@@ -135,6 +135,7 @@ class GradientProgram:
         # with branches on values, every path's differentiated code; `graph` is the first's
         self.branches: tuple[Branch, ...] = ()
         self.vectorized = False  # value_and_grad and grad take arrays of points (`vectorize`)
+        self.unroll: bool | None = True  # where the module writes loops (`Options.unroll`); flat: True
 
     @property
     def module(self) -> types.ModuleType:
@@ -205,9 +206,11 @@ class GradientProgram:
     def dot(self, *args: Any, **kwargs: Any) -> str:
         """Graphviz DOT of the graph at `args`: each gate a node, each value an edge carrying its
         forward value (green) and its gradient (red), as in the lecture's figures. Where the
-        function branches on its values, the graph is of the path `args` take."""
+        function branches on its values, the graph is of the path `args` take. A loop the
+        module's `forward` writes as a `for` loop is drawn once, in a box (see
+        `visualize.dot_source`)."""
         arguments = self._arguments(args, kwargs)
-        return visualize.dot_source(self.path_at(*arguments).pair, arguments)
+        return visualize.dot_source(self.path_at(*arguments).pair, arguments, jit=self.jit, unroll=self.unroll)
 
     def path_at(self, *args: Any, **kwargs: Any) -> Branch:
         """The path through the function's branches on values that these arguments take (the
@@ -441,6 +444,7 @@ def _build_at(
     program = GradientProgram(graph, source_code, names, options.jit, options.optimize, source_file(f), sizes, layer)
     program.branches = branches
     program.vectorized = vectorize is not None
+    program.unroll = options.unroll if len(branches) == 1 else True  # a module that branches stays flat
     return program
 
 

@@ -2,26 +2,33 @@
 
 As in the lecture's figures, each gate is a node labelled with its operation, each value an
 edge labelled with its name in the flat code, its forward value above (green) and its gradient
-below (red). `dot_source` writes Graphviz DOT; `render` turns it into SVG or PNG with the
-`graphviz` package and Graphviz's `dot` program.
+below (red). A loop the module writes as a `for` loop (see "Loops that stay loops" in the
+README) is drawn as one iteration's gates in a box labelled with the loop's header.
+`dot_source` writes Graphviz DOT; `render` turns it into SVG or PNG with the `graphviz` package
+and Graphviz's `dot` program.
 """
 
 from __future__ import annotations
 
+import ast
 import html
 import shutil
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from compiler.codegen import statement
+from compiler.codegen import statement, unparse
+from compiler.codegen.lines import Lines
+from compiler.codegen.loops import Loop
+from compiler.codegen.module import Code, written_loops
 from compiler.errors import FlatgradError
 from compiler.files import FORCE_IN_PYTHON, GENERATED_MARKER, write_output
 from compiler.helpers import HELPERS
-from compiler.ir import Backprop, Const, Graph, Var
+from compiler.ir import Atom, Backprop, Const, Eqn, Graph, Var
 from compiler.ops import OPS
 
 FORWARD_COLOUR = "darkgreen"
@@ -69,8 +76,10 @@ def describe_value(value: Any) -> str:
     return f"{array.dtype.name}[{','.join(map(str, array.shape))}]"
 
 
-def _edge_label(name: str, values: dict[str, Any], grad: str | None) -> str:
-    parts = [f"<b>{html.escape(name)}</b>"]
+def _edge_label(name: str, values: dict[str, Any], grad: str | None, shown: str | None = None) -> str:
+    """A value's edge: its name (`shown`, where the code names it otherwise: `s3[2]`), forward
+    value and gradient."""
+    parts = [f"<b>{html.escape(shown or name)}</b>"]
     if name in values:
         parts.append(f'<font color="{FORWARD_COLOUR}">{describe_value(values[name])}</font>')
     if grad is not None and grad in values:
@@ -78,11 +87,25 @@ def _edge_label(name: str, values: dict[str, Any], grad: str | None) -> str:
     return "<" + "<br/>".join(parts) + ">"
 
 
-def dot_source(pair: Backprop, args: Sequence[Any], title: str = "") -> str:
+def dot_source(
+    pair: Backprop, args: Sequence[Any], title: str = "", jit: str | None = None, unroll: bool | None = True
+) -> str:
     """Graphviz DOT of the forward graph at `args`: gates as nodes, values as edges carrying the
-    forward value (green, above) and the gradient (red, below)."""
+    forward value (green, above) and the gradient (red, below).
+
+    With `unroll` other than True, a loop that the module's `forward` (with `jit` and `unroll`)
+    writes as a `for` loop is drawn once: one iteration's gates in a box labelled like the
+    loop's header (`for i in range(5)`). Edges inside the box carry the names the loop body
+    gives its values (`s1[i]`, `total`) and no numbers, as each iteration has its own; a value
+    carried to the next iteration is a dashed edge back into the box, labelled with the name it
+    is carried under. Edges into the box from before the loop, and out of it to what follows
+    (named as the code after the loop reads them: `s1[4]`, `total_4`), carry their values and
+    gradients as a flat picture's do. `unroll=True` (the default) draws every iteration."""
     values = evaluate(pair, args)
     grads = gradient_names(pair)
+    eqns = pair.forward.eqns
+    boxes = _loop_boxes(pair, jit, unroll)
+    starts = {box.loop.start: box for box in boxes}
     lines = [
         f"// {GENERATED_MARKER}",
         "digraph flatgrad {",
@@ -92,19 +115,28 @@ def dot_source(pair: Backprop, args: Sequence[Any], title: str = "") -> str:
     if title:
         lines.append(f'  label="{title}"; labelloc=t;')
     producer: dict[int, str] = {}
+    shown: dict[int, str] = {}  # a loop's value, by id: as the code after the loop names it
     for i, v in enumerate(pair.forward.inputs):
         producer[id(v)] = f"in{i}"
         lines.append(f'  in{i} [shape=plaintext, label="{v.name}"];')
-    for i, eqn in enumerate(pair.forward.eqns):
-        node = f"g{i}"
-        symbol = _SYMBOLS.get(eqn.op, eqn.op)
-        shape = "circle" if len(symbol) <= 2 else 'box, style="rounded"'
-        lines.append(f'  {node} [shape={shape}, label="{symbol}", tooltip="{eqn.op}"];')
-        for a in eqn.inputs:
-            if isinstance(a, Const):
-                continue  # constants are part of the gate
-            lines.append(f"  {producer[id(a)]} -> {node} [label={_edge_label(a.name, values, grads.get(id(a)))}];")
+
+    def edge(a: Atom, node: str) -> str:
+        label = _edge_label(a.name, values, grads.get(id(a)), shown.get(id(a)))  # type: ignore[union-attr]
+        return f"  {producer[id(a)]} -> {node} [label={label}];"
+
+    k = 0
+    while k < len(eqns):
+        box = starts.get(k)
+        if box is not None:
+            lines += box.drawn(boxes, eqns, producer, edge)
+            box.name_after(eqns, shown)
+            k = box.loop.stop
+            continue
+        eqn, node = eqns[k], f"g{k}"
+        lines.append(_gate(node, eqn))
+        lines += [edge(a, node) for a in eqn.inputs if not isinstance(a, Const)]  # constants are part of the gate
         producer[id(eqn.out)] = node
+        k += 1
     several = len(pair.forward.outputs) > 1
     for i, output in enumerate(pair.forward.outputs):
         label = _edge_label(output.name, values, grads.get(id(output)))
@@ -113,6 +145,99 @@ def dot_source(pair: Backprop, args: Sequence[Any], title: str = "") -> str:
         lines.append(f"  {producer[id(output)]} -> {node} [label={label}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _gate(node: str, eqn: Eqn) -> str:
+    symbol = _SYMBOLS.get(eqn.op, eqn.op)
+    shape = "circle" if len(symbol) <= 2 else 'box, style="rounded"'
+    return f'  {node} [shape={shape}, label="{symbol}", tooltip="{eqn.op}"];'
+
+
+@dataclass(frozen=True)
+class _LoopBox:
+    """A loop of the forward pass as the picture draws it: its first iteration's gates."""
+
+    loop: Loop
+    header: str  # `for i in range(5)`
+    names: tuple[str, ...]  # each body position's value as the body names it: `s1[i]`, `total`
+
+    def node(self, position: int) -> str:
+        return f"g{self.loop.start + position}"
+
+    def drawn(self, boxes: Sequence[_LoopBox], eqns: Sequence[Eqn], producer: dict[int, str],
+              edge: Callable[[Atom, str], str]) -> list[str]:
+        """The box with its gates, and the edges into them and between them; `boxes` are all the
+        picture's, in order (an earlier loop's array read here is an edge from its box); `edge`
+        draws a value's edge to a node as a flat picture does."""
+        loop = self.loop
+        tip = f"one iteration of {self.header}: each iteration has its own values"
+        lines = [f"  subgraph cluster_loop{boxes.index(self)} {{",
+                 f'    label="{self.header}"; labelloc=t; style="rounded,dashed"; color=gray40; tooltip="{tip}";']
+        for position in range(loop.period):
+            lines.append("  " + _gate(self.node(position), loop.eqn(eqns, 0, position)))
+        lines.append("  }")
+        for position in range(loop.period):
+            eqn, node = loop.eqn(eqns, 0, position), self.node(position)
+            for a, role in zip(eqn.inputs, loop.roles[position]):
+                if role.kind == "local":
+                    source, name = self.node(role.position), self.names[role.position]
+                    lines.append(f"  {source} -> {node} [label=<<b>{html.escape(name)}</b>>];")
+                elif role.kind == "outer":  # an earlier loop's array: drawn whole, from its box
+                    other, made = boxes[role.outer[0]], role.outer[1]  # type: ignore[index]
+                    array = other.loop.eqn(eqns, 0, made).out.name
+                    lines.append(f"  {other.node(made)} -> {node} [label=<<b>{html.escape(array)}</b>>];")
+                elif role.kind == "carried":
+                    carried = loop.eqn(eqns, 0, role.position).out.name
+                    lines.append(f'  {self.node(role.position)} -> {node} '
+                                 f'[label=<<b>{html.escape(carried)}</b>>, style=dashed, constraint=false];')
+                    if isinstance(a, Var):  # where the first iteration's comes from
+                        lines.append(edge(a, node))
+                elif role.kind == "gathered":
+                    lines += [edge(v, node) for v in role.values]
+                elif isinstance(a, Var):  # a value from before the loop
+                    lines.append(edge(a, node))
+        for t in range(loop.count):
+            for position in range(loop.period):
+                producer[id(loop.eqn(eqns, t, position).out)] = self.node(position)
+        return lines
+
+    def name_after(self, eqns: Sequence[Eqn], shown: dict[int, str]) -> None:
+        """How the code after the loop names the values it stores: `s1[4]`."""
+        loop = self.loop
+        carried = loop.carried()
+        for t in range(loop.count):
+            for position in sorted(loop.stored):
+                array = loop.eqn(eqns, 0, position).out.name
+                shown[id(loop.eqn(eqns, t, position).out)] = f"{array}[{t + (position in carried)}]"
+
+
+def _loop_boxes(pair: Backprop, jit: str | None, unroll: bool | None) -> list[_LoopBox]:
+    """The loops the module's `forward` is written with (see `codegen.module.written_loops`),
+    with the header and names its lines give each; none where it is flat."""
+    eqns = pair.forward.eqns
+    code = Code(tuple(eqns), Lines((), jit).of(eqns))
+    taken = [v.name for v in pair.forward.inputs]
+    found = written_loops((("", code),), pair.forward.outputs, jit, unroll, taken)
+    if found is None:
+        return []
+    loops, (lines,) = found
+    headers = [k for k, line in enumerate(lines) if line.startswith("for ")]
+    boxes = []
+    for loop, k in zip(loops, headers):
+        body = lines[k + 1: k + 1 + loop.period]
+        names = [_target(line) for line in body if line.startswith("    ") and not line[4:].startswith((" ", "#"))]
+        if len(names) != loop.period or None in names:  # a body of another shape: the first iteration's names
+            names = [loop.eqn(eqns, 0, position).out.name for position in range(loop.period)]
+        boxes.append(_LoopBox(loop, lines[k].rstrip(":"), tuple(names)))  # type: ignore[arg-type]
+    return boxes
+
+
+def _target(line: str) -> str | None:
+    """What a body line binds, as written: `s1[i]`, `total`."""
+    tree = ast.parse(line.strip()).body[0]
+    if isinstance(tree, ast.Assign) and len(tree.targets) == 1:
+        return unparse(ast.Expr(tree.targets[0]))
+    return None
 
 
 FORMATS = ("dot", "svg", "png")

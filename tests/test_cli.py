@@ -263,7 +263,7 @@ OPTIONS = {  # every option each subcommand accepts, beside FILE.py:FUNC and --a
         "--wrt", "--static", "--optimize", "--explain", "--layer", "--has-aux", "--jit", "--vectorize", "--no-unroll",
     },
     "check": {"--wrt", "--static", "--optimize", "--seed", "--tolerance"},
-    "graph": {"--wrt", "--static", "--optimize", "--output", "--force", "--seed"},
+    "graph": {"--wrt", "--static", "--optimize", "--output", "--force", "--seed", "--no-unroll"},
     "report": {"--wrt", "--static", "--optimize", "--output", "--force", "--seed", "--tolerance"},
     "demo": {"--out", "--force"},
 }
@@ -304,6 +304,20 @@ def test_graph_follows_wrt_optimize_and_seed(workdir, capsys):
     assert dot("--seed", "1") != plain
     assert dot("--optimize") != plain
     assert dot("--wrt", "x").count("red3") < plain.count("red3")
+
+
+def test_graph_follows_unroll(workdir, capsys):
+    """`--no-unroll` draws a loop the module writes as a loop once, in a box; `--unroll` and a
+    short loop by default draw every iteration."""
+    def dot(*options):
+        argv = ("graph", "examples/rosenbrock.py:rosenbrock", "--arg", "x=f64[6]", "-o", "g.dot", "--force")
+        assert run(capsys, *argv, *options)[0] == 0
+        return (workdir / "g.dot").read_text()
+
+    looped, flat = dot("--no-unroll"), dot()
+    assert "subgraph cluster_loop0" in looped and 'label="for i in range(5)"' in looped
+    assert "cluster" not in flat and dot("--unroll") == flat
+    assert looped.count("tooltip=\"pow\"") == 3 and flat.count("tooltip=\"pow\"") == 15
 
 
 def test_check_follows_wrt(workdir, capsys):
