@@ -42,7 +42,7 @@ def value_and_grad(X, t, W1, b1, W2, b2):
     L = np.mean(s3 ** 2)
 
     # backward pass
-    grad_s3 = 2 * s3 * np.full((N, 3), 1.0 / (3 * N))
+    grad_s3 = 2 * s3 * (1.0 / (3 * N))
     grad_b2 = grad_s3.sum(axis=0)
     grad_W2 = h.T @ grad_s3
     grad_h = grad_s3 @ W2.T
@@ -58,7 +58,7 @@ def grad(X, t, W1, b1, W2, b2):
 
     h = np.tanh(X @ W1 + b1)
     pred = h @ W2 + b2
-    grad_s3 = 2 * (pred - t) * np.full((N, 3), 1.0 / (3 * N))
+    grad_s3 = 2 * (pred - t) * (1.0 / (3 * N))
     grad_b2 = grad_s3.sum(axis=0)
     grad_W2 = h.T @ grad_s3
     grad_h = grad_s3 @ W2.T
@@ -86,7 +86,7 @@ def backward(grad_L, cache):
     N = X.shape[0]
     if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
         raise ValueError(f"mlp: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
-    grad_s3 = 2 * s3 * np.full((N, 3), grad_L / (3 * N))
+    grad_s3 = 2 * s3 * (grad_L / (3 * N))
     grad_b2 = grad_s3.sum(axis=0)
     grad_W2 = h.T @ grad_s3
     grad_h = grad_s3 @ W2.T

@@ -52,6 +52,15 @@ def test_an_operand_read_later_or_of_another_type_is_left_alone():
     assert _reused(*branch) == list(branch)
 
 
+def test_a_fill_read_by_arithmetic_is_its_number_where_the_result_keeps_its_shape():
+    assert _reused("z = 2 * a * np.full((4, 3), 1.0 / 12)", "return z")[0] == "z = 2 * a * (1.0 / 12)"
+    assert _reused("z = np.full((4, 3), c) - a", "return z")[0] == "z = c - a"
+    # the fill is what gives the result its shape, or is not arithmetic's operand: it stays
+    assert _reused("z = v * np.full((4, 3), c)", "return z")[0] == "z = v * np.full((4, 3), c)"
+    assert _reused("z = np.full((4, 3), c)", "return z")[0] == "z = np.full((4, 3), c)"
+    assert _reused("z = f(np.full((4, 3), c))", "return z")[0] == "z = f(np.full((4, 3), c))"
+
+
 def test_writes_and_scatter_adds_go_into_the_array_itself():
     lines = ("n = a * 2", "x = updated(n, (np.arange(4), y), 0)", "return x")
     assert _reused(*lines) == ["n = a * 2", "n[np.arange(4), y] = 0", "x = n", "return x"]

@@ -1,11 +1,14 @@
-"""Optimize mode's rewrite of a function's lines to reuse arrays the function itself made, as a
-person writes `grad_W2 += h.T @ dscores` rather than allocating the sum anew.
+"""Optimize mode's rewrite of a function's lines to make fewer arrays: reusing those the function
+itself made, as a person writes `grad_W2 += h.T @ dscores` rather than allocating the sum anew,
+and making none for a number that arithmetic broadcasts anyway.
 
 Why: every line of flat code allocates its result, and at large sizes the allocations (each a
 fresh mapping of pages above glibc's mmap threshold) and the memory they hold cost more than the
 arithmetic. Two rewrites, both on a function's finished lines, before its temporaries are
 inlined (`codegen.inlining`):
 
+- a fill that arithmetic reads (`2 * s3 * np.full((8, 3), c)`, the mean's gradient) becomes its
+  number, where the other operands have the result's shape without it;
 - an accumulation `g = g + E` becomes `g += E` where `g`'s array was made by an earlier line of
   the function and nothing else read it since;
 - `z = A * n`, where `n` is an array the function made and this line is the only one that reads
@@ -22,9 +25,12 @@ understand (branches, loops, comments) count as reading every name they mention.
 from __future__ import annotations
 
 import ast
+import copy
 import inspect
 import re
 from typing import Mapping, Sequence
+
+import numpy as np
 
 from compiler.codegen.expressions import unparse
 from compiler.helpers import ADDED_INTO, HELPERS
@@ -117,6 +123,11 @@ def reuse_arrays(
         assignment = _assignment(statement)
         if assignment is not None:
             target, value = assignment
+            unfilled = _fills_as_numbers(value, _array_type(types, target), types)
+            if unfilled is not value:
+                value = unfilled
+                assignment = target, value
+                rewritten[j] = (unparse(ast.Assign([ast.Name(target, ast.Store())], value)),)
             dying = {name for name in owned if last_read.get(name) == j}
             new = _written_in_place(target, value, owned, dying, types, jit)
             if new is not None:
@@ -131,6 +142,59 @@ def reuse_arrays(
         result.append((comment, tuple(line for kept in rewritten[count:count + len(section)] for line in kept)))
         count += len(section)
     return tuple(result)
+
+
+def _fills_as_numbers(
+    value: ast.expr, result: tuple | None, types: Mapping[str, tuple[tuple[int, ...], str] | None]
+) -> ast.expr:
+    """`value` with each `np.full(shape, v)` that arithmetic reads written as `v`, where the
+    other operands broadcast to the result's shape without it (`2 * s3 * np.full((8, 3), c)`
+    is `2 * s3 * c`): the number fills no array. `value` itself where nothing changes."""
+    if result is None:
+        return value
+
+    def shape(node: ast.expr) -> tuple[int, ...] | None:
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return ()
+        if isinstance(node, ast.Name):
+            found = types.get(node.id)
+            return found[0] if found is not None else None
+        if isinstance(node, ast.UnaryOp):
+            return shape(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in _UFUNCS:
+            left, right = shape(node.left), shape(node.right)
+            try:
+                return None if left is None or right is None else np.broadcast_shapes(left, right)
+            except ValueError:
+                return None
+        if _filled(node) is not None:
+            try:
+                filled = ast.literal_eval(node.args[0])  # type: ignore[attr-defined]
+            except ValueError:
+                return None
+            return tuple(filled) if isinstance(filled, tuple) else (filled,)
+        return None
+
+    class Unfill(ast.NodeTransformer):
+        def visit_BinOp(self, node: ast.BinOp) -> ast.expr:
+            self.generic_visit(node)
+            for side in ("left", "right"):
+                number = _filled(getattr(node, side))
+                if number is not None and shape(getattr(node, "right" if side == "left" else "left")) == result[0]:
+                    setattr(node, side, number)
+            return node
+
+    if not any(_filled(node) is not None for node in ast.walk(value)) or shape(value) != result[0]:
+        return value
+    unfilled = Unfill().visit(copy.deepcopy(value))
+    return unfilled if shape(unfilled) == result[0] else value
+
+
+def _filled(node: ast.expr) -> ast.expr | None:
+    """The number `np.full(shape, number)` repeats."""
+    if isinstance(node, ast.Call) and unparse(node.func) == "np.full" and len(node.args) == 2 and not node.keywords:
+        return node.args[1]
+    return None
 
 
 def _bound(statement: ast.stmt | None, line: str) -> set[str]:
