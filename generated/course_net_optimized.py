@@ -32,9 +32,10 @@ def forward(X, y, W1, b1, W2, b2):
     hidden_1 = (hidden - hidden.mean(axis=0)) / np.sqrt(hidden.var(axis=0, ddof=0) + 1e-05)
     hidden_2 = np.where(hidden_1 < 0, 0, hidden_1)
     scores = hidden_2 @ W2 + b2
-    margins = scores - scores[np.arange(N), y][:, None] + 1.0
+    rows = np.arange(N)
+    margins = scores - scores[rows, y][:, None] + 1.0
     margins_1 = np.where(margins < 0, 0, margins)
-    margins_1[np.arange(N), y] = 0
+    margins_1[rows, y] = 0
     margins_2 = margins_1
     weights = np.concatenate((np.ravel(W1), np.ravel(W2)), axis=0)
     loss = np.array((np.sum(margins_2) / N, 0.025 * (weights @ weights)))
@@ -54,10 +55,11 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     s6 = hidden_1 < 0
     hidden_2 = np.where(s6, 0, hidden_1)
     scores = hidden_2 @ W2 + b2
-    margins = scores - scores[np.arange(N), y][:, None] + 1.0
+    rows = np.arange(N)
+    margins = scores - scores[rows, y][:, None] + 1.0
     s11 = margins < 0
     margins_1 = np.where(s11, 0, margins)
-    margins_1[np.arange(N), y] = 0
+    margins_1[rows, y] = 0
     margins_2 = margins_1
     weights = np.concatenate((np.ravel(W1), np.ravel(W2)), axis=0)
     loss = np.array((np.sum(margins_2) / N, 0.025 * (weights @ weights)))
@@ -71,10 +73,10 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_margins_2 = np.full((N, 3), 1 / N * grad_loss[0])
     grad_W2 = grad_weights[32:56].reshape((8, 3))
     grad_W1 = grad_weights[0:32].reshape((4, 8))
-    grad_margins_2[np.arange(N), y] = 0
+    grad_margins_2[rows, y] = 0
     grad_margins_1 = grad_margins_2
     grad_margins = np.multiply(np.logical_not(s11), grad_margins_1, out=grad_margins_1)
-    grad_margins[np.arange(N), y] += -grad_margins.sum(axis=1)
+    grad_margins[rows, y] += -grad_margins.sum(axis=1)
     grad_scores = grad_margins
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + hidden_2.T @ grad_scores
@@ -101,7 +103,8 @@ def grad(X, y, W1, b1, W2, b2):
     s6 = hidden_1 < 0
     hidden_2 = np.where(s6, 0, hidden_1)
     scores = hidden_2 @ W2 + b2
-    margins = scores - scores[np.arange(N), y][:, None] + 1.0
+    rows = np.arange(N)
+    margins = scores - scores[rows, y][:, None] + 1.0
     weights = np.concatenate((np.ravel(W1), np.ravel(W2)), axis=0)
     grad_loss = np.full((2,), 1.0)
     grad_s16 = 0.025 * grad_loss[1]
@@ -110,10 +113,10 @@ def grad(X, y, W1, b1, W2, b2):
     grad_margins_2 = np.full((N, 3), 1 / N * grad_loss[0])
     grad_W2 = grad_weights[32:56].reshape((8, 3))
     grad_W1 = grad_weights[0:32].reshape((4, 8))
-    grad_margins_2[np.arange(N), y] = 0
+    grad_margins_2[rows, y] = 0
     grad_margins_1 = grad_margins_2
     grad_margins = np.multiply(np.logical_not(margins < 0), grad_margins_1, out=grad_margins_1)
-    grad_margins[np.arange(N), y] += -grad_margins.sum(axis=1)
+    grad_margins[rows, y] += -grad_margins.sum(axis=1)
     grad_scores = grad_margins
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + hidden_2.T @ grad_scores
@@ -140,10 +143,11 @@ def forward_with_cache(X, y, W1, b1, W2, b2):
     s6 = hidden_1 < 0
     hidden_2 = np.where(s6, 0, hidden_1)
     scores = hidden_2 @ W2 + b2
-    margins = scores - scores[np.arange(N), y][:, None] + 1.0
+    rows = np.arange(N)
+    margins = scores - scores[rows, y][:, None] + 1.0
     s11 = margins < 0
     margins_1 = np.where(s11, 0, margins)
-    margins_1[np.arange(N), y] = 0
+    margins_1[rows, y] = 0
     margins_2 = margins_1
     weights = np.concatenate((np.ravel(W1), np.ravel(W2)), axis=0)
     loss = np.array((np.sum(margins_2) / N, 0.025 * (weights @ weights)))
@@ -165,10 +169,11 @@ def backward(grad_L, cache):
     grad_margins_2 = np.full((N, 3), 1 / N * grad_loss[0])
     grad_W2 = grad_weights[32:56].reshape((8, 3))
     grad_W1 = grad_weights[0:32].reshape((4, 8))
-    grad_margins_2[np.arange(N), y] = 0
+    rows = np.arange(N)
+    grad_margins_2[rows, y] = 0
     grad_margins_1 = grad_margins_2
     grad_margins = np.multiply(np.logical_not(s11), grad_margins_1, out=grad_margins_1)
-    grad_margins[np.arange(N), y] += -grad_margins.sum(axis=1)
+    grad_margins[rows, y] += -grad_margins.sum(axis=1)
     grad_scores = grad_margins
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 = grad_W2 + hidden_2.T @ grad_scores

@@ -36,9 +36,10 @@ def forward(X, y, W1, b1, W2, b2):
 
     h = np.maximum(X @ W1 + b1, 0.0)
     scores = h @ W2 + b2
-    correct = scores[np.arange(N), y]
+    rows = np.arange(N)
+    correct = scores[rows, y]
     margins = np.maximum(scores - correct[:, None] + 1.0, 0.0)
-    margins[np.arange(N), y] = 0
+    margins[rows, y] = 0
     margins_1 = margins
     data_loss = np.sum(margins_1) / N
     reg_loss = 0.001 * (np.sum(np.square(W1)) + np.sum(np.square(W2)))
@@ -53,9 +54,10 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     # forward pass
     h = np.maximum(X @ W1 + b1, 0.0)
     scores = h @ W2 + b2
-    correct = scores[np.arange(N), y]
+    rows = np.arange(N)
+    correct = scores[rows, y]
     margins = np.maximum(scores - correct[:, None] + 1.0, 0.0)
-    margins_1 = updated(margins, (np.arange(N), y), 0)
+    margins_1 = updated(margins, (rows, y), 0)
     data_loss = np.sum(margins_1) / N
     reg_loss = 0.001 * (np.sum(np.square(W1)) + np.sum(np.square(W2)))
     L = data_loss + reg_loss
@@ -64,11 +66,11 @@ def value_and_grad(X, y, W1, b1, W2, b2):
     grad_W2 = 0.002 * W2
     grad_W1 = 0.002 * W1
     grad_margins_1 = np.full((N, 3), (1 / N))
-    grad_margins_1[np.arange(N), y] = 0
+    grad_margins_1[rows, y] = 0
     grad_margins = grad_margins_1
     grad_s5 = np.multiply(margins > 0, grad_margins, out=grad_margins)
     grad_correct = -grad_s5.sum(axis=1)
-    grad_s5[np.arange(N), y] += grad_correct
+    grad_s5[rows, y] += grad_correct
     grad_scores = grad_s5
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 += h.T @ grad_scores
@@ -85,16 +87,17 @@ def grad(X, y, W1, b1, W2, b2):
 
     h = np.maximum(X @ W1 + b1, 0.0)
     scores = h @ W2 + b2
-    correct = scores[np.arange(N), y]
+    rows = np.arange(N)
+    correct = scores[rows, y]
     margins = np.maximum(scores - correct[:, None] + 1.0, 0.0)
     grad_W2 = 0.002 * W2
     grad_W1 = 0.002 * W1
     grad_margins_1 = np.full((N, 3), (1 / N))
-    grad_margins_1[np.arange(N), y] = 0
+    grad_margins_1[rows, y] = 0
     grad_margins = grad_margins_1
     grad_s5 = np.multiply(margins > 0, grad_margins, out=grad_margins)
     grad_correct = -grad_s5.sum(axis=1)
-    grad_s5[np.arange(N), y] += grad_correct
+    grad_s5[rows, y] += grad_correct
     grad_scores = grad_s5
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 += h.T @ grad_scores
@@ -111,9 +114,10 @@ def forward_with_cache(X, y, W1, b1, W2, b2):
 
     h = np.maximum(X @ W1 + b1, 0.0)
     scores = h @ W2 + b2
-    correct = scores[np.arange(N), y]
+    rows = np.arange(N)
+    correct = scores[rows, y]
     margins = np.maximum(scores - correct[:, None] + 1.0, 0.0)
-    margins_1 = updated(margins, (np.arange(N), y), 0)
+    margins_1 = updated(margins, (rows, y), 0)
     data_loss = np.sum(margins_1) / N
     reg_loss = 0.001 * (np.sum(np.square(W1)) + np.sum(np.square(W2)))
     L = data_loss + reg_loss
@@ -131,11 +135,12 @@ def backward(grad_L, cache):
     grad_W2 = 2 * W2 * grad_s11
     grad_W1 = 2 * W1 * grad_s11
     grad_margins_1 = np.full((N, 3), 1 / N * grad_L)
-    grad_margins_1[np.arange(N), y] = 0
+    rows = np.arange(N)
+    grad_margins_1[rows, y] = 0
     grad_margins = grad_margins_1
     grad_s5 = np.multiply(margins > 0, grad_margins, out=grad_margins)
     grad_correct = -grad_s5.sum(axis=1)
-    grad_s5[np.arange(N), y] += grad_correct
+    grad_s5[rows, y] += grad_correct
     grad_scores = grad_s5
     grad_b2 = grad_scores.sum(axis=0)
     grad_W2 += h.T @ grad_scores

@@ -61,6 +61,16 @@ def test_a_fill_read_by_arithmetic_is_its_number_where_the_result_keeps_its_shap
     assert _reused("z = f(np.full((4, 3), c))", "return z")[0] == "z = f(np.full((4, 3), c))"
 
 
+def test_an_index_range_several_lines_read_is_made_once():
+    lines = ("c = s[np.arange(4), y]", "z = updated(s, (np.arange(4), y), 0)", "r = np.arange(4)", "return c, z, r")
+    assert _reused(*lines) == [
+        "rows = np.arange(4)", "c = s[rows, y]", "z = updated(s, (rows, y), 0)", "r = np.arange(4)", "return c, z, r"
+    ]
+    taken = ("rows = a * 2", "c = s[np.arange(4), y] + rows", "d = s[np.arange(4), 0]", "return c, d")
+    assert _reused(*taken)[1:3] == ["rows_1 = np.arange(4)", "c = s[rows_1, y] + rows"]
+    assert _reused("c = s[np.arange(4), y]", "return c") == ["c = s[np.arange(4), y]", "return c"]
+
+
 def test_writes_and_scatter_adds_go_into_the_array_itself():
     lines = ("n = a * 2", "x = updated(n, (np.arange(4), y), 0)", "return x")
     assert _reused(*lines) == ["n = a * 2", "n[np.arange(4), y] = 0", "x = n", "return x"]
@@ -96,8 +106,8 @@ def test_a_hinge_loss_reuses_its_arrays_and_matches_autograd(jit):
     body = program.source.split("\ndef value_and_grad(")[1].split("\n\n\n")[0]
     # as a person writes it: the sum of the margins' gradient negated per row, added in place
     summed, added = {
-        None: ("-grad_s3.sum(axis=1)", "grad_s3[np.arange(6), y] += grad_correct"),
-        "numba": ("-sum_along(grad_s3, 1)", "add_pairs_to(grad_s3, np.arange(6), y, grad_correct)"),
+        None: ("-grad_s3.sum(axis=1)", "grad_s3[rows, y] += grad_correct"),
+        "numba": ("-sum_along(grad_s3, 1)", "add_pairs_to(grad_s3, rows, y, grad_correct)"),
     }[jit]
     assert f"grad_correct = {summed}\n    {added}\n    grad_scores = grad_s3\n" in body, body
     assert "grad_W += X.T @ grad_scores" in body and "keepdims" not in body, body

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import copy
 import inspect
+import itertools
 import re
 from typing import Mapping, Sequence
 
@@ -137,11 +138,70 @@ def reuse_arrays(
         owned.difference_update(_bound(statement, lines[j]))
         if assignment is not None and allocates(assignment[1]) and _array_type(types, assignment[0]) is not None:
             owned.add(assignment[0])
+    hoisted = _ranges_named_once([list(kept) for kept in rewritten])
     result, count = [], 0
     for comment, section in sections:
-        result.append((comment, tuple(line for kept in rewritten[count:count + len(section)] for line in kept)))
+        result.append((comment, tuple(line for kept in hoisted[count:count + len(section)] for line in kept)))
         count += len(section)
     return tuple(result)
+
+
+RANGE_NAME = "rows"  # an index `np.arange(N)` read by several lines, made once under this name
+
+
+def _ranges_named_once(lines: list[list[str]]) -> list[list[str]]:
+    """The lines (a list per original line) with an `np.arange(n)` that two or more lines read
+    inside an expression (`scores[np.arange(N), y]`, a helper's rows) made once, before the
+    first: `rows = np.arange(N)`. Such an array is only read, never written into."""
+    flat = [(k, m) for k, kept in enumerate(lines) for m in range(len(kept))]
+    statements = {(k, m): _statement(lines[k][m]) for k, m in flat}
+    uses: dict[str, list[tuple[int, int]]] = {}
+    for place, statement in statements.items():
+        if statement is None:
+            continue
+        whole = statement.value if isinstance(statement, ast.Assign) else None
+        for node in ast.walk(statement):
+            if node is not whole and isinstance(node, ast.Call) and _a_range(node):
+                uses.setdefault(unparse(node), []).append(place)
+    taken = {word for kept in lines for line in kept for word in _IDENTIFIER.findall(line)}
+    names = (f"{RANGE_NAME}_{k}" if k else RANGE_NAME for k in itertools.count())
+    made: dict[tuple[int, int], list[str]] = {}
+    renames: dict[str, str] = {}
+    for text, places in uses.items():
+        if len(set(places)) < 2:
+            continue
+        name = next(n for n in names if n not in taken)
+        taken.add(name)
+        renames[text] = name
+        made.setdefault(min(places), []).append(f"{name} = {text}")
+    if not renames:
+        return lines
+
+    class Named(ast.NodeTransformer):
+        def visit_Assign(self, node: ast.Assign) -> ast.stmt:
+            if isinstance(node.value, ast.Call) and _a_range(node.value):
+                return node  # an array of its own, which a caller may write into
+            return self.generic_visit(node)
+
+        def visit_Call(self, node: ast.Call) -> ast.expr:
+            name = renames.get(unparse(node)) if _a_range(node) else None
+            return ast.Name(name, ast.Load()) if name is not None else self.generic_visit(node)
+
+    result = []
+    for k, kept in enumerate(lines):
+        new = []
+        for m, line in enumerate(kept):
+            new += made.get((k, m), [])
+            statement = statements[k, m]
+            new.append(line if statement is None else unparse(Named().visit(statement)))
+        result.append(new)
+    return result
+
+
+def _a_range(node: ast.Call) -> bool:
+    """Whether a call is `np.arange(n)` of a literal n."""
+    return (unparse(node.func) == "np.arange" and len(node.args) == 1 and not node.keywords
+            and isinstance(node.args[0], ast.Constant) and type(node.args[0].value) is int)
 
 
 def _fills_as_numbers(
