@@ -35,423 +35,118 @@ def conv_forward_naive(x, w, b):
     N = check_arguments(x, w, b)
 
     x_pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=0)
-    window = x_pad[:, :, 0:3, 0:3]
-    s0 = w[0]
-    s1 = window * s0
-    s2 = s1.sum(axis=(1, 2, 3))
-    s3 = b[0]
-    s4 = s2 + s3
-    out = updated(np.zeros((N, 2, 5, 5)), (slice(None), 0, 0, 0), s4)
-    s5 = w[1]
-    s6 = window * s5
-    s7 = s6.sum(axis=(1, 2, 3))
-    s8 = b[1]
-    s9 = s7 + s8
-    out_1 = updated(out, (slice(None), 1, 0, 0), s9)
-    window_1 = x_pad[:, :, 0:3, 1:4]
-    s10 = w[0]
-    s11 = window_1 * s10
-    s12 = s11.sum(axis=(1, 2, 3))
-    s13 = b[0]
-    s14 = s12 + s13
-    out_2 = updated(out_1, (slice(None), 0, 0, 1), s14)
-    s15 = w[1]
-    s16 = window_1 * s15
-    s17 = s16.sum(axis=(1, 2, 3))
-    s18 = b[1]
-    s19 = s17 + s18
-    out_3 = updated(out_2, (slice(None), 1, 0, 1), s19)
-    window_2 = x_pad[:, :, 0:3, 2:5]
-    s20 = w[0]
-    s21 = window_2 * s20
-    s22 = s21.sum(axis=(1, 2, 3))
-    s23 = b[0]
-    s24 = s22 + s23
-    out_4 = updated(out_3, (slice(None), 0, 0, 2), s24)
-    s25 = w[1]
-    s26 = window_2 * s25
-    s27 = s26.sum(axis=(1, 2, 3))
-    s28 = b[1]
-    s29 = s27 + s28
-    out_5 = updated(out_4, (slice(None), 1, 0, 2), s29)
-    window_3 = x_pad[:, :, 0:3, 3:6]
-    s30 = w[0]
-    s31 = window_3 * s30
-    s32 = s31.sum(axis=(1, 2, 3))
-    s33 = b[0]
-    s34 = s32 + s33
-    out_6 = updated(out_5, (slice(None), 0, 0, 3), s34)
-    s35 = w[1]
-    s36 = window_3 * s35
-    s37 = s36.sum(axis=(1, 2, 3))
-    s38 = b[1]
-    s39 = s37 + s38
-    out_7 = updated(out_6, (slice(None), 1, 0, 3), s39)
-    window_4 = x_pad[:, :, 0:3, 4:7]
-    s40 = w[0]
-    s41 = window_4 * s40
-    s42 = s41.sum(axis=(1, 2, 3))
-    s43 = b[0]
-    s44 = s42 + s43
-    out_8 = updated(out_7, (slice(None), 0, 0, 4), s44)
-    s45 = w[1]
-    s46 = window_4 * s45
-    s47 = s46.sum(axis=(1, 2, 3))
-    s48 = b[1]
-    s49 = s47 + s48
-    out_9 = updated(out_8, (slice(None), 1, 0, 4), s49)
-    window_5 = x_pad[:, :, 1:4, 0:3]
-    s50 = w[0]
-    s51 = window_5 * s50
-    s52 = s51.sum(axis=(1, 2, 3))
-    s53 = b[0]
-    s54 = s52 + s53
-    out_10 = updated(out_9, (slice(None), 0, 1, 0), s54)
-    s55 = w[1]
-    s56 = window_5 * s55
-    s57 = s56.sum(axis=(1, 2, 3))
-    s58 = b[1]
-    s59 = s57 + s58
-    out_11 = updated(out_10, (slice(None), 1, 1, 0), s59)
-    window_6 = x_pad[:, :, 1:4, 1:4]
-    s60 = w[0]
-    s61 = window_6 * s60
-    s62 = s61.sum(axis=(1, 2, 3))
-    s63 = b[0]
-    s64 = s62 + s63
-    out_12 = updated(out_11, (slice(None), 0, 1, 1), s64)
-    s65 = w[1]
-    s66 = window_6 * s65
-    s67 = s66.sum(axis=(1, 2, 3))
-    s68 = b[1]
-    s69 = s67 + s68
-    out_13 = updated(out_12, (slice(None), 1, 1, 1), s69)
-    window_7 = x_pad[:, :, 1:4, 2:5]
-    s70 = w[0]
-    s71 = window_7 * s70
-    s72 = s71.sum(axis=(1, 2, 3))
-    s73 = b[0]
-    s74 = s72 + s73
-    out_14 = updated(out_13, (slice(None), 0, 1, 2), s74)
-    s75 = w[1]
-    s76 = window_7 * s75
-    s77 = s76.sum(axis=(1, 2, 3))
-    s78 = b[1]
-    s79 = s77 + s78
-    out_15 = updated(out_14, (slice(None), 1, 1, 2), s79)
-    window_8 = x_pad[:, :, 1:4, 3:6]
-    s80 = w[0]
-    s81 = window_8 * s80
-    s82 = s81.sum(axis=(1, 2, 3))
-    s83 = b[0]
-    s84 = s82 + s83
-    out_16 = updated(out_15, (slice(None), 0, 1, 3), s84)
-    s85 = w[1]
-    s86 = window_8 * s85
-    s87 = s86.sum(axis=(1, 2, 3))
-    s88 = b[1]
-    s89 = s87 + s88
-    out_17 = updated(out_16, (slice(None), 1, 1, 3), s89)
-    window_9 = x_pad[:, :, 1:4, 4:7]
-    s90 = w[0]
-    s91 = window_9 * s90
-    s92 = s91.sum(axis=(1, 2, 3))
-    s93 = b[0]
-    s94 = s92 + s93
-    out_18 = updated(out_17, (slice(None), 0, 1, 4), s94)
-    s95 = w[1]
-    s96 = window_9 * s95
-    s97 = s96.sum(axis=(1, 2, 3))
-    s98 = b[1]
-    s99 = s97 + s98
-    out_19 = updated(out_18, (slice(None), 1, 1, 4), s99)
-    window_10 = x_pad[:, :, 2:5, 0:3]
-    s100 = w[0]
-    s101 = window_10 * s100
-    s102 = s101.sum(axis=(1, 2, 3))
-    s103 = b[0]
-    s104 = s102 + s103
-    out_20 = updated(out_19, (slice(None), 0, 2, 0), s104)
-    s105 = w[1]
-    s106 = window_10 * s105
-    s107 = s106.sum(axis=(1, 2, 3))
-    s108 = b[1]
-    s109 = s107 + s108
-    out_21 = updated(out_20, (slice(None), 1, 2, 0), s109)
-    window_11 = x_pad[:, :, 2:5, 1:4]
-    s110 = w[0]
-    s111 = window_11 * s110
-    s112 = s111.sum(axis=(1, 2, 3))
-    s113 = b[0]
-    s114 = s112 + s113
-    out_22 = updated(out_21, (slice(None), 0, 2, 1), s114)
-    s115 = w[1]
-    s116 = window_11 * s115
-    s117 = s116.sum(axis=(1, 2, 3))
-    s118 = b[1]
-    s119 = s117 + s118
-    out_23 = updated(out_22, (slice(None), 1, 2, 1), s119)
-    window_12 = x_pad[:, :, 2:5, 2:5]
-    s120 = w[0]
-    s121 = window_12 * s120
-    s122 = s121.sum(axis=(1, 2, 3))
-    s123 = b[0]
-    s124 = s122 + s123
-    out_24 = updated(out_23, (slice(None), 0, 2, 2), s124)
-    s125 = w[1]
-    s126 = window_12 * s125
-    s127 = s126.sum(axis=(1, 2, 3))
-    s128 = b[1]
-    s129 = s127 + s128
-    out_25 = updated(out_24, (slice(None), 1, 2, 2), s129)
-    window_13 = x_pad[:, :, 2:5, 3:6]
-    s130 = w[0]
-    s131 = window_13 * s130
-    s132 = s131.sum(axis=(1, 2, 3))
-    s133 = b[0]
-    s134 = s132 + s133
-    out_26 = updated(out_25, (slice(None), 0, 2, 3), s134)
-    s135 = w[1]
-    s136 = window_13 * s135
-    s137 = s136.sum(axis=(1, 2, 3))
-    s138 = b[1]
-    s139 = s137 + s138
-    out_27 = updated(out_26, (slice(None), 1, 2, 3), s139)
-    window_14 = x_pad[:, :, 2:5, 4:7]
-    s140 = w[0]
-    s141 = window_14 * s140
-    s142 = s141.sum(axis=(1, 2, 3))
-    s143 = b[0]
-    s144 = s142 + s143
-    out_28 = updated(out_27, (slice(None), 0, 2, 4), s144)
-    s145 = w[1]
-    s146 = window_14 * s145
-    s147 = s146.sum(axis=(1, 2, 3))
-    s148 = b[1]
-    s149 = s147 + s148
-    out_29 = updated(out_28, (slice(None), 1, 2, 4), s149)
-    window_15 = x_pad[:, :, 3:6, 0:3]
-    s150 = w[0]
-    s151 = window_15 * s150
-    s152 = s151.sum(axis=(1, 2, 3))
-    s153 = b[0]
-    s154 = s152 + s153
-    out_30 = updated(out_29, (slice(None), 0, 3, 0), s154)
-    s155 = w[1]
-    s156 = window_15 * s155
-    s157 = s156.sum(axis=(1, 2, 3))
-    s158 = b[1]
-    s159 = s157 + s158
-    out_31 = updated(out_30, (slice(None), 1, 3, 0), s159)
-    window_16 = x_pad[:, :, 3:6, 1:4]
-    s160 = w[0]
-    s161 = window_16 * s160
-    s162 = s161.sum(axis=(1, 2, 3))
-    s163 = b[0]
-    s164 = s162 + s163
-    out_32 = updated(out_31, (slice(None), 0, 3, 1), s164)
-    s165 = w[1]
-    s166 = window_16 * s165
-    s167 = s166.sum(axis=(1, 2, 3))
-    s168 = b[1]
-    s169 = s167 + s168
-    out_33 = updated(out_32, (slice(None), 1, 3, 1), s169)
-    window_17 = x_pad[:, :, 3:6, 2:5]
-    s170 = w[0]
-    s171 = window_17 * s170
-    s172 = s171.sum(axis=(1, 2, 3))
-    s173 = b[0]
-    s174 = s172 + s173
-    out_34 = updated(out_33, (slice(None), 0, 3, 2), s174)
-    s175 = w[1]
-    s176 = window_17 * s175
-    s177 = s176.sum(axis=(1, 2, 3))
-    s178 = b[1]
-    s179 = s177 + s178
-    out_35 = updated(out_34, (slice(None), 1, 3, 2), s179)
-    window_18 = x_pad[:, :, 3:6, 3:6]
-    s180 = w[0]
-    s181 = window_18 * s180
-    s182 = s181.sum(axis=(1, 2, 3))
-    s183 = b[0]
-    s184 = s182 + s183
-    out_36 = updated(out_35, (slice(None), 0, 3, 3), s184)
-    s185 = w[1]
-    s186 = window_18 * s185
-    s187 = s186.sum(axis=(1, 2, 3))
-    s188 = b[1]
-    s189 = s187 + s188
-    out_37 = updated(out_36, (slice(None), 1, 3, 3), s189)
-    window_19 = x_pad[:, :, 3:6, 4:7]
-    s190 = w[0]
-    s191 = window_19 * s190
-    s192 = s191.sum(axis=(1, 2, 3))
-    s193 = b[0]
-    s194 = s192 + s193
-    out_38 = updated(out_37, (slice(None), 0, 3, 4), s194)
-    s195 = w[1]
-    s196 = window_19 * s195
-    s197 = s196.sum(axis=(1, 2, 3))
-    s198 = b[1]
-    s199 = s197 + s198
-    out_39 = updated(out_38, (slice(None), 1, 3, 4), s199)
-    window_20 = x_pad[:, :, 4:7, 0:3]
-    s200 = w[0]
-    s201 = window_20 * s200
-    s202 = s201.sum(axis=(1, 2, 3))
-    s203 = b[0]
-    s204 = s202 + s203
-    out_40 = updated(out_39, (slice(None), 0, 4, 0), s204)
-    s205 = w[1]
-    s206 = window_20 * s205
-    s207 = s206.sum(axis=(1, 2, 3))
-    s208 = b[1]
-    s209 = s207 + s208
-    out_41 = updated(out_40, (slice(None), 1, 4, 0), s209)
-    window_21 = x_pad[:, :, 4:7, 1:4]
-    s210 = w[0]
-    s211 = window_21 * s210
-    s212 = s211.sum(axis=(1, 2, 3))
-    s213 = b[0]
-    s214 = s212 + s213
-    out_42 = updated(out_41, (slice(None), 0, 4, 1), s214)
-    s215 = w[1]
-    s216 = window_21 * s215
-    s217 = s216.sum(axis=(1, 2, 3))
-    s218 = b[1]
-    s219 = s217 + s218
-    out_43 = updated(out_42, (slice(None), 1, 4, 1), s219)
-    window_22 = x_pad[:, :, 4:7, 2:5]
-    s220 = w[0]
-    s221 = window_22 * s220
-    s222 = s221.sum(axis=(1, 2, 3))
-    s223 = b[0]
-    s224 = s222 + s223
-    out_44 = updated(out_43, (slice(None), 0, 4, 2), s224)
-    s225 = w[1]
-    s226 = window_22 * s225
-    s227 = s226.sum(axis=(1, 2, 3))
-    s228 = b[1]
-    s229 = s227 + s228
-    out_45 = updated(out_44, (slice(None), 1, 4, 2), s229)
-    window_23 = x_pad[:, :, 4:7, 3:6]
-    s230 = w[0]
-    s231 = window_23 * s230
-    s232 = s231.sum(axis=(1, 2, 3))
-    s233 = b[0]
-    s234 = s232 + s233
-    out_46 = updated(out_45, (slice(None), 0, 4, 3), s234)
-    s235 = w[1]
-    s236 = window_23 * s235
-    s237 = s236.sum(axis=(1, 2, 3))
-    s238 = b[1]
-    s239 = s237 + s238
-    out_47 = updated(out_46, (slice(None), 1, 4, 3), s239)
-    window_24 = x_pad[:, :, 4:7, 4:7]
-    s240 = w[0]
-    s241 = window_24 * s240
-    s242 = s241.sum(axis=(1, 2, 3))
-    s243 = b[0]
-    s244 = s242 + s243
-    out_48 = updated(out_47, (slice(None), 0, 4, 4), s244)
-    s245 = w[1]
-    s246 = window_24 * s245
-    s247 = s246.sum(axis=(1, 2, 3))
-    s248 = b[1]
-    s249 = s247 + s248
-    out_49 = updated(out_48, (slice(None), 1, 4, 4), s249)
-    cache = w, x_pad, N
+    window = np.empty((5, N, 3, 3, 3), np.float64)
+    s0 = np.empty((5, 3, 3, 3), np.float64)
+    s5 = np.empty((5, 3, 3, 3), np.float64)
+    out_1 = np.zeros((N, 2, 5, 5))
+    for i in range(5):
+        window[i] = x_pad[:, :, 0:3, i:i + 3]
+        s0[i] = w[0]
+        s1 = window[i] * s0[i]
+        s2 = s1.sum(axis=(1, 2, 3))
+        s3 = b[0]
+        s4 = s2 + s3
+        out = updated(out_1, (slice(None), 0, 0, i), s4)
+        s5[i] = w[1]
+        s6 = window[i] * s5[i]
+        s7 = s6.sum(axis=(1, 2, 3))
+        s8 = b[1]
+        s9 = s7 + s8
+        out_1 = updated(out, (slice(None), 1, 0, i), s9)
+    out_9 = out_1
+    window_5 = np.empty((5, N, 3, 3, 3), np.float64)
+    s50 = np.empty((5, 3, 3, 3), np.float64)
+    s55 = np.empty((5, 3, 3, 3), np.float64)
+    out_11 = out_9
+    for i in range(5):
+        window_5[i] = x_pad[:, :, 1:4, i:i + 3]
+        s50[i] = w[0]
+        s51 = window_5[i] * s50[i]
+        s52 = s51.sum(axis=(1, 2, 3))
+        s53 = b[0]
+        s54 = s52 + s53
+        out_10 = updated(out_11, (slice(None), 0, 1, i), s54)
+        s55[i] = w[1]
+        s56 = window_5[i] * s55[i]
+        s57 = s56.sum(axis=(1, 2, 3))
+        s58 = b[1]
+        s59 = s57 + s58
+        out_11 = updated(out_10, (slice(None), 1, 1, i), s59)
+    out_19 = out_11
+    window_10 = np.empty((5, N, 3, 3, 3), np.float64)
+    s100 = np.empty((5, 3, 3, 3), np.float64)
+    s105 = np.empty((5, 3, 3, 3), np.float64)
+    out_21 = out_19
+    for i in range(5):
+        window_10[i] = x_pad[:, :, 2:5, i:i + 3]
+        s100[i] = w[0]
+        s101 = window_10[i] * s100[i]
+        s102 = s101.sum(axis=(1, 2, 3))
+        s103 = b[0]
+        s104 = s102 + s103
+        out_20 = updated(out_21, (slice(None), 0, 2, i), s104)
+        s105[i] = w[1]
+        s106 = window_10[i] * s105[i]
+        s107 = s106.sum(axis=(1, 2, 3))
+        s108 = b[1]
+        s109 = s107 + s108
+        out_21 = updated(out_20, (slice(None), 1, 2, i), s109)
+    out_29 = out_21
+    window_15 = np.empty((5, N, 3, 3, 3), np.float64)
+    s150 = np.empty((5, 3, 3, 3), np.float64)
+    s155 = np.empty((5, 3, 3, 3), np.float64)
+    out_31 = out_29
+    for i in range(5):
+        window_15[i] = x_pad[:, :, 3:6, i:i + 3]
+        s150[i] = w[0]
+        s151 = window_15[i] * s150[i]
+        s152 = s151.sum(axis=(1, 2, 3))
+        s153 = b[0]
+        s154 = s152 + s153
+        out_30 = updated(out_31, (slice(None), 0, 3, i), s154)
+        s155[i] = w[1]
+        s156 = window_15[i] * s155[i]
+        s157 = s156.sum(axis=(1, 2, 3))
+        s158 = b[1]
+        s159 = s157 + s158
+        out_31 = updated(out_30, (slice(None), 1, 3, i), s159)
+    out_39 = out_31
+    window_20 = np.empty((5, N, 3, 3, 3), np.float64)
+    s200 = np.empty((5, 3, 3, 3), np.float64)
+    s205 = np.empty((5, 3, 3, 3), np.float64)
+    out_41 = out_39
+    for i in range(5):
+        window_20[i] = x_pad[:, :, 4:7, i:i + 3]
+        s200[i] = w[0]
+        s201 = window_20[i] * s200[i]
+        s202 = s201.sum(axis=(1, 2, 3))
+        s203 = b[0]
+        s204 = s202 + s203
+        out_40 = updated(out_41, (slice(None), 0, 4, i), s204)
+        s205[i] = w[1]
+        s206 = window_20[i] * s205[i]
+        s207 = s206.sum(axis=(1, 2, 3))
+        s208 = b[1]
+        s209 = s207 + s208
+        out_41 = updated(out_40, (slice(None), 1, 4, i), s209)
+    out_49 = out_41
+    cache = s205, window_20, s200, s155, window_15, s150, s105, window_10, s100, s55, window_5, s50, s5, window, s0, N
     return out_49, cache
 
 
 def conv_backward_naive(dout, cache):
     """Return (dx, dw, db) from the upstream gradient dout and `conv_forward_naive`'s cache."""
-    w, x_pad, N = cache
+    s205, window_20, s200, s155, window_15, s150, s105, window_10, s100, s55, window_5, s50, s5, window, s0, N = cache
     if dout.shape != (N, 2, 5, 5) or dout.dtype != np.float64:
         raise ValueError(f"conv_forward_naive: dout must be float64 of out_49's shape, not {type(dout).__name__} {np.shape(dout)}")
-    window = x_pad[:, :, 0:3, 0:3]
-    s0 = w[0]
-    s5 = w[1]
-    window_1 = x_pad[:, :, 0:3, 1:4]
-    s10 = w[0]
-    s15 = w[1]
-    window_2 = x_pad[:, :, 0:3, 2:5]
-    s20 = w[0]
-    s25 = w[1]
-    window_3 = x_pad[:, :, 0:3, 3:6]
-    s30 = w[0]
-    s35 = w[1]
-    window_4 = x_pad[:, :, 0:3, 4:7]
-    s40 = w[0]
-    s45 = w[1]
-    window_5 = x_pad[:, :, 1:4, 0:3]
-    s50 = w[0]
-    s55 = w[1]
-    window_6 = x_pad[:, :, 1:4, 1:4]
-    s60 = w[0]
-    s65 = w[1]
-    window_7 = x_pad[:, :, 1:4, 2:5]
-    s70 = w[0]
-    s75 = w[1]
-    window_8 = x_pad[:, :, 1:4, 3:6]
-    s80 = w[0]
-    s85 = w[1]
-    window_9 = x_pad[:, :, 1:4, 4:7]
-    s90 = w[0]
-    s95 = w[1]
-    window_10 = x_pad[:, :, 2:5, 0:3]
-    s100 = w[0]
-    s105 = w[1]
-    window_11 = x_pad[:, :, 2:5, 1:4]
-    s110 = w[0]
-    s115 = w[1]
-    window_12 = x_pad[:, :, 2:5, 2:5]
-    s120 = w[0]
-    s125 = w[1]
-    window_13 = x_pad[:, :, 2:5, 3:6]
-    s130 = w[0]
-    s135 = w[1]
-    window_14 = x_pad[:, :, 2:5, 4:7]
-    s140 = w[0]
-    s145 = w[1]
-    window_15 = x_pad[:, :, 3:6, 0:3]
-    s150 = w[0]
-    s155 = w[1]
-    window_16 = x_pad[:, :, 3:6, 1:4]
-    s160 = w[0]
-    s165 = w[1]
-    window_17 = x_pad[:, :, 3:6, 2:5]
-    s170 = w[0]
-    s175 = w[1]
-    window_18 = x_pad[:, :, 3:6, 3:6]
-    s180 = w[0]
-    s185 = w[1]
-    window_19 = x_pad[:, :, 3:6, 4:7]
-    s190 = w[0]
-    s195 = w[1]
-    window_20 = x_pad[:, :, 4:7, 0:3]
-    s200 = w[0]
-    s205 = w[1]
-    window_21 = x_pad[:, :, 4:7, 1:4]
-    s210 = w[0]
-    s215 = w[1]
-    window_22 = x_pad[:, :, 4:7, 2:5]
-    s220 = w[0]
-    s225 = w[1]
-    window_23 = x_pad[:, :, 4:7, 3:6]
-    s230 = w[0]
-    s235 = w[1]
-    window_24 = x_pad[:, :, 4:7, 4:7]
-    s240 = w[0]
-    s245 = w[1]
     dout_48 = updated(dout, (slice(None), 1, 4, 4), 0)
     ds249 = dout[:, 1, 4, 4]
     ds247 = ds249
     ds248 = ds249.sum(axis=0)
     db = scatter((2,), (1,), ds248, np.float64)
     ds246 = np.broadcast_to(np.expand_dims(ds247, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_24 = s245 * ds246
-    ds245_term = window_24 * ds246
+    dwindow_24 = s205[4] * ds246
+    ds245_term = window_20[4] * ds246
     ds245 = ds245_term.sum(axis=0)
     dw = scatter((2, 3, 3, 3), (1,), ds245, np.float64)
     dout_47 = updated(dout_48, (slice(None), 0, 4, 4), 0)
@@ -460,514 +155,165 @@ def conv_backward_naive(dout, cache):
     ds243 = ds244.sum(axis=0)
     db = db + scatter((2,), (0,), ds243, np.float64)
     ds241 = np.broadcast_to(np.expand_dims(ds242, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_24 = dwindow_24 + s240 * ds241
-    ds240_term = window_24 * ds241
+    dwindow_24 = dwindow_24 + s200[4] * ds241
+    ds240_term = window_20[4] * ds241
     ds240 = ds240_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds240, np.float64)
     dx_pad = scatter((N, 3, 7, 7), (slice(None), slice(None), slice(4, 7), slice(4, 7)), dwindow_24, np.float64)
-    dout_46 = updated(dout_47, (slice(None), 1, 4, 3), 0)
-    ds239 = dout_47[:, 1, 4, 3]
-    ds237 = ds239
-    ds238 = ds239.sum(axis=0)
-    db = db + scatter((2,), (1,), ds238, np.float64)
-    ds236 = np.broadcast_to(np.expand_dims(ds237, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_23 = s235 * ds236
-    ds235_term = window_23 * ds236
-    ds235 = ds235_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds235, np.float64)
-    dout_45 = updated(dout_46, (slice(None), 0, 4, 3), 0)
-    ds234 = dout_46[:, 0, 4, 3]
-    ds232 = ds234
-    ds233 = ds234.sum(axis=0)
-    db = db + scatter((2,), (0,), ds233, np.float64)
-    ds231 = np.broadcast_to(np.expand_dims(ds232, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_23 = dwindow_23 + s230 * ds231
-    ds230_term = window_23 * ds231
-    ds230 = ds230_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds230, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(4, 7), slice(3, 6)), dwindow_23, np.float64)
-    dout_44 = updated(dout_45, (slice(None), 1, 4, 2), 0)
-    ds229 = dout_45[:, 1, 4, 2]
-    ds227 = ds229
-    ds228 = ds229.sum(axis=0)
-    db = db + scatter((2,), (1,), ds228, np.float64)
-    ds226 = np.broadcast_to(np.expand_dims(ds227, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_22 = s225 * ds226
-    ds225_term = window_22 * ds226
-    ds225 = ds225_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds225, np.float64)
-    dout_43 = updated(dout_44, (slice(None), 0, 4, 2), 0)
-    ds224 = dout_44[:, 0, 4, 2]
-    ds222 = ds224
-    ds223 = ds224.sum(axis=0)
-    db = db + scatter((2,), (0,), ds223, np.float64)
-    ds221 = np.broadcast_to(np.expand_dims(ds222, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_22 = dwindow_22 + s220 * ds221
-    ds220_term = window_22 * ds221
-    ds220 = ds220_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds220, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(4, 7), slice(2, 5)), dwindow_22, np.float64)
-    dout_42 = updated(dout_43, (slice(None), 1, 4, 1), 0)
-    ds219 = dout_43[:, 1, 4, 1]
-    ds217 = ds219
-    ds218 = ds219.sum(axis=0)
-    db = db + scatter((2,), (1,), ds218, np.float64)
-    ds216 = np.broadcast_to(np.expand_dims(ds217, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_21 = s215 * ds216
-    ds215_term = window_21 * ds216
-    ds215 = ds215_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds215, np.float64)
-    dout_41 = updated(dout_42, (slice(None), 0, 4, 1), 0)
-    ds214 = dout_42[:, 0, 4, 1]
-    ds212 = ds214
-    ds213 = ds214.sum(axis=0)
-    db = db + scatter((2,), (0,), ds213, np.float64)
-    ds211 = np.broadcast_to(np.expand_dims(ds212, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_21 = dwindow_21 + s210 * ds211
-    ds210_term = window_21 * ds211
-    ds210 = ds210_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds210, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(4, 7), slice(1, 4)), dwindow_21, np.float64)
-    dout_40 = updated(dout_41, (slice(None), 1, 4, 0), 0)
-    ds209 = dout_41[:, 1, 4, 0]
-    ds207 = ds209
-    ds208 = ds209.sum(axis=0)
-    db = db + scatter((2,), (1,), ds208, np.float64)
-    ds206 = np.broadcast_to(np.expand_dims(ds207, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_20 = s205 * ds206
-    ds205_term = window_20 * ds206
-    ds205 = ds205_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds205, np.float64)
-    dout_39 = updated(dout_40, (slice(None), 0, 4, 0), 0)
-    ds204 = dout_40[:, 0, 4, 0]
-    ds202 = ds204
-    ds203 = ds204.sum(axis=0)
-    db = db + scatter((2,), (0,), ds203, np.float64)
-    ds201 = np.broadcast_to(np.expand_dims(ds202, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_20 = dwindow_20 + s200 * ds201
-    ds200_term = window_20 * ds201
-    ds200 = ds200_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds200, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(4, 7), slice(0, 3)), dwindow_20, np.float64)
-    dout_38 = updated(dout_39, (slice(None), 1, 3, 4), 0)
-    ds199 = dout_39[:, 1, 3, 4]
-    ds197 = ds199
-    ds198 = ds199.sum(axis=0)
-    db = db + scatter((2,), (1,), ds198, np.float64)
-    ds196 = np.broadcast_to(np.expand_dims(ds197, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_19 = s195 * ds196
-    ds195_term = window_19 * ds196
-    ds195 = ds195_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds195, np.float64)
-    dout_37 = updated(dout_38, (slice(None), 0, 3, 4), 0)
-    ds194 = dout_38[:, 0, 3, 4]
-    ds192 = ds194
-    ds193 = ds194.sum(axis=0)
-    db = db + scatter((2,), (0,), ds193, np.float64)
-    ds191 = np.broadcast_to(np.expand_dims(ds192, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_19 = dwindow_19 + s190 * ds191
-    ds190_term = window_19 * ds191
-    ds190 = ds190_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds190, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(3, 6), slice(4, 7)), dwindow_19, np.float64)
-    dout_36 = updated(dout_37, (slice(None), 1, 3, 3), 0)
-    ds189 = dout_37[:, 1, 3, 3]
-    ds187 = ds189
-    ds188 = ds189.sum(axis=0)
-    db = db + scatter((2,), (1,), ds188, np.float64)
-    ds186 = np.broadcast_to(np.expand_dims(ds187, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_18 = s185 * ds186
-    ds185_term = window_18 * ds186
-    ds185 = ds185_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds185, np.float64)
-    dout_35 = updated(dout_36, (slice(None), 0, 3, 3), 0)
-    ds184 = dout_36[:, 0, 3, 3]
-    ds182 = ds184
-    ds183 = ds184.sum(axis=0)
-    db = db + scatter((2,), (0,), ds183, np.float64)
-    ds181 = np.broadcast_to(np.expand_dims(ds182, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_18 = dwindow_18 + s180 * ds181
-    ds180_term = window_18 * ds181
-    ds180 = ds180_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds180, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(3, 6), slice(3, 6)), dwindow_18, np.float64)
-    dout_34 = updated(dout_35, (slice(None), 1, 3, 2), 0)
-    ds179 = dout_35[:, 1, 3, 2]
-    ds177 = ds179
-    ds178 = ds179.sum(axis=0)
-    db = db + scatter((2,), (1,), ds178, np.float64)
-    ds176 = np.broadcast_to(np.expand_dims(ds177, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_17 = s175 * ds176
-    ds175_term = window_17 * ds176
-    ds175 = ds175_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds175, np.float64)
-    dout_33 = updated(dout_34, (slice(None), 0, 3, 2), 0)
-    ds174 = dout_34[:, 0, 3, 2]
-    ds172 = ds174
-    ds173 = ds174.sum(axis=0)
-    db = db + scatter((2,), (0,), ds173, np.float64)
-    ds171 = np.broadcast_to(np.expand_dims(ds172, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_17 = dwindow_17 + s170 * ds171
-    ds170_term = window_17 * ds171
-    ds170 = ds170_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds170, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(3, 6), slice(2, 5)), dwindow_17, np.float64)
-    dout_32 = updated(dout_33, (slice(None), 1, 3, 1), 0)
-    ds169 = dout_33[:, 1, 3, 1]
-    ds167 = ds169
-    ds168 = ds169.sum(axis=0)
-    db = db + scatter((2,), (1,), ds168, np.float64)
-    ds166 = np.broadcast_to(np.expand_dims(ds167, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_16 = s165 * ds166
-    ds165_term = window_16 * ds166
-    ds165 = ds165_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds165, np.float64)
-    dout_31 = updated(dout_32, (slice(None), 0, 3, 1), 0)
-    ds164 = dout_32[:, 0, 3, 1]
-    ds162 = ds164
-    ds163 = ds164.sum(axis=0)
-    db = db + scatter((2,), (0,), ds163, np.float64)
-    ds161 = np.broadcast_to(np.expand_dims(ds162, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_16 = dwindow_16 + s160 * ds161
-    ds160_term = window_16 * ds161
-    ds160 = ds160_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds160, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(3, 6), slice(1, 4)), dwindow_16, np.float64)
-    dout_30 = updated(dout_31, (slice(None), 1, 3, 0), 0)
-    ds159 = dout_31[:, 1, 3, 0]
-    ds157 = ds159
-    ds158 = ds159.sum(axis=0)
-    db = db + scatter((2,), (1,), ds158, np.float64)
-    ds156 = np.broadcast_to(np.expand_dims(ds157, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_15 = s155 * ds156
-    ds155_term = window_15 * ds156
-    ds155 = ds155_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds155, np.float64)
-    dout_29 = updated(dout_30, (slice(None), 0, 3, 0), 0)
-    ds154 = dout_30[:, 0, 3, 0]
-    ds152 = ds154
-    ds153 = ds154.sum(axis=0)
-    db = db + scatter((2,), (0,), ds153, np.float64)
-    ds151 = np.broadcast_to(np.expand_dims(ds152, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_15 = dwindow_15 + s150 * ds151
-    ds150_term = window_15 * ds151
-    ds150 = ds150_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds150, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(3, 6), slice(0, 3)), dwindow_15, np.float64)
-    dout_28 = updated(dout_29, (slice(None), 1, 2, 4), 0)
-    ds149 = dout_29[:, 1, 2, 4]
-    ds147 = ds149
-    ds148 = ds149.sum(axis=0)
-    db = db + scatter((2,), (1,), ds148, np.float64)
-    ds146 = np.broadcast_to(np.expand_dims(ds147, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_14 = s145 * ds146
-    ds145_term = window_14 * ds146
-    ds145 = ds145_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds145, np.float64)
-    dout_27 = updated(dout_28, (slice(None), 0, 2, 4), 0)
-    ds144 = dout_28[:, 0, 2, 4]
-    ds142 = ds144
-    ds143 = ds144.sum(axis=0)
-    db = db + scatter((2,), (0,), ds143, np.float64)
-    ds141 = np.broadcast_to(np.expand_dims(ds142, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_14 = dwindow_14 + s140 * ds141
-    ds140_term = window_14 * ds141
-    ds140 = ds140_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds140, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(2, 5), slice(4, 7)), dwindow_14, np.float64)
-    dout_26 = updated(dout_27, (slice(None), 1, 2, 3), 0)
-    ds139 = dout_27[:, 1, 2, 3]
-    ds137 = ds139
-    ds138 = ds139.sum(axis=0)
-    db = db + scatter((2,), (1,), ds138, np.float64)
-    ds136 = np.broadcast_to(np.expand_dims(ds137, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_13 = s135 * ds136
-    ds135_term = window_13 * ds136
-    ds135 = ds135_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds135, np.float64)
-    dout_25 = updated(dout_26, (slice(None), 0, 2, 3), 0)
-    ds134 = dout_26[:, 0, 2, 3]
-    ds132 = ds134
-    ds133 = ds134.sum(axis=0)
-    db = db + scatter((2,), (0,), ds133, np.float64)
-    ds131 = np.broadcast_to(np.expand_dims(ds132, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_13 = dwindow_13 + s130 * ds131
-    ds130_term = window_13 * ds131
-    ds130 = ds130_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds130, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(2, 5), slice(3, 6)), dwindow_13, np.float64)
-    dout_24 = updated(dout_25, (slice(None), 1, 2, 2), 0)
-    ds129 = dout_25[:, 1, 2, 2]
-    ds127 = ds129
-    ds128 = ds129.sum(axis=0)
-    db = db + scatter((2,), (1,), ds128, np.float64)
-    ds126 = np.broadcast_to(np.expand_dims(ds127, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_12 = s125 * ds126
-    ds125_term = window_12 * ds126
-    ds125 = ds125_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds125, np.float64)
-    dout_23 = updated(dout_24, (slice(None), 0, 2, 2), 0)
-    ds124 = dout_24[:, 0, 2, 2]
-    ds122 = ds124
-    ds123 = ds124.sum(axis=0)
-    db = db + scatter((2,), (0,), ds123, np.float64)
-    ds121 = np.broadcast_to(np.expand_dims(ds122, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_12 = dwindow_12 + s120 * ds121
-    ds120_term = window_12 * ds121
-    ds120 = ds120_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds120, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(2, 5), slice(2, 5)), dwindow_12, np.float64)
-    dout_22 = updated(dout_23, (slice(None), 1, 2, 1), 0)
-    ds119 = dout_23[:, 1, 2, 1]
-    ds117 = ds119
-    ds118 = ds119.sum(axis=0)
-    db = db + scatter((2,), (1,), ds118, np.float64)
-    ds116 = np.broadcast_to(np.expand_dims(ds117, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_11 = s115 * ds116
-    ds115_term = window_11 * ds116
-    ds115 = ds115_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds115, np.float64)
-    dout_21 = updated(dout_22, (slice(None), 0, 2, 1), 0)
-    ds114 = dout_22[:, 0, 2, 1]
-    ds112 = ds114
-    ds113 = ds114.sum(axis=0)
-    db = db + scatter((2,), (0,), ds113, np.float64)
-    ds111 = np.broadcast_to(np.expand_dims(ds112, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_11 = dwindow_11 + s110 * ds111
-    ds110_term = window_11 * ds111
-    ds110 = ds110_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds110, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(2, 5), slice(1, 4)), dwindow_11, np.float64)
-    dout_20 = updated(dout_21, (slice(None), 1, 2, 0), 0)
-    ds109 = dout_21[:, 1, 2, 0]
-    ds107 = ds109
-    ds108 = ds109.sum(axis=0)
-    db = db + scatter((2,), (1,), ds108, np.float64)
-    ds106 = np.broadcast_to(np.expand_dims(ds107, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_10 = s105 * ds106
-    ds105_term = window_10 * ds106
-    ds105 = ds105_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds105, np.float64)
-    dout_19 = updated(dout_20, (slice(None), 0, 2, 0), 0)
-    ds104 = dout_20[:, 0, 2, 0]
-    ds102 = ds104
-    ds103 = ds104.sum(axis=0)
-    db = db + scatter((2,), (0,), ds103, np.float64)
-    ds101 = np.broadcast_to(np.expand_dims(ds102, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_10 = dwindow_10 + s100 * ds101
-    ds100_term = window_10 * ds101
-    ds100 = ds100_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds100, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(2, 5), slice(0, 3)), dwindow_10, np.float64)
-    dout_18 = updated(dout_19, (slice(None), 1, 1, 4), 0)
-    ds99 = dout_19[:, 1, 1, 4]
-    ds97 = ds99
-    ds98 = ds99.sum(axis=0)
-    db = db + scatter((2,), (1,), ds98, np.float64)
-    ds96 = np.broadcast_to(np.expand_dims(ds97, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_9 = s95 * ds96
-    ds95_term = window_9 * ds96
-    ds95 = ds95_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds95, np.float64)
-    dout_17 = updated(dout_18, (slice(None), 0, 1, 4), 0)
-    ds94 = dout_18[:, 0, 1, 4]
-    ds92 = ds94
-    ds93 = ds94.sum(axis=0)
-    db = db + scatter((2,), (0,), ds93, np.float64)
-    ds91 = np.broadcast_to(np.expand_dims(ds92, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_9 = dwindow_9 + s90 * ds91
-    ds90_term = window_9 * ds91
-    ds90 = ds90_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds90, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(1, 4), slice(4, 7)), dwindow_9, np.float64)
-    dout_16 = updated(dout_17, (slice(None), 1, 1, 3), 0)
-    ds89 = dout_17[:, 1, 1, 3]
-    ds87 = ds89
-    ds88 = ds89.sum(axis=0)
-    db = db + scatter((2,), (1,), ds88, np.float64)
-    ds86 = np.broadcast_to(np.expand_dims(ds87, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_8 = s85 * ds86
-    ds85_term = window_8 * ds86
-    ds85 = ds85_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds85, np.float64)
-    dout_15 = updated(dout_16, (slice(None), 0, 1, 3), 0)
-    ds84 = dout_16[:, 0, 1, 3]
-    ds82 = ds84
-    ds83 = ds84.sum(axis=0)
-    db = db + scatter((2,), (0,), ds83, np.float64)
-    ds81 = np.broadcast_to(np.expand_dims(ds82, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_8 = dwindow_8 + s80 * ds81
-    ds80_term = window_8 * ds81
-    ds80 = ds80_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds80, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(1, 4), slice(3, 6)), dwindow_8, np.float64)
-    dout_14 = updated(dout_15, (slice(None), 1, 1, 2), 0)
-    ds79 = dout_15[:, 1, 1, 2]
-    ds77 = ds79
-    ds78 = ds79.sum(axis=0)
-    db = db + scatter((2,), (1,), ds78, np.float64)
-    ds76 = np.broadcast_to(np.expand_dims(ds77, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_7 = s75 * ds76
-    ds75_term = window_7 * ds76
-    ds75 = ds75_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds75, np.float64)
-    dout_13 = updated(dout_14, (slice(None), 0, 1, 2), 0)
-    ds74 = dout_14[:, 0, 1, 2]
-    ds72 = ds74
-    ds73 = ds74.sum(axis=0)
-    db = db + scatter((2,), (0,), ds73, np.float64)
-    ds71 = np.broadcast_to(np.expand_dims(ds72, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_7 = dwindow_7 + s70 * ds71
-    ds70_term = window_7 * ds71
-    ds70 = ds70_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds70, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(1, 4), slice(2, 5)), dwindow_7, np.float64)
-    dout_12 = updated(dout_13, (slice(None), 1, 1, 1), 0)
-    ds69 = dout_13[:, 1, 1, 1]
-    ds67 = ds69
-    ds68 = ds69.sum(axis=0)
-    db = db + scatter((2,), (1,), ds68, np.float64)
-    ds66 = np.broadcast_to(np.expand_dims(ds67, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_6 = s65 * ds66
-    ds65_term = window_6 * ds66
-    ds65 = ds65_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds65, np.float64)
-    dout_11 = updated(dout_12, (slice(None), 0, 1, 1), 0)
-    ds64 = dout_12[:, 0, 1, 1]
-    ds62 = ds64
-    ds63 = ds64.sum(axis=0)
-    db = db + scatter((2,), (0,), ds63, np.float64)
-    ds61 = np.broadcast_to(np.expand_dims(ds62, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_6 = dwindow_6 + s60 * ds61
-    ds60_term = window_6 * ds61
-    ds60 = ds60_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds60, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(1, 4), slice(1, 4)), dwindow_6, np.float64)
-    dout_10 = updated(dout_11, (slice(None), 1, 1, 0), 0)
-    ds59 = dout_11[:, 1, 1, 0]
-    ds57 = ds59
-    ds58 = ds59.sum(axis=0)
-    db = db + scatter((2,), (1,), ds58, np.float64)
-    ds56 = np.broadcast_to(np.expand_dims(ds57, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_5 = s55 * ds56
-    ds55_term = window_5 * ds56
-    ds55 = ds55_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds55, np.float64)
-    dout_9 = updated(dout_10, (slice(None), 0, 1, 0), 0)
-    ds54 = dout_10[:, 0, 1, 0]
-    ds52 = ds54
-    ds53 = ds54.sum(axis=0)
-    db = db + scatter((2,), (0,), ds53, np.float64)
-    ds51 = np.broadcast_to(np.expand_dims(ds52, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_5 = dwindow_5 + s50 * ds51
-    ds50_term = window_5 * ds51
-    ds50 = ds50_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds50, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(1, 4), slice(0, 3)), dwindow_5, np.float64)
-    dout_8 = updated(dout_9, (slice(None), 1, 0, 4), 0)
-    ds49 = dout_9[:, 1, 0, 4]
-    ds47 = ds49
-    ds48 = ds49.sum(axis=0)
-    db = db + scatter((2,), (1,), ds48, np.float64)
-    ds46 = np.broadcast_to(np.expand_dims(ds47, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_4 = s45 * ds46
-    ds45_term = window_4 * ds46
-    ds45 = ds45_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds45, np.float64)
-    dout_7 = updated(dout_8, (slice(None), 0, 0, 4), 0)
-    ds44 = dout_8[:, 0, 0, 4]
-    ds42 = ds44
-    ds43 = ds44.sum(axis=0)
-    db = db + scatter((2,), (0,), ds43, np.float64)
-    ds41 = np.broadcast_to(np.expand_dims(ds42, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_4 = dwindow_4 + s40 * ds41
-    ds40_term = window_4 * ds41
-    ds40 = ds40_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds40, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(0, 3), slice(4, 7)), dwindow_4, np.float64)
-    dout_6 = updated(dout_7, (slice(None), 1, 0, 3), 0)
-    ds39 = dout_7[:, 1, 0, 3]
-    ds37 = ds39
-    ds38 = ds39.sum(axis=0)
-    db = db + scatter((2,), (1,), ds38, np.float64)
-    ds36 = np.broadcast_to(np.expand_dims(ds37, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_3 = s35 * ds36
-    ds35_term = window_3 * ds36
-    ds35 = ds35_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds35, np.float64)
-    dout_5 = updated(dout_6, (slice(None), 0, 0, 3), 0)
-    ds34 = dout_6[:, 0, 0, 3]
-    ds32 = ds34
-    ds33 = ds34.sum(axis=0)
-    db = db + scatter((2,), (0,), ds33, np.float64)
-    ds31 = np.broadcast_to(np.expand_dims(ds32, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_3 = dwindow_3 + s30 * ds31
-    ds30_term = window_3 * ds31
-    ds30 = ds30_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds30, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(0, 3), slice(3, 6)), dwindow_3, np.float64)
-    dout_4 = updated(dout_5, (slice(None), 1, 0, 2), 0)
-    ds29 = dout_5[:, 1, 0, 2]
-    ds27 = ds29
-    ds28 = ds29.sum(axis=0)
-    db = db + scatter((2,), (1,), ds28, np.float64)
-    ds26 = np.broadcast_to(np.expand_dims(ds27, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_2 = s25 * ds26
-    ds25_term = window_2 * ds26
-    ds25 = ds25_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds25, np.float64)
-    dout_3 = updated(dout_4, (slice(None), 0, 0, 2), 0)
-    ds24 = dout_4[:, 0, 0, 2]
-    ds22 = ds24
-    ds23 = ds24.sum(axis=0)
-    db = db + scatter((2,), (0,), ds23, np.float64)
-    ds21 = np.broadcast_to(np.expand_dims(ds22, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_2 = dwindow_2 + s20 * ds21
-    ds20_term = window_2 * ds21
-    ds20 = ds20_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds20, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(0, 3), slice(2, 5)), dwindow_2, np.float64)
-    dout_2 = updated(dout_3, (slice(None), 1, 0, 1), 0)
-    ds19 = dout_3[:, 1, 0, 1]
-    ds17 = ds19
-    ds18 = ds19.sum(axis=0)
-    db = db + scatter((2,), (1,), ds18, np.float64)
-    ds16 = np.broadcast_to(np.expand_dims(ds17, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_1 = s15 * ds16
-    ds15_term = window_1 * ds16
-    ds15 = ds15_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds15, np.float64)
-    dout_1 = updated(dout_2, (slice(None), 0, 0, 1), 0)
-    ds14 = dout_2[:, 0, 0, 1]
-    ds12 = ds14
-    ds13 = ds14.sum(axis=0)
-    db = db + scatter((2,), (0,), ds13, np.float64)
-    ds11 = np.broadcast_to(np.expand_dims(ds12, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_1 = dwindow_1 + s10 * ds11
-    ds10_term = window_1 * ds11
-    ds10 = ds10_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds10, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(0, 3), slice(1, 4)), dwindow_1, np.float64)
+    dout_45 = dout_47
+    db = db.copy()
+    dw = dw.copy()
+    for i in range(3, -1, -1):
+        dout_46 = updated(dout_45, (slice(None), 1, 4, i), 0)
+        ds239 = dout_45[:, 1, 4, i]
+        ds237 = ds239
+        ds238 = ds239.sum(axis=0)
+        db[1] += ds238
+        ds236 = np.broadcast_to(np.expand_dims(ds237, (1, 2, 3)), (N, 3, 3, 3))
+        dwindow_23 = s205[i] * ds236
+        ds235_term = window_20[i] * ds236
+        ds235 = ds235_term.sum(axis=0)
+        dw[1] += ds235
+        dout_45 = updated(dout_46, (slice(None), 0, 4, i), 0)
+        ds234 = dout_46[:, 0, 4, i]
+        ds232 = ds234
+        ds233 = ds234.sum(axis=0)
+        db[0] += ds233
+        ds231 = np.broadcast_to(np.expand_dims(ds232, (1, 2, 3)), (N, 3, 3, 3))
+        dwindow_23 = dwindow_23 + s200[i] * ds231
+        ds230_term = window_20[i] * ds231
+        ds230 = ds230_term.sum(axis=0)
+        dw[0] += ds230
+        dx_pad[:, :, 4:7, i:i + 3] += dwindow_23
+    dout_39 = dout_45
+    dout_37 = dout_39
+    db = db.copy()
+    dw = dw.copy()
+    dx_pad = dx_pad.copy()
+    for i in range(4, -1, -1):
+        dout_38 = updated(dout_37, (slice(None), 1, 3, i), 0)
+        ds199 = dout_37[:, 1, 3, i]
+        ds197 = ds199
+        ds198 = ds199.sum(axis=0)
+        db[1] += ds198
+        ds196 = np.broadcast_to(np.expand_dims(ds197, (1, 2, 3)), (N, 3, 3, 3))
+        dwindow_19 = s155[i] * ds196
+        ds195_term = window_15[i] * ds196
+        ds195 = ds195_term.sum(axis=0)
+        dw[1] += ds195
+        dout_37 = updated(dout_38, (slice(None), 0, 3, i), 0)
+        ds194 = dout_38[:, 0, 3, i]
+        ds192 = ds194
+        ds193 = ds194.sum(axis=0)
+        db[0] += ds193
+        ds191 = np.broadcast_to(np.expand_dims(ds192, (1, 2, 3)), (N, 3, 3, 3))
+        dwindow_19 = dwindow_19 + s150[i] * ds191
+        ds190_term = window_15[i] * ds191
+        ds190 = ds190_term.sum(axis=0)
+        dw[0] += ds190
+        dx_pad[:, :, 3:6, i:i + 3] += dwindow_19
+    dout_29 = dout_37
+    dout_27 = dout_29
+    db = db.copy()
+    dw = dw.copy()
+    dx_pad = dx_pad.copy()
+    for i in range(4, -1, -1):
+        dout_28 = updated(dout_27, (slice(None), 1, 2, i), 0)
+        ds149 = dout_27[:, 1, 2, i]
+        ds147 = ds149
+        ds148 = ds149.sum(axis=0)
+        db[1] += ds148
+        ds146 = np.broadcast_to(np.expand_dims(ds147, (1, 2, 3)), (N, 3, 3, 3))
+        dwindow_14 = s105[i] * ds146
+        ds145_term = window_10[i] * ds146
+        ds145 = ds145_term.sum(axis=0)
+        dw[1] += ds145
+        dout_27 = updated(dout_28, (slice(None), 0, 2, i), 0)
+        ds144 = dout_28[:, 0, 2, i]
+        ds142 = ds144
+        ds143 = ds144.sum(axis=0)
+        db[0] += ds143
+        ds141 = np.broadcast_to(np.expand_dims(ds142, (1, 2, 3)), (N, 3, 3, 3))
+        dwindow_14 = dwindow_14 + s100[i] * ds141
+        ds140_term = window_10[i] * ds141
+        ds140 = ds140_term.sum(axis=0)
+        dw[0] += ds140
+        dx_pad[:, :, 2:5, i:i + 3] += dwindow_14
+    dout_19 = dout_27
+    dout_17 = dout_19
+    db = db.copy()
+    dw = dw.copy()
+    dx_pad = dx_pad.copy()
+    for i in range(4, -1, -1):
+        dout_18 = updated(dout_17, (slice(None), 1, 1, i), 0)
+        ds99 = dout_17[:, 1, 1, i]
+        ds97 = ds99
+        ds98 = ds99.sum(axis=0)
+        db[1] += ds98
+        ds96 = np.broadcast_to(np.expand_dims(ds97, (1, 2, 3)), (N, 3, 3, 3))
+        dwindow_9 = s55[i] * ds96
+        ds95_term = window_5[i] * ds96
+        ds95 = ds95_term.sum(axis=0)
+        dw[1] += ds95
+        dout_17 = updated(dout_18, (slice(None), 0, 1, i), 0)
+        ds94 = dout_18[:, 0, 1, i]
+        ds92 = ds94
+        ds93 = ds94.sum(axis=0)
+        db[0] += ds93
+        ds91 = np.broadcast_to(np.expand_dims(ds92, (1, 2, 3)), (N, 3, 3, 3))
+        dwindow_9 = dwindow_9 + s50[i] * ds91
+        ds90_term = window_5[i] * ds91
+        ds90 = ds90_term.sum(axis=0)
+        dw[0] += ds90
+        dx_pad[:, :, 1:4, i:i + 3] += dwindow_9
+    dout_9 = dout_17
+    dout_7 = dout_9
+    db = db.copy()
+    dw = dw.copy()
+    dx_pad = dx_pad.copy()
+    for i in range(4, 0, -1):
+        dout_8 = updated(dout_7, (slice(None), 1, 0, i), 0)
+        ds49 = dout_7[:, 1, 0, i]
+        ds47 = ds49
+        ds48 = ds49.sum(axis=0)
+        db[1] += ds48
+        ds46 = np.broadcast_to(np.expand_dims(ds47, (1, 2, 3)), (N, 3, 3, 3))
+        dwindow_4 = s5[i] * ds46
+        ds45_term = window[i] * ds46
+        ds45 = ds45_term.sum(axis=0)
+        dw[1] += ds45
+        dout_7 = updated(dout_8, (slice(None), 0, 0, i), 0)
+        ds44 = dout_8[:, 0, 0, i]
+        ds42 = ds44
+        ds43 = ds44.sum(axis=0)
+        db[0] += ds43
+        ds41 = np.broadcast_to(np.expand_dims(ds42, (1, 2, 3)), (N, 3, 3, 3))
+        dwindow_4 = dwindow_4 + s0[i] * ds41
+        ds40_term = window[i] * ds41
+        ds40 = ds40_term.sum(axis=0)
+        dw[0] += ds40
+        dx_pad[:, :, 0:3, i:i + 3] += dwindow_4
+    dout_1 = dout_7
     dout_49 = updated(dout_1, (slice(None), 1, 0, 0), 0)
     ds9 = dout_1[:, 1, 0, 0]
     ds7 = ds9
     ds8 = ds9.sum(axis=0)
-    db = db + scatter((2,), (1,), ds8, np.float64)
+    db[1] += ds8
     ds6 = np.broadcast_to(np.expand_dims(ds7, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow = s5 * ds6
-    ds5_term = window * ds6
+    dwindow = s5[0] * ds6
+    ds5_term = window[0] * ds6
     ds5 = ds5_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (1,), ds5, np.float64)
+    dw[1] += ds5
     ds4 = dout_49[:, 0, 0, 0]
     ds2 = ds4
     ds3 = ds4.sum(axis=0)
-    db = db + scatter((2,), (0,), ds3, np.float64)
+    db[0] += ds3
     ds1 = np.broadcast_to(np.expand_dims(ds2, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow = dwindow + s0 * ds1
-    ds0_term = window * ds1
+    dwindow = dwindow + s0[0] * ds1
+    ds0_term = window[0] * ds1
     ds0 = ds0_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds0, np.float64)
-    dx_pad = dx_pad + scatter((N, 3, 7, 7), (slice(None), slice(None), slice(0, 3), slice(0, 3)), dwindow, np.float64)
+    dw[0] += ds0
+    dx_pad[:, :, 0:3, 0:3] += dwindow
     dx = dx_pad[0:N, 0:3, 1:6, 1:6]
     return dx.copy(), dw, db
 

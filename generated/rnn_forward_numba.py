@@ -50,72 +50,61 @@ def sum_along(x, axis):
 @numba.njit(cache=True)
 def rnn_forward(x, h0, Wx, Wh, b):
     """Return (out, cache): the value of rnn_forward(x, h0, Wx, Wh, b) and what `rnn_backward` reads."""
-    check_arguments(x, h0, Wx, Wh, b)
+    N = check_arguments(x, h0, Wx, Wh, b)
 
-    s0 = x[:, 0, :]
-    s1 = s0 @ Wx
-    s2 = h0 @ Wh
-    s3 = s1 + s2
-    s4 = s3 + b
-    h = np.tanh(s4)
-    s5 = x[:, 1, :]
-    s6 = s5 @ Wx
-    s7 = h @ Wh
-    s8 = s6 + s7
-    s9 = s8 + b
-    h_1 = np.tanh(s9)
-    s10 = x[:, 2, :]
-    s11 = s10 @ Wx
-    s12 = h_1 @ Wh
-    s13 = s11 + s12
-    s14 = s13 + b
-    h_2 = np.tanh(s14)
-    out = np.stack((h, h_1, h_2), axis=1)
-    cache = x, h0, Wx, Wh, h, h_1, h_2
+    s0 = np.empty((3, N, 4), np.float64)
+    h = np.empty((4, N, 5), np.float64)
+    h[0] = h0
+    for i in range(3):
+        s0[i] = x[:, i, :]
+        s1 = s0[i] @ Wx
+        s2 = h[i] @ Wh
+        s3 = s1 + s2
+        s4 = s3 + b
+        h[i + 1] = np.tanh(s4)
+    out = np.stack((h[1], h[2], h[3]), axis=1)
+    cache = h, Wh, s0, Wx, h0
     return out, cache
 
 
 @numba.njit(cache=True)
 def rnn_backward(dout, cache):
     """Return (dx, dh0, dWx, dWh, db) from the upstream gradient dout and `rnn_forward`'s cache."""
-    x, h0, Wx, Wh, h, h_1, h_2 = cache
-    N = x.shape[0]
+    h, Wh, s0, Wx, h0 = cache
+    N = h0.shape[0]
     if np.shape(dout) != (N, 3, 5) or not np.asarray(dout).dtype == np.dtype("float64"):
         raise ValueError("rnn_forward: dout must be float64 of out's shape; it has shape", np.shape(dout))
-    s0 = x[:, 0, :]
-    s5 = x[:, 1, :]
-    s10 = x[:, 2, :]
     dh = dout[:, 0]
     dh_1 = dout[:, 1]
     dh_2 = dout[:, 2]
-    ds14 = (1 - h_2 ** 2) * dh_2
+    ds14 = (1 - h[3] ** 2) * dh_2
     db = sum_along(ds14, 0)
     ds13 = ds14
     ds11 = ds13
     ds12 = ds13
-    dWh = h_1.T @ ds12
+    dWh = h[2].T @ ds12
     dh_1 = dh_1 + ds12 @ Wh.T
-    dWx = s10.T @ ds11
+    dWx = s0[2].T @ ds11
     ds10 = ds11 @ Wx.T
     dx = scatter((N, 3, 4), (slice(None), 2, slice(None)), ds10, np.float64)
-    ds9 = (1 - h_1 ** 2) * dh_1
+    ds9 = (1 - h[2] ** 2) * dh_1
     db = db + sum_along(ds9, 0)
     ds8 = ds9
     ds6 = ds8
     ds7 = ds8
-    dWh = dWh + h.T @ ds7
+    dWh = dWh + h[1].T @ ds7
     dh = dh + ds7 @ Wh.T
-    dWx = dWx + s5.T @ ds6
+    dWx = dWx + s0[1].T @ ds6
     ds5 = ds6 @ Wx.T
     dx = dx + scatter((N, 3, 4), (slice(None), 1, slice(None)), ds5, np.float64)
-    ds4 = (1 - h ** 2) * dh
+    ds4 = (1 - h[1] ** 2) * dh
     db = db + sum_along(ds4, 0)
     ds3 = ds4
     ds1 = ds3
     ds2 = ds3
     dh0 = ds2 @ Wh.T
     dWh = dWh + h0.T @ ds2
-    dWx = dWx + s0.T @ ds1
+    dWx = dWx + s0[0].T @ ds1
     ds0 = ds1 @ Wx.T
     dx = dx + scatter((N, 3, 4), (slice(None), 0, slice(None)), ds0, np.float64)
     return dx, dh0, dWx, dWh, db

@@ -395,10 +395,11 @@ def written_loops(
 
 def rolled_cache_pair(
     pair: Backprop, bodies: Bodies, jit: str | None, unroll: bool | None, params: Sequence[str]
-) -> tuple[tuple[str, ...], list[str], tuple[str, ...]] | None:
-    """`forward_with_cache`'s and `backward`'s lines with loops, and the names the cache keeps
-    between them (a forward loop's stored arrays among them), or None where they stay flat. The
-    views `backward` would take again (`passes.recompute_views`) are read from the cache."""
+) -> tuple[tuple[str, ...], list[str], tuple[str, ...], set[str]] | None:
+    """`forward_with_cache`'s and `backward`'s lines with loops, the names the cache keeps
+    between them, and which of those are a forward loop's stored arrays (one value per
+    iteration, along a first axis of their own); None where they stay flat. The views
+    `backward` would take again (`passes.recompute_views`) are read from the cache."""
     forward = bodies.forward
     made = {id(e.out) for e in forward.eqns} | {id(v) for v in pair.forward.inputs}
     kept = [k for k, e in enumerate(bodies.backward.eqns) if id(e.out) not in made]
@@ -407,13 +408,15 @@ def rolled_cache_pair(
     backward = Code(tuple(bodies.backward.eqns[k] for k in kept), picked)
     sections = (("", forward), ("", backward))
     outputs = (*pair.forward.outputs, *pair.backward.outputs)
-    looped = rolled_sections(sections, outputs, jit, unroll, params, keeps=True, memo=bodies.signatures)
-    if looped is None:
+    found = written_loops(sections, outputs, jit, unroll, params, memo=bodies.signatures)
+    if found is None:
         return None
-    (_, forward_lines), (_, backward_lines), names = looped
+    loops, (forward_lines, backward_lines) = found
+    eqns = [*forward.eqns, *backward.eqns]
     defined = {id(e.out) for e in backward.eqns} | {id(v) for v in pair.upstream}
     read = [a for e in backward.eqns for a in e.reads if isinstance(a, Var) and id(a) not in defined]
-    return forward_lines, names(read), backward_lines
+    arrays = {loop.eqn(eqns, 0, position).out.name for loop in loops for position in loop.stored}
+    return tuple(forward_lines), held_names(eqns, loops, read), tuple(backward_lines), arrays
 
 
 class _Joined(Sequence[str]):
@@ -503,9 +506,12 @@ def functions(
     checks = check_body(provenance.function, pair.forward.inputs, sizes, jit, dict(pair.static))
     with_cache_name, backward_name = (layer.forward, layer.backward) if layer else ("forward_with_cache", "backward")
 
-    looped = None if path or sizes.symbols else rolled_cache_pair(pair, bodies, jit, unroll, params)
+    looped = None if path else rolled_cache_pair(pair, bodies, jit, unroll, params)
+    sized = [v.name for v in pair.cache]  # the cached values the named sizes are read from
     if looped:  # loops: the cache keeps the arrays the forward loops store
-        with_cache, cached, backward_lines = looped
+        with_cache, cached, backward_lines, arrays = looped
+        sized = [name for name in cached if name not in arrays]  # an array's first axis is its loop's
+        cached += definitions(sizes, sized)[1]
     else:
         with_cache = parts.body(with_cache_name, bodies.forward, params, [*outputs, *cached])
     keep = f"cache = {_names(cached)}" if cached else "cache = ()"
@@ -516,7 +522,7 @@ def functions(
         unpack += tuple(line for line in (path.cache.unpack(path.number),) if line)
         unpack += tuple(definitions(sizes, [v.name for v in pair.cache])[0])
     else:
-        unpack += tuple(definitions(sizes, [v.name for v in pair.cache])[0])
+        unpack += tuple(definitions(sizes, sized)[0])
         unpack += _upstream_lines(pair, provenance.function, jit)
     if looped:
         backward = backward_lines
