@@ -34,6 +34,25 @@ def unparse(node: ast.AST) -> str:
     return astor.to_source(node, pretty_source="".join).rstrip("\n")
 
 
+def simple_statement(line: str) -> ast.stmt | None:
+    """An emitted line as one simple statement, or None where it is anything else (indented,
+    compound, several lines, commented): what a rewrite of finished lines moves nothing across."""
+    if "\n" in line or "#" in line or line[:1].isspace():
+        return None
+    try:
+        body = ast.parse(line).body
+    except SyntaxError:  # `if x > 0:` alone, its block in the lines after
+        return None
+    return body[0] if len(body) == 1 else None
+
+
+def name_and_value(statement: ast.stmt | None) -> tuple[str, ast.expr] | None:
+    """`(name, value)` for a statement `name = value`, else None."""
+    if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
+        return statement.targets[0].id, statement.value
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def _parsed(expr: str) -> ast.expr:
     return ast.parse(expr, mode="eval").body

@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from compiler.codegen.expressions import unparse
+from compiler.codegen.expressions import name_and_value, simple_statement, unparse
 from compiler.helpers import ADDED_INTO, HELPERS
 
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
@@ -82,23 +82,6 @@ def may_view(tree: ast.expr) -> bool:
             return False
 
 
-def _statement(line: str) -> ast.stmt | None:
-    """The line as one simple top-level statement, or None for anything else."""
-    if "\n" in line or "#" in line or line[:1].isspace():
-        return None
-    try:
-        body = ast.parse(line).body
-    except SyntaxError:  # `if x > 0:` alone, its block in the lines after
-        return None
-    return body[0] if len(body) == 1 else None
-
-
-def _assignment(statement: ast.stmt | None) -> tuple[str, ast.expr] | None:
-    if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
-        return statement.targets[0].id, statement.value
-    return None
-
-
 def _names_read(line: str, statement: ast.stmt | None) -> list[str]:
     if statement is None:  # every word of a line not understood counts as a read
         return _IDENTIFIER.findall(line)
@@ -113,7 +96,7 @@ def reuse_arrays(
     written over an operand that dies with them, where that is safe (see the module's doc).
     `types` gives each name's shape and dtype (None: the name has several)."""
     lines = [line for _, section in sections for line in section]
-    statements = [_statement(line) for line in lines]
+    statements = [simple_statement(line) for line in lines]
     reads = [_names_read(line, statement) for line, statement in zip(lines, statements)]
     last_read: dict[str, int] = {}
     for j, names in enumerate(reads):
@@ -121,7 +104,7 @@ def reuse_arrays(
     owned: set[str] = set()  # names bound to an array a line made, which no line may have viewed since
     rewritten: list[tuple[str, ...]] = [(line,) for line in lines]
     for j, statement in enumerate(statements):
-        assignment = _assignment(statement)
+        assignment = name_and_value(statement)
         if assignment is not None:
             target, value = assignment
             unfilled = _fills_as_numbers(value, _array_type(types, target), types)
@@ -154,7 +137,7 @@ def _ranges_named_once(lines: list[list[str]]) -> list[list[str]]:
     inside an expression (`scores[np.arange(N), y]`, a helper's rows) made once, before the
     first: `rows = np.arange(N)`. Such an array is only read, never written into."""
     flat = [(k, m) for k, kept in enumerate(lines) for m in range(len(kept))]
-    statements = {(k, m): _statement(lines[k][m]) for k, m in flat}
+    statements = {(k, m): simple_statement(lines[k][m]) for k, m in flat}
     uses: dict[str, list[tuple[int, int]]] = {}
     for place, statement in statements.items():
         if statement is None:

@@ -24,34 +24,13 @@ import re
 from collections import Counter
 from typing import Sequence
 
-from compiler.codegen.expressions import unparse
+from compiler.codegen.expressions import name_and_value, simple_statement, unparse
 from compiler.naming import is_temporary
 
 LINE_LIMIT = 110  # a folded line stays reviewable, and the emitted module under 120 columns
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 # Lines never folded into: they name what the function returns or keeps
 _KEPT_TARGETS = frozenset(("cache",))
-
-
-def _statement(line: str) -> ast.stmt | None:
-    """The line as one simple statement, or None where it is anything else (indented, compound,
-    several lines, commented): a barrier nothing is moved across."""
-    if "\n" in line or "#" in line or line[:1].isspace():
-        return None
-    try:
-        body = ast.parse(line).body
-    except SyntaxError:  # `if x > 0:` alone, its block in the lines after
-        return None
-    return body[0] if len(body) == 1 else None
-
-
-def _definition(statement: ast.stmt | None) -> tuple[str, ast.expr] | None:
-    """`(name, value)` for `name = value`, else None."""
-    if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
-        target = statement.targets[0]
-        if isinstance(target, ast.Name):
-            return target.id, statement.value
-    return None
 
 
 def _loads(node: ast.AST) -> list[str]:
@@ -74,7 +53,7 @@ def inline_single_uses(sections: Sequence[tuple[str, Sequence[str]]]) -> tuple[t
     """A function's sections (see `module.Function`) with every temporary that exactly one later
     line of its own section reads written into that line, its own line dropped."""
     lines = [(index, line) for index, (_, section) in enumerate(sections) for line in section]
-    statements = [_statement(line) for _, line in lines]
+    statements = [simple_statement(line) for _, line in lines]
     reads: Counter[str] = Counter()
     bindings: Counter[str] = Counter()
     for (_, line), statement in zip(lines, statements):
@@ -88,7 +67,7 @@ def inline_single_uses(sections: Sequence[tuple[str, Sequence[str]]]) -> tuple[t
     texts = [line for _, line in lines]
     dropped = [False] * len(lines)
     for i, statement in enumerate(statements):
-        definition = _definition(statement)
+        definition = name_and_value(statement)
         if definition is None:
             continue
         name, value = definition
@@ -121,7 +100,7 @@ def _reader(
         if statement is None or lines[j][0] != section:
             return None
         if name in _loads(statement):
-            definition = _definition(statement)
+            definition = name_and_value(statement)
             return j if definition is not None and definition[0] not in _KEPT_TARGETS else None
         if _stores(statement) & operands:
             return None
