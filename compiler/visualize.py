@@ -23,7 +23,7 @@ import numpy as np
 
 from compiler.codegen import statement, unparse
 from compiler.codegen.lines import Lines
-from compiler.codegen.loops import Loop
+from compiler.codegen.loops import Loop, stored_place
 from compiler.codegen.module import Code, written_loops
 from compiler.errors import FlatgradError
 from compiler.files import FORCE_IN_PYTHON, GENERATED_MARKER, write_output
@@ -202,13 +202,11 @@ class _LoopBox:
         return lines
 
     def name_after(self, eqns: Sequence[Eqn], shown: dict[int, str]) -> None:
-        """How the code after the loop names the values it stores: `s1[4]`."""
+        """How the code after the loop names the values it stores: `s1[4]`, `window[1, 2]`."""
         loop = self.loop
-        carried = loop.carried()
         for t in range(loop.count):
             for position in sorted(loop.stored):
-                array = loop.eqn(eqns, 0, position).out.name
-                shown[id(loop.eqn(eqns, t, position).out)] = f"{array}[{t + (position in carried)}]"
+                shown[id(loop.eqn(eqns, t, position).out)] = stored_place(eqns, loop, t, position)
 
 
 def _loop_boxes(pair: Backprop, jit: str | None, unroll: bool | None) -> list[_LoopBox]:
@@ -224,11 +222,16 @@ def _loop_boxes(pair: Backprop, jit: str | None, unroll: bool | None) -> list[_L
     headers = [k for k, line in enumerate(lines) if line.startswith("for ")]
     boxes = []
     for loop, k in zip(loops, headers):
-        body = lines[k + 1: k + 1 + loop.period]
-        names = [_target(line) for line in body if line.startswith("    ") and not line[4:].startswith((" ", "#"))]
+        header = [lines[k].rstrip(":")]  # over a grid: the column's `for`, or the divmod line, too
+        if loop.width:
+            header.append(lines[k + 1].strip().rstrip(":"))
+        indent = "    " * (1 + (loop.width and loop.aligned()))
+        body = lines[k + len(header): k + len(header) + loop.period]
+        names = [_target(line) for line in body
+                 if line.startswith(indent) and not line[len(indent):].startswith((" ", "#"))]
         if len(names) != loop.period or None in names:  # a body of another shape: the first iteration's names
             names = [loop.eqn(eqns, 0, position).out.name for position in range(loop.period)]
-        boxes.append(_LoopBox(loop, lines[k].rstrip(":"), tuple(names)))  # type: ignore[arg-type]
+        boxes.append(_LoopBox(loop, ": ".join(header), tuple(names)))  # type: ignore[arg-type]
     return boxes
 
 

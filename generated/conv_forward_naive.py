@@ -35,108 +35,33 @@ def conv_forward_naive(x, w, b):
     N = check_arguments(x, w, b)
 
     x_pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=0)
-    window = np.empty((5, N, 3, 3, 3), np.float64)
-    s0 = np.empty((5, 3, 3, 3), np.float64)
-    s5 = np.empty((5, 3, 3, 3), np.float64)
+    window = np.empty((5, 5, N, 3, 3, 3), np.float64)
+    s0 = np.empty((5, 5, 3, 3, 3), np.float64)
+    s5 = np.empty((5, 5, 3, 3, 3), np.float64)
     out_1 = np.zeros((N, 2, 5, 5))
     for i in range(5):
-        window[i] = x_pad[:, :, 0:3, i:i + 3]
-        s0[i] = w[0]
-        s1 = window[i] * s0[i]
-        s2 = s1.sum(axis=(1, 2, 3))
-        s3 = b[0]
-        s4 = s2 + s3
-        out = updated(out_1, (slice(None), 0, 0, i), s4)
-        s5[i] = w[1]
-        s6 = window[i] * s5[i]
-        s7 = s6.sum(axis=(1, 2, 3))
-        s8 = b[1]
-        s9 = s7 + s8
-        out_1 = updated(out, (slice(None), 1, 0, i), s9)
-    out_9 = out_1
-    window_5 = np.empty((5, N, 3, 3, 3), np.float64)
-    s50 = np.empty((5, 3, 3, 3), np.float64)
-    s55 = np.empty((5, 3, 3, 3), np.float64)
-    out_11 = out_9
-    for i in range(5):
-        window_5[i] = x_pad[:, :, 1:4, i:i + 3]
-        s50[i] = w[0]
-        s51 = window_5[i] * s50[i]
-        s52 = s51.sum(axis=(1, 2, 3))
-        s53 = b[0]
-        s54 = s52 + s53
-        out_10 = updated(out_11, (slice(None), 0, 1, i), s54)
-        s55[i] = w[1]
-        s56 = window_5[i] * s55[i]
-        s57 = s56.sum(axis=(1, 2, 3))
-        s58 = b[1]
-        s59 = s57 + s58
-        out_11 = updated(out_10, (slice(None), 1, 1, i), s59)
-    out_19 = out_11
-    window_10 = np.empty((5, N, 3, 3, 3), np.float64)
-    s100 = np.empty((5, 3, 3, 3), np.float64)
-    s105 = np.empty((5, 3, 3, 3), np.float64)
-    out_21 = out_19
-    for i in range(5):
-        window_10[i] = x_pad[:, :, 2:5, i:i + 3]
-        s100[i] = w[0]
-        s101 = window_10[i] * s100[i]
-        s102 = s101.sum(axis=(1, 2, 3))
-        s103 = b[0]
-        s104 = s102 + s103
-        out_20 = updated(out_21, (slice(None), 0, 2, i), s104)
-        s105[i] = w[1]
-        s106 = window_10[i] * s105[i]
-        s107 = s106.sum(axis=(1, 2, 3))
-        s108 = b[1]
-        s109 = s107 + s108
-        out_21 = updated(out_20, (slice(None), 1, 2, i), s109)
-    out_29 = out_21
-    window_15 = np.empty((5, N, 3, 3, 3), np.float64)
-    s150 = np.empty((5, 3, 3, 3), np.float64)
-    s155 = np.empty((5, 3, 3, 3), np.float64)
-    out_31 = out_29
-    for i in range(5):
-        window_15[i] = x_pad[:, :, 3:6, i:i + 3]
-        s150[i] = w[0]
-        s151 = window_15[i] * s150[i]
-        s152 = s151.sum(axis=(1, 2, 3))
-        s153 = b[0]
-        s154 = s152 + s153
-        out_30 = updated(out_31, (slice(None), 0, 3, i), s154)
-        s155[i] = w[1]
-        s156 = window_15[i] * s155[i]
-        s157 = s156.sum(axis=(1, 2, 3))
-        s158 = b[1]
-        s159 = s157 + s158
-        out_31 = updated(out_30, (slice(None), 1, 3, i), s159)
-    out_39 = out_31
-    window_20 = np.empty((5, N, 3, 3, 3), np.float64)
-    s200 = np.empty((5, 3, 3, 3), np.float64)
-    s205 = np.empty((5, 3, 3, 3), np.float64)
-    out_41 = out_39
-    for i in range(5):
-        window_20[i] = x_pad[:, :, 4:7, i:i + 3]
-        s200[i] = w[0]
-        s201 = window_20[i] * s200[i]
-        s202 = s201.sum(axis=(1, 2, 3))
-        s203 = b[0]
-        s204 = s202 + s203
-        out_40 = updated(out_41, (slice(None), 0, 4, i), s204)
-        s205[i] = w[1]
-        s206 = window_20[i] * s205[i]
-        s207 = s206.sum(axis=(1, 2, 3))
-        s208 = b[1]
-        s209 = s207 + s208
-        out_41 = updated(out_40, (slice(None), 1, 4, i), s209)
-    out_49 = out_41
-    cache = s205, window_20, s200, s155, window_15, s150, s105, window_10, s100, s55, window_5, s50, s5, window, s0, N
+        for j in range(5):
+            window[i, j] = x_pad[:, :, i:i + 3, j:j + 3]
+            s0[i, j] = w[0]
+            s1 = window[i, j] * s0[i, j]
+            s2 = s1.sum(axis=(1, 2, 3))
+            s3 = b[0]
+            s4 = s2 + s3
+            out = updated(out_1, (slice(None), 0, i, j), s4)
+            s5[i, j] = w[1]
+            s6 = window[i, j] * s5[i, j]
+            s7 = s6.sum(axis=(1, 2, 3))
+            s8 = b[1]
+            s9 = s7 + s8
+            out_1 = updated(out, (slice(None), 1, i, j), s9)
+    out_49 = out_1
+    cache = s5, window, s0, N
     return out_49, cache
 
 
 def conv_backward_naive(dout, cache):
     """Return (dx, dw, db) from the upstream gradient dout and `conv_forward_naive`'s cache."""
-    s205, window_20, s200, s155, window_15, s150, s105, window_10, s100, s55, window_5, s50, s5, window, s0, N = cache
+    s5, window, s0, N = cache
     if dout.shape != (N, 2, 5, 5) or dout.dtype != np.float64:
         raise ValueError(f"conv_forward_naive: dout must be float64 of out_49's shape, not {type(dout).__name__} {np.shape(dout)}")
     dout_48 = updated(dout, (slice(None), 1, 4, 4), 0)
@@ -145,8 +70,8 @@ def conv_backward_naive(dout, cache):
     ds248 = ds249.sum(axis=0)
     db = scatter((2,), (1,), ds248, np.float64)
     ds246 = np.broadcast_to(np.expand_dims(ds247, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_24 = s205[4] * ds246
-    ds245_term = window_20[4] * ds246
+    dwindow_24 = s5[4, 4] * ds246
+    ds245_term = window[4, 4] * ds246
     ds245 = ds245_term.sum(axis=0)
     dw = scatter((2, 3, 3, 3), (1,), ds245, np.float64)
     dout_47 = updated(dout_48, (slice(None), 0, 4, 4), 0)
@@ -155,153 +80,46 @@ def conv_backward_naive(dout, cache):
     ds243 = ds244.sum(axis=0)
     db = db + scatter((2,), (0,), ds243, np.float64)
     ds241 = np.broadcast_to(np.expand_dims(ds242, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_24 = dwindow_24 + s200[4] * ds241
-    ds240_term = window_20[4] * ds241
+    dwindow_24 = dwindow_24 + s0[4, 4] * ds241
+    ds240_term = window[4, 4] * ds241
     ds240 = ds240_term.sum(axis=0)
     dw = dw + scatter((2, 3, 3, 3), (0,), ds240, np.float64)
     dx_pad = scatter((N, 3, 7, 7), (slice(None), slice(None), slice(4, 7), slice(4, 7)), dwindow_24, np.float64)
     dout_45 = dout_47
     db = db.copy()
     dw = dw.copy()
-    for i in range(3, -1, -1):
-        dout_46 = updated(dout_45, (slice(None), 1, 4, i), 0)
-        ds239 = dout_45[:, 1, 4, i]
+    for k in range(23, 0, -1):
+        i, j = divmod(k, 5)
+        dout_46 = updated(dout_45, (slice(None), 1, i, j), 0)
+        ds239 = dout_45[:, 1, i, j]
         ds237 = ds239
         ds238 = ds239.sum(axis=0)
         db[1] += ds238
         ds236 = np.broadcast_to(np.expand_dims(ds237, (1, 2, 3)), (N, 3, 3, 3))
-        dwindow_23 = s205[i] * ds236
-        ds235_term = window_20[i] * ds236
+        dwindow_23 = s5[i, j] * ds236
+        ds235_term = window[i, j] * ds236
         ds235 = ds235_term.sum(axis=0)
         dw[1] += ds235
-        dout_45 = updated(dout_46, (slice(None), 0, 4, i), 0)
-        ds234 = dout_46[:, 0, 4, i]
+        dout_45 = updated(dout_46, (slice(None), 0, i, j), 0)
+        ds234 = dout_46[:, 0, i, j]
         ds232 = ds234
         ds233 = ds234.sum(axis=0)
         db[0] += ds233
         ds231 = np.broadcast_to(np.expand_dims(ds232, (1, 2, 3)), (N, 3, 3, 3))
-        dwindow_23 = dwindow_23 + s200[i] * ds231
-        ds230_term = window_20[i] * ds231
+        dwindow_23 = dwindow_23 + s0[i, j] * ds231
+        ds230_term = window[i, j] * ds231
         ds230 = ds230_term.sum(axis=0)
         dw[0] += ds230
-        dx_pad[:, :, 4:7, i:i + 3] += dwindow_23
-    dout_39 = dout_45
-    dout_37 = dout_39
-    db = db.copy()
-    dw = dw.copy()
-    dx_pad = dx_pad.copy()
-    for i in range(4, -1, -1):
-        dout_38 = updated(dout_37, (slice(None), 1, 3, i), 0)
-        ds199 = dout_37[:, 1, 3, i]
-        ds197 = ds199
-        ds198 = ds199.sum(axis=0)
-        db[1] += ds198
-        ds196 = np.broadcast_to(np.expand_dims(ds197, (1, 2, 3)), (N, 3, 3, 3))
-        dwindow_19 = s155[i] * ds196
-        ds195_term = window_15[i] * ds196
-        ds195 = ds195_term.sum(axis=0)
-        dw[1] += ds195
-        dout_37 = updated(dout_38, (slice(None), 0, 3, i), 0)
-        ds194 = dout_38[:, 0, 3, i]
-        ds192 = ds194
-        ds193 = ds194.sum(axis=0)
-        db[0] += ds193
-        ds191 = np.broadcast_to(np.expand_dims(ds192, (1, 2, 3)), (N, 3, 3, 3))
-        dwindow_19 = dwindow_19 + s150[i] * ds191
-        ds190_term = window_15[i] * ds191
-        ds190 = ds190_term.sum(axis=0)
-        dw[0] += ds190
-        dx_pad[:, :, 3:6, i:i + 3] += dwindow_19
-    dout_29 = dout_37
-    dout_27 = dout_29
-    db = db.copy()
-    dw = dw.copy()
-    dx_pad = dx_pad.copy()
-    for i in range(4, -1, -1):
-        dout_28 = updated(dout_27, (slice(None), 1, 2, i), 0)
-        ds149 = dout_27[:, 1, 2, i]
-        ds147 = ds149
-        ds148 = ds149.sum(axis=0)
-        db[1] += ds148
-        ds146 = np.broadcast_to(np.expand_dims(ds147, (1, 2, 3)), (N, 3, 3, 3))
-        dwindow_14 = s105[i] * ds146
-        ds145_term = window_10[i] * ds146
-        ds145 = ds145_term.sum(axis=0)
-        dw[1] += ds145
-        dout_27 = updated(dout_28, (slice(None), 0, 2, i), 0)
-        ds144 = dout_28[:, 0, 2, i]
-        ds142 = ds144
-        ds143 = ds144.sum(axis=0)
-        db[0] += ds143
-        ds141 = np.broadcast_to(np.expand_dims(ds142, (1, 2, 3)), (N, 3, 3, 3))
-        dwindow_14 = dwindow_14 + s100[i] * ds141
-        ds140_term = window_10[i] * ds141
-        ds140 = ds140_term.sum(axis=0)
-        dw[0] += ds140
-        dx_pad[:, :, 2:5, i:i + 3] += dwindow_14
-    dout_19 = dout_27
-    dout_17 = dout_19
-    db = db.copy()
-    dw = dw.copy()
-    dx_pad = dx_pad.copy()
-    for i in range(4, -1, -1):
-        dout_18 = updated(dout_17, (slice(None), 1, 1, i), 0)
-        ds99 = dout_17[:, 1, 1, i]
-        ds97 = ds99
-        ds98 = ds99.sum(axis=0)
-        db[1] += ds98
-        ds96 = np.broadcast_to(np.expand_dims(ds97, (1, 2, 3)), (N, 3, 3, 3))
-        dwindow_9 = s55[i] * ds96
-        ds95_term = window_5[i] * ds96
-        ds95 = ds95_term.sum(axis=0)
-        dw[1] += ds95
-        dout_17 = updated(dout_18, (slice(None), 0, 1, i), 0)
-        ds94 = dout_18[:, 0, 1, i]
-        ds92 = ds94
-        ds93 = ds94.sum(axis=0)
-        db[0] += ds93
-        ds91 = np.broadcast_to(np.expand_dims(ds92, (1, 2, 3)), (N, 3, 3, 3))
-        dwindow_9 = dwindow_9 + s50[i] * ds91
-        ds90_term = window_5[i] * ds91
-        ds90 = ds90_term.sum(axis=0)
-        dw[0] += ds90
-        dx_pad[:, :, 1:4, i:i + 3] += dwindow_9
-    dout_9 = dout_17
-    dout_7 = dout_9
-    db = db.copy()
-    dw = dw.copy()
-    dx_pad = dx_pad.copy()
-    for i in range(4, 0, -1):
-        dout_8 = updated(dout_7, (slice(None), 1, 0, i), 0)
-        ds49 = dout_7[:, 1, 0, i]
-        ds47 = ds49
-        ds48 = ds49.sum(axis=0)
-        db[1] += ds48
-        ds46 = np.broadcast_to(np.expand_dims(ds47, (1, 2, 3)), (N, 3, 3, 3))
-        dwindow_4 = s5[i] * ds46
-        ds45_term = window[i] * ds46
-        ds45 = ds45_term.sum(axis=0)
-        dw[1] += ds45
-        dout_7 = updated(dout_8, (slice(None), 0, 0, i), 0)
-        ds44 = dout_8[:, 0, 0, i]
-        ds42 = ds44
-        ds43 = ds44.sum(axis=0)
-        db[0] += ds43
-        ds41 = np.broadcast_to(np.expand_dims(ds42, (1, 2, 3)), (N, 3, 3, 3))
-        dwindow_4 = dwindow_4 + s0[i] * ds41
-        ds40_term = window[i] * ds41
-        ds40 = ds40_term.sum(axis=0)
-        dw[0] += ds40
-        dx_pad[:, :, 0:3, i:i + 3] += dwindow_4
-    dout_1 = dout_7
+        dx_pad[:, :, i:i + 3, j:j + 3] += dwindow_23
+    dout_1 = dout_45
     dout_49 = updated(dout_1, (slice(None), 1, 0, 0), 0)
     ds9 = dout_1[:, 1, 0, 0]
     ds7 = ds9
     ds8 = ds9.sum(axis=0)
     db[1] += ds8
     ds6 = np.broadcast_to(np.expand_dims(ds7, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow = s5[0] * ds6
-    ds5_term = window[0] * ds6
+    dwindow = s5[0, 0] * ds6
+    ds5_term = window[0, 0] * ds6
     ds5 = ds5_term.sum(axis=0)
     dw[1] += ds5
     ds4 = dout_49[:, 0, 0, 0]
@@ -309,8 +127,8 @@ def conv_backward_naive(dout, cache):
     ds3 = ds4.sum(axis=0)
     db[0] += ds3
     ds1 = np.broadcast_to(np.expand_dims(ds2, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow = dwindow + s0[0] * ds1
-    ds0_term = window[0] * ds1
+    dwindow = dwindow + s0[0, 0] * ds1
+    ds0_term = window[0, 0] * ds1
     ds0 = ds0_term.sum(axis=0)
     dw[0] += ds0
     dx_pad[:, :, 0:3, 0:3] += dwindow

@@ -60,31 +60,40 @@ def max_pool_forward_naive(x):
     """Return (out_3, cache): the value of max_pool_forward_naive(x) and what `max_pool_backward_naive` reads."""
     N = check_arguments(x)
 
-    window = x[:, :, 0:2, 0:2]
-    s0 = extreme_along(window, (2, 3), True).reshape((N, 3))
-    out = updated(np.zeros((N, 3, 2, 2)), (slice(None), slice(None), 0, 0), s0)
-    window_1 = x[:, :, 0:2, 2:4]
-    s1 = extreme_along(window_1, (2, 3), True).reshape((N, 3))
-    out_1 = updated(out, (slice(None), slice(None), 0, 1), s1)
-    window_2 = x[:, :, 2:4, 0:2]
-    s2 = extreme_along(window_2, (2, 3), True).reshape((N, 3))
-    out_2 = updated(out_1, (slice(None), slice(None), 1, 0), s2)
-    window_3 = x[:, :, 2:4, 2:4]
-    s3 = extreme_along(window_3, (2, 3), True).reshape((N, 3))
-    out_3 = updated(out_2, (slice(None), slice(None), 1, 1), s3)
-    cache = x, s0, s1, s2, s3
+    window = np.empty((2, 2, N, 3, 2, 2), np.float64)
+    s0 = np.empty((2, 2, N, 3), np.float64)
+    out = np.zeros((N, 3, 2, 2))
+    for i in range(2):
+        for j in range(2):
+            window[i, j] = x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
+            s0[i, j] = extreme_along(window[i, j], (2, 3), True).reshape((N, 3))
+            out = updated(out, (slice(None), slice(None), i, j), s0[i, j])
+    out_3 = out
+    cache = window, s0, N
     return out_3, cache
 
 
 @numba.njit(cache=True)
 def max_pool_backward_naive(dout, cache):
     """Return (dx,) from the upstream gradient dout and `max_pool_forward_naive`'s cache."""
-    x, s0, s1, s2, s3 = cache
-    N = x.shape[0]
+    window, s0, N = cache
     if np.shape(dout) != (N, 3, 2, 2) or not np.asarray(dout).dtype == np.dtype("float64"):
         raise ValueError("max_pool_forward_naive: dout must be float64 of out_3's shape; it has shape", np.shape(dout))
-    window, window_1, dx, dout_1 = _max_pool_backward_naive_part0(N, x, dout, s3, s2)
-    dx, = _max_pool_backward_naive_part1(N, dout_1, window_1, s1, dx, window, s0)
+    dout_2 = updated(dout, (slice(None), slice(None), 1, 1), 0)
+    ds3 = dout[:, :, 1, 1]
+    dwindow_3 = (window[1, 1] == np.expand_dims(np.expand_dims(s0[1, 1], 2), 3)) / np.expand_dims(np.expand_dims((window[1, 1] == np.expand_dims(np.expand_dims(s0[1, 1], 2), 3)).sum(axis=(2, 3)), 2), 3) * np.expand_dims(np.expand_dims(ds3, 2), 3)
+    dx = scatter((N, 3, 4, 4), (slice(None), slice(None), slice(2, 4), slice(2, 4)), dwindow_3, np.float64)
+    dout_1 = updated(dout_2, (slice(None), slice(None), 1, 0), 0)
+    ds2 = dout_2[:, :, 1, 0]
+    dwindow_2 = (window[1, 0] == np.expand_dims(np.expand_dims(s0[1, 0], 2), 3)) / np.expand_dims(np.expand_dims((window[1, 0] == np.expand_dims(np.expand_dims(s0[1, 0], 2), 3)).sum(axis=(2, 3)), 2), 3) * np.expand_dims(np.expand_dims(ds2, 2), 3)
+    dx = dx + scatter((N, 3, 4, 4), (slice(None), slice(None), slice(2, 4), slice(0, 2)), dwindow_2, np.float64)
+    dout_3 = updated(dout_1, (slice(None), slice(None), 0, 1), 0)
+    ds1 = dout_1[:, :, 0, 1]
+    dwindow_1 = (window[0, 1] == np.expand_dims(np.expand_dims(s0[0, 1], 2), 3)) / np.expand_dims(np.expand_dims((window[0, 1] == np.expand_dims(np.expand_dims(s0[0, 1], 2), 3)).sum(axis=(2, 3)), 2), 3) * np.expand_dims(np.expand_dims(ds1, 2), 3)
+    dx = dx + scatter((N, 3, 4, 4), (slice(None), slice(None), slice(0, 2), slice(2, 4)), dwindow_1, np.float64)
+    ds0 = dout_3[:, :, 0, 0]
+    dwindow = (window[0, 0] == np.expand_dims(np.expand_dims(s0[0, 0], 2), 3)) / np.expand_dims(np.expand_dims((window[0, 0] == np.expand_dims(np.expand_dims(s0[0, 0], 2), 3)).sum(axis=(2, 3)), 2), 3) * np.expand_dims(np.expand_dims(ds0, 2), 3)
+    dx = dx + scatter((N, 3, 4, 4), (slice(None), slice(None), slice(0, 2), slice(0, 2)), dwindow, np.float64)
     return dx,
 
 
@@ -97,37 +106,6 @@ def check_arguments(x):
     if np.shape(x) != (N, 3, 4, 4) or not np.asarray(x).dtype == np.dtype("float64"):
         raise ValueError("max_pool_forward_naive: x must be float64[N, 3, 4, 4]; it has shape", np.shape(x))
     return N
-
-
-@numba.njit(cache=True)
-def _max_pool_backward_naive_part0(N, x, dout, s3, s2):
-    """Lines 1-12 of `max_pool_backward_naive`."""
-    window = x[:, :, 0:2, 0:2]
-    window_1 = x[:, :, 0:2, 2:4]
-    window_2 = x[:, :, 2:4, 0:2]
-    window_3 = x[:, :, 2:4, 2:4]
-    dout_2 = updated(dout, (slice(None), slice(None), 1, 1), 0)
-    ds3 = dout[:, :, 1, 1]
-    dwindow_3 = (window_3 == np.expand_dims(np.expand_dims(s3, 2), 3)) / np.expand_dims(np.expand_dims((window_3 == np.expand_dims(np.expand_dims(s3, 2), 3)).sum(axis=(2, 3)), 2), 3) * np.expand_dims(np.expand_dims(ds3, 2), 3)
-    dx = scatter((N, 3, 4, 4), (slice(None), slice(None), slice(2, 4), slice(2, 4)), dwindow_3, np.float64)
-    dout_1 = updated(dout_2, (slice(None), slice(None), 1, 0), 0)
-    ds2 = dout_2[:, :, 1, 0]
-    dwindow_2 = (window_2 == np.expand_dims(np.expand_dims(s2, 2), 3)) / np.expand_dims(np.expand_dims((window_2 == np.expand_dims(np.expand_dims(s2, 2), 3)).sum(axis=(2, 3)), 2), 3) * np.expand_dims(np.expand_dims(ds2, 2), 3)
-    dx = dx + scatter((N, 3, 4, 4), (slice(None), slice(None), slice(2, 4), slice(0, 2)), dwindow_2, np.float64)
-    return window, window_1, dx, dout_1
-
-
-@numba.njit(cache=True)
-def _max_pool_backward_naive_part1(N, dout_1, window_1, s1, dx, window, s0):
-    """Lines 13-19 of `max_pool_backward_naive`."""
-    dout_3 = updated(dout_1, (slice(None), slice(None), 0, 1), 0)
-    ds1 = dout_1[:, :, 0, 1]
-    dwindow_1 = (window_1 == np.expand_dims(np.expand_dims(s1, 2), 3)) / np.expand_dims(np.expand_dims((window_1 == np.expand_dims(np.expand_dims(s1, 2), 3)).sum(axis=(2, 3)), 2), 3) * np.expand_dims(np.expand_dims(ds1, 2), 3)
-    dx = dx + scatter((N, 3, 4, 4), (slice(None), slice(None), slice(0, 2), slice(2, 4)), dwindow_1, np.float64)
-    ds0 = dout_3[:, :, 0, 0]
-    dwindow = (window == np.expand_dims(np.expand_dims(s0, 2), 3)) / np.expand_dims(np.expand_dims((window == np.expand_dims(np.expand_dims(s0, 2), 3)).sum(axis=(2, 3)), 2), 3) * np.expand_dims(np.expand_dims(ds0, 2), 3)
-    dx = dx + scatter((N, 3, 4, 4), (slice(None), slice(None), slice(0, 2), slice(0, 2)), dwindow, np.float64)
-    return dx,
 
 
 def checked_before_compiling(function):

@@ -168,7 +168,7 @@ def test_a_broadcast_operands_gradient_is_one_line_of_its_shape():
 
 def _looped_programs():
     """Programs whose loops are written as loops (`unroll=False`): a number carried (Rosenbrock),
-    a state carried and stored (an RNN layer), loops over rows (a naive convolution)."""
+    a state carried and stored (an RNN layer), a loop over rows and columns (a naive convolution)."""
     import sys
 
     sys.path.insert(0, str(ROOT / "examples"))
@@ -194,5 +194,5 @@ def test_every_comment_inside_a_loop_evaluates_to_its_line(name, optimize):
     fn, args, flags = _looped_programs()[name]
     prog = compiler.gradient(fn, *args, explain=True, unroll=False, optimize=optimize, **flags)
     backward = prog.source.split(f"def {prog.layer.backward if prog.layer else 'backward'}(")[1]
-    assert "\n    for i in range(" in backward
+    assert re.search(r"\n    for [ik] in range\(", backward)  # the convolution's positions: `for k`, divmod
     assert check_comments(prog, args) > 0

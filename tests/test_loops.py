@@ -136,17 +136,98 @@ def test_an_rnn_layer_keeps_its_states_in_one_array_and_matches_autograd():
         np.testing.assert_allclose(ours, autograd.grad(rnn, k)(*args), rtol=1e-10, atol=1e-12)
 
 
-def test_a_naive_convolution_writes_its_rows_as_loops_and_matches_the_flat_code():
+def _layer_matches(looped, flat, args, layer):
+    """The looped layer against the flat one, and its input gradient against autograd."""
+    assert pyflakes_messages(looped.source) == ""
+    out, cache = looped.forward_with_cache(*args)
+    expected, flat_cache = flat.forward_with_cache(*args)
+    np.testing.assert_allclose(out, expected, rtol=1e-13)
+    dout = RNG.normal(size=out.shape)
+    grads = looped.backward(dout, cache)
+    for ours, theirs in zip(grads, flat.backward(dout, flat_cache)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-13)
+    for k, ours in enumerate(grads):
+        theirs = autograd.grad(lambda *a: anp.sum(layer(*a) * dout), k)(*args)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-11)
+
+
+def conv_naive(x, w, b):
+    """layers.conv_forward_naive in autograd's NumPy (no in-place writes)."""
+    x_pad = anp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="constant")
+    H_out, W_out = x.shape[2], x.shape[3]
+    rows = [anp.stack([anp.sum(x_pad[:, None, :, i:i + 3, j:j + 3] * w[None], axis=(2, 3, 4)) + b
+                       for j in range(W_out)], axis=-1) for i in range(H_out)]
+    return anp.stack(rows, axis=-2)
+
+
+def max_pool_naive(x):
+    rows = [anp.stack([anp.max(anp.max(x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2], axis=3), axis=2)
+                       for j in range(x.shape[3] // 2)], axis=-1) for i in range(x.shape[2] // 2)]
+    return anp.stack(rows, axis=-2)
+
+
+def test_a_naive_convolution_writes_its_positions_as_one_nested_loop_and_matches_the_flat_code():
     x, w, b = RNG.normal(size=(2, 3, 5, 5)), RNG.normal(size=(2, 3, 3, 3)), RNG.normal(size=2)
     looped = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=False)
     flat = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=True)
-    assert looped.source.count("    for i in range(") == 10 and len(looped.source) < len(flat.source) / 2
-    out, cache = looped.forward_with_cache(x, w, b)
-    expected, flat_cache = flat.forward_with_cache(x, w, b)
-    np.testing.assert_allclose(out, expected, rtol=1e-13)
-    dout = RNG.normal(size=out.shape)
-    for ours, theirs in zip(looped.backward(dout, cache), flat.backward(dout, flat_cache)):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-13)
+    source = looped.source
+    # the forward over the rows and columns, once; the backward over the positions in reverse,
+    # but the first and last (peeled off: the gradients start there), once
+    assert "    for i in range(5):\n        for j in range(5):\n" in source
+    assert "            window[i, j] = x_pad[:, :, i:i + 3, j:j + 3]\n" in source
+    assert "    for k in range(23, 0, -1):\n        i, j = divmod(k, 5)\n" in source
+    assert "        dx_pad[:, :, i:i + 3, j:j + 3] += dwindow" in source
+    assert source.count(" in range(") == 3 and len(source) < len(flat.source) / 5
+    _layer_matches(looped, flat, (x, w, b), conv_naive)
+
+
+def test_naive_max_pooling_writes_its_positions_as_one_nested_loop():
+    x = RNG.normal(size=(2, 3, 8, 6))
+    looped = compiler.gradient(layers.max_pool_forward_naive, x, layer=True, unroll=False)
+    flat = compiler.gradient(layers.max_pool_forward_naive, x, layer=True, unroll=True)
+    source = looped.source
+    assert "    for i in range(4):\n        for j in range(3):\n" in source
+    assert "            window[i, j] = x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2]\n" in source
+    assert "    for k in range(10, 0, -1):\n        i, j = divmod(k, 3)\n" in source
+    assert "        dx[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2] += dwindow" in source
+    _layer_matches(looped, flat, (x,), max_pool_naive)
+
+
+def test_a_grid_loop_reads_its_earlier_values_and_the_code_after_it_reads_its_last():
+    def f(x, w):
+        total = 0.0
+        for i in range(3):
+            for j in range(4):
+                total = total + np.sum(x[i:i + 2, j:j + 2] * w) ** 2
+        return total * x[0, 0]
+
+    make = lambda xp: f if xp is np else (lambda x, w: _autograd_grid(x, w))  # noqa: E731
+    args = (RNG.normal(size=(4, 5)), RNG.normal(size=(2, 2)))
+    prog = compiler.gradient(f, *args, unroll=False)
+    assert "for i in range(3):\n        for j in range(4):" in prog.source
+    _assert_matches_autograd(prog, make, args)
+    explained = compiler.gradient(f, *args, unroll=False, explain=True)
+    assert pyflakes_messages(explained.source) == ""
+    np.testing.assert_allclose(explained.grad(*args)[0], prog.grad(*args)[0], rtol=1e-12)
+
+
+def _autograd_grid(x, w):
+    total = 0.0
+    for i in range(3):
+        for j in range(4):
+            total = total + anp.sum(x[i:i + 2, j:j + 2] * w) ** 2
+    return total * x[0, 0]
+
+
+@pytest.mark.numba
+def test_under_numba_a_convolution_over_a_grid_compiles_once_and_matches_the_flat_code():
+    # one filter of one channel: numba compiles each line on 4-d arrays for about a second
+    x, w, b = RNG.normal(size=(2, 1, 3, 3)), RNG.normal(size=(1, 1, 3, 3)), RNG.normal(size=1)
+    looped = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, jit="numba")
+    flat = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=True)
+    assert "for i in range(3):\n        for j in range(3):" in looped.source
+    assert "for k in range(7, 0, -1):\n        i, j = divmod(k, 3)" in looped.source
+    _layer_matches(looped, flat, (x, w, b), conv_naive)
 
 
 @pytest.mark.numba

@@ -10,7 +10,12 @@ blocks (a weight, an input), and whose static parameters move by a fixed step pe
 range(...)`. Values of an iteration that something after the loop reads are stored into an
 array made before it (`s3 = np.empty((999,))`, `s3[i] = ...`, read as `s3[i]`), which is how
 the backward loop reads the forward pass's values; a gradient scattered into one element per
-iteration is added in place (`grad_x[i + 1] += grad_s0`).
+iteration is added in place (`grad_x[i + 1] += grad_s0`). Where the static ints do not move by
+one step but by one along a row and another from row to row (a naive convolution's loops over
+its output rows and columns: `x_pad[:, :, i:i + 3, j:j + 3]`), the run is a loop over a grid
+(`Loop.width` columns), written `for i ...: for j ...:` over whole rows, else (a backward pass
+with its first and last positions peeled off) `for k ...: i, j = divmod(k, width)`, its arrays
+with a row and a column (`window[i, j]`).
 
 The analysis (`find_loops`) works on the IR alone. The writing (`rolled`) reads the lines
 already rendered for the first, second and last iterations of a run, and makes the loop body
@@ -101,10 +106,26 @@ class Loop:
     finals: dict[int, Var] = field(default_factory=dict)  # carried position -> its last value, read after
     first: int = 0  # the index variable's value in the first iteration
     step: int = 1  # and its step
+    width: int = 0  # a loop over a grid's rows and columns: the columns (0: one index)
 
     @property
     def stop(self) -> int:
         return self.start + self.period * self.count
+
+    def place(self, t: int) -> tuple[int, int]:
+        """Iteration t's (row, column) in a loop over a grid."""
+        return divmod(self.first + self.step * t, self.width)
+
+    @property
+    def rows(self) -> tuple[int, int]:
+        """The first and last rows a loop over a grid runs over, in increasing order."""
+        ends = sorted((self.place(0)[0], self.place(self.count - 1)[0]))
+        return ends[0], ends[1]
+
+    def aligned(self) -> bool:
+        """Whether a loop over a grid runs over whole rows (`for i ...: for j ...`), not part of
+        its first or last (`for k ...: i, j = divmod(k, 4)`)."""
+        return self.count % self.width == 0 and self.place(0)[1] == (0 if self.step > 0 else self.width - 1)
 
     def carried(self) -> set[int]:
         """The positions whose values the next iteration reads."""
@@ -133,6 +154,83 @@ def _params_move_by_steps(moving: Sequence[tuple[int, ...]], loop: Loop) -> int:
         first = loop.start + position
         count = min(count, _affine([moving[first + t * loop.period] for t in range(count)]))
     return count
+
+
+def _grid(moving: Sequence[tuple[int, ...]], loop: Loop, loops: Sequence[Loop]) -> Loop | None:
+    """The loop as a loop over the rows and columns of a grid (a naive convolution's output
+    positions), cut to its leading iterations whose static ints are `c + a * row + b * column`;
+    None where it is not one. Where it reads an earlier grid loop's stored values, its grid is
+    that loop's (it runs over the same positions, often in reverse); else its rows start where
+    the ints jump (iterations 0, 1, 2, 3 move by one step, iteration 4 by another: 4 columns)."""
+    first = loop.start
+    vectors = [tuple(itertools.chain.from_iterable(moving[first + t * loop.period + p] for p in range(loop.period)))
+               for t in range(loop.count)]
+    reads = [r.outer for body in loop.roles for r in body if r.kind == "outer" and r.outer[3] != 0]  # type: ignore[index]
+    if reads:
+        number, _, made, step = reads[0]  # type: ignore[misc]
+        other = loops[number]
+        if not other.width:
+            return None
+        grid = Loop(loop.start, loop.period, loop.count, width=other.width, step=other.step * step,
+                    first=other.first + other.step * made)
+    else:
+        steps = [tuple(b - a for a, b in zip(u, v)) for u, v in zip(vectors, vectors[1:])]
+        if not steps:
+            return None
+        inner = max(steps, key=steps.count)  # the step along a row: the most frequent
+        jumps = [t for t in range(1, loop.count) if steps[t - 1] != inner]
+        if not jumps:
+            return None
+        width = jumps[1] - jumps[0] if len(jumps) > 1 else max(jumps[0], loop.count - jumps[0])
+        if width < 2:
+            return None
+        grid = Loop(loop.start, loop.period, loop.count, width=width, first=-jumps[0] % width)
+    places = [grid.place(t) for t in range(loop.count)]
+    basis = [0] + [t for t in range(1, loop.count) if places[t][0] == places[0][0]][:1]
+    basis += [t for t in range(1, loop.count) if places[t][0] != places[0][0]][:1]
+    if len(basis) < 3:
+        return None
+    fits = [_solved([places[t] for t in basis], [vectors[t][k] for t in basis]) for k in range(len(vectors[0]))]
+    if any(fit is None for fit in fits):
+        return None
+    count = next((t for t, (row, column) in enumerate(places) if any(
+        v != c + a * row + b * column for v, (c, a, b) in zip(vectors[t], fits))), loop.count)  # type: ignore[misc]
+    grid.count = count
+    return grid
+
+
+def _solved(places: Sequence[tuple[int, int]], values: Sequence[int]) -> tuple[int, int, int] | None:
+    """The ints (c, a, b) with `c + a * row + b * column` the value at each of three places; None
+    where there are none (the places on one line, or a fraction)."""
+    (r0, c0), (r1, c1), (r2, c2) = places
+    determinant = (r1 - r0) * (c2 - c0) - (r2 - r0) * (c1 - c0)
+    if determinant == 0:
+        return None
+    dv1, dv2 = values[1] - values[0], values[2] - values[0]
+    a, left_a = divmod(dv1 * (c2 - c0) - dv2 * (c1 - c0), determinant)
+    b, left_b = divmod((r1 - r0) * dv2 - (r2 - r0) * dv1, determinant)
+    if left_a or left_b:
+        return None
+    return values[0] - a * r0 - b * c0, a, b
+
+
+def _reads_fit(loop: Loop, loops: Sequence[Loop]) -> bool:
+    """Whether the loop can name each earlier loop's stored value it reads: an array of a loop
+    over a grid (`window[i, j]`) only from a loop over the same grid, at the same places or whole
+    rows apart, or at one place."""
+    for body in loop.roles:
+        for role in body:
+            if role.kind != "outer":
+                continue
+            number, _, made, step = role.outer  # type: ignore[misc]
+            other = loops[number]
+            if not other.width or step == 0:
+                continue
+            if other.width != loop.width or other.step * step != loop.step:
+                return False
+            if (other.first + other.step * made - loop.first) % other.width:
+                return False
+    return True
 
 
 class _Where:
@@ -330,19 +428,26 @@ def find_loops(
             if count < MIN_ITERATIONS or best is not None and count * period <= best.count * best.period:
                 continue
             loop = Loop(position, period, count)
-            consistent = min(_params_move_by_steps(moving, loop), _classify(eqns, loop, where, loops))
-            if consistent < count:  # the roles again, of the iterations kept
-                loop = Loop(position, period, consistent)
-                if consistent < MIN_ITERATIONS or _classify(eqns, loop, where, loops) < consistent:
-                    continue
-            if not _reads_after(eqns, outputs, loop, where) or not _names_free(eqns, outputs, loop, where):
+            count = _classify(eqns, loop, where, loops)
+            if count < MIN_ITERATIONS:
                 continue
-            if loop.count * loop.period > min_eqns:
-                best = loop
+            loop = Loop(position, period, count)
+            _classify(eqns, loop, where, loops)
+            line = _params_move_by_steps(moving, loop)
+            grid = _grid(moving, loop, loops) if line < count else None
+            for kept in ([grid] if grid is not None and grid.count > line else []) + [Loop(position, period, line)]:
+                if kept.count < MIN_ITERATIONS or _classify(eqns, kept, where, loops) < kept.count:
+                    continue  # the roles again, of the iterations kept
+                if not _reads_after(eqns, outputs, kept, where) or not _names_free(eqns, outputs, kept, where):
+                    continue
+                if not kept.width:
+                    _index_variable(kept, loops)
+                if _reads_fit(kept, loops) and kept.count * kept.period > min_eqns:
+                    best = kept
+                    break
         if best is None:
             position += 1
             continue
-        _index_variable(best, loops)
         loops.append(best)
         position = best.stop
     return loops
@@ -362,17 +467,33 @@ def _index_variable(loop: Loop, loops: Sequence[Loop]) -> None:
 # ----------------------------------------------------------------------------- writing
 
 
-def _index_expression(index: str, constant: int, slope: int) -> ast.expr:
-    """`constant + slope * index` as it reads best: `i`, `i + 1`, `998 - i`, `2 * i + 3`."""
-    name = ast.Name(index, ast.Load())
-    if slope == 0:
+def _index_expression(index: str | Sequence[str], constant: int, slope: int | Sequence[int]) -> ast.expr:
+    """`constant + slope * index` as it reads best: `i`, `i + 1`, `998 - i`, `2 * i + 3`; with
+    several indices and slopes, their sum: `4 * i + j`, `3 - i`."""
+    names = [index] if isinstance(index, str) else list(index)
+    slopes = [slope] if isinstance(slope, int) else list(slope)
+
+    def term(name: str, k: int) -> ast.expr:
+        named = ast.Name(name, ast.Load())
+        return named if k == 1 else ast.BinOp(ast.Constant(k), ast.Mult(), named)
+
+    up = [term(n, k) for n, k in zip(names, slopes) if k > 0]
+    down = [term(n, -k) for n, k in zip(names, slopes) if k < 0]
+    if not up and not down:
         return ast.Constant(constant)
-    term: ast.expr = name if slope in (1, -1) else ast.BinOp(ast.Constant(abs(slope)), ast.Mult(), name)
-    if slope < 0:
-        return ast.BinOp(ast.Constant(constant), ast.Sub(), term) if constant else ast.UnaryOp(ast.USub(), term)
-    if constant == 0:
-        return term
-    return ast.BinOp(term, ast.Add() if constant > 0 else ast.Sub(), ast.Constant(abs(constant)))
+    if up:
+        tree = up[0]
+        for t in up[1:]:
+            tree = ast.BinOp(tree, ast.Add(), t)
+    elif constant:
+        tree = ast.Constant(constant)
+    else:
+        tree = ast.UnaryOp(ast.USub(), down.pop(0))
+    for t in down:
+        tree = ast.BinOp(tree, ast.Sub(), t)
+    if up and constant:
+        tree = ast.BinOp(tree, ast.Add() if constant > 0 else ast.Sub(), ast.Constant(abs(constant)))
+    return tree
 
 
 # The lines of a loop's iterations that are not one body: raised as ValueError, caught in `_body`
@@ -389,10 +510,7 @@ def _unify(a: object, b: object, c: object, iterations: tuple[int, int, int], na
         if a.value == b.value == c.value and type(a.value) is type(b.value):
             return copy.copy(a)
         if all(isinstance(n.value, int) and not isinstance(n.value, bool) for n in (a, b, c)):
-            step = b.value - a.value
-            if step * iterations[1] != b.value - a.value or a.value + step * iterations[2] != c.value:
-                raise ValueError("not one body")
-            return ("moves", a.value, step)
+            return ("moves", a.value, b.value, c.value)  # written by `_Moves`
         raise ValueError("not one body")
     if isinstance(a, ast.AST):
         node = copy.copy(a)
@@ -409,10 +527,11 @@ def _unify(a: object, b: object, c: object, iterations: tuple[int, int, int], na
 
 
 class _Moves(ast.NodeTransformer):
-    """Put the loop index into the markers `_unify` left for moving ints."""
+    """Put the loop index into the markers `_unify` left for moving ints (the values in the
+    iterations `picks`): ValueError where they do not move as the index does."""
 
-    def __init__(self, index: str, loop: Loop) -> None:
-        self.index, self.loop = index, loop
+    def __init__(self, index: Sequence[str], loop: Loop, picks: Sequence[int]) -> None:
+        self.index, self.loop, self.picks = index, loop, picks
 
     def generic_visit(self, node: ast.AST) -> ast.AST:
         for name, value in ast.iter_fields(node):
@@ -426,24 +545,55 @@ class _Moves(ast.NodeTransformer):
         return node
 
     def _expression(self, marker: tuple) -> ast.expr:
-        _, first, step = marker  # the number in iteration t is first + step * t
-        return _iteration(self.loop, self.index, first, step)
+        expression = _moving(self.loop, self.index, marker[1:], self.picks)
+        if expression is None:
+            raise ValueError("not one body")
+        return expression
 
 
-def _slot(name: str, loop: Loop | None, index: str, constant: int, slope: int, carried: bool,
-          context: ast.expr_context) -> ast.expr:
-    """Iteration `constant + slope * t` 's value (t this loop's iteration; `loop` None: the
-    number `constant`) in the array a loop stores it in: a carried value's array holds the value
-    before the loop first, so iteration t's is one further on."""
-    constant += carried
-    place = ast.Constant(constant) if loop is None else _iteration(loop, index, constant, slope)
-    return ast.Subscript(ast.Name(name, ast.Load()), place, context)
+def _moving(loop: Loop, index: Sequence[str], values: Sequence[int], picks: Sequence[int]) -> ast.expr | None:
+    """The ints `values` of the iterations `picks` as an expression in the loop's index: `first +
+    step * t`, or over a grid `c + a * row + b * column`; None where they move otherwise."""
+    if loop.width:
+        fit = _solved([loop.place(t) for t in picks], values)
+        return None if fit is None else _index_expression(index[:2], fit[0], fit[1:])
+    moves = _moves(values, picks)
+    return None if moves is None else _iteration(loop, index, *moves)
 
 
-def _iteration(loop: Loop, index: str, constant: int = 0, slope: int = 1) -> ast.expr:
-    """`constant + slope * t` in terms of the loop's index `i = loop.first + loop.step * t`."""
+def _slot(name: str, owner: Loop, reader: Loop | None, index: Sequence[str], constant: int, slope: int,
+          carried: bool, context: ast.expr_context) -> ast.expr:
+    """Where the array `owner` stores a value in holds that of its iteration `constant + slope *
+    t` (t the `reader` loop's iteration; `reader` None: the number `constant`): a carried
+    value's array holds the value before the loop first, so iteration t's is one further on; a
+    loop over a grid's array has a row and a column (`window[i, j]`), but a carried value's is
+    one array over the iterations in turn (`dout_13[15 - 4 * i - j]`). ValueError where the
+    reader cannot name it (see `_reads_fit`, which keeps such loops flat)."""
+    array = ast.Name(name, ast.Load())
+    if not owner.width or carried:
+        constant += carried
+        place = ast.Constant(constant) if reader is None else _iteration(reader, index, constant, slope)
+        return ast.Subscript(array, place, context)
+    first_row = owner.rows[0]
+    if reader is None or slope == 0:
+        row, column = owner.place(constant)
+        return ast.Subscript(array, ast.Tuple([ast.Constant(row - first_row), ast.Constant(column)], ast.Load()),
+                             context)
+    offset = owner.first + owner.step * constant - reader.first  # places apart: whole rows
+    if reader.width != owner.width or owner.step * slope != reader.step or offset % owner.width:
+        raise ValueError("not one body")
+    rows = offset // owner.width - first_row
+    place = [_index_expression(index[0], rows, 1), ast.Name(index[1], ast.Load())]
+    return ast.Subscript(array, ast.Tuple(place, ast.Load()), context)
+
+
+def _iteration(loop: Loop, index: Sequence[str], constant: int = 0, slope: int = 1) -> ast.expr:
+    """`constant + slope * t` in terms of the loop's index `i = loop.first + loop.step * t`, or
+    over a grid its row and column (`i = (loop.first + loop.step * t) // width`, `j` the rest)."""
     slope_i = slope * loop.step  # t = loop.step * (i - loop.first), as the step is 1 or -1
-    return _index_expression(index, constant - slope_i * loop.first, slope_i)
+    if loop.width:
+        return _index_expression(index[:2], constant - slope_i * loop.first, (slope_i * loop.width, slope_i))
+    return _index_expression(index[0], constant - slope_i * loop.first, slope_i)
 
 
 def rolled(
@@ -454,8 +604,8 @@ def rolled(
     sections at `boundaries` as `find_loops` was given them; or, where a loop's lines cannot be
     made one body (the first iteration writes `1.0 * s2` as `s2`), the starts `find_loops` is
     to avoid next. `outputs` are named after the last line."""
-    index = next(n for n in itertools.chain(("i", "j", "k", "t"), (f"i_{k}" for k in itertools.count(1)))
-                 if n not in taken)
+    free = (n for n in itertools.chain(("i", "j", "k", "t"), (f"i_{k}" for k in itertools.count(1))) if n not in taken)
+    index = tuple(itertools.islice(free, 3))  # a loop's `i`; over a grid, row `i`, column `j`, and `k`
     owner = {}  # value id -> (loop, iteration, position), for the values loops store
     for loop in loops:
         for t in range(loop.count):
@@ -477,9 +627,7 @@ def rolled(
             for key, (loop, t, position) in owner.items():
                 value = loop.eqn(eqns, t, position).out
                 if id(value) == key:
-                    slot = _slot(loop.eqn(eqns, 0, position).out.name, None, "", t, 0, position in loop.carried(),
-                                 ast.Load())
-                    slots.setdefault(value.name, unparse(ast.Expr(slot)))
+                    slots.setdefault(value.name, stored_place(eqns, loop, t, position))
         return slots.get(name)
 
     def flat(k: int) -> str:
@@ -491,7 +639,7 @@ def rolled(
         if operands & own:  # read another way: an alias may share the array
             own.difference_update(operands)
         if added_to in own and eqn.out.name == added_to:
-            line = _in_place(ast.parse(line).body[0], "")
+            line = _in_place(ast.parse(line).body[0], ())
             note = in_place_note(note, *line.split(" += ", 1)) if " += " in line else note
         else:
             own.discard(added_to)
@@ -518,6 +666,13 @@ def rolled(
     return sections
 
 
+def stored_place(eqns: Sequence[Eqn], loop: Loop, t: int, position: int) -> str:
+    """Where the code after the loop reads iteration t's value at `position` of the loop, which
+    stores it: `s1[4]`, `window[1, 2]`."""
+    name = loop.eqn(eqns, 0, position).out.name
+    return unparse(ast.Expr(_slot(name, loop, None, (), t, 0, position in loop.carried(), ast.Load())))
+
+
 def held_names(eqns: Sequence[Eqn], loops: Sequence[Loop], values: Sequence[Var]) -> list[str]:
     """The names that hold `values` after `rolled`'s lines, once each: a value a loop stores is
     in its array (`s3`, all iterations' values)."""
@@ -541,7 +696,7 @@ def _flat(line: str, reads: Sequence[Atom], owner: dict, eqns: Sequence[Eqn]) ->
                 return node
             loop, t, position = stored[node.id]
             name = loop.eqn(eqns, 0, position).out.name
-            return _slot(name, None, "", t, 0, position in loop.carried(), ast.Load())
+            return _slot(name, loop, None, (), t, 0, position in loop.carried(), ast.Load())
 
     return unparse(Read().visit(ast.parse(line)))
 
@@ -558,7 +713,8 @@ def _made_for(eqns: Sequence[Eqn], lines: Sequence[str], loop: Loop, value: Atom
 
 
 def _body(
-    eqns: Sequence[Eqn], lines: Sequence[str], loop: Loop, loops: Sequence[Loop], index: str, taken: set[str]
+    eqns: Sequence[Eqn], lines: Sequence[str], loop: Loop, loops: Sequence[Loop], index: tuple[str, ...],
+    taken: set[str]
 ) -> list[str] | int:
     """The loop's lines: its arrays made and its carried values started, the `for` and its
     body, then the last carried values under the names the flat code gave them. Where that
@@ -582,7 +738,10 @@ def _body(
             before.append(f"{name} = ({', '.join(v.name for v in role.values)})")
     for position in sorted(loop.stored):
         out = loop.eqn(eqns, 0, position).out
-        shape = (loop.count + (position in carried), *out.shape)
+        if loop.width and position not in carried:
+            shape = (loop.rows[1] - loop.rows[0] + 1, loop.width, *out.shape)
+        else:
+            shape = (loop.count + (position in carried), *out.shape)
         before.append(f"{out.name} = np.empty({shape!r}, np.{out.dtype})")
     body: list[str] = []
     comments: list[tuple[list[str], str]] = []  # explain mode's, per body line
@@ -596,11 +755,10 @@ def _body(
         name_of = _Names(eqns, loop, loops, position, index, picks, gathered)
         try:
             trees = [ast.parse(code).body[0] for _, code, _ in parts]  # type: ignore[misc]
-            tree = _unify(*trees, picks, name_of)
+            tree = _Moves(index, loop, picks).visit(_unify(*trees, picks, name_of))
         except (ValueError, SyntaxError, IndexError):
             return position + 1
         constants.update(name_of.starts)
-        tree = _Moves(index, loop).visit(tree)
         body.append(_in_place(tree, index))
         if any(above or note for above, _, note in parts):  # type: ignore[misc]
             comments.append(commented.of(parts, body[-1], name_of))  # type: ignore[arg-type]
@@ -625,22 +783,47 @@ def _body(
         before.append(f"{', '.join(t for t, _, _ in starts)} = {', '.join(v for _, v, _ in starts)}")
     else:
         before += [f"{target} = {value}" for target, value, _ in starts]
-    stop = loop.first + loop.step * loop.count
-    header = f"for {index} in range({loop.count}):" if (loop.first, loop.step) == (0, 1) else (
-        f"for {index} in range({loop.first}, {stop}, {loop.step}):")
+    header = _headers(loop, index)
     after = []
     for position, final in sorted(loop.finals.items()):
         name = loop.eqn(eqns, 0, position).out.name
         if position not in loop.stored and final.name != name:  # a stored one is read from its array
             after.append(f"{final.name} = {name}")
     lines = [with_comments(above, line, note) for line, (above, note) in zip(body, comments)]
-    return [*before, header, *("    " + line.replace("\n", "\n    ") for line in lines), *after]
+    indent = "    " * (len(header) if loop.width and loop.aligned() else 1)
+    return [*before, *_nested(header), *(indent + line.replace("\n", "\n" + indent) for line in lines), *after]
+
+
+def _range(first: int, count: int, step: int) -> str:
+    return f"range({count})" if (first, step) == (0, 1) else f"range({first}, {first + step * count}, {step})"
+
+
+def _headers(loop: Loop, index: Sequence[str]) -> list[str]:
+    """The loop's `for` line; over a grid, its row's and column's `for` lines over whole rows,
+    else a `for` over the places and the line that makes them a row and a column."""
+    if not loop.width:
+        return [f"for {index[0]} in {_range(loop.first, loop.count, loop.step)}:"]
+    if not loop.aligned():
+        return [f"for {index[2]} in {_range(loop.first, loop.count, loop.step)}:",
+                f"{index[0]}, {index[1]} = divmod({index[2]}, {loop.width})"]
+    row, column = loop.place(0)
+    return [f"for {index[0]} in {_range(row, loop.count // loop.width, loop.step)}:",
+            f"for {index[1]} in {_range(column, loop.width, loop.step)}:"]
+
+
+def _nested(headers: Sequence[str]) -> list[str]:
+    """Header lines, each inside the one before where that one is a `for`."""
+    out, indent = [], ""
+    for line in headers:
+        out.append(indent + line)
+        indent += "    " if line.startswith("for ") else ""
+    return out
 
 
 class _Names:
     """A name in the loop body: by the role of the value it names, the same in every iteration."""
 
-    def __init__(self, eqns: Sequence[Eqn], loop: Loop, loops: Sequence[Loop], position: int, index: str,
+    def __init__(self, eqns: Sequence[Eqn], loop: Loop, loops: Sequence[Loop], position: int, index: tuple[str, ...],
                  picks: tuple[int, ...], gathered: dict[tuple[int, ...], str]) -> None:
         self.eqns, self.loop, self.loops, self.position, self.index = eqns, loop, loops, position, index
         self.gathered = gathered
@@ -688,14 +871,15 @@ class _Names:
         number, position, first, step = role.outer  # type: ignore[misc]
         outer = self.loops[number]
         name = outer.eqn(self.eqns, 0, position).out.name
-        return _slot(name, loop, self.index, first, step, position in outer.carried(), ast.Load())
+        return _slot(name, outer, loop, self.index, first, step, position in outer.carried(), ast.Load())
 
     def _local(self, position: int, context: ast.expr_context, previous: bool) -> ast.expr:
         """The value the body makes at `position`, in this iteration or (`previous`) the last."""
         name = self.loop.eqn(self.eqns, 0, position).out.name
         if position not in self.loop.stored:
             return ast.Name(name, context)
-        return _slot(name, self.loop, self.index, -1 if previous else 0, 1, position in self.carried, context)
+        return _slot(name, self.loop, self.loop, self.index, -1 if previous else 0, 1, position in self.carried,
+                     context)
 
 
 class _BodyComments:
@@ -704,7 +888,7 @@ class _BodyComments:
     (`grad_s43`, `s3[i]`), or as the body of the loop that makes it (`s6 = total + s5` in a
     backward loop's block comment); a number that moves as an expression in the index."""
 
-    def __init__(self, eqns: Sequence[Eqn], loop: Loop, loops: Sequence[Loop], index: str) -> None:
+    def __init__(self, eqns: Sequence[Eqn], loop: Loop, loops: Sequence[Loop], index: tuple[str, ...]) -> None:
         self.eqns, self.loop, self.loops, self.index = eqns, loop, loops, index
         self.picks = (0, 1, loop.count - 1)
         self._owners: dict[str, list[tuple[int, int, int]]] | None = None
@@ -774,12 +958,17 @@ class _BodyComments:
         moves = _moves(made, picks)
         if moves is None:
             return None
-        slot = _slot(name, self.loop, self.index, *moves, position in other.carried(), ast.Load())
+        try:
+            slot = _slot(name, other, self.loop, self.index, *moves, position in other.carried(), ast.Load())
+        except ValueError:
+            return None
         return unparse(ast.Expr(slot))
 
     def _number(self, numbers: tuple[int, ...], picks: tuple[int, ...]) -> str | None:
-        moves = _moves(numbers, picks)
-        return None if moves is None else unparse(ast.Expr(_iteration(self.loop, self.index, *moves)))
+        if self.loop.width and len(picks) < 3:
+            return None
+        moving = _moving(self.loop, self.index, numbers, picks)
+        return None if moving is None else unparse(ast.Expr(moving))
 
     @property
     def owners(self) -> dict[str, list[tuple[int, int, int]]]:
@@ -807,7 +996,7 @@ def _moves(values: Sequence[int], picks: Sequence[int]) -> tuple[int, int] | Non
     return first, step
 
 
-def _in_place(tree: ast.stmt, index: str) -> str:
+def _in_place(tree: ast.stmt, index: Sequence[str]) -> str:
     """`g = g + scatter(shape, (i + 1,), v, dtype)` as `g[i + 1] += v`: one element a time, not
     a new array of the whole shape per iteration (the loop's own `g`: see `_body`). Only where
     the place is the loop index and numbers: no index array, whose places may repeat."""
@@ -840,12 +1029,12 @@ def _as_slice(node: ast.expr) -> ast.expr:
     return ast.Slice(*parts + [None] * (3 - len(parts)))
 
 
-def _place(node: ast.expr, index: str) -> bool:
+def _place(node: ast.expr, index: Sequence[str]) -> bool:
     """Whether an index element names places by numbers and the loop index only."""
     if isinstance(node, ast.Call):  # slice(1, 3)
         return isinstance(node.func, ast.Name) and node.func.id == "slice" and all(_place(a, index) for a in node.args)
     return all(
         isinstance(n, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop, ast.expr_context))
-        or isinstance(n, ast.Name) and n.id == index
+        or isinstance(n, ast.Name) and n.id in index
         for n in ast.walk(node)
     )
