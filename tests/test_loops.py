@@ -181,6 +181,21 @@ def test_a_naive_convolution_writes_its_positions_as_one_nested_loop_and_matches
     _layer_matches(looped, flat, (x, w, b), conv_naive)
 
 
+def test_the_benchmarks_convolution_is_one_loop_each_way():
+    # the backward's first iterations differ at this size, and its loop then starts a line into
+    # a position (the previous position's gradient added to dx_pad): it is found a line further on
+    x, w, b = RNG.normal(size=(4, 3, 8, 8)), RNG.normal(size=(4, 3, 3, 3)), RNG.normal(size=4)
+    looped = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=False)
+    flat = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=True)
+    assert looped.source.count(" in range(") == 3 and "    for k in range(61, 0, -1):\n" in looped.source
+    out, cache = looped.forward_with_cache(x, w, b)
+    expected, flat_cache = flat.forward_with_cache(x, w, b)
+    np.testing.assert_allclose(out, expected, rtol=1e-13)
+    dout = RNG.normal(size=out.shape)
+    for ours, theirs in zip(looped.backward(dout, cache), flat.backward(dout, flat_cache)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-13)
+
+
 def test_naive_max_pooling_writes_its_positions_as_one_nested_loop():
     x = RNG.normal(size=(2, 3, 8, 6))
     looped = compiler.gradient(layers.max_pool_forward_naive, x, layer=True, unroll=False)

@@ -412,38 +412,55 @@ def find_loops(
     loops: list[Loop] = []
     cuts = sorted(set(boundaries) | {len(eqns)})
     position = 0
+    def candidate(position: int, period: int, limit: int, best: Loop | None) -> tuple[Loop | None, int]:
+        """The loop of `period` equations from `position` (None: none, or none longer than
+        `best`), and how many iterations of the same structure its operands allowed."""
+        block = signatures[position:position + period]
+        count = 1
+        while position + (count + 1) * period <= limit and signatures[
+            position + count * period: position + (count + 1) * period
+        ] == block:
+            count += 1
+        if count < MIN_ITERATIONS or best is not None and count * period <= best.count * best.period:
+            return None, 0
+        count = _classify(eqns, Loop(position, period, count), where, loops)
+        if count < MIN_ITERATIONS:
+            return None, 0
+        loop = Loop(position, period, count)
+        _classify(eqns, loop, where, loops)
+        line = _params_move_by_steps(moving, loop)
+        grid = _grid(moving, loop, loops) if line < count else None
+        for kept in ([grid] if grid is not None and grid.count > line else []) + [Loop(position, period, line)]:
+            if kept.count < MIN_ITERATIONS or _classify(eqns, kept, where, loops) < kept.count:
+                continue  # the roles again, of the iterations kept
+            if not _reads_after(eqns, outputs, kept, where) or not _names_free(eqns, outputs, kept, where):
+                continue
+            if not kept.width:
+                _index_variable(kept, loops)
+            if _reads_fit(kept, loops) and kept.count * kept.period > min_eqns:
+                return kept, count
+        return None, count
+
     while position < len(eqns):
         limit = next(c for c in cuts if c > position)
         best: Loop | None = None
         following = [k for k in range(position + 1, min(limit, position + MAX_PERIOD + 1))
                      if signatures[k] == signatures[position]][:3] if position not in avoid else []
+        allowed = 0
         for other in following:
-            period = other - position
-            block = signatures[position:other]
-            count = 1
-            while position + (count + 1) * period <= limit and signatures[
-                position + count * period: position + (count + 1) * period
-            ] == block:
-                count += 1
-            if count < MIN_ITERATIONS or best is not None and count * period <= best.count * best.period:
-                continue
-            loop = Loop(position, period, count)
-            count = _classify(eqns, loop, where, loops)
-            if count < MIN_ITERATIONS:
-                continue
-            loop = Loop(position, period, count)
-            _classify(eqns, loop, where, loops)
-            line = _params_move_by_steps(moving, loop)
-            grid = _grid(moving, loop, loops) if line < count else None
-            for kept in ([grid] if grid is not None and grid.count > line else []) + [Loop(position, period, line)]:
-                if kept.count < MIN_ITERATIONS or _classify(eqns, kept, where, loops) < kept.count:
-                    continue  # the roles again, of the iterations kept
-                if not _reads_after(eqns, outputs, kept, where) or not _names_free(eqns, outputs, kept, where):
+            found, count = candidate(position, other - position, limit, best)
+            if found is not None:
+                best, allowed = found, count
+        if best is not None and best.width and best.count < allowed:
+            # a grid loop cut short: its iterations may start mid-way through the source loop's
+            # (a backward pass's first line adds the previous position's gradient), so that one
+            # line's place is the next position's; a loop starting a few lines on may run longer
+            for shift in range(1, best.period):
+                if position + shift in avoid:
                     continue
-                if not kept.width:
-                    _index_variable(kept, loops)
-                if _reads_fit(kept, loops) and kept.count * kept.period > min_eqns:
-                    best = kept
+                found, _ = candidate(position + shift, best.period, limit, None)
+                if found is not None and found.count > best.count:
+                    best = found
                     break
         if best is None:
             position += 1
