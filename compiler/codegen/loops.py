@@ -27,6 +27,7 @@ the flat code would have been, with one gate per line. What cannot be re-rolled 
 from __future__ import annotations
 
 import ast
+import collections
 import copy
 import itertools
 from dataclasses import dataclass, field
@@ -177,7 +178,7 @@ def _grid(moving: Sequence[tuple[int, ...]], loop: Loop, loops: Sequence[Loop]) 
         steps = [tuple(b - a for a, b in zip(u, v)) for u, v in zip(vectors, vectors[1:])]
         if not steps:
             return None
-        inner = max(steps, key=steps.count)  # the step along a row: the most frequent
+        inner = collections.Counter(steps).most_common(1)[0][0]  # the step along a row: the most frequent
         jumps = [t for t in range(1, loop.count) if steps[t - 1] != inner]
         if not jumps:
             return None
@@ -423,15 +424,22 @@ def find_loops(
             count += 1
         if count < MIN_ITERATIONS or best is not None and count * period <= best.count * best.period:
             return None, 0
-        count = _classify(eqns, Loop(position, period, count), where, loops)
+        loop = Loop(position, period, count)
+        count = _classify(eqns, loop, where, loops)
         if count < MIN_ITERATIONS:
             return None, 0
-        loop = Loop(position, period, count)
-        _classify(eqns, loop, where, loops)
+        held = True  # whether the loop's roles hold (its names too: see `_names_hold`)
+        if count < loop.count:  # the roles again, of the iterations kept
+            loop = Loop(position, period, count)
+            held = _classify(eqns, loop, where, loops) == count
         line = _params_move_by_steps(moving, loop)
-        grid = _grid(moving, loop, loops) if line < count else None
+        grid = _grid(moving, loop, loops) if line < count and held else None
         for kept in ([grid] if grid is not None and grid.count > line else []) + [Loop(position, period, line)]:
-            if kept.count < MIN_ITERATIONS or _classify(eqns, kept, where, loops) < kept.count:
+            if kept.count < MIN_ITERATIONS:
+                continue
+            if kept.count == loop.count and held:  # the same iterations: the same roles
+                kept.roles, kept.inits, kept.stored = loop.roles, loop.inits, set(loop.stored)
+            elif _classify(eqns, kept, where, loops) < kept.count:
                 continue  # the roles again, of the iterations kept
             if not _reads_after(eqns, outputs, kept, where) or not _names_free(eqns, outputs, kept, where):
                 continue
