@@ -115,11 +115,15 @@ def test_unroll_true_keeps_the_iterations_and_short_numpy_bodies_stay_flat_by_de
         compiler.gradient(rosenbrock, np.ones(6), unroll="yes")
 
 
-def test_an_rnn_layer_keeps_its_states_in_one_array_and_matches_autograd():
-    x, h0 = RNG.normal(size=(2, 5, 3)), RNG.normal(size=(2, 4))
+@pytest.mark.parametrize("jit", [None, pytest.param("numba", marks=pytest.mark.numba)])
+def test_an_rnn_layer_keeps_its_states_in_one_array_and_matches_autograd(jit):
+    x, h0 = RNG.normal(size=(2, 9, 3)), RNG.normal(size=(2, 4))
     Wx, Wh, b = RNG.normal(size=(3, 4)), RNG.normal(size=(4, 4)), RNG.normal(size=4)
-    prog = compiler.gradient(layers.rnn_forward, x, h0, Wx, Wh, b, layer=True, unroll=False)
+    prog = compiler.gradient(layers.rnn_forward, x, h0, Wx, Wh, b, layer=True, unroll=False, jit=jit)
     assert "h[0] = h0" in prog.source and "h[i + 1] = np.tanh(" in prog.source
+    # the states stacked as the slice of their array they are (numba: a tuple of 9 compiles slowly)
+    stacked = "np.ascontiguousarray(h[1:10].transpose((1, 0, 2)))" if jit else "np.stack(h[1:10], axis=1)"
+    assert f"out = {stacked}" in prog.source
     out, cache = prog.forward_with_cache(x, h0, Wx, Wh, b)
     dout = RNG.normal(size=out.shape)
 

@@ -41,6 +41,8 @@ from compiler.ir import Atom, Const, Eqn, Var
 
 MIN_ITERATIONS = 3  # fewer repeats stay flat: a loop of two reads worse than two blocks
 MAX_PERIOD = 400  # equations per iteration tried
+# numba: a stack of fewer of a loop's values stays a tuple, which reads better and compiles fast
+NUMBA_STACK_TUPLE = 8
 MAX_GATHERED = 32  # values from before a loop, one per iteration, it reads from a tuple
 
 
@@ -623,12 +625,12 @@ def _iteration(loop: Loop, index: Sequence[str], constant: int = 0, slope: int =
 
 def rolled(
     eqns: Sequence[Eqn], lines: Sequence[str], loops: Sequence[Loop], outputs: Sequence[Var],
-    boundaries: Sequence[int], taken: set[str],
+    boundaries: Sequence[int], taken: set[str], jit: str | None = None,
 ) -> list[list[str]] | range:
-    """`lines` (one per equation of `eqns`) with every loop written as a `for` loop, cut into
-    sections at `boundaries` as `find_loops` was given them; or, where a loop's lines cannot be
-    made one body (the first iteration writes `1.0 * s2` as `s2`), the starts `find_loops` is
-    to avoid next. `outputs` are named after the last line."""
+    """`lines` (one per equation of `eqns`, for the backend `jit`) with every loop written as a
+    `for` loop, cut into sections at `boundaries` as `find_loops` was given them; or, where a
+    loop's lines cannot be made one body (the first iteration writes `1.0 * s2` as `s2`), the
+    starts `find_loops` is to avoid next. `outputs` are named after the last line."""
     free = (n for n in itertools.chain(("i", "j", "k", "t"), (f"i_{k}" for k in itertools.count(1))) if n not in taken)
     index = tuple(itertools.islice(free, 3))  # a loop's `i`; over a grid, row `i`, column `j`, and `k`
     owner = {}  # value id -> (loop, iteration, position), for the values loops store
@@ -658,7 +660,7 @@ def rolled(
     def flat(k: int) -> str:
         eqn = eqns[k]
         above, code, note = comment_parts(lines[k]) or ([], lines[k], "")
-        line = _flat(code, eqn.reads, owner, eqns)
+        line = _flat(code, eqn.reads, owner, eqns, jit)
         operands = {a.name for a in eqn.inputs if isinstance(a, Var)}
         added_to = eqn.accumulate.name if eqn.accumulate is not None else None
         if operands & own:  # read another way: an alias may share the array
@@ -709,7 +711,7 @@ def held_names(eqns: Sequence[Eqn], loops: Sequence[Loop], values: Sequence[Var]
     return list(dict.fromkeys(names.get(id(v), v.name) for v in values))
 
 
-def _flat(line: str, reads: Sequence[Atom], owner: dict, eqns: Sequence[Eqn]) -> str:
+def _flat(line: str, reads: Sequence[Atom], owner: dict, eqns: Sequence[Eqn], jit: str | None = None) -> str:
     """A line outside the loops, reading a stored value as `s3[2]`."""
     stored = {a.name: owner[id(a)] for a in reads if isinstance(a, Var) and id(a) in owner}
     if not stored:
@@ -723,7 +725,50 @@ def _flat(line: str, reads: Sequence[Atom], owner: dict, eqns: Sequence[Eqn]) ->
             name = loop.eqn(eqns, 0, position).out.name
             return _slot(name, loop, None, (), t, 0, position in loop.carried(), ast.Load())
 
-    return unparse(Read().visit(ast.parse(line)))
+    return unparse(_Stacked(stored, eqns, jit).visit(Read().visit(ast.parse(line))))
+
+
+class _Stacked(ast.NodeTransformer):
+    """`np.stack((h[1], h[2], ..., h[30]), axis=1)` of consecutive values a loop stored, as the
+    slice of its array they are: `np.stack(h[1:31], axis=1)` (numba, whose np.stack takes a
+    tuple only: the slice with its first axis moved, `h[1:31].transpose((1, 0, 2))`, copied). A
+    tuple of tens of arrays takes numba seconds to compile."""
+
+    def __init__(self, stored: dict, eqns: Sequence[Eqn], jit: str | None) -> None:
+        self.ndims = {loop.eqn(eqns, 0, position).out.name: len(loop.eqn(eqns, 0, position).out.shape)
+                      for loop, _, position in stored.values()}
+        self.jit = jit
+
+    def visit_Call(self, node: ast.Call) -> ast.expr:
+        self.generic_visit(node)
+        if unparse(node.func) != "np.stack" or not node.args or not isinstance(node.args[0], ast.Tuple):
+            return node
+        items = node.args[0].elts
+        slots = [(item.value.id, item.slice.value) for item in items if isinstance(item, ast.Subscript)
+                 and isinstance(item.value, ast.Name) and isinstance(item.slice, ast.Constant)]
+        names = {name for name, _ in slots}
+        if len(slots) != len(items) or len(items) < 2 or len(names) != 1 or names - self.ndims.keys():
+            return node
+        first = slots[0][1]
+        if not all(isinstance(k, int) and k == first + n for n, (_, k) in enumerate(slots)):
+            return node
+        given = [k.value for k in node.keywords if k.arg == "axis"] + node.args[1:2]
+        axes = [a.value if isinstance(a, ast.Constant) else None for a in given]
+        (name,) = names
+        ndim = self.ndims[name]
+        axis = axes[0] if axes else 0
+        if not isinstance(axis, int) or not -ndim - 1 <= axis <= ndim:
+            return node
+        axis %= ndim + 1
+        span = ast.Slice(ast.Constant(first), ast.Constant(first + len(items)))
+        part = ast.Subscript(ast.Name(name, ast.Load()), span, ast.Load())
+        if self.jit != "numba":
+            return ast.Call(node.func, [part], [ast.keyword("axis", ast.Constant(axis))] if axis else [])
+        if len(items) < NUMBA_STACK_TUPLE:
+            return node
+        order = ast.Tuple([ast.Constant(k) for k in (*range(1, axis + 1), 0, *range(axis + 1, ndim + 1))], ast.Load())
+        moved = ast.Call(ast.Attribute(part, "transpose", ast.Load()), [order], [])
+        return ast.Call(ast.Attribute(ast.Name("np", ast.Load()), "ascontiguousarray", ast.Load()), [moved], [])
 
 
 def _made_for(eqns: Sequence[Eqn], lines: Sequence[str], loop: Loop, value: Atom) -> bool:

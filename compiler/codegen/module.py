@@ -384,7 +384,7 @@ def written_loops(
         loops = find_loops(eqns, outputs, boundaries, memo=memo, avoid=avoid)
         if not loops:
             return None
-        written = rolled(eqns, lines, loops, outputs, boundaries, set(words))
+        written = rolled(eqns, lines, loops, outputs, boundaries, set(words), jit)
         if not isinstance(written, range):
             break
         avoid |= set(written)
