@@ -92,9 +92,11 @@ def reuse_arrays(
     sections: Sequence[tuple[str, Sequence[str]]], types: Mapping[str, tuple[tuple[int, ...], str] | None],
     jit: str | None,
 ) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """A function's sections (see `module.Function`) with accumulations written `+=` and results
-    written over an operand that dies with them, where that is safe (see the module's doc).
-    `types` gives each name's shape and dtype (None: the name has several)."""
+    """A function's sections (see `module.Function`) with fills read by arithmetic as their
+    numbers, accumulations written `+=`, results written over an operand that dies with them,
+    writes and scatter-adds into the array itself, where that is safe (see the module's doc), and
+    an index range several lines read made once. `types` gives each name's shape and dtype
+    (None: the name has several)."""
     lines = [line for _, section in sections for line in section]
     statements = [simple_statement(line) for line in lines]
     reads = [_names_read(line, statement) for line, statement in zip(lines, statements)]
