@@ -1,8 +1,9 @@
 """Optimizing passes for `optimize=True`: pure functions from a graph to a graph.
 
-Readable mode (the default) runs none of them: the lecture's one-gate-per-line code, copies
-and all. Optimize mode runs `optimize_forward` on the traced graph (before autodiff, so fused
-gates get their own simple local gradients), `optimize` on the differentiated function's
+Readable mode (the default) runs only `drop_unread_zeroing` (it drops a copy per write into an
+array that changes no result): the lecture's one-gate-per-line code, copies and all. Optimize
+mode runs `optimize_forward` on the traced graph (before autodiff, so fused gates get their own
+simple local gradients), `optimize` on the differentiated function's
 forward and backward passes seen as one straight line, and `fold_seed` on that for the body of
 `value_and_grad`, which starts from the number 1.0. Each
 pass keeps the graph's outputs, its numbers and the IR's invariants (`verify.verify`); the tests run
@@ -197,6 +198,75 @@ def propagate_copies(graph: Graph) -> Graph:
     """Read the source of a copy (the add gate's `grad_s2 = grad_s3`) instead of the copy, and
     drop the copy. Keeps what `_replace_values` keeps."""
     return _replace_values(graph, lambda eqn, current: copy_source(eqn))
+
+
+def _picked(item: object, length: int) -> range | None:
+    """The places along an axis of `length` that one element of a basic index picks (an int or a
+    slice); None for any other element."""
+    if isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+        return range(int(item) % length, int(item) % length + 1) if length else None
+    if isinstance(item, slice):
+        return range(*item.indices(length))
+    return None
+
+
+def _apart(a: object, b: object, shape: tuple[int, ...]) -> bool:
+    """Whether two basic indices (ints and slices) into an array of `shape` pick no place in
+    common: along some axis, their places are apart (`[:, 0, 2, 3]` and `[:, 1, 2, 3]`). False
+    where either is another kind of index, or where that cannot be told cheaply."""
+    a, b = (i if isinstance(i, tuple) else (i,) for i in (a, b))
+    for x, y, length in zip(a, b, shape):
+        one, other = _picked(x, length), _picked(y, length)
+        if one is None or other is None:
+            return False
+        if not one or not other:
+            return True
+        if one.step == other.step == 1:
+            if one.stop <= other.start or other.stop <= one.start:
+                return True
+        elif len(one) * len(other) <= 4096 and not set(one) & set(other):
+            return True
+    return False
+
+
+def _zeroing_unread(eqn: Eqn, readers: dict[int, list[Eqn]], outputs: set[int]) -> bool:
+    """Whether the places the write gate's gradient rule `updated(grad, index, 0)` zeroes are
+    never read: what reads the result (and what that passes it on to) is only other write
+    gates' gradients, each reading or zeroing places apart from these. A course's convolution
+    writes each output position once, and its backward need not zero them one by one."""
+    index, shape = dict(eqn.params)["index"], eqn.out.shape
+    pending = [eqn.out]
+    while pending:
+        value = pending.pop()
+        if id(value) in outputs:
+            return False
+        for reader in readers.get(id(value), ()):
+            if reader.op != "setitem" or reader.accumulate is value or reader.inputs[0] is not value:
+                return False
+            if reader.rule == "x":  # passes on the places it does not zero itself
+                pending.append(reader.out)
+            elif reader.rule != "v" or not _apart(index, dict(reader.params)["index"], shape):
+                return False
+    return True
+
+
+def drop_unread_zeroing(graph: Graph) -> Graph:
+    """Read the gradient itself instead of `updated(grad, index, 0)`, the write gate's gradient
+    with the overwritten places zeroed, where no later line reads those places (see
+    `_zeroing_unread`). Readable mode runs this pass too: the code is the gates' all the same,
+    less a copy of the whole array per write that changes no result."""
+    readers: dict[int, list[Eqn]] = {}
+    for e in graph.eqns:
+        for a in e.reads:
+            if isinstance(a, Var):
+                readers.setdefault(id(a), []).append(e)
+    outputs = {id(v) for v in graph.outputs}
+
+    def source(eqn: Eqn, current: Callable[[Atom], Atom]) -> Atom | None:
+        zeroes = eqn.op == "setitem" and eqn.rule == "x" and eqn.accumulate is None
+        return eqn.inputs[0] if zeroes and _zeroing_unread(eqn, readers, outputs) else None
+
+    return _replace_values(graph, source)
 
 
 def _number(atom: Atom) -> object:
@@ -657,6 +727,7 @@ FORWARD_PASSES: tuple[Pass, ...] = (
     fold_constants, eliminate_common_subexpressions, fuse_gates, fuse_gates, eliminate_dead_code,
 )
 GRADIENT_PASSES: tuple[Pass, ...] = (
+    drop_unread_zeroing,
     fold_constants,
     broadcast_fills,
     propagate_copies,
@@ -665,6 +736,12 @@ GRADIENT_PASSES: tuple[Pass, ...] = (
     eliminate_common_subexpressions,
     eliminate_dead_code,
 )
+
+
+def drop_unread_zeroing_of(pair: Backprop, check: Callable[[Graph], Graph] | None = None) -> Backprop:
+    """Readable mode's pass over the differentiated function: `drop_unread_zeroing`."""
+    joined = _run(_joined(pair, pair.upstream), (drop_unread_zeroing,), check)
+    return _split(joined, pair, pair.upstream, pair.seed)
 
 
 def fuse_for_stability(graph: Graph) -> Graph:

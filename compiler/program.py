@@ -458,7 +458,7 @@ def _differentiated(
         _check_aux(f, forward)
     graph = differentiate(forward, names, COURSE_GRAD_PREFIX if options.layer else GRAD_PREFIX, options.has_aux)
     if not options.optimize:
-        return graph, None
+        return passes.drop_unread_zeroing_of(graph), None
     graph = passes.optimize(graph)
     return graph, passes.fold_seed(graph)
 

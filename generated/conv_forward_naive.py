@@ -64,74 +64,30 @@ def conv_backward_naive(dout, cache):
     s5, window, s0, N = cache
     if dout.shape != (N, 2, 5, 5) or dout.dtype != np.float64:
         raise ValueError(f"conv_forward_naive: dout must be float64 of out_49's shape, not {type(dout).__name__} {np.shape(dout)}")
-    dout_48 = updated(dout, (slice(None), 1, 4, 4), 0)
-    ds249 = dout[:, 1, 4, 4]
-    ds247 = ds249
-    ds248 = ds249.sum(axis=0)
-    db = scatter((2,), (1,), ds248, np.float64)
-    ds246 = np.broadcast_to(np.expand_dims(ds247, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_24 = s5[4, 4] * ds246
-    ds245_term = window[4, 4] * ds246
-    ds245 = ds245_term.sum(axis=0)
-    dw = scatter((2, 3, 3, 3), (1,), ds245, np.float64)
-    dout_47 = updated(dout_48, (slice(None), 0, 4, 4), 0)
-    ds244 = dout_48[:, 0, 4, 4]
-    ds242 = ds244
-    ds243 = ds244.sum(axis=0)
-    db = db + scatter((2,), (0,), ds243, np.float64)
-    ds241 = np.broadcast_to(np.expand_dims(ds242, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow_24 = dwindow_24 + s0[4, 4] * ds241
-    ds240_term = window[4, 4] * ds241
-    ds240 = ds240_term.sum(axis=0)
-    dw = dw + scatter((2, 3, 3, 3), (0,), ds240, np.float64)
-    dx_pad = scatter((N, 3, 7, 7), (slice(None), slice(None), slice(4, 7), slice(4, 7)), dwindow_24, np.float64)
-    dout_45 = dout_47
-    db = db.copy()
-    dw = dw.copy()
-    for k in range(23, 0, -1):
-        i, j = divmod(k, 5)
-        dout_46 = updated(dout_45, (slice(None), 1, i, j), 0)
-        ds239 = dout_45[:, 1, i, j]
-        ds237 = ds239
-        ds238 = ds239.sum(axis=0)
-        db[1] += ds238
-        ds236 = np.broadcast_to(np.expand_dims(ds237, (1, 2, 3)), (N, 3, 3, 3))
-        dwindow_23 = s5[i, j] * ds236
-        ds235_term = window[i, j] * ds236
-        ds235 = ds235_term.sum(axis=0)
-        dw[1] += ds235
-        dout_45 = updated(dout_46, (slice(None), 0, i, j), 0)
-        ds234 = dout_46[:, 0, i, j]
-        ds232 = ds234
-        ds233 = ds234.sum(axis=0)
-        db[0] += ds233
-        ds231 = np.broadcast_to(np.expand_dims(ds232, (1, 2, 3)), (N, 3, 3, 3))
-        dwindow_23 = dwindow_23 + s0[i, j] * ds231
-        ds230_term = window[i, j] * ds231
-        ds230 = ds230_term.sum(axis=0)
-        dw[0] += ds230
-        dx_pad[:, :, i:i + 3, j:j + 3] += dwindow_23
-    dout_1 = dout_45
-    dout_49 = updated(dout_1, (slice(None), 1, 0, 0), 0)
-    ds9 = dout_1[:, 1, 0, 0]
-    ds7 = ds9
-    ds8 = ds9.sum(axis=0)
-    db[1] += ds8
-    ds6 = np.broadcast_to(np.expand_dims(ds7, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow = s5[0, 0] * ds6
-    ds5_term = window[0, 0] * ds6
-    ds5 = ds5_term.sum(axis=0)
-    dw[1] += ds5
-    ds4 = dout_49[:, 0, 0, 0]
-    ds2 = ds4
-    ds3 = ds4.sum(axis=0)
-    db[0] += ds3
-    ds1 = np.broadcast_to(np.expand_dims(ds2, (1, 2, 3)), (N, 3, 3, 3))
-    dwindow = dwindow + s0[0, 0] * ds1
-    ds0_term = window[0, 0] * ds1
-    ds0 = ds0_term.sum(axis=0)
-    dw[0] += ds0
-    dx_pad[:, :, 0:3, 0:3] += dwindow
+    db = np.zeros((2,))
+    dw = np.zeros((2, 3, 3, 3))
+    dx_pad = np.zeros((N, 3, 7, 7))
+    for i in range(4, -1, -1):
+        for j in range(4, -1, -1):
+            ds249 = dout[:, 1, i, j]
+            ds247 = ds249
+            ds248 = ds249.sum(axis=0)
+            db[1] += ds248
+            ds246 = np.broadcast_to(np.expand_dims(ds247, (1, 2, 3)), (N, 3, 3, 3))
+            dwindow_24 = s5[i, j] * ds246
+            ds245_term = window[i, j] * ds246
+            ds245 = ds245_term.sum(axis=0)
+            dw[1] += ds245
+            ds244 = dout[:, 0, i, j]
+            ds242 = ds244
+            ds243 = ds244.sum(axis=0)
+            db[0] += ds243
+            ds241 = np.broadcast_to(np.expand_dims(ds242, (1, 2, 3)), (N, 3, 3, 3))
+            dwindow_24 = dwindow_24 + s0[i, j] * ds241
+            ds240_term = window[i, j] * ds241
+            ds240 = ds240_term.sum(axis=0)
+            dw[0] += ds240
+            dx_pad[:, :, i:i + 3, j:j + 3] += dwindow_24
     dx = dx_pad[0:N, 0:3, 1:6, 1:6]
     return dx.copy(), dw, db
 

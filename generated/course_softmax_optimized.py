@@ -73,9 +73,8 @@ def value_and_grad(W, X, y):
 
     # backward pass
     grad_losses_1 = np.full((2,), 1.0)
-    grad_losses = updated(grad_losses_1, (1,), 0)
     grad_W = scatter((5, 3), (slice(-1),), 2 * s9 * (0.05 * grad_losses_1[1]), np.float64)
-    grad_probs = 1 / probs * (Y * -(1 / N * grad_losses[0]))
+    grad_probs = 1 / probs * (Y * -(1 / N * grad_losses_1[0]))
     grad_scores = np.multiply(probs, grad_probs - (probs * grad_probs).sum(axis=1, keepdims=True), out=probs)
     grad_W += X_1.T @ grad_scores
     return L, (grad_W,)
@@ -90,9 +89,8 @@ def grad(W, X, y):
     probs = softmax(scores, 1)
     Y = np.eye(3)[y]
     grad_losses_1 = np.full((2,), 1.0)
-    grad_losses = updated(grad_losses_1, (1,), 0)
     grad_W = scatter((5, 3), (slice(-1),), 2 * W[:-1] * (0.05 * grad_losses_1[1]), np.float64)
-    grad_probs = 1 / probs * (Y * -(1 / N * grad_losses[0]))
+    grad_probs = 1 / probs * (Y * -(1 / N * grad_losses_1[0]))
     grad_scores = np.multiply(probs, grad_probs - (probs * grad_probs).sum(axis=1, keepdims=True), out=probs)
     grad_W += X_1.T @ grad_scores
     return grad_W,
@@ -120,9 +118,8 @@ def backward(grad_L, cache):
     if not isinstance(grad_L, float) and np.ndim(grad_L) != 0:
         raise ValueError(f"course_softmax: grad_L must be a float64 number, not an array of shape {np.shape(grad_L)}")
     grad_losses_1 = np.full((2,), grad_L)
-    grad_losses = updated(grad_losses_1, (1,), 0)
     grad_W = scatter((5, 3), (slice(-1),), 2 * W[:-1] * (0.05 * grad_losses_1[1]), np.float64)
-    grad_probs = 1 / probs * (Y * -(1 / N * grad_losses[0]))
+    grad_probs = 1 / probs * (Y * -(1 / N * grad_losses_1[0]))
     grad_scores = probs * (grad_probs - (probs * grad_probs).sum(axis=1, keepdims=True))
     grad_W += X_1.T @ grad_scores
     return grad_W,

@@ -70,15 +70,16 @@ def value_and_grad(x):
 
     # backward pass
     grad_total = 1.0
-    grad_s46 = grad_total
-    grad_s49 = grad_total
-    grad_s48 = 2 * s8[4] * grad_s49
-    grad_s47 = -grad_s48
-    grad_x = scatter((6,), (4,), grad_s47, np.float64)
-    grad_s36 = grad_s46
+    grad_total_3 = grad_total
+    grad_x = np.zeros((6,))
     for i in range(4, 0, -1):
-        grad_total_3 = grad_s36
-        grad_s45 = grad_s36
+        grad_s46 = grad_total_3
+        grad_s49 = grad_total_3
+        grad_s48 = 2 * s8[i] * grad_s49
+        grad_s47 = -grad_s48
+        grad_x[i] += grad_s47
+        grad_total_3 = grad_s46
+        grad_s45 = grad_s46
         grad_s44 = 100.0 * grad_s45
         grad_s43 = 2 * s3[i] * grad_s44
         grad_s40 = grad_s43
@@ -86,12 +87,12 @@ def value_and_grad(x):
         grad_s41 = 2 * s1[i] * grad_s42
         grad_x[i] += grad_s41
         grad_x[i + 1] += grad_s40
-        grad_s36 = grad_total_3
-        grad_s39 = grad_total_3
-        grad_s38 = 2 * s8[i - 1] * grad_s39
-        grad_s37 = -grad_s38
-        grad_x[i - 1] += grad_s37
-    grad_s6 = grad_s36
+    grad_total_4 = grad_total_3
+    grad_s6 = grad_total_4
+    grad_s9 = grad_total_4
+    grad_s8 = 2 * s8[0] * grad_s9
+    grad_s7 = -grad_s8
+    grad_x[0] += grad_s7
     grad_s5 = grad_s6
     grad_s4 = 100.0 * grad_s5
     grad_s3 = 2 * s3[0] * grad_s4
@@ -138,15 +139,16 @@ def backward(grad_total, cache):
     s8, s3, s1 = cache
     if not isinstance(grad_total, float) and np.ndim(grad_total) != 0:
         raise ValueError(f"rosenbrock: grad_total must be a float64 number, not an array of shape {np.shape(grad_total)}")
-    grad_s46 = grad_total
-    grad_s49 = grad_total
-    grad_s48 = 2 * s8[4] * grad_s49
-    grad_s47 = -grad_s48
-    grad_x = scatter((6,), (4,), grad_s47, np.float64)
-    grad_s36 = grad_s46
+    grad_total_3 = grad_total
+    grad_x = np.zeros((6,))
     for i in range(4, 0, -1):
-        grad_total_3 = grad_s36
-        grad_s45 = grad_s36
+        grad_s46 = grad_total_3
+        grad_s49 = grad_total_3
+        grad_s48 = 2 * s8[i] * grad_s49
+        grad_s47 = -grad_s48
+        grad_x[i] += grad_s47
+        grad_total_3 = grad_s46
+        grad_s45 = grad_s46
         grad_s44 = 100.0 * grad_s45
         grad_s43 = 2 * s3[i] * grad_s44
         grad_s40 = grad_s43
@@ -154,12 +156,12 @@ def backward(grad_total, cache):
         grad_s41 = 2 * s1[i] * grad_s42
         grad_x[i] += grad_s41
         grad_x[i + 1] += grad_s40
-        grad_s36 = grad_total_3
-        grad_s39 = grad_total_3
-        grad_s38 = 2 * s8[i - 1] * grad_s39
-        grad_s37 = -grad_s38
-        grad_x[i - 1] += grad_s37
-    grad_s6 = grad_s36
+    grad_total_4 = grad_total_3
+    grad_s6 = grad_total_4
+    grad_s9 = grad_total_4
+    grad_s8 = 2 * s8[0] * grad_s9
+    grad_s7 = -grad_s8
+    grad_x[0] += grad_s7
     grad_s5 = grad_s6
     grad_s4 = 100.0 * grad_s5
     grad_s3 = 2 * s3[0] * grad_s4

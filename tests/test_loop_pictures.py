@@ -83,7 +83,7 @@ def test_an_explained_rnn_layer_names_its_stored_states_in_the_comments():
     flat = compiler.gradient(layers.rnn_forward, *args, layer=True, explain=True, unroll=True)
     (body,) = _loop_bodies(looped.source, "rnn_backward")
     assert "# h[i + 1] = np.tanh(s4): tanh gate, local gradient 1 - tanh^2 from its output" in body
-    assert any(line.endswith("× upstream dh_2") and "(1 - h[i + 1] ** 2)" in line for line in body)
+    assert any(line.endswith("× upstream dh_3") and "(1 - h[i + 1] ** 2)" in line for line in body)
     out, cache = looped.forward_with_cache(*args)
     expected, flat_cache = flat.forward_with_cache(*args)
     dout = RNG.normal(size=out.shape)

@@ -175,23 +175,27 @@ def test_a_naive_convolution_writes_its_positions_as_one_nested_loop_and_matches
     looped = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=False)
     flat = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=True)
     source = looped.source
-    # the forward over the rows and columns, once; the backward over the positions in reverse,
-    # but the first and last (peeled off: the gradients start there), once
+    # the forward over the rows and columns, once; the backward over them in reverse, once, its
+    # gradients started at zero before it (no first position peeled off), and dout read as it
+    # is: the write gate's gradient zeroes no place that a later line reads
     assert "    for i in range(5):\n        for j in range(5):\n" in source
     assert "            window[i, j] = x_pad[:, :, i:i + 3, j:j + 3]\n" in source
-    assert "    for k in range(23, 0, -1):\n        i, j = divmod(k, 5)\n" in source
-    assert "        dx_pad[:, :, i:i + 3, j:j + 3] += dwindow" in source
-    assert source.count(" in range(") == 3 and len(source) < len(flat.source) / 5
+    assert "    db = np.zeros((2,))\n    dw = np.zeros((2, 3, 3, 3))\n    dx_pad = np.zeros((2, 3, 7, 7))\n" in source
+    assert "    for i in range(4, -1, -1):\n        for j in range(4, -1, -1):\n" in source
+    assert "            dx_pad[:, :, i:i + 3, j:j + 3] += dwindow" in source
+    assert "updated(dout" not in source and "            ds249 = dout[:, 1, i, j]\n" in source
+    assert source.count(" in range(") == 4 and len(source) < len(flat.source) / 5
     _layer_matches(looped, flat, (x, w, b), conv_naive)
 
 
 def test_the_benchmarks_convolution_is_one_loop_each_way():
-    # the backward's first iterations differ at this size, and its loop then starts a line into
-    # a position (the previous position's gradient added to dx_pad): it is found a line further on
+    # a line that repeats once per filter (`ds = dout[:, f, i, j]`) starts each position; the
+    # search first finds the loop a position's last line on, and moves its start back to there
     x, w, b = RNG.normal(size=(4, 3, 8, 8)), RNG.normal(size=(4, 3, 3, 3)), RNG.normal(size=4)
     looped = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=False)
     flat = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=True)
-    assert looped.source.count(" in range(") == 3 and "    for k in range(61, 0, -1):\n" in looped.source
+    assert looped.source.count(" in range(") == 4
+    assert "    for i in range(7, -1, -1):\n        for j in range(7, -1, -1):\n" in looped.source
     out, cache = looped.forward_with_cache(x, w, b)
     expected, flat_cache = flat.forward_with_cache(x, w, b)
     np.testing.assert_allclose(out, expected, rtol=1e-13)
@@ -207,8 +211,8 @@ def test_naive_max_pooling_writes_its_positions_as_one_nested_loop():
     source = looped.source
     assert "    for i in range(4):\n        for j in range(3):\n" in source
     assert "            window[i, j] = x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2]\n" in source
-    assert "    for k in range(10, 0, -1):\n        i, j = divmod(k, 3)\n" in source
-    assert "        dx[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2] += dwindow" in source
+    assert "    dx = np.zeros((2, 3, 8, 6))\n    for i in range(3, -1, -1):\n        for j in range(2, -1, -1):\n" in source
+    assert "            dx[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2] += dwindow" in source
     _layer_matches(looped, flat, (x,), max_pool_naive)
 
 

@@ -172,9 +172,11 @@ def guard_lines(inputs: Sequence[Var], sizes: Sizes) -> tuple[str, ...]:
 
 
 def compile_check(function: str) -> str:
-    """Under numba, the emitted module's last function: it makes numba run `check_arguments` in
-    Python before it compiles a function for new argument types (numba's dispatcher calls its
-    `_compile_for_args` method on a call whose types it has not compiled for)."""
+    """Under numba, the emitted module's last functions: `checked_before_compiling` makes numba
+    run `check_arguments` in Python before it compiles a function for new argument types, and
+    `compiled_at_o2` makes it compile at -O2 (numba's dispatcher calls its `_compile_for_args`
+    method on a call whose types it has not compiled for). numba offers no option per function
+    for its optimisation level; its config holds the one it reads as it compiles."""
     return f'''def checked_before_compiling(function):
     """`function`, which first checks its arguments in Python whenever numba is to compile it for
     argument types it has not seen: code that cannot compile for them raises ValueError."""
@@ -189,4 +191,24 @@ def compile_check(function: str) -> str:
         return compile_for_args(*args, **kwargs)
 
     function._compile_for_args = compile_checked
+    return function
+
+
+def compiled_at_o2(function):
+    """`function`, which numba compiles with LLVM's -O2 rather than its default -O3 (unless
+    NUMBA_OPT is set): on arrays of three axes and more, -O3 spends seconds on each line of
+    this code, and -O2 compiles it in a fraction of that to code as fast."""
+    compile_for_args = function._compile_for_args
+    config = numba.core.config
+
+    def compile_at_o2(*args, **kwargs):
+        if "NUMBA_OPT" in os.environ or config.OPT != 3:
+            return compile_for_args(*args, **kwargs)
+        config.OPT = type(config.OPT)(2)
+        try:
+            return compile_for_args(*args, **kwargs)
+        finally:
+            config.OPT = type(config.OPT)(3)
+
+    function._compile_for_args = compile_at_o2
     return function'''

@@ -80,7 +80,9 @@ def _signature(eqn: Eqn) -> tuple[tuple, tuple[int, ...]]:
         moving += ints[0] if ints is not None else []
     # a number and a value of one shape alike: a carried value starts from a number (total = 0.0)
     operands = tuple(a.shape if isinstance(a, Var) else np.shape(a.value) for a in eqn.inputs)
-    signature = (eqn.op, eqn.rule, eqn.accumulate is None, eqn.loc, eqn.out.shape, eqn.out.dtype, operands,
+    # whether it adds onto a gradient is left out: a first iteration's first term starts the sum
+    # the others add to (see `_classify`)
+    signature = (eqn.op, eqn.rule, eqn.loc, eqn.out.shape, eqn.out.dtype, operands,
                  tuple(params), eqn.types)
     return signature, tuple(moving)
 
@@ -118,6 +120,13 @@ class Loop:
     def place(self, t: int) -> tuple[int, int]:
         """Iteration t's (row, column) in a loop over a grid."""
         return divmod(self.first + self.step * t, self.width)
+
+    @property
+    def zero_starts(self) -> set[int]:
+        """The carried positions of gradients the first iteration starts (`db = scatter(...)`,
+        added to in the next ones): started at zero before the loop, and the body written from
+        later iterations."""
+        return {position for position, init in self.inits.items() if isinstance(init, _ZeroStart)}
 
     @property
     def rows(self) -> tuple[int, int]:
@@ -249,7 +258,7 @@ def _classify(eqns: Sequence[Eqn], loop: Loop, where: _Where, loops: Sequence[Lo
     """Fill in `loop.roles` and `loop.inits`; return how many leading iterations are consistent
     (the loop is cut to them by the caller)."""
     start, period = loop.start, loop.period
-    roles: list[list[Role | None]] = [[None] * len(loop.eqn(eqns, 0, j).reads) for j in range(period)]
+    roles: list[list[Role | None]] = [[None] * len(_reads(eqns, loop, 0, j)) for j in range(period)]
     inits: dict[int, Atom] = {}
     early: set[int] = set()  # carried positions the body reads after making them again
 
@@ -275,8 +284,10 @@ def _classify(eqns: Sequence[Eqn], loop: Loop, where: _Where, loops: Sequence[Lo
 
     for t in range(loop.count):
         for j in range(period):
-            eqn = loop.eqn(eqns, t, j)
-            for p, atom in enumerate(eqn.reads):
+            reads = _reads(eqns, loop, t, j)
+            if len(reads) != len(roles[j]):  # adds onto a gradient here, not there
+                return t
+            for p, atom in enumerate(reads):
                 role = role_of(atom, t)
                 if role is None:
                     return t
@@ -335,6 +346,28 @@ def _classify(eqns: Sequence[Eqn], loop: Loop, where: _Where, loops: Sequence[Lo
     loop.inits = inits
     loop.stored = early
     return loop.count if _names_hold(eqns, loop) else 0
+
+
+class _ZeroStart(Const):
+    """The zeros a gradient the first iteration of a loop starts is taken to add onto, so that
+    the first iteration is one more of the rest (`db[3] += ds`, from `db = np.zeros(...)`)."""
+
+    def literal(self) -> str:
+        shape, dtype = np.shape(self.value), np.asarray(self.value).dtype.name
+        if not shape:
+            return "0.0" if dtype == "float64" else f"np.{dtype}(0)"
+        return f"np.zeros({shape!r})" if dtype == "float64" else f"np.zeros({shape!r}, np.{dtype})"
+
+
+def _reads(eqns: Sequence[Eqn], loop: Loop, t: int, position: int) -> tuple[Atom, ...]:
+    """What the equation at `position` of iteration t reads; in the first iteration, where it
+    starts a gradient that the second adds onto (no `accumulate`, where the second has one),
+    with zeros it is taken to add onto."""
+    eqn = loop.eqn(eqns, t, position)
+    if t == 0 and eqn.accumulate is None and loop.count > 1 and loop.eqn(eqns, 1, position).accumulate is not None:
+        out = eqn.out
+        return (*eqn.reads, _ZeroStart(np.zeros(out.shape, out.dtype)))
+    return eqn.reads
 
 
 def _names_hold(eqns: Sequence[Eqn], loop: Loop) -> bool:
@@ -475,6 +508,16 @@ def find_loops(
         if best is None:
             position += 1
             continue
+        # the source loop's iterations may start earlier: the search starts a run at a line
+        # that repeats once per iteration, and a line before it may repeat more often (each of
+        # a convolution's filters reads dout; only its position's dx_pad line is once a position)
+        floor = max([loops[-1].stop if loops else 0, *(c for c in cuts if c <= position)])
+        for shift in range(1, min(best.period, best.start - floor) + 1):
+            if best.start - shift not in avoid:
+                found, _ = candidate(best.start - shift, best.period, limit, best)
+                if found is not None:
+                    best = found
+                    break
         loops.append(best)
         position = best.stop
     return loops
@@ -817,7 +860,9 @@ def _body(
     comments: list[tuple[list[str], str]] = []  # explain mode's, per body line
     commented = _BodyComments(eqns, loop, loops, index)
     constants: dict[int, str] = {}
-    picks = (0, 1, last)
+    picks = (1, 2, last) if loop.zero_starts else (0, 1, last)  # the first starts gradients
+    if len(set(picks)) < 3:
+        return 1
     for position in range(loop.period):
         parts = [comment_parts(lines[loop.start + t * loop.period + position]) for t in picks]
         if any(part is None or "#" in part[1] for part in parts):
@@ -838,7 +883,10 @@ def _body(
     starts: list[tuple[str, str, str]] = []  # (target, value, the name the value reads) per carried start
     for position, init in sorted(loop.inits.items()):
         name = loop.eqn(eqns, 0, position).out.name
-        value = init.name if isinstance(init, Var) else constants.get(position, repr(init.value))  # type: ignore[union-attr]
+        if isinstance(init, _ZeroStart):
+            value = init.literal()
+        else:
+            value = init.name if isinstance(init, Var) else constants.get(position, repr(init.value))  # type: ignore[union-attr]
         array = isinstance(init, Var) and bool(init.shape)
         if position in loop.stored:
             starts.append((f"{name}[0]", value, value))
@@ -960,7 +1008,7 @@ class _BodyComments:
 
     def __init__(self, eqns: Sequence[Eqn], loop: Loop, loops: Sequence[Loop], index: tuple[str, ...]) -> None:
         self.eqns, self.loop, self.loops, self.index = eqns, loop, loops, index
-        self.picks = (0, 1, loop.count - 1)
+        self.picks = (1, 2, loop.count - 1) if loop.zero_starts else (0, 1, loop.count - 1)
         self._owners: dict[str, list[tuple[int, int, int]]] | None = None
 
     def of(self, parts: Sequence[tuple[list[str], str, str]], line: str, name_of: _Names) -> tuple[list[str], str]:

@@ -754,6 +754,7 @@ def emit_module(
         compile_check=compile_check(provenance.function) if jit == "numba" else None,
         # the functions that take the inputs: under numba, checked before each compile
         checked=[f.name for f in emitted if f.summary and f.params[-1:] != ("cache",) and f.decorator],
+        compiled=[f.name for f in emitted if f.summary and f.decorator and f.decorator.startswith("@numba.njit")],
         vectorized=bool(vectorize),
     )
     return text
