@@ -77,6 +77,33 @@ def test_numba_agrees_with_numpy():
         assert jitted.grad(*args) == pytest.approx(expected_grads, rel=1e-12)
 
 
+def test_numba_modules_compile_at_o2_and_put_numbas_level_back(monkeypatch):
+    """numba's -O3 spends seconds per line on arrays of three axes and more (and minutes on a
+    convolution's backward); the emitted module compiles at -O2, unless NUMBA_OPT is set."""
+    import numba
+
+    module = compiler.gradient(simple, 1.0, 2.0, 3.0, jit="numba").module
+    config = numba.core.config
+    monkeypatch.delenv("NUMBA_OPT", raising=False)
+    monkeypatch.setattr(config, "OPT", type(config.OPT)(3))
+    seen = []
+
+    class Dispatcher:  # stands for numba's: what the module wraps is its `_compile_for_args`
+        def _compile_for_args(self, fail=False):
+            seen.append(int(config.OPT))
+            if fail:
+                raise RuntimeError("numba could not compile")
+
+    function = module.compiled_at_o2(Dispatcher())
+    function._compile_for_args()
+    with pytest.raises(RuntimeError):
+        function._compile_for_args(fail=True)
+    assert seen == [2, 2] and config.OPT == 3  # put back, after a failed compile too
+    monkeypatch.setenv("NUMBA_OPT", "3")  # the user's level stands
+    function._compile_for_args()
+    assert seen[-1] == 3
+
+
 def test_source_depends_on_the_examples_shapes_not_their_values():
     """In one process (memo tables warm): determinism across processes is the next test's."""
     first = compiler.gradient(staged, 1.0, 2.0).source

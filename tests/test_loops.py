@@ -63,6 +63,16 @@ def compounding(xp):
     return f
 
 
+def shared_weights(xp):
+    def f(x, w):  # w's gradient is started by the backward's first iteration, added to by the rest
+        total = 0.0
+        for i in range(x.shape[0]):
+            total = total + xp.sum(xp.tanh(x[i] * w))
+        return total
+
+    return f
+
+
 RNG = np.random.default_rng(7)
 PROGRAMS = {
     "rosenbrock": (lambda xp: rosenbrock, (RNG.normal(size=9),)),
@@ -71,6 +81,7 @@ PROGRAMS = {
     "windows": (windows, (RNG.normal(size=8),)),
     "cumulative": (cumulative, (RNG.normal(size=7), 0.9)),
     "compounding": (compounding, (RNG.normal(size=8),)),
+    "shared_weights": (shared_weights, (RNG.normal(size=(6, 4)), RNG.normal(size=4))),
 }
 
 
@@ -105,6 +116,17 @@ def test_the_loop_reads_like_the_source_loop():
     assert "        total = s6 + s9\n    total_4 = total" in body  # the carried value, named as flat
     assert "grad_x[i + 1] += grad_s40" in body  # a scatter into one place: added in place
     assert "for i in range(4, 0, -1):" in body  # the backward loop, reversed
+
+
+def test_a_gradient_the_first_iteration_starts_is_started_at_zero_before_the_loop():
+    prog = compiler.gradient(shared_weights(np), *PROGRAMS["shared_weights"][1], unroll=False)
+    body = prog.source.split("def value_and_grad(")[1].split("\n\n\n")[0]
+    backward = body.split("# backward pass")[1]
+    # the last source iteration's is the loop's too, not peeled off before it (the first source
+    # iteration's stays flat after it: there the carried total's gradient is not passed on)
+    assert "    grad_w = np.zeros((4,))\n" in backward and "    for i in range(5, 0, -1):\n" in backward
+    assert "        grad_w = grad_w + s0[i] * " in backward and backward.count("grad_w = ") == 3
+    _assert_matches_autograd(prog, shared_weights, PROGRAMS["shared_weights"][1])
 
 
 def test_unroll_true_keeps_the_iterations_and_short_numpy_bodies_stay_flat_by_default():

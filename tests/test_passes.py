@@ -7,7 +7,7 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
-from support import EXAMPLES, assert_fresh
+from support import EXAMPLES, assert_fresh, central_differences
 
 import compiler
 from compiler import passes
@@ -15,6 +15,8 @@ from compiler.autodiff import differentiate
 from compiler.check import check_inputs
 from compiler.cli import example_arguments
 from compiler.verify import verify
+
+RNG = np.random.default_rng(7)
 
 
 def body(graph) -> list[str]:
@@ -414,3 +416,62 @@ def test_optimize_mode_reads_a_forward_value_instead_of_computing_it_again(jit):
     expected = compiler.gradient(f, np.ones(3)).grad(x)[0]
     np.testing.assert_allclose(optimized.grad(x)[0], expected, rtol=1e-15)
     np.testing.assert_allclose(optimized.value_and_grad(x)[1][0], expected, rtol=1e-15)
+
+
+def _columns_written_once(x, w):
+    out = np.zeros((3, 4))
+    for k in range(4):
+        out[:, k] = x[:, k] * w[k]
+    return np.sum(out * out)
+
+
+def _place_written_twice(x, w):
+    out = x * 1.0
+    out[:, 0:2] = w[:, 0:2]  # the second write covers column 1 again:
+    out[:, 1:3] = np.tanh(w[:, 1:3])  # the first write's gradient must not see it
+    return np.sum(out ** 3)
+
+
+def _place_read_before_written(x, w):
+    y = x * 2.0
+    total = np.sum(y[0] * w[0])  # y's row 0 read, then overwritten: its gradient has two parts
+    y[0] = w[1]
+    return total + np.sum(y * y)
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_a_write_gates_gradient_skips_zeroing_what_nothing_reads(optimize):
+    args = {"x": RNG.normal(size=(3, 4)), "w": RNG.normal(size=4)}
+    prog = compiler.gradient(_columns_written_once, *args.values(), optimize=optimize)
+    graph = differentiate(compiler.trace(_columns_written_once, *args.values()), ["x", "w"])
+    assert sum(e.op == "setitem" and e.rule == "x" for e in graph.backward.eqns) == 3  # not onto np.zeros
+    after = verify(passes.drop_unread_zeroing(passes._joined(graph, graph.upstream)))
+    # every column is written once and read once: no zeroing is read, and none stays
+    assert not any(e.op == "setitem" and e.rule == "x" for e in after.eqns)
+    assert "updated(grad" not in prog.source
+    value, grads = prog.value_and_grad(*args.values())
+    expected = central_differences(_columns_written_once, args, ["x", "w"])
+    for ours, theirs in zip(grads, expected):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("f", [_place_written_twice, _place_read_before_written])
+def test_a_write_gates_gradient_keeps_zeroing_what_a_later_line_reads(f):
+    args = {"x": RNG.normal(size=(3, 4)), "w": RNG.normal(size=(3, 4))}
+    for optimize in (False, True):
+        prog = compiler.gradient(f, *args.values(), optimize=optimize)
+        assert "updated(grad" in prog.source, optimize
+        _, grads = prog.value_and_grad(*args.values())
+        for ours, theirs in zip(grads, central_differences(f, args, ["x", "w"])):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-8)
+
+
+def test_places_apart_are_told_by_ints_and_slices_only():
+    shape = (4, 5, 6)
+    assert passes._apart((slice(None), 0), (slice(None), 1), shape)
+    assert passes._apart((slice(0, 2),), (slice(2, 4),), shape)
+    assert passes._apart((-1,), (slice(0, 3),), shape)  # -1 is row 3
+    assert passes._apart((slice(0, 6, 2),), (slice(1, 6, 2),), (6,))  # evens and odds
+    assert not passes._apart((slice(None), 0), (slice(None), slice(0, 2)), shape)
+    assert not passes._apart((Ellipsis, 0), (Ellipsis, 1), shape)  # not told: kept
+    assert not passes._apart((None, 0), (None, 1), shape)
