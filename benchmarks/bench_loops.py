@@ -131,7 +131,7 @@ def layer_case(name: str, args: tuple, notes: list[str], numba_rows: tuple[str, 
     )
 
 
-def run(settings: harness.Settings, n: int, flat_numba: bool, conv_numba: bool) -> int:
+def run(settings: harness.Settings, n: int, flat_numba: bool) -> int:
     import numba
 
     print("flatgrad benchmark: loops that stay loops (unroll=False) against every iteration written out")
@@ -148,7 +148,7 @@ def run(settings: harness.Settings, n: int, flat_numba: bool, conv_numba: bool) 
         ("rnn_forward + backward, N = 8, T = 30, D = 16, H = 32",
          lambda notes, skipped: layer_case("rnn_forward", rnn, notes, numba_rows)),
         ("conv_forward_naive + backward, x 4x3x8x8, w 4x3x3x3",
-         lambda notes, skipped: layer_case("conv_forward_naive", conv, notes, numba_rows if conv_numba else ())),
+         lambda notes, skipped: layer_case("conv_forward_naive", conv, notes, numba_rows)),
     ]
     baseline = "flatgrad NumPy, flat"
     for title, make in cases:
@@ -170,12 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     harness.add_timing_arguments(parser)
     parser.add_argument("--n", type=int, default=1000, help="Rosenbrock's coordinates (default 1000)")
     parser.add_argument("--flat-numba", action="store_true", help="also compile the flat modules under numba")
-    parser.add_argument("--conv-numba", action="store_true", help="also compile the convolution under numba")
     args = parser.parse_args(argv)
     scratch = tempfile.mkdtemp(prefix="flatgrad-bench-")
     os.environ["FLATGRAD_CACHE_DIR"] = scratch  # real compiles, not loads from numba's cache
     try:
-        return run(harness.settings_from(args), args.n, args.flat_numba, args.conv_numba)
+        return run(harness.settings_from(args), args.n, args.flat_numba)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -819,9 +819,13 @@ def gradients_only(pair: Backprop) -> tuple[Eqn, ...]:
     return eliminate_dead_code(dataclasses.replace(joined, outputs=pair.backward.outputs)).eqns
 
 
-def recompute_views(pair: Backprop) -> Backprop:
+def recompute_views(pair: Backprop, at_first_read: bool = True) -> Backprop:
     """The pair with every view the backward pass reads (a slice, `.T`, a reshape: see
-    `Op.view`) computed again at its start from what it views, instead of kept in the cache.
+    `Op.view`) computed again from what it views, instead of kept in the cache: each just
+    before the first line that reads it (a convolution's backward takes each window where its
+    position's gradients start, so that a loop over the positions takes it in its body), or
+    with `at_first_read` False all at the backward's start (optimize mode, whose views may be
+    shared by a loop's iterations: `x[i + 1]` of one is `x[i]` of the next).
 
     A view costs nothing to take again, and a course's backward keeps its layer's inputs and
     takes `x.reshape(N, -1)` anew: the cache holds fewer, larger values (an unrolled convolution
@@ -839,9 +843,39 @@ def recompute_views(pair: Backprop) -> Backprop:
         pending += [a for a in eqn.reads if isinstance(a, Var) and _is_view(made.get(id(a)))]
     if not recomputed:
         return pair
-    order = [e for e in pair.forward.eqns if id(e.out) in recomputed]
-    return Backprop.of(pair.forward, (*order, *pair.backward.eqns), pair.backward.outputs, pair.upstream, pair.seed,
-                       pair.differentiated)
+    if not at_first_read:  # the forward's own values, as they were
+        order = [e for e in pair.forward.eqns if id(e.out) in recomputed]
+        return Backprop.of(pair.forward, (*order, *pair.backward.eqns), pair.backward.outputs, pair.upstream,
+                           pair.seed, pair.differentiated)
+    # the backward's own values, under the forward's names: taken again, not read from the forward
+    again = {key: Var(eqn.out.name, eqn.out.shape, eqn.out.dtype) for key, eqn in recomputed.items()}
+    eqns: list[Eqn] = []
+
+    def sub(atom: Atom) -> Atom:
+        return again.get(id(atom), atom)
+
+    def rewired(eqn: Eqn) -> Eqn:
+        if not _reads_any(eqn, again):
+            return eqn
+        accumulate = eqn.accumulate if eqn.accumulate is None else again.get(id(eqn.accumulate), eqn.accumulate)
+        return dataclasses.replace(eqn, inputs=tuple(sub(a) for a in eqn.inputs), accumulate=accumulate)
+
+    def take(atom: Atom) -> None:  # the view, after the views it is taken of
+        eqn = recomputed.pop(id(atom), None)
+        if eqn is None:
+            return
+        for a in eqn.reads:
+            take(a)
+        eqns.append(dataclasses.replace(rewired(eqn), out=again[id(atom)]))
+
+    for eqn in pair.backward.eqns:
+        for a in eqn.reads:
+            take(a)
+        eqns.append(rewired(eqn))
+    for v in pair.backward.outputs:
+        take(v)
+    outputs = tuple(again.get(id(v), v) for v in pair.backward.outputs)
+    return Backprop.of(pair.forward, tuple(eqns), outputs, pair.upstream, pair.seed, pair.differentiated)
 
 
 def _is_view(eqn: Eqn | None) -> bool:

@@ -32,9 +32,9 @@ def affine_backward(dout, cache):
     N = x.shape[0]
     if dout.shape != (N, 5) or dout.dtype != np.float64:
         raise ValueError(f"affine_forward: dout must be float64 of out's shape, not {type(dout).__name__} {np.shape(dout)}")
-    s0 = x.reshape((N, 6))
     db = dout.sum(axis=0)
     ds1 = dout
+    s0 = x.reshape((N, 6))
     dw = s0.T @ ds1
     ds0 = ds1 @ w.T
     dx = ds0.reshape((N, 2, 3))

@@ -33,10 +33,10 @@ def affine_relu_backward(dout, cache):
     N = x.shape[0]
     if dout.shape != (N, 5) or dout.dtype != np.float64:
         raise ValueError(f"affine_relu_forward: dout must be float64 of out's shape, not {type(dout).__name__} {np.shape(dout)}")
-    s0 = x.reshape((N, 6))
     da = (0 < a) * dout
     db = da.sum(axis=0)
     ds1 = da
+    s0 = x.reshape((N, 6))
     dw = s0.T @ ds1
     ds0 = ds1 @ w.T
     dx = ds0.reshape((N, 6))

@@ -59,10 +59,10 @@ def affine_relu_backward(dout, cache):
     N = x.shape[0]
     if np.shape(dout) != (N, 5) or not np.asarray(dout).dtype == np.dtype("float64"):
         raise ValueError("affine_relu_forward: dout must be float64 of out's shape; it has shape", np.shape(dout))
-    s0 = np.ascontiguousarray(x).reshape((N, 6))
     da = (0 < a) * dout
     db = sum_along(da, 0)
     ds1 = da
+    s0 = np.ascontiguousarray(x).reshape((N, 6))
     dw = s0.T @ ds1
     ds0 = ds1 @ w.T
     dx = np.ascontiguousarray(ds0).reshape((N, 6))

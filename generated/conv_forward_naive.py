@@ -35,33 +35,30 @@ def conv_forward_naive(x, w, b):
     N = check_arguments(x, w, b)
 
     x_pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=0)
-    window = np.empty((5, 5, N, 3, 3, 3), np.float64)
-    s0 = np.empty((5, 5, 3, 3, 3), np.float64)
-    s5 = np.empty((5, 5, 3, 3, 3), np.float64)
     out_1 = np.zeros((N, 2, 5, 5))
     for i in range(5):
         for j in range(5):
-            window[i, j] = x_pad[:, :, i:i + 3, j:j + 3]
-            s0[i, j] = w[0]
-            s1 = window[i, j] * s0[i, j]
+            window = x_pad[:, :, i:i + 3, j:j + 3]
+            s0 = w[0]
+            s1 = window * s0
             s2 = s1.sum(axis=(1, 2, 3))
             s3 = b[0]
             s4 = s2 + s3
             out = updated(out_1, (slice(None), 0, i, j), s4)
-            s5[i, j] = w[1]
-            s6 = window[i, j] * s5[i, j]
+            s5 = w[1]
+            s6 = window * s5
             s7 = s6.sum(axis=(1, 2, 3))
             s8 = b[1]
             s9 = s7 + s8
             out_1 = updated(out, (slice(None), 1, i, j), s9)
     out_49 = out_1
-    cache = s5, window, s0, N
+    cache = w, x_pad, N
     return out_49, cache
 
 
 def conv_backward_naive(dout, cache):
     """Return (dx, dw, db) from the upstream gradient dout and `conv_forward_naive`'s cache."""
-    s5, window, s0, N = cache
+    w, x_pad, N = cache
     if dout.shape != (N, 2, 5, 5) or dout.dtype != np.float64:
         raise ValueError(f"conv_forward_naive: dout must be float64 of out_49's shape, not {type(dout).__name__} {np.shape(dout)}")
     db = np.zeros((2,))
@@ -74,8 +71,10 @@ def conv_backward_naive(dout, cache):
             ds248 = ds249.sum(axis=0)
             db[1] += ds248
             ds246 = np.broadcast_to(np.expand_dims(ds247, (1, 2, 3)), (N, 3, 3, 3))
-            dwindow_24 = s5[i, j] * ds246
-            ds245_term = window[i, j] * ds246
+            s245 = w[1]
+            dwindow_24 = s245 * ds246
+            window_24 = x_pad[:, :, i:i + 3, j:j + 3]
+            ds245_term = window_24 * ds246
             ds245 = ds245_term.sum(axis=0)
             dw[1] += ds245
             ds244 = dout[:, 0, i, j]
@@ -83,8 +82,9 @@ def conv_backward_naive(dout, cache):
             ds243 = ds244.sum(axis=0)
             db[0] += ds243
             ds241 = np.broadcast_to(np.expand_dims(ds242, (1, 2, 3)), (N, 3, 3, 3))
-            dwindow_24 = dwindow_24 + s0[i, j] * ds241
-            ds240_term = window[i, j] * ds241
+            s240 = w[0]
+            dwindow_24 = dwindow_24 + s240 * ds241
+            ds240_term = window_24 * ds241
             ds240 = ds240_term.sum(axis=0)
             dw[0] += ds240
             dx_pad[:, :, i:i + 3, j:j + 3] += dwindow_24

@@ -63,30 +63,31 @@ def max_pool_forward_naive(x):
     """Return (out_3, cache): the value of max_pool_forward_naive(x) and what `max_pool_backward_naive` reads."""
     N = check_arguments(x)
 
-    window = np.empty((2, 2, N, 3, 2, 2), np.float64)
     s0 = np.empty((2, 2, N, 3), np.float64)
     out = np.zeros((N, 3, 2, 2))
     for i in range(2):
         for j in range(2):
-            window[i, j] = x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
-            s0[i, j] = extreme_along(window[i, j], (2, 3), True).reshape((N, 3))
+            window = x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
+            s0[i, j] = extreme_along(window, (2, 3), True).reshape((N, 3))
             out = updated(out, (slice(None), slice(None), i, j), s0[i, j])
     out_3 = out
-    cache = window, s0, N
+    cache = x, s0
     return out_3, cache
 
 
 @numba.njit(cache=True)
 def max_pool_backward_naive(dout, cache):
     """Return (dx,) from the upstream gradient dout and `max_pool_forward_naive`'s cache."""
-    window, s0, N = cache
+    x, s0 = cache
+    N = x.shape[0]
     if np.shape(dout) != (N, 3, 2, 2) or not np.asarray(dout).dtype == np.dtype("float64"):
         raise ValueError("max_pool_forward_naive: dout must be float64 of out_3's shape; it has shape", np.shape(dout))
     dx = np.zeros((N, 3, 4, 4))
     for i in range(1, -1, -1):
         for j in range(1, -1, -1):
             ds3 = dout[:, :, i, j]
-            dwindow_3 = (window[i, j] == np.expand_dims(np.expand_dims(s0[i, j], 2), 3)) / np.expand_dims(np.expand_dims((window[i, j] == np.expand_dims(np.expand_dims(s0[i, j], 2), 3)).sum(axis=(2, 3)), 2), 3) * np.expand_dims(np.expand_dims(ds3, 2), 3)
+            window_3 = x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
+            dwindow_3 = (window_3 == np.expand_dims(np.expand_dims(s0[i, j], 2), 3)) / np.expand_dims(np.expand_dims((window_3 == np.expand_dims(np.expand_dims(s0[i, j], 2), 3)).sum(axis=(2, 3)), 2), 3) * np.expand_dims(np.expand_dims(ds3, 2), 3)
             dx[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2] += dwindow_3
     return dx,
 

@@ -58,9 +58,6 @@ def rnn_backward(dout, cache):
     N = x.shape[0]
     if dout.shape != (N, 3, 5) or dout.dtype != np.float64:
         raise ValueError(f"rnn_forward: dout must be float64 of out's shape, not {type(dout).__name__} {np.shape(dout)}")
-    s0 = x[:, 0, :]
-    s5 = x[:, 1, :]
-    s10 = x[:, 2, :]
     dh = dout[:, 0]
     dh_1 = dout[:, 1]
     dh_2 = dout[:, 2]
@@ -71,6 +68,7 @@ def rnn_backward(dout, cache):
     ds12 = ds13
     dWh = h_1.T @ ds12
     dh_1 = dh_1 + ds12 @ Wh.T
+    s10 = x[:, 2, :]
     dWx = s10.T @ ds11
     ds10 = ds11 @ Wx.T
     dx = scatter((N, 3, 4), (slice(None), 2, slice(None)), ds10, np.float64)
@@ -81,6 +79,7 @@ def rnn_backward(dout, cache):
     ds7 = ds8
     dWh = dWh + h.T @ ds7
     dh = dh + ds7 @ Wh.T
+    s5 = x[:, 1, :]
     dWx = dWx + s5.T @ ds6
     ds5 = ds6 @ Wx.T
     dx = dx + scatter((N, 3, 4), (slice(None), 1, slice(None)), ds5, np.float64)
@@ -91,6 +90,7 @@ def rnn_backward(dout, cache):
     ds2 = ds3
     dh0 = ds2 @ Wh.T
     dWh = dWh + h0.T @ ds2
+    s0 = x[:, 0, :]
     dWx = dWx + s0.T @ ds1
     ds0 = ds1 @ Wx.T
     dx = dx + scatter((N, 3, 4), (slice(None), 0, slice(None)), ds0, np.float64)

@@ -55,26 +55,25 @@ def rnn_forward(x, h0, Wx, Wh, b):
     """Return (out, cache): the value of rnn_forward(x, h0, Wx, Wh, b) and what `rnn_backward` reads."""
     N = check_arguments(x, h0, Wx, Wh, b)
 
-    s0 = np.empty((3, N, 4), np.float64)
     h = np.empty((4, N, 5), np.float64)
     h[0] = h0
     for i in range(3):
-        s0[i] = x[:, i, :]
-        s1 = s0[i] @ Wx
+        s0 = x[:, i, :]
+        s1 = s0 @ Wx
         s2 = h[i] @ Wh
         s3 = s1 + s2
         s4 = s3 + b
         h[i + 1] = np.tanh(s4)
     out = np.stack((h[1], h[2], h[3]), axis=1)
-    cache = h, Wh, s0, Wx, h0
+    cache = h, Wh, x, Wx, h0
     return out, cache
 
 
 @numba.njit(cache=True)
 def rnn_backward(dout, cache):
     """Return (dx, dh0, dWx, dWh, db) from the upstream gradient dout and `rnn_forward`'s cache."""
-    h, Wh, s0, Wx, h0 = cache
-    N = h0.shape[0]
+    h, Wh, x, Wx, h0 = cache
+    N = x.shape[0]
     if np.shape(dout) != (N, 3, 5) or not np.asarray(dout).dtype == np.dtype("float64"):
         raise ValueError("rnn_forward: dout must be float64 of out's shape; it has shape", np.shape(dout))
     dh = dout[:, 0]
@@ -87,7 +86,8 @@ def rnn_backward(dout, cache):
     ds12 = ds13
     dWh = h[2].T @ ds12
     dh_1 = dh_1 + ds12 @ Wh.T
-    dWx = s0[2].T @ ds11
+    s10 = x[:, 2, :]
+    dWx = s10.T @ ds11
     ds10 = ds11 @ Wx.T
     dx = scatter((N, 3, 4), (slice(None), 2, slice(None)), ds10, np.float64)
     ds9 = (1 - h[2] ** 2) * dh_1
@@ -97,7 +97,8 @@ def rnn_backward(dout, cache):
     ds7 = ds8
     dWh = dWh + h[1].T @ ds7
     dh = dh + ds7 @ Wh.T
-    dWx = dWx + s0[1].T @ ds6
+    s5 = x[:, 1, :]
+    dWx = dWx + s5.T @ ds6
     ds5 = ds6 @ Wx.T
     dx = dx + scatter((N, 3, 4), (slice(None), 1, slice(None)), ds5, np.float64)
     ds4 = (1 - h[1] ** 2) * dh
@@ -107,7 +108,8 @@ def rnn_backward(dout, cache):
     ds2 = ds3
     dh0 = ds2 @ Wh.T
     dWh = dWh + h0.T @ ds2
-    dWx = dWx + s0[0].T @ ds1
+    s0 = x[:, 0, :]
+    dWx = dWx + s0.T @ ds1
     ds0 = ds1 @ Wx.T
     dx = dx + scatter((N, 3, 4), (slice(None), 0, slice(None)), ds0, np.float64)
     return dx, dh0, dWx, dWh, db

@@ -124,14 +124,13 @@ def forward_with_cache(x):
     """Return (total_4, cache): the value of rosenbrock(x) and what `backward` reads."""
     check_arguments(x)
 
-    s1 = np.empty((5,), np.float64)
     s3 = np.empty((5,), np.float64)
     s8 = np.empty((5,), np.float64)
     total = 0.0
     for i in range(5):
         s0 = x[i + 1]
-        s1[i] = x[i]
-        s2 = s1[i] ** 2
+        s1 = x[i]
+        s2 = s1 ** 2
         s3[i] = s0 - s2
         s4 = s3[i] ** 2
         s5 = 100.0 * s4
@@ -141,14 +140,14 @@ def forward_with_cache(x):
         s9 = s8[i] ** 2
         total = s6 + s9
     total_4 = total
-    cache = s8, s3, s1
+    cache = s8, s3, x
     return total_4, cache
 
 
 @numba.njit(cache=True)
 def backward(grad_total, cache):
     """Return (grad_x,) from the upstream gradient grad_total and `forward_with_cache`'s cache."""
-    s8, s3, s1 = cache
+    s8, s3, x = cache
     if not isinstance(grad_total, (int, float)):
         raise ValueError("rosenbrock: grad_total must be a float64 number; it has shape", np.shape(grad_total))
     grad_total_3 = grad_total
@@ -165,7 +164,8 @@ def backward(grad_total, cache):
         grad_s43 = 2 * s3[i] * grad_s44
         grad_s40 = grad_s43
         grad_s42 = -grad_s43
-        grad_s41 = 2 * s1[i] * grad_s42
+        s41 = x[i]
+        grad_s41 = 2 * s41 * grad_s42
         grad_x[i] += grad_s41
         grad_x[i + 1] += grad_s40
     grad_total_4 = grad_total_3
@@ -179,7 +179,8 @@ def backward(grad_total, cache):
     grad_s3 = 2 * s3[0] * grad_s4
     grad_s0 = grad_s3
     grad_s2 = -grad_s3
-    grad_s1 = 2 * s1[0] * grad_s2
+    s1 = x[0]
+    grad_s1 = 2 * s1 * grad_s2
     grad_x[0] += grad_s1
     grad_x[1] += grad_s0
     return grad_x,

@@ -199,9 +199,11 @@ def test_a_naive_convolution_writes_its_positions_as_one_nested_loop_and_matches
     source = looped.source
     # the forward over the rows and columns, once; the backward over them in reverse, once, its
     # gradients started at zero before it (no first position peeled off), and dout read as it
-    # is: the write gate's gradient zeroes no place that a later line reads
+    # is: the write gate's gradient zeroes no place that a later line reads. The cache is what
+    # a course's is: each position's window is taken again in the backward, not stored
     assert "    for i in range(5):\n        for j in range(5):\n" in source
-    assert "            window[i, j] = x_pad[:, :, i:i + 3, j:j + 3]\n" in source
+    assert "            window = x_pad[:, :, i:i + 3, j:j + 3]\n" in source and "    cache = w, x_pad\n" in source
+    assert "            window_24 = x_pad[:, :, i:i + 3, j:j + 3]\n" in source
     assert "    db = np.zeros((2,))\n    dw = np.zeros((2, 3, 3, 3))\n    dx_pad = np.zeros((2, 3, 7, 7))\n" in source
     assert "    for i in range(4, -1, -1):\n        for j in range(4, -1, -1):\n" in source
     assert "            dx_pad[:, :, i:i + 3, j:j + 3] += dwindow" in source
@@ -232,7 +234,8 @@ def test_naive_max_pooling_writes_its_positions_as_one_nested_loop():
     flat = compiler.gradient(layers.max_pool_forward_naive, x, layer=True, unroll=True)
     source = looped.source
     assert "    for i in range(4):\n        for j in range(3):\n" in source
-    assert "            window[i, j] = x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2]\n" in source
+    assert "            window = x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2]\n" in source
+    assert "            s0[i, j] = window.max(axis=(2, 3))\n" in source and "    cache = x, s0\n" in source
     assert "    dx = np.zeros((2, 3, 8, 6))\n    for i in range(3, -1, -1):\n" in source
     assert "    for i in range(3, -1, -1):\n        for j in range(2, -1, -1):\n" in source
     assert "            dx[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2] += dwindow" in source

@@ -196,7 +196,13 @@ def _grid(moving: Sequence[tuple[int, ...]], loop: Loop, loops: Sequence[Loop]) 
         width = jumps[1] - jumps[0] if len(jumps) > 1 else max(jumps[0], loop.count - jumps[0])
         if width < 2:
             return None
-        grid = Loop(loop.start, loop.period, loop.count, width=width, first=-jumps[0] % width)
+        if all(s <= 0 for s in inner) and any(inner):  # its ints fall along a row: the grid runs
+            # back, from its last place (`for i in range(7, -1, -1)`), to end in row 0
+            last = loop.count - 1
+            grid = Loop(loop.start, loop.period, loop.count, width=width, step=-1,
+                        first=last + (jumps[0] - 1 - last) % width)
+        else:
+            grid = Loop(loop.start, loop.period, loop.count, width=width, first=-jumps[0] % width)
     places = [grid.place(t) for t in range(loop.count)]
     basis = [0] + [t for t in range(1, loop.count) if places[t][0] == places[0][0]][:1]
     basis += [t for t in range(1, loop.count) if places[t][0] != places[0][0]][:1]
@@ -480,7 +486,8 @@ def find_loops(
                 continue
             if not kept.width:
                 _index_variable(kept, loops)
-            if _reads_fit(kept, loops) and kept.count * kept.period > min_eqns:
+            longer = best is None or kept.count * kept.period > best.count * best.period
+            if _reads_fit(kept, loops) and kept.count * kept.period > min_eqns and longer:
                 return kept, count
         return None, count
 
@@ -494,10 +501,11 @@ def find_loops(
             found, count = candidate(position, other - position, limit, best)
             if found is not None:
                 best, allowed = found, count
-        if best is not None and best.width and best.count < allowed:
-            # a grid loop cut short: its iterations may start mid-way through the source loop's
-            # (a backward pass's first line adds the previous position's gradient), so that one
-            # line's place is the next position's; a loop starting a few lines on may run longer
+        if best is not None and best.count < allowed:
+            # a loop cut short (a grid's rows that do not fit one grid): its iterations may start
+            # mid-way through the source loop's (a backward pass's first line adds the previous
+            # position's gradient), so that one line's place is the next position's; a loop
+            # starting a few lines on may run longer
             for shift in range(1, best.period):
                 if position + shift in avoid:
                     continue

@@ -197,6 +197,7 @@ class Bodies:
         seed folded in, or without its views taken again: see `passes.recompute_views`)."""
         forms: dict[int, LineForm] = {}
         forward_values = {id(e.out) for e in pair.forward.eqns}
+        forward_names = {e.out.name for e in pair.forward.eqns}
         lazy = Lines((), jit, forms)
 
         def code(eqns: Sequence[Eqn], gates: dict[str, tuple[str, Eqn]] | None = None) -> Code:
@@ -204,7 +205,9 @@ class Bodies:
                 return Code(tuple(eqns), lazy.of(eqns))
             lines, used = render_lines(eqns, jit)  # explain mode: each backward gate a block, each line what it does
             forms.update((id(form), form) for form in used)
-            return Code(tuple(eqns), tuple(explained(eqns, lines, gates, forward_values, jit)))
+            # a view the backward takes again binds the forward's name (`passes.recompute_views`)
+            retaken = forward_values | {id(e.out) for e in eqns if e.rule is None and e.out.name in forward_names}
+            return Code(tuple(eqns), tuple(explained(eqns, lines, gates, retaken, jit)))
 
         def passes(pair: Backprop) -> tuple[Code, Code]:
             forward = code(pair.forward.eqns)
@@ -710,7 +713,7 @@ def emit_module(
         pair = branches[0].pair
     else:
         inline = folded or pair
-        pair = recompute_views(pair)  # the module's forward_with_cache and backward
+        pair = recompute_views(pair, at_first_read=folded is None)  # forward_with_cache's and backward's
         bodies = Bodies.of(pair, inline, jit, explain, folded is not None)
         emitted = functions(pair, provenance, bodies, jit, sizes, layer, unroll=unroll)
         forms = list(bodies.rendered.values())
@@ -766,7 +769,7 @@ def _branched(
 ) -> tuple[tuple[Function, ...], list[LineForm], list[str], int]:
     """The functions of a module with several paths, each path's code under its `if`s; the
     kinds of line they use, what the cache holds and its largest size in bytes."""
-    pairs = [recompute_views(branch.pair) for branch in branches]
+    pairs = [recompute_views(branch.pair, at_first_read=branch.folded is None) for branch in branches]
     bodies = [
         Bodies.of(pair, branch.folded or branch.pair, jit, explain, branch.folded is not None)
         for pair, branch in zip(pairs, branches)
