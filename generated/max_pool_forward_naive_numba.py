@@ -20,23 +20,6 @@ import numba
 
 
 @numba.njit(cache=True)
-def scatter(shape, index, values, dtype):
-    """Zeros of `shape`, with `values` written at an index: a basic one (slices, integers, None),
-    or index arrays that name no place twice (`(np.arange(N), y)`)."""
-    out = np.zeros(shape, dtype)
-    out[index] = values
-    return out
-
-
-@numba.njit(cache=True)
-def updated(x, index, values):
-    """A copy of `x` with `values` written at `index`: `x[index] = values` without the mutation."""
-    out = x.copy()
-    out[index] = values
-    return out
-
-
-@numba.njit(cache=True)
 def extreme_along(x, axis, largest):
     """`np.max(x, axis=axis)` (or `np.min` when not `largest`) as loops numba compiles: of a
     matrix along either axis, or of any array along its last axis or axes, flattened."""
@@ -69,7 +52,7 @@ def max_pool_forward_naive(x):
         for j in range(2):
             window = x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
             s0[i, j] = extreme_along(window, (2, 3), True).reshape((N, 3))
-            out = updated(out, (slice(None), slice(None), i, j), s0[i, j])
+            out[:, :, i, j] = s0[i, j]
     out_3 = out
     cache = x, s0
     return out_3, cache

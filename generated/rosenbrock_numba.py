@@ -23,15 +23,6 @@ import numba
 
 
 @numba.njit(cache=True)
-def scatter(shape, index, values, dtype):
-    """Zeros of `shape`, with `values` written at an index: a basic one (slices, integers, None),
-    or index arrays that name no place twice (`(np.arange(N), y)`)."""
-    out = np.zeros(shape, dtype)
-    out[index] = values
-    return out
-
-
-@numba.njit(cache=True)
 def forward(x):
     """Return rosenbrock(x)."""
     check_arguments(x)

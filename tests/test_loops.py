@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import ROOT, pyflakes_messages
+from support import ROOT, central_differences, pyflakes_messages
 
 import compiler
 from compiler.errors import FlatgradError
@@ -129,6 +129,25 @@ def test_a_gradient_the_first_iteration_starts_is_started_at_zero_before_the_loo
     _assert_matches_autograd(prog, shared_weights, PROGRAMS["shared_weights"][1])
 
 
+def _running(x):
+    out = np.zeros((3, 6))
+    for k in range(1, 6):
+        out[:, k] = out[:, k - 1] * 0.5 + np.tanh(x[:, k])
+    return np.sum(out**2)
+
+
+def test_a_write_whose_array_a_later_line_reads_stays_a_copy():
+    x = RNG.normal(size=(3, 6))
+    prog = compiler.gradient(_running, x, unroll=False)
+    body = prog.source.split("def value_and_grad(")[1].split("# backward pass")[0]
+    # each iteration reads the array it writes into (`out[:, k - 1]`), so the write stays `updated`
+    assert "    for i in range(" in body and "updated(out" in body
+    value, (grad,) = prog.value_and_grad(x)
+    assert value == pytest.approx(_running(x), rel=1e-12)
+    (expected,) = central_differences(_running, {"x": x}, ["x"])
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8)
+
+
 def test_unroll_true_keeps_the_iterations_and_short_numpy_bodies_stay_flat_by_default():
     assert "for i in" not in compiler.gradient(rosenbrock, np.ones(6), unroll=True).source
     assert "for i in" not in compiler.gradient(rosenbrock, np.ones(6)).source  # 60 equations
@@ -204,6 +223,8 @@ def test_a_naive_convolution_writes_its_positions_as_one_nested_loop_and_matches
     assert "    for i in range(5):\n        for j in range(5):\n" in source
     assert "            window = x_pad[:, :, i:i + 3, j:j + 3]\n" in source and "    cache = w, x_pad\n" in source
     assert "            window_24 = x_pad[:, :, i:i + 3, j:j + 3]\n" in source
+    # `out[:, f, i, j] = ...` writes into the one output array, not a copy of it per write
+    assert "            out_1[:, 0, i, j] = s4\n" in source and "updated(" not in source
     assert "    db = np.zeros((2,))\n    dw = np.zeros((2, 3, 3, 3))\n    dx_pad = np.zeros((2, 3, 7, 7))\n" in source
     assert "    for i in range(4, -1, -1):\n        for j in range(4, -1, -1):\n" in source
     assert "            dx_pad[:, :, i:i + 3, j:j + 3] += dwindow" in source

@@ -868,6 +868,9 @@ def _body(
     comments: list[tuple[list[str], str]] = []  # explain mode's, per body line
     commented = _BodyComments(eqns, loop, loops, index)
     constants: dict[int, str] = {}
+    writes = _writes_in_place(eqns, loop)
+    aliases: dict[str, str] = {}  # a write's result, read as the array it was written into
+    written_into: set[str] = set()
     picks = (1, 2, last) if loop.zero_starts else (0, 1, last)  # the first starts gradients
     if len(set(picks)) < 3:
         return 1
@@ -882,12 +885,19 @@ def _body(
         except (ValueError, SyntaxError, IndexError):
             return position + 1
         constants.update(name_of.starts)
+        tree = _Renamed(aliases).visit(tree)
+        if position in writes:
+            tree, result, array = _written(tree)
+            written_into.add(array)
+            if result != array:
+                aliases[result] = array
         body.append(_in_place(tree, index))
         if any(above or note for above, _, note in parts):  # type: ignore[misc]
             comments.append(commented.of(parts, body[-1], name_of))  # type: ignore[arg-type]
         else:
             comments.append(([], ""))
-    added = {line.split("[", 1)[0] for line in body if " += " in line}  # arrays added to in place
+    # arrays added to or written in place: the loop's own
+    added = {line.split("[", 1)[0] for line in body if " += " in line} | written_into
     starts: list[tuple[str, str, str]] = []  # (target, value, the name the value reads) per carried start
     for position, init in sorted(loop.inits.items()):
         name = loop.eqn(eqns, 0, position).out.name
@@ -918,6 +928,68 @@ def _body(
     lines = [with_comments(above, line, note) for line, (above, note) in zip(body, comments)]
     indent = "    " * (len(header) if loop.width and loop.aligned() else 1)
     return [*before, *_nested(header), *(indent + line.replace("\n", "\n" + indent) for line in lines), *after]
+
+
+def _writes_in_place(eqns: Sequence[Eqn], loop: Loop) -> set[int]:
+    """The body's write gates (`x[index] = v`, traced as `out = updated(x, index, v)`) that may
+    write into x itself: x is the previous write's result, or the previous iteration's, which
+    nothing else reads, and neither is kept per iteration. A naive convolution's `out[:, f, i,
+    j] = ...` then writes into one array, not a copy of the whole output per filter and position."""
+    reads: collections.Counter[int] = collections.Counter(
+        r.position for body in loop.roles for r in body if r.kind in ("local", "carried"))
+    writes = set()
+    for position in range(loop.period):
+        eqn = loop.eqn(eqns, 0, position)
+        if eqn.op != "setitem" or eqn.rule is not None or position in loop.stored:
+            continue
+        source = loop.roles[position][0]
+        if source.kind in ("local", "carried") and reads[source.position] == 1 and source.position not in loop.stored:
+            local_only = source.kind == "local" and source.position not in loop.carried() | set(loop.finals)
+            if local_only or source.kind == "carried":
+                writes.add(position)
+    # a write's result read under its own name after the loop or by the next iteration must be
+    # named as the array it is written into
+    for position in list(writes):
+        out, source = loop.eqn(eqns, 0, position).out, loop.roles[position][0]
+        array = loop.eqn(eqns, 0, source.position).out
+        kept = position in loop.carried() or position in loop.finals
+        if kept and out.name != _written_name(eqns, loop, writes, source.position, array.name):
+            writes.discard(position)
+    return writes
+
+
+def _written_name(eqns: Sequence[Eqn], loop: Loop, writes: set[int], position: int, name: str) -> str:
+    """The name of the array the value at `position` lives in, after the body's writes in place
+    (a write's result is its operand's array)."""
+    while position in writes:
+        source = loop.roles[position][0]
+        position, name = source.position, loop.eqn(eqns, 0, source.position).out.name
+        if source.kind == "carried":  # the array the iteration starts with, under its name
+            break
+    return name
+
+
+class _Renamed(ast.NodeTransformer):
+    """Reads of names renamed (a write's result, read as the array it was written into)."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        if isinstance(node.ctx, ast.Load) and node.id in self.names:
+            return ast.Name(self.names[node.id], ast.Load())
+        return node
+
+
+def _written(tree: ast.stmt) -> tuple[ast.stmt, str, str]:
+    """`out = updated(x, index, v)` as `x[index] = v`; with the names of out and x."""
+    assert isinstance(tree, ast.Assign) and isinstance(tree.value, ast.Call), "a write gate's line"
+    (target,), (array, where, value) = tree.targets, tree.value.args
+    assert isinstance(target, ast.Name) and isinstance(array, ast.Name)
+    elements = [_as_slice(e) for e in where.elts] if isinstance(where, ast.Tuple) else [_as_slice(where)]
+    place = elements[0] if len(elements) == 1 else ast.Tuple(elements, ast.Load())
+    written = ast.Assign([ast.Subscript(ast.Name(array.id, ast.Load()), place, ast.Store())], value)
+    return ast.fix_missing_locations(written), target.id, array.id
 
 
 def _range(first: int, count: int, step: int) -> str:

@@ -709,14 +709,13 @@ def emit_module(
     says where a loop's iterations stay flat (see `rolled_sections`): `forward`,
     `value_and_grad` and `grad` may have loops; `forward_with_cache` and `backward` stay flat."""
     if len(branches) > 1:
-        emitted, forms, cached, cache_bytes = _branched(branches, provenance, jit, explain, sizes, layer)
+        emitted, cached, cache_bytes = _branched(branches, provenance, jit, explain, sizes, layer)
         pair = branches[0].pair
     else:
         inline = folded or pair
         pair = recompute_views(pair, at_first_read=folded is None)  # forward_with_cache's and backward's
         bodies = Bodies.of(pair, inline, jit, explain, folded is not None)
         emitted = functions(pair, provenance, bodies, jit, sizes, layer, unroll=unroll)
-        forms = list(bodies.rendered.values())
         cached, cache_bytes = cached_names(pair, sizes), _cache_bytes(pair)
     if vectorize:  # the loop over the points calls value_and_grad, which numba then inlines into it
         # (not into a parallel loop: numba's parfor pass fails on the inlined tuple of gradients)
@@ -724,14 +723,14 @@ def emit_module(
         emitted = tuple(dataclasses.replace(f, decorator=INLINED) if f.name in inlined else f for f in emitted)
         emitted = (*emitted, *vectorized(pair, vectorize, [name for name, _ in pair.static]))
     optimized = folded is not None or any(b.folded is not None for b in branches)
-    called = set().union(*(form.calls for form in forms))
     if optimized and not explain:  # each temporary read once written where it is read; arrays reused as they die
         types = name_types(*(graph for b in branches or (Branch((), pair, folded),) for graph in (b.pair, b.folded)))
         emitted = tuple(
             dataclasses.replace(f, sections=reuse_arrays(inline_single_uses(f.sections), types, jit)) for f in emitted
         )
-        # the rewrite calls helpers of its own, and leaves some uncalled
-        called = {word for f in emitted for _, lines in f.sections for line in lines for word in _CALLED.findall(line)}
+    # what the lines call, as written: the rewrites above and loops' writes in place (`out[:, f, i,
+    # j] = s4` for `updated(...)`) call helpers of their own, and leave some uncalled
+    called = {word for f in emitted for _, lines in f.sections for line in lines for word in _calls(line)}
     helpers = [helper_source(name) for name in helpers_needed(called)]
     example_sizes = sizes.values({v.name: v.shape for v in pair.forward.inputs})
     static = dict(pair.static)
@@ -763,12 +762,18 @@ def emit_module(
     return text
 
 
+def _calls(line: str) -> list[str]:
+    """The functions a line of code calls by name, in its code, not its comments."""
+    code = (part.split("  # ", 1)[0] for part in line.split("\n") if not part.lstrip().startswith("#"))
+    return [word for part in code for word in _CALLED.findall(part)]
+
+
 def _branched(
     branches: Sequence[Branch], provenance: Provenance, jit: str | None, explain: bool, sizes: Sizes,
     layer: LayerNames | None,
-) -> tuple[tuple[Function, ...], list[LineForm], list[str], int]:
-    """The functions of a module with several paths, each path's code under its `if`s; the
-    kinds of line they use, what the cache holds and its largest size in bytes."""
+) -> tuple[tuple[Function, ...], list[str], int]:
+    """The functions of a module with several paths, each path's code under its `if`s; what
+    the cache holds and its largest size in bytes."""
     pairs = [recompute_views(branch.pair, at_first_read=branch.folded is None) for branch in branches]
     bodies = [
         Bodies.of(pair, branch.folded or branch.pair, jit, explain, branch.folded is not None)
@@ -823,9 +828,8 @@ def _branched(
             body = merged(tree, forward_test)
         merged_functions.append(dataclasses.replace(function, sections=(("", tuple(body)),)))
     parts = [f for emitted in per_path for f in emitted if not (f.summary or f.name == CHECK)]
-    forms = list({id(form): form for body in bodies for form in body.rendered.values()}.values())
     listed = list(dict.fromkeys(["path", *(name for names in cached for name, _, _ in names)]))
-    return (*merged_functions, *parts), forms, listed, max(map(_cache_bytes, pairs))
+    return (*merged_functions, *parts), listed, max(map(_cache_bytes, pairs))
 
 
 def _flattened(function: Function) -> list[str]:
