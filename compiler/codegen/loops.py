@@ -10,12 +10,15 @@ blocks (a weight, an input), and whose static parameters move by a fixed step pe
 range(...)`. Values of an iteration that something after the loop reads are stored into an
 array made before it (`s3 = np.empty((999,))`, `s3[i] = ...`, read as `s3[i]`), which is how
 the backward loop reads the forward pass's values; a gradient scattered into one element per
-iteration is added in place (`grad_x[i + 1] += grad_s0`). Where the static ints do not move by
-one step but by one along a row and another from row to row (a naive convolution's loops over
-its output rows and columns: `x_pad[:, :, i:i + 3, j:j + 3]`), the run is a loop over a grid
-(`Loop.width` columns), written `for i ...: for j ...:` over whole rows, else (a backward pass
-with its first and last positions peeled off) `for k ...: i, j = divmod(k, width)`, its arrays
-with a row and a column (`window[i, j]`).
+iteration is added in place (`grad_x[i + 1] += grad_s0`), and a gradient the first iteration
+starts is started at zero before the loop (`db = np.zeros((4,))`), so that the first iteration
+is one of the loop's. A write `out[:, f, i, j] = v`, traced as a new array, writes into the
+array itself where nothing else reads the one before. Where the static ints do not move by one
+step but by one along a row and another from row to row (a naive convolution's loops over its
+output rows and columns: `x_pad[:, :, i:i + 3, j:j + 3]`), the run is a loop over a grid
+(`Loop.width` columns), written `for i ...: for j ...:` over whole rows (backwards where the ints
+fall), else (part of a row peeled off) `for k ...: i, j = divmod(k, width)`, its arrays with a
+row and a column (`s0[i, j]`).
 
 The analysis (`find_loops`) works on the IR alone. The writing (`rolled`) reads the lines
 already rendered for the first, second and last iterations of a run, and makes the loop body
