@@ -1,5 +1,6 @@
 """The course's naive convolution (examples/layers.py), a Python loop over output positions that
-flatgrad unrolls: what emission and numba's compile cost as the loop grows, and what a call costs.
+flatgrad unrolls (`unroll=True`; bench_loops.py times it written as loops): what emission and
+numba's compile cost as the loop grows, and what a call costs.
 
 1. Emission at the layers issue's size, x (2, 3, 8, 8) and w (4, 3, 3, 3): equations, lines,
    numba part functions and seconds, for the NumPy and the numba module.
@@ -40,7 +41,7 @@ def conv_arguments(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> list[np
 
 def conv_program(shapes: dict[str, tuple[int, ...]], jit: str | None) -> tuple[compiler.GradientProgram, float]:
     start = time.perf_counter()
-    program = compiler.gradient(layers.conv_forward_naive, *conv_arguments(shapes), layer=True, jit=jit)
+    program = compiler.gradient(layers.conv_forward_naive, *conv_arguments(shapes), layer=True, jit=jit, unroll=True)
     return program, time.perf_counter() - start
 
 
