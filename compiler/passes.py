@@ -825,7 +825,9 @@ def recompute_views(pair: Backprop, at_first_read: bool = True) -> Backprop:
     before the first line that reads it (a convolution's backward takes each window where its
     position's gradients start, so that a loop over the positions takes it in its body), or
     with `at_first_read` False all at the backward's start (optimize mode, whose views may be
-    shared by a loop's iterations: `x[i + 1]` of one is `x[i]` of the next).
+    shared by a loop's iterations: `x[i + 1]` of one is `x[i]` of the next). With
+    `at_first_read`, a line that reads the upstream gradients alone moves next to its first
+    reader as well.
 
     A view costs nothing to take again, and a course's backward keeps its layer's inputs and
     takes `x.reshape(N, -1)` anew: the cache holds fewer, larger values (an unrolled convolution
@@ -841,12 +843,22 @@ def recompute_views(pair: Backprop, at_first_read: bool = True) -> Backprop:
             continue
         recomputed[id(eqn.out)] = eqn
         pending += [a for a in eqn.reads if isinstance(a, Var) and _is_view(made.get(id(a)))]
-    if not recomputed:
-        return pair
     if not at_first_read:  # the forward's own values, as they were
+        if not recomputed:
+            return pair
         order = [e for e in pair.forward.eqns if id(e.out) in recomputed]
         return Backprop.of(pair.forward, (*order, *pair.backward.eqns), pair.backward.outputs, pair.upstream,
                            pair.seed, pair.differentiated)
+    # parts of the upstream gradients (a stack's, `dh_2 = dout[:, 2]`, all first in the
+    # backward) go next to their first reader too: a loop over the steps takes its own
+    upstream = {id(v) for v in pair.upstream}
+    sunk = {
+        id(e.out): e for e in pair.backward.eqns
+        if e.accumulate is None and e.rule is not None and _part_of_grad(OPS[e.op].grads[e.rule])
+        and all(id(a) in upstream for a in e.inputs)
+    }
+    if not recomputed and not sunk:
+        return pair
     # the backward's own values, under the forward's names: taken again, not read from the forward
     again = {key: Var(eqn.out.name, eqn.out.shape, eqn.out.dtype) for key, eqn in recomputed.items()}
     eqns: list[Eqn] = []
@@ -861,6 +873,9 @@ def recompute_views(pair: Backprop, at_first_read: bool = True) -> Backprop:
         return dataclasses.replace(eqn, inputs=tuple(sub(a) for a in eqn.inputs), accumulate=accumulate)
 
     def take(atom: Atom) -> None:  # the view, after the views it is taken of
+        line = sunk.pop(id(atom), None)
+        if line is not None:
+            eqns.append(line)
         eqn = recomputed.pop(id(atom), None)
         if eqn is None:
             return
@@ -869,6 +884,8 @@ def recompute_views(pair: Backprop, at_first_read: bool = True) -> Backprop:
         eqns.append(dataclasses.replace(rewired(eqn), out=again[id(atom)]))
 
     for eqn in pair.backward.eqns:
+        if id(eqn.out) in sunk:
+            continue
         for a in eqn.reads:
             take(a)
         eqns.append(rewired(eqn))
@@ -876,6 +893,13 @@ def recompute_views(pair: Backprop, at_first_read: bool = True) -> Backprop:
         take(v)
     outputs = tuple(again.get(id(v), v) for v in pair.backward.outputs)
     return Backprop.of(pair.forward, tuple(eqns), outputs, pair.upstream, pair.seed, pair.differentiated)
+
+
+@functools.lru_cache(maxsize=None)
+def _part_of_grad(text: str) -> bool:
+    """Whether a gradient rule takes a part of the upstream gradient: `grad[index]`."""
+    node = ast.parse(text, mode="eval").body
+    return isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "grad"
 
 
 def _is_view(eqn: Eqn | None) -> bool:

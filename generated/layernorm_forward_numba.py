@@ -12,11 +12,8 @@ The backward pass caches gamma, xc, s2, s3, N: 744 bytes at the example's sizes 
     layernorm_forward(...) -> (out, cache)
     layernorm_backward(dout, cache) -> (dx, dgamma, dbeta)
 
-Every function is compiled by numba.njit(cache=True) on its first call,
-with LLVM at -O2 (see compiled_at_o2).
+Every function is compiled by numba.njit(cache=True) on its first call.
 """
-import os
-
 import numpy as np
 import numba
 
@@ -118,26 +115,4 @@ def checked_before_compiling(function):
     return function
 
 
-def compiled_at_o2(function):
-    """`function`, which numba compiles with LLVM's -O2 rather than its default -O3 (unless
-    NUMBA_OPT is set): on arrays of three axes and more, -O3 spends seconds on each line of
-    this code, and -O2 compiles it in a fraction of that to code as fast."""
-    compile_for_args = function._compile_for_args
-    config = numba.core.config
-
-    def compile_at_o2(*args, **kwargs):
-        if "NUMBA_OPT" in os.environ or config.OPT != 3:
-            return compile_for_args(*args, **kwargs)
-        config.OPT = type(config.OPT)(2)
-        try:
-            return compile_for_args(*args, **kwargs)
-        finally:
-            config.OPT = type(config.OPT)(3)
-
-    function._compile_for_args = compile_at_o2
-    return function
-
-
-compiled_at_o2(layernorm_forward)
-compiled_at_o2(layernorm_backward)
 checked_before_compiling(layernorm_forward)

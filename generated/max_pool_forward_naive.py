@@ -54,20 +54,20 @@ def max_pool_backward_naive(dout, cache):
     N = x.shape[0]
     if dout.shape != (N, 3, 2, 2) or dout.dtype != np.float64:
         raise ValueError(f"max_pool_forward_naive: dout must be float64 of out_3's shape, not {type(dout).__name__} {np.shape(dout)}")
-    ds3 = dout[:, :, 1, 1]
     window_3 = x[:, :, 2:4, 2:4]
+    ds3 = dout[:, :, 1, 1]
     dwindow_3 = (window_3 == np.expand_dims(s3, (2, 3))) / (window_3 == np.expand_dims(s3, (2, 3))).sum(axis=(2, 3), keepdims=True) * np.expand_dims(ds3, (2, 3))
     dx = scatter((N, 3, 4, 4), (slice(None), slice(None), slice(2, 4), slice(2, 4)), dwindow_3, np.float64)
-    ds2 = dout[:, :, 1, 0]
     window_2 = x[:, :, 2:4, 0:2]
+    ds2 = dout[:, :, 1, 0]
     dwindow_2 = (window_2 == np.expand_dims(s2, (2, 3))) / (window_2 == np.expand_dims(s2, (2, 3))).sum(axis=(2, 3), keepdims=True) * np.expand_dims(ds2, (2, 3))
     dx = dx + scatter((N, 3, 4, 4), (slice(None), slice(None), slice(2, 4), slice(0, 2)), dwindow_2, np.float64)
-    ds1 = dout[:, :, 0, 1]
     window_1 = x[:, :, 0:2, 2:4]
+    ds1 = dout[:, :, 0, 1]
     dwindow_1 = (window_1 == np.expand_dims(s1, (2, 3))) / (window_1 == np.expand_dims(s1, (2, 3))).sum(axis=(2, 3), keepdims=True) * np.expand_dims(ds1, (2, 3))
     dx = dx + scatter((N, 3, 4, 4), (slice(None), slice(None), slice(0, 2), slice(2, 4)), dwindow_1, np.float64)
-    ds0 = dout[:, :, 0, 0]
     window = x[:, :, 0:2, 0:2]
+    ds0 = dout[:, :, 0, 0]
     dwindow = (window == np.expand_dims(s0, (2, 3))) / (window == np.expand_dims(s0, (2, 3))).sum(axis=(2, 3), keepdims=True) * np.expand_dims(ds0, (2, 3))
     dx = dx + scatter((N, 3, 4, 4), (slice(None), slice(None), slice(0, 2), slice(0, 2)), dwindow, np.float64)
     return dx,

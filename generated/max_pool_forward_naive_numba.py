@@ -68,8 +68,8 @@ def max_pool_backward_naive(dout, cache):
     dx = np.zeros((N, 3, 4, 4))
     for i in range(1, -1, -1):
         for j in range(1, -1, -1):
-            ds3 = dout[:, :, i, j]
             window_3 = x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
+            ds3 = dout[:, :, i, j]
             dwindow_3 = (window_3 == np.expand_dims(np.expand_dims(s0[i, j], 2), 3)) / np.expand_dims(np.expand_dims((window_3 == np.expand_dims(np.expand_dims(s0[i, j], 2), 3)).sum(axis=(2, 3)), 2), 3) * np.expand_dims(np.expand_dims(ds3, 2), 3)
             dx[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2] += dwindow_3
     return dx,

@@ -58,8 +58,6 @@ def rnn_backward(dout, cache):
     N = x.shape[0]
     if dout.shape != (N, 3, 5) or dout.dtype != np.float64:
         raise ValueError(f"rnn_forward: dout must be float64 of out's shape, not {type(dout).__name__} {np.shape(dout)}")
-    dh = dout[:, 0]
-    dh_1 = dout[:, 1]
     dh_2 = dout[:, 2]
     ds14 = (1 - h_2 ** 2) * dh_2
     db = ds14.sum(axis=0)
@@ -67,6 +65,7 @@ def rnn_backward(dout, cache):
     ds11 = ds13
     ds12 = ds13
     dWh = h_1.T @ ds12
+    dh_1 = dout[:, 1]
     dh_1 = dh_1 + ds12 @ Wh.T
     s10 = x[:, 2, :]
     dWx = s10.T @ ds11
@@ -78,6 +77,7 @@ def rnn_backward(dout, cache):
     ds6 = ds8
     ds7 = ds8
     dWh = dWh + h.T @ ds7
+    dh = dout[:, 0]
     dh = dh + ds7 @ Wh.T
     s5 = x[:, 1, :]
     dWx = dWx + s5.T @ ds6

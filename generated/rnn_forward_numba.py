@@ -76,8 +76,6 @@ def rnn_backward(dout, cache):
     N = x.shape[0]
     if np.shape(dout) != (N, 3, 5) or not np.asarray(dout).dtype == np.dtype("float64"):
         raise ValueError("rnn_forward: dout must be float64 of out's shape; it has shape", np.shape(dout))
-    dh = dout[:, 0]
-    dh_1 = dout[:, 1]
     dh_2 = dout[:, 2]
     ds14 = (1 - h[3] ** 2) * dh_2
     db = sum_along(ds14, 0)
@@ -85,6 +83,7 @@ def rnn_backward(dout, cache):
     ds11 = ds13
     ds12 = ds13
     dWh = h[2].T @ ds12
+    dh_1 = dout[:, 1]
     dh_1 = dh_1 + ds12 @ Wh.T
     s10 = x[:, 2, :]
     dWx = s10.T @ ds11
@@ -96,6 +95,7 @@ def rnn_backward(dout, cache):
     ds6 = ds8
     ds7 = ds8
     dWh = dWh + h[1].T @ ds7
+    dh = dout[:, 0]
     dh = dh + ds7 @ Wh.T
     s5 = x[:, 1, :]
     dWx = dWx + s5.T @ ds6

@@ -14,11 +14,8 @@ The backward pass caches sigy, num, sigx, xpy, den, invden: 48 bytes at these sh
     forward_with_cache(...) -> (f, cache)
     backward(grad_f, cache) -> (grad_x, grad_y)
 
-Every function is compiled by numba.njit(cache=True) on its first call,
-with LLVM at -O2 (see compiled_at_o2).
+Every function is compiled by numba.njit(cache=True) on its first call.
 """
-import os
-
 import numpy as np
 import numba
 
@@ -141,31 +138,6 @@ def checked_before_compiling(function):
     return function
 
 
-def compiled_at_o2(function):
-    """`function`, which numba compiles with LLVM's -O2 rather than its default -O3 (unless
-    NUMBA_OPT is set): on arrays of three axes and more, -O3 spends seconds on each line of
-    this code, and -O2 compiles it in a fraction of that to code as fast."""
-    compile_for_args = function._compile_for_args
-    config = numba.core.config
-
-    def compile_at_o2(*args, **kwargs):
-        if "NUMBA_OPT" in os.environ or config.OPT != 3:
-            return compile_for_args(*args, **kwargs)
-        config.OPT = type(config.OPT)(2)
-        try:
-            return compile_for_args(*args, **kwargs)
-        finally:
-            config.OPT = type(config.OPT)(3)
-
-    function._compile_for_args = compile_at_o2
-    return function
-
-
-compiled_at_o2(forward)
-compiled_at_o2(value_and_grad)
-compiled_at_o2(grad)
-compiled_at_o2(forward_with_cache)
-compiled_at_o2(backward)
 checked_before_compiling(forward)
 checked_before_compiling(value_and_grad)
 checked_before_compiling(grad)

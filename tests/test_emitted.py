@@ -79,10 +79,13 @@ def test_numba_agrees_with_numpy():
 
 def test_numba_modules_compile_at_o2_and_put_numbas_level_back(monkeypatch):
     """numba's -O3 spends seconds per line on arrays of three axes and more (and minutes on a
-    convolution's backward); the emitted module compiles at -O2, unless NUMBA_OPT is set."""
+    convolution's backward); a module with such arrays compiles at -O2, unless NUMBA_OPT is set.
+    On matrices -O3 compiles about as fast and its code runs a few percent faster: kept."""
     import numba
 
-    module = compiler.gradient(simple, 1.0, 2.0, 3.0, jit="numba").module
+    plain = compiler.gradient(simple, 1.0, 2.0, 3.0, jit="numba").source
+    assert "compiled_at_o2" not in plain and "import os" not in plain
+    module = compiler.gradient(lambda x: np.sum(np.tanh(x)), np.ones((2, 2, 2)), jit="numba").module
     config = numba.core.config
     monkeypatch.delenv("NUMBA_OPT", raising=False)
     monkeypatch.setattr(config, "OPT", type(config.OPT)(3))

@@ -165,6 +165,8 @@ def test_an_rnn_layer_keeps_its_states_in_one_array_and_matches_autograd(jit):
     # the states stacked as the slice of their array they are (numba: a tuple of 9 compiles slowly)
     stacked = "np.ascontiguousarray(h[1:10].transpose((1, 0, 2)))" if jit else "np.stack(h[1:10], axis=1)"
     assert f"out = {stacked}" in prog.source
+    # the backward takes each step's part of dout in the loop, as a course's does, not from a tuple
+    assert "        dh_7 = dout[:, i - 1]\n" in prog.source and "_steps" not in prog.source
     out, cache = prog.forward_with_cache(x, h0, Wx, Wh, b)
     dout = RNG.normal(size=out.shape)
 

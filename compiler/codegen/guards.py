@@ -171,13 +171,17 @@ def guard_lines(inputs: Sequence[Var], sizes: Sizes) -> tuple[str, ...]:
     return (f"{', '.join(sizes.symbols)} = {call}" if sizes.symbols else call,)
 
 
-def compile_check(function: str) -> str:
+def compile_check(function: str, at_o2: bool) -> str:
     """Under numba, the emitted module's last functions: `checked_before_compiling` makes numba
     run `check_arguments` in Python before it compiles a function for new argument types, and
-    `compiled_at_o2` makes it compile at -O2 (numba's dispatcher calls its `_compile_for_args`
-    method on a call whose types it has not compiled for). numba offers no option per function
-    for its optimisation level; its config holds the one it reads as it compiles."""
-    return f'''def checked_before_compiling(function):
+    (`at_o2`, for a module with arrays of three axes and more) `compiled_at_o2` makes it compile
+    at -O2 (numba's dispatcher calls its `_compile_for_args` method on a call whose types it has
+    not compiled for). numba offers no option per function for its optimisation level; its
+    config holds the one it reads as it compiles."""
+    return _CHECKED.format(function=function, check=CHECK) + (_AT_O2 if at_o2 else "")
+
+
+_CHECKED = '''def checked_before_compiling(function):
     """`function`, which first checks its arguments in Python whenever numba is to compile it for
     argument types it has not seen: code that cannot compile for them raises ValueError."""
     compile_for_args = function._compile_for_args
@@ -187,11 +191,13 @@ def compile_check(function: str) -> str:
         for name, value in (*zip(params, args), *kwargs.items()):
             if isinstance(value, (list, tuple)):
                 raise ValueError(f"{function}: {{name}} must be a NumPy array, not a {{type(value).__name__}}")
-        {CHECK}.py_func(*args, **kwargs)
+        {check}.py_func(*args, **kwargs)
         return compile_for_args(*args, **kwargs)
 
     function._compile_for_args = compile_checked
-    return function
+    return function'''
+
+_AT_O2 = '''
 
 
 def compiled_at_o2(function):

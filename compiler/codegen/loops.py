@@ -41,6 +41,7 @@ import numpy as np
 from compiler.codegen.explain import comment_parts, in_place_note, renamed, unified_comment, with_comments
 from compiler.codegen.expressions import unparse
 from compiler.ir import Atom, Const, Eqn, Var
+from compiler.ops import OPS
 
 MIN_ITERATIONS = 3  # fewer repeats stay flat: a loop of two reads worse than two blocks
 MAX_PERIOD = 400  # equations per iteration tried
@@ -83,9 +84,14 @@ def _signature(eqn: Eqn) -> tuple[tuple, tuple[int, ...]]:
         moving += ints[0] if ints is not None else []
     # a number and a value of one shape alike: a carried value starts from a number (total = 0.0)
     operands = tuple(a.shape if isinstance(a, Var) else np.shape(a.value) for a in eqn.inputs)
+    rule = eqn.rule
+    row = OPS[eqn.op]
+    if row.packs is not None and rule in row.operands:  # the gradient of part k of a stack: k moves
+        rule = "part"
+        moving.append(row.operands.index(eqn.rule))
     # whether it adds onto a gradient is left out: a first iteration's first term starts the sum
     # the others add to (see `_classify`)
-    signature = (eqn.op, eqn.rule, eqn.loc, eqn.out.shape, eqn.out.dtype, operands,
+    signature = (eqn.op, rule, eqn.loc, eqn.out.shape, eqn.out.dtype, operands,
                  tuple(params), eqn.types)
     return signature, tuple(moving)
 
