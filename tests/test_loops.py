@@ -235,6 +235,18 @@ def test_a_naive_convolution_writes_its_positions_as_one_nested_loop_and_matches
     _layer_matches(looped, flat, (x, w, b), conv_naive)
 
 
+def test_an_optimized_convolution_runs_its_positions_as_one_loop():
+    # optimize mode takes each filter w[f] once, at the first position, which then differs from
+    # the rest: the positions after it are one loop, its body reading w[f] as the first took it
+    x, w, b = RNG.normal(size=(2, 3, 5, 5)), RNG.normal(size=(2, 3, 3, 3)), RNG.normal(size=2)
+    looped = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=False, optimize=True)
+    flat = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=True)
+    source = looped.source
+    assert "    for k in range(1, 25):\n" in source and "    for k in range(24, 0, -1):\n" in source
+    assert "        s16 = window_1[i, j] * s5\n" in source and len(source) < len(flat.source) / 4
+    _layer_matches(looped, flat, (x, w, b), conv_naive)
+
+
 def test_the_benchmarks_convolution_is_one_loop_each_way():
     # a line that repeats once per filter (`ds = dout[:, f, i, j]`) starts each position; the
     # search first finds the loop a position's last line on, and moves its start back to there

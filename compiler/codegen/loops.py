@@ -316,9 +316,9 @@ def _classify(eqns: Sequence[Eqn], loop: Loop, where: _Where, loops: Sequence[Lo
                     if first is None or first[:2] != (number, position):
                         return t
                     step = made_t - first[2]
-                    if t == 1 and step in (1, -1):
+                    if t == 1 and step in (1, -1, 0):  # 0: one value of it for every iteration
                         roles[j][p] = Role("outer", outer=(number, position, first[2], step))
-                    elif first[3] == 0 or made_t != first[2] + t * first[3]:
+                    elif t == 1 or made_t != first[2] + t * first[3]:
                         return t
                     continue
                 if t == 0:  # an invariant or a constant may turn out a carried value's start at t = 1
@@ -508,6 +508,13 @@ def find_loops(
         allowed = 0
         for other in following:
             found, count = candidate(position, other - position, limit, best)
+            if found is not None:
+                best, allowed = found, count
+        if best is not None:  # a loop inside a loop (a convolution's filters, in each position
+            # of its grid, in optimize mode): the outer one, its body the inner unrolled, covers more
+            beyond = next((k for k in range(best.stop, min(limit, position + MAX_PERIOD + 1))
+                           if signatures[k] == signatures[position]), None)
+            found, count = candidate(position, beyond - position, limit, best) if beyond else (None, 0)
             if found is not None:
                 best, allowed = found, count
         if best is not None and best.count < allowed:
@@ -1002,7 +1009,9 @@ def _written(tree: ast.stmt) -> tuple[ast.stmt, str, str]:
 
 
 def _range(first: int, count: int, step: int) -> str:
-    return f"range({count})" if (first, step) == (0, 1) else f"range({first}, {first + step * count}, {step})"
+    if step == 1:
+        return f"range({count})" if first == 0 else f"range({first}, {first + count})"
+    return f"range({first}, {first + step * count}, {step})"
 
 
 def _headers(loop: Loop, index: Sequence[str]) -> list[str]:
