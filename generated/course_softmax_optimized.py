@@ -50,7 +50,7 @@ def forward(W, X, y):
     probs = softmax(scores, 1)
     Y = np.eye(3)[y]
     losses = updated(np.zeros(2), (0,), -np.sum(Y * np.log(probs)) / N)
-    losses[1,] = 0.05 * np.sum(W[:-1] ** 2)
+    losses[1] = 0.05 * np.sum(W[:-1] ** 2)
     losses_1 = losses
     L = np.sum(losses_1)
     return L
@@ -67,7 +67,7 @@ def value_and_grad(W, X, y):
     Y = np.eye(3)[y]
     losses = updated(np.zeros(2), (0,), -np.sum(Y * np.log(probs)) / N)
     s9 = W[:-1]
-    losses[1,] = 0.05 * np.sum(s9 ** 2)
+    losses[1] = 0.05 * np.sum(s9 ** 2)
     losses_1 = losses
     L = np.sum(losses_1)
 
@@ -105,7 +105,7 @@ def forward_with_cache(W, X, y):
     probs = softmax(scores, 1)
     Y = np.eye(3)[y]
     losses = updated(np.zeros(2), (0,), -np.sum(Y * np.log(probs)) / N)
-    losses[1,] = 0.05 * np.sum(W[:-1] ** 2)
+    losses[1] = 0.05 * np.sum(W[:-1] ** 2)
     losses_1 = losses
     L = np.sum(losses_1)
     cache = W, X_1, probs, Y, N

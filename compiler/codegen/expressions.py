@@ -487,6 +487,24 @@ def _show_static(eqn: Eqn) -> str:
 
 
 
+def in_brackets(index: ast.expr) -> ast.expr:
+    """An index made as a value (`(slice(None), 1, slice(2, 4))`, a helper's argument) as it is
+    written inside brackets: `x[:, 1, 2:4]`."""
+    elements = index.elts if isinstance(index, ast.Tuple) else [index]
+    sliced = [_slice_written(e) for e in elements]
+    return sliced[0] if len(sliced) == 1 else ast.Tuple(sliced, ast.Load())
+
+
+def _slice_written(node: ast.expr) -> ast.expr:
+    """`slice(1, None)` as the `1:` it is written as in an index."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "slice"):
+        return node
+    parts = [None if isinstance(a, ast.Constant) and a.value is None else a for a in node.args]
+    if len(parts) == 1:
+        parts = [None, parts[0]]
+    return ast.Slice(*parts + [None] * (3 - len(parts)))
+
+
 def load(name: str) -> ast.Name:
     """A name read: `x`."""
     return ast.Name(name, ast.Load())

@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from compiler.codegen.expressions import name_and_value, simple_statement, unparse
+from compiler.codegen.expressions import in_brackets, name_and_value, simple_statement, unparse
 from compiler.helpers import ADDED_INTO, HELPERS
 
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
@@ -283,7 +283,7 @@ def _written_in_place(
         x, index, values = value.args if len(value.args) == 3 else (None, None, None)
         name = reusable(x, index, values) if x is not None else None
         if name is not None:  # `x[index] = values` on an array nobody else reads
-            return then_bind(name, unparse(ast.Assign([ast.Subscript(x, index, ast.Store())], values)))
+            return then_bind(name, unparse(ast.Assign([ast.Subscript(x, in_brackets(index), ast.Store())], values)))
         return None
     if isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub):
         operands = [value.operand]

@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 
 from compiler.codegen.explain import comment_parts, in_place_note, renamed, unified_comment, with_comments
-from compiler.codegen.expressions import unparse
+from compiler.codegen.expressions import in_brackets, unparse
 from compiler.ir import Atom, Const, Eqn, Var
 from compiler.ops import OPS
 
@@ -1002,9 +1002,7 @@ def _written(tree: ast.stmt) -> tuple[ast.stmt, str, str]:
     assert isinstance(tree, ast.Assign) and isinstance(tree.value, ast.Call), "a write gate's line"
     (target,), (array, where, value) = tree.targets, tree.value.args
     assert isinstance(target, ast.Name) and isinstance(array, ast.Name)
-    elements = [_as_slice(e) for e in where.elts] if isinstance(where, ast.Tuple) else [_as_slice(where)]
-    place = elements[0] if len(elements) == 1 else ast.Tuple(elements, ast.Load())
-    written = ast.Assign([ast.Subscript(ast.Name(array.id, ast.Load()), place, ast.Store())], value)
+    written = ast.Assign([ast.Subscript(ast.Name(array.id, ast.Load()), in_brackets(where), ast.Store())], value)
     return ast.fix_missing_locations(written), target.id, array.id
 
 
@@ -1229,20 +1227,8 @@ def _in_place(tree: ast.stmt, index: Sequence[str]) -> str:
     where = call.args[1]
     if not isinstance(where, ast.Tuple) or not all(_place(e, index) for e in where.elts):
         return line
-    elements = [_as_slice(e) for e in where.elts]
-    place = elements[0] if len(elements) == 1 else ast.Tuple(elements, ast.Load())
-    subscript = ast.Subscript(ast.Name(target, ast.Load()), place, ast.Store())
+    subscript = ast.Subscript(ast.Name(target, ast.Load()), in_brackets(where), ast.Store())
     return unparse(ast.AugAssign(subscript, ast.Add(), call.args[2]))
-
-
-def _as_slice(node: ast.expr) -> ast.expr:
-    """`slice(1, None)` as the `1:` it is written as in an index."""
-    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "slice"):
-        return node
-    parts = [None if isinstance(a, ast.Constant) and a.value is None else a for a in node.args]
-    if len(parts) == 1:
-        parts = [None, parts[0]]
-    return ast.Slice(*parts + [None] * (3 - len(parts)))
 
 
 def _place(node: ast.expr, index: Sequence[str]) -> bool:
