@@ -253,8 +253,12 @@ def test_the_benchmarks_convolution_is_one_loop_each_way():
     x, w, b = RNG.normal(size=(4, 3, 8, 8)), RNG.normal(size=(4, 3, 3, 3)), RNG.normal(size=4)
     looped = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=False)
     flat = compiler.gradient(layers.conv_forward_naive, x, w, b, layer=True, unroll=True)
-    assert looped.source.count(" in range(") == 4
     assert "    for i in range(7, -1, -1):\n        for j in range(7, -1, -1):\n" in looped.source
+    # and, inside, its 4 filters as a loop too: written once each way (the backward's first, which
+    # starts dwindow, before it), as the course writes the layer
+    assert "            for k in range(4):\n                s0 = w[k]\n" in looped.source
+    assert "            for k in range(2, -1, -1):\n                ds1274 = dout[:, k, i, j]\n" in looped.source
+    assert "                out_3[:, k, i, j] = s4\n" in looped.source and looped.source.count(" in range(") == 6
     out, cache = looped.forward_with_cache(x, w, b)
     expected, flat_cache = flat.forward_with_cache(x, w, b)
     np.testing.assert_allclose(out, expected, rtol=1e-13)

@@ -33,6 +33,7 @@ import ast
 import collections
 import copy
 import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -942,6 +943,9 @@ def _body(
         if position not in loop.stored and final.name != name:  # a stored one is read from its array
             after.append(f"{final.name} = {name}")
     lines = [with_comments(above, line, note) for line, (above, note) in zip(body, comments)]
+    if not any(above or note for above, note in comments):  # explain mode's comments stay per line
+        kept = {loop.eqn(eqns, 0, p).out.name for p in loop.stored | loop.carried() | set(loop.finals)}
+        lines = _inner_loops(lines, kept, taken | {n for h in header for n in _names_read(h)})
     indent = "    " * (len(header) if loop.width and loop.aligned() else 1)
     return [*before, *_nested(header), *(indent + line.replace("\n", "\n" + indent) for line in lines), *after]
 
@@ -1004,6 +1008,132 @@ def _written(tree: ast.stmt) -> tuple[ast.stmt, str, str]:
     assert isinstance(target, ast.Name) and isinstance(array, ast.Name)
     written = ast.Assign([ast.Subscript(ast.Name(array.id, ast.Load()), in_brackets(where), ast.Store())], value)
     return ast.fix_missing_locations(written), target.id, array.id
+
+
+INNER_INDICES = ("k", "m", "n", "p", "q")  # an inner loop's index: the first the code leaves free
+_WORD = re.compile(r"\b[A-Za-z_]\w*\b")
+
+
+def _names_read(line: str) -> set[str]:
+    """The words of a line of code: the names it may read or bind (and some attributes)."""
+    return set(_WORD.findall(line))
+
+
+@dataclass
+class _Block:
+    """A run of statements in a loop body, taken apart: its shape with names and ints blanked
+    out, and its names and ints in the order `ast.walk` meets them."""
+
+    statements: list[ast.stmt]
+    shape: list[str]
+    names: list[ast.Name]
+    ints: list[ast.Constant]
+
+    @classmethod
+    def of(cls, statements: Sequence[ast.stmt]) -> _Block:
+        names, ints, shape = [], [], []
+        for statement in statements:
+            blank = copy.deepcopy(statement)
+            for node in ast.walk(statement):
+                if isinstance(node, ast.Name):
+                    names.append(node)
+                elif isinstance(node, ast.Constant) and type(node.value) is int:
+                    ints.append(node)
+            for node in ast.walk(blank):
+                if isinstance(node, ast.Name):
+                    node.id = "_"
+                elif isinstance(node, ast.Constant) and type(node.value) is int:
+                    node.value = 0
+            shape.append(ast.dump(blank))
+        return cls(list(statements), shape, names, ints)
+
+    def bound(self) -> set[str]:
+        return {n.id for n in self.names if isinstance(n.ctx, ast.Store)}
+
+
+def _one_body(blocks: Sequence[_Block], outside: set[str], kept: set[str]) -> list[tuple[int, int]] | None:
+    """Whether the blocks are one body: the same statements but for names the blocks bind (each
+    read in its own block only, and by nothing `outside` them), names the same in every block,
+    and ints that move by a fixed step from block to block; the (first, step) of each int."""
+    first = blocks[0]
+    if any(b.shape != first.shape for b in blocks[1:]):
+        return None
+    for position, name in enumerate(first.names):
+        spellings = [b.names[position].id for b in blocks]
+        if len(set(spellings)) == 1:
+            continue
+        for block, spelling in zip(blocks, spellings):
+            if spelling not in block.bound() or spelling in outside or spelling in kept:
+                return None
+            if any(spelling in other.bound() or spelling in {n.id for n in other.names}
+                   for other in blocks if other is not block):
+                return None
+    moves = []
+    for position in range(len(first.ints)):
+        values = [b.ints[position].value for b in blocks]
+        step = values[1] - values[0]
+        if any(v != values[0] + k * step for k, v in enumerate(values)):
+            return None
+        moves.append((values[0], step))
+    return moves
+
+
+def _inner_loops(lines: list[str], kept: set[str], taken: set[str]) -> list[str]:
+    """A loop body's lines with its longest run of three or more repeated blocks (a convolution's
+    filters, within a position: `s0 = w[0]`, `s5 = w[1]`, ...) written as an inner `for` loop
+    over the blocks, once, in the first block's names (`s0 = w[k]`); the lines as they are where
+    there is none. `kept` are names the code after the loop reads (stored, carried or final)."""
+    try:
+        statements = [ast.parse(line).body[0] for line in lines]
+    except (SyntaxError, IndexError):
+        return lines
+    size = len(statements)
+    shapes = [_Block.of([s]).shape[0] for s in statements]
+    best: tuple[int, int, int, list[tuple[int, int]]] | None = None  # (start, period, count, moves)
+    for period in range(1, size // 3 + 1):
+        for start in range(size - 3 * period + 1):
+            count = 1
+            while (start + (count + 1) * period <= size
+                   and shapes[start + count * period:start + (count + 1) * period] == shapes[start:start + period]):
+                count += 1
+            if count < 3 or best is not None and count * period <= best[2] * best[1]:
+                continue
+            blocks = [_Block.of(statements[start + k * period:start + (k + 1) * period]) for k in range(count)]
+            outside = set().union(*(_names_read(line) for k, line in enumerate(lines)
+                                    if not start <= k < start + count * period))
+            moves = _one_body(blocks, outside, kept)
+            if moves is not None and any(step for _, step in moves):
+                best = (start, period, count, moves)
+    if best is None:
+        return lines
+    start, period, count, moves = best
+    index = next(n for n in INNER_INDICES if n not in taken)
+    body = copy.deepcopy(statements[start:start + period])
+    ints = _Block.of(body).ints
+    lead = next(first_step for first_step in moves if first_step[1])  # the index runs as this int
+    first, step = lead
+    for node, (value, moved) in zip(ints, moves):
+        if moved:
+            if moved % step:
+                return lines
+            node.value = ("moves", value - (moved // step) * first, moved // step)
+    tree = _IndexInts(index).visit(ast.Module(body, []))
+    header = f"for {index} in {_range(first, count, step)}:"
+    inner = [header, *("    " + unparse(s).replace("\n", "\n    ") for s in tree.body)]
+    return [*lines[:start], "\n".join(inner), *lines[start + count * period:]]
+
+
+class _IndexInts(ast.NodeTransformer):
+    """Ints `_inner_loops` marked as moving, written `c + a * k` in the inner loop's index."""
+
+    def __init__(self, index: str) -> None:
+        self.index = index
+
+    def visit_Constant(self, node: ast.Constant) -> ast.expr:
+        if isinstance(node.value, tuple) and node.value[:1] == ("moves",):
+            _, constant, slope = node.value
+            return _index_expression(self.index, constant, slope)
+        return node
 
 
 def _range(first: int, count: int, step: int) -> str:
