@@ -1024,7 +1024,6 @@ class _Block:
     """A run of statements in a loop body, taken apart: its shape with names and ints blanked
     out, and its names and ints in the order `ast.walk` meets them."""
 
-    statements: list[ast.stmt]
     shape: list[str]
     names: list[ast.Name]
     ints: list[ast.Constant]
@@ -1045,7 +1044,7 @@ class _Block:
                 elif isinstance(node, ast.Constant) and type(node.value) is int:
                     node.value = 0
             shape.append(ast.dump(blank))
-        return cls(list(statements), shape, names, ints)
+        return cls(shape, names, ints)
 
     def bound(self) -> set[str]:
         return {n.id for n in self.names if isinstance(n.ctx, ast.Store)}
@@ -1107,7 +1106,9 @@ def _inner_loops(lines: list[str], kept: set[str], taken: set[str]) -> list[str]
     if best is None:
         return lines
     start, period, count, moves = best
-    index = next(n for n in INNER_INDICES if n not in taken)
+    index = next((n for n in INNER_INDICES if n not in taken), None)
+    if index is None:
+        return lines
     body = copy.deepcopy(statements[start:start + period])
     ints = _Block.of(body).ints
     lead = next(first_step for first_step in moves if first_step[1])  # the index runs as this int
