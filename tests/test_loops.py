@@ -370,3 +370,20 @@ def test_random_loop_programs_match_autograd(choices, vector, n, optimize):
     args = (rng.normal(size=n) / 2, rng.normal(size=3) / 2)
     prog = compiler.gradient(make(np), *args, unroll=False, optimize=optimize)
     _assert_matches_autograd(prog, make, args)
+
+
+def test_repeated_blocks_in_a_body_become_an_inner_loop_only_where_their_names_stay_inside():
+    from compiler.codegen.loops import _inner_loops
+
+    blocks = ["a = x[0]", "b = a * 2", "out[0] = b", "c = x[1]", "d = c * 2", "out[1] = d",
+              "e = x[2]", "f = e * 2", "out[2] = f"]
+    taken = {"a", "b", "c", "d", "e", "f", "x", "out"}
+    assert _inner_loops(["t = 1", *blocks], set(), taken) == [
+        "t = 1", "for k in range(3):\n    a = x[k]\n    b = a * 2\n    out[k] = b"]
+    assert _inner_loops(blocks, set(), taken | {"k"})[0].startswith("for m in range(3):")
+    # a block's own value read after the blocks, or kept past the loop, or ints that do not move
+    # by one step: the lines stay as they are
+    assert _inner_loops([*blocks, "y = d + 1"], set(), taken) == [*blocks, "y = d + 1"]
+    assert _inner_loops(blocks, {"f"}, taken) == blocks
+    uneven = [line.replace("x[2]", "x[5]") for line in blocks]
+    assert _inner_loops(uneven, set(), taken) == uneven
