@@ -24,7 +24,6 @@ class LineForm:
     onto."""
 
     template: str
-    calls: frozenset[str]  # the functions the line calls by name (helpers)
 
 
 def format_string(text: str) -> str:
@@ -43,15 +42,14 @@ def _render_form(eqn: Eqn, jit: str | None) -> LineForm:
     inputs = tuple(hole(a) if isinstance(a, Var) else a for a in eqn.inputs)
     accumulate = hole(eqn.accumulate) if eqn.accumulate is not None else None
     tree = expression(Eqn(eqn.op, inputs, out, eqn.rule, accumulate, eqn.loc, eqn.params, eqn.gate, eqn.types), jit)
-    calls = frozenset(n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name))
     text = unparse(ast.Assign([ast.Name(out.name, ast.Store())], tree, lineno=0))
-    return LineForm(format_string(text), calls)
+    return LineForm(format_string(text))
 
 
 _FORMS: dict[tuple, LineForm] = {}  # process-wide, by `ir.KindKeys.by_types`
 
 
-def _line(eqn: Eqn, jit: str | None, keys: KindKeys) -> tuple[str, LineForm]:
+def _line(eqn: Eqn, jit: str | None, keys: KindKeys) -> str:
     names = [eqn.out.name, *(a.name for a in eqn.inputs if type(a) is Var)]
     if eqn.accumulate is not None:
         names.append(eqn.accumulate.name)
@@ -61,36 +59,28 @@ def _line(eqn: Eqn, jit: str | None, keys: KindKeys) -> tuple[str, LineForm]:
         if len(_FORMS) > MEMO_LIMIT:
             _FORMS.clear()
         form = _FORMS[key] = _render_form(eqn, jit)
-    return form.template.format(*names), form
+    return form.template.format(*names)
 
 
-def render_lines(eqns: Sequence[Eqn], jit: str | None) -> tuple[list[str], list[LineForm]]:
-    """Each equation's line, in order, and the distinct forms the lines took."""
+def render_lines(eqns: Sequence[Eqn], jit: str | None) -> list[str]:
+    """Each equation's line, in order."""
     keys = KindKeys()
-    lines: list[str] = []
-    forms: dict[int, LineForm] = {}
-    for eqn in eqns:
-        line, form = _line(eqn, jit, keys)
-        forms[id(form)] = form
-        lines.append(line)
-    return lines, list(forms.values())
+    return [_line(eqn, jit, keys) for eqn in eqns]
 
 
 class Lines(Sequence[str]):
     """Each equation's line, rendered when first read: a loop's iterations are written from
     three of them (`codegen.loops`), and the others' lines are never made. Slices and `of` are
-    lines of other equations that share what has been rendered; `forms` collects the forms
-    used so far. Adding gives a tuple."""
+    lines of other equations that share what has been rendered. Adding gives a tuple."""
 
-    def __init__(self, eqns: Sequence[Eqn], jit: str | None, forms: dict[int, LineForm] | None = None,
-                 rendered: dict[int, str] | None = None, keys: KindKeys | None = None) -> None:
+    def __init__(self, eqns: Sequence[Eqn], jit: str | None, rendered: dict[int, str] | None = None,
+                 keys: KindKeys | None = None) -> None:
         self._eqns, self._jit = tuple(eqns), jit
-        self.forms = {} if forms is None else forms
         self._rendered = {} if rendered is None else rendered  # by id of the equation
         self._keys = KindKeys() if keys is None else keys
 
     def of(self, eqns: Sequence[Eqn]) -> Lines:
-        return Lines(eqns, self._jit, self.forms, self._rendered, self._keys)
+        return Lines(eqns, self._jit, self._rendered, self._keys)
 
     def __len__(self) -> int:
         return len(self._eqns)
@@ -101,9 +91,7 @@ class Lines(Sequence[str]):
         eqn = self._eqns[k]
         line = self._rendered.get(id(eqn))
         if line is None:
-            line, form = _line(eqn, self._jit, self._keys)
-            self.forms[id(form)] = form
-            self._rendered[id(eqn)] = line
+            line = self._rendered[id(eqn)] = _line(eqn, self._jit, self._keys)
         return line
 
     def __iter__(self) -> Iterator[str]:
@@ -118,4 +106,4 @@ class Lines(Sequence[str]):
 
 def statement(eqn: Eqn, jit: str | None = None) -> str:
     """`eqn` as one line of Python: `grad_w1 = x1 * grad_s1`."""
-    return render_lines((eqn,), jit)[0][0]
+    return render_lines((eqn,), jit)[0]

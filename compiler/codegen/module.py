@@ -35,7 +35,7 @@ from compiler.codegen.guards import (
 )
 from compiler.codegen.in_place import WRITABLE_VIEWS, allocates, reuse_arrays
 from compiler.codegen.inlining import inline_single_uses
-from compiler.codegen.lines import LineForm, Lines, render_lines
+from compiler.codegen.lines import Lines, render_lines
 from compiler.codegen.loops import Loop, find_loops, held_names, rolled
 from compiler.helpers import helper_source, helpers_needed
 from compiler.ir import Atom, Backprop, Branch, Const, Eqn, Var
@@ -185,7 +185,6 @@ class Bodies:
     inline: tuple[Code, Code]  # `value_and_grad`'s forward and backward passes (with the seed)
     # optimize mode's `grad`: what the gradients need of both passes, and the gradients returned
     gradients: tuple[Code, ast.Tuple] | None
-    rendered: dict[int, LineForm]  # every kind of line used so far: the helpers and names they call
     grads: ast.Tuple  # the gradients as `backward` returns them (see `fresh_gradients`)
     inline_grads: ast.Tuple  # and as `value_and_grad` returns them
     inline_outputs: tuple[Var, ...] = ()  # what `value_and_grad` returns: values, then gradients
@@ -195,16 +194,14 @@ class Bodies:
     def of(cls, pair: Backprop, inline: Backprop, jit: str | None, explain: bool, optimize: bool = False) -> Bodies:
         """The bodies of `pair`'s module; `value_and_grad` runs `inline` (the pair with its
         seed folded in, or without its views taken again: see `passes.recompute_views`)."""
-        forms: dict[int, LineForm] = {}
         forward_values = {id(e.out) for e in pair.forward.eqns}
         forward_names = {e.out.name for e in pair.forward.eqns}
-        lazy = Lines((), jit, forms)
+        lazy = Lines((), jit)
 
         def code(eqns: Sequence[Eqn], gates: dict[str, tuple[str, Eqn]] | None = None) -> Code:
             if gates is None:
                 return Code(tuple(eqns), lazy.of(eqns))
-            lines, used = render_lines(eqns, jit)  # explain mode: each backward gate a block, each line what it does
-            forms.update((id(form), form) for form in used)
+            lines = render_lines(eqns, jit)  # explain mode: each backward gate a block, each line what it does
             # a view the backward takes again binds the forward's name (`passes.recompute_views`)
             retaken = forward_values | {id(e.out) for e in eqns if e.rule is None and e.out.name in forward_names}
             return Code(tuple(eqns), tuple(explained(eqns, lines, gates, retaken, jit)))
@@ -237,7 +234,7 @@ class Bodies:
                 after = reusing_forward_values(before, Code(needed.eqns[split:], needed.lines[split:]))
                 needed = Code(needed.eqns, before.lines + after.lines)
             gradients = (needed, fresh_gradients(inline.backward.outputs, needed.eqns, jit))
-        return cls(forward, seedless, inline_code, gradients, forms, grads, inline_grads,
+        return cls(forward, seedless, inline_code, gradients, grads, inline_grads,
                    (*inline.forward.outputs, *inline.backward.outputs))
 
 
