@@ -387,3 +387,7 @@ def test_repeated_blocks_in_a_body_become_an_inner_loop_only_where_their_names_s
     assert _inner_loops(blocks, {"f"}, taken) == blocks
     uneven = [line.replace("x[2]", "x[5]") for line in blocks]
     assert _inner_loops(uneven, set(), taken) == uneven
+    # the index runs as the int that moves least; the others in terms of it (a strided window)
+    strided = [f"{a} = x[{2 * k}:{2 * k + 3}]\nout[{k}] = {a}.sum()".split("\n") for k, a in enumerate("abc")]
+    assert _inner_loops(sum(strided, []), set(), taken) == [
+        "for k in range(3):\n    a = x[2 * k:2 * k + 3]\n    out[k] = a.sum()"]

@@ -1111,12 +1111,13 @@ def _inner_loops(lines: list[str], kept: set[str], taken: set[str]) -> list[str]
         return lines
     body = copy.deepcopy(statements[start:start + period])
     ints = _Block.of(body).ints
-    lead = next(first_step for first_step in moves if first_step[1])  # the index runs as this int
-    first, step = lead
+    # the index runs as the int that moves least (`out[0, i, j, k]`, beside slices `2 * k:2 * k + 3`),
+    # or over the blocks' numbers where another int does not move by a multiple of its step
+    first, step = min((m for m in moves if m[1]), key=lambda m: abs(m[1]))
+    if any(moved % step for _, moved in moves):
+        first, step = 0, 1
     for node, (value, moved) in zip(ints, moves):
         if moved:
-            if moved % step:
-                return lines
             node.value = ("moves", value - (moved // step) * first, moved // step)
     tree = _IndexInts(index).visit(ast.Module(body, []))
     header = f"for {index} in {_range(first, count, step)}:"
