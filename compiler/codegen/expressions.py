@@ -11,6 +11,7 @@ import copy
 import functools
 import math
 import operator
+import re
 import warnings
 from typing import Mapping, Sequence
 
@@ -485,6 +486,15 @@ def expression(eqn: Eqn, jit: str | None = None) -> ast.expr:
 def _show_static(eqn: Eqn) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in eqn.params) or "these operands"
 
+
+
+IDENTIFIER = re.compile(r"[A-Za-z_]\w*")  # a word of a line of code: a name it may read or bind
+
+
+def words(line: str) -> list[str]:
+    """The words of a line of code, in order: the names it may read or bind (and attributes,
+    keywords and the like, which only make a check that uses them more careful)."""
+    return IDENTIFIER.findall(line)
 
 
 def in_brackets(index: ast.expr) -> ast.expr:

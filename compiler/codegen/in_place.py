@@ -28,15 +28,13 @@ import ast
 import copy
 import inspect
 import itertools
-import re
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from compiler.codegen.expressions import in_brackets, name_and_value, simple_statement, unparse
+from compiler.codegen.expressions import in_brackets, name_and_value, simple_statement, unparse, words
 from compiler.helpers import ADDED_INTO, HELPERS
 
-_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 # Calls whose result is a view that writes through to its operand
 WRITABLE_VIEWS = frozenset(("reshape", "ravel", "transpose", "squeeze", "expand_dims", "swapaxes", "moveaxis"))
 # Calls that may give back (a view of) an array they are passed, rather than a new one
@@ -84,7 +82,7 @@ def may_view(tree: ast.expr) -> bool:
 
 def _names_read(line: str, statement: ast.stmt | None) -> list[str]:
     if statement is None:  # every word of a line not understood counts as a read
-        return _IDENTIFIER.findall(line)
+        return words(line)
     return [n.id for n in ast.walk(statement) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
 
 
@@ -148,7 +146,7 @@ def _ranges_named_once(lines: list[list[str]]) -> list[list[str]]:
         for node in ast.walk(statement):
             if node is not whole and isinstance(node, ast.Call) and _a_range(node):
                 uses.setdefault(unparse(node), []).append(place)
-    taken = {word for kept in lines for line in kept for word in _IDENTIFIER.findall(line)}
+    taken = {word for kept in lines for line in kept for word in words(line)}
     names = (f"{RANGE_NAME}_{k}" if k else RANGE_NAME for k in itertools.count())
     made: dict[tuple[int, int], list[str]] = {}
     renames: dict[str, str] = {}
@@ -244,7 +242,7 @@ def _filled(node: ast.expr) -> ast.expr | None:
 
 def _bound(statement: ast.stmt | None, line: str) -> set[str]:
     if statement is None:
-        return set(_IDENTIFIER.findall(line))
+        return set(words(line))
     return {n.id for n in ast.walk(statement) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
 
 

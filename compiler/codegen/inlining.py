@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import ast
 import copy
-import re
 from collections import Counter
 from typing import Sequence
 
-from compiler.codegen.expressions import name_and_value, simple_statement, unparse
+from compiler.codegen.expressions import name_and_value, simple_statement, unparse, words
 from compiler.naming import is_temporary
 
 LINE_LIMIT = 110  # a folded line stays reviewable, and the emitted module under 120 columns
-_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 # Lines never folded into: they name what the function returns or keeps
 _KEPT_TARGETS = frozenset(("cache",))
 
@@ -58,9 +56,9 @@ def inline_single_uses(sections: Sequence[tuple[str, Sequence[str]]]) -> tuple[t
     bindings: Counter[str] = Counter()
     for (_, line), statement in zip(lines, statements):
         if statement is None:  # every word of a barrier counts as a read and a binding
-            words = _IDENTIFIER.findall(line)
-            reads.update(words)
-            bindings.update(words)
+            found = words(line)
+            reads.update(found)
+            bindings.update(found)
         else:
             reads.update(_loads(statement))
             bindings.update(_stores(statement))

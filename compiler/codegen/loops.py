@@ -33,14 +33,13 @@ import ast
 import collections
 import copy
 import itertools
-import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from compiler.codegen.explain import comment_parts, in_place_note, renamed, unified_comment, with_comments
-from compiler.codegen.expressions import in_brackets, unparse
+from compiler.codegen.expressions import in_brackets, unparse, words
 from compiler.ir import Atom, Const, Eqn, Var
 from compiler.ops import OPS
 
@@ -945,7 +944,7 @@ def _body(
     lines = [with_comments(above, line, note) for line, (above, note) in zip(body, comments)]
     if not any(above or note for above, note in comments):  # explain mode's comments stay per line
         kept = {loop.eqn(eqns, 0, p).out.name for p in loop.stored | loop.carried() | set(loop.finals)}
-        lines = _inner_loops(lines, kept, taken | {n for h in header for n in _names_read(h)})
+        lines = _inner_loops(lines, kept, taken | {n for h in header for n in words(h)})
     indent = "    " * (len(header) if loop.width and loop.aligned() else 1)
     return [*before, *_nested(header), *(indent + line.replace("\n", "\n" + indent) for line in lines), *after]
 
@@ -1011,12 +1010,6 @@ def _written(tree: ast.stmt) -> tuple[ast.stmt, str, str]:
 
 
 INNER_INDICES = ("k", "m", "n", "p", "q")  # an inner loop's index: the first the code leaves free
-_WORD = re.compile(r"\b[A-Za-z_]\w*\b")
-
-
-def _names_read(line: str) -> set[str]:
-    """The words of a line of code: the names it may read or bind (and some attributes)."""
-    return set(_WORD.findall(line))
 
 
 @dataclass
@@ -1098,7 +1091,7 @@ def _inner_loops(lines: list[str], kept: set[str], taken: set[str]) -> list[str]
             if count < 3 or best is not None and count * period <= best[2] * best[1]:
                 continue
             blocks = [_Block.of(statements[start + k * period:start + (k + 1) * period]) for k in range(count)]
-            outside = set().union(*(_names_read(line) for k, line in enumerate(lines)
+            outside = set().union(*(words(line) for k, line in enumerate(lines)
                                     if not start <= k < start + count * period))
             moves = _one_body(blocks, outside, kept)
             if moves is not None and any(step for _, step in moves):
